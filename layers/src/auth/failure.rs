@@ -1,0 +1,44 @@
+//! Why a request was refused, and the strategy that turns that into a response.
+
+use std::fmt;
+
+use http::Response;
+
+/// Why [`BearerAuth`](super::BearerAuth) refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// No credential: no `Authorization` header, a scheme other than `Bearer`, or `Bearer` with an
+    /// empty token.
+    Missing,
+    /// A bearer token that matches none of the accepted tokens.
+    Invalid,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "Missing bearer token",
+            Self::Invalid => "Invalid token",
+        })
+    }
+}
+
+impl std::error::Error for AuthFailure {}
+
+/// Builds the response sent when authentication fails.
+///
+/// Implemented for every `Fn(AuthFailure) -> Response<B>`, so a closure is enough; implement it on
+/// a type of your own when the strategy needs a name or state.
+pub trait OnAuthFailure<B> {
+    /// Returns the response for a request refused for `failure`.
+    fn on_failure(&self, failure: AuthFailure) -> Response<B>;
+}
+
+impl<B, F> OnAuthFailure<B> for F
+where
+    F: Fn(AuthFailure) -> Response<B>,
+{
+    fn on_failure(&self, failure: AuthFailure) -> Response<B> {
+        self(failure)
+    }
+}

@@ -1,0 +1,28 @@
+//! Extracting the bearer token from a request's headers.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use super::AuthFailure;
+
+/// Returns the token of an `Authorization: Bearer <token>` header, as raw bytes.
+///
+/// The scheme is case-insensitive (RFC 7235). The token is not required to be UTF-8: bytes that are
+/// not simply cannot match an accepted token, which makes them [`AuthFailure::Invalid`] rather than
+/// something the caller could tell apart by timing.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&[u8], AuthFailure> {
+    let value = headers.get(AUTHORIZATION).ok_or(AuthFailure::Missing)?;
+    let bytes = value.as_bytes();
+    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
+        Some(space) => (&bytes[..space], &bytes[space + 1..]),
+        None => (bytes, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(AuthFailure::Missing);
+    }
+    let token = rest.trim_ascii();
+    if token.is_empty() {
+        return Err(AuthFailure::Missing);
+    }
+    Ok(token)
+}

@@ -1,0 +1,159 @@
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower_test::mock;
+
+use super::*;
+
+/// What a client would see, plus who the inner service was told the caller is.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The inner service was called with this caller name.
+    Accepted(String),
+    /// The layer answered on its own.
+    Refused(StatusCode, String),
+}
+
+fn tokens() -> Tokens {
+    let mut tokens = Tokens::new();
+    tokens.insert("ci", "s3cret");
+    tokens.insert("alice", "another-secret");
+    tokens
+}
+
+fn layer() -> BearerAuthLayer<impl Fn(AuthFailure) -> Response<String> + Clone> {
+    BearerAuthLayer::new(tokens(), |failure: AuthFailure| {
+        let mut res = Response::new(failure.to_string());
+        *res.status_mut() = StatusCode::UNAUTHORIZED;
+        res
+    })
+}
+
+async fn send(authorization: Option<HeaderValue>) -> Outcome {
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer());
+    let mut req = Request::new(());
+    if let Some(value) = authorization {
+        req.headers_mut().insert(AUTHORIZATION, value);
+    }
+    assert_ready_ok!(svc.poll_ready());
+    let fut = svc.call(req);
+    let responder = async {
+        let (req, send) = handle.next_request().await.expect("inner service called");
+        let caller = req.extensions().get::<AuthenticatedCaller>().cloned();
+        send.send_response(Response::new("inner".to_string()));
+        caller
+    };
+    tokio::select! {
+        res = fut => {
+            let res = res.expect("rejections are responses");
+            // The layer answered by itself: the inner service must not have seen the request.
+            assert_pending!(handle.poll_request());
+            Outcome::Refused(res.status(), res.into_body())
+        }
+        caller = responder => {
+            Outcome::Accepted(caller.expect("caller extension set").name.to_string())
+        }
+    }
+}
+
+fn bearer(value: &'static str) -> Option<HeaderValue> {
+    Some(HeaderValue::from_static(value))
+}
+
+fn missing() -> Outcome {
+    Outcome::Refused(StatusCode::UNAUTHORIZED, "Missing bearer token".into())
+}
+
+fn invalid() -> Outcome {
+    Outcome::Refused(StatusCode::UNAUTHORIZED, "Invalid token".into())
+}
+
+#[tokio::test]
+async fn right_token_reaches_inner_with_its_name() {
+    assert_eq!(send(bearer("Bearer s3cret")).await, Outcome::Accepted("ci".into()));
+}
+
+#[tokio::test]
+async fn second_token_is_accepted_under_its_own_name() {
+    assert_eq!(
+        send(bearer("Bearer another-secret")).await,
+        Outcome::Accepted("alice".into())
+    );
+}
+
+#[tokio::test]
+async fn scheme_is_case_insensitive() {
+    assert_eq!(send(bearer("bearer s3cret")).await, Outcome::Accepted("ci".into()));
+    assert_eq!(send(bearer("BEARER s3cret")).await, Outcome::Accepted("ci".into()));
+}
+
+#[tokio::test]
+async fn wrong_token_is_invalid() {
+    assert_eq!(send(bearer("Bearer s3cre")).await, invalid());
+    assert_eq!(send(bearer("Bearer s3cret2")).await, invalid());
+}
+
+#[tokio::test]
+async fn no_header_is_missing() {
+    assert_eq!(send(None).await, missing());
+}
+
+#[tokio::test]
+async fn bearer_without_token_is_missing() {
+    assert_eq!(send(bearer("Bearer")).await, missing());
+    assert_eq!(send(bearer("Bearer    ")).await, missing());
+}
+
+#[tokio::test]
+async fn other_scheme_is_missing() {
+    assert_eq!(send(bearer("Basic czNjcmV0")).await, missing());
+    assert_eq!(send(bearer("s3cret")).await, missing());
+}
+
+#[tokio::test]
+async fn non_utf8_token_is_invalid() {
+    let value = HeaderValue::from_bytes(b"Bearer s3\xffcret").expect("obs-text is a valid header");
+    assert_eq!(send(Some(value)).await, invalid());
+}
+
+#[tokio::test]
+async fn empty_token_set_refuses_everyone() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(
+        BearerAuthLayer::new(Tokens::new(), |failure: AuthFailure| {
+            Response::new(failure.to_string())
+        }),
+    );
+    let mut req = Request::new(());
+    req.headers_mut()
+        .insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+    assert_ready_ok!(svc.poll_ready());
+    let res = svc.call(req).await.expect("rejections are responses");
+    assert_eq!(res.body(), "Missing bearer token");
+    assert_pending!(handle.poll_request());
+}
+
+#[test]
+fn debug_shows_names_but_no_secret_or_digest() {
+    assert_eq!(format!("{:?}", tokens()), r#"Tokens { names: ["ci", "alice"] }"#);
+    assert_eq!(
+        format!("{:?}", layer()),
+        r#"BearerAuthLayer { tokens: Tokens { names: ["ci", "alice"] }, .. }"#
+    );
+}
+
+#[test]
+fn verify_and_len() {
+    let tokens = tokens();
+    assert_eq!(tokens.len(), 2);
+    assert!(!tokens.is_empty());
+    assert!(Tokens::new().is_empty());
+    assert_eq!(
+        tokens.verify(b"s3cret").map(|c| c.name.to_string()),
+        Some("ci".to_string())
+    );
+    assert_eq!(tokens.verify(b"nope"), None);
+    assert_eq!(
+        Tokens::single("x", "y").names().collect::<Vec<_>>(),
+        vec!["x"]
+    );
+}

@@ -1,0 +1,56 @@
+//! A FIFO concurrency limit that shares its counts with admission.
+//!
+//! [`ConcurrencyLimitLayer`] is built on the same [`Gauge`](crate::admission::Gauge) as the
+//! [`AdmissionLayer`](crate::admission::AdmissionLayer) further out. For each request it takes the
+//! [`Ticket`](crate::admission::Ticket) out of the request's extensions (or counts the request
+//! itself, with [`Gauge::admit_unchecked`](crate::admission::Gauge::admit_unchecked), if it came
+//! without one), waits for one of the gauge's run permits, marks the ticket active and only then
+//! calls the inner service.
+//!
+//! Requests get permits in the order their response futures are first polled: the gauge's
+//! semaphore is fair, so a burst is served first come, first served and no request starves.
+//!
+//! The permit and the ticket live inside the [`ResponseFuture`]. They are released when the run
+//! completes, and equally when the future is dropped, whether it was still waiting or already
+//! running, or when the inner service panics: a cancelled or timed-out request can never keep a
+//! slot.
+//!
+//! The layer never refuses a request; bounding the queue is admission's job.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use gateway_layers::{admission::Gauge, concurrency::ConcurrencyLimitLayer};
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), gateway_layers::BoxError> {
+//! let gauge = Gauge::new(1, 10);
+//! let probe = gauge.clone();
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(ConcurrencyLimitLayer::new(gauge.clone()))
+//!     .service(service_fn(move |_req: Request<()>| {
+//!         // While the job runs, it is the one active request.
+//!         let snapshot = probe.snapshot();
+//!         async move { Ok::<_, Infallible>(Response::new(snapshot.active)) }
+//!     }));
+//!
+//! let res = svc.oneshot(Request::new(())).await?;
+//! assert_eq!(*res.body(), 1);
+//! assert_eq!(gauge.snapshot().active, 0);
+//! # Ok(())
+//! # }
+//! ```
+
+mod future;
+mod layer;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::{ConcurrencyLimit, ConcurrencyLimitLayer};

@@ -1,0 +1,175 @@
+//! Reading the CLI's output: stream-json events, the final `result` event, and the error messages
+//! the CLI prints on stderr.
+
+use serde_json::Value;
+
+use super::outcome::{AgentOutcome, Usage};
+
+/// How many characters of unparseable output an error message quotes.
+pub(crate) const SAMPLE_CHARS: usize = 200;
+
+/// One stdout line, classified.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Line {
+    /// A stream-json event: a JSON object.
+    Event(Value),
+    /// An empty (or blank) line, which carries nothing.
+    Blank,
+    /// Anything else; stream-json never prints it, so it is kept for the error message.
+    NotJson,
+}
+
+/// Classifies one line of stdout.
+pub(crate) fn classify(line: &[u8]) -> Line {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Line::Blank;
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(value @ Value::Object(_)) => Line::Event(value),
+        _ => Line::NotJson,
+    }
+}
+
+/// Whether an event is the final `{"type":"result",...}`.
+pub(crate) fn is_result(event: &Value) -> bool {
+    event.get("type").and_then(Value::as_str) == Some("result")
+}
+
+/// The first [`SAMPLE_CHARS`] characters of a line, for error messages.
+pub(crate) fn sample(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .chars()
+        .take(SAMPLE_CHARS)
+        .collect()
+}
+
+/// Fills the outcome's result fields from the final `result` event and its raw line.
+pub(crate) fn fill_from_result(outcome: &mut AgentOutcome, event: Value, line: String) {
+    let str_field = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
+    outcome.text = str_field("result");
+    outcome.session_id = str_field("session_id");
+    outcome.subtype = str_field("subtype");
+    outcome.is_error = event
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    outcome.cost_usd = event.get("total_cost_usd").and_then(Value::as_f64);
+    outcome.usage = event.get("usage").and_then(usage);
+    outcome.result_line = Some(line);
+    outcome.result = Some(event);
+}
+
+fn usage(value: &Value) -> Option<Usage> {
+    let obj = value.as_object()?;
+    let count = |key: &str| obj.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        input_tokens: count("input_tokens"),
+        output_tokens: count("output_tokens"),
+        cache_read_input_tokens: count("cache_read_input_tokens"),
+        cache_creation_input_tokens: count("cache_creation_input_tokens"),
+    })
+}
+
+/// What the CLI (2.1.x) prints, then exits 1 with nothing on stdout, for an `--agent` it does not know:
+///
+/// ```text
+/// --agent 'nosuch' not found. Available agents: claude, Explore, general-purpose, Plan, statusline-setup
+/// ```
+const UNKNOWN_AGENT_MARKER: &str = " not found. Available agents: ";
+
+/// Recognises the CLI's unknown-agent message for `agent` on stderr and returns the list of
+/// available agents it printed (`(none)` when there are none), or `None` when stderr says
+/// something else.
+pub(crate) fn unknown_agent(stderr: &str, agent: &str) -> Option<String> {
+    let hard = format!("--agent '{agent}'{UNKNOWN_AGENT_MARKER}");
+    // An older wording, printed as a warning before the CLI falls back to its default agent.
+    let soft = format!("agent \"{agent}\"{UNKNOWN_AGENT_MARKER}");
+    stderr.lines().find_map(|line| {
+        let start = line
+            .find(&hard)
+            .map(|i| i + hard.len())
+            .or_else(|| line.find(&soft).map(|i| i + soft.len()))?;
+        let list = line[start..].trim_end();
+        let list = list.strip_suffix(". Using default behavior.").unwrap_or(list);
+        Some(list.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":2140,"num_turns":1,"result":"Hello.","session_id":"0b2f","total_cost_usd":0.0123,"usage":{"input_tokens":12,"cache_creation_input_tokens":3,"cache_read_input_tokens":40,"output_tokens":7,"server_tool_use":{"web_search_requests":0}}}"#;
+
+    #[test]
+    fn classifies_lines() {
+        assert_eq!(classify(b""), Line::Blank);
+        assert_eq!(classify(b"  \t"), Line::Blank);
+        assert_eq!(classify(b"y"), Line::NotJson);
+        assert_eq!(classify(b"42"), Line::NotJson);
+        assert_eq!(classify(b"{\"type\":\"sys"), Line::NotJson);
+        assert_eq!(classify(b"{\"type\":\"system\"}"), Line::Event(json!({"type":"system"})));
+    }
+
+    #[test]
+    fn the_result_event_fills_the_outcome() {
+        let Line::Event(event) = classify(RESULT.as_bytes()) else {
+            panic!("not an event");
+        };
+        assert!(is_result(&event));
+        let mut outcome = AgentOutcome::default();
+        fill_from_result(&mut outcome, event, RESULT.to_owned());
+        assert_eq!(outcome.text.as_deref(), Some("Hello."));
+        assert_eq!(outcome.session_id.as_deref(), Some("0b2f"));
+        assert_eq!(outcome.subtype.as_deref(), Some("success"));
+        assert!(!outcome.is_error);
+        assert_eq!(outcome.cost_usd, Some(0.0123));
+        assert_eq!(
+            outcome.usage,
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 7,
+                cache_read_input_tokens: 40,
+                cache_creation_input_tokens: 3,
+            })
+        );
+        assert_eq!(outcome.result_line.as_deref(), Some(RESULT));
+        assert_eq!(outcome.result.as_ref().and_then(|r| r.get("num_turns")), Some(&json!(1)));
+    }
+
+    #[test]
+    fn an_error_result_without_text_or_usage_is_still_read() {
+        let line = r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true}"#;
+        let mut outcome = AgentOutcome::default();
+        fill_from_result(&mut outcome, serde_json::from_str(line).unwrap(), line.into());
+        assert!(outcome.is_error);
+        assert_eq!(outcome.subtype.as_deref(), Some("error_max_budget_usd"));
+        assert_eq!(outcome.text, None);
+        assert_eq!(outcome.usage, None);
+        assert_eq!(outcome.cost_usd, None);
+    }
+
+    #[test]
+    fn samples_are_cut_at_200_characters() {
+        let long = "é".repeat(300);
+        assert_eq!(sample(long.as_bytes()).chars().count(), 200);
+    }
+
+    #[test]
+    fn recognises_the_cli_unknown_agent_message() {
+        let stderr = "--agent 'nosuch' not found. Available agents: claude, Explore, general-purpose, Plan, statusline-setup\n";
+        assert_eq!(
+            unknown_agent(stderr, "nosuch").as_deref(),
+            Some("claude, Explore, general-purpose, Plan, statusline-setup")
+        );
+        assert_eq!(unknown_agent(stderr, "other"), None);
+        assert_eq!(unknown_agent("Error: API unreachable\n", "nosuch"), None);
+    }
+
+    #[test]
+    fn recognises_the_warning_wording_too() {
+        let stderr = "Warning: agent \"x\" not found. Available agents: a, b. Using default behavior.\n";
+        assert_eq!(unknown_agent(stderr, "x").as_deref(), Some("a, b"));
+    }
+}

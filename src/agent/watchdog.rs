@@ -1,0 +1,71 @@
+//! The inactivity watchdog: an agent that prints nothing for too long is hung.
+//!
+//! Seed defect 16: a hung agent was only caught by the 45-minute job timeout. The run kicks the
+//! watchdog on every byte from stdout or stderr; if it ever fires, the run stops.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{sleep, Instant, Sleep};
+
+/// A timer pushed back by every sign of life.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Watchdog {
+    /// Starts the timer.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            timer: Box::pin(sleep(timeout)),
+        }
+    }
+
+    /// The agent showed life: restart the full timeout.
+    pub(crate) fn kick(&mut self) {
+        self.rearm(self.timeout);
+    }
+
+    /// Restarts the timer with a different period (used for the short drain after the agent exited).
+    pub(crate) fn rearm(&mut self, period: Duration) {
+        self.timer.as_mut().reset(Instant::now() + period);
+    }
+
+    /// The configured inactivity timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Completes when the timer runs out. Cancel safe: use it in `select!` and kick between polls.
+    pub(crate) async fn expired(&mut self) {
+        self.timer.as_mut().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_after_the_timeout_without_activity() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10));
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_kick_restarts_the_timeout() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10));
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            dog.kick();
+        }
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(28));
+    }
+}

@@ -1,0 +1,102 @@
+//! The assembled gateway: configuration, the shared gauge, the agent stack and the job registry,
+//! and what happens to them at shutdown.
+
+use std::sync::Arc;
+
+use gateway_layers::admission::Gauge;
+use gateway_layers::workspace::Provision;
+use gateway_layers::BoxError;
+
+use crate::agent::{ClaudeConfig, ClaudeService};
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::stack::{self, AgentStack};
+use crate::workspace::{GitProvisioner, WorkspaceConfig};
+
+/// What every handler can reach. Cheap to clone: everything is shared.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated settings.
+    pub config: Arc<Config>,
+    /// Active and queued runs: admission, concurrency and `/health` read this one gauge.
+    pub gauge: Gauge,
+    /// The stack every run goes down.
+    pub agents: AgentStack,
+    /// The job registry and the tasks that run jobs.
+    pub jobs: Jobs,
+    /// Unix seconds at start-up, shown as the models' `created`.
+    pub started_at: i64,
+}
+
+/// A built gateway, ready to serve.
+pub struct App {
+    state: AppState,
+}
+
+impl App {
+    /// Builds every part from `config`: the workspace provisioner (which sweeps leftovers of an
+    /// earlier process and checks `JOBS_DIR` is usable), the claude service, the gauge, the
+    /// stacks and the job registry.
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        let provisioner = GitProvisioner::new(WorkspaceConfig {
+            base_dir: config.base_dir.clone(),
+            jobs_dir: config.jobs_dir.clone(),
+            git_crypt_key: config.git_crypt_key.clone(),
+            fetch_debounce: config.fetch_debounce,
+            base_branch: config.base_branch.clone(),
+            ..WorkspaceConfig::default()
+        })
+        .await?;
+        let provisioner: Arc<dyn Provision> = Arc::new(provisioner);
+        let claude = ClaudeService::new(ClaudeConfig {
+            bin: config.claude_bin.clone(),
+            extra_env: config.agent_env_passthrough.clone(),
+            inactivity_timeout: config.agent_inactivity_timeout,
+            ..ClaudeConfig::default()
+        });
+        let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
+        let agents = stack::agent_stack(gauge.clone(), provisioner, claude, config.chat_timeout);
+        let config = Arc::new(config);
+        let jobs = Jobs::new(config.clone(), agents.clone());
+        Ok(Self {
+            state: AppState {
+                config,
+                gauge,
+                agents,
+                jobs,
+                started_at: chrono::Utc::now().timestamp(),
+            },
+        })
+    }
+
+    /// The validated settings.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// The shared state, for embedding the routes elsewhere.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The HTTP service to serve.
+    pub fn http_service(&self) -> axum::Router {
+        stack::http_stack(self.state.clone())
+    }
+
+    /// Stops admitting runs: new `/execute` and chat requests are turned away from now on.
+    pub fn begin_shutdown(&self) {
+        self.state.gauge.close();
+        self.state.jobs.stop_accepting();
+    }
+
+    /// Resolves when every job has finished.
+    pub async fn drain(&self) {
+        self.state.jobs.drained().await;
+    }
+
+    /// Stops whatever is still running or queued and records why.
+    pub async fn finish_shutdown(&self) {
+        self.state.jobs.abort_all("the gateway shut down before the job finished").await;
+    }
+}

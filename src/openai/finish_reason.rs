@@ -1,0 +1,22 @@
+//! How a finished run maps to OpenAI's `finish_reason`.
+//!
+//! | how the run ended                                   | answer                          |
+//! |-----------------------------------------------------|---------------------------------|
+//! | exit 0, `subtype: success`, not `is_error`          | 200, `stop`                     |
+//! | `subtype: error_max_turns` with an answer           | 200, `length`                   |
+//! | `subtype: error_max_budget_usd` with an answer      | 200, `length`                   |
+//! | any other error, non-zero exit, or no answer        | 503 `agent_failed`              |
+
+use crate::agent::AgentOutcome;
+
+/// The `finish_reason` of a run that produced an answer, or `None` when it is an error.
+pub fn of(outcome: &AgentOutcome) -> Option<&'static str> {
+    if outcome.succeeded() {
+        return Some("stop");
+    }
+    let has_text = outcome.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+    match outcome.subtype.as_deref() {
+        Some("error_max_turns" | "error_max_budget_usd") if has_text => Some("length"),
+        _ => None,
+    }
+}

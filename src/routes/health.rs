@@ -1,0 +1,34 @@
+//! `GET /health`: open to all, read from the one shared gauge.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use crate::app::AppState;
+
+/// The contract's health body.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok`, or `shutting_down` once the gateway has stopped admitting work.
+    pub status: &'static str,
+    /// Every run slot is taken.
+    pub busy: bool,
+    /// Runs holding a slot.
+    pub active: usize,
+    /// Runs waiting for a slot.
+    pub queued: usize,
+    /// Simultaneous runs allowed.
+    pub capacity: usize,
+}
+
+/// Answers the gauge's current counts.
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let gauge = state.gauge.snapshot();
+    Json(Health {
+        status: if state.gauge.is_closed() { "shutting_down" } else { "ok" },
+        busy: gauge.active >= gauge.capacity,
+        active: gauge.active,
+        queued: gauge.queued,
+        capacity: gauge.capacity,
+    })
+}

@@ -1,0 +1,48 @@
+//! Error bodies in the replaced service's shape (`{"detail": "..."}`, FastAPI's), so existing
+//! callers of `/execute` and `/jobs` keep reading them.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderValue, StatusCode};
+
+/// An error answered as `{"detail": message}` with a status.
+#[derive(Debug, Clone)]
+pub struct SeedError {
+    status: StatusCode,
+    detail: String,
+    retry_after: Option<u64>,
+}
+
+impl SeedError {
+    /// An error with this status and detail.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds `Retry-After: seconds`, for errors a retry may cure.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl IntoResponse for SeedError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(serde_json::json!({ "detail": self.detail }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

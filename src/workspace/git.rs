@@ -1,0 +1,351 @@
+//! Running `git` and `git-crypt`: no shell, bounded in time, output captured and capped.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+/// How much of a command's stdout and stderr is kept. Git's answers to the commands the
+/// provisioner runs are a line or two; a misbehaving remote helper must not grow memory.
+const OUTPUT_CAP: usize = 16 * 1024;
+
+/// Variables dropped from the child's environment: inherited from a parent that runs inside a
+/// repository (a git hook, say), they would point every command at the wrong repository.
+const REPOSITORY_OVERRIDES: [&str; 4] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"];
+
+/// One external program (`git` or `git-crypt`) and the time any one run of it may take.
+#[derive(Debug, Clone)]
+pub(crate) struct Tool {
+    /// The executable, looked up on `PATH` when it has no slash.
+    program: PathBuf,
+    /// Upper bound of one run; a fetch from a hung remote must not hold a job forever.
+    timeout: Duration,
+}
+
+/// What a successful run printed, capped at [`OUTPUT_CAP`] bytes per stream.
+#[derive(Debug)]
+pub(crate) struct Output {
+    /// Standard output, lossily decoded.
+    pub(crate) stdout: String,
+}
+
+impl Tool {
+    pub(crate) fn new(program: PathBuf, timeout: Duration) -> Self {
+        Self { program, timeout }
+    }
+
+    /// Runs the program in `cwd` with `args` and returns its output when it exits with 0.
+    ///
+    /// The child runs in its own process group with stdin closed and `GIT_TERMINAL_PROMPT=0`,
+    /// so it can never wait on a password prompt. If the timeout fires or the returned future is
+    /// dropped, the whole group is killed: a fetch's `ssh` or remote helper dies with it.
+    pub(crate) async fn run<I, S>(&self, cwd: &Path, args: I) -> Result<Output, CommandError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&args)
+            .current_dir(cwd)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in REPOSITORY_OVERRIDES {
+            command.env_remove(var);
+        }
+        let describe = || Invocation {
+            program: self.program.clone(),
+            args: args.clone(),
+        };
+
+        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+            invocation: describe(),
+            source,
+        })?;
+        let group = GroupKill::new(child.id());
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let run = async {
+            // Both pipes are drained while waiting, so a chatty child cannot fill one and stall.
+            let (status, out, err) = tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
+            (status, out, err)
+        };
+        let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, run).await {
+            Ok(done) => done,
+            // Dropping `group` (and `child`) on the way out kills the process group.
+            Err(_) => {
+                return Err(CommandError::TimedOut {
+                    invocation: describe(),
+                    after: self.timeout,
+                })
+            }
+        };
+        let status = status.map_err(|source| CommandError::Spawn {
+            invocation: describe(),
+            source,
+        })?;
+        group.disarm();
+        if status.success() {
+            Ok(Output { stdout })
+        } else {
+            Err(CommandError::Failed {
+                invocation: describe(),
+                status,
+                stderr,
+            })
+        }
+    }
+}
+
+/// Reads a child's pipe to its end, keeping at most [`OUTPUT_CAP`] bytes.
+///
+/// Reading goes on past the cap (discarding) so the child never blocks on a full pipe.
+async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
+    let Some(mut reader) = reader else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Kills a child's process group when dropped while armed.
+///
+/// `kill_on_drop` only reaches the direct child; git's helpers (`ssh`, `git-remote-https`,
+/// `git index-pack`) live in the same group and must not outlive a cancelled provision.
+struct GroupKill {
+    /// The group's id (the child's pid); `None` once the child has been waited for.
+    pgid: Option<Pid>,
+}
+
+impl GroupKill {
+    fn new(pid: Option<u32>) -> Self {
+        let pgid = pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+        Self { pgid }
+    }
+
+    /// The child exited and was reaped: its id may be reused, so the group must not be signalled.
+    fn disarm(mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (group already gone) is the expected outcome when nothing is left to kill.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The command line of a failed run, for messages.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The program that was run.
+    program: PathBuf,
+    /// Its arguments.
+    args: Vec<String>,
+}
+
+impl fmt::Display for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}", self.program.display())?;
+        for arg in &self.args {
+            write!(f, " {arg}")?;
+        }
+        f.write_str("`")
+    }
+}
+
+/// A `git` or `git-crypt` run that did not succeed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The program could not be started (not installed, working directory missing) or waited for.
+    Spawn {
+        /// What was run.
+        invocation: Invocation,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// The program ran longer than the configured command timeout and was killed.
+    TimedOut {
+        /// What was run.
+        invocation: Invocation,
+        /// The timeout that fired.
+        after: Duration,
+    },
+    /// The program exited with a non-zero status.
+    Failed {
+        /// What was run.
+        invocation: Invocation,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it wrote to stderr, capped.
+        stderr: String,
+    },
+}
+
+impl CommandError {
+    /// Everything the program wrote to stderr (capped), for logs; empty unless it ran and failed.
+    pub fn stderr(&self) -> &str {
+        match self {
+            Self::Failed { stderr, .. } => stderr.trim(),
+            _ => "",
+        }
+    }
+
+    /// Whether the run was killed by the command timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut { .. })
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Spawn { invocation, source } => write!(f, "could not run {invocation}: {source}"),
+            Self::TimedOut { invocation, after } => {
+                write!(f, "{invocation} timed out after {}s", after.as_secs_f64())
+            }
+            Self::Failed {
+                invocation,
+                status,
+                stderr,
+            } => {
+                write!(f, "{invocation} failed ({status})")?;
+                match headline(stderr) {
+                    Some(line) => write!(f, ": {line}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The line of stderr that says what went wrong: git's first `fatal:`/`error:` line (it often
+/// prints progress such as "Cloning into ..." first), else the first non-empty line.
+fn headline(stderr: &str) -> Option<&str> {
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.clone().next();
+    lines
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(timeout: Duration) -> Tool {
+        Tool::new(PathBuf::from("sh"), timeout)
+    }
+
+    #[tokio::test]
+    async fn success_returns_stdout() {
+        let out = sh(Duration::from_secs(10))
+            .run(Path::new("/"), ["-c", "echo hello; echo noise >&2"])
+            .await
+            .expect("sh runs");
+        assert_eq!(out.stdout, "hello\n");
+    }
+
+    #[tokio::test]
+    async fn failure_reports_status_and_the_informative_stderr_line() {
+        let err = sh(Duration::from_secs(10))
+            .run(
+                Path::new("/"),
+                ["-c", "echo 'Cloning into x...' >&2; echo 'fatal: no such repo' >&2; exit 3"],
+            )
+            .await
+            .expect_err("exit 3 is a failure");
+        let message = err.to_string();
+        assert!(message.contains("exit status: 3"), "{message}");
+        assert!(message.ends_with(": fatal: no such repo"), "{message}");
+        assert!(err.stderr().contains("Cloning into x..."));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("grandchild.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = sh(Duration::from_millis(300))
+            .run(dir.path(), ["-c", &script])
+            .await
+            .expect_err("the script outlives the timeout");
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.to_string().contains("timed out after 0.3s"), "{err}");
+
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid written")
+            .trim()
+            .parse()
+            .expect("pid is a number");
+        // The grandchild was re-parented; it must be dead (gone, or a zombie awaiting init).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let alive = state
+                .as_deref()
+                .and_then(|s| s.rsplit(')').next())
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'));
+            if !alive {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "grandchild {pid} still running");
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let tool = Tool::new(PathBuf::from("/nonexistent/git"), Duration::from_secs(1));
+        let err = tool.run(Path::new("/"), ["--version"]).await.expect_err("not installed");
+        assert!(matches!(err, CommandError::Spawn { .. }));
+        assert!(err.to_string().starts_with("could not run `/nonexistent/git --version`"));
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_but_the_child_is_drained() {
+        let out = sh(Duration::from_secs(10))
+            .run(Path::new("/"), ["-c", "head -c 1000000 /dev/zero | tr '\\0' a"])
+            .await
+            .expect("big output does not stall the child");
+        assert_eq!(out.stdout.len(), OUTPUT_CAP);
+    }
+}
