@@ -48,8 +48,16 @@ impl App {
         })
         .await?;
         let provisioner: Arc<dyn Provision> = Arc::new(provisioner);
+        let mut env_source: Vec<_> = std::env::vars_os().collect();
+        env_source.extend(
+            config
+                .agent_env_overrides
+                .iter()
+                .map(|(name, value)| (name.into(), value.into())),
+        );
         let claude = ClaudeService::new(ClaudeConfig {
             bin: config.claude_bin.clone(),
+            env_source,
             extra_env: config.agent_env_passthrough.clone(),
             inactivity_timeout: config.agent_inactivity_timeout,
             ..ClaudeConfig::default()

@@ -226,6 +226,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Variables set in the agent's environment on top of what the allow-list picks from the
+    /// gateway's own. Not a setting: for embedders and tests that run several gateways in one
+    /// process, each against its own API endpoint.
+    pub agent_env_overrides: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -300,6 +304,7 @@ impl Settings {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             log_format: self.log_format,
+            agent_env_overrides: Vec::new(),
         })
     }
 }

@@ -48,6 +48,7 @@
 //! use std::{convert::Infallible, path::PathBuf, sync::Arc, time::Duration};
 //!
 //! use gateway_layers::{
+//!     BoxError,
 //!     admission::{AdmissionLayer, Gauge, GaugeSnapshot},
 //!     auth::{AuthFailure, AuthenticatedCaller, BearerAuthLayer, Tokens},
 //!     concurrency::ConcurrencyLimitLayer,
@@ -68,7 +69,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), gateway_layers::BoxError> {
+//! # async fn main() -> Result<(), BoxError> {
 //! // One gauge, built once, shared by admission and concurrency.
 //! let gauge = Gauge::new(2, 10);
 //!
@@ -87,8 +88,8 @@
 //!         res
 //!     }))
 //!     // Errors from the layers below become responses here, in one place.
-//!     .map_result(|result: Result<Response<String>, gateway_layers::BoxError>| {
-//!         Ok::<_, Infallible>(result.unwrap_or_else(|err| {
+//!     .map_result(|result: Result<Response<String>, BoxError>| {
+//!         Ok::<_, BoxError>(result.unwrap_or_else(|err| {
 //!             let mut res = Response::new(err.to_string());
 //!             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
 //!             res
@@ -135,5 +136,5 @@ mod reject;
 /// Errors travel boxed through the stack.
 ///
 /// Layers that fail a request return one of this crate's typed errors in this box; ask which one
-/// with [`is`](std::error::Error::is) or [`downcast_ref`](std::error::Error::downcast_ref).
+/// with `err.is::<T>()` or `err.downcast_ref::<T>()`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

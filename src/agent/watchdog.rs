@@ -11,6 +11,7 @@ use tokio::time::{sleep, Instant, Sleep};
 /// A timer pushed back by every sign of life.
 #[derive(Debug)]
 pub(crate) struct Watchdog {
+    /// How long silence may last before the timer fires.
     timeout: Duration,
     timer: Pin<Box<Sleep>>,
 }
@@ -24,19 +25,15 @@ impl Watchdog {
         }
     }
 
-    /// The agent showed life: restart the full timeout.
+    /// The agent showed life: restart the full period.
     pub(crate) fn kick(&mut self) {
-        self.rearm(self.timeout);
+        self.timer.as_mut().reset(Instant::now() + self.timeout);
     }
 
-    /// Restarts the timer with a different period (used for the short drain after the agent exited).
-    pub(crate) fn rearm(&mut self, period: Duration) {
-        self.timer.as_mut().reset(Instant::now() + period);
-    }
-
-    /// The configured inactivity timeout.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
+    /// Changes the period and restarts the timer (the short drain once the agent has exited).
+    pub(crate) fn set_period(&mut self, period: Duration) {
+        self.timeout = period;
+        self.kick();
     }
 
     /// Completes when the timer runs out. Cancel safe: use it in `select!` and kick between polls.
@@ -67,5 +64,15 @@ mod tests {
         }
         dog.expired().await;
         assert_eq!(start.elapsed(), Duration::from_secs(28));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_period_applies_from_now() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(600));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        dog.set_period(Duration::from_secs(2));
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 }

@@ -7,12 +7,12 @@ use super::name;
 
 /// The workspace directories directly under `jobs_dir`: real directories (not symlinks, not
 /// files) whose name is one this provisioner generates. Anything else is never touched.
-pub(crate) fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(jobs_dir)? {
-        let entry = entry?;
+    let mut entries = tokio::fs::read_dir(jobs_dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
         // `DirEntry::file_type` does not follow symlinks: a `ws-…` link to elsewhere is kept.
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
         if is_dir && name::is_workspace(&entry.file_name()) {
             found.push(entry.path());
         }
@@ -54,7 +54,7 @@ mod tests {
         std::fs::create_dir(j.join("ws-notes")).expect("mkdir");
         std::fs::create_dir(j.join("other")).expect("mkdir");
 
-        let found = find_leftovers(j).expect("readable");
+        let found = find_leftovers(j).await.expect("readable");
         assert_eq!(found, vec![leftover.clone()]);
         assert_eq!(remove_all(found).await, 1);
 

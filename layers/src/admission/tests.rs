@@ -25,7 +25,8 @@ fn layer(gauge: &Gauge) -> AdmissionLayer<impl Fn(GaugeSnapshot) -> Response<Str
 #[tokio::test]
 async fn full_queue_is_answered_without_calling_inner() {
     let gauge = Gauge::new(1, 2);
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
 
     // Two requests are admitted; the inner service holds them (and their tickets).
     let mut held = Vec::new();
@@ -39,7 +40,10 @@ async fn full_queue_is_answered_without_calling_inner() {
     assert_eq!(gauge.snapshot(), snapshot(0, 2, 1, 2));
 
     assert_ready_ok!(svc.poll_ready());
-    let res = svc.call(Request::new(())).await.expect("rejections are responses");
+    let res = svc
+        .call(Request::new(()))
+        .await
+        .expect("rejections are responses");
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.body(), "full: 2 queued");
     assert_pending!(handle.poll_request());
@@ -49,7 +53,8 @@ async fn full_queue_is_answered_without_calling_inner() {
 #[tokio::test]
 async fn ticket_is_released_when_the_request_is_dropped() {
     let gauge = Gauge::new(1, 1);
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
 
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(Request::new(()));
@@ -88,13 +93,21 @@ fn counts_follow_a_ticket_through_its_life() {
     assert_eq!(gauge.snapshot(), snapshot(1, 0, 2, 5));
 
     drop(ticket);
-    assert_eq!(gauge.snapshot(), snapshot(1, 0, 2, 5), "a clone still holds the slot");
+    assert_eq!(
+        gauge.snapshot(),
+        snapshot(1, 0, 2, 5),
+        "a clone still holds the slot"
+    );
     drop(clone);
     assert_eq!(gauge.snapshot(), snapshot(0, 0, 2, 5));
 
     let queued = gauge.try_admit().expect("room");
     drop(queued);
-    assert_eq!(gauge.snapshot(), snapshot(0, 0, 2, 5), "a queued ticket frees its slot too");
+    assert_eq!(
+        gauge.snapshot(),
+        snapshot(0, 0, 2, 5),
+        "a queued ticket frees its slot too"
+    );
 }
 
 #[test]
@@ -118,9 +131,13 @@ async fn closed_gauge_rejects_but_admitted_tickets_stay() {
     assert!(gauge.try_admit().is_none());
     assert_eq!(gauge.snapshot().queued, 1);
 
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
     assert_ready_ok!(svc.poll_ready());
-    let res = svc.call(Request::new(())).await.expect("rejections are responses");
+    let res = svc
+        .call(Request::new(()))
+        .await
+        .expect("rejections are responses");
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_pending!(handle.poll_request());
 

@@ -70,7 +70,10 @@ fn invalid() -> Outcome {
 
 #[tokio::test]
 async fn right_token_reaches_inner_with_its_name() {
-    assert_eq!(send(bearer("Bearer s3cret")).await, Outcome::Accepted("ci".into()));
+    assert_eq!(
+        send(bearer("Bearer s3cret")).await,
+        Outcome::Accepted("ci".into())
+    );
 }
 
 #[tokio::test]
@@ -83,8 +86,14 @@ async fn second_token_is_accepted_under_its_own_name() {
 
 #[tokio::test]
 async fn scheme_is_case_insensitive() {
-    assert_eq!(send(bearer("bearer s3cret")).await, Outcome::Accepted("ci".into()));
-    assert_eq!(send(bearer("BEARER s3cret")).await, Outcome::Accepted("ci".into()));
+    assert_eq!(
+        send(bearer("bearer s3cret")).await,
+        Outcome::Accepted("ci".into())
+    );
+    assert_eq!(
+        send(bearer("BEARER s3cret")).await,
+        Outcome::Accepted("ci".into())
+    );
 }
 
 #[tokio::test]
@@ -134,7 +143,10 @@ async fn empty_token_set_refuses_everyone() {
 
 #[test]
 fn debug_shows_names_but_no_secret_or_digest() {
-    assert_eq!(format!("{:?}", tokens()), r#"Tokens { names: ["ci", "alice"] }"#);
+    assert_eq!(
+        format!("{:?}", tokens()),
+        r#"Tokens { names: ["ci", "alice"] }"#
+    );
     assert_eq!(
         format!("{:?}", layer()),
         r#"BearerAuthLayer { tokens: Tokens { names: ["ci", "alice"] }, .. }"#

@@ -7,7 +7,8 @@ use std::pin::Pin;
 use crate::BoxError;
 
 /// A future that yields a provisioned workspace path.
-pub type ProvisionFuture = Pin<Box<dyn Future<Output = Result<PathBuf, BoxError>> + Send + 'static>>;
+pub type ProvisionFuture =
+    Pin<Box<dyn Future<Output = Result<PathBuf, BoxError>> + Send + 'static>>;
 
 /// Creates and removes the per-request workspaces the [`WorkspaceLayer`](super::WorkspaceLayer) hands out.
 ///

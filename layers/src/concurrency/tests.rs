@@ -1,0 +1,240 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
+use tower::{service_fn, ServiceExt};
+use tower_layer::Layer;
+use tower_test::mock;
+
+use super::*;
+use crate::admission::{Gauge, GaugeSnapshot};
+
+type Mock = mock::Mock<Request<&'static str>, Response<&'static str>>;
+type Handle = mock::Handle<Request<&'static str>, Response<&'static str>>;
+
+fn setup(concurrency: usize) -> (Gauge, mock::Spawn<ConcurrencyLimit<Mock>>, Handle) {
+    let gauge = Gauge::new(concurrency, 10);
+    let (svc, handle) = mock::spawn_layer(ConcurrencyLimitLayer::new(gauge.clone()));
+    (gauge, svc, handle)
+}
+
+/// A request admitted into `gauge`, as the admission layer would hand it on.
+fn admitted(gauge: &Gauge, name: &'static str) -> Request<&'static str> {
+    let mut req = Request::new(name);
+    req.extensions_mut()
+        .insert(gauge.try_admit().expect("room in the queue"));
+    req
+}
+
+fn counts(gauge: &Gauge) -> (usize, usize) {
+    let GaugeSnapshot { active, queued, .. } = gauge.snapshot();
+    (active, queued)
+}
+
+#[tokio::test]
+async fn second_request_waits_until_the_first_completes() {
+    let (gauge, mut svc, mut handle) = setup(1);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
+    assert_pending!(first.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
+    assert_pending!(second.poll());
+    assert_eq!(counts(&gauge), (1, 1));
+
+    let (req, send) = handle.next_request().await.expect("first runs");
+    assert_eq!(*req.body(), "first");
+    assert!(req.extensions().get::<crate::admission::Ticket>().is_none());
+    assert_pending!(handle.poll_request());
+
+    send.send_response(Response::new("one"));
+    assert!(first.is_woken());
+    let res = assert_ready_ok!(first.poll());
+    assert_eq!(*res.body(), "one");
+    assert_eq!(
+        counts(&gauge),
+        (0, 1),
+        "a completed run frees its slot at once"
+    );
+
+    assert!(second.is_woken());
+    assert_pending!(second.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+    let (req, send) = handle.next_request().await.expect("second runs");
+    assert_eq!(*req.body(), "second");
+    send.send_response(Response::new("two"));
+    assert_eq!(*assert_ready_ok!(second.poll()).body(), "two");
+    assert_eq!(counts(&gauge), (0, 0));
+}
+
+#[tokio::test]
+async fn dropping_a_queued_request_frees_its_queue_slot() {
+    let (gauge, mut svc, mut handle) = setup(1);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
+    assert_pending!(first.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
+    assert_pending!(second.poll());
+    assert_eq!(counts(&gauge), (1, 1));
+
+    drop(second);
+    assert_eq!(counts(&gauge), (1, 0));
+
+    // The abandoned waiter took no permit with it: the next request runs after the first.
+    let (_, send) = handle.next_request().await.expect("first runs");
+    send.send_response(Response::new("one"));
+    assert_ready_ok!(first.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let mut third = task::spawn(svc.call(admitted(&gauge, "third")));
+    assert_pending!(third.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+    let (req, _send) = handle.next_request().await.expect("third runs");
+    assert_eq!(*req.body(), "third");
+}
+
+#[tokio::test]
+async fn dropping_a_running_request_frees_its_permit() {
+    let (gauge, mut svc, mut handle) = setup(1);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
+    assert_pending!(first.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
+    assert_pending!(second.poll());
+
+    drop(first);
+    assert!(second.is_woken());
+    assert_pending!(second.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+
+    let (req, _) = handle.next_request().await.expect("first was called");
+    assert_eq!(*req.body(), "first");
+    let (req, _) = handle.next_request().await.expect("second runs");
+    assert_eq!(*req.body(), "second");
+}
+
+#[tokio::test]
+async fn waiters_run_in_arrival_order() {
+    let (gauge, mut svc, mut handle) = setup(1);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut running = task::spawn(svc.call(admitted(&gauge, "first")));
+    assert_pending!(running.poll());
+
+    let mut waiters = Vec::new();
+    for name in ["a", "b", "c"] {
+        assert_ready_ok!(svc.poll_ready());
+        let mut waiter = task::spawn(svc.call(admitted(&gauge, name)));
+        assert_pending!(waiter.poll());
+        waiters.push(waiter);
+    }
+    assert_eq!(counts(&gauge), (1, 3));
+
+    let (_, mut send) = handle.next_request().await.expect("first runs");
+    for expected in ["a", "b", "c"] {
+        send.send_response(Response::new("done"));
+        assert_ready_ok!(running.poll());
+        // Poll the later arrivals first: they must keep waiting regardless.
+        for waiter in waiters.iter_mut().rev() {
+            assert_pending!(waiter.poll());
+        }
+        let (req, next_send) = handle.next_request().await.expect("a waiter runs");
+        assert_eq!(*req.body(), expected);
+        assert_pending!(handle.poll_request());
+        send = next_send;
+        running = waiters.remove(0);
+    }
+    send.send_response(Response::new("done"));
+    assert_ready_ok!(running.poll());
+    assert_eq!(counts(&gauge), (0, 0));
+}
+
+#[tokio::test]
+async fn readiness_is_the_inner_services() {
+    let (gauge, mut svc, mut handle) = setup(1);
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert!(svc.is_woken());
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(admitted(&gauge, "only")));
+    assert_pending!(fut.poll());
+    let (req, _) = handle.next_request().await.expect("called");
+    assert_eq!(*req.body(), "only");
+}
+
+#[tokio::test]
+async fn inner_error_is_boxed_and_frees_the_slot() {
+    let (gauge, mut svc, mut handle) = setup(1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(admitted(&gauge, "failing")));
+    assert_pending!(fut.poll());
+    let (_, send) = handle.next_request().await.expect("called");
+    send.send_error("agent failed");
+    let err = assert_ready_err!(fut.poll());
+    assert_eq!(err.to_string(), "agent failed");
+    assert_eq!(counts(&gauge), (0, 0));
+    assert_eq!(gauge.semaphore().available_permits(), 1);
+}
+
+#[tokio::test]
+async fn request_without_a_ticket_is_counted_too() {
+    let (gauge, mut svc, mut handle) = setup(1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(Request::new("bare")));
+    assert_pending!(fut.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+
+    // A ticket from another gauge is left alone and this gauge still counts the run.
+    let other = Gauge::new(1, 1);
+    let mut req = Request::new("foreign");
+    req.extensions_mut()
+        .insert(other.try_admit().expect("room"));
+    assert_ready_ok!(svc.poll_ready());
+    let mut foreign = task::spawn(svc.call(req));
+    assert_pending!(foreign.poll());
+    assert_eq!(counts(&gauge), (1, 1));
+
+    drop(fut);
+    assert_pending!(foreign.poll());
+    let _ = handle.next_request().await;
+    let (req, _) = handle.next_request().await.expect("foreign runs");
+    assert!(req
+        .extensions()
+        .get::<crate::admission::Ticket>()
+        .is_some_and(|t| t.belongs_to(&other) && !t.is_active()));
+}
+
+#[tokio::test]
+async fn panicking_service_releases_permit_and_ticket() {
+    let gauge = Gauge::new(1, 10);
+    let svc = ConcurrencyLimitLayer::new(gauge.clone()).layer(service_fn(
+        |_req: Request<&'static str>| -> std::future::Ready<Result<Response<()>, Infallible>> {
+            panic!("the job blew up")
+        },
+    ));
+    let joined = tokio::spawn(svc.oneshot(admitted(&gauge, "boom"))).await;
+    assert!(joined.expect_err("the task panicked").is_panic());
+    assert_eq!(counts(&gauge), (0, 0));
+    assert_eq!(gauge.semaphore().available_permits(), 1);
+}
+
+#[test]
+fn layers_share_the_gauge_they_were_built_with() {
+    let gauge = Gauge::new(1, 1);
+    let layer = ConcurrencyLimitLayer::new(gauge.clone());
+    let one = layer.layer(());
+    let two = layer.layer(());
+    assert!(Arc::ptr_eq(
+        one.gauge().semaphore(),
+        two.gauge().semaphore()
+    ));
+    assert!(Arc::ptr_eq(one.gauge().semaphore(), gauge.semaphore()));
+}

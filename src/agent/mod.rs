@@ -1,0 +1,67 @@
+//! The claude service: runs the Claude Code CLI as a child process, one run per request.
+//!
+//! [`ClaudeService`] is the innermost `tower::Service` of the gateway's stack. For each
+//! `http::Request<`[`AgentRequest`]`>` it starts `claude -p --agent A --output-format stream-json
+//! --verbose --no-session-persistence ...` in the request's workspace and answers an
+//! [`AgentOutcome`] or an [`AgentError`] (boxed).
+//!
+//! What it guarantees, each the fix of a defect of the service it replaces:
+//!
+//! - the prompt goes to stdin, never to argv, so it may be any size and start with `-`;
+//! - stdout and stderr are read concurrently, each capped in bytes, so a chatty agent can neither
+//!   deadlock the run nor exhaust memory;
+//! - the child gets an allow-listed environment ([`allowed_env`]) and never the gateway's secrets;
+//! - the child leads its own process group, and the whole group is killed with SIGKILL when the
+//!   run ends or its future is dropped (timeout, cancel, client gone, shutdown);
+//! - an agent silent for [`ClaudeConfig::inactivity_timeout`] is stopped as hung;
+//! - the token usage and cost the CLI reports are kept.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use claude_gateway::agent::{AgentRequest, ClaudeConfig, ClaudeService};
+//! use gateway_layers::workspace::WorkspacePath;
+//! use tower::ServiceExt;
+//!
+//! # async fn demo() -> Result<(), gateway_layers::BoxError> {
+//! let svc = ClaudeService::new(ClaudeConfig::default());
+//! let mut req = http::Request::new(AgentRequest {
+//!     prompt: "Summarise the README".into(),
+//!     agent: "general-purpose".into(),
+//!     model: None,
+//!     max_budget_usd: 1.0,
+//!     partial_messages: false,
+//! });
+//! req.extensions_mut().insert(WorkspacePath("/tmp/job".into()));
+//! let outcome = svc.oneshot(req).await?;
+//! println!("{:?} cost ${:?}", outcome.text, outcome.cost_usd);
+//! # Ok(())
+//! # }
+//! ```
+
+mod command;
+mod config;
+mod env;
+mod error;
+mod outcome;
+mod parse;
+mod process;
+mod request;
+mod run;
+mod service;
+mod stream;
+mod watchdog;
+
+#[cfg(test)]
+mod fixture_tests;
+
+pub use command::claude_args;
+pub use config::{
+    ClaudeConfig, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP, DEFAULT_STDOUT_CAP,
+};
+pub use env::{allowed_env, GATEWAY_SETTINGS};
+pub use error::AgentError;
+pub use outcome::{AgentOutcome, Usage};
+pub use request::{AgentRequest, ProgressSink};
+pub use run::run;
+pub use service::{ClaudeService, ResponseFuture};

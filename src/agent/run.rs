@@ -1,0 +1,208 @@
+//! One agent run, start to finish: spawn, feed the prompt, drain both streams, decide the outcome.
+//!
+//! Everything happens inside one future. The process guard lives in it, so dropping the future at
+//! any await point (timeout, cancel, client gone, shutdown) kills the agent's whole process group.
+
+use std::io;
+use std::path::Path;
+use std::pin::pin;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
+
+use super::command::build_command;
+use super::config::ClaudeConfig;
+use super::error::AgentError;
+use super::outcome::AgentOutcome;
+use super::parse::{self, Line};
+use super::process::{Pipes, ProcessGroup};
+use super::request::{AgentRequest, ProgressSink};
+use super::stream::{CappedText, LineSplitter};
+use super::watchdog::Watchdog;
+
+/// Size of each read from the agent's pipes.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long to keep draining the pipes once the agent exited and its group was killed. They close
+/// at once unless a process that left the group still holds them; the run does not wait for it.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the CLI for `request` in `workspace` and waits for it to end.
+///
+/// Every stream-json event goes to `progress` as it arrives. Dropping the returned future kills the
+/// agent's process group.
+pub async fn run(
+    config: &ClaudeConfig,
+    request: AgentRequest,
+    workspace: &Path,
+    progress: Option<ProgressSink>,
+) -> Result<AgentOutcome, AgentError> {
+    let started = Instant::now();
+    let mut cmd = build_command(config, &request, workspace);
+    let (mut group, pipes) = ProcessGroup::spawn(&mut cmd).map_err(|source| AgentError::Spawn {
+        bin: config.bin.clone(),
+        source,
+    })?;
+    let pgid = group.pgid().as_raw();
+    tracing::debug!(pgid, agent = %request.agent, "agent started");
+    let Pipes {
+        stdin,
+        mut stdout,
+        mut stderr,
+    } = pipes;
+
+    // The prompt is written while both streams are read: a child that prints before it has read
+    // all of a large prompt must never find us blocked on its stdin.
+    let mut feed = pin!(feed_stdin(stdin, request.prompt.into_bytes()));
+    let mut feeding = true;
+
+    let mut out_buf = vec![0u8; READ_CHUNK];
+    let mut err_buf = vec![0u8; READ_CHUNK];
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    let mut status: Option<ExitStatus> = None;
+    let mut lines = LineSplitter::new(config.stdout_cap);
+    let mut errors = CappedText::new(config.stderr_cap);
+    let mut events = Events::new(progress);
+    let mut watchdog = Watchdog::new(config.inactivity_timeout);
+
+    while stdout_open || stderr_open || status.is_none() {
+        tokio::select! {
+            () = &mut feed, if feeding => feeding = false,
+            read = stdout.read(&mut out_buf), if stdout_open => {
+                let n = read.map_err(AgentError::Io)?;
+                if n == 0 {
+                    stdout_open = false;
+                    continue;
+                }
+                watchdog.kick();
+                lines
+                    .push(&out_buf[..n], |line| events.line(line))
+                    .map_err(|_| AgentError::OutputTooLarge { limit: config.stdout_cap })?;
+            }
+            read = stderr.read(&mut err_buf), if stderr_open => {
+                let n = read.map_err(AgentError::Io)?;
+                if n == 0 {
+                    stderr_open = false;
+                    continue;
+                }
+                watchdog.kick();
+                // Past the cap the bytes are dropped, but reading goes on so the agent never
+                // blocks on a full pipe.
+                errors.push(&err_buf[..n]);
+            }
+            waited = group.wait(), if status.is_none() => {
+                status = Some(waited.map_err(AgentError::Io)?);
+                // The group is dead now; what is left in the pipes comes at once.
+                feeding = false;
+                watchdog.set_period(DRAIN_GRACE.min(config.inactivity_timeout));
+            }
+            () = watchdog.expired() => {
+                if status.is_some() {
+                    tracing::debug!(pgid, "agent pipes still open after exit; stopped draining");
+                    break;
+                }
+                tracing::warn!(pgid, after = ?config.inactivity_timeout, "agent produced no output; killing it");
+                return Err(AgentError::Hung { after: config.inactivity_timeout });
+            }
+        }
+    }
+
+    // The loop only ends once the leader was reaped.
+    let Some(status) = status else {
+        return Err(AgentError::Io(io::Error::other("the agent's exit status was lost")));
+    };
+    let cut_line = lines.finish();
+    let (stderr, stderr_truncated) = errors.finish();
+    let mut outcome = AgentOutcome {
+        exit_code: status.code(),
+        stderr,
+        stderr_truncated,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ..AgentOutcome::default()
+    };
+    tracing::debug!(pgid, exit_code = ?outcome.exit_code, duration_ms = outcome.duration_ms, "agent ended");
+
+    // A final line without its newline: complete JSON counts, a fragment only if the agent chose
+    // to exit (a crash mid-write leaves a fragment that says nothing about the format).
+    if let Some(line) = cut_line {
+        match parse::classify(&line) {
+            Line::Event(_) => events.line(&line),
+            Line::NotJson if status.code().is_some() => events.line(&line),
+            _ => {}
+        }
+    }
+
+    let Events {
+        result, garbage, ..
+    } = events;
+    if let Some((event, raw)) = result {
+        parse::fill_from_result(&mut outcome, event, raw);
+        return Ok(outcome);
+    }
+    if !status.success() {
+        if let Some(available) = parse::unknown_agent(&outcome.stderr, &request.agent) {
+            return Err(AgentError::UnknownAgent {
+                agent: request.agent,
+                available: Some(available),
+            });
+        }
+    }
+    // Killed by a signal: the crash is the news, whatever it printed before.
+    if status.code().is_some() {
+        if let Some(sample) = garbage {
+            return Err(AgentError::MalformedOutput { sample });
+        }
+    }
+    Ok(outcome)
+}
+
+/// Writes the whole prompt, then closes stdin so the CLI sees the end of it.
+async fn feed_stdin(mut stdin: ChildStdin, prompt: Vec<u8>) {
+    match stdin.write_all(&prompt).await {
+        Ok(()) => {}
+        // The agent exited (or closed stdin) without reading everything: its exit tells the story.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(err) => tracing::warn!(%err, "writing the prompt to the agent failed"),
+    }
+    drop(stdin);
+}
+
+/// What the run keeps from stdout: the last `result` event and the first line that was not JSON.
+struct Events {
+    progress: Option<ProgressSink>,
+    result: Option<(Value, String)>,
+    garbage: Option<String>,
+}
+
+impl Events {
+    fn new(progress: Option<ProgressSink>) -> Self {
+        Self {
+            progress,
+            result: None,
+            garbage: None,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        match parse::classify(line) {
+            Line::Event(event) => {
+                if parse::is_result(&event) {
+                    self.result = Some((event.clone(), String::from_utf8_lossy(line).into_owned()));
+                }
+                if let Some(ProgressSink(tx)) = &self.progress {
+                    // A consumer that went away does not stop the run.
+                    let _ = tx.send(event);
+                }
+            }
+            Line::NotJson => {
+                if self.garbage.is_none() {
+                    self.garbage = Some(parse::sample(line));
+                }
+            }
+            Line::Blank => {}
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Per-job workspaces: a fresh git checkout of the warm base for every run.
+//!
+//! [`GitProvisioner`] is the gateway's [`Provision`](gateway_layers::workspace::Provision)
+//! strategy. Each provision
+//!
+//! 1. refreshes the base (`git fetch origin --prune`, then reset to the remote branch) unless
+//!    that was done within the debounce window; a burst of jobs shares one refresh, and a failed
+//!    refresh is logged while jobs go on with the last good base;
+//! 2. clones it with `git clone --local` (objects hardlinked) into `JOBS_DIR/ws-<uuid>` and
+//!    gives the clone the base's `origin` URL. Clones run concurrently; no lock serialises them;
+//! 3. runs `git-crypt unlock KEY` in the clone when the key file exists; failing that fails
+//!    the provision.
+//!
+//! Without a base directory, a workspace is an empty scratch directory. Release removes the
+//! directory in the background. Every git command runs without a shell, with a timeout,
+//! `GIT_TERMINAL_PROMPT=0`, and is killed with its process group when the provision is dropped.
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use claude_gateway::workspace::{GitProvisioner, WorkspaceConfig};
+//! use gateway_layers::workspace::Provision;
+//!
+//! # async fn run() -> Result<(), gateway_layers::BoxError> {
+//! let provisioner = GitProvisioner::new(WorkspaceConfig {
+//!     base_dir: Some("/workspace/infra".into()),
+//!     jobs_dir: "/workspace/jobs".into(),
+//!     fetch_debounce: Duration::from_secs(15),
+//!     ..WorkspaceConfig::default()
+//! })
+//! .await?;
+//!
+//! let path = provisioner.provision().await?;
+//! // ... run the job in `path` ...
+//! provisioner.release(path);
+//! # Ok(()) }
+//! ```
+
+mod base;
+mod clone;
+mod config;
+mod error;
+mod git;
+mod git_crypt;
+mod name;
+mod provisioner;
+mod release;
+mod scratch;
+mod sweep;
+
+pub use config::WorkspaceConfig;
+pub use error::WorkspaceError;
+pub use git::{CommandError, Invocation};
+pub use provisioner::{GitProvisioner, ProvisionerStats};

@@ -1,0 +1,128 @@
+//! The foundation as a caller sees it: health, auth, request ids, body limits, 404s.
+
+mod common;
+
+use common::{json, Gateway, TOKEN};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn health_is_open_and_has_the_contract_shape() {
+    let gw = Gateway::builder().arg("max-concurrency", 3).start().await;
+    let response = gw.http.get(format!("{}/health", gw.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3})
+    );
+}
+
+async fn get_with_auth(gw: &Gateway, path: &str, authorization: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let mut request = gw.http.get(format!("{}{path}", gw.url));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, json(response).await)
+}
+
+#[tokio::test]
+async fn missing_and_wrong_tokens_get_401_with_a_reason() {
+    let gw = Gateway::start().await;
+    let cases = [
+        (None, "Missing bearer token"),
+        (Some("Bearer"), "Missing bearer token"),
+        (Some("Bearer    "), "Missing bearer token"),
+        (Some("Basic dXNlcjpwYXNz"), "Missing bearer token"),
+        (Some("Bearer wrong-token"), "Invalid token"),
+        (Some("Bearer test-token-but-longer"), "Invalid token"),
+    ];
+    for (authorization, reason) in cases {
+        let (status, body) = get_with_auth(&gw, "/jobs/abc", authorization).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(body["detail"], reason, "{authorization:?}");
+    }
+    // On /v1 the same failure comes in OpenAI's error shape.
+    let (status, body) = get_with_auth(&gw, "/v1/models", Some("Bearer nope")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["message"], "Invalid token");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+}
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive() {
+    let gw = Gateway::start().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, body) = get_with_auth(&gw, "/jobs/abc", Some(&format!("{scheme} {TOKEN}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{scheme}");
+        assert_eq!(body["detail"], "Job not found");
+    }
+}
+
+#[tokio::test]
+async fn a_second_token_from_the_tokens_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# rotation in progress\nold:old-secret\nnew:new-secret\n").unwrap();
+    let gw = Gateway::builder()
+        .arg("api-bearer-tokens-file", file.display())
+        .start()
+        .await;
+    for token in ["old-secret", "new-secret", TOKEN] {
+        let (status, _) = get_with_auth(&gw, "/v1/models", Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+    }
+    let (status, _) = get_with_auth(&gw, "/v1/models", Some("Bearer older-secret")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let gw = Gateway::start().await;
+    let given = gw
+        .http
+        .get(format!("{}/health", gw.url))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+    let made = gw.http.get(format!("{}/health", gw.url)).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a uuid: {id}");
+    let unauthorised = gw.http.get(format!("{}/jobs/x", gw.url)).send().await.unwrap();
+    assert!(unauthorised.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let gw = Gateway::builder().arg("max-body-bytes", 1024).start().await;
+    let big = "x".repeat(4096);
+    let response = gw.post("/execute", &serde_json::json!({"prompt": big, "agent": "a"})).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked, with no length announced: still refused, not buffered whole.
+    let stream = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 512]))),
+    );
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404() {
+    let gw = Gateway::start().await;
+    let response = gw.get("/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = gw.get("/v1/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(json(response).await["error"]["message"].is_string());
+}
