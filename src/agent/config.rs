@@ -59,7 +59,10 @@ impl fmt::Debug for ClaudeConfig {
             .field("stdout_cap", &self.stdout_cap)
             .field("stderr_cap", &self.stderr_cap)
             .field("inactivity_timeout", &self.inactivity_timeout)
-            .field("env_source", &format_args!("<{} variables>", self.env_source.len()))
+            .field(
+                "env_source",
+                &format_args!("<{} variables>", self.env_source.len()),
+            )
             .finish()
     }
 }

@@ -108,7 +108,10 @@ mod tests {
             source: io::Error::from(io::ErrorKind::NotFound),
         };
         let text = spawn.to_string();
-        assert!(text.contains("\"claude\"") && text.contains("CLAUDE_BIN"), "{text}");
+        assert!(
+            text.contains("\"claude\"") && text.contains("CLAUDE_BIN"),
+            "{text}"
+        );
 
         let unknown = AgentError::UnknownAgent {
             agent: "nosuch".into(),
@@ -119,11 +122,17 @@ mod tests {
             "agent \"nosuch\" not found; available agents: claude, Explore"
         );
         assert_eq!(
-            AgentError::Hung { after: Duration::from_secs(600) }.to_string(),
+            AgentError::Hung {
+                after: Duration::from_secs(600)
+            }
+            .to_string(),
             "the agent produced no output for 600s and was stopped as hung"
         );
         assert_eq!(
-            AgentError::Hung { after: Duration::from_millis(250) }.to_string(),
+            AgentError::Hung {
+                after: Duration::from_millis(250)
+            }
+            .to_string(),
             "the agent produced no output for 0.250s and was stopped as hung"
         );
     }

@@ -14,7 +14,9 @@ use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use super::{AgentError, AgentOutcome, AgentRequest, ClaudeConfig, ClaudeService, ProgressSink, Usage};
+use super::{
+    AgentError, AgentOutcome, AgentRequest, ClaudeConfig, ClaudeService, ProgressSink, Usage,
+};
 
 /// Upper bound for anything the tests wait for; far above what a healthy run needs.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -60,7 +62,11 @@ fn http_request(req: AgentRequest, workspace: &Path) -> http::Request<AgentReque
     req
 }
 
-async fn call(config: ClaudeConfig, req: AgentRequest, workspace: &Path) -> Result<AgentOutcome, BoxError> {
+async fn call(
+    config: ClaudeConfig,
+    req: AgentRequest,
+    workspace: &Path,
+) -> Result<AgentOutcome, BoxError> {
     ClaudeService::new(config)
         .oneshot(http_request(req, workspace))
         .await
@@ -77,7 +83,11 @@ fn agent_error(result: Result<AgentOutcome, BoxError>) -> AgentError {
 }
 
 fn read_pid(dir: &Path, file: &str) -> Option<i32> {
-    std::fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir.join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Pids of the live (non-zombie) processes in group `pgid`, from /proc.
@@ -104,7 +114,10 @@ fn live_members(pgid: i32) -> Vec<i32> {
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .is_some_and(|zombie| !zombie)
 }
 
@@ -128,7 +141,11 @@ async fn assert_group_gone(dir: &Path) {
 async fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + PATIENCE;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(POLL).await;
     }
 }
@@ -204,27 +221,60 @@ async fn a_silent_agent_is_stopped_by_the_watchdog_with_its_grandchild() {
     assert!(started.elapsed() < PATIENCE);
     let grandchild = read_pid(dir.path(), "grandchild.pid").expect("tree was up");
     assert_group_gone(dir.path()).await;
-    assert!(!alive(grandchild), "background grandchild {grandchild} survived");
+    assert!(
+        !alive(grandchild),
+        "background grandchild {grandchild} survived"
+    );
 }
 
 #[tokio::test]
 async fn dropping_the_run_kills_the_whole_process_group() {
     let dir = TempDir::new().unwrap();
-    let run = call(config("hang.sh"), request("hi"), dir.path());
-    let mut run = std::pin::pin!(run);
+    // Boxed so that `drop` below really drops the future (a `pin!` would only drop a reference).
+    let mut run = Box::pin(call(config("hang.sh"), request("hi"), dir.path()));
+    let tree_up = dir.path().join("grandchild.pid");
     tokio::select! {
         result = &mut run => panic!("the hanging agent ended by itself: {result:?}"),
-        () = wait_for_file(&dir.path().join("grandchild.pid")) => {}
+        () = wait_for_file(&tree_up) => {}
     }
     let pgid = read_pid(dir.path(), "pid").unwrap();
     let grandchild = read_pid(dir.path(), "grandchild.pid").unwrap();
-    assert!(live_members(pgid).len() >= 2, "leader and grandchild are running");
+    assert!(
+        live_members(pgid).len() >= 2,
+        "leader and grandchild are running"
+    );
 
     // What a timeout, a cancel or a client disconnect does to the future.
     drop(run);
 
     assert_group_gone(dir.path()).await;
-    assert!(!alive(grandchild), "background grandchild {grandchild} survived");
+    assert!(
+        !alive(grandchild),
+        "background grandchild {grandchild} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_normal_exit_kills_background_jobs_left_holding_the_pipes() {
+    let dir = TempDir::new().unwrap();
+    let started = Instant::now();
+    let outcome = call(config("leave-background.sh"), request("hi"), dir.path())
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.text.as_deref(), Some("done, one job left running"));
+    // The group was killed at exit, so the pipes closed at once: no wait for the drain grace.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let grandchild = read_pid(dir.path(), "grandchild.pid").unwrap();
+    assert_group_gone(dir.path()).await;
+    assert!(
+        !alive(grandchild),
+        "background job {grandchild} survived the run"
+    );
 }
 
 #[tokio::test]
@@ -339,14 +389,23 @@ async fn a_large_prompt_starting_with_dashes_arrives_intact_on_stdin() {
         .await
         .unwrap();
     let text = outcome.text.unwrap_or_default();
-    assert!(text.starts_with(&format!("bytes={} ", prompt.len())), "{text}");
-    assert!(!text.contains("dangerously-do-something-else"), "prompt leaked into argv: {text}");
+    assert!(
+        text.starts_with(&format!("bytes={} ", prompt.len())),
+        "{text}"
+    );
+    assert!(
+        !text.contains("dangerously-do-something-else"),
+        "prompt leaked into argv: {text}"
+    );
     assert!(
         text.contains("args=-p --agent recruiter-triage --dangerously-skip-permissions"),
         "{text}"
     );
     let received = std::fs::read(dir.path().join("stdin.bin")).unwrap();
-    assert!(received == prompt.as_bytes(), "stdin differs from the prompt");
+    assert!(
+        received == prompt.as_bytes(),
+        "stdin differs from the prompt"
+    );
     assert_group_gone(dir.path()).await;
 }
 
@@ -372,7 +431,10 @@ async fn a_missing_binary_names_it_and_points_at_claude_bin() {
     let err = agent_error(call(config, request("hi"), dir.path()).await);
     assert!(matches!(err, AgentError::Spawn { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains("no-such-claude") && text.contains("CLAUDE_BIN"), "{text}");
+    assert!(
+        text.contains("no-such-claude") && text.contains("CLAUDE_BIN"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -428,5 +490,7 @@ async fn the_real_cli_reports_an_unknown_agent() {
         }
         other => panic!("expected UnknownAgent, got {other}"),
     }
-    assert!(err.to_string().starts_with("agent \"nosuch\" not found; available agents: "));
+    assert!(err
+        .to_string()
+        .starts_with("agent \"nosuch\" not found; available agents: "));
 }

@@ -90,7 +90,9 @@ pub(crate) fn unknown_agent(stderr: &str, agent: &str) -> Option<String> {
             .map(|i| i + hard.len())
             .or_else(|| line.find(&soft).map(|i| i + soft.len()))?;
         let list = line[start..].trim_end();
-        let list = list.strip_suffix(". Using default behavior.").unwrap_or(list);
+        let list = list
+            .strip_suffix(". Using default behavior.")
+            .unwrap_or(list);
         Some(list.to_owned())
     })
 }
@@ -109,7 +111,10 @@ mod tests {
         assert_eq!(classify(b"y"), Line::NotJson);
         assert_eq!(classify(b"42"), Line::NotJson);
         assert_eq!(classify(b"{\"type\":\"sys"), Line::NotJson);
-        assert_eq!(classify(b"{\"type\":\"system\"}"), Line::Event(json!({"type":"system"})));
+        assert_eq!(
+            classify(b"{\"type\":\"system\"}"),
+            Line::Event(json!({"type":"system"}))
+        );
     }
 
     #[test]
@@ -135,14 +140,21 @@ mod tests {
             })
         );
         assert_eq!(outcome.result_line.as_deref(), Some(RESULT));
-        assert_eq!(outcome.result.as_ref().and_then(|r| r.get("num_turns")), Some(&json!(1)));
+        assert_eq!(
+            outcome.result.as_ref().and_then(|r| r.get("num_turns")),
+            Some(&json!(1))
+        );
     }
 
     #[test]
     fn an_error_result_without_text_or_usage_is_still_read() {
         let line = r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true}"#;
         let mut outcome = AgentOutcome::default();
-        fill_from_result(&mut outcome, serde_json::from_str(line).unwrap(), line.into());
+        fill_from_result(
+            &mut outcome,
+            serde_json::from_str(line).unwrap(),
+            line.into(),
+        );
         assert!(outcome.is_error);
         assert_eq!(outcome.subtype.as_deref(), Some("error_max_budget_usd"));
         assert_eq!(outcome.text, None);
@@ -169,7 +181,8 @@ mod tests {
 
     #[test]
     fn recognises_the_warning_wording_too() {
-        let stderr = "Warning: agent \"x\" not found. Available agents: a, b. Using default behavior.\n";
+        let stderr =
+            "Warning: agent \"x\" not found. Available agents: a, b. Using default behavior.\n";
         assert_eq!(unknown_agent(stderr, "x").as_deref(), Some("a, b"));
     }
 }

@@ -54,7 +54,9 @@ impl ProcessGroup {
             }
         };
         let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-            return Err(io::Error::other("the agent exited before its pid was known"));
+            return Err(io::Error::other(
+                "the agent exited before its pid was known",
+            ));
         };
         let group = Self {
             child: Some(child),
@@ -110,6 +112,8 @@ impl Drop for ProcessGroup {
 fn signal_group(pgid: Pid) {
     match killpg(pgid, Signal::SIGKILL) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(err) => tracing::warn!(pgid = pgid.as_raw(), %err, "could not kill the agent's process group"),
+        Err(err) => {
+            tracing::warn!(pgid = pgid.as_raw(), %err, "could not kill the agent's process group")
+        }
     }
 }

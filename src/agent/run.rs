@@ -112,7 +112,9 @@ pub async fn run(
 
     // The loop only ends once the leader was reaped.
     let Some(status) = status else {
-        return Err(AgentError::Io(io::Error::other("the agent's exit status was lost")));
+        return Err(AgentError::Io(io::Error::other(
+            "the agent's exit status was lost",
+        )));
     };
     let cut_line = lines.finish();
     let (stderr, stderr_truncated) = errors.finish();

@@ -17,7 +17,8 @@ use super::request::{AgentRequest, ProgressSink};
 use super::run::run;
 
 /// The response future of [`ClaudeService`]. Dropping it kills the agent's process group.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<AgentOutcome, BoxError>> + Send + 'static>>;
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<AgentOutcome, BoxError>> + Send + 'static>>;
 
 /// Runs the `claude` CLI for an [`AgentRequest`] in the request's workspace.
 ///

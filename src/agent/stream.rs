@@ -31,7 +31,11 @@ impl LineSplitter {
     }
 
     /// Feeds a chunk, calling `on_line` for each complete line (without its `\n` or a trailing `\r`).
-    pub(crate) fn push(&mut self, chunk: &[u8], mut on_line: impl FnMut(&[u8])) -> Result<(), Overflow> {
+    pub(crate) fn push(
+        &mut self,
+        chunk: &[u8],
+        mut on_line: impl FnMut(&[u8]),
+    ) -> Result<(), Overflow> {
         self.total = self.total.saturating_add(chunk.len());
         if self.total > self.cap {
             self.partial = Vec::new();
@@ -92,7 +96,10 @@ impl CappedText {
     /// The kept text (invalid UTF-8 replaced, a character cut at the cap included) and whether
     /// anything was dropped.
     pub(crate) fn finish(self) -> (String, bool) {
-        (String::from_utf8_lossy(&self.kept).into_owned(), self.truncated)
+        (
+            String::from_utf8_lossy(&self.kept).into_owned(),
+            self.truncated,
+        )
     }
 }
 
@@ -104,7 +111,9 @@ mod tests {
         let mut splitter = LineSplitter::new(cap);
         let mut lines = Vec::new();
         for chunk in chunks {
-            if let Err(e) = splitter.push(chunk, |l| lines.push(String::from_utf8_lossy(l).into_owned())) {
+            if let Err(e) = splitter.push(chunk, |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            }) {
                 return (Err(e), None);
             }
         }

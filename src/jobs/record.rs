@@ -291,6 +291,13 @@ pub struct JobSummary {
     pub stderr_truncated: bool,
 }
 
+/// The current time at the precision records keep (microseconds), so a time read back from a
+/// store or a cursor compares equal to the one written.
+pub fn timestamp_now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Formats a time the way the replaced service did (Python's `datetime.isoformat()` on an aware
 /// UTC time): `2025-01-31T09:15:02.123456+00:00`.
 pub fn format_iso(time: &DateTime<Utc>) -> String {

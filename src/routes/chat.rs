@@ -72,7 +72,7 @@ fn prepare(
         ))
         .param("model")
         .code("model_not_found")
-        .with_field("supported", serde_json::json!(config.supported_models)));
+        .with_field("supported", serde_json::json!(&*config.supported_models)));
     }
     if chat.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::bad_request("only n=1 is supported").param("n"));

@@ -98,7 +98,16 @@ impl Base {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         // Automatic gc after the fetch would delete objects a concurrent clone is linking; it
         // runs below, under the write lock, instead.
-        let fetch = ["-c", "gc.auto=0", "-c", "maintenance.auto=false", "fetch", "origin", "--prune", "--quiet"];
+        let fetch = [
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "maintenance.auto=false",
+            "fetch",
+            "origin",
+            "--prune",
+            "--quiet",
+        ];
         if let Err(e) = self.git.run(&self.dir, fetch).await {
             self.log_failure("fetch", &e);
             return false;
@@ -146,15 +155,29 @@ impl Base {
         if let Some(branch) = &self.branch {
             return Some(branch.clone());
         }
-        let recorded = ["symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD"];
+        let recorded = [
+            "symbolic-ref",
+            "--quiet",
+            "--short",
+            "refs/remotes/origin/HEAD",
+        ];
         if let Some(branch) = self.stdout(&recorded).await.and_then(|s| strip_origin(&s)) {
             return Some(branch);
         }
         let advertised = ["ls-remote", "--symref", "origin", "HEAD"];
-        if let Some(branch) = self.stdout(&advertised).await.and_then(|s| advertised_head(&s)) {
+        if let Some(branch) = self
+            .stdout(&advertised)
+            .await
+            .and_then(|s| advertised_head(&s))
+        {
             return Some(branch);
         }
-        let upstream = ["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"];
+        let upstream = [
+            "rev-parse",
+            "--abbrev-ref",
+            "--symbolic-full-name",
+            "@{upstream}",
+        ];
         self.stdout(&upstream).await.and_then(|s| strip_origin(&s))
     }
 
@@ -168,7 +191,11 @@ impl Base {
 
     /// What a successful git command in the base printed; `None` when it failed.
     async fn stdout(&self, args: &[&str]) -> Option<String> {
-        self.git.run(&self.dir, args).await.ok().map(|out| out.stdout)
+        self.git
+            .run(&self.dir, args)
+            .await
+            .ok()
+            .map(|out| out.stdout)
     }
 }
 
@@ -197,11 +224,15 @@ mod tests {
     #[test]
     fn branch_names_are_read_from_git_output() {
         assert_eq!(strip_origin("origin/trunk\n").as_deref(), Some("trunk"));
-        assert_eq!(strip_origin("origin/release/1.2").as_deref(), Some("release/1.2"));
+        assert_eq!(
+            strip_origin("origin/release/1.2").as_deref(),
+            Some("release/1.2")
+        );
         assert_eq!(strip_origin("upstream/main"), None);
         assert_eq!(strip_origin("origin/HEAD"), None);
 
-        let listing = "ref: refs/heads/main\tHEAD\n0123456789abcdef0123456789abcdef01234567\tHEAD\n";
+        let listing =
+            "ref: refs/heads/main\tHEAD\n0123456789abcdef0123456789abcdef01234567\tHEAD\n";
         assert_eq!(advertised_head(listing).as_deref(), Some("main"));
         assert_eq!(advertised_head("0123\tHEAD\n"), None);
     }

@@ -9,7 +9,11 @@ use super::git::Tool;
 /// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the
 /// checkout of the working tree, not a copy of history. The clone checks out the base's
 /// current branch, which a refresh has just reset to the remote branch.
-pub(crate) async fn clone_local(git: &Tool, base: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+pub(crate) async fn clone_local(
+    git: &Tool,
+    base: &Path,
+    dest: &Path,
+) -> Result<(), WorkspaceError> {
     let cwd = dest.parent().unwrap_or(Path::new("/"));
     let args: [&OsStr; 6] = [
         OsStr::new("clone"),
@@ -33,5 +37,10 @@ pub(crate) async fn set_origin(git: &Tool, dest: &Path, url: &str) -> Result<(),
     git.run(dest, ["remote", "set-url", "origin", url])
         .await
         .map(drop)
-        .map_err(|e| WorkspaceError::new(format!("setting the origin of {} failed", dest.display()), e))
+        .map_err(|e| {
+            WorkspaceError::new(
+                format!("setting the origin of {} failed", dest.display()),
+                e,
+            )
+        })
 }

@@ -17,7 +17,12 @@ const OUTPUT_CAP: usize = 16 * 1024;
 
 /// Variables dropped from the child's environment: inherited from a parent that runs inside a
 /// repository (a git hook, say), they would point every command at the wrong repository.
-const REPOSITORY_OVERRIDES: [&str; 4] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"];
+const REPOSITORY_OVERRIDES: [&str; 4] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+];
 
 /// One external program (`git` or `git-crypt`) and the time any one run of it may take.
 #[derive(Debug, Clone)]
@@ -81,7 +86,8 @@ impl Tool {
         let stderr = child.stderr.take();
         let run = async {
             // Both pipes are drained while waiting, so a chatty child cannot fill one and stall.
-            let (status, out, err) = tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
+            let (status, out, err) =
+                tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
             (status, out, err)
         };
         let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, run).await {
@@ -288,7 +294,10 @@ mod tests {
         let err = sh(Duration::from_secs(10))
             .run(
                 Path::new("/"),
-                ["-c", "echo 'Cloning into x...' >&2; echo 'fatal: no such repo' >&2; exit 3"],
+                [
+                    "-c",
+                    "echo 'Cloning into x...' >&2; echo 'fatal: no such repo' >&2; exit 3",
+                ],
             )
             .await
             .expect_err("exit 3 is a failure");
@@ -326,24 +335,34 @@ mod tests {
             if !alive {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "grandchild {pid} still running");
-            tokio::task::yield_now().await;
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {pid} still running"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let tool = Tool::new(PathBuf::from("/nonexistent/git"), Duration::from_secs(1));
-        let err = tool.run(Path::new("/"), ["--version"]).await.expect_err("not installed");
+        let err = tool
+            .run(Path::new("/"), ["--version"])
+            .await
+            .expect_err("not installed");
         assert!(matches!(err, CommandError::Spawn { .. }));
-        assert!(err.to_string().starts_with("could not run `/nonexistent/git --version`"));
+        assert!(err
+            .to_string()
+            .starts_with("could not run `/nonexistent/git --version`"));
     }
 
     #[tokio::test]
     async fn output_is_capped_but_the_child_is_drained() {
         let out = sh(Duration::from_secs(10))
-            .run(Path::new("/"), ["-c", "head -c 1000000 /dev/zero | tr '\\0' a"])
+            .run(
+                Path::new("/"),
+                ["-c", "head -c 1000000 /dev/zero | tr '\\0' a"],
+            )
             .await
             .expect("big output does not stall the child");
         assert_eq!(out.stdout.len(), OUTPUT_CAP);

@@ -16,14 +16,22 @@ pub(crate) async fn key_present(key: &Path) -> bool {
 ///
 /// Failing here fails the provision: an agent working on ciphertext would produce wrong
 /// results without anyone noticing.
-pub(crate) async fn unlock(git_crypt: &Tool, workspace: &Path, key: &Path) -> Result<(), WorkspaceError> {
+pub(crate) async fn unlock(
+    git_crypt: &Tool,
+    workspace: &Path,
+    key: &Path,
+) -> Result<(), WorkspaceError> {
     git_crypt
         .run(workspace, [OsStr::new("unlock"), key.as_os_str()])
         .await
         .map(drop)
         .map_err(|e| {
             WorkspaceError::new(
-                format!("git-crypt unlock of {} with key {} failed", workspace.display(), key.display()),
+                format!(
+                    "git-crypt unlock of {} with key {} failed",
+                    workspace.display(),
+                    key.display()
+                ),
                 e,
             )
         })

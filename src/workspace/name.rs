@@ -31,9 +31,16 @@ mod tests {
 
     #[test]
     fn other_names_are_not_workspaces() {
-        for name in ["ws-", "ws-notes", "workspace", "x-0123456789abcdef0123456789abcdef"] {
+        for name in [
+            "ws-",
+            "ws-notes",
+            "workspace",
+            "x-0123456789abcdef0123456789abcdef",
+        ] {
             assert!(!is_workspace(OsStr::new(name)), "{name}");
         }
-        assert!(!is_workspace(OsStr::new("ws-01234567-89ab-cdef-0123-456789abcdef")));
+        assert!(!is_workspace(OsStr::new(
+            "ws-01234567-89ab-cdef-0123-456789abcdef"
+        )));
     }
 }

@@ -70,7 +70,10 @@ impl GitProvisioner {
     /// When `jobs_dir` cannot be created or read, or the base branch is not a branch name.
     pub async fn new(config: WorkspaceConfig) -> Result<Self, WorkspaceError> {
         if let Some(branch) = &config.base_branch {
-            if branch.is_empty() || branch.starts_with('-') || branch.chars().any(char::is_whitespace) {
+            if branch.is_empty()
+                || branch.starts_with('-')
+                || branch.chars().any(char::is_whitespace)
+            {
                 return Err(WorkspaceError::new(
                     "invalid base branch",
                     format!("{branch:?} is not a branch name"),
@@ -79,17 +82,25 @@ impl GitProvisioner {
         }
         let jobs_dir = absolute(&config.jobs_dir)?;
         tokio::fs::create_dir_all(&jobs_dir).await.map_err(|e| {
-            WorkspaceError::new(format!("could not create jobs directory {}", jobs_dir.display()), e)
+            WorkspaceError::new(
+                format!("could not create jobs directory {}", jobs_dir.display()),
+                e,
+            )
         })?;
         sweep_leftovers(&jobs_dir).await?;
 
         let base_dir = match &config.base_dir {
-            Some(dir) => Some((absolute(dir)?, tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()))),
+            Some(dir) => Some((
+                absolute(dir)?,
+                tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()),
+            )),
             None => None,
         };
         let mode = match base_dir {
             None => {
-                tracing::info!("no workspace base directory configured: jobs get an empty scratch directory");
+                tracing::info!(
+                    "no workspace base directory configured: jobs get an empty scratch directory"
+                );
                 Mode::Scratch
             }
             Some((dir, false)) => {
@@ -101,7 +112,12 @@ impl GitProvisioner {
             }
             Some((dir, true)) => {
                 let git = Tool::new(config.git_bin.clone(), config.command_timeout);
-                let base = Base::new(dir, git.clone(), config.base_branch.clone(), config.fetch_debounce);
+                let base = Base::new(
+                    dir,
+                    git.clone(),
+                    config.base_branch.clone(),
+                    config.fetch_debounce,
+                );
                 Mode::Git {
                     base: Arc::new(base),
                     git,
@@ -168,7 +184,9 @@ impl Inner {
                 }
                 match base.origin_url().await {
                     Some(url) => clone::set_origin(git, pending.path(), &url).await?,
-                    None => tracing::debug!(base = %base.dir().display(), "base has no origin; workspace keeps the base as origin"),
+                    None => {
+                        tracing::debug!(base = %base.dir().display(), "base has no origin; workspace keeps the base as origin")
+                    }
                 }
                 if git_crypt::key_present(key).await {
                     git_crypt::unlock(git_crypt, pending.path(), key).await?;
@@ -182,7 +200,8 @@ impl Inner {
 
     /// Only directories this provisioner hands out are removed, whatever path it is given.
     fn owns(&self, path: &Path) -> bool {
-        path.parent() == Some(self.jobs_dir.as_path()) && path.file_name().is_some_and(name::is_workspace)
+        path.parent() == Some(self.jobs_dir.as_path())
+            && path.file_name().is_some_and(name::is_workspace)
     }
 }
 
@@ -211,9 +230,12 @@ fn absolute(path: &Path) -> Result<PathBuf, WorkspaceError> {
 /// Removes the workspaces left in `jobs_dir` by an earlier process. Runs before the provisioner
 /// exists, so it can never remove a workspace of this process.
 async fn sweep_leftovers(jobs_dir: &Path) -> Result<(), WorkspaceError> {
-    let leftovers = sweep::find_leftovers(jobs_dir)
-        .await
-        .map_err(|e| WorkspaceError::new(format!("could not read jobs directory {}", jobs_dir.display()), e))?;
+    let leftovers = sweep::find_leftovers(jobs_dir).await.map_err(|e| {
+        WorkspaceError::new(
+            format!("could not read jobs directory {}", jobs_dir.display()),
+            e,
+        )
+    })?;
     if !leftovers.is_empty() {
         let found = leftovers.len();
         let removed = sweep::remove_all(leftovers).await;

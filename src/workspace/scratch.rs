@@ -7,9 +7,12 @@ use super::error::WorkspaceError;
 /// Creates the empty directory `dest`; fails if anything already exists there, so two jobs can
 /// never share one.
 pub(crate) async fn create(dest: &Path) -> Result<(), WorkspaceError> {
-    tokio::fs::create_dir(dest)
-        .await
-        .map_err(|e| WorkspaceError::new(format!("could not create scratch workspace {}", dest.display()), e))
+    tokio::fs::create_dir(dest).await.map_err(|e| {
+        WorkspaceError::new(
+            format!("could not create scratch workspace {}", dest.display()),
+            e,
+        )
+    })
 }
 
 #[cfg(test)]
@@ -24,6 +27,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dest).expect("dir").count(), 0);
 
         let err = create(&dest).await.expect_err("already exists");
-        assert!(err.to_string().starts_with("could not create scratch workspace"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("could not create scratch workspace"),
+            "{err}"
+        );
     }
 }

@@ -28,7 +28,9 @@ pub(crate) async fn remove_all(dirs: Vec<PathBuf>) -> usize {
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %dir.display(), error = %e, "could not remove leftover workspace"),
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove leftover workspace")
+            }
         }
     }
     removed

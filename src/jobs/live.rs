@@ -1,0 +1,151 @@
+//! The jobs that are queued or running: how to stop each one, how many there are, and whether new
+//! ones are still accepted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::record::JobRecord;
+
+/// A request to a job's task to stop its run.
+#[derive(Debug)]
+pub struct Stop {
+    /// Why, recorded as the job's `error`.
+    pub reason: String,
+    /// Stop only a job still waiting for a run slot; a running one carries on.
+    pub queued_only: bool,
+    /// Gets the final record if the task stopped the run; dropped unanswered if the job ended by
+    /// itself first, or ran on because of `queued_only`.
+    pub ack: Option<oneshot::Sender<JobRecord>>,
+}
+
+/// Refused: the gateway is shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAccepting;
+
+/// The live jobs. Shared by the registry and every job task.
+#[derive(Debug)]
+pub struct LiveSet {
+    /// Accepting flag and stop channels under one lock, so a job registered after shutdown began
+    /// is impossible: registration and closing exclude each other.
+    state: Mutex<LiveState>,
+    /// How many jobs are live, for [`drained`](Self::drained).
+    count: watch::Sender<usize>,
+}
+
+#[derive(Debug)]
+struct LiveState {
+    accepting: bool,
+    stops: HashMap<String, mpsc::UnboundedSender<Stop>>,
+}
+
+impl Default for LiveSet {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(LiveState {
+                accepting: true,
+                stops: HashMap::new(),
+            }),
+            count: watch::channel(0).0,
+        }
+    }
+}
+
+impl LiveSet {
+    /// Adds a job; its task reads stop requests from the receiver and must hold the returned
+    /// guard until it has recorded the end.
+    pub fn register(
+        self: &Arc<Self>,
+        job_id: &str,
+    ) -> Result<(mpsc::UnboundedReceiver<Stop>, LiveGuard), NotAccepting> {
+        let mut state = self.lock();
+        if !state.accepting {
+            return Err(NotAccepting);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        state.stops.insert(job_id.to_owned(), tx);
+        self.count.send_replace(state.stops.len());
+        Ok((
+            rx,
+            LiveGuard {
+                live: Arc::clone(self),
+                job_id: job_id.to_owned(),
+            },
+        ))
+    }
+
+    /// Where to send a stop request for this job, while it is live.
+    pub fn stopper(&self, job_id: &str) -> Option<mpsc::UnboundedSender<Stop>> {
+        self.lock().stops.get(job_id).cloned()
+    }
+
+    /// Stops accepting jobs; returns the stop channels of every live one.
+    pub fn close(&self) -> Vec<mpsc::UnboundedSender<Stop>> {
+        let mut state = self.lock();
+        state.accepting = false;
+        state.stops.values().cloned().collect()
+    }
+
+    /// How many jobs are live.
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Resolves when no job is live.
+    pub async fn drained(&self) {
+        let mut count = self.count.subscribe();
+        // The sender lives as long as `self`, which this borrow keeps alive.
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
+    /// Nothing here can panic while holding the lock in a way that breaks the map.
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps a job counted as live; dropping it (after the end was recorded, or when the task
+/// panicked) removes the job.
+#[derive(Debug)]
+pub struct LiveGuard {
+    live: Arc<LiveSet>,
+    job_id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut state = self.live.lock();
+        state.stops.remove(&self.job_id);
+        self.live.count.send_replace(state.stops.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drained_waits_for_the_last_guard() {
+        let live = Arc::new(LiveSet::default());
+        let (_rx, guard) = live.register("a").unwrap();
+        assert_eq!(live.count(), 1);
+        let waiter = tokio::spawn({
+            let live = live.clone();
+            async move { live.drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        waiter.await.unwrap();
+        assert_eq!(live.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_new_jobs_and_hands_out_every_stopper() {
+        let live = Arc::new(LiveSet::default());
+        let (_rx, _guard) = live.register("a").unwrap();
+        assert_eq!(live.close().len(), 1);
+        assert_eq!(live.register("b").map(|_| ()), Err(NotAccepting));
+    }
+}

@@ -1,0 +1,303 @@
+//! The registry driven through a stand-in agent stack built from the real layers (concurrency,
+//! deadline) around a scripted service: the job life cycle without the CLI.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_layers::admission::Gauge;
+use gateway_layers::concurrency::ConcurrencyLimitLayer;
+use gateway_layers::deadline::DeadlineLayer;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use super::*;
+use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, Usage};
+use crate::BoxError;
+
+/// Counts runs in progress; one is subtracted when a run's future is dropped, however it ends.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A stack whose agent does what the prompt says: `ok`, `fail`, `block` (until dropped),
+/// `silent-block` (no event at all), `panic`.
+fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> AgentStack {
+    let agent = tower::service_fn(move |req: http::Request<AgentRequest>| {
+        let running = running.clone();
+        async move {
+            let _running = Running::start(&running);
+            let progress = req.extensions().get::<ProgressSink>().cloned();
+            let say = |event: serde_json::Value| {
+                if let Some(ProgressSink(tx)) = &progress {
+                    let _ = tx.send(event);
+                }
+            };
+            match req.body().prompt.as_str() {
+                "ok" => {
+                    say(serde_json::json!({"type": "system", "subtype": "init"}));
+                    say(serde_json::json!({"type": "assistant", "text": "hello"}));
+                    Ok::<_, BoxError>(AgentOutcome {
+                        exit_code: Some(0),
+                        result_line: Some(r#"{"type":"result","result":"hello"}"#.into()),
+                        text: Some("hello".into()),
+                        usage: Some(Usage { input_tokens: 7, output_tokens: 3, ..Usage::default() }),
+                        cost_usd: Some(0.5),
+                        duration_ms: 5,
+                        ..AgentOutcome::default()
+                    })
+                }
+                "fail" => Ok(AgentOutcome {
+                    exit_code: Some(2),
+                    stderr: "it broke\n".into(),
+                    ..AgentOutcome::default()
+                }),
+                "block" => {
+                    say(serde_json::json!({"type": "system", "subtype": "init"}));
+                    std::future::pending().await
+                }
+                "silent-block" => std::future::pending().await,
+                "panic" => panic!("the agent service panicked"),
+                other => Err(format!("unexpected prompt {other}").into()),
+            }
+        }
+    });
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(ConcurrencyLimitLayer::new(gauge))
+            .layer(DeadlineLayer::new(Duration::from_secs(600)))
+            .service(agent),
+    )
+}
+
+struct Fixture {
+    jobs: Jobs,
+    gauge: Gauge,
+    running: Arc<AtomicUsize>,
+}
+
+fn fixture(concurrency: usize) -> Fixture {
+    let gauge = Gauge::new(concurrency, 100);
+    let running = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(MemoryStore::new(StoreLimits {
+        ttl: Duration::from_secs(3600),
+        max_finished: 100,
+    }));
+    let jobs = Jobs::with_store(
+        store,
+        stack(gauge.clone(), running.clone()),
+        1024,
+        Duration::from_secs(60),
+    );
+    Fixture { jobs, gauge, running }
+}
+
+fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
+    NewJob {
+        owner: owner.into(),
+        prompt: prompt.into(),
+        agent: "agent".into(),
+        max_budget_usd: 1.0,
+        timeout_seconds,
+        metadata: None,
+    }
+}
+
+impl Fixture {
+    async fn submit(&self, prompt: &str) -> JobRecord {
+        let ticket = self.gauge.admit().expect("room in the queue");
+        self.jobs
+            .submit(new_job("me", prompt, 600), Some(ticket))
+            .await
+            .expect("accepted")
+    }
+
+    /// Follows the job's events to the end; answers their names and the final record.
+    async fn follow(&self, job_id: &str) -> (Vec<(EventKind, String)>, JobRecord) {
+        let events = self.jobs.events("me", job_id, 0).await.unwrap().unwrap();
+        let mut subscription = events.subscription.expect("a log");
+        let mut seen = Vec::new();
+        let follow = async {
+            while let Some(batch) = subscription.next_batch().await {
+                seen.extend(batch.into_iter().map(|e| (e.kind, e.data.to_string())));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), follow)
+            .await
+            .expect("the job ended");
+        let record = self.jobs.get("me", job_id).await.unwrap().unwrap();
+        (seen, record)
+    }
+
+    /// Waits (bounded) until the job's status is `status`.
+    async fn wait_status(&self, job_id: &str, status: JobStatus) -> JobRecord {
+        for _ in 0..400 {
+            let record = self.jobs.get("me", job_id).await.unwrap().unwrap();
+            if record.status == status {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {job_id} never became {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_completes_and_its_events_tell_the_whole_story() {
+    let f = fixture(2);
+    let queued = f.submit("ok").await;
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.job_id.len(), 32);
+
+    let (events, record) = f.follow(&queued.job_id).await;
+    assert_eq!(record.status, JobStatus::Completed);
+    assert_eq!(record.result.as_deref(), Some("hello"));
+    assert_eq!(record.usage.as_ref().map(|u| u.input_tokens), Some(7));
+    assert_eq!(record.output, [r#"{"type":"result","result":"hello"}"#]);
+    assert!(record.started_at.is_some() && record.finished_at.is_some());
+    assert!(record.started_at <= record.finished_at);
+
+    let kinds: Vec<_> = events.iter().map(|e| e.0).collect();
+    use EventKind::*;
+    assert_eq!(kinds, [Status, Status, Agent, Agent, Status, End]);
+    assert!(events[0].1.contains("\"queued\""));
+    assert!(events[1].1.contains("\"running\""));
+    assert!(events[4].1.contains("\"completed\""));
+    // Finished: the slot is free.
+    assert_eq!(f.gauge.snapshot().active + f.gauge.snapshot().queued, 0);
+}
+
+#[tokio::test]
+async fn a_failing_agent_ends_failed_with_its_exit_code_and_stderr() {
+    let f = fixture(1);
+    let job = f.submit("fail").await;
+    let (_, record) = f.follow(&job.job_id).await;
+    assert_eq!(record.status, JobStatus::Failed);
+    assert_eq!(record.exit_code, Some(2));
+    assert_eq!(record.stderr.as_deref(), Some("it broke\n"));
+    assert_eq!(record.error.as_deref(), Some("the agent exited with code 2: it broke"));
+}
+
+#[tokio::test]
+async fn a_job_is_running_as_soon_as_it_has_a_slot_even_before_the_agent_speaks() {
+    let f = fixture(1);
+    let job = f.submit("silent-block").await;
+    let record = f.wait_status(&job.job_id, JobStatus::Running).await;
+    assert!(record.started_at.is_some());
+    f.jobs.cancel("me", &job.job_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_frees_a_queued_slot_at_once_and_stops_a_running_run() {
+    let f = fixture(1);
+    let first = f.submit("block").await;
+    f.wait_status(&first.job_id, JobStatus::Running).await;
+    let second = f.submit("ok").await;
+    assert_eq!(f.gauge.snapshot().queued, 1);
+
+    let cancelled = f.jobs.cancel("me", &second.job_id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Error);
+    assert!(cancelled.error.as_deref().is_some_and(|e| e.contains("cancelled")));
+    assert_eq!(cancelled.started_at, None);
+    assert_eq!(f.gauge.snapshot().queued, 0);
+
+    // Another caller cannot see it, let alone cancel it.
+    assert!(matches!(f.jobs.cancel("someone-else", &first.job_id).await, Err(CancelError::NotFound)));
+    assert!(f.jobs.get("someone-else", &first.job_id).await.unwrap().is_none());
+
+    assert_eq!(f.running.load(Ordering::SeqCst), 1);
+    let cancelled = f.jobs.cancel("me", &first.job_id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Error);
+    assert!(cancelled.started_at.is_some());
+    // The run's future is gone by the time the answer comes, and its slot with it.
+    assert_eq!(f.running.load(Ordering::SeqCst), 0);
+    assert_eq!(f.gauge.snapshot().active, 0);
+
+    assert!(matches!(f.jobs.cancel("me", &first.job_id).await, Err(CancelError::Finished)));
+    assert!(matches!(f.jobs.cancel("me", &"0".repeat(32)).await, Err(CancelError::NotFound)));
+    // The log ends for a late subscriber too.
+    let (events, _) = f.follow(&first.job_id).await;
+    assert_eq!(events.last().map(|e| e.0), Some(EventKind::End));
+    f.jobs.drained().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_queued_jobs_then_aborts_running_ones_with_the_reason() {
+    let f = fixture(1);
+    let running = f.submit("block").await;
+    f.wait_status(&running.job_id, JobStatus::Running).await;
+    let queued = f.submit("ok").await;
+
+    f.jobs.stop_accepting();
+    let record = f.follow(&queued.job_id).await.1;
+    assert_eq!(record.status, JobStatus::Error);
+    assert!(record.error.as_deref().is_some_and(|e| e.contains("gateway shut down")), "{record:?}");
+    assert!(matches!(
+        f.jobs.submit(new_job("me", "ok", 60), None).await,
+        Err(SubmitError::ShuttingDown)
+    ));
+    // The running one carries on through the grace period.
+    assert_eq!(f.jobs.get("me", &running.job_id).await.unwrap().unwrap().status, JobStatus::Running);
+
+    f.jobs.abort_all("the gateway shut down before the job finished").await;
+    let record = f.jobs.get("me", &running.job_id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Error);
+    assert_eq!(record.error.as_deref(), Some("the gateway shut down before the job finished"));
+    assert_eq!(f.running.load(Ordering::SeqCst), 0);
+    assert_eq!(f.jobs.live_count(), 0);
+    tokio::time::timeout(Duration::from_secs(1), f.jobs.drained()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_ends_timeout() {
+    let f = fixture(1);
+    let ticket = f.gauge.admit().unwrap();
+    let job = f.jobs.submit(new_job("me", "block", 1), Some(ticket)).await.unwrap();
+    let (_, record) = f.follow(&job.job_id).await;
+    assert_eq!(record.status, JobStatus::Timeout);
+    assert!(record.error.as_deref().is_some_and(|e| e.contains("timeout of 1 seconds")));
+    assert_eq!(f.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_run_is_recorded_as_an_error_not_left_running() {
+    let f = fixture(1);
+    let job = f.submit("panic").await;
+    let (events, record) = f.follow(&job.job_id).await;
+    assert_eq!(record.status, JobStatus::Error);
+    assert!(record.error.as_deref().is_some_and(|e| e.contains("internal error")));
+    assert_eq!(events.last().map(|e| e.0), Some(EventKind::End));
+    tokio::time::timeout(Duration::from_secs(5), f.jobs.drained()).await.unwrap();
+    assert_eq!(f.gauge.snapshot().active + f.gauge.snapshot().queued, 0);
+}
+
+#[tokio::test]
+async fn listing_shows_only_the_callers_jobs_newest_first() {
+    let f = fixture(4);
+    let a = f.submit("ok").await;
+    let b = f.submit("ok").await;
+    f.jobs.submit(new_job("other", "ok", 60), None).await.unwrap();
+    let page = f
+        .jobs
+        .list(ListQuery {
+            owner: "me".into(),
+            status: None,
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.jobs.iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(ids, [b.job_id, a.job_id]);
+}

@@ -1,0 +1,229 @@
+//! The `[[mock:NAME ARGS]]` directives a prompt uses to choose the mock's behaviour.
+//!
+//! Directives live in the prompt text so that tests which only reach the mock through the gateway and
+//! the CLI (over HTTP, with no handle on the mock) can still script it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Opens a directive. Unusual enough that ordinary prompts never contain it by accident.
+pub const OPEN: &str = "[[mock:";
+/// Closes a directive: the first `]]` after [`OPEN`]. Arguments therefore cannot contain `]]`.
+pub const CLOSE: &str = "]]";
+
+/// Longest delay honoured, so a typo cannot park a connection for centuries (and overflow a deadline).
+const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What the directives in one prompt ask for. Later directives of the same kind win, except `bash`,
+/// which accumulates: each one is a separate tool call, made in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `[[mock:text WORDS]]`: the exact final answer.
+    pub text: Option<String>,
+    /// `[[mock:bash COMMAND]]`: Bash tool calls to make, one per turn, before answering.
+    pub bash: Vec<String>,
+    /// `[[mock:delay MS]]`: pause before answering (mid-stream, after the first delta, when streaming).
+    pub delay: Option<Duration>,
+    /// `[[mock:error STATUS]]` / `[[mock:error STATUS retry]]`: fail with this HTTP status.
+    pub error: Option<ErrorDirective>,
+    /// `[[mock:usage INPUT OUTPUT]]`: report these token counts instead of the defaults.
+    pub usage: Option<(u64, u64)>,
+}
+
+/// An `[[mock:error ...]]` directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorDirective {
+    /// HTTP status to answer, 400..=599.
+    pub status: u16,
+    /// Whether the CLI may retry. Without `retry` the mock sends `x-should-retry: false`, which makes
+    /// the CLI give up after one attempt instead of backing off for minutes.
+    pub retry: bool,
+}
+
+/// A directive the mock does not understand; answered with a 400 that names the problem, so a typo
+/// in a test shows up in the CLI's error result instead of silently changing behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveError(pub String);
+
+impl fmt::Display for DirectiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mock-anthropic: {}", self.0)
+    }
+}
+
+impl std::error::Error for DirectiveError {}
+
+impl Directives {
+    /// Parses every directive in `text`.
+    pub fn parse(text: &str) -> Result<Self, DirectiveError> {
+        let mut directives = Self::default();
+        for inner in spans(text).map(|span| span.map(|(_, inner)| inner)) {
+            directives.apply(inner?)?;
+        }
+        Ok(directives)
+    }
+
+    /// Whether no directive was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn apply(&mut self, inner: &str) -> Result<(), DirectiveError> {
+        let inner = inner.trim();
+        let (name, args) = inner
+            .split_once(char::is_whitespace)
+            .map_or((inner, ""), |(name, args)| (name, args.trim()));
+        match name {
+            "text" => self.text = Some(args.to_owned()),
+            "bash" if args.is_empty() => {
+                return Err(DirectiveError("`[[mock:bash]]` needs a command".into()))
+            }
+            "bash" => self.bash.push(args.to_owned()),
+            "delay" => {
+                let ms: u64 = args.parse().map_err(|_| {
+                    DirectiveError(format!("`[[mock:delay {args}]]`: expected milliseconds"))
+                })?;
+                self.delay = Some(Duration::from_millis(ms).min(MAX_DELAY));
+            }
+            "error" => self.error = Some(parse_error(args)?),
+            "usage" => self.usage = Some(parse_usage(args)?),
+            other => {
+                return Err(DirectiveError(format!(
+                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage)"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `text` with every directive removed and surrounding whitespace trimmed: what the default answer
+/// echoes.
+pub fn strip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        match rest[start..].find(CLOSE) {
+            Some(end) => rest = &rest[start + end + CLOSE.len()..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_owned()
+}
+
+/// Each directive's full span and its inner text (between `[[mock:` and `]]`), in order.
+fn spans(text: &str) -> impl Iterator<Item = Result<(usize, &str), DirectiveError>> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let start = offset + text.get(offset..)?.find(OPEN)?;
+        let body_start = start + OPEN.len();
+        match text[body_start..].find(CLOSE) {
+            Some(len) => {
+                offset = body_start + len + CLOSE.len();
+                Some(Ok((start, &text[body_start..body_start + len])))
+            }
+            None => {
+                offset = text.len();
+                Some(Err(DirectiveError(format!(
+                    "unterminated directive: `{OPEN}` without `{CLOSE}`"
+                ))))
+            }
+        }
+    })
+}
+
+fn parse_error(args: &str) -> Result<ErrorDirective, DirectiveError> {
+    let bad = || {
+        DirectiveError(format!(
+            "`[[mock:error {args}]]`: expected a status 400..=599, optionally followed by `retry`"
+        ))
+    };
+    let mut words = args.split_whitespace();
+    let status: u16 = words.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    if !(400..=599).contains(&status) {
+        return Err(bad());
+    }
+    let retry = match words.next() {
+        None => false,
+        Some("retry") => true,
+        Some(_) => return Err(bad()),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    Ok(ErrorDirective { status, retry })
+}
+
+fn parse_usage(args: &str) -> Result<(u64, u64), DirectiveError> {
+    let bad = || {
+        DirectiveError(format!(
+            "`[[mock:usage {args}]]`: expected two token counts, input then output"
+        ))
+    };
+    let mut words = args.split_whitespace().map(str::parse::<u64>);
+    match (words.next(), words.next(), words.next()) {
+        (Some(Ok(input)), Some(Ok(output)), None) => Ok((input, output)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_has_no_directives() {
+        assert!(Directives::parse("say hi [[not a directive]]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_kind_is_parsed_and_bash_accumulates() {
+        let d = Directives::parse(
+            "x [[mock:bash echo a > f]] [[mock:bash cat f]] [[mock:text  done now ]] \
+             [[mock:delay 250]] [[mock:error 529 retry]] [[mock:usage 10 20]]",
+        )
+        .unwrap();
+        assert_eq!(d.bash, ["echo a > f", "cat f"]);
+        assert_eq!(d.text.as_deref(), Some("done now"));
+        assert_eq!(d.delay, Some(Duration::from_millis(250)));
+        assert_eq!(d.error, Some(ErrorDirective { status: 529, retry: true }));
+        assert_eq!(d.usage, Some((10, 20)));
+    }
+
+    #[test]
+    fn later_directive_of_a_kind_wins() {
+        let d = Directives::parse("[[mock:text one]][[mock:text two]]").unwrap();
+        assert_eq!(d.text.as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn mistakes_are_reported_not_ignored() {
+        for bad in [
+            "[[mock:nosuch]]",
+            "[[mock:delay soon]]",
+            "[[mock:error 200]]",
+            "[[mock:error 500 maybe]]",
+            "[[mock:usage 1]]",
+            "[[mock:bash ]]",
+            "[[mock:text unterminated",
+        ] {
+            assert!(Directives::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn huge_delays_are_capped() {
+        let d = Directives::parse(&format!("[[mock:delay {}]]", u64::MAX)).unwrap();
+        assert_eq!(d.delay, Some(MAX_DELAY));
+    }
+
+    #[test]
+    fn strip_removes_directives_and_trims() {
+        assert_eq!(strip("  [[mock:delay 5]] hello [[mock:text x]] world "), "hello  world");
+        assert_eq!(strip("a [[mock:oops"), "a");
+    }
+}

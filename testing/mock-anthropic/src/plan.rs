@@ -1,0 +1,204 @@
+//! Deciding the answer to one request from its conversation, its directives and the script.
+
+use std::time::Duration;
+
+use crate::conversation::Conversation;
+use crate::directive::{self, Directives};
+use crate::script::{Script, Usage};
+
+/// How many characters of the prompt the default answer echoes.
+const ECHO_CHARS: usize = 80;
+
+/// What to answer, and after how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Pause before answering; when streaming, taken after the first content delta.
+    pub(crate) delay: Option<Duration>,
+    /// The answer itself.
+    pub(crate) outcome: Outcome,
+}
+
+/// An answer: an assistant message or an HTTP error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A successful assistant message.
+    Message(Reply),
+    /// An error status with an Anthropic error body.
+    Error {
+        /// HTTP status, 400..=599.
+        status: u16,
+        /// `false` sends `x-should-retry: false` so the CLI stops at once.
+        retry: bool,
+        /// `error.message` of the body.
+        message: String,
+    },
+}
+
+/// A successful assistant message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// Content blocks, in order.
+    pub(crate) blocks: Vec<Block>,
+    /// `end_turn` for a final answer, `tool_use` when asking for a tool.
+    pub(crate) stop_reason: &'static str,
+    /// Token counts to report.
+    pub(crate) usage: Usage,
+}
+
+/// One content block of a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Block {
+    /// A `text` block.
+    Text(String),
+    /// A `tool_use` block calling the CLI's `Bash` tool.
+    Bash {
+        /// `id` the tool result will refer to.
+        id: String,
+        /// The shell command.
+        command: String,
+    },
+}
+
+/// Plans the answer. `tool_id` makes a fresh tool-use id.
+pub(crate) fn plan(conversation: &Conversation, script: &Script, tool_id: impl FnOnce() -> String) -> Plan {
+    let directives = match Directives::parse(&conversation.prompt) {
+        Ok(directives) => directives,
+        Err(e) => {
+            return Plan {
+                delay: None,
+                outcome: Outcome::Error {
+                    status: 400,
+                    retry: false,
+                    message: e.to_string(),
+                },
+            }
+        }
+    };
+    let outcome = match directives.error {
+        Some(error) => Outcome::Error {
+            status: error.status,
+            retry: error.retry,
+            message: format!(
+                "mock-anthropic: status {} requested by [[mock:error]]",
+                error.status
+            ),
+        },
+        None => Outcome::Message(reply(conversation, &directives, script, tool_id)),
+    };
+    Plan {
+        delay: directives.delay,
+        outcome,
+    }
+}
+
+fn reply(
+    conversation: &Conversation,
+    directives: &Directives,
+    script: &Script,
+    tool_id: impl FnOnce() -> String,
+) -> Reply {
+    let mut usage = script.usage_counts();
+    if let Some((input, output)) = directives.usage {
+        usage.input_tokens = input;
+        usage.output_tokens = output;
+    }
+    // One tool call per turn: the number of results already back says which command is next.
+    if let Some(command) = directives.bash.get(conversation.tool_outputs.len()) {
+        return Reply {
+            blocks: vec![Block::Bash {
+                id: tool_id(),
+                command: command.clone(),
+            }],
+            stop_reason: "tool_use",
+            usage,
+        };
+    }
+    let text = if let Some(text) = &directives.text {
+        text.clone()
+    } else if !conversation.tool_outputs.is_empty() {
+        conversation
+            .tool_outputs
+            .iter()
+            .map(|output| format!("tool said: {}", output.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else if let Some(reply) = script.reply_override() {
+        reply.to_owned()
+    } else {
+        let prompt: String = directive::strip(&conversation.prompt)
+            .chars()
+            .take(ECHO_CHARS)
+            .collect();
+        format!("mock answer: {}", prompt.trim_end())
+    };
+    Reply {
+        blocks: vec![Block::Text(text)],
+        stop_reason: "end_turn",
+        usage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(prompt: &str, tool_outputs: &[&str]) -> Conversation {
+        Conversation {
+            prompt: prompt.to_owned(),
+            tool_outputs: tool_outputs.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn text_of(plan: &Plan) -> &str {
+        match &plan.outcome {
+            Outcome::Message(Reply { blocks, .. }) => match blocks.as_slice() {
+                [Block::Text(text)] => text,
+                other => panic!("expected one text block, got {other:?}"),
+            },
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_answer_echoes_the_prompt_without_directives() {
+        let long = "x".repeat(200);
+        let p = plan(&conversation(&format!("[[mock:delay 1]] {long}"), &[]), &Script::new(), String::new);
+        assert_eq!(text_of(&p), format!("mock answer: {}", "x".repeat(80)));
+        assert_eq!(p.delay, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn bash_directives_run_in_order_then_report_outputs() {
+        let prompt = "[[mock:bash echo a]] [[mock:bash echo b]]";
+        let first = plan(&conversation(prompt, &[]), &Script::new(), || "t1".into());
+        let second = plan(&conversation(prompt, &["a\n"]), &Script::new(), || "t2".into());
+        let last = plan(&conversation(prompt, &["a\n", "b\n"]), &Script::new(), String::new);
+        let command = |p: &Plan| match &p.outcome {
+            Outcome::Message(Reply { blocks, stop_reason: "tool_use", .. }) => match blocks.as_slice() {
+                [Block::Bash { command, .. }] => command.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(command(&first), "echo a");
+        assert_eq!(command(&second), "echo b");
+        assert_eq!(text_of(&last), "tool said: a\ntool said: b");
+    }
+
+    #[test]
+    fn text_directive_beats_script_default() {
+        let script = Script::new().default_reply("scripted");
+        assert_eq!(text_of(&plan(&conversation("hi", &[]), &script, String::new)), "scripted");
+        let p = plan(&conversation("[[mock:text exact]]", &[]), &script, String::new);
+        assert_eq!(text_of(&p), "exact");
+    }
+
+    #[test]
+    fn bad_directive_is_a_400_naming_it() {
+        let p = plan(&conversation("[[mock:nope]]", &[]), &Script::new(), String::new);
+        match p.outcome {
+            Outcome::Error { status: 400, message, .. } => assert!(message.contains("nope")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
