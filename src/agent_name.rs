@@ -31,14 +31,29 @@ mod tests {
 
     #[test]
     fn plain_names_pass() {
-        for name in ["general-purpose", "recruiter-triage", "a", "plugin:agent_1.2"] {
+        for name in [
+            "general-purpose",
+            "recruiter-triage",
+            "a",
+            "plugin:agent_1.2",
+        ] {
             assert!(check(name).is_ok(), "{name}");
         }
     }
 
     #[test]
     fn flags_paths_and_shell_text_are_refused() {
-        for name in ["", "--model", "-x", "../etc", "a/b", "a b", "$(id)", "é", &"a".repeat(129)] {
+        for name in [
+            "",
+            "--model",
+            "-x",
+            "../etc",
+            "a/b",
+            "a b",
+            "$(id)",
+            "é",
+            &"a".repeat(129),
+        ] {
             assert!(check(name).is_err(), "{name}");
         }
     }

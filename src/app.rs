@@ -105,6 +105,9 @@ impl App {
 
     /// Stops whatever is still running or queued and records why.
     pub async fn finish_shutdown(&self) {
-        self.state.jobs.abort_all("the gateway shut down before the job finished").await;
+        self.state
+            .jobs
+            .abort_all("the gateway shut down before the job finished")
+            .await;
     }
 }

@@ -148,7 +148,10 @@ impl fmt::Debug for Settings {
     // Written by hand so the token can never reach a log line through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
-            .field("api_bearer_token", &self.api_bearer_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "api_bearer_token",
+                &self.api_bearer_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("api_bearer_tokens_file", &self.api_bearer_tokens_file)
             .field("listen_addr", &self.listen_addr)
             .field("workspace_dir", &self.workspace_dir)
@@ -244,13 +247,19 @@ impl Settings {
         positive("JOB_TTL_SECONDS", self.job_ttl_seconds)?;
         positive("MAX_FINISHED_JOBS", self.max_finished_jobs as u64)?;
         positive("MAX_OUTPUT_BYTES", self.max_output_bytes as u64)?;
-        positive("OPENAI_COMPAT_TIMEOUT_SECONDS", self.openai_compat_timeout_seconds)?;
+        positive(
+            "OPENAI_COMPAT_TIMEOUT_SECONDS",
+            self.openai_compat_timeout_seconds,
+        )?;
         positive(
             "AGENT_INACTIVITY_TIMEOUT_SECONDS",
             self.agent_inactivity_timeout_seconds,
         )?;
         positive("MAX_BODY_BYTES", self.max_body_bytes as u64)?;
-        positive("HEADER_READ_TIMEOUT_SECONDS", self.header_read_timeout_seconds)?;
+        positive(
+            "HEADER_READ_TIMEOUT_SECONDS",
+            self.header_read_timeout_seconds,
+        )?;
         if !(self.openai_compat_budget_usd.is_finite() && self.openai_compat_budget_usd > 0.0) {
             return Err(invalid(format!(
                 "OPENAI_COMPAT_BUDGET_USD must be a positive number of dollars, got {}",
@@ -272,7 +281,9 @@ impl Settings {
         let chat_agent = match self.openai_compat_agent {
             Some(agent) => {
                 crate::agent_name::check(&agent).map_err(|why| {
-                    invalid(format!("OPENAI_COMPAT_AGENT {agent:?} is not usable: {why}"))
+                    invalid(format!(
+                        "OPENAI_COMPAT_AGENT {agent:?} is not usable: {why}"
+                    ))
                 })?;
                 agent
             }

@@ -78,7 +78,10 @@ pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output
     }
     drop(listener);
     let grace = app.config().shutdown_grace;
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no longer accepting");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: no longer accepting"
+    );
     app.begin_shutdown();
 
     let drained = async {

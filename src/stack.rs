@@ -75,20 +75,35 @@ pub fn http_stack(state: AppState) -> Router {
     });
     // Admission sits on the two routes that start runs, after auth (strangers never take a queue
     // slot) and before the body is parsed (a full queue answers at once).
-    let execute_admission = AdmissionLayer::new(state.gauge.clone(), |_: GaugeSnapshot| {
+    // A closed gauge means the gateway is draining: that is 503, not the caller's 429.
+    let gauge = state.gauge.clone();
+    let execute_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
+        if gauge.is_closed() {
+            return SeedError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                .into_response();
+        }
         SeedError::new(StatusCode::TOO_MANY_REQUESTS, "Queue full")
             .retry_after(RETRY_AFTER_SECONDS)
             .into_response()
     });
-    let chat_admission = AdmissionLayer::new(state.gauge.clone(), |_: GaugeSnapshot| {
-        OpenAiError::unavailable("execution failed: queue full", "queue_full")
+    let gauge = state.gauge.clone();
+    let chat_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
+        let detail = if gauge.is_closed() {
+            "shutting down"
+        } else {
+            "queue full"
+        };
+        OpenAiError::unavailable(format!("execution failed: {detail}"), "queue_full")
             .retry_after(RETRY_AFTER_SECONDS)
-            .with_field("detail", "queue full".into())
+            .with_field("detail", detail.into())
             .into_response()
     });
 
     let job_routes = Router::new()
-        .route("/execute", post(jobs::execute).route_layer(execute_admission))
+        .route(
+            "/execute",
+            post(jobs::execute).route_layer(execute_admission),
+        )
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{job_id}/events", get(jobs::events))
@@ -135,4 +150,3 @@ async fn not_found(uri: http::Uri) -> axum::response::Response {
         SeedError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
     }
 }
-

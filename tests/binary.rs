@@ -45,11 +45,18 @@ fn invalid_settings_stop_it_with_status_2() {
         ("LISTEN_ADDR", "not-an-address"),
     ] {
         let (code, _, stderr) = run_to_exit(
-            &[("API_BEARER_TOKEN", "secret-token-value"), ("JOBS_DIR", jobs_dir), (name, value)],
+            &[
+                ("API_BEARER_TOKEN", "secret-token-value"),
+                ("JOBS_DIR", jobs_dir),
+                (name, value),
+            ],
             &[],
         );
         assert_eq!(code, Some(2), "{name}={value}: {stderr}");
-        assert!(stderr.contains(name) || stderr.contains(&name.to_lowercase().replace('_', "-")), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) || stderr.contains(&name.to_lowercase().replace('_', "-")),
+            "{name}: {stderr}"
+        );
         assert!(!stderr.contains("secret-token-value"), "{stderr}");
     }
     // A JOBS_DIR that cannot be created: a file stands where its parent should be.
@@ -57,7 +64,11 @@ fn invalid_settings_stop_it_with_status_2() {
     std::fs::write(&file, "").unwrap();
     let unusable = file.join("jobs");
     let (code, _, stderr) = run_to_exit(
-        &[("API_BEARER_TOKEN", "t"), ("JOBS_DIR", unusable.to_str().unwrap()), ("LISTEN_ADDR", "127.0.0.1:0")],
+        &[
+            ("API_BEARER_TOKEN", "t"),
+            ("JOBS_DIR", unusable.to_str().unwrap()),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+        ],
         &[],
     );
     assert_eq!(code, Some(2), "{stderr}");
@@ -69,11 +80,25 @@ fn help_lists_every_setting_and_no_secret() {
     let (code, stdout, _) = run_to_exit(&[("API_BEARER_TOKEN", "secret-token-value")], &["--help"]);
     assert_eq!(code, Some(0));
     for name in [
-        "API_BEARER_TOKEN", "API_BEARER_TOKENS_FILE", "WORKSPACE_DIR", "JOBS_DIR", "GIT_CRYPT_KEY",
-        "MAX_CONCURRENCY", "MAX_QUEUE_DEPTH", "JOB_TTL_SECONDS", "FETCH_DEBOUNCE_SECONDS",
-        "SUPPORTED_MODELS", "DEFAULT_MODEL", "OPENAI_COMPAT_AGENT", "OPENAI_COMPAT_BUDGET_USD",
-        "OPENAI_COMPAT_TIMEOUT_SECONDS", "LISTEN_ADDR", "CLAUDE_BIN", "MAX_BODY_BYTES",
-        "SHUTDOWN_GRACE_SECONDS", "LOG_FORMAT",
+        "API_BEARER_TOKEN",
+        "API_BEARER_TOKENS_FILE",
+        "WORKSPACE_DIR",
+        "JOBS_DIR",
+        "GIT_CRYPT_KEY",
+        "MAX_CONCURRENCY",
+        "MAX_QUEUE_DEPTH",
+        "JOB_TTL_SECONDS",
+        "FETCH_DEBOUNCE_SECONDS",
+        "SUPPORTED_MODELS",
+        "DEFAULT_MODEL",
+        "OPENAI_COMPAT_AGENT",
+        "OPENAI_COMPAT_BUDGET_USD",
+        "OPENAI_COMPAT_TIMEOUT_SECONDS",
+        "LISTEN_ADDR",
+        "CLAUDE_BIN",
+        "MAX_BODY_BYTES",
+        "SHUTDOWN_GRACE_SECONDS",
+        "LOG_FORMAT",
     ] {
         assert!(stdout.contains(name), "--help misses {name}");
     }
@@ -119,7 +144,10 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
         ("API_BEARER_TOKEN".to_owned(), TOKEN.to_owned()),
         ("JOBS_DIR".to_owned(), jobs.path().display().to_string()),
         ("WORKSPACE_DIR".to_owned(), "/nonexistent/base".to_owned()),
-        ("CLAUDE_BIN".to_owned(), common::claude_bin().display().to_string()),
+        (
+            "CLAUDE_BIN".to_owned(),
+            common::claude_bin().display().to_string(),
+        ),
         ("SHUTDOWN_GRACE_SECONDS".to_owned(), "60".to_owned()),
     ]);
     let (mut child, url) = spawn_gateway(envs).await;
@@ -132,14 +160,25 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
         .send();
     let in_flight = tokio::spawn(request);
     // SIGTERM once the agent's request has reached the API: the run is surely in flight.
-    mock.wait_for_requests(1, Duration::from_secs(30)).await;
+    mock.wait_for_requests(1, Duration::from_secs(30))
+        .await
+        .expect("the agent reached the API");
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 
-    let response = in_flight.await.unwrap().expect("the in-flight request is answered");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("slow one"), "{body}");
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("slow one"),
+        "{body}"
+    );
 
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await

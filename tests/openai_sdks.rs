@@ -53,9 +53,22 @@ async fn the_python_sdk_works_against_the_gateway() {
         .start()
         .await;
     let python = clients_dir().join(".venv/bin/python");
-    run_client(python.to_str().unwrap(), "python_sdk.py", &gw, &full, "pelican42").await;
-    assert!(mock_saw(&gw, "pelican42"), "the earlier user turn reached the API");
-    assert!(mock_saw(&gw, "pelican42-assistant"), "the earlier assistant turn reached the API");
+    run_client(
+        python.to_str().unwrap(),
+        "python_sdk.py",
+        &gw,
+        &full,
+        "pelican42",
+    )
+    .await;
+    assert!(
+        mock_saw(&gw, "pelican42"),
+        "the earlier user turn reached the API"
+    );
+    assert!(
+        mock_saw(&gw, "pelican42-assistant"),
+        "the earlier assistant turn reached the API"
+    );
 }
 
 #[tokio::test]
@@ -67,5 +80,8 @@ async fn the_node_sdk_works_against_the_gateway() {
         .start()
         .await;
     run_client("node", "node_sdk.mjs", &gw, &full, "walrus17").await;
-    assert!(mock_saw(&gw, "walrus17-node"), "the earlier user turn reached the API");
+    assert!(
+        mock_saw(&gw, "walrus17-node"),
+        "the earlier user turn reached the API"
+    );
 }

@@ -8,7 +8,12 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn health_is_open_and_has_the_contract_shape() {
     let gw = Gateway::builder().arg("max-concurrency", 3).start().await;
-    let response = gw.http.get(format!("{}/health", gw.url)).send().await.unwrap();
+    let response = gw
+        .http
+        .get(format!("{}/health", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     assert_eq!(
@@ -17,7 +22,11 @@ async fn health_is_open_and_has_the_contract_shape() {
     );
 }
 
-async fn get_with_auth(gw: &Gateway, path: &str, authorization: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn get_with_auth(
+    gw: &Gateway,
+    path: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut request = gw.http.get(format!("{}{path}", gw.url));
     if let Some(value) = authorization {
         request = request.header("authorization", value);
@@ -54,7 +63,8 @@ async fn missing_and_wrong_tokens_get_401_with_a_reason() {
 async fn the_scheme_is_case_insensitive() {
     let gw = Gateway::start().await;
     for scheme in ["Bearer", "bearer", "BEARER"] {
-        let (status, body) = get_with_auth(&gw, "/jobs/abc", Some(&format!("{scheme} {TOKEN}"))).await;
+        let (status, body) =
+            get_with_auth(&gw, "/jobs/abc", Some(&format!("{scheme} {TOKEN}"))).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{scheme}");
         assert_eq!(body["detail"], "Job not found");
     }
@@ -64,7 +74,11 @@ async fn the_scheme_is_case_insensitive() {
 async fn a_second_token_from_the_tokens_file_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
-    std::fs::write(&file, "# rotation in progress\nold:old-secret\nnew:new-secret\n").unwrap();
+    std::fs::write(
+        &file,
+        "# rotation in progress\nold:old-secret\nnew:new-secret\n",
+    )
+    .unwrap();
     let gw = Gateway::builder()
         .arg("api-bearer-tokens-file", file.display())
         .start()
@@ -88,10 +102,20 @@ async fn request_ids_are_echoed_or_made() {
         .await
         .unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-me-42");
-    let made = gw.http.get(format!("{}/health", gw.url)).send().await.unwrap();
+    let made = gw
+        .http
+        .get(format!("{}/health", gw.url))
+        .send()
+        .await
+        .unwrap();
     let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a uuid: {id}");
-    let unauthorised = gw.http.get(format!("{}/jobs/x", gw.url)).send().await.unwrap();
+    let unauthorised = gw
+        .http
+        .get(format!("{}/jobs/x", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert!(unauthorised.headers().contains_key("x-request-id"));
 }
 
@@ -99,7 +123,12 @@ async fn request_ids_are_echoed_or_made() {
 async fn bodies_over_the_limit_are_refused_with_413() {
     let gw = Gateway::builder().arg("max-body-bytes", 1024).start().await;
     let big = "x".repeat(4096);
-    let response = gw.post("/execute", &serde_json::json!({"prompt": big, "agent": "a"})).await;
+    let response = gw
+        .post(
+            "/execute",
+            &serde_json::json!({"prompt": big, "agent": "a"}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Chunked, with no length announced: still refused, not buffered whole.
     let stream = futures_util::stream::iter(

@@ -234,7 +234,9 @@ mod tests {
     #[tokio::test]
     async fn live_subscribers_each_get_every_event() {
         let log = Arc::new(EventLog::new(1024));
-        let readers: Vec<_> = (0..3).map(|_| tokio::spawn(drain(log.subscribe(0)))).collect();
+        let readers: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(drain(log.subscribe(0))))
+            .collect();
         for n in 0..50 {
             log.push(EventKind::Agent, n.to_string());
             tokio::task::yield_now().await;
@@ -255,10 +257,19 @@ mod tests {
         log.push(EventKind::Agent, "1".into());
         log.push(EventKind::Status, "still kept".into());
         log.push(EventKind::End, "end".into());
-        let kinds: Vec<_> = drain(log.subscribe(0)).await.into_iter().map(|e| e.0).collect();
+        let kinds: Vec<_> = drain(log.subscribe(0))
+            .await
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(
             kinds,
-            [EventKind::Agent, EventKind::Truncated, EventKind::Status, EventKind::End]
+            [
+                EventKind::Agent,
+                EventKind::Truncated,
+                EventKind::Status,
+                EventKind::End
+            ]
         );
         assert!(log.is_truncated());
     }
@@ -271,6 +282,12 @@ mod tests {
         }
         log.push(EventKind::End, "end".into());
         let seen = drain(log.subscribe(3)).await;
-        assert_eq!(seen, [(EventKind::Agent, "3".into()), (EventKind::End, "end".into())]);
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Agent, "3".into()),
+                (EventKind::End, "end".into())
+            ]
+        );
     }
 }

@@ -57,9 +57,18 @@ mod tests {
 
     #[test]
     fn period_follows_the_ttl_within_bounds() {
-        assert_eq!(Evictor::period_for(Duration::from_secs(3600)), Duration::from_secs(60));
-        assert_eq!(Evictor::period_for(Duration::from_secs(100)), Duration::from_secs(10));
-        assert_eq!(Evictor::period_for(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(
+            Evictor::period_for(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            Evictor::period_for(Duration::from_secs(100)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            Evictor::period_for(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

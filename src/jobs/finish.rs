@@ -84,7 +84,12 @@ pub fn stopped(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) {
 fn failure_line(outcome: &AgentOutcome) -> String {
     if outcome.is_error {
         let kind = outcome.subtype.as_deref().unwrap_or("error");
-        return match outcome.text.as_deref().map(one_line).filter(|t| !t.is_empty()) {
+        return match outcome
+            .text
+            .as_deref()
+            .map(one_line)
+            .filter(|t| !t.is_empty())
+        {
             Some(text) => one_line(&format!("the agent reported an error ({kind}): {text}")),
             None => format!("the agent reported an error ({kind})"),
         };
@@ -171,7 +176,10 @@ mod tests {
         with_outcome(&mut job, outcome, 1024, Utc::now());
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.exit_code, Some(3));
-        assert_eq!(job.error.as_deref(), Some("the agent exited with code 3: boom: disk full"));
+        assert_eq!(
+            job.error.as_deref(),
+            Some("the agent exited with code 3: boom: disk full")
+        );
         assert_eq!(job.stderr.as_deref(), Some("\n  boom: disk full\nmore\n"));
     }
 
@@ -196,9 +204,16 @@ mod tests {
     #[test]
     fn a_deadline_is_a_timeout_and_anything_else_an_error() {
         let mut job = record();
-        with_failure(&mut job, RunFailure::TimedOut("deadline of 7s elapsed".into()), Utc::now());
+        with_failure(
+            &mut job,
+            RunFailure::TimedOut("deadline of 7s elapsed".into()),
+            Utc::now(),
+        );
         assert_eq!(job.status, JobStatus::Timeout);
-        assert!(job.error.as_deref().is_some_and(|e| e.contains("7 seconds")));
+        assert!(job
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("7 seconds")));
 
         let mut job = record();
         let failure = RunFailure::Agent(AgentError::OutputTooLarge { limit: 5 });

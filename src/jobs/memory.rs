@@ -6,6 +6,7 @@
 //! bytes a record may hold are capped before it gets here (see [`super::cap`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -84,7 +85,8 @@ impl State {
     fn put(&mut self, record: JobRecord) -> bool {
         let existed = match self.records.remove(&record.job_id) {
             Some(old) => {
-                self.by_created.remove(&(old.created_at, old.job_id.clone()));
+                self.by_created
+                    .remove(&(old.created_at, old.job_id.clone()));
                 if let Some(key) = finished_key(&old) {
                     self.finished.remove(&key);
                 }
@@ -104,8 +106,7 @@ impl State {
     fn remove(&mut self, key: &Key) {
         self.finished.remove(key);
         if let Some(record) = self.records.remove(&key.1) {
-            self.by_created
-                .remove(&(record.created_at, record.job_id));
+            self.by_created.remove(&(record.created_at, record.job_id));
         }
     }
 }
@@ -134,16 +135,14 @@ impl JobStore for MemoryStore {
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
         let state = self.lock();
         let limit = query.limit.max(1);
-        let below = query
-            .cursor
-            .map(|Cursor { created_at, job_id }| (created_at, job_id));
+        // Newest first, strictly after the cursor's job when resuming.
+        let upper = match query.cursor {
+            Some(Cursor { created_at, job_id }) => Bound::Excluded((created_at, job_id)),
+            None => Bound::Unbounded,
+        };
+        let keys = state.by_created.range((Bound::Unbounded, upper)).rev();
         let mut jobs = Vec::with_capacity(limit.min(64));
         let mut more = false;
-        let keys = state.by_created.iter().rev();
-        let keys: Box<dyn Iterator<Item = &Key>> = match &below {
-            Some(below) => Box::new(state.by_created.range(..below).rev()),
-            None => Box::new(keys),
-        };
         for (_, id) in keys {
             let Some(record) = state.records.get(id) else {
                 continue;
@@ -157,7 +156,11 @@ impl JobStore for MemoryStore {
             }
             jobs.push(record.summary());
         }
-        let next_cursor = if more { jobs.last().map(Cursor::after) } else { None };
+        let next_cursor = if more {
+            jobs.last().map(Cursor::after)
+        } else {
+            None
+        };
         Box::pin(async move { Ok(Page { jobs, next_cursor }) })
     }
 
@@ -238,10 +241,17 @@ mod tests {
         store.update(finish(job(1, "a", 0), 10)).await.unwrap();
 
         assert!(store.remove_expired(at(69)).await.unwrap().is_empty());
-        assert_eq!(store.remove_expired(at(70)).await.unwrap(), [format!("{:032x}", 1)]);
+        assert_eq!(
+            store.remove_expired(at(70)).await.unwrap(),
+            [format!("{:032x}", 1)]
+        );
         assert!(store.get(format!("{:032x}", 1)).await.unwrap().is_none());
         // Queued for ever, still there.
-        assert!(store.remove_expired(at(1_000_000)).await.unwrap().is_empty());
+        assert!(store
+            .remove_expired(at(1_000_000))
+            .await
+            .unwrap()
+            .is_empty());
         assert!(store.get(format!("{:032x}", 2)).await.unwrap().is_some());
     }
 
@@ -301,7 +311,12 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            pages.push(page.jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>());
+            pages.push(
+                page.jobs
+                    .iter()
+                    .map(|j| j.job_id.clone())
+                    .collect::<Vec<_>>(),
+            );
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,

@@ -1,6 +1,6 @@
 //! Jobs: `POST /execute` runs, their records, their live events, cancellation and shutdown.
 //!
-//! A job is one run of the agent stack driven by a spawned task ([`runner`]), so the HTTP answer
+//! A job is one run of the agent stack driven by a spawned task, so the HTTP answer
 //! (202) does not wait for it. Its record lives in a [`JobStore`] (the embedded [`MemoryStore`]
 //! by default, bounded in age, count and bytes); its progress goes to an append-only
 //! [`EventLog`] that any number of subscribers replay and follow.
@@ -147,7 +147,11 @@ impl Jobs {
 
     /// Records `job` as queued and starts running it. `ticket` is its queue slot from admission;
     /// it goes down the stack with the run, so the job holds the slot it was admitted with.
-    pub async fn submit(&self, job: NewJob, ticket: Option<Ticket>) -> Result<JobRecord, SubmitError> {
+    pub async fn submit(
+        &self,
+        job: NewJob,
+        ticket: Option<Ticket>,
+    ) -> Result<JobRecord, SubmitError> {
         let ctx = &self.inner.ctx;
         let record = JobRecord::queued(new_job_id(), job, timestamp_now());
         let (stops, guard) = self

@@ -374,8 +374,17 @@ mod tests {
     fn record_has_every_field_of_the_replaced_service() {
         let json = serde_json::to_value(sample()).unwrap();
         for field in [
-            "status", "prompt", "agent", "created_at", "started_at", "finished_at", "metadata",
-            "exit_code", "output", "stderr", "error",
+            "status",
+            "prompt",
+            "agent",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "metadata",
+            "exit_code",
+            "output",
+            "stderr",
+            "error",
         ] {
             assert!(json.get(field).is_some(), "missing {field}: {json}");
         }
@@ -389,7 +398,10 @@ mod tests {
     fn record_reads_back_what_it_wrote() {
         let mut record = sample();
         record.finished_at = Some(record.created_at);
-        record.usage = Some(JobUsage { input_tokens: 3, ..JobUsage::default() });
+        record.usage = Some(JobUsage {
+            input_tokens: 3,
+            ..JobUsage::default()
+        });
         let text = serde_json::to_string(&record).unwrap();
         let back: JobRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, record);

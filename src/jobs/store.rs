@@ -67,7 +67,11 @@ impl Cursor {
     /// followed by the job id.
     pub fn encode(&self) -> String {
         // Two's complement keeps the order of times before 1970 too, should one ever appear.
-        format!("{:016x}{}", self.created_at.timestamp_micros() as u64, self.job_id)
+        format!(
+            "{:016x}{}",
+            self.created_at.timestamp_micros() as u64,
+            self.job_id
+        )
     }
 
     /// Reads back what [`encode`](Self::encode) made.

@@ -52,7 +52,11 @@ fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> AgentStack {
                         exit_code: Some(0),
                         result_line: Some(r#"{"type":"result","result":"hello"}"#.into()),
                         text: Some("hello".into()),
-                        usage: Some(Usage { input_tokens: 7, output_tokens: 3, ..Usage::default() }),
+                        usage: Some(Usage {
+                            input_tokens: 7,
+                            output_tokens: 3,
+                            ..Usage::default()
+                        }),
                         cost_usd: Some(0.5),
                         duration_ms: 5,
                         ..AgentOutcome::default()
@@ -100,7 +104,11 @@ fn fixture(concurrency: usize) -> Fixture {
         1024,
         Duration::from_secs(60),
     );
-    Fixture { jobs, gauge, running }
+    Fixture {
+        jobs,
+        gauge,
+        running,
+    }
 }
 
 fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
@@ -186,7 +194,10 @@ async fn a_failing_agent_ends_failed_with_its_exit_code_and_stderr() {
     assert_eq!(record.status, JobStatus::Failed);
     assert_eq!(record.exit_code, Some(2));
     assert_eq!(record.stderr.as_deref(), Some("it broke\n"));
-    assert_eq!(record.error.as_deref(), Some("the agent exited with code 2: it broke"));
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the agent exited with code 2: it broke")
+    );
 }
 
 #[tokio::test]
@@ -208,13 +219,24 @@ async fn cancelling_frees_a_queued_slot_at_once_and_stops_a_running_run() {
 
     let cancelled = f.jobs.cancel("me", &second.job_id).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Error);
-    assert!(cancelled.error.as_deref().is_some_and(|e| e.contains("cancelled")));
+    assert!(cancelled
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("cancelled")));
     assert_eq!(cancelled.started_at, None);
     assert_eq!(f.gauge.snapshot().queued, 0);
 
     // Another caller cannot see it, let alone cancel it.
-    assert!(matches!(f.jobs.cancel("someone-else", &first.job_id).await, Err(CancelError::NotFound)));
-    assert!(f.jobs.get("someone-else", &first.job_id).await.unwrap().is_none());
+    assert!(matches!(
+        f.jobs.cancel("someone-else", &first.job_id).await,
+        Err(CancelError::NotFound)
+    ));
+    assert!(f
+        .jobs
+        .get("someone-else", &first.job_id)
+        .await
+        .unwrap()
+        .is_none());
 
     assert_eq!(f.running.load(Ordering::SeqCst), 1);
     let cancelled = f.jobs.cancel("me", &first.job_id).await.unwrap();
@@ -224,8 +246,14 @@ async fn cancelling_frees_a_queued_slot_at_once_and_stops_a_running_run() {
     assert_eq!(f.running.load(Ordering::SeqCst), 0);
     assert_eq!(f.gauge.snapshot().active, 0);
 
-    assert!(matches!(f.jobs.cancel("me", &first.job_id).await, Err(CancelError::Finished)));
-    assert!(matches!(f.jobs.cancel("me", &"0".repeat(32)).await, Err(CancelError::NotFound)));
+    assert!(matches!(
+        f.jobs.cancel("me", &first.job_id).await,
+        Err(CancelError::Finished)
+    ));
+    assert!(matches!(
+        f.jobs.cancel("me", &"0".repeat(32)).await,
+        Err(CancelError::NotFound)
+    ));
     // The log ends for a late subscriber too.
     let (events, _) = f.follow(&first.job_id).await;
     assert_eq!(events.last().map(|e| e.0), Some(EventKind::End));
@@ -242,31 +270,59 @@ async fn shutdown_stops_queued_jobs_then_aborts_running_ones_with_the_reason() {
     f.jobs.stop_accepting();
     let record = f.follow(&queued.job_id).await.1;
     assert_eq!(record.status, JobStatus::Error);
-    assert!(record.error.as_deref().is_some_and(|e| e.contains("gateway shut down")), "{record:?}");
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("gateway shut down")),
+        "{record:?}"
+    );
     assert!(matches!(
         f.jobs.submit(new_job("me", "ok", 60), None).await,
         Err(SubmitError::ShuttingDown)
     ));
     // The running one carries on through the grace period.
-    assert_eq!(f.jobs.get("me", &running.job_id).await.unwrap().unwrap().status, JobStatus::Running);
+    assert_eq!(
+        f.jobs
+            .get("me", &running.job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        JobStatus::Running
+    );
 
-    f.jobs.abort_all("the gateway shut down before the job finished").await;
+    f.jobs
+        .abort_all("the gateway shut down before the job finished")
+        .await;
     let record = f.jobs.get("me", &running.job_id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Error);
-    assert_eq!(record.error.as_deref(), Some("the gateway shut down before the job finished"));
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the gateway shut down before the job finished")
+    );
     assert_eq!(f.running.load(Ordering::SeqCst), 0);
     assert_eq!(f.jobs.live_count(), 0);
-    tokio::time::timeout(Duration::from_secs(1), f.jobs.drained()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), f.jobs.drained())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_run_past_its_timeout_ends_timeout() {
     let f = fixture(1);
     let ticket = f.gauge.admit().unwrap();
-    let job = f.jobs.submit(new_job("me", "block", 1), Some(ticket)).await.unwrap();
+    let job = f
+        .jobs
+        .submit(new_job("me", "block", 1), Some(ticket))
+        .await
+        .unwrap();
     let (_, record) = f.follow(&job.job_id).await;
     assert_eq!(record.status, JobStatus::Timeout);
-    assert!(record.error.as_deref().is_some_and(|e| e.contains("timeout of 1 seconds")));
+    assert!(record
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("timeout of 1 seconds")));
     assert_eq!(f.running.load(Ordering::SeqCst), 0);
 }
 
@@ -276,9 +332,14 @@ async fn a_panicking_run_is_recorded_as_an_error_not_left_running() {
     let job = f.submit("panic").await;
     let (events, record) = f.follow(&job.job_id).await;
     assert_eq!(record.status, JobStatus::Error);
-    assert!(record.error.as_deref().is_some_and(|e| e.contains("internal error")));
+    assert!(record
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("internal error")));
     assert_eq!(events.last().map(|e| e.0), Some(EventKind::End));
-    tokio::time::timeout(Duration::from_secs(5), f.jobs.drained()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), f.jobs.drained())
+        .await
+        .unwrap();
     assert_eq!(f.gauge.snapshot().active + f.gauge.snapshot().queued, 0);
 }
 
@@ -287,7 +348,10 @@ async fn listing_shows_only_the_callers_jobs_newest_first() {
     let f = fixture(4);
     let a = f.submit("ok").await;
     let b = f.submit("ok").await;
-    f.jobs.submit(new_job("other", "ok", 60), None).await.unwrap();
+    f.jobs
+        .submit(new_job("other", "ok", 60), None)
+        .await
+        .unwrap();
     let page = f
         .jobs
         .list(ListQuery {

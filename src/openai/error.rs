@@ -6,9 +6,12 @@ use axum::Json;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-/// An OpenAI-shaped error response.
+/// An OpenAI-shaped error response. Boxed inside, so `Result<T, OpenAiError>` stays small.
 #[derive(Debug, Clone)]
-pub struct OpenAiError {
+pub struct OpenAiError(Box<Fields>);
+
+#[derive(Debug, Clone)]
+struct Fields {
     status: StatusCode,
     message: String,
     kind: &'static str,
@@ -22,7 +25,7 @@ pub struct OpenAiError {
 impl OpenAiError {
     /// An error with the given status, message and OpenAI `type`.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Fields {
             status,
             message: message.into(),
             kind,
@@ -30,7 +33,7 @@ impl OpenAiError {
             code: None,
             retry_after: None,
             extra: None,
-        }
+        }))
     }
 
     /// 400 `invalid_request_error`.
@@ -40,7 +43,8 @@ impl OpenAiError {
 
     /// 401 `invalid_request_error` / `invalid_api_key`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message).code("invalid_api_key")
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .code("invalid_api_key")
     }
 
     /// 404 `invalid_request_error`.
@@ -60,44 +64,44 @@ impl OpenAiError {
 
     /// Names the request field at fault.
     pub fn param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+        self.0.param = Some(param);
         self
     }
 
     /// Sets the machine-readable `code`.
     pub fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
+        self.0.code = Some(code);
         self
     }
 
     /// Adds `Retry-After: seconds`.
     pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
+        self.0.retry_after = Some(seconds);
         self
     }
 
     /// Adds a top-level field beside `error` (the replaced service's `supported` list).
     pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
-        self.extra = Some((name, value));
+        self.0.extra = Some((name, value));
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The `error` object alone, as streamed in an SSE error event.
     pub fn body(&self) -> Value {
         let mut body = json!({
             "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
+                "message": self.0.message,
+                "type": self.0.kind,
+                "param": self.0.param,
+                "code": self.0.code,
             }
         });
-        if let Some((name, value)) = &self.extra {
+        if let Some((name, value)) = &self.0.extra {
             body[*name] = value.clone();
         }
         body
@@ -106,13 +110,13 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
+        let mut response = (self.0.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.0.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.0.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

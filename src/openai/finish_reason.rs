@@ -14,7 +14,10 @@ pub fn of(outcome: &AgentOutcome) -> Option<&'static str> {
     if outcome.succeeded() {
         return Some("stop");
     }
-    let has_text = outcome.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let has_text = outcome
+        .text
+        .as_deref()
+        .is_some_and(|t| !t.trim().is_empty());
     match outcome.subtype.as_deref() {
         Some("error_max_turns" | "error_max_budget_usd") if has_text => Some("length"),
         _ => None,

@@ -14,8 +14,9 @@ const SECTION_BREAK: &str = "\n\n---\n\n";
 /// Renders `messages` as a prompt, or says which message cannot be served.
 pub fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
     if messages.is_empty() {
-        return Err(OpenAiError::bad_request("messages must hold at least one message")
-            .param("messages"));
+        return Err(
+            OpenAiError::bad_request("messages must hold at least one message").param("messages"),
+        );
     }
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, String)> = Vec::new();
@@ -29,12 +30,15 @@ pub fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
             "user" => turns.push(("User", text)),
             "assistant" => turns.push(("Assistant", text)),
             "tool" | "function" => {
-                return Err(unsupported(index, "tool and function messages are not supported"))
+                return Err(unsupported(
+                    index,
+                    "tool and function messages are not supported",
+                ))
             }
             other => {
                 return Err(OpenAiError::bad_request(format!(
-                    "messages[{index}].role {other:?} is not one of system, developer, user, assistant"
-                ))
+                "messages[{index}].role {other:?} is not one of system, developer, user, assistant"
+            ))
                 .param("messages"))
             }
         }
@@ -59,7 +63,9 @@ pub fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
         sections.push(format!("Conversation so far:\n\n{}", history.join("\n\n")));
         match request {
             Some(text) => sections.push(format!("Request:\n{text}")),
-            None => sections.push("Request:\nContinue the conversation as the assistant.".to_owned()),
+            None => {
+                sections.push("Request:\nContinue the conversation as the assistant.".to_owned())
+            }
         }
     } else if !turns.is_empty() {
         let users: Vec<&str> = turns.iter().map(|(_, text)| text.as_str()).collect();
@@ -127,7 +133,10 @@ mod tests {
             {"role": "user", "content": "hello"}
         ])))
         .unwrap();
-        assert_eq!(prompt, "System instructions:\nbe brief\n\n---\n\nRequest:\nhello");
+        assert_eq!(
+            prompt,
+            "System instructions:\nbe brief\n\n---\n\nRequest:\nhello"
+        );
     }
 
     #[test]
@@ -150,7 +159,10 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
         ])))
         .unwrap();
-        assert_eq!(prompt, "System instructions:\nrule\n\n---\n\nRequest:\na\nb");
+        assert_eq!(
+            prompt,
+            "System instructions:\nrule\n\n---\n\nRequest:\na\nb"
+        );
     }
 
     #[test]

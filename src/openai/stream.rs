@@ -78,7 +78,9 @@ pub(crate) fn respond(state: AppState, run: ChatRun) -> Response {
         }
         yield Ok(Event::default().data("[DONE]"));
     };
-    Sse::new(body).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// The text of a token-level delta, from the CLI's `--include-partial-messages` events.

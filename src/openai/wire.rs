@@ -127,9 +127,8 @@ pub struct CompletionUsage {
 
 impl From<&crate::agent::Usage> for CompletionUsage {
     fn from(usage: &crate::agent::Usage) -> Self {
-        let prompt_tokens = usage.input_tokens
-            + usage.cache_read_input_tokens
-            + usage.cache_creation_input_tokens;
+        let prompt_tokens =
+            usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens;
         Self {
             prompt_tokens,
             completion_tokens: usage.output_tokens,

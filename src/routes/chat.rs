@@ -59,13 +59,20 @@ fn prepare(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(ChatRun, bool), OpenAiError> {
     let body = body.map_err(|rejection| {
-        OpenAiError::new(rejection.status(), "invalid_request_error", rejection.body_text())
+        OpenAiError::new(
+            rejection.status(),
+            "invalid_request_error",
+            rejection.body_text(),
+        )
     })?;
     let chat: ChatCompletionRequest = serde_json::from_slice(&body)
         .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))?;
     let config = &state.config;
-    let model = chat.model.clone().unwrap_or_else(|| config.default_model.clone());
-    if !config.supported_models.iter().any(|m| *m == model) {
+    let model = chat
+        .model
+        .clone()
+        .unwrap_or_else(|| config.default_model.clone());
+    if !config.supported_models.contains(&model) {
         return Err(OpenAiError::bad_request(format!(
             "unsupported model {model:?}; supported models: {}",
             config.supported_models.join(", ")
@@ -107,8 +114,13 @@ fn prepare(
     if let Some(ticket) = ticket {
         request.extensions_mut().insert(ticket);
     }
-    request.extensions_mut().insert(Deadline(config.chat_timeout));
-    let include_usage = chat.stream_options.map(|o| o.include_usage).unwrap_or(false);
+    request
+        .extensions_mut()
+        .insert(Deadline(config.chat_timeout));
+    let include_usage = chat
+        .stream_options
+        .map(|o| o.include_usage)
+        .unwrap_or(false);
     Ok((
         ChatRun {
             model,
@@ -135,7 +147,11 @@ fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, Ope
             },
             finish_reason: reason,
         }],
-        usage: outcome.usage.as_ref().map(CompletionUsage::from).unwrap_or_default(),
+        usage: outcome
+            .usage
+            .as_ref()
+            .map(CompletionUsage::from)
+            .unwrap_or_default(),
     })
 }
 

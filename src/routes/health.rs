@@ -25,7 +25,11 @@ pub struct Health {
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let gauge = state.gauge.snapshot();
     Json(Health {
-        status: if state.gauge.is_closed() { "shutting_down" } else { "ok" },
+        status: if state.gauge.is_closed() {
+            "shutting_down"
+        } else {
+            "ok"
+        },
         busy: gauge.active >= gauge.capacity,
         active: gauge.active,
         queued: gauge.queued,

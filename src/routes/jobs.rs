@@ -69,8 +69,12 @@ fn whole_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+fn invalid(detail: impl Into<String>) -> SeedError {
+    SeedError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+}
+
 fn unprocessable(detail: impl Into<String>) -> Response {
-    SeedError::new(StatusCode::UNPROCESSABLE_ENTITY, detail).into_response()
+    invalid(detail).into_response()
 }
 
 fn not_found() -> Response {
@@ -84,27 +88,31 @@ fn store_failed(error: StoreError) -> Response {
 
 /// The caller's token name: jobs belong to it.
 fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
-    caller.map(|Extension(c)| c.name.to_string()).unwrap_or_default()
+    caller
+        .map(|Extension(c)| c.name.to_string())
+        .unwrap_or_default()
 }
 
 /// Checks the body and turns it into a job of `owner`, or says what is wrong with it (422).
-fn new_job(owner: String, body: &[u8]) -> Result<NewJob, Response> {
-    let body: ExecuteBody =
-        serde_json::from_slice(body).map_err(|e| unprocessable(e.to_string()))?;
+fn new_job(owner: String, body: &[u8]) -> Result<NewJob, SeedError> {
+    let body: ExecuteBody = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     if body.prompt.trim().is_empty() {
-        return Err(unprocessable("prompt must not be empty"));
+        return Err(invalid("prompt must not be empty"));
     }
     if let Err(why) = crate::agent_name::check(&body.agent) {
-        return Err(unprocessable(format!("agent {:?} is not usable: {why}", body.agent)));
+        return Err(invalid(format!(
+            "agent {:?} is not usable: {why}",
+            body.agent
+        )));
     }
     if !(body.max_budget_usd.is_finite() && body.max_budget_usd > 0.0) {
-        return Err(unprocessable(format!(
+        return Err(invalid(format!(
             "max_budget_usd must be a positive number of dollars, got {}",
             body.max_budget_usd
         )));
     }
     if body.timeout_seconds == 0 {
-        return Err(unprocessable("timeout_seconds must be at least 1"));
+        return Err(invalid("timeout_seconds must be at least 1"));
     }
     Ok(NewJob {
         owner,
@@ -134,7 +142,7 @@ pub async fn execute(
     };
     let job = match new_job(owner(caller), &body) {
         Ok(job) => job,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     match state.jobs.submit(job, ticket.map(|Extension(t)| t)).await {
         Ok(record) => {
@@ -186,7 +194,9 @@ pub async fn list(
     };
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return unprocessable(format!("limit must be between 1 and {MAX_PAGE}, got {limit}"));
+        return unprocessable(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {limit}"
+        ));
     }
     let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(text) => match Cursor::decode(text) {
@@ -292,7 +302,9 @@ pub async fn events(
             }
         }
     };
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
     // Proxies that buffer responses would hold the events back until the end.
     response
         .headers_mut()
@@ -309,7 +321,8 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<NewJob, (StatusCode, String)> {
-        new_job("o".into(), body.as_bytes()).map_err(|r| (r.status(), String::new()))
+        new_job("o".into(), body.as_bytes())
+            .map_err(|e| (e.into_response().status(), String::new()))
     }
 
     #[test]
@@ -318,7 +331,10 @@ mod tests {
         assert_eq!(job.max_budget_usd, 5.0);
         assert_eq!(job.timeout_seconds, 2700);
         assert_eq!(job.metadata, None);
-        let job = parse(r#"{"prompt":"p","agent":"a","timeout_seconds":60.0,"metadata":{"k":1},"extra":true}"#).unwrap();
+        let job = parse(
+            r#"{"prompt":"p","agent":"a","timeout_seconds":60.0,"metadata":{"k":1},"extra":true}"#,
+        )
+        .unwrap();
         assert_eq!(job.timeout_seconds, 60);
         assert!(job.metadata.is_some());
     }

@@ -26,7 +26,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 
 /// One supported model, or 404 for any other id.
 pub async fn get(State(state): State<AppState>, Path(model_id): Path<String>) -> Response {
-    if state.config.supported_models.iter().any(|m| *m == model_id) {
+    if state.config.supported_models.contains(&model_id) {
         Json(model_object(&model_id, state.started_at)).into_response()
     } else {
         OpenAiError::not_found(format!("The model {model_id:?} does not exist"))

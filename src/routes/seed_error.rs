@@ -32,7 +32,11 @@ impl SeedError {
 
 impl IntoResponse for SeedError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(serde_json::json!({ "detail": self.detail }))).into_response();
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "detail": self.detail })),
+        )
+            .into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

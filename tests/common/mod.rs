@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use claude_gateway::config::{Config, Settings};
 use clap::Parser;
+use claude_gateway::config::{Config, Settings};
 use mock_anthropic::MockAnthropic;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -50,20 +50,11 @@ pub struct Gateway {
 }
 
 /// Builds a [`Gateway`] with extra settings.
+#[derive(Default)]
 pub struct GatewayBuilder {
     args: Vec<String>,
     claude_bin: Option<PathBuf>,
     base_dir: Option<PathBuf>,
-}
-
-impl Default for GatewayBuilder {
-    fn default() -> Self {
-        Self {
-            args: Vec::new(),
-            claude_bin: None,
-            base_dir: None,
-        }
-    }
 }
 
 impl GatewayBuilder {
@@ -122,7 +113,10 @@ pub fn agent_env(mock_url: &str, home: &Path) -> Vec<(String, String)> {
     vec![
         ("ANTHROPIC_BASE_URL".into(), mock_url.to_owned()),
         ("ANTHROPIC_API_KEY".into(), "test-key".into()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into()),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+            "1".into(),
+        ),
         ("IS_SANDBOX".into(), "1".into()),
         ("HOME".into(), home.display().to_string()),
     ]
@@ -258,7 +252,13 @@ pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         // Zombies have an empty cmdline; a stat state of Z means already dead.
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(true);
         if !zombie && cmdline.contains(needle) {
             found.push((pid, cmdline));
@@ -269,9 +269,11 @@ pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
 
 /// Waits (bounded) until no process's command line contains `needle`.
 pub async fn wait_no_process(needle: &str) {
-    if wait_until(Duration::from_secs(15), || processes_matching(needle).is_empty())
-        .await
-        .is_err()
+    if wait_until(Duration::from_secs(15), || {
+        processes_matching(needle).is_empty()
+    })
+    .await
+    .is_err()
     {
         panic!("processes left running: {:?}", processes_matching(needle));
     }
@@ -290,7 +292,14 @@ pub struct Repos {
 /// Runs git with a fixed identity; panics with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -314,9 +323,26 @@ impl Repos {
         git(&seed, &["add", "."]);
         git(&seed, &["commit", "-qm", "first"]);
         let remote = root.path().join("remote.git");
-        git(root.path(), &["clone", "-q", "--bare", seed.to_str().unwrap(), remote.to_str().unwrap()]);
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                seed.to_str().unwrap(),
+                remote.to_str().unwrap(),
+            ],
+        );
         let base = root.path().join("base");
-        git(root.path(), &["clone", "-q", remote.to_str().unwrap(), base.to_str().unwrap()]);
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                remote.to_str().unwrap(),
+                base.to_str().unwrap(),
+            ],
+        );
         Repos { root, remote, base }
     }
 }

@@ -9,16 +9,16 @@ use serde_json::Value;
 
 /// The parts of a conversation the mock's script looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conversation {
+pub(crate) struct Conversation {
     /// Text of the prompt message, system reminders left out, blocks joined by newlines.
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// Output of each tool result sent since the prompt, in order.
-    pub tool_outputs: Vec<String>,
+    pub(crate) tool_outputs: Vec<String>,
 }
 
 impl Conversation {
     /// Reads the `messages` of a request body; `None` when there is no `messages` array.
-    pub fn from_body(body: &Value) -> Option<Self> {
+    pub(crate) fn from_body(body: &Value) -> Option<Self> {
         let messages = body.get("messages")?.as_array()?;
         let is_user = |m: &Value| m.get("role").and_then(Value::as_str) == Some("user");
         let prompt_index = messages
@@ -44,7 +44,7 @@ impl Conversation {
 
 /// Every piece of text in a request (system prompt, all messages, tool results), joined by newlines:
 /// what a test searches to prove earlier turns reached the model.
-pub fn all_text(body: &Value) -> String {
+pub(crate) fn all_text(body: &Value) -> String {
     let mut parts = vec![content_text(body.get("system"))];
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         parts.extend(messages.iter().map(|m| content_text(m.get("content"))));

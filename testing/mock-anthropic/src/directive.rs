@@ -177,7 +177,9 @@ mod tests {
 
     #[test]
     fn plain_text_has_no_directives() {
-        assert!(Directives::parse("say hi [[not a directive]]").unwrap().is_empty());
+        assert!(Directives::parse("say hi [[not a directive]]")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -190,7 +192,13 @@ mod tests {
         assert_eq!(d.bash, ["echo a > f", "cat f"]);
         assert_eq!(d.text.as_deref(), Some("done now"));
         assert_eq!(d.delay, Some(Duration::from_millis(250)));
-        assert_eq!(d.error, Some(ErrorDirective { status: 529, retry: true }));
+        assert_eq!(
+            d.error,
+            Some(ErrorDirective {
+                status: 529,
+                retry: true
+            })
+        );
         assert_eq!(d.usage, Some((10, 20)));
     }
 
@@ -223,7 +231,10 @@ mod tests {
 
     #[test]
     fn strip_removes_directives_and_trims() {
-        assert_eq!(strip("  [[mock:delay 5]] hello [[mock:text x]] world "), "hello  world");
+        assert_eq!(
+            strip("  [[mock:delay 5]] hello [[mock:text x]] world "),
+            "hello  world"
+        );
         assert_eq!(strip("a [[mock:oops"), "a");
     }
 }

@@ -60,7 +60,11 @@ pub(crate) enum Block {
 }
 
 /// Plans the answer. `tool_id` makes a fresh tool-use id.
-pub(crate) fn plan(conversation: &Conversation, script: &Script, tool_id: impl FnOnce() -> String) -> Plan {
+pub(crate) fn plan(
+    conversation: &Conversation,
+    script: &Script,
+    tool_id: impl FnOnce() -> String,
+) -> Plan {
     let directives = match Directives::parse(&conversation.prompt) {
         Ok(directives) => directives,
         Err(e) => {
@@ -162,7 +166,11 @@ mod tests {
     #[test]
     fn default_answer_echoes_the_prompt_without_directives() {
         let long = "x".repeat(200);
-        let p = plan(&conversation(&format!("[[mock:delay 1]] {long}"), &[]), &Script::new(), String::new);
+        let p = plan(
+            &conversation(&format!("[[mock:delay 1]] {long}"), &[]),
+            &Script::new(),
+            String::new,
+        );
         assert_eq!(text_of(&p), format!("mock answer: {}", "x".repeat(80)));
         assert_eq!(p.delay, Some(Duration::from_millis(1)));
     }
@@ -171,10 +179,20 @@ mod tests {
     fn bash_directives_run_in_order_then_report_outputs() {
         let prompt = "[[mock:bash echo a]] [[mock:bash echo b]]";
         let first = plan(&conversation(prompt, &[]), &Script::new(), || "t1".into());
-        let second = plan(&conversation(prompt, &["a\n"]), &Script::new(), || "t2".into());
-        let last = plan(&conversation(prompt, &["a\n", "b\n"]), &Script::new(), String::new);
+        let second = plan(&conversation(prompt, &["a\n"]), &Script::new(), || {
+            "t2".into()
+        });
+        let last = plan(
+            &conversation(prompt, &["a\n", "b\n"]),
+            &Script::new(),
+            String::new,
+        );
         let command = |p: &Plan| match &p.outcome {
-            Outcome::Message(Reply { blocks, stop_reason: "tool_use", .. }) => match blocks.as_slice() {
+            Outcome::Message(Reply {
+                blocks,
+                stop_reason: "tool_use",
+                ..
+            }) => match blocks.as_slice() {
                 [Block::Bash { command, .. }] => command.clone(),
                 other => panic!("{other:?}"),
             },
@@ -188,16 +206,31 @@ mod tests {
     #[test]
     fn text_directive_beats_script_default() {
         let script = Script::new().default_reply("scripted");
-        assert_eq!(text_of(&plan(&conversation("hi", &[]), &script, String::new)), "scripted");
-        let p = plan(&conversation("[[mock:text exact]]", &[]), &script, String::new);
+        assert_eq!(
+            text_of(&plan(&conversation("hi", &[]), &script, String::new)),
+            "scripted"
+        );
+        let p = plan(
+            &conversation("[[mock:text exact]]", &[]),
+            &script,
+            String::new,
+        );
         assert_eq!(text_of(&p), "exact");
     }
 
     #[test]
     fn bad_directive_is_a_400_naming_it() {
-        let p = plan(&conversation("[[mock:nope]]", &[]), &Script::new(), String::new);
+        let p = plan(
+            &conversation("[[mock:nope]]", &[]),
+            &Script::new(),
+            String::new,
+        );
         match p.outcome {
-            Outcome::Error { status: 400, message, .. } => assert!(message.contains("nope")),
+            Outcome::Error {
+                status: 400,
+                message,
+                ..
+            } => assert!(message.contains("nope")),
             other => panic!("{other:?}"),
         }
     }

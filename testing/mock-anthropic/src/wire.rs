@@ -61,9 +61,9 @@ pub(crate) fn events(id: &str, model: &str, reply: &Reply) -> Vec<Value> {
         };
         events.push(json!({"type": "content_block_start", "index": index, "content_block": start}));
         events.extend(
-            deltas
-                .into_iter()
-                .map(|delta| json!({"type": "content_block_delta", "index": index, "delta": delta})),
+            deltas.into_iter().map(
+                |delta| json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ),
         );
         events.push(json!({"type": "content_block_stop", "index": index}));
     }
@@ -78,7 +78,10 @@ pub(crate) fn events(id: &str, model: &str, reply: &Reply) -> Vec<Value> {
 
 /// One event in SSE framing: `event: <type>` then `data: <json>`.
 pub(crate) fn sse_frame(event: &Value) -> String {
-    let name = event.get("type").and_then(Value::as_str).unwrap_or("message");
+    let name = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     format!("event: {name}\ndata: {event}\n\n")
 }
 
@@ -111,7 +114,9 @@ fn error_type(status: u16) -> &'static str {
 fn block(b: &Block) -> Value {
     match b {
         Block::Text(text) => json!({"type": "text", "text": text}),
-        Block::Bash { id, .. } => json!({"type": "tool_use", "id": id, "name": "Bash", "input": bash_input(b)}),
+        Block::Bash { id, .. } => {
+            json!({"type": "tool_use", "id": id, "name": "Bash", "input": bash_input(b)})
+        }
     }
 }
 
@@ -157,7 +162,11 @@ mod tests {
 
     #[test]
     fn text_deltas_concatenate_to_the_text() {
-        let events = events("m", "claude-x", &reply(vec![Block::Text("one two  three".into())]));
+        let events = events(
+            "m",
+            "claude-x",
+            &reply(vec![Block::Text("one two  three".into())]),
+        );
         let deltas: Vec<&str> = events
             .iter()
             .filter_map(|e| e.pointer("/delta/text").and_then(Value::as_str))
