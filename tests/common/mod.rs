@@ -352,3 +352,59 @@ pub async fn json(response: reqwest::Response) -> Value {
     let text = response.text().await.expect("body read");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// Live processes whose working directory is under `dir`: an agent run and anything it started.
+pub fn processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            found.push((pid, cwd));
+        }
+    }
+    found
+}
+
+impl Gateway {
+    /// Waits (bounded) until no process runs in any of this gateway's workspaces.
+    pub async fn wait_no_agent_process(&self) {
+        let dir = self.jobs_dir.path().to_path_buf();
+        if wait_until(Duration::from_secs(15), || processes_under(&dir).is_empty())
+            .await
+            .is_err()
+        {
+            panic!("agent processes left running: {:?}", processes_under(&dir));
+        }
+    }
+
+    /// Waits (bounded) until `/health` satisfies `check`.
+    pub async fn wait_health(&self, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = json(
+                self.http
+                    .get(format!("{}/health", self.url))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            if check(&health) {
+                return health;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health never matched: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
