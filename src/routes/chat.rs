@@ -170,13 +170,13 @@ pub(crate) fn outcome_detail(outcome: &AgentOutcome) -> String {
         .flatten()
         .filter(|t| !t.trim().is_empty())
         .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
-    match text {
-        Some(text) => one_line(&text, 300),
-        None => match outcome.exit_code {
-            Some(code) => format!("exit {code}"),
-            None => "the agent was killed by a signal".to_owned(),
-        },
-    }
+    let detail = match (outcome.exit_code, text) {
+        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
+        (None, None) => "the agent was killed by a signal".to_owned(),
+        (Some(_), Some(text)) => text,
+        (Some(code), None) => format!("exit {code}"),
+    };
+    one_line(&detail, 300)
 }
 
 /// The error for a run that produced no outcome.
