@@ -353,3 +353,30 @@ async fn a_stderr_flood_does_not_deadlock() {
     assert_eq!(response.status(), StatusCode::OK);
     gw.wait_no_agent_process().await;
 }
+
+#[tokio::test]
+async fn runs_leave_no_folders_behind_in_the_agents_home() {
+    let gw = Gateway::start().await;
+    for _ in 0..2 {
+        let response = gw
+            .post("/v1/chat/completions", &Gateway::chat_body("hello"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let claude = gw.home.path().join(".claude");
+    let leftovers = || {
+        ["projects", "session-env"]
+            .iter()
+            .flat_map(|dir| {
+                std::fs::read_dir(claude.join(dir))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|entry| entry.path())
+            .collect::<Vec<_>>()
+    };
+    common::wait_until(Duration::from_secs(10), || leftovers().is_empty())
+        .await
+        .unwrap_or_else(|_| panic!("per-run folders left in HOME: {:?}", leftovers()));
+}

@@ -43,6 +43,7 @@ mod command;
 mod config;
 mod env;
 mod error;
+mod home;
 mod outcome;
 mod parse;
 mod process;

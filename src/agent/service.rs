@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,9 @@ use gateway_layers::BoxError;
 use http::Request;
 
 use super::config::ClaudeConfig;
+use super::env::allowed_env;
 use super::error::AgentError;
+use super::home::{agent_home, HomeLeftovers};
 use super::outcome::AgentOutcome;
 use super::request::{AgentRequest, ProgressSink};
 use super::run::run;
@@ -28,12 +31,16 @@ pub type ResponseFuture =
 #[derive(Clone)]
 pub struct ClaudeService {
     config: Arc<ClaudeConfig>,
+    /// The agent's HOME, worked out once: each run's leftovers there are removed after it.
+    agent_home: Option<Arc<PathBuf>>,
 }
 
 impl ClaudeService {
     /// A service running the CLI as `config` says.
     pub fn new(config: ClaudeConfig) -> Self {
+        let agent_env = allowed_env(&config.env_source, &config.extra_env, &config.deny_env);
         Self {
+            agent_home: agent_home(&agent_env).map(Arc::new),
             config: Arc::new(config),
         }
     }
@@ -63,12 +70,16 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
 
     fn call(&mut self, req: Request<AgentRequest>) -> Self::Future {
         let config = Arc::clone(&self.config);
+        let home = self.agent_home.as_deref().cloned();
         let (mut parts, body) = req.into_parts();
         let workspace = parts.extensions.remove::<WorkspacePath>();
         let progress = parts.extensions.remove::<ProgressSink>();
         Box::pin(async move {
             let WorkspacePath(dir) = workspace.ok_or(AgentError::NoWorkspace)?;
-            Ok(run(&config, body, &dir, progress).await?)
+            let mut leftovers = HomeLeftovers::new(home, &dir);
+            let outcome = run(&config, body, &dir, progress).await?;
+            leftovers.session(outcome.session_id.as_deref());
+            Ok(outcome)
         })
     }
 }
