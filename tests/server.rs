@@ -155,3 +155,46 @@ async fn unknown_routes_are_404() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(json(response).await["error"]["message"].is_string());
 }
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_served() {
+    let gw = Gateway::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2.get(format!("{}/health", gw.url)).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn json_bodies_of_the_wrong_shape_get_clear_errors() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(json(response).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid request body"));
+    let response = gw
+        .post(
+            "/v1/chat/completions",
+            &serde_json::json!({"messages": "hello"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = gw
+        .post("/execute", &serde_json::json!({"prompt": 5, "agent": "a"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(json(response).await["detail"].is_string());
+}
