@@ -233,52 +233,6 @@ pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Res
     }
 }
 
-/// Processes whose command line contains `needle` (from /proc): what a run may have left behind.
-pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        // Zombies have an empty cmdline; a stat state of Z means already dead.
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if !zombie && cmdline.contains(needle) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-/// Waits (bounded) until no process's command line contains `needle`.
-pub async fn wait_no_process(needle: &str) {
-    if wait_until(Duration::from_secs(15), || {
-        processes_matching(needle).is_empty()
-    })
-    .await
-    .is_err()
-    {
-        panic!("processes left running: {:?}", processes_matching(needle));
-    }
-}
-
 /// A git repository in a temp dir with a bare "remote" and a base clone of it.
 pub struct Repos {
     /// Holds everything.
@@ -353,8 +307,9 @@ pub async fn json(response: reqwest::Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Live processes whose working directory is under `dir`: an agent run and anything it started.
-pub fn processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
+/// Live processes (zombies excluded) whose working directory is under `dir`, with their command
+/// lines: an agent run in a workspace there and anything it started.
+pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -366,8 +321,19 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
         let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
             continue;
         };
-        if cwd.starts_with(dir) {
-            found.push((pid, cwd));
+        // A zombie is already dead; only its parent's wait is missing.
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
     }
     found

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{json, wait_until, Gateway, TOKEN};
+use crate::common::{json, processes_under, wait_until, Gateway, TOKEN};
 
 /// The agent built into the CLI, usable without a base repository.
 pub const AGENT: &str = "general-purpose";
@@ -101,49 +101,19 @@ pub async fn wait_end(gw: &Gateway, job_id: &str) -> Value {
     wait_job(gw, job_id, Duration::from_secs(120), is_terminal).await
 }
 
-/// Processes whose working directory is under `dir`: what a run in a workspace there left behind.
-pub fn processes_in(dir: &Path) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if !zombie && cwd.starts_with(dir) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
-}
-
 /// Waits (bounded) until no process runs under `dir`.
 pub async fn wait_no_process_in(dir: &Path) {
-    if wait_until(Duration::from_secs(15), || processes_in(dir).is_empty())
+    if wait_until(Duration::from_secs(15), || processes_under(dir).is_empty())
         .await
         .is_err()
     {
-        panic!("processes left running: {:?}", processes_in(dir));
+        panic!("processes left running: {:?}", processes_under(dir));
     }
 }
 
 /// Waits (bounded) until some process runs under `dir`.
 pub async fn wait_process_in(dir: &Path) {
-    wait_until(Duration::from_secs(30), || !processes_in(dir).is_empty())
+    wait_until(Duration::from_secs(30), || !processes_under(dir).is_empty())
         .await
         .expect("the agent never started");
 }
