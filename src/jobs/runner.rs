@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_layers::admission::Ticket;
+use gateway_layers::admission::{Activation, Ticket};
 use gateway_layers::deadline::Deadline;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 use tower::ServiceExt;
 
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
@@ -25,11 +24,6 @@ use super::finish;
 use super::live::{LiveGuard, Stop};
 use super::record::{format_iso, timestamp_now, JobRecord, JobStatus};
 use super::registry::Registry;
-
-/// How often a queued job looks whether its ticket became active. The admission ticket offers no
-/// notification, and the first agent event comes only after the workspace is ready, so this is
-/// what makes `running` and `started_at` prompt.
-const START_POLL: Duration = Duration::from_millis(50);
 
 /// What every job task needs.
 pub struct JobContext {
@@ -104,16 +98,13 @@ async fn drive(
     let extensions = request.extensions_mut();
     extensions.insert(Deadline(Duration::from_secs(record.timeout_seconds)));
     extensions.insert(ProgressSink(progress_tx));
-    // A clone only to watch for activation: it shares the request's slot, and is dropped as soon
-    // as the job is seen running so it never holds the slot longer than the run does.
-    let mut watched = ticket.clone();
+    // Watches for the run getting its permit (queued -> running) without holding the slot.
+    let mut activation = ticket.as_ref().map(Ticket::activation);
     if let Some(ticket) = ticket {
         extensions.insert(ticket);
     }
 
     let mut run = Box::pin(ctx.agents.clone().oneshot(request));
-    let mut start_poll = tokio::time::interval(START_POLL);
-    start_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let ended = loop {
         tokio::select! {
@@ -121,7 +112,7 @@ async fn drive(
             biased;
             Some(stop) = stops.recv() => {
                 let started = record.status != JobStatus::Queued
-                    || watched.as_ref().is_some_and(Ticket::is_active);
+                    || activation.as_ref().is_some_and(Activation::is_active);
                 if stop.queued_only && started {
                     // Left to finish; its ack drops unanswered.
                     continue;
@@ -131,14 +122,14 @@ async fn drive(
             result = &mut run => break Ended::Ran(result),
             Some(event) = progress.recv() => {
                 if record.status == JobStatus::Queued {
-                    watched = None;
+                    activation = None;
                     mark_running(&ctx, &mut record, &log).await;
                 }
                 log.push(EventKind::Agent, event.to_string());
             }
-            _ = start_poll.tick(), if watched.is_some() && record.status == JobStatus::Queued => {
-                if watched.as_ref().is_some_and(Ticket::is_active) {
-                    watched = None;
+            started = activated(&mut activation), if activation.is_some() && record.status == JobStatus::Queued => {
+                activation = None;
+                if started {
                     mark_running(&ctx, &mut record, &log).await;
                 }
             }
@@ -150,13 +141,11 @@ async fn drive(
         Ended::Stopped(stop) => {
             // Kills the process group, frees the slot, removes the workspace.
             drop(run);
-            drop(watched);
             tracing::info!(job_id = %record.job_id, reason = %stop.reason, "job stopped");
             finish::stopped(&mut record, &stop.reason, now);
             stop.ack
         }
         Ended::Ran(result) => {
-            drop(watched);
             if record.status == JobStatus::Queued {
                 // It ran, too fast to be seen starting: back-date the start by the run's length.
                 let ran_for = result.as_ref().map_or(0, |o| o.duration_ms);
@@ -179,6 +168,14 @@ async fn drive(
     conclude(&ctx, &record, &log).await;
     if let Some(ack) = ack {
         let _ = ack.send(record);
+    }
+}
+
+/// Resolves when the watched ticket becomes active (`true`) or leaves unstarted (`false`).
+async fn activated(activation: &mut Option<Activation>) -> bool {
+    match activation {
+        Some(activation) => activation.wait().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -68,5 +68,5 @@ mod tests;
 pub use self::error::Overloaded;
 pub use self::gauge::{Gauge, GaugeSnapshot};
 pub use self::layer::{Admission, AdmissionLayer, OnOverload};
-pub use self::ticket::Ticket;
+pub use self::ticket::{Activation, Ticket};
 pub use crate::reject::ResponseFuture;

@@ -192,3 +192,20 @@ fn tickets_know_their_gauge() {
     assert!(ticket.belongs_to(&one.clone()));
     assert!(!ticket.belongs_to(&other));
 }
+
+#[tokio::test]
+async fn activation_resolves_when_the_ticket_runs_and_holds_no_slot() {
+    let gauge = Gauge::new(1, 1);
+    let ticket = gauge.try_admit().expect("room");
+    let mut activation = ticket.activation();
+    let waiter = tokio::spawn(async move { activation.wait().await });
+    ticket.activate();
+    assert!(waiter.await.unwrap(), "the wait reports the start");
+
+    let mut late = ticket.activation();
+    assert!(late.is_active());
+    drop(ticket);
+    assert_eq!(gauge.snapshot().active, 0, "a watcher keeps no slot");
+    assert!(gauge.try_admit().is_some());
+    assert!(late.wait().await, "already active before the ticket went");
+}

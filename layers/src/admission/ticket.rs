@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::gauge::Shared;
 use super::Gauge;
 
@@ -22,6 +24,8 @@ struct Inner {
     shared: Arc<Shared>,
     /// Whether the ticket moved from queued to active; only changed under the gauge's lock.
     active: AtomicBool,
+    /// Tells [`Activation`] watchers, who must not hold the slot themselves, that the run started.
+    started: watch::Sender<bool>,
 }
 
 impl Ticket {
@@ -31,6 +35,7 @@ impl Ticket {
             inner: Arc::new(Inner {
                 shared,
                 active: AtomicBool::new(false),
+                started: watch::Sender::new(false),
             }),
         }
     }
@@ -45,9 +50,52 @@ impl Ticket {
         self.inner.shared.is(gauge)
     }
 
+    /// A watcher that resolves when this ticket becomes active. Unlike a clone of the ticket, it
+    /// does not keep the slot taken, so a job registry can hold it for as long as it likes.
+    pub fn activation(&self) -> Activation {
+        Activation {
+            started: self.inner.started.subscribe(),
+        }
+    }
+
     /// Moves the ticket from queued to active; does nothing if it already is active.
     pub(crate) fn activate(&self) {
         self.inner.shared.activate(&self.inner.active);
+        self.inner.started.send_replace(true);
+    }
+}
+
+/// Watches one [`Ticket`] for the moment its run gets a permit.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use gateway_layers::admission::Gauge;
+///
+/// let gauge = Gauge::new(1, 10);
+/// let ticket = gauge.try_admit().expect("room in the queue");
+/// let mut activation = ticket.activation();
+/// assert!(!activation.is_active());
+/// drop(ticket);
+/// // The ticket left the queue without running: the wait ends, reporting it never started.
+/// assert!(!activation.wait().await);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Activation {
+    started: watch::Receiver<bool>,
+}
+
+impl Activation {
+    /// Whether the ticket is active now.
+    pub fn is_active(&self) -> bool {
+        *self.started.borrow()
+    }
+
+    /// Resolves with `true` once the ticket is active, or with `false` if every clone of the
+    /// ticket was dropped before it ever became active.
+    pub async fn wait(&mut self) -> bool {
+        self.started.wait_for(|started| *started).await.is_ok()
     }
 }
 
