@@ -5,7 +5,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use tracing::Span;
 
-/// One span per request with its method, path and request id.
+/// One span per request with its method, path and request id; the auth layer fills `caller`
+/// with the token's name once it has checked it.
 pub fn make_span<B>(request: &Request<B>) -> Span {
     let request_id = request
         .headers()
@@ -17,6 +18,7 @@ pub fn make_span<B>(request: &Request<B>) -> Span {
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %request_id,
+        caller = tracing::field::Empty,
     )
 }
 

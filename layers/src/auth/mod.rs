@@ -7,7 +7,8 @@
 //! neither how much of a token was right, nor its length, nor which token matched. Only digests are
 //! stored, and [`Tokens`]'s `Debug` shows names only.
 //!
-//! On success the request carries an [`AuthenticatedCaller`] naming the token that matched. On
+//! On success the request carries an [`AuthenticatedCaller`] naming the token that matched, and
+//! the current tracing span's `caller` field, if it declares one, records that name. On
 //! failure the inner service is not called; the response comes from your [`OnAuthFailure`]
 //! strategy (any `Fn(AuthFailure) -> Response<B>` is one), given the reason: an absent
 //! credential ([`AuthFailure::Missing`]) or a wrong one ([`AuthFailure::Invalid`]).
