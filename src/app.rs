@@ -10,6 +10,7 @@ use gateway_layers::BoxError;
 use crate::agent::{ClaudeConfig, ClaudeService};
 use crate::config::Config;
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
 use crate::stack::{self, AgentStack};
 use crate::workspace::{GitProvisioner, WorkspaceConfig};
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub agents: AgentStack,
     /// The job registry and the tasks that run jobs.
     pub jobs: Jobs,
+    /// This gateway's metrics (its own, not process-wide: see [`crate::metrics`]).
+    pub metrics: Metrics,
     /// Unix seconds at start-up, shown as the models' `created`.
     pub started_at: i64,
 }
@@ -65,13 +68,15 @@ impl App {
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
         let agents = stack::agent_stack(gauge.clone(), provisioner, claude, config.chat_timeout);
         let config = Arc::new(config);
-        let jobs = Jobs::new(config.clone(), agents.clone());
+        let metrics = Metrics::new();
+        let jobs = Jobs::new(config.clone(), agents.clone(), metrics.clone());
         Ok(Self {
             state: AppState {
                 config,
                 gauge,
                 agents,
                 jobs,
+                metrics,
                 started_at: chrono::Utc::now().timestamp(),
             },
         })

@@ -12,6 +12,7 @@ pub mod agent_name;
 pub mod app;
 pub mod config;
 pub mod jobs;
+pub mod metrics;
 pub mod openai;
 pub mod rescue;
 pub mod routes;

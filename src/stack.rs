@@ -2,7 +2,7 @@
 //! takes: the HTTP stack every request crosses, then the agent stack every run goes down.
 //!
 //! ```text
-//!  HTTP ─► request-id ─► trace ─► body-limit ─► auth ─► admission ─► router
+//!  HTTP ─► request-id ─► trace ─► metrics ─► body-limit ─► auth ─► admission ─► router
 //!                                                                     │
 //!    /v1/chat/completions awaits, /execute spawns a job ◄─────────────┘
 //!        ▼
@@ -31,8 +31,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::agent::{AgentOutcome, AgentRequest, ClaudeService};
 use crate::app::AppState;
+use crate::metrics::{self as gateway_metrics, Entry};
 use crate::openai::error::OpenAiError;
-use crate::routes::{chat, health, jobs, models, seed_error::SeedError, telemetry};
+use crate::routes::{chat, health, jobs, metrics, models, seed_error::SeedError, telemetry};
 
 /// The agent stack as the routes hold it: cloneable and shareable across tasks.
 pub type AgentStack = BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>;
@@ -64,6 +65,7 @@ pub fn agent_stack(
 /// Composes the HTTP stack and the routes.
 pub fn http_stack(state: AppState) -> Router {
     let config = state.config.clone();
+    let meters = state.metrics.clone();
 
     // Two auth layers over one token set: callers of the replaced service read `detail`, OpenAI
     // clients read `error.message`.
@@ -77,7 +79,9 @@ pub fn http_stack(state: AppState) -> Router {
     // slot) and before the body is parsed (a full queue answers at once).
     // A closed gauge means the gateway is draining: that is 503, not the caller's 429.
     let gauge = state.gauge.clone();
+    let turned_away = meters.clone();
     let execute_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
+        turned_away.record_rejected(Entry::Job);
         if gauge.is_closed() {
             return SeedError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
                 .into_response();
@@ -87,7 +91,9 @@ pub fn http_stack(state: AppState) -> Router {
             .into_response()
     });
     let gauge = state.gauge.clone();
+    let turned_away = meters.clone();
     let chat_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
+        turned_away.record_rejected(Entry::Chat);
         let detail = if gauge.is_closed() {
             "shutting down"
         } else {
@@ -119,6 +125,7 @@ pub fn http_stack(state: AppState) -> Router {
 
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .merge(job_routes)
         .merge(openai_routes)
         .fallback(not_found)
@@ -136,6 +143,12 @@ pub fn http_stack(state: AppState) -> Router {
                         .on_response(telemetry::on_response)
                         .on_failure(()),
                 )
+                // Like every layer here it runs below the router, so the matched route template
+                // is on the request; outside body-limit and auth, so 413s and 401s count too.
+                .layer(axum::middleware::from_fn_with_state(
+                    meters,
+                    gateway_metrics::http::track,
+                ))
                 // Bounded bodies before anything reads them; the extractors' own 2 MiB default is
                 // lifted so this one setting is the limit.
                 .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

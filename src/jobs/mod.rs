@@ -35,6 +35,7 @@ use std::sync::Arc;
 use gateway_layers::admission::Ticket;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::stack::AgentStack;
 
 pub use events::{EventKind, EventLog, JobEvent, Subscription};
@@ -106,9 +107,9 @@ pub struct JobEvents {
 
 impl Jobs {
     /// A registry over an in-memory store bounded by `config` (`JOB_TTL_SECONDS`,
-    /// `MAX_FINISHED_JOBS`, `MAX_OUTPUT_BYTES`). Must be called inside a tokio runtime: it spawns
-    /// the eviction timer.
-    pub fn new(config: Arc<Config>, agents: AgentStack) -> Self {
+    /// `MAX_FINISHED_JOBS`, `MAX_OUTPUT_BYTES`), recording how runs end in `metrics`. Must be
+    /// called inside a tokio runtime: it spawns the eviction timer.
+    pub fn new(config: Arc<Config>, agents: AgentStack, metrics: Metrics) -> Self {
         let store = Arc::new(MemoryStore::new(StoreLimits {
             ttl: config.job_ttl,
             max_finished: config.max_finished_jobs,
@@ -118,17 +119,19 @@ impl Jobs {
             agents,
             config.max_output_bytes,
             Evictor::period_for(config.job_ttl),
+            metrics,
         )
     }
 
     /// A registry over any store. `output_cap` bounds each of a record's `output`, `result` and
-    /// `stderr` and its event log; `evict_every` is the period of the eviction timer. Must be called
-    /// inside a tokio runtime.
+    /// `stderr` and its event log; `evict_every` is the period of the eviction timer; `metrics`
+    /// hears how each run ended. Must be called inside a tokio runtime.
     pub fn with_store(
         store: Arc<dyn JobStore>,
         agents: AgentStack,
         output_cap: usize,
         evict_every: std::time::Duration,
+        metrics: Metrics,
     ) -> Self {
         let registry = Arc::new(Registry::new(store));
         let evictor = Evictor::spawn(registry.clone(), evict_every);
@@ -138,6 +141,7 @@ impl Jobs {
                     registry,
                     agents,
                     output_cap,
+                    metrics,
                 }),
                 live: Arc::new(LiveSet::default()),
                 _evictor: evictor,
@@ -243,6 +247,11 @@ impl Jobs {
             record,
             subscription,
         }))
+    }
+
+    /// How many jobs this gateway holds: queued, running, and finished ones not yet forgotten.
+    pub fn stored_count(&self) -> usize {
+        self.inner.ctx.registry.held()
     }
 
     /// How many jobs are queued or running.

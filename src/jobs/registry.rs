@@ -35,6 +35,11 @@ impl Registry {
         self.logs().get(job_id).cloned()
     }
 
+    /// How many jobs it holds a log for: every job this process ran that the store still has.
+    pub fn held(&self) -> usize {
+        self.logs().len()
+    }
+
     /// Has the store forget what is past its bounds at `now`, and drops those jobs' logs.
     /// Returns how many jobs were forgotten; a store error is logged, and the next run retries.
     pub async fn evict(&self, now: DateTime<Utc>) -> usize {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
+use crate::metrics::{Entry, Metrics};
 use crate::rescue::classify;
 use crate::stack::AgentStack;
 use crate::BoxError;
@@ -33,6 +34,8 @@ pub struct JobContext {
     pub agents: AgentStack,
     /// Bytes kept of each of `output`, `result` and `stderr`.
     pub output_cap: usize,
+    /// Hears how each run ended.
+    pub metrics: Metrics,
 }
 
 /// One job to start.
@@ -105,6 +108,7 @@ async fn drive(
     }
 
     let mut run = Box::pin(ctx.agents.clone().oneshot(request));
+    let timer = ctx.metrics.start_run(Entry::Job);
 
     let ended = loop {
         tokio::select! {
@@ -141,6 +145,8 @@ async fn drive(
         Ended::Stopped(stop) => {
             // Kills the process group, frees the slot, removes the workspace.
             drop(run);
+            // Unfinished, so counted as cancelled, before the canceller hears back.
+            drop(timer);
             tracing::info!(job_id = %record.job_id, reason = %stop.reason, "job stopped");
             finish::stopped(&mut record, &stop.reason, now);
             stop.ack
@@ -158,9 +164,11 @@ async fn drive(
             while let Ok(event) = progress.try_recv() {
                 log.push(EventKind::Agent, event.to_string());
             }
+            let result = result.map_err(classify);
+            timer.finish(result.as_ref());
             match result {
                 Ok(outcome) => finish::with_outcome(&mut record, outcome, ctx.output_cap, now),
-                Err(error) => finish::with_failure(&mut record, classify(error), now),
+                Err(failure) => finish::with_failure(&mut record, failure, now),
             }
             None
         }

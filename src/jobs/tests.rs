@@ -103,6 +103,7 @@ fn fixture(concurrency: usize) -> Fixture {
         stack(gauge.clone(), running.clone()),
         1024,
         Duration::from_secs(60),
+        crate::metrics::Metrics::new(),
     );
     Fixture {
         jobs,

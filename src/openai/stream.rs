@@ -16,6 +16,7 @@ use super::wire::CompletionUsage;
 use super::{completion_id, finish_reason};
 use crate::agent::ProgressSink;
 use crate::app::AppState;
+use crate::metrics::Entry;
 use crate::rescue::classify;
 use crate::routes::chat::{failure_error, outcome_error, ChatRun};
 
@@ -29,6 +30,7 @@ pub(crate) fn respond(state: AppState, run: ChatRun) -> Response {
     let (sink, mut events) = mpsc::unbounded_channel();
     request.extensions_mut().insert(ProgressSink(sink));
     let agents = state.agents.clone();
+    let metrics = state.metrics.clone();
     let chunk = ChunkMaker {
         id: completion_id(),
         created: chrono::Utc::now().timestamp(),
@@ -36,6 +38,8 @@ pub(crate) fn respond(state: AppState, run: ChatRun) -> Response {
     };
 
     let body = async_stream::stream! {
+        // Lives in the body: a client that goes away drops it unfinished, counted as cancelled.
+        let timer = metrics.start_run(Entry::Chat);
         let mut run = std::pin::pin!(agents.oneshot(request));
         yield Ok::<_, Infallible>(chunk.event(json!({"role": "assistant", "content": ""}), None));
         let mut streamed_text = false;
@@ -58,6 +62,8 @@ pub(crate) fn respond(state: AppState, run: ChatRun) -> Response {
                 yield Ok(chunk.event(json!({"content": text}), None));
             }
         }
+        let result = result.map_err(classify);
+        timer.finish(result.as_ref());
         match result {
             Ok(outcome) => match finish_reason::of(&outcome) {
                 Some(reason) => {
@@ -74,7 +80,7 @@ pub(crate) fn respond(state: AppState, run: ChatRun) -> Response {
                 }
                 None => yield Ok(error_event(outcome_error(&outcome).body())),
             },
-            Err(error) => yield Ok(error_event(failure_error(classify(error)).body())),
+            Err(failure) => yield Ok(error_event(failure_error(failure).body())),
         }
         yield Ok(Event::default().data("[DONE]"));
     };

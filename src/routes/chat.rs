@@ -11,6 +11,7 @@ use tower::ServiceExt;
 
 use crate::agent::{AgentOutcome, AgentRequest};
 use crate::app::AppState;
+use crate::metrics::Entry;
 use crate::openai::error::OpenAiError;
 use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
@@ -43,12 +44,21 @@ pub async fn chat_completions(
         return stream::respond(state, run);
     }
     let ChatRun { model, request, .. } = run;
-    match state.agents.clone().oneshot(request).await {
+    // Dropped unfinished if the client goes away: counted as cancelled.
+    let timer = state.metrics.start_run(Entry::Chat);
+    let result = state
+        .agents
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(classify);
+    timer.finish(result.as_ref());
+    match result {
         Ok(outcome) => match completion(&model, &outcome) {
             Ok(completion) => Json(completion).into_response(),
             Err(error) => error.into_response(),
         },
-        Err(error) => failure_error(classify(error)).into_response(),
+        Err(failure) => failure_error(failure).into_response(),
     }
 }
 

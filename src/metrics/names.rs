@@ -1,0 +1,88 @@
+//! Every metric the gateway exports: its name, its help text, and the buckets of its histogram.
+//!
+//! Names carry the `claude_gateway_` prefix and Prometheus's unit and `_total` suffixes as
+//! written, so the exporter is left to add none.
+
+use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Counter `{method, route, status}`: answered requests.
+pub const HTTP_REQUESTS: &str = "claude_gateway_http_requests_total";
+/// Histogram `{method, route}`: seconds until the response head was ready.
+pub const HTTP_REQUEST_DURATION: &str = "claude_gateway_http_request_duration_seconds";
+/// Gauge: runs holding a slot.
+pub const RUNS_ACTIVE: &str = "claude_gateway_runs_active";
+/// Gauge: runs waiting for a slot.
+pub const RUNS_QUEUED: &str = "claude_gateway_runs_queued";
+/// Gauge: runs allowed at once.
+pub const RUN_CAPACITY: &str = "claude_gateway_run_capacity";
+/// Counter `{entry, outcome}`: runs by how they ended.
+pub const RUNS: &str = "claude_gateway_runs_total";
+/// Histogram `{entry}`: seconds from a run's submission (queue wait included) to its end.
+pub const RUN_DURATION: &str = "claude_gateway_run_duration_seconds";
+/// Counter: dollars the agents reported spending.
+pub const AGENT_COST_USD: &str = "claude_gateway_agent_cost_usd_total";
+/// Counter `{kind}`: tokens the agents reported.
+pub const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
+/// Gauge: jobs this gateway holds, queued, running or finished and not yet forgotten.
+pub const JOBS_STORED: &str = "claude_gateway_jobs_stored";
+
+/// Bounds of the request-duration buckets, in seconds: from a health check to a long chat run.
+const HTTP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+];
+
+/// Bounds of the run-duration buckets, in seconds: up to the default job timeout (45 minutes)
+/// and past it.
+const RUN_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0,
+];
+
+/// The exporter's settings: the two histograms as true Prometheus histograms (the exporter's
+/// default is a summary, which cannot be aggregated across replicas).
+pub(crate) fn builder() -> PrometheusBuilder {
+    [
+        (HTTP_REQUEST_DURATION, HTTP_BUCKETS),
+        (RUN_DURATION, RUN_BUCKETS),
+    ]
+    .into_iter()
+    .fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+        builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .expect("the bucket lists are constants and not empty")
+    })
+}
+
+/// Gives every metric recorded through the facade its help text. Run inside
+/// [`Metrics::record`](super::Metrics::record).
+pub(crate) fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, matched route and status."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time until a response's head was ready, by method and matched route (a streamed body goes on after)."
+    );
+    describe_gauge!(RUNS_ACTIVE, "Agent runs holding a slot.");
+    describe_gauge!(RUNS_QUEUED, "Agent runs waiting for a slot.");
+    describe_gauge!(
+        RUN_CAPACITY,
+        "Agent runs allowed at once (MAX_CONCURRENCY)."
+    );
+    describe_counter!(
+        RUNS,
+        "Agent runs ended, by entry point (chat, job) and outcome."
+    );
+    describe_histogram!(
+        RUN_DURATION,
+        Unit::Seconds,
+        "Time from a run's submission (queue wait included) to its end, by entry point."
+    );
+    describe_counter!(AGENT_TOKENS, "Tokens the agents reported, by kind.");
+    describe_gauge!(
+        JOBS_STORED,
+        "Jobs this gateway holds: queued, running, and finished ones not yet forgotten."
+    );
+}

@@ -1,0 +1,104 @@
+//! A scrape: the gauges that mirror live state are read from that state now, then everything is
+//! rendered in Prometheus's text format.
+
+use ::metrics::gauge;
+use gateway_layers::admission::GaugeSnapshot;
+
+use super::names::{JOBS_STORED, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY};
+use super::Metrics;
+
+/// The content type of [`Metrics::render`]'s text: the exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What a scrape reads from the gateway's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scrape {
+    /// The shared gauge `/health` reads too.
+    pub gauge: GaugeSnapshot,
+    /// Jobs the registry holds.
+    pub jobs_stored: usize,
+}
+
+impl Metrics {
+    /// Every metric in the text exposition format, the gauges set from `scrape`.
+    pub fn render(&self, scrape: Scrape) -> String {
+        self.record(|| {
+            gauge!(RUNS_ACTIVE).set(scrape.gauge.active as f64);
+            gauge!(RUNS_QUEUED).set(scrape.gauge.queued as f64);
+            gauge!(RUN_CAPACITY).set(scrape.gauge.capacity as f64);
+            gauge!(JOBS_STORED).set(scrape.jobs_stored as f64);
+        });
+        let mut text = self.inner.handle.render();
+        self.inner.cost_usd.render_into(&mut text);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{AgentOutcome, Usage};
+    use crate::metrics::Entry;
+
+    fn scrape() -> Scrape {
+        Scrape {
+            gauge: GaugeSnapshot {
+                active: 2,
+                queued: 1,
+                capacity: 4,
+                queue_depth: 10,
+            },
+            jobs_stored: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn gauges_runs_tokens_and_cost_render_with_their_types() {
+        let metrics = Metrics::new();
+        let outcome = AgentOutcome {
+            exit_code: Some(0),
+            usage: Some(Usage {
+                input_tokens: 5,
+                output_tokens: 3,
+                ..Usage::default()
+            }),
+            cost_usd: Some(0.125),
+            ..AgentOutcome::default()
+        };
+        metrics.start_run(Entry::Chat).finish(Ok(&outcome));
+        drop(metrics.start_run(Entry::Job));
+        metrics.record_rejected(Entry::Job);
+        let text = metrics.render(scrape());
+        for line in [
+            "claude_gateway_runs_active 2",
+            "claude_gateway_runs_queued 1",
+            "claude_gateway_run_capacity 4",
+            "claude_gateway_jobs_stored 7",
+            "claude_gateway_runs_total{entry=\"chat\",outcome=\"completed\"} 1",
+            "claude_gateway_runs_total{entry=\"job\",outcome=\"cancelled\"} 1",
+            "claude_gateway_runs_total{entry=\"job\",outcome=\"rejected\"} 1",
+            "claude_gateway_agent_tokens_total{kind=\"input\"} 5",
+            "claude_gateway_agent_tokens_total{kind=\"output\"} 3",
+            "claude_gateway_agent_cost_usd_total 0.125",
+            "# TYPE claude_gateway_run_duration_seconds histogram",
+            "claude_gateway_run_duration_seconds_count{entry=\"chat\"} 1",
+            // A rejected run never ran: it is counted but has no duration.
+            "claude_gateway_run_duration_seconds_count{entry=\"job\"} 1",
+            "# TYPE claude_gateway_runs_total counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn two_gateways_in_one_process_keep_their_own_counts() {
+        let one = Metrics::new();
+        let two = Metrics::new();
+        one.record_rejected(Entry::Chat);
+        assert!(one.render(scrape()).contains("outcome=\"rejected\"} 1"));
+        assert!(!two.render(scrape()).contains("claude_gateway_runs_total"));
+    }
+}

@@ -1,0 +1,18 @@
+//! `GET /metrics`: open like `/health` (it holds counts only, no ids, tokens or prompts), in
+//! Prometheus's text exposition format.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header::CONTENT_TYPE;
+
+use crate::app::AppState;
+use crate::metrics::{scrape, Scrape};
+
+/// Renders the gateway's metrics, the gauges read from the shared gauge and the job registry now.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(Scrape {
+        gauge: state.gauge.snapshot(),
+        jobs_stored: state.jobs.stored_count(),
+    });
+    ([(CONTENT_TYPE, scrape::CONTENT_TYPE)], text).into_response()
+}
