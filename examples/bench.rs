@@ -10,9 +10,14 @@
 //!    next to a plain `git clone --local`;
 //! 4. memory held per finished job and per queued job.
 //!
-//! Sizes can be changed with `BENCH_RUNS` (direct-vs-gateway runs, default 10),
-//! `BENCH_REQUESTS` (throughput requests, default 200) and `BENCH_JOBS` (jobs in the memory
-//! measurements, default 1000).
+//! Sizes can be changed in the environment: `BENCH_RUNS` (direct-vs-gateway runs, default 10),
+//! `BENCH_REQUESTS` (throughput requests with scratch workspaces, default 200),
+//! `BENCH_BASE_REQUESTS` (throughput requests with the base, default 48), `BENCH_PROVISIONS`
+//! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
+//! default 2) and `BENCH_JOBS` (jobs in the memory measurements, default 1000).
+//!
+//! Temporary directories (workspaces, the base repository) go where `TMPDIR` says; the figures
+//! of 2 and 3 are mostly the cost of creating and removing 5,000 files on that filesystem.
 //!
 //! The memory figures are taken in a child process (this binary re-run with a hidden argument),
 //! so that the other measurements' allocations neither inflate nor hide them.
@@ -78,11 +83,37 @@ const BASE_DIRS: usize = 50;
 const CLIENTS: usize = 16;
 /// Runs at once in the throughput measurement.
 const THROUGHPUT_CONCURRENCY: usize = 8;
-/// Sequential provisions measured.
-const SEQUENTIAL_PROVISIONS: usize = 10;
-/// Provisions started together, and how many such rounds.
+/// Provisions started together.
 const PARALLEL_PROVISIONS: usize = 8;
-const PARALLEL_ROUNDS: usize = 3;
+
+/// How much of each measurement to do, from the environment.
+struct Sizes {
+    /// Direct and gateway runs of the real CLI, each.
+    runs: usize,
+    /// Throughput requests with scratch workspaces.
+    requests: usize,
+    /// Throughput requests with the 5,000-file base (each one clones it).
+    base_requests: usize,
+    /// Sequential provisions, and as many plain clones.
+    provisions: usize,
+    /// Rounds of [`PARALLEL_PROVISIONS`] provisions at once.
+    rounds: usize,
+    /// Jobs submitted in each memory measurement.
+    jobs: usize,
+}
+
+impl Sizes {
+    fn from_env() -> Result<Self, BoxError> {
+        Ok(Self {
+            runs: env_count("BENCH_RUNS", 10)?,
+            requests: env_count("BENCH_REQUESTS", 200)?,
+            base_requests: env_count("BENCH_BASE_REQUESTS", 48)?,
+            provisions: env_count("BENCH_PROVISIONS", 10)?,
+            rounds: env_count("BENCH_ROUNDS", 2)?,
+            jobs: env_count("BENCH_JOBS", 1000)?,
+        })
+    }
+}
 
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -127,9 +158,7 @@ async fn bench() -> Result<(), BoxError> {
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let runs = env_count("BENCH_RUNS", 10)?;
-    let requests = env_count("BENCH_REQUESTS", 200)?;
-    let jobs = env_count("BENCH_JOBS", 1000)?;
+    let sizes = Sizes::from_env()?;
 
     let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/node_modules/.bin/claude");
     if !cli.exists() {
@@ -154,20 +183,22 @@ async fn bench() -> Result<(), BoxError> {
     writeln!(out, "## claude-gateway bench\n")?;
     writeln!(
         out,
-        "Machine: {cpus} CPUs (nproc), load average at start {} (1, 5, 15 min), {}, claude CLI {}.\n",
+        "Machine: {cpus} CPUs (nproc), load average at start {} (1, 5, 15 min), temporary files on {} ({}), {}, claude CLI {}.\n",
         load.join(" "),
+        std::env::temp_dir().display(),
+        filesystem_of(&std::env::temp_dir()),
         command_line("git", &["--version"]).await,
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    eprintln!("1/4 direct CLI vs gateway ({runs} runs each)...");
-    out.push_str(&overhead(&cli, runs).await?);
-    eprintln!("2/4 throughput ({requests} requests)...");
-    out.push_str(&throughput(&instant, &repos.base, requests).await?);
+    eprintln!("1/4 direct CLI vs gateway...");
+    out.push_str(&overhead(&cli, sizes.runs).await?);
+    eprintln!("2/4 throughput...");
+    out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
     eprintln!("3/4 workspace provisioning...");
-    out.push_str(&provisioning(&repos.base).await?);
-    eprintln!("4/4 memory per job ({jobs} jobs)...");
-    out.push_str(&memory(&instant, &hanging, jobs).await?);
+    out.push_str(&provisioning(&repos.base, &sizes).await?);
+    eprintln!("4/4 memory per job...");
+    out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
 
     writeln!(
         out,
@@ -529,19 +560,23 @@ async fn run_cli_directly(cli: &Path, env: &[(String, String)]) -> Result<Durati
 // ---------------------------------------------------------------------------------------------
 // 2. Throughput with an instant agent
 
-async fn throughput(instant: &Path, base: &Path, requests: usize) -> Result<String, BoxError> {
+async fn throughput(instant: &Path, base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
     let mut out = String::new();
     writeln!(
         out,
-        "### 2. Throughput with an instant stand-in agent ({requests} chat completions, {CLIENTS} concurrent clients, MAX_CONCURRENCY={THROUGHPUT_CONCURRENCY})\n"
+        "### 2. Throughput with an instant stand-in agent (chat completions, {CLIENTS} concurrent clients, MAX_CONCURRENCY={THROUGHPUT_CONCURRENCY}, after one warm-up)\n"
     )?;
     writeln!(
         out,
-        "| workspaces | wall | requests/s | min | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| workspaces | requests | wall | requests/s | min | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    for (label, base) in [
-        ("scratch (empty dir)", None),
-        ("clone of a 5,000-file base", Some(base)),
+    for (label, base, requests) in [
+        ("scratch (empty dir)", None, sizes.requests),
+        (
+            "clone of a 5,000-file base",
+            Some(base),
+            sizes.base_requests,
+        ),
     ] {
         let home = tempfile::tempdir()?;
         let gateway = Gateway::start(GatewaySpec {
@@ -562,7 +597,7 @@ async fn throughput(instant: &Path, base: &Path, requests: usize) -> Result<Stri
         let s = Summary::of(&latencies);
         writeln!(
             out,
-            "| {label} | {:.2} s | {:.1} | {} | {} | {} | {} | {} |",
+            "| {label} | {requests} | {:.2} s | {:.1} | {} | {} | {} | {} | {} |",
             wall.as_secs_f64(),
             requests as f64 / wall.as_secs_f64(),
             ms(s.min),
@@ -606,7 +641,7 @@ async fn load(
 // ---------------------------------------------------------------------------------------------
 // 3. Workspace provisioning
 
-async fn provisioning(base: &Path) -> Result<String, BoxError> {
+async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
     let jobs_dir = tempfile::tempdir()?;
     let provisioner = GitProvisioner::new(WorkspaceConfig {
         base_dir: Some(base.to_path_buf()),
@@ -617,25 +652,36 @@ async fn provisioning(base: &Path) -> Result<String, BoxError> {
     })
     .await?;
     let provisioner = Arc::new(provisioner);
+    let clones = tempfile::tempdir()?;
 
     // Warm-up: the first provision fetches the base; the measured ones do not.
     let path = provisioner.provision().await?;
     provisioner.release(path);
     wait_empty(jobs_dir.path()).await?;
 
-    let mut sequential = Vec::with_capacity(SEQUENTIAL_PROVISIONS);
-    for _ in 0..SEQUENTIAL_PROVISIONS {
+    // The provisioner and the plain clone take turns, so a burst of load from elsewhere on the
+    // machine lands on both rather than on one. Every directory is removed before the next
+    // measurement: removal is off a job's path, but it would compete with the next clone.
+    let mut sequential = Vec::with_capacity(sizes.provisions);
+    let mut plain_sequential = Vec::with_capacity(sizes.provisions);
+    for i in 0..sizes.provisions {
         let started = Instant::now();
         let path = provisioner.provision().await?;
         sequential.push(started.elapsed());
         provisioner.release(path);
-        // Removal is off the job's path, but it would compete with the next clone.
         wait_empty(jobs_dir.path()).await?;
+
+        let dest = clones.path().join(format!("seq-{i}"));
+        plain_sequential.push(plain_clone(base, &dest).await?);
+        tokio::fs::remove_dir_all(&dest).await?;
     }
 
-    let mut parallel = Vec::with_capacity(PARALLEL_PROVISIONS * PARALLEL_ROUNDS);
-    let mut parallel_rounds = Vec::with_capacity(PARALLEL_ROUNDS);
-    for _ in 0..PARALLEL_ROUNDS {
+    let rounds = sizes.rounds;
+    let mut parallel = Vec::with_capacity(PARALLEL_PROVISIONS * rounds);
+    let mut parallel_rounds = Vec::with_capacity(rounds);
+    let mut plain_parallel = Vec::with_capacity(PARALLEL_PROVISIONS * rounds);
+    let mut plain_rounds = Vec::with_capacity(rounds);
+    for round in 0..rounds {
         let started = Instant::now();
         let tasks: Vec<_> = (0..PARALLEL_PROVISIONS)
             .map(|_| {
@@ -658,19 +704,7 @@ async fn provisioning(base: &Path) -> Result<String, BoxError> {
             provisioner.release(path);
         }
         wait_empty(jobs_dir.path()).await?;
-    }
-    let fetches = provisioner.stats().fetches;
 
-    let clones = tempfile::tempdir()?;
-    let mut plain_sequential = Vec::with_capacity(SEQUENTIAL_PROVISIONS);
-    for i in 0..SEQUENTIAL_PROVISIONS {
-        let dest = clones.path().join(format!("seq-{i}"));
-        plain_sequential.push(plain_clone(base, &dest).await?);
-        std::fs::remove_dir_all(&dest)?;
-    }
-    let mut plain_parallel = Vec::with_capacity(PARALLEL_PROVISIONS * PARALLEL_ROUNDS);
-    let mut plain_rounds = Vec::with_capacity(PARALLEL_ROUNDS);
-    for round in 0..PARALLEL_ROUNDS {
         let started = Instant::now();
         let dests: Vec<PathBuf> = (0..PARALLEL_PROVISIONS)
             .map(|i| clones.path().join(format!("par-{round}-{i}")))
@@ -689,14 +723,15 @@ async fn provisioning(base: &Path) -> Result<String, BoxError> {
         }
         plain_rounds.push(started.elapsed());
         for dest in dests {
-            std::fs::remove_dir_all(dest)?;
+            tokio::fs::remove_dir_all(dest).await?;
         }
     }
+    let fetches = provisioner.stats().fetches;
 
     let mut out = String::new();
     writeln!(
         out,
-        "### 3. Time a job waits for its workspace (5,000-file base, {PARALLEL_ROUNDS} rounds of {PARALLEL_PROVISIONS} at once; each directory removed before the next provision)\n"
+        "### 3. Time a job waits for its workspace (5,000-file base; {rounds} rounds of {PARALLEL_PROVISIONS} at once; provisioner and plain clone alternate; each directory removed before the next)\n"
     )?;
     out.push_str(LATENCY_HEADER);
     out.push_str(&latency_row(
@@ -704,20 +739,20 @@ async fn provisioning(base: &Path) -> Result<String, BoxError> {
         &Summary::of(&sequential),
     ));
     out.push_str(&latency_row(
-        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (each)"),
-        &Summary::of(&parallel),
-    ));
-    out.push_str(&latency_row(
-        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (whole round)"),
-        &Summary::of(&parallel_rounds),
-    ));
-    out.push_str(&latency_row(
         "`git clone --local`, one at a time",
         &Summary::of(&plain_sequential),
     ));
     out.push_str(&latency_row(
+        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (each)"),
+        &Summary::of(&parallel),
+    ));
+    out.push_str(&latency_row(
         &format!("`git clone --local`, {PARALLEL_PROVISIONS} at once (each)"),
         &Summary::of(&plain_parallel),
+    ));
+    out.push_str(&latency_row(
+        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (whole round)"),
+        &Summary::of(&parallel_rounds),
     ));
     out.push_str(&latency_row(
         &format!("`git clone --local`, {PARALLEL_PROVISIONS} at once (whole round)"),
@@ -809,6 +844,22 @@ impl BaseRepo {
 fn path_str(path: &Path) -> Result<&str, BoxError> {
     path.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", path.display()).into())
+}
+
+/// The type of the filesystem `path` is on (the longest mount point above it), or `unknown`.
+fn filesystem_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_device, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fs_type.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_owned(), |(_, fs_type)| fs_type)
 }
 
 /// Runs git with a fixed identity in `dir`.
