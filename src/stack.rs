@@ -25,6 +25,7 @@ use gateway_layers::BoxError;
 use http::{Request, StatusCode};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -149,11 +150,27 @@ pub fn http_stack(state: AppState) -> Router {
                     meters,
                     gateway_metrics::http::track,
                 ))
+                // A bug that panics in a handler answers 500 instead of cutting the connection, and
+                // inside the trace span so the panic is logged with its request id.
+                .layer(CatchPanicLayer::custom(panic_response))
                 // Bounded bodies before anything reads them; the extractors' own 2 MiB default is
                 // lifted so this one setting is the limit.
                 .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
                 .layer(DefaultBodyLimit::disable()),
         )
+}
+
+/// The answer to a request whose handler panicked; the panic text stays in the logs.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a handler panicked");
+    OpenAiError::internal("internal error: the gateway hit a bug handling this request")
+        .with_field("detail", "internal error".into())
+        .into_response()
 }
 
 async fn not_found(uri: http::Uri) -> axum::response::Response {

@@ -380,3 +380,43 @@ async fn runs_leave_no_folders_behind_in_the_agents_home() {
         .await
         .unwrap_or_else(|_| panic!("per-run folders left in HOME: {:?}", leftovers()));
 }
+
+#[tokio::test]
+async fn a_workspace_that_cannot_be_made_is_a_clear_503_and_frees_the_slot() {
+    let gw = Gateway::start().await;
+    // The disk under JOBS_DIR goes away after start-up: a file now stands where the folder was.
+    let jobs_dir = gw.jobs_dir.path().to_path_buf();
+    std::fs::remove_dir_all(&jobs_dir).unwrap();
+    std::fs::write(&jobs_dir, "not a directory").unwrap();
+
+    let response = gw
+        .post("/v1/chat/completions", &Gateway::chat_body("hi"))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(response).await;
+    assert_eq!(body["error"]["code"], "workspace_failed", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("workspace"),
+        "{body}"
+    );
+    assert!(gw.mock.requests().is_empty(), "no agent ran");
+    gw.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
+        .await;
+
+    std::fs::remove_file(&jobs_dir).unwrap();
+    std::fs::create_dir(&jobs_dir).unwrap();
+    let response = gw
+        .post(
+            "/v1/chat/completions",
+            &Gateway::chat_body("[[mock:text back]]"),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the gateway recovers once the disk is back"
+    );
+}

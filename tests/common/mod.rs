@@ -138,7 +138,7 @@ async fn start_with(
         .await
         .expect("gateway runs");
     });
-    Gateway {
+    let gateway = Gateway {
         url,
         mock,
         jobs_dir,
@@ -146,7 +146,18 @@ async fn start_with(
         http: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
+    };
+    // `run` builds the gateway (start-up sweep included) before it serves: wait until it does.
+    let health = format!("{}/health", gateway.url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while gateway.http.get(&health).send().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    gateway
 }
 
 impl Gateway {
