@@ -12,6 +12,31 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::Config;
 
+/// The first bytes of an h2 connection with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Resolves once enough bytes have arrived to tell HTTP/1 from h2: the whole h2 preface, or a
+/// byte that differs from it. Reads nothing: the bytes stay for hyper.
+async fn protocol_known(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut seen = 0;
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+            return Ok(());
+        }
+        if n == seen {
+            // A partial preface and nothing new yet: peek would answer at once again, so wait a
+            // little rather than spin. Only a client part-way through an h2 preface gets here.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen = n;
+    }
+}
+
 /// Builds the gateway from `config` and serves it on `listener` until `shutdown` resolves.
 ///
 /// Shutdown stops accepting connections and admitting runs, lets in-flight requests and jobs
@@ -60,15 +85,25 @@ pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service.clone()),
-                    )
-                    .into_owned();
-                let connection = graceful.watch(connection);
+                let service = service.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_bytes_timeout = app.config().header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    // hyper-util reads the first bytes to tell HTTP/1 from h2 with no timeout of
+                    // its own: a client that connects and says nothing would hold the connection
+                    // (and its file descriptor) for ever. Bound that wait like a header read.
+                    match tokio::time::timeout(first_bytes_timeout, protocol_known(&stream)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return,
+                    }
+                    let connection = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(service),
+                        )
+                        .into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
                 });

@@ -198,3 +198,42 @@ async fn json_bodies_of_the_wrong_shape_get_clear_errors() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(json(response).await["detail"].is_string());
 }
+
+#[tokio::test]
+async fn a_silent_or_idle_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::builder()
+        .arg("header-read-timeout-seconds", 1)
+        .start()
+        .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+
+    // A client that connects and never sends a request line.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the gateway closes a silent connection");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed, not answered: {read:?}"
+    );
+
+    // A keep-alive connection left idle after one request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        idle.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway closes an idle keep-alive connection");
+    assert!(closed.is_ok());
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "answered first"
+    );
+}
