@@ -85,6 +85,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_FINISHED_JOBS", default_value_t = 10_000)]
     pub max_finished_jobs: usize,
 
+    /// Bytes all finished jobs may hold together (prompts, outputs, stderr); past it the oldest
+    /// finished jobs are forgotten first.
+    #[arg(long, env = "MAX_STORED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_stored_bytes: usize,
+
     /// Bytes of agent output kept per job; longer output is cut and the record says so.
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_output_bytes: usize,
@@ -201,6 +206,8 @@ pub struct Config {
     pub job_ttl: Duration,
     /// How many finished jobs are kept.
     pub max_finished_jobs: usize,
+    /// Bytes all finished jobs may hold together.
+    pub max_stored_bytes: usize,
     /// Bytes of output kept per job.
     pub max_output_bytes: usize,
     /// Debounce window of the base refresh.
@@ -247,6 +254,7 @@ impl Settings {
         positive("JOB_TTL_SECONDS", self.job_ttl_seconds)?;
         positive("MAX_FINISHED_JOBS", self.max_finished_jobs as u64)?;
         positive("MAX_OUTPUT_BYTES", self.max_output_bytes as u64)?;
+        positive("MAX_STORED_BYTES", self.max_stored_bytes as u64)?;
         positive(
             "OPENAI_COMPAT_TIMEOUT_SECONDS",
             self.openai_compat_timeout_seconds,
@@ -301,6 +309,7 @@ impl Settings {
             max_queue_depth: self.max_queue_depth,
             job_ttl: Duration::from_secs(self.job_ttl_seconds),
             max_finished_jobs: self.max_finished_jobs,
+            max_stored_bytes: self.max_stored_bytes,
             max_output_bytes: self.max_output_bytes,
             fetch_debounce: Duration::from_secs(self.fetch_debounce_seconds),
             supported_models: supported_models.into(),

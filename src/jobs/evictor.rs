@@ -76,6 +76,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new(StoreLimits {
             ttl: Duration::from_secs(1),
             max_finished: 100,
+            max_finished_bytes: usize::MAX,
         }));
         let registry = Arc::new(Registry::new(store.clone()));
         let mut record = JobRecord::queued(

@@ -1,7 +1,9 @@
-//! The embedded job store: records in memory, bounded in age and in count.
+//! The embedded job store: records in memory, bounded in age, in count and in bytes.
 //!
 //! Fixes the replaced service's unbounded registry (its defect 8): finished jobs are forgotten
-//! after the time to live *and* past a maximum count, oldest finished first, and the caller runs
+//! after the time to live, past a maximum count *and* past a byte budget, oldest finished first
+//! (so a burst of jobs with large prompts or outputs cannot exhaust memory before the count bound
+//! would bite), and the caller runs
 //! [`remove_expired`](JobStore::remove_expired) on a timer as well as when a job finishes. The
 //! bytes a record may hold are capped before it gets here (see [`super::cap`]).
 
@@ -22,6 +24,9 @@ pub struct StoreLimits {
     pub ttl: Duration,
     /// At most this many finished jobs are kept; past it the oldest finished go first.
     pub max_finished: usize,
+    /// At most this many bytes of finished records (prompt, output, result, stderr, error,
+    /// metadata) are kept; past it the oldest finished go first.
+    pub max_finished_bytes: usize,
 }
 
 /// Job records in memory. Cheap to share behind an `Arc`; every method takes the one lock briefly
@@ -45,6 +50,8 @@ struct State {
     by_created: BTreeSet<Key>,
     /// Finished jobs by finishing time, for forgetting the oldest first.
     finished: BTreeSet<Key>,
+    /// What the finished records hold, by [`JobRecord::approx_bytes`].
+    finished_bytes: usize,
 }
 
 impl MemoryStore {
@@ -89,6 +96,7 @@ impl State {
                     .remove(&(old.created_at, old.job_id.clone()));
                 if let Some(key) = finished_key(&old) {
                     self.finished.remove(&key);
+                    self.finished_bytes = self.finished_bytes.saturating_sub(old.approx_bytes());
                 }
                 true
             }
@@ -98,14 +106,18 @@ impl State {
             .insert((record.created_at, record.job_id.clone()));
         if let Some(key) = finished_key(&record) {
             self.finished.insert(key);
+            self.finished_bytes += record.approx_bytes();
         }
         self.records.insert(record.job_id.clone(), record);
         existed
     }
 
     fn remove(&mut self, key: &Key) {
-        self.finished.remove(key);
+        let was_finished = self.finished.remove(key);
         if let Some(record) = self.records.remove(&key.1) {
+            if was_finished {
+                self.finished_bytes = self.finished_bytes.saturating_sub(record.approx_bytes());
+            }
             self.by_created.remove(&(record.created_at, record.job_id));
         }
     }
@@ -171,7 +183,9 @@ impl JobStore for MemoryStore {
         let mut removed = Vec::new();
         while let Some(oldest) = state.finished.first().cloned() {
             let expired = cutoff.is_some_and(|cutoff| oldest.0 <= cutoff);
-            if !expired && state.finished.len() <= self.limits.max_finished {
+            let within_bounds = state.finished.len() <= self.limits.max_finished
+                && state.finished_bytes <= self.limits.max_finished_bytes;
+            if !expired && within_bounds {
                 break;
             }
             state.remove(&oldest);
@@ -217,7 +231,37 @@ mod tests {
         MemoryStore::new(StoreLimits {
             ttl: Duration::from_secs(ttl_secs),
             max_finished,
+            max_finished_bytes: usize::MAX,
         })
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_forgets_the_oldest_finished_first() {
+        let records: Vec<JobRecord> = (0..3)
+            .map(|n| {
+                let mut record = job(n, "o", i64::from(n));
+                record.prompt = "x".repeat(1000);
+                finish(record, i64::from(n))
+            })
+            .collect();
+        // Room for two of the three.
+        let one = records[0].approx_bytes();
+        let store = MemoryStore::new(StoreLimits {
+            ttl: Duration::from_secs(3600),
+            max_finished: 100,
+            max_finished_bytes: 2 * one + one / 2,
+        });
+        for record in records {
+            store.insert(record).await.unwrap();
+        }
+        let removed = store.remove_expired(at(10)).await.unwrap();
+        assert_eq!(removed, vec![format!("{:032x}", 0)], "only the oldest goes");
+        assert_eq!(store.len(), 2);
+        // A queued job is not finished: it neither counts nor is forgotten.
+        let mut big = job(9, "o", 20);
+        big.prompt = "y".repeat(10_000);
+        store.insert(big).await.unwrap();
+        assert!(store.remove_expired(at(30)).await.unwrap().is_empty());
     }
 
     async fn ids(store: &MemoryStore, owner: &str, status: Option<JobStatus>) -> Vec<String> {

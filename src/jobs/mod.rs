@@ -107,12 +107,13 @@ pub struct JobEvents {
 
 impl Jobs {
     /// A registry over an in-memory store bounded by `config` (`JOB_TTL_SECONDS`,
-    /// `MAX_FINISHED_JOBS`, `MAX_OUTPUT_BYTES`), recording how runs end in `metrics`. Must be
+    /// `MAX_FINISHED_JOBS`, `MAX_STORED_BYTES`, `MAX_OUTPUT_BYTES`), recording how runs end in `metrics`. Must be
     /// called inside a tokio runtime: it spawns the eviction timer.
     pub fn new(config: Arc<Config>, agents: AgentStack, metrics: Metrics) -> Self {
         let store = Arc::new(MemoryStore::new(StoreLimits {
             ttl: config.job_ttl,
             max_finished: config.max_finished_jobs,
+            max_finished_bytes: config.max_stored_bytes,
         }));
         Self::with_store(
             store,

@@ -197,6 +197,26 @@ pub struct NewJob {
 }
 
 impl JobRecord {
+    /// Roughly what the record holds in memory, for the store's byte budget: its variable-size
+    /// text, which dwarfs the fixed fields.
+    pub fn approx_bytes(&self) -> usize {
+        let metadata = self
+            .metadata
+            .as_ref()
+            .map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len()));
+        std::mem::size_of::<Self>()
+            + self.job_id.len()
+            + self.owner.len()
+            + self.prompt.len()
+            + self.agent.len()
+            + self.output.iter().map(String::len).sum::<usize>()
+            + self.stderr.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, String::len)
+            + self.result.as_ref().map_or(0, String::len)
+            + self.session_id.as_ref().map_or(0, String::len)
+            + metadata
+    }
+
     /// A queued job, created now.
     pub fn queued(job_id: String, job: NewJob, created_at: DateTime<Utc>) -> Self {
         Self {

@@ -97,6 +97,7 @@ fn fixture(concurrency: usize) -> Fixture {
     let store = Arc::new(MemoryStore::new(StoreLimits {
         ttl: Duration::from_secs(3600),
         max_finished: 100,
+        max_finished_bytes: usize::MAX,
     }));
     let jobs = Jobs::with_store(
         store,
