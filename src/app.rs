@@ -1,5 +1,6 @@
-//! The assembled gateway: configuration, the shared gauge, the agent stack and the job registry,
-//! and what happens to them at shutdown.
+//! The assembled gateway: configuration, the shared gauge, the runs and the job registry, and
+//! what happens to them at shutdown. The composition root: the only module that builds the
+//! stacks.
 
 use std::sync::Arc;
 
@@ -8,30 +9,16 @@ use gateway_layers::workspace::Provision;
 use gateway_layers::BoxError;
 
 use crate::agent::{ClaudeConfig, ClaudeService};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::stack::{self, AgentStack};
+use crate::run::Runs;
+use crate::stack;
+pub use crate::state::AppState;
 use crate::workspace::{GitProvisioner, WorkspaceConfig};
 
-/// What every handler can reach. Cheap to clone: everything is shared.
-#[derive(Clone)]
-pub struct AppState {
-    /// The validated settings.
-    pub config: Arc<Config>,
-    /// Active and queued runs: admission, concurrency and `/health` read this one gauge.
-    pub gauge: Gauge,
-    /// The stack every run goes down.
-    pub agents: AgentStack,
-    /// The job registry and the tasks that run jobs.
-    pub jobs: Jobs,
-    /// This gateway's metrics (its own, not process-wide: see [`crate::metrics`]).
-    pub metrics: Metrics,
-    /// Unix seconds at start-up, shown as the models' `created`.
-    pub started_at: i64,
-}
-
 /// A built gateway, ready to serve.
+#[derive(Debug)]
 pub struct App {
     state: AppState,
 }
@@ -62,19 +49,26 @@ impl App {
             bin: config.claude_bin.clone(),
             env_source,
             extra_env: config.agent_env_passthrough.clone(),
+            withheld_env: config::setting_names(),
             inactivity_timeout: config.agent_inactivity_timeout,
             ..ClaudeConfig::default()
         });
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
-        let agents = stack::agent_stack(gauge.clone(), provisioner, claude, config.chat_timeout);
-        let config = Arc::new(config);
         let metrics = Metrics::new();
-        let jobs = Jobs::new(config.clone(), agents.clone(), metrics.clone());
+        let runs = Runs::new(
+            gauge.clone(),
+            provisioner,
+            claude,
+            config.chat_timeout,
+            metrics.clone(),
+        );
+        let jobs = Jobs::new(&config, runs.clone(), gauge.clone());
+        let config = Arc::new(config);
         Ok(Self {
             state: AppState {
                 config,
                 gauge,
-                agents,
+                runs,
                 jobs,
                 metrics,
                 started_at: chrono::Utc::now().timestamp(),

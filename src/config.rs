@@ -288,7 +288,7 @@ impl Settings {
         let base_dir = self.workspace_dir.is_dir().then_some(self.workspace_dir);
         let chat_agent = match self.openai_compat_agent {
             Some(agent) => {
-                crate::agent_name::check(&agent).map_err(|why| {
+                crate::agent::check_agent_name(&agent).map_err(|why| {
                     invalid(format!(
                         "OPENAI_COMPAT_AGENT {agent:?} is not usable: {why}"
                     ))
@@ -329,13 +329,15 @@ impl Settings {
     }
 }
 
-impl Config {
-    /// A configuration with the contract's defaults and the given token, for tests and embedding.
-    pub fn with_token(token: &str) -> Self {
-        Settings::parse_from(["claude-gateway", "--api-bearer-token", token])
-            .validate()
-            .expect("the defaults are valid")
-    }
+/// The environment variable of every setting, taken from the flags themselves, so a setting can
+/// never be missing here: the gateway withholds all of them from the agent.
+pub(crate) fn setting_names() -> Vec<String> {
+    use clap::CommandFactory;
+    Settings::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
 }
 
 fn positive(name: &str, value: u64) -> Result<(), ConfigError> {
@@ -404,6 +406,26 @@ mod tests {
             .map_err(|e| e.to_string())?
             .validate()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_setting_is_named_and_withheld_from_the_agent() {
+        let names = setting_names();
+        for name in [
+            "API_BEARER_TOKEN",
+            "API_BEARER_TOKENS_FILE",
+            "GIT_CRYPT_KEY",
+            "LOG_FORMAT",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+        let source: Vec<(std::ffi::OsString, std::ffi::OsString)> = names
+            .iter()
+            .map(|name| (name.into(), "x".into()))
+            .chain([("PATH".into(), "/bin".into())])
+            .collect();
+        let passed = crate::agent::allowed_env(&source, &names, &names);
+        assert_eq!(passed, [("PATH".into(), "/bin".into())]);
     }
 
     #[test]

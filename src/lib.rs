@@ -2,22 +2,42 @@
 //!
 //! A stack of tower layers (from the `gateway-layers` crate) ends in [`agent::ClaudeService`],
 //! which runs `claude -p` in a fresh workspace. Two entry points share that stack:
-//! `POST /v1/chat/completions` awaits a run, `POST /execute` starts one as a job. See
-//! [`stack`] for the whole request path in order, and [`server::run`] to serve it.
-#![forbid(unsafe_code)]
-#![warn(rust_2018_idioms)]
+//! `POST /v1/chat/completions` awaits a run, `POST /execute` starts one as a job.
+//!
+//! The modules, from the bottom of the house up (each imports only from below it):
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`agent`] | the claude service: command line, allow-listed environment, process, output |
+//! | [`config`] | the settings, as flags and environment variables |
+//! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run |
+//! | `metrics` | Prometheus counters and the run timer |
+//! | `run` | one home for a run: the agent stack, its error classification, its metrics |
+//! | [`jobs`] | job records, stores, event logs, the task that runs a job |
+//! | `openai` | OpenAI wire types, prompt rendering, errors, stream chunks |
+//! | `state`, `routes`, `telemetry`, `stack` | the HTTP side: handlers and the stack around them |
+//! | [`app`], [`server`] | the composition root, and serving it with graceful shutdown |
+//!
+//! [`app::App::build`] makes a gateway from a [`config::Config`]; [`serve`] or [`run`] serve it.
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod agent;
-pub mod agent_name;
 pub mod app;
 pub mod config;
 pub mod jobs;
-pub mod metrics;
-pub mod openai;
-pub mod rescue;
-pub mod routes;
+mod metrics;
+mod openai;
+mod routes;
+mod run;
 pub mod server;
-pub mod stack;
+mod stack;
+mod state;
 pub mod telemetry;
 pub mod workspace;
 

@@ -1,101 +1,68 @@
-//! The one place the gateway's stack is composed. Read top to bottom, this is the path a request
-//! takes: the HTTP stack every request crosses, then the agent stack every run goes down.
+//! The one place the gateway's HTTP stack is composed. Read top to bottom, this is the path a
+//! request takes; the run stack below the handlers is composed in `run.rs`, by the one call every handler makes.
 //!
 //! ```text
-//!  HTTP ─► request-id ─► trace ─► metrics ─► body-limit ─► auth ─► admission ─► router
-//!                                                                     │
-//!    /v1/chat/completions awaits, /execute spawns a job ◄─────────────┘
-//!        ▼
-//!  concurrency-limit ─► deadline ─► workspace ─► ClaudeService
+//!  HTTP ─► request-id ─► trace ─► metrics ─► catch-panic ─► body-limit ─► router
+//!                                                                           │
+//!     /health, /metrics ◄───────────────────────────────────────────────────┤ (open)
+//!     /jobs… : auth (detail errors) ◄───────────────────────────────────────┤
+//!     /v1/…  : auth (OpenAI errors) ◄───────────────────────────────────────┘
+//!        /execute, /v1/chat/completions: + admission (queue slot, 429/503)
+//!            └─► handler ─► Runs::run ─► record ─► concurrency ─► deadline ─► workspace ─► claude
 //! ```
-
-use std::sync::Arc;
-use std::time::Duration;
+//!
+//! Auth and admission are route layers, below the router: each route group answers a failed
+//! check in its own callers' error shape, and only the two routes that start runs take a slot.
 
 use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use gateway_layers::admission::{AdmissionLayer, Gauge, GaugeSnapshot};
+use gateway_layers::admission::{AdmissionLayer, GaugeSnapshot};
 use gateway_layers::auth::{AuthFailure, BearerAuthLayer};
-use gateway_layers::concurrency::ConcurrencyLimitLayer;
-use gateway_layers::deadline::DeadlineLayer;
-use gateway_layers::workspace::{Provision, WorkspaceLayer};
-use gateway_layers::BoxError;
-use http::{Request, StatusCode};
-use tower::util::BoxCloneSyncService;
+use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::agent::{AgentOutcome, AgentRequest, ClaudeService};
-use crate::app::AppState;
 use crate::metrics::{self as gateway_metrics, Entry};
 use crate::openai::error::OpenAiError;
-use crate::routes::{chat, health, jobs, metrics, models, seed_error::SeedError, telemetry};
-
-/// The agent stack as the routes hold it: cloneable and shareable across tasks.
-pub type AgentStack = BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>;
+use crate::routes::detail::DetailError;
+use crate::routes::{chat, health, jobs, metrics, models};
+use crate::state::AppState;
+use crate::telemetry;
 
 /// Seconds a turned-away caller is told to wait before trying again.
 const RETRY_AFTER_SECONDS: u64 = 5;
 
-/// Composes the stack every agent run goes down.
-pub fn agent_stack(
-    gauge: Gauge,
-    provisioner: Arc<dyn Provision>,
-    claude: ClaudeService,
-    default_deadline: Duration,
-) -> AgentStack {
-    let stack = ServiceBuilder::new()
-        // Outermost: a run waits here, FIFO, as `queued`, and holds its permit until its future
-        // ends however it ends. Nothing below runs before a slot is free.
-        .layer(ConcurrencyLimitLayer::new(gauge))
-        // Inside the permit, so time in the queue never counts against a run's deadline; around
-        // the workspace, so a clone that hangs is bounded by the same deadline.
-        .layer(DeadlineLayer::new(default_deadline))
-        // Provisioned only once the run may start (a queued run holds no checkout) and removed in
-        // the background when the run's future ends or is dropped.
-        .layer(WorkspaceLayer::new(provisioner))
-        .service(claude);
-    BoxCloneSyncService::new(stack)
-}
-
 /// Composes the HTTP stack and the routes.
-pub fn http_stack(state: AppState) -> Router {
+pub(crate) fn http_stack(state: AppState) -> Router {
     let config = state.config.clone();
     let meters = state.metrics.clone();
 
     // Two auth layers over one token set: callers of the replaced service read `detail`, OpenAI
     // clients read `error.message`.
-    let seed_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
-        SeedError::new(StatusCode::UNAUTHORIZED, failure.to_string()).into_response()
+    let job_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
+        DetailError::new(StatusCode::UNAUTHORIZED, failure.to_string()).into_response()
     });
     let openai_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
         OpenAiError::unauthorized(failure.to_string()).into_response()
     });
     // Admission sits on the two routes that start runs, after auth (strangers never take a queue
     // slot) and before the body is parsed (a full queue answers at once).
-    // A closed gauge means the gateway is draining: that is 503, not the caller's 429.
-    let gauge = state.gauge.clone();
-    let turned_away = meters.clone();
-    let execute_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
-        turned_away.record_rejected(Entry::Job);
-        if gauge.is_closed() {
-            return SeedError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    let execute_admission = admission(&state, Entry::Job, |closed| {
+        if closed {
+            return DetailError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
                 .into_response();
         }
-        SeedError::new(StatusCode::TOO_MANY_REQUESTS, "Queue full")
+        DetailError::new(StatusCode::TOO_MANY_REQUESTS, "Queue full")
             .retry_after(RETRY_AFTER_SECONDS)
             .into_response()
     });
-    let gauge = state.gauge.clone();
-    let turned_away = meters.clone();
-    let chat_admission = AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
-        turned_away.record_rejected(Entry::Chat);
-        let detail = if gauge.is_closed() {
+    let chat_admission = admission(&state, Entry::Chat, |closed| {
+        let detail = if closed {
             "shutting down"
         } else {
             "queue full"
@@ -114,7 +81,7 @@ pub fn http_stack(state: AppState) -> Router {
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{job_id}/events", get(jobs::events))
-        .route_layer(seed_auth);
+        .route_layer(job_auth);
     let openai_routes = Router::new()
         .route(
             "/v1/chat/completions",
@@ -160,8 +127,24 @@ pub fn http_stack(state: AppState) -> Router {
         )
 }
 
+/// Admission for the routes that start runs from `entry`: a turned-away run is counted, and
+/// answered by `refuse`, told whether the gauge is closed (the gateway draining, a 503) rather
+/// than full (the caller's 429).
+fn admission(
+    state: &AppState,
+    entry: Entry,
+    refuse: fn(bool) -> Response,
+) -> AdmissionLayer<impl Fn(GaugeSnapshot) -> Response + Clone + Send + Sync + 'static> {
+    let gauge = state.gauge.clone();
+    let metrics = state.metrics.clone();
+    AdmissionLayer::new(state.gauge.clone(), move |_: GaugeSnapshot| {
+        metrics.record_rejected(entry);
+        refuse(gauge.is_closed())
+    })
+}
+
 /// The answer to a request whose handler panicked; the panic text stays in the logs.
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -173,10 +156,10 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .into_response()
 }
 
-async fn not_found(uri: http::Uri) -> axum::response::Response {
+async fn not_found(uri: http::Uri) -> Response {
     if uri.path().starts_with("/v1/") {
         OpenAiError::not_found(format!("no route for {}", uri.path())).into_response()
     } else {
-        SeedError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+        DetailError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
     }
 }

@@ -4,15 +4,14 @@
 //! goes to stdin, never to argv (seed defect 3: a prompt over 128 KiB failed with E2BIG, and one
 //! starting with `-` was read as a flag).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::Stdio;
 
 use tokio::process::Command;
+use tokio::sync::mpsc;
 
-use super::config::ClaudeConfig;
-use super::env::allowed_env;
-use super::request::AgentRequest;
+use super::service::ClaudeConfig;
 
 /// The CLI's arguments for one request.
 pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
@@ -54,7 +53,7 @@ pub(crate) fn build_command(
         .envs(allowed_env(
             &config.env_source,
             &config.extra_env,
-            &config.deny_env,
+            &config.withheld_env,
         ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -67,8 +66,133 @@ pub(crate) fn build_command(
     cmd
 }
 
+// The environment the agent runs with: an allow-list copied from the gateway's own.
+//
+// The agent runs arbitrary Bash, so it must never see the gateway's secrets (seed defect 4). The
+// child starts from an empty environment and receives only what the CLI needs to find its tools,
+// reach its API (directly, through a proxy, on Bedrock or on Vertex) and render text.
+
+/// Variables copied when present, by exact name.
+const ALLOWED_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "IS_SANDBOX",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUD_ML_REGION",
+    "ANTHROPIC_VERTEX_PROJECT_ID",
+];
+
+/// Variables copied when present, by prefix: locale, the CLI's own settings and cloud credentials.
+const ALLOWED_PREFIXES: &[&str] = &["LC_", "ANTHROPIC_", "CLAUDE_", "AWS_"];
+
+/// Prefixes never passed on: any bearer-token variant a future setting might add.
+const DENIED_PREFIXES: &[&str] = &["API_BEARER_"];
+
+/// Selects, from `source` (a snapshot of the gateway's environment), the variables the agent gets.
+///
+/// A variable is passed when its name is on the built-in allow-list or in `extra` (a setting's
+/// pass-through list), and is neither an `API_BEARER_*` name nor in `withheld` (the embedding
+/// application's own settings: the gateway passes every variable its flags read). Names that are not valid UTF-8 are dropped; values are copied
+/// byte for byte. The order of `source` is kept.
+pub(crate) fn allowed_env(
+    source: &[(OsString, OsString)],
+    extra: &[String],
+    withheld: &[String],
+) -> Vec<(OsString, OsString)> {
+    source
+        .iter()
+        .filter(|(name, _)| is_allowed(name, extra, withheld))
+        .cloned()
+        .collect()
+}
+
+fn is_allowed(name: &OsStr, extra: &[String], withheld: &[String]) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let denied =
+        withheld.iter().any(|w| w == name) || DENIED_PREFIXES.iter().any(|p| name.starts_with(p));
+    if denied {
+        return false;
+    }
+    ALLOWED_NAMES.contains(&name)
+        || ALLOWED_PREFIXES.iter().any(|p| name.starts_with(p))
+        || extra.iter().any(|e| e == name)
+}
+
+// What counts as a plain agent name: it reaches the CLI as the value of `--agent`, so it must
+// not look like a flag, a path or anything a shell or file system would read specially.
+
+/// The longest agent name accepted.
+pub(crate) const MAX_AGENT_NAME_LEN: usize = 128;
+
+/// Checks that `name` is a plain agent name: ASCII letters, digits, `-`, `_`, `.` and `:`,
+/// not starting with `-` or `.`, at most [`MAX_AGENT_NAME_LEN`] bytes. Says why when it is not.
+pub(crate) fn check_agent_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the agent name is empty");
+    }
+    if name.len() > MAX_AGENT_NAME_LEN {
+        return Err("the agent name is longer than 128 characters");
+    }
+    if name.starts_with('-') || name.starts_with('.') {
+        return Err("an agent name may not start with '-' or '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err("an agent name may hold only letters, digits, '-', '_', '.' and ':'");
+    }
+    Ok(())
+}
+
+// What a caller asks the agent to do: the body of the `http::Request` that travels down the stack.
+
+/// One agent run, as the routes hand it to the stack.
+///
+/// The prompt is written to the CLI's stdin, never put on its command line, so it may be any size
+/// and start with any character.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    /// The text sent to the agent on stdin.
+    pub prompt: String,
+    /// The `--agent` name; validated by the routes as a plain name before it gets here.
+    pub agent: String,
+    /// `--model`, when the caller chose one (chat always does).
+    pub model: Option<String>,
+    /// `--max-budget-usd`.
+    pub max_budget_usd: f64,
+    /// Ask the CLI for token-level deltas (`--include-partial-messages`), for streaming chat.
+    pub partial_messages: bool,
+}
+
+/// A request extension: where the claude service sends each stream-json event as it arrives.
+///
+/// Unbounded on purpose: the producer is the agent's stdout, already capped in bytes, and a slow
+/// consumer must never slow the run.
+#[derive(Debug, Clone)]
+pub struct ProgressSink(pub mpsc::UnboundedSender<serde_json::Value>);
+
 #[cfg(test)]
-mod tests {
+mod argv_tests {
     use super::*;
 
     fn request() -> AgentRequest {
@@ -138,5 +262,130 @@ mod tests {
         assert_eq!(std.get_current_dir(), Some(Path::new("/tmp/ws")));
         let envs: Vec<_> = std.get_envs().collect();
         assert_eq!(envs, [("PATH".as_ref(), Some("/bin".as_ref()))]);
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn source(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn names(env: &[(OsString, OsString)]) -> Vec<String> {
+        env.iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_variables_the_cli_needs() {
+        let env = source(&[
+            ("PATH", "/usr/bin"),
+            ("HOME", "/root"),
+            ("LC_ALL", "C.UTF-8"),
+            ("ANTHROPIC_API_KEY", "sk"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:1"),
+            ("CLAUDE_CODE_USE_BEDROCK", "1"),
+            ("AWS_REGION", "eu-west-1"),
+            ("https_proxy", "http://proxy:3128"),
+            ("IS_SANDBOX", "1"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
+        ]);
+        assert_eq!(names(&allowed_env(&env, &[], &[])), names(&env));
+    }
+
+    #[test]
+    fn drops_everything_else() {
+        let env = source(&[
+            ("PATH", "/usr/bin"),
+            ("DATABASE_URL", "postgres://secret"),
+            ("GITHUB_TOKEN", "ghp_secret"),
+            ("LD_PRELOAD", "/evil.so"),
+        ]);
+        assert_eq!(names(&allowed_env(&env, &[], &[])), ["PATH"]);
+    }
+
+    #[test]
+    fn never_passes_the_bearer_token_even_when_named_for_pass_through() {
+        let env = source(&[
+            ("API_BEARER_TOKEN", "secret"),
+            ("API_BEARER_TOKENS_FILE", "/secrets/tokens"),
+            ("API_BEARER_TOKEN_OLD", "older-secret"),
+            ("CLAUDE_BIN", "/usr/local/bin/claude"),
+            ("GIT_CRYPT_KEY", "/secrets/key"),
+            ("HOME", "/root"),
+        ]);
+        let extra: Vec<String> = ["API_BEARER_TOKEN", "API_BEARER_TOKEN_OLD", "GIT_CRYPT_KEY"]
+            .map(String::from)
+            .into();
+        let withheld: Vec<String> = ["CLAUDE_BIN", "GIT_CRYPT_KEY"].map(String::from).into();
+        assert_eq!(names(&allowed_env(&env, &extra, &withheld)), ["HOME"]);
+    }
+
+    #[test]
+    fn passes_extra_names_a_setting_adds() {
+        let env = source(&[("GH_HOST", "github.example"), ("OTHER", "x")]);
+        let extra = vec!["GH_HOST".to_string()];
+        assert_eq!(names(&allowed_env(&env, &extra, &[])), ["GH_HOST"]);
+    }
+
+    #[test]
+    fn the_embedders_withheld_names_override_the_allow_list() {
+        let env = source(&[("CLAUDE_NEW_GATEWAY_SETTING", "x"), ("PATH", "/bin")]);
+        let withheld = vec!["CLAUDE_NEW_GATEWAY_SETTING".to_string()];
+        assert_eq!(names(&allowed_env(&env, &withheld, &withheld)), ["PATH"]);
+    }
+
+    #[test]
+    fn values_are_copied_unchanged() {
+        let env = source(&[("LANG", "de_DE.UTF-8")]);
+        assert_eq!(allowed_env(&env, &[], &[]), env);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_names_are_dropped() {
+        use std::os::unix::ffi::OsStringExt;
+        let env = vec![(OsString::from_vec(vec![b'P', 0xff]), OsString::from("x"))];
+        assert!(allowed_env(&env, &["P\u{fffd}".to_string()], &[]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod agent_name_tests {
+    use super::check_agent_name as check;
+
+    #[test]
+    fn plain_names_pass() {
+        for name in [
+            "general-purpose",
+            "recruiter-triage",
+            "a",
+            "plugin:agent_1.2",
+        ] {
+            assert!(check(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn flags_paths_and_shell_text_are_refused() {
+        for name in [
+            "",
+            "--model",
+            "-x",
+            "../etc",
+            "a/b",
+            "a b",
+            "$(id)",
+            "é",
+            &"a".repeat(129),
+        ] {
+            assert!(check(name).is_err(), "{name}");
+        }
     }
 }

@@ -196,7 +196,7 @@ async fn a_crash_is_an_outcome_without_exit_code_and_with_stderr() {
         .unwrap();
     assert_eq!(outcome.exit_code, None, "killed by SIGSEGV");
     assert!(!outcome.succeeded());
-    assert!(outcome.result.is_none());
+    assert!(outcome.result_line.is_none());
     assert!(
         outcome.stderr.contains("segmentation fault imminent"),
         "{:?}",
@@ -341,7 +341,7 @@ async fn a_failure_with_empty_stdout_is_an_outcome_even_if_the_prompt_was_not_re
         .await
         .unwrap();
     assert_eq!(outcome.exit_code, Some(3));
-    assert!(outcome.result.is_none());
+    assert!(outcome.result_line.is_none());
     assert_eq!(outcome.stderr, "Error: could not reach the API\n");
     assert_group_gone(dir.path()).await;
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The folder name the CLI derives from a working directory: every character that is not an
 /// ASCII letter or digit becomes `-`.
-pub fn project_slug(cwd: &Path) -> String {
+pub(crate) fn project_slug(cwd: &Path) -> String {
     cwd.to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -18,7 +18,7 @@ pub fn project_slug(cwd: &Path) -> String {
 }
 
 /// The agent's HOME: the last `HOME` in the environment the agent is given.
-pub fn agent_home(env: &[(OsString, OsString)]) -> Option<PathBuf> {
+pub(crate) fn agent_home(env: &[(OsString, OsString)]) -> Option<PathBuf> {
     env.iter()
         .rev()
         .find(|(name, _)| name == "HOME")
@@ -27,7 +27,7 @@ pub fn agent_home(env: &[(OsString, OsString)]) -> Option<PathBuf> {
 
 /// Removes a run's leftovers from the agent's HOME when dropped.
 #[derive(Debug)]
-pub struct HomeLeftovers {
+pub(crate) struct HomeLeftovers {
     home: Option<PathBuf>,
     workspace: PathBuf,
     session_id: Option<String>,
@@ -35,7 +35,7 @@ pub struct HomeLeftovers {
 
 impl HomeLeftovers {
     /// Watches the leftovers of a run in `workspace` for the agent whose HOME is `home`.
-    pub fn new(home: Option<PathBuf>, workspace: &Path) -> Self {
+    pub(crate) fn new(home: Option<PathBuf>, workspace: &Path) -> Self {
         Self {
             home,
             workspace: workspace.to_path_buf(),
@@ -44,7 +44,7 @@ impl HomeLeftovers {
     }
 
     /// Records the session id once the run reports it.
-    pub fn session(&mut self, id: Option<&str>) {
+    pub(crate) fn session(&mut self, id: Option<&str>) {
         self.session_id = id.map(str::to_owned);
     }
 }

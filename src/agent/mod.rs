@@ -40,29 +40,22 @@
 //! ```
 
 mod command;
-mod config;
-mod env;
-mod error;
 mod home;
 mod outcome;
-mod parse;
+mod output;
 mod process;
-mod request;
 mod run;
 mod service;
-mod stream;
-mod watchdog;
 
 #[cfg(test)]
 mod fixture_tests;
 
-pub use command::claude_args;
-pub use config::{
-    ClaudeConfig, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP, DEFAULT_STDOUT_CAP,
+#[cfg(test)]
+pub(crate) use command::allowed_env;
+pub(crate) use command::check_agent_name;
+pub use command::{claude_args, AgentRequest, ProgressSink};
+pub use outcome::{AgentError, AgentOutcome, Usage};
+pub use service::{
+    ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,
+    DEFAULT_STDOUT_CAP,
 };
-pub use env::{allowed_env, GATEWAY_SETTINGS};
-pub use error::AgentError;
-pub use outcome::{AgentOutcome, Usage};
-pub use request::{AgentRequest, ProgressSink};
-pub use run::run;
-pub use service::{ClaudeService, ResponseFuture};

@@ -5,23 +5,20 @@
 
 use std::io;
 use std::path::Path;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
+use tokio::time::{sleep, Instant, Sleep};
 
-use super::command::build_command;
-use super::config::ClaudeConfig;
-use super::error::AgentError;
-use super::outcome::AgentOutcome;
-use super::parse::{self, Line};
+use super::command::{build_command, AgentRequest, ProgressSink};
+use super::outcome::{AgentError, AgentOutcome};
+use super::output::{self, CappedText, Line, LineSplitter};
 use super::process::{Pipes, ProcessGroup};
-use super::request::{AgentRequest, ProgressSink};
-use super::stream::{CappedText, LineSplitter};
-use super::watchdog::Watchdog;
+use super::service::ClaudeConfig;
 
 /// Size of each read from the agent's pipes.
 const READ_CHUNK: usize = 64 * 1024;
@@ -34,7 +31,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 ///
 /// Every stream-json event goes to `progress` as it arrives. Dropping the returned future kills the
 /// agent's process group.
-pub async fn run(
+pub(crate) async fn run(
     config: &ClaudeConfig,
     request: AgentRequest,
     workspace: &Path,
@@ -130,7 +127,7 @@ pub async fn run(
     // A final line without its newline: complete JSON counts, a fragment only if the agent chose
     // to exit (a crash mid-write leaves a fragment that says nothing about the format).
     if let Some(line) = cut_line {
-        match parse::classify(&line) {
+        match output::classify(&line) {
             Line::Event(_) => events.line(&line),
             Line::NotJson if status.code().is_some() => events.line(&line),
             _ => {}
@@ -141,11 +138,11 @@ pub async fn run(
         result, garbage, ..
     } = events;
     if let Some((event, raw)) = result {
-        parse::fill_from_result(&mut outcome, event, raw);
+        output::fill_from_result(&mut outcome, event, raw);
         return Ok(outcome);
     }
     if !status.success() {
-        if let Some(available) = parse::unknown_agent(&outcome.stderr, &request.agent) {
+        if let Some(available) = output::unknown_agent(&outcome.stderr, &request.agent) {
             return Err(AgentError::UnknownAgent {
                 agent: request.agent,
                 available: Some(available),
@@ -189,9 +186,9 @@ impl Events {
     }
 
     fn line(&mut self, line: &[u8]) {
-        match parse::classify(line) {
+        match output::classify(line) {
             Line::Event(event) => {
-                if parse::is_result(&event) {
+                if output::is_result(&event) {
                     self.result = Some((event.clone(), String::from_utf8_lossy(line).into_owned()));
                 }
                 if let Some(ProgressSink(tx)) = &self.progress {
@@ -201,10 +198,84 @@ impl Events {
             }
             Line::NotJson => {
                 if self.garbage.is_none() {
-                    self.garbage = Some(parse::sample(line));
+                    self.garbage = Some(output::sample(line));
                 }
             }
             Line::Blank => {}
         }
+    }
+}
+
+// The inactivity watchdog: an agent that prints nothing for too long is hung.
+//
+// Seed defect 16: a hung agent was only caught by the 45-minute job timeout. The run kicks the
+// watchdog on every byte from stdout or stderr; if it ever fires, the run stops.
+
+/// A timer pushed back by every sign of life.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    /// How long silence may last before the timer fires.
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Watchdog {
+    /// Starts the timer.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            timer: Box::pin(sleep(timeout)),
+        }
+    }
+
+    /// The agent showed life: restart the full period.
+    pub(crate) fn kick(&mut self) {
+        self.timer.as_mut().reset(Instant::now() + self.timeout);
+    }
+
+    /// Changes the period and restarts the timer (the short drain once the agent has exited).
+    pub(crate) fn set_period(&mut self, period: Duration) {
+        self.timeout = period;
+        self.kick();
+    }
+
+    /// Completes when the timer runs out. Cancel safe: use it in `select!` and kick between polls.
+    pub(crate) async fn expired(&mut self) {
+        self.timer.as_mut().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_after_the_timeout_without_activity() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10));
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_kick_restarts_the_timeout() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10));
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            dog.kick();
+        }
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(28));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_period_applies_from_now() {
+        let start = Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(600));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        dog.set_period(Duration::from_secs(2));
+        dog.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 /// What an event reports; its name is the SSE `event:` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// The job changed status: `{"status": ..., "at": ...}`.
     Status,
     /// One stream-json event of the agent, as the CLI printed it.
@@ -27,7 +27,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The SSE event name.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             EventKind::Status => "status",
             EventKind::Agent => "agent",
@@ -39,7 +39,7 @@ impl EventKind {
 
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobEvent {
+pub(crate) struct JobEvent {
     /// Its position in the log, from 0; sent as the SSE `id:` so a client can resume.
     pub seq: usize,
     /// What it reports.
@@ -50,7 +50,7 @@ pub struct JobEvent {
 
 /// The event log of one job. Shared behind an `Arc` by the job's task and its subscribers.
 #[derive(Debug)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     /// The entries and the byte count; held only to append or to copy out a batch.
     state: Mutex<LogState>,
     /// Bumped on every append, so waiting subscribers wake; a watch never blocks its sender.
@@ -72,7 +72,7 @@ struct LogState {
 
 impl EventLog {
     /// An empty log keeping at most `cap` bytes of agent events.
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             state: Mutex::new(LogState {
                 entries: Vec::new(),
@@ -87,7 +87,7 @@ impl EventLog {
 
     /// Appends an event. Agent events past the cap are dropped (the first drop appends a
     /// `truncated` event); anything after the end marker is ignored.
-    pub fn push(&self, kind: EventKind, data: String) {
+    pub(crate) fn push(&self, kind: EventKind, data: String) {
         let mut state = self.lock();
         if state.closed {
             return;
@@ -115,27 +115,13 @@ impl EventLog {
     }
 
     /// Whether agent events were dropped at the cap.
-    pub fn is_truncated(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_truncated(&self) -> bool {
         self.lock().truncated
     }
 
-    /// Whether the end marker is in.
-    pub fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
-    /// How many entries the log holds.
-    pub fn len(&self) -> usize {
-        self.lock().entries.len()
-    }
-
-    /// Whether the log is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// A reader starting at entry `from` (0 for everything).
-    pub fn subscribe(self: &Arc<Self>, from: usize) -> Subscription {
+    pub(crate) fn subscribe(self: &Arc<Self>, from: usize) -> Subscription {
         Subscription {
             log: Arc::clone(self),
             next: from,
@@ -166,7 +152,7 @@ impl LogState {
 
 /// One reader of an [`EventLog`], with its own position.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// The log read from.
     log: Arc<EventLog>,
     /// The next entry this reader has not had.
@@ -178,7 +164,7 @@ pub struct Subscription {
 impl Subscription {
     /// The entries appended since the last call, waiting for at least one; `None` once the end
     /// marker has been handed out.
-    pub async fn next_batch(&mut self) -> Option<Vec<JobEvent>> {
+    pub(crate) async fn next_batch(&mut self) -> Option<Vec<JobEvent>> {
         loop {
             // Marked seen before reading, so an append after the read is never missed.
             self.version.borrow_and_update();

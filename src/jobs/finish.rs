@@ -4,17 +4,21 @@
 use chrono::{DateTime, Utc};
 
 use crate::agent::{AgentError, AgentOutcome};
-use crate::rescue::RunFailure;
+use crate::run::{self, RunFailure};
 
-use super::cap::cap_text;
-use super::record::{JobRecord, JobStatus, JobUsage};
+use super::record::{cap_text, JobRecord, JobStatus};
 
 /// Longest `error` line kept.
 const ERROR_LINE_MAX: usize = 300;
 
 /// Records a run that ended with an outcome: `completed` when the CLI exited 0 and reported no
 /// error, `failed` otherwise. `output`, `result` and `stderr` are each cut at `cap` bytes.
-pub fn with_outcome(record: &mut JobRecord, outcome: AgentOutcome, cap: usize, now: DateTime<Utc>) {
+pub(crate) fn with_outcome(
+    record: &mut JobRecord,
+    outcome: AgentOutcome,
+    cap: usize,
+    now: DateTime<Utc>,
+) {
     let succeeded = outcome.succeeded();
     record.status = if succeeded {
         JobStatus::Completed
@@ -24,7 +28,7 @@ pub fn with_outcome(record: &mut JobRecord, outcome: AgentOutcome, cap: usize, n
     record.finished_at = Some(now);
     record.error = (!succeeded).then(|| failure_line(&outcome));
     record.exit_code = outcome.exit_code;
-    record.usage = outcome.usage.as_ref().map(JobUsage::from);
+    record.usage = outcome.usage;
     record.cost_usd = outcome.cost_usd;
     record.session_id = outcome.session_id;
     record.duration_ms = Some(outcome.duration_ms);
@@ -52,7 +56,7 @@ pub fn with_outcome(record: &mut JobRecord, outcome: AgentOutcome, cap: usize, n
 }
 
 /// Records a run that produced no outcome: `timeout` when its deadline passed, `error` otherwise.
-pub fn with_failure(record: &mut JobRecord, failure: RunFailure, now: DateTime<Utc>) {
+pub(crate) fn with_failure(record: &mut JobRecord, failure: RunFailure, now: DateTime<Utc>) {
     record.finished_at = Some(now);
     match failure {
         RunFailure::TimedOut(_) => {
@@ -74,7 +78,7 @@ pub fn with_failure(record: &mut JobRecord, failure: RunFailure, now: DateTime<U
 }
 
 /// Records a job stopped before it ended by itself (cancelled, or the gateway shut down).
-pub fn stopped(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) {
+pub(crate) fn stopped(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) {
     record.status = JobStatus::Error;
     record.finished_at = Some(now);
     record.error = Some(one_line(reason));
@@ -111,11 +115,7 @@ fn failure_line(outcome: &AgentOutcome) -> String {
 
 /// Collapses whitespace and cuts at [`ERROR_LINE_MAX`] characters.
 fn one_line(text: &str) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(ERROR_LINE_MAX) {
-        Some((end, _)) => format!("{}…", &flat[..end]),
-        None => flat,
-    }
+    run::one_line(text, ERROR_LINE_MAX)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::record::JobRecord;
 
 /// A request to a job's task to stop its run.
 #[derive(Debug)]
-pub struct Stop {
+pub(crate) struct Stop {
     /// Why, recorded as the job's `error`.
     pub reason: String,
     /// Stop only a job still waiting for a run slot; a running one carries on.
@@ -20,13 +20,38 @@ pub struct Stop {
     pub ack: Option<oneshot::Sender<JobRecord>>,
 }
 
+impl Stop {
+    /// A stop whose sender waits for the final record.
+    pub(crate) fn acknowledged(
+        reason: &str,
+        queued_only: bool,
+    ) -> (Self, oneshot::Receiver<JobRecord>) {
+        let (ack, acked) = oneshot::channel();
+        let stop = Self {
+            reason: reason.to_owned(),
+            queued_only,
+            ack: Some(ack),
+        };
+        (stop, acked)
+    }
+
+    /// A stop nobody waits on.
+    pub(crate) fn unacknowledged(reason: &str, queued_only: bool) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            queued_only,
+            ack: None,
+        }
+    }
+}
+
 /// Refused: the gateway is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotAccepting;
+pub(crate) struct NotAccepting;
 
 /// The live jobs. Shared by the registry and every job task.
 #[derive(Debug)]
-pub struct LiveSet {
+pub(crate) struct LiveSet {
     /// Accepting flag and stop channels under one lock, so a job registered after shutdown began
     /// is impossible: registration and closing exclude each other.
     state: Mutex<LiveState>,
@@ -55,7 +80,7 @@ impl Default for LiveSet {
 impl LiveSet {
     /// Adds a job; its task reads stop requests from the receiver and must hold the returned
     /// guard until it has recorded the end.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         job_id: &str,
     ) -> Result<(mpsc::UnboundedReceiver<Stop>, LiveGuard), NotAccepting> {
@@ -76,24 +101,24 @@ impl LiveSet {
     }
 
     /// Where to send a stop request for this job, while it is live.
-    pub fn stopper(&self, job_id: &str) -> Option<mpsc::UnboundedSender<Stop>> {
+    pub(crate) fn stopper(&self, job_id: &str) -> Option<mpsc::UnboundedSender<Stop>> {
         self.lock().stops.get(job_id).cloned()
     }
 
     /// Stops accepting jobs; returns the stop channels of every live one.
-    pub fn close(&self) -> Vec<mpsc::UnboundedSender<Stop>> {
+    pub(crate) fn close(&self) -> Vec<mpsc::UnboundedSender<Stop>> {
         let mut state = self.lock();
         state.accepting = false;
         state.stops.values().cloned().collect()
     }
 
     /// How many jobs are live.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         *self.count.borrow()
     }
 
     /// Resolves when no job is live.
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         let mut count = self.count.subscribe();
         // The sender lives as long as `self`, which this borrow keeps alive.
         let _ = count.wait_for(|n| *n == 0).await;
@@ -108,7 +133,7 @@ impl LiveSet {
 /// Keeps a job counted as live; dropping it (after the end was recorded, or when the task
 /// panicked) removes the job.
 #[derive(Debug)]
-pub struct LiveGuard {
+pub(crate) struct LiveGuard {
     live: Arc<LiveSet>,
     job_id: String,
 }

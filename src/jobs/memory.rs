@@ -19,7 +19,7 @@ use super::store::{Cursor, JobStore, ListQuery, Page, StoreFuture};
 
 /// How much a [`MemoryStore`] keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreLimits {
+pub(crate) struct StoreLimits {
     /// A finished job is forgotten this long after it finished.
     pub ttl: Duration,
     /// At most this many finished jobs are kept; past it the oldest finished go first.
@@ -32,7 +32,7 @@ pub struct StoreLimits {
 /// Job records in memory. Cheap to share behind an `Arc`; every method takes the one lock briefly
 /// and never across an await.
 #[derive(Debug)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     /// Its bounds.
     limits: StoreLimits,
     /// The records and the two orders they are read in.
@@ -56,7 +56,7 @@ struct State {
 
 impl MemoryStore {
     /// An empty store with these bounds.
-    pub fn new(limits: StoreLimits) -> Self {
+    pub(crate) fn new(limits: StoreLimits) -> Self {
         Self {
             limits,
             state: Mutex::new(State::default()),
@@ -64,12 +64,14 @@ impl MemoryStore {
     }
 
     /// How many jobs it holds, finished or not.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().records.len()
     }
 
     /// Whether it holds no job.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -118,7 +120,8 @@ impl State {
             if was_finished {
                 self.finished_bytes = self.finished_bytes.saturating_sub(record.approx_bytes());
             }
-            self.by_created.remove(&(record.created_at, record.job_id));
+            self.by_created
+                .remove(&(record.summary.created_at, record.summary.job_id));
         }
     }
 }
@@ -166,7 +169,7 @@ impl JobStore for MemoryStore {
                 more = true;
                 break;
             }
-            jobs.push(record.summary());
+            jobs.push(record.summary.clone());
         }
         let next_cursor = if more {
             jobs.last().map(Cursor::after)

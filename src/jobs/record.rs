@@ -6,11 +6,11 @@
 //!
 //! [`JobStore`]: super::JobStore
 
-use std::fmt;
-use std::str::FromStr;
-
+use crate::agent::Usage;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 /// Where a job is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,90 +93,57 @@ impl FromStr for JobStatus {
     }
 }
 
-/// Tokens the agent reported. A copy of the agent's own type that can also be read back, so a
-/// durable store can keep it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobUsage {
-    /// Uncached input tokens.
-    pub input_tokens: u64,
-    /// Output tokens.
-    pub output_tokens: u64,
-    /// Input tokens read from the prompt cache.
-    pub cache_read_input_tokens: u64,
-    /// Input tokens written to the prompt cache.
-    pub cache_creation_input_tokens: u64,
-}
-
-impl From<&crate::agent::Usage> for JobUsage {
-    fn from(usage: &crate::agent::Usage) -> Self {
-        Self {
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cache_read_input_tokens: usage.cache_read_input_tokens,
-            cache_creation_input_tokens: usage.cache_creation_input_tokens,
-        }
-    }
-}
-
-/// One job, as stored and as answered by `GET /jobs/{id}`.
+/// One job, as stored and as answered by `GET /jobs/{id}`: its [`JobSummary`] (what a listing
+/// shows) and the large fields only the record endpoint answers.
+///
+/// The summary's fields read and write through the record (`record.status`), because a record is
+/// its summary plus the rest; on the wire they are flattened into one object.
 ///
 /// Passed by value: a store hands out copies, never references into itself, so a store may as
 /// well live in another process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// The job's id (32 hex characters).
-    pub job_id: String,
+    /// Everything a listing shows.
+    #[serde(flatten)]
+    pub summary: JobSummary,
     /// The name of the token that created the job; only that caller may see it.
     pub owner: String,
-    /// Where the job is in its life.
-    pub status: JobStatus,
     /// The prompt as submitted.
     pub prompt: String,
-    /// The agent asked for.
-    pub agent: String,
     /// The budget given to the CLI.
     pub max_budget_usd: f64,
     /// The run's deadline, queue time not counted.
     pub timeout_seconds: u64,
-    /// When the job was accepted.
-    #[serde(with = "iso")]
-    pub created_at: DateTime<Utc>,
-    /// When it got a run slot; `null` while queued and for a job cancelled in the queue.
-    #[serde(with = "iso_opt")]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it reached a terminal status.
-    #[serde(with = "iso_opt")]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The caller's own data, given back unchanged.
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The CLI's exit code; `null` until it exited, or when it was killed by a signal.
-    pub exit_code: Option<i32>,
     /// The stdout lines of the CLI's JSON result, as the replaced service returned them: one line,
     /// the final `result` event. Empty until the run ended with a result.
     pub output: Vec<String>,
     /// The CLI's stderr; `null` until the run ended.
     pub stderr: Option<String>,
-    /// Why the job failed, ended in error or timed out, on one line.
-    pub error: Option<String>,
     /// The answer text: the `result` field of the final event.
     pub result: Option<String>,
-    /// Tokens used, as the CLI reported them.
-    pub usage: Option<JobUsage>,
-    /// Cost of the run in USD, as the CLI reported it.
-    pub cost_usd: Option<f64>,
-    /// The CLI's session id.
-    pub session_id: Option<String>,
-    /// Wall time of the agent run in milliseconds.
-    pub duration_ms: Option<u64>,
-    /// Whether the CLI reported the run as failed; `null` until it ended.
-    pub is_error: Option<bool>,
     /// The `subtype` of the final event (`success`, `error_max_budget_usd`, ...).
     pub subtype: Option<String>,
-    /// Whether `output` or `result` was cut at the gateway's output cap (or the agent's output was
-    /// too large to keep at all).
-    pub output_truncated: bool,
-    /// Whether `stderr` was cut at a cap.
-    pub stderr_truncated: bool,
+}
+
+impl JobSummary {
+    /// `{"job_id": …, "status": …}`: the body of a 202 and the gist of every status event.
+    pub(crate) fn id_and_status(&self) -> serde_json::Value {
+        serde_json::json!({ "job_id": self.job_id, "status": self.status })
+    }
+}
+
+impl std::ops::Deref for JobRecord {
+    type Target = JobSummary;
+
+    fn deref(&self) -> &JobSummary {
+        &self.summary
+    }
+}
+
+impl std::ops::DerefMut for JobRecord {
+    fn deref_mut(&mut self) -> &mut JobSummary {
+        &mut self.summary
+    }
 }
 
 /// What a new job starts from: the checked body of `POST /execute` and its caller.
@@ -220,52 +187,32 @@ impl JobRecord {
     /// A queued job, created now.
     pub fn queued(job_id: String, job: NewJob, created_at: DateTime<Utc>) -> Self {
         Self {
-            job_id,
+            summary: JobSummary {
+                job_id,
+                status: JobStatus::Queued,
+                agent: job.agent,
+                created_at,
+                started_at: None,
+                finished_at: None,
+                metadata: job.metadata,
+                exit_code: None,
+                error: None,
+                usage: None,
+                cost_usd: None,
+                session_id: None,
+                duration_ms: None,
+                is_error: None,
+                output_truncated: false,
+                stderr_truncated: false,
+            },
             owner: job.owner,
-            status: JobStatus::Queued,
             prompt: job.prompt,
-            agent: job.agent,
             max_budget_usd: job.max_budget_usd,
             timeout_seconds: job.timeout_seconds,
-            created_at,
-            started_at: None,
-            finished_at: None,
-            metadata: job.metadata,
-            exit_code: None,
             output: Vec::new(),
             stderr: None,
-            error: None,
             result: None,
-            usage: None,
-            cost_usd: None,
-            session_id: None,
-            duration_ms: None,
-            is_error: None,
             subtype: None,
-            output_truncated: false,
-            stderr_truncated: false,
-        }
-    }
-
-    /// The record without its large fields, as listed by `GET /jobs`.
-    pub fn summary(&self) -> JobSummary {
-        JobSummary {
-            job_id: self.job_id.clone(),
-            status: self.status,
-            agent: self.agent.clone(),
-            created_at: self.created_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            metadata: self.metadata.clone(),
-            exit_code: self.exit_code,
-            error: self.error.clone(),
-            usage: self.usage.clone(),
-            cost_usd: self.cost_usd,
-            session_id: self.session_id.clone(),
-            duration_ms: self.duration_ms,
-            is_error: self.is_error,
-            output_truncated: self.output_truncated,
-            stderr_truncated: self.stderr_truncated,
         }
     }
 }
@@ -296,7 +243,7 @@ pub struct JobSummary {
     /// Why the job did not complete.
     pub error: Option<String>,
     /// Tokens used.
-    pub usage: Option<JobUsage>,
+    pub usage: Option<Usage>,
     /// Cost in USD.
     pub cost_usd: Option<f64>,
     /// The CLI's session id.
@@ -313,14 +260,14 @@ pub struct JobSummary {
 
 /// The current time at the precision records keep (microseconds), so a time read back from a
 /// store or a cursor compares equal to the one written.
-pub fn timestamp_now() -> DateTime<Utc> {
+pub(crate) fn timestamp_now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
 }
 
 /// Formats a time the way the replaced service did (Python's `datetime.isoformat()` on an aware
 /// UTC time): `2025-01-31T09:15:02.123456+00:00`.
-pub fn format_iso(time: &DateTime<Utc>) -> String {
+pub(crate) fn format_iso(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
@@ -369,8 +316,61 @@ mod iso_opt {
     }
 }
 
+// Job ids: unguessable, so knowing one id tells a caller nothing about any other.
+
+/// Length of a job id: a UUID v4 in simple (hex, no dashes) form.
+pub(crate) const JOB_ID_LEN: usize = 32;
+
+/// A fresh job id: 122 random bits as 32 lowercase hex characters.
+///
+/// The replaced service used 12 hex characters of a UUID, few enough to guess; the full UUID is
+/// what makes an id safe to hand to whoever asks about the job.
+pub(crate) fn new_job_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether `id` has the shape of a job id, so a path segment that cannot name a job is answered
+/// without asking the store.
+pub(crate) fn is_job_id(id: &str) -> bool {
+    id.len() == JOB_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+// Cutting text to a byte cap without splitting a character, so the cut is visible in a flag
+// rather than in broken UTF-8.
+
+/// Cuts `text` to at most `cap` bytes at a character boundary; says whether anything was cut.
+pub(crate) fn cap_text(mut text: String, cap: usize) -> (String, bool) {
+    if text.len() <= cap {
+        return (text, false);
+    }
+    let mut end = cap;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
+}
+
 #[cfg(test)]
-mod tests {
+mod cap_tests {
+    use super::cap_text;
+
+    #[test]
+    fn short_text_is_kept_whole() {
+        assert_eq!(cap_text("abc".into(), 3), ("abc".into(), false));
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary() {
+        assert_eq!(cap_text("abcdef".into(), 4), ("abcd".into(), true));
+        // "é" is two bytes: a cap inside it keeps neither half.
+        assert_eq!(cap_text("aé".into(), 2), ("a".into(), true));
+        assert_eq!(cap_text("é".into(), 0), (String::new(), true));
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
     use super::*;
     use chrono::TimeZone;
 
@@ -418,9 +418,9 @@ mod tests {
     fn record_reads_back_what_it_wrote() {
         let mut record = sample();
         record.finished_at = Some(record.created_at);
-        record.usage = Some(JobUsage {
+        record.usage = Some(Usage {
             input_tokens: 3,
-            ..JobUsage::default()
+            ..Usage::default()
         });
         let text = serde_json::to_string(&record).unwrap();
         let back: JobRecord = serde_json::from_str(&text).unwrap();
@@ -434,5 +434,26 @@ mod tests {
         }
         assert!("done".parse::<JobStatus>().is_err());
         assert!(JobStatus::Error.is_terminal() && !JobStatus::Running.is_terminal());
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_32_hex_characters_and_differ() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert!(is_job_id(&a), "{a}");
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn other_shapes_are_not_ids() {
+        for id in ["", "abc", "../etc/passwd", &"g".repeat(32), &"a".repeat(33)] {
+            assert!(!is_job_id(id), "{id}");
+        }
     }
 }

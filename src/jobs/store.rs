@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use super::record::{JobRecord, JobStatus, JobSummary};
 
 /// What a store method returns: a boxed future, so the trait can be used as `dyn JobStore`.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+pub(crate) type StoreFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// The store could not do what was asked (a database was unreachable, a row unreadable).
 ///
@@ -35,7 +36,7 @@ impl std::error::Error for StoreError {}
 /// Callers see it only as an opaque string ([`Cursor::encode`]); its content is the sort key, so any
 /// store can resume a listing with an indexed range query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     /// `created_at` of the last job of the previous page.
     pub created_at: DateTime<Utc>,
     /// Its id, breaking ties between jobs created in the same microsecond.
@@ -44,7 +45,7 @@ pub struct Cursor {
 
 /// A cursor string that was not made by [`Cursor::encode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidCursor;
+pub(crate) struct InvalidCursor;
 
 impl fmt::Display for InvalidCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,7 +57,7 @@ impl std::error::Error for InvalidCursor {}
 
 impl Cursor {
     /// The cursor that resumes after `summary`.
-    pub fn after(summary: &JobSummary) -> Self {
+    pub(crate) fn after(summary: &JobSummary) -> Self {
         Self {
             created_at: summary.created_at,
             job_id: summary.job_id.clone(),
@@ -65,7 +66,7 @@ impl Cursor {
 
     /// The opaque form handed to callers: 16 hex digits of the creation time in microseconds
     /// followed by the job id.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         // Two's complement keeps the order of times before 1970 too, should one ever appear.
         format!(
             "{:016x}{}",
@@ -75,14 +76,14 @@ impl Cursor {
     }
 
     /// Reads back what [`encode`](Self::encode) made.
-    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
-        if text.len() != 16 + super::id::JOB_ID_LEN || !text.is_ascii() {
+    pub(crate) fn decode(text: &str) -> Result<Self, InvalidCursor> {
+        if text.len() != 16 + super::record::JOB_ID_LEN || !text.is_ascii() {
             return Err(InvalidCursor);
         }
         let (micros, job_id) = text.split_at(16);
         let micros = u64::from_str_radix(micros, 16).map_err(|_| InvalidCursor)? as i64;
         let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
-        if !super::id::is_job_id(job_id) {
+        if !super::record::is_job_id(job_id) {
             return Err(InvalidCursor);
         }
         Ok(Self {
@@ -94,7 +95,7 @@ impl Cursor {
 
 /// Which jobs to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only jobs created by this caller.
     pub owner: String,
     /// Only jobs in this status, when given.
@@ -107,7 +108,7 @@ pub struct ListQuery {
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub(crate) struct Page {
     /// Newest first.
     pub jobs: Vec<JobSummary>,
     /// Where the next page starts; `None` on the last page.
@@ -120,7 +121,7 @@ pub struct Page {
 /// record without any merging. A store bounds what it keeps: [`remove_expired`](Self::remove_expired)
 /// forgets finished jobs past their time to live and past the store's count bound, and says which,
 /// so the caller can drop what it holds for them.
-pub trait JobStore: Send + Sync + 'static {
+pub(crate) trait JobStore: Send + Sync + 'static {
     /// Adds a new job.
     fn insert(&self, record: JobRecord) -> StoreFuture<'_, ()>;
 

@@ -13,6 +13,7 @@ use tower::ServiceBuilder;
 
 use super::*;
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, Usage};
+use crate::run::Runs;
 use crate::BoxError;
 
 /// Counts runs in progress; one is subtracted when a run's future is dropped, however it ends.
@@ -33,7 +34,7 @@ impl Drop for Running {
 
 /// A stack whose agent does what the prompt says: `ok`, `fail`, `block` (until dropped),
 /// `silent-block` (no event at all), `panic`.
-fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> AgentStack {
+fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> Runs {
     let agent = tower::service_fn(move |req: http::Request<AgentRequest>| {
         let running = running.clone();
         async move {
@@ -77,11 +78,13 @@ fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> AgentStack {
             }
         }
     });
-    BoxCloneSyncService::new(
-        ServiceBuilder::new()
-            .layer(ConcurrencyLimitLayer::new(gauge))
-            .layer(DeadlineLayer::new(Duration::from_secs(600)))
-            .service(agent),
+    let stack = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(gauge))
+        .layer(DeadlineLayer::new(Duration::from_secs(600)))
+        .service(agent);
+    Runs::around(
+        BoxCloneSyncService::new(stack),
+        crate::metrics::Metrics::new(),
     )
 }
 
@@ -102,9 +105,9 @@ fn fixture(concurrency: usize) -> Fixture {
     let jobs = Jobs::with_store(
         store,
         stack(gauge.clone(), running.clone()),
+        gauge.clone(),
         1024,
         Duration::from_secs(60),
-        crate::metrics::Metrics::new(),
     );
     Fixture {
         jobs,
@@ -365,5 +368,61 @@ async fn listing_shows_only_the_callers_jobs_newest_first() {
         .await
         .unwrap();
     let ids: Vec<_> = page.jobs.iter().map(|j| j.job_id.clone()).collect();
-    assert_eq!(ids, [b.job_id, a.job_id]);
+    assert_eq!(ids, [b.job_id.clone(), a.job_id.clone()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_forgets_jobs_with_nothing_finishing_and_stops_with_the_registry() {
+    let store = Arc::new(MemoryStore::new(StoreLimits {
+        ttl: Duration::from_secs(1),
+        max_finished: 100,
+        max_finished_bytes: usize::MAX,
+    }));
+    let gauge = Gauge::new(1, 10);
+    let jobs = Jobs::with_store(
+        store.clone(),
+        stack(gauge.clone(), Arc::new(AtomicUsize::new(0))),
+        gauge,
+        1024,
+        Duration::from_secs(1),
+    );
+    let mut record = JobRecord::queued("a".repeat(32), new_job("o", "p", 1), timestamp_now());
+    // Finished a minute ago by the wall clock the store is given.
+    record.status = JobStatus::Completed;
+    record.finished_at = Some(timestamp_now() - chrono::TimeDelta::seconds(60));
+    store.insert(record).await.unwrap();
+
+    for _ in 0..100 {
+        if store.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.is_empty(), "the timer never forgot the job");
+    // The timer holds the registry weakly: once the handle is gone, so is everything it held.
+    drop(jobs);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "the timer kept the store alive"
+    );
+}
+
+#[test]
+fn the_eviction_period_follows_the_ttl_within_bounds() {
+    assert_eq!(
+        eviction_period(Duration::from_secs(3600)),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        eviction_period(Duration::from_secs(100)),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        eviction_period(Duration::from_secs(1)),
+        Duration::from_secs(1)
+    );
 }

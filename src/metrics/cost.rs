@@ -12,14 +12,14 @@ use super::names::AGENT_COST_USD;
 
 /// A monotonic `f64` counter, lock-free (the value's bits in an atomic).
 #[derive(Debug, Default)]
-pub struct FloatCounter {
+pub(crate) struct FloatCounter {
     /// The total's `f64` bits, so it can be added to without a lock.
     bits: AtomicU64,
 }
 
 impl FloatCounter {
     /// Adds `amount`; anything negative, NaN or infinite is ignored, so the counter only grows.
-    pub fn add(&self, amount: f64) {
+    pub(crate) fn add(&self, amount: f64) {
         if !(amount.is_finite() && amount > 0.0) {
             return;
         }
@@ -32,7 +32,7 @@ impl FloatCounter {
     }
 
     /// The total so far.
-    pub fn get(&self) -> f64 {
+    pub(crate) fn get(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::Relaxed))
     }
 

@@ -15,11 +15,15 @@ use super::names::{HTTP_REQUESTS, HTTP_REQUEST_DURATION};
 use super::Metrics;
 
 /// The `route` label of a request no route matched (answered by the fallback, 404).
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Counts the answer to `request` and times its head. Use with
 /// [`axum::middleware::from_fn_with_state`] and the gateway's [`Metrics`].
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();

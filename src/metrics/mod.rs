@@ -2,11 +2,11 @@
 //!
 //! Recording goes through the [`metrics`] facade into a recorder from
 //! `metrics-exporter-prometheus`, built with `PrometheusBuilder::build_recorder` (no listener of
-//! its own: [`crate::routes::metrics`] renders it).
+//! its own: the `/metrics` route renders it).
 //!
 //! # One recorder per gateway, not a global one
 //!
-//! Several gateways can run in one process (the tests start several), so each [`App`] owns its
+//! Several gateways can run in one process (the tests start several), so each `App` owns its
 //! own [`Metrics`]: a recorder, the handle that renders it, and nothing global. Every recording
 //! site calls [`metrics::with_local_recorder`] around the facade's macros, which points them at
 //! this gateway's recorder for that synchronous call only, so one gateway's `/metrics` never
@@ -16,28 +16,27 @@
 //! # What is recorded where
 //!
 //! - [`http`]: a middleware below the router counts every answer by matched route template.
-//! - [`runs`]: chat and jobs report how each run ended through a [`RunTimer`].
+//! - [`runs`]: the top of the run stack reports how each run ended through a [`RunTimer`].
 //! - [`scrape`]: the gauges read at scrape time, and the rendering.
 //! - [`names`]: every metric's name, help text and histogram buckets.
 //! - [`cost`]: the one counter the facade cannot hold (it counts in whole numbers; cost is in
 //!   fractions of a dollar).
-//!
-//! [`App`]: crate::app::App
 
-pub mod cost;
-pub mod http;
-pub mod names;
-pub mod runs;
-pub mod scrape;
-mod upkeep;
+pub(crate) mod cost;
+pub(crate) mod http;
+pub(crate) mod names;
+pub(crate) mod runs;
+pub(crate) mod scrape;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+use tokio::time::MissedTickBehavior;
 
-pub use runs::{Entry, RunEnd, RunTimer};
-pub use scrape::Scrape;
+pub(crate) use runs::{Entry, RunEnd};
+pub(crate) use scrape::Scrape;
 
 use cost::FloatCounter;
 
@@ -45,7 +44,7 @@ use cost::FloatCounter;
 ///
 /// Dropping the last clone stops its upkeep task.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Arc<Inner>,
 }
 
@@ -62,7 +61,7 @@ impl Metrics {
     /// A fresh set of metrics, every counter at zero. Inside a tokio runtime it also starts the
     /// task that drains histogram samples every few seconds; outside one they are drained at
     /// each scrape only.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let recorder = names::builder().build_recorder();
         let handle = recorder.handle();
         let inner = Arc::new(Inner {
@@ -72,7 +71,7 @@ impl Metrics {
         });
         let metrics = Self { inner };
         metrics.record(names::describe);
-        upkeep::spawn(&metrics.inner);
+        spawn_upkeep(&metrics.inner);
         metrics
     }
 
@@ -96,4 +95,33 @@ impl fmt::Debug for Metrics {
             .field("cost_usd", &self.inner.cost_usd.get())
             .finish_non_exhaustive()
     }
+}
+
+// The exporter keeps histogram samples in a buffer until they are drained into the histograms;
+// with no listener of its own it leaves that to us. A scrape drains them too, but a gateway
+// nobody scrapes would grow the buffer for ever, so a task drains it on a timer.
+
+/// How often samples are drained: the exporter's own default.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the task on the current tokio runtime, if there is one. It holds the metrics weakly
+/// and ends once they are dropped.
+fn spawn_upkeep(inner: &Arc<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let inner: Weak<Inner> = Arc::downgrade(inner);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick is immediate, and there is nothing to drain yet.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            inner.handle.run_upkeep();
+        }
+    });
 }

@@ -7,25 +7,25 @@ use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Counter `{method, route, status}`: answered requests.
-pub const HTTP_REQUESTS: &str = "claude_gateway_http_requests_total";
+pub(crate) const HTTP_REQUESTS: &str = "claude_gateway_http_requests_total";
 /// Histogram `{method, route}`: seconds until the response head was ready.
-pub const HTTP_REQUEST_DURATION: &str = "claude_gateway_http_request_duration_seconds";
+pub(crate) const HTTP_REQUEST_DURATION: &str = "claude_gateway_http_request_duration_seconds";
 /// Gauge: runs holding a slot.
-pub const RUNS_ACTIVE: &str = "claude_gateway_runs_active";
+pub(crate) const RUNS_ACTIVE: &str = "claude_gateway_runs_active";
 /// Gauge: runs waiting for a slot.
-pub const RUNS_QUEUED: &str = "claude_gateway_runs_queued";
+pub(crate) const RUNS_QUEUED: &str = "claude_gateway_runs_queued";
 /// Gauge: runs allowed at once.
-pub const RUN_CAPACITY: &str = "claude_gateway_run_capacity";
+pub(crate) const RUN_CAPACITY: &str = "claude_gateway_run_capacity";
 /// Counter `{entry, outcome}`: runs by how they ended.
-pub const RUNS: &str = "claude_gateway_runs_total";
+pub(crate) const RUNS: &str = "claude_gateway_runs_total";
 /// Histogram `{entry}`: seconds from a run's submission (queue wait included) to its end.
-pub const RUN_DURATION: &str = "claude_gateway_run_duration_seconds";
+pub(crate) const RUN_DURATION: &str = "claude_gateway_run_duration_seconds";
 /// Counter: dollars the agents reported spending.
-pub const AGENT_COST_USD: &str = "claude_gateway_agent_cost_usd_total";
+pub(crate) const AGENT_COST_USD: &str = "claude_gateway_agent_cost_usd_total";
 /// Counter `{kind}`: tokens the agents reported.
-pub const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
+pub(crate) const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
 /// Gauge: jobs this gateway holds, queued, running or finished and not yet forgotten.
-pub const JOBS_STORED: &str = "claude_gateway_jobs_stored";
+pub(crate) const JOBS_STORED: &str = "claude_gateway_jobs_stored";
 
 /// Bounds of the request-duration buckets, in seconds: from a health check to a long chat run.
 const HTTP_BUCKETS: &[f64] = &[

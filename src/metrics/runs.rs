@@ -1,8 +1,8 @@
 //! How runs end: `claude_gateway_runs_total{entry, outcome}`, their duration, and the tokens and
 //! dollars their agents reported.
 //!
-//! Each entry point starts a [`RunTimer`] when it hands a run to the agent stack and calls
-//! [`RunTimer::finish`] once with what came back. A timer dropped unfinished (a chat client that
+//! The top of the agent stack (the `run` module) starts a [`RunTimer`] when a run is handed to it
+//! and calls [`RunTimer::finish`] once with what came back. A timer dropped unfinished (a chat client that
 //! went away, a job cancelled or stopped at shutdown) records the run as `cancelled`, so no way
 //! of ending is left uncounted.
 
@@ -13,11 +13,10 @@ use ::metrics::{counter, histogram};
 use super::names::{AGENT_TOKENS, RUNS, RUN_DURATION};
 use super::Metrics;
 use crate::agent::AgentOutcome;
-use crate::rescue::RunFailure;
 
 /// Which route started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// `POST /v1/chat/completions`.
     Chat,
     /// `POST /execute`.
@@ -26,7 +25,7 @@ pub enum Entry {
 
 impl Entry {
     /// The `entry` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Entry::Chat => "chat",
             Entry::Job => "job",
@@ -36,7 +35,7 @@ impl Entry {
 
 /// How a run ended: the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunEnd {
+pub(crate) enum RunEnd {
     /// The CLI exited 0 and reported no error.
     Completed,
     /// The agent ran and failed: a non-zero exit or `is_error` (a chat answer cut short by the
@@ -53,19 +52,8 @@ pub enum RunEnd {
 }
 
 impl RunEnd {
-    /// How a run that came back from the agent stack ended.
-    pub fn of(result: Result<&AgentOutcome, &RunFailure>) -> Self {
-        match result {
-            Ok(outcome) if outcome.succeeded() => RunEnd::Completed,
-            Ok(_) => RunEnd::Failed,
-            Err(RunFailure::TimedOut(_)) => RunEnd::Timeout,
-            Err(RunFailure::Overloaded) => RunEnd::Rejected,
-            Err(_) => RunEnd::Error,
-        }
-    }
-
     /// The `outcome` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             RunEnd::Completed => "completed",
             RunEnd::Failed => "failed",
@@ -81,7 +69,7 @@ impl RunEnd {
 /// through [`finish`](Self::finish), or as `cancelled` when dropped unfinished.
 #[must_use = "a timer dropped at once records a cancelled run"]
 #[derive(Debug)]
-pub struct RunTimer {
+pub(crate) struct RunTimer {
     /// Where the end is recorded.
     metrics: Metrics,
     /// The `entry` label.
@@ -94,7 +82,7 @@ pub struct RunTimer {
 
 impl Metrics {
     /// Starts timing a run that is about to go down the agent stack.
-    pub fn start_run(&self, entry: Entry) -> RunTimer {
+    pub(crate) fn start_run(&self, entry: Entry) -> RunTimer {
         RunTimer {
             metrics: self.clone(),
             entry,
@@ -104,18 +92,17 @@ impl Metrics {
     }
 
     /// Counts a run turned away before it started (admission said no). It has no duration.
-    pub fn record_rejected(&self, entry: Entry) {
+    pub(crate) fn record_rejected(&self, entry: Entry) {
         record_run(self, entry, RunEnd::Rejected, None, None);
     }
 }
 
 impl RunTimer {
     /// Records how the run ended, and the tokens and cost its agent reported when it ran.
-    pub fn finish(mut self, result: Result<&AgentOutcome, &RunFailure>) {
+    pub(crate) fn finish(mut self, end: RunEnd, outcome: Option<&AgentOutcome>) {
         self.recorded = true;
-        let end = RunEnd::of(result);
         let elapsed = (end != RunEnd::Rejected).then(|| self.started.elapsed());
-        record_run(&self.metrics, self.entry, end, elapsed, result.ok());
+        record_run(&self.metrics, self.entry, end, elapsed, outcome);
     }
 }
 
@@ -168,40 +155,5 @@ fn record_run(
     });
     if let Some(cost) = outcome.and_then(|o| o.cost_usd) {
         metrics.inner.cost_usd.add(cost);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::agent::AgentError;
-
-    #[test]
-    fn each_way_a_run_comes_back_has_its_outcome() {
-        let ok = AgentOutcome {
-            exit_code: Some(0),
-            ..AgentOutcome::default()
-        };
-        let reported_error = AgentOutcome {
-            is_error: true,
-            ..ok.clone()
-        };
-        let killed = AgentOutcome::default();
-        assert_eq!(RunEnd::of(Ok(&ok)), RunEnd::Completed);
-        assert_eq!(RunEnd::of(Ok(&reported_error)), RunEnd::Failed);
-        assert_eq!(RunEnd::of(Ok(&killed)), RunEnd::Failed);
-        let cases = [
-            (RunFailure::TimedOut("7s".into()), RunEnd::Timeout),
-            (RunFailure::Overloaded, RunEnd::Rejected),
-            (RunFailure::Workspace("clone failed".into()), RunEnd::Error),
-            (
-                RunFailure::Agent(AgentError::OutputTooLarge { limit: 1 }),
-                RunEnd::Error,
-            ),
-            (RunFailure::Internal("bug".into()), RunEnd::Error),
-        ];
-        for (failure, end) in cases {
-            assert_eq!(RunEnd::of(Err(&failure)), end, "{failure}");
-        }
     }
 }

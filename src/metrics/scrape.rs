@@ -8,11 +8,11 @@ use super::names::{JOBS_STORED, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY};
 use super::Metrics;
 
 /// The content type of [`Metrics::render`]'s text: the exposition format, version 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What a scrape reads from the gateway's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// The shared gauge `/health` reads too.
     pub gauge: GaugeSnapshot,
     /// Jobs the registry holds.
@@ -21,7 +21,7 @@ pub struct Scrape {
 
 impl Metrics {
     /// Every metric in the text exposition format, the gauges set from `scrape`.
-    pub fn render(&self, scrape: Scrape) -> String {
+    pub(crate) fn render(&self, scrape: Scrape) -> String {
         self.record(|| {
             gauge!(RUNS_ACTIVE).set(scrape.gauge.active as f64);
             gauge!(RUNS_QUEUED).set(scrape.gauge.queued as f64);
@@ -38,7 +38,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::agent::{AgentOutcome, Usage};
-    use crate::metrics::Entry;
+    use crate::metrics::{Entry, RunEnd};
 
     fn scrape() -> Scrape {
         Scrape {
@@ -65,7 +65,9 @@ mod tests {
             cost_usd: Some(0.125),
             ..AgentOutcome::default()
         };
-        metrics.start_run(Entry::Chat).finish(Ok(&outcome));
+        metrics
+            .start_run(Entry::Chat)
+            .finish(RunEnd::Completed, Some(&outcome));
         drop(metrics.start_run(Entry::Job));
         metrics.record_rejected(Entry::Job);
         let text = metrics.render(scrape());

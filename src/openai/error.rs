@@ -6,9 +6,15 @@ use axum::Json;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
+use crate::agent::AgentOutcome;
+use crate::run::{one_line, RunFailure};
+
+/// Longest `detail` of a failed run.
+const DETAIL_MAX: usize = 300;
+
 /// An OpenAI-shaped error response. Boxed inside, so `Result<T, OpenAiError>` stays small.
 #[derive(Debug, Clone)]
-pub struct OpenAiError(Box<Fields>);
+pub(crate) struct OpenAiError(Box<Fields>);
 
 #[derive(Debug, Clone)]
 struct Fields {
@@ -24,7 +30,7 @@ struct Fields {
 
 impl OpenAiError {
     /// An error with the given status, message and OpenAI `type`.
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self(Box::new(Fields {
             status,
             message: message.into(),
@@ -37,62 +43,63 @@ impl OpenAiError {
     }
 
     /// 400 `invalid_request_error`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
     /// 401 `invalid_request_error` / `invalid_api_key`.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
             .code("invalid_api_key")
     }
 
     /// 404 `invalid_request_error`.
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
     }
 
     /// 503 `server_error`; retrying later may help.
-    pub fn unavailable(message: impl Into<String>, code: &'static str) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>, code: &'static str) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).code(code)
     }
 
     /// 500 `server_error`.
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
     /// Names the request field at fault.
-    pub fn param(mut self, param: &'static str) -> Self {
+    pub(crate) fn param(mut self, param: &'static str) -> Self {
         self.0.param = Some(param);
         self
     }
 
     /// Sets the machine-readable `code`.
-    pub fn code(mut self, code: &'static str) -> Self {
+    pub(crate) fn code(mut self, code: &'static str) -> Self {
         self.0.code = Some(code);
         self
     }
 
     /// Adds `Retry-After: seconds`.
-    pub fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.0.retry_after = Some(seconds);
         self
     }
 
     /// Adds a top-level field beside `error` (the replaced service's `supported` list).
-    pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
+    pub(crate) fn with_field(mut self, name: &'static str, value: Value) -> Self {
         self.0.extra = Some((name, value));
         self
     }
 
     /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
         self.0.status
     }
 
     /// The `error` object alone, as streamed in an SSE error event.
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut body = json!({
             "error": {
                 "message": self.0.message,
@@ -123,4 +130,40 @@ impl IntoResponse for OpenAiError {
         }
         response
     }
+}
+
+/// The error for a run that ended but did not succeed: 503, as the replaced service answered.
+pub(crate) fn outcome_error(outcome: &AgentOutcome) -> OpenAiError {
+    let detail = outcome_detail(outcome);
+    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed")
+        .with_field("detail", Value::String(detail))
+}
+
+/// One line saying why a run failed: claude's own error text, else stderr, else the exit code.
+fn outcome_detail(outcome: &AgentOutcome) -> String {
+    let text = outcome
+        .is_error
+        .then(|| outcome.text.clone())
+        .flatten()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
+    let detail = match (outcome.exit_code, text) {
+        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
+        (None, None) => "the agent was killed by a signal".to_owned(),
+        (Some(_), Some(text)) => text,
+        (Some(code), None) => format!("exit {code}"),
+    };
+    one_line(&detail, DETAIL_MAX)
+}
+
+/// The error for a run that produced no outcome.
+pub(crate) fn failure_error(failure: RunFailure) -> OpenAiError {
+    let detail = one_line(&failure.to_string(), DETAIL_MAX);
+    let error = match &failure {
+        RunFailure::TimedOut(_) => OpenAiError::unavailable(detail.clone(), "timeout"),
+        RunFailure::Workspace(_) => OpenAiError::unavailable(detail.clone(), "workspace_failed"),
+        RunFailure::Agent(_) => OpenAiError::unavailable(detail.clone(), "agent_failed"),
+        RunFailure::Internal(_) => OpenAiError::internal(detail.clone()),
+    };
+    error.with_field("detail", Value::String(detail))
 }

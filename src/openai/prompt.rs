@@ -12,7 +12,7 @@ use super::wire::ChatMessage;
 const SECTION_BREAK: &str = "\n\n---\n\n";
 
 /// Renders `messages` as a prompt, or says which message cannot be served.
-pub fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
+pub(crate) fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
     if messages.is_empty() {
         return Err(
             OpenAiError::bad_request("messages must hold at least one message").param("messages"),

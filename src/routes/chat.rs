@@ -1,59 +1,56 @@
 //! `POST /v1/chat/completions`: an OpenAI chat completion answered by one agent run.
 
+use std::convert::Infallible;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gateway_layers::admission::Ticket;
 use gateway_layers::deadline::Deadline;
-use tower::ServiceExt;
+use serde_json::json;
+use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest};
-use crate::app::AppState;
+use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
 use crate::metrics::Entry;
-use crate::openai::error::OpenAiError;
+use crate::openai::error::{failure_error, outcome_error, OpenAiError};
+use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
 use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
 };
-use crate::openai::{completion_id, finish_reason, prompt, stream};
-use crate::rescue::{classify, RunFailure};
+use crate::openai::{completion_id, finish_reason, prompt};
+use crate::state::AppState;
 
 /// A validated chat request, ready to run.
-pub(crate) struct ChatRun {
+struct ChatRun {
     /// The model as requested (or the default).
-    pub(crate) model: String,
+    model: String,
     /// What goes down the agent stack.
-    pub(crate) request: http::Request<AgentRequest>,
+    request: http::Request<AgentRequest>,
+    /// Answer as Server-Sent Events.
+    streaming: bool,
     /// Send a usage chunk at the end of a stream.
-    pub(crate) include_usage: bool,
+    include_usage: bool,
 }
 
 /// Handles one chat completion; the run is killed if the client goes away, because dropping
-/// this future drops the run's.
-pub async fn chat_completions(
+/// this future (or the streaming body, which owns the run) drops the run's.
+pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     ticket: Option<Extension<Ticket>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (run, streaming) = match prepare(&state, ticket.map(|Extension(t)| t), body) {
+    let run = match prepare(&state, ticket.map(|Extension(t)| t), body) {
         Ok(prepared) => prepared,
         Err(error) => return error.into_response(),
     };
-    if streaming {
-        return stream::respond(state, run);
+    if run.streaming {
+        return stream(&state, run);
     }
     let ChatRun { model, request, .. } = run;
-    // Dropped unfinished if the client goes away: counted as cancelled.
-    let timer = state.metrics.start_run(Entry::Chat);
-    let result = state
-        .agents
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(classify);
-    timer.finish(result.as_ref());
-    match result {
+    match state.runs.run(Entry::Chat, request).await {
         Ok(outcome) => match completion(&model, &outcome) {
             Ok(completion) => Json(completion).into_response(),
             Err(error) => error.into_response(),
@@ -62,12 +59,74 @@ pub async fn chat_completions(
     }
 }
 
+/// Answers a streaming chat completion: the run's text deltas as chunks as they come.
+fn stream(state: &AppState, run: ChatRun) -> Response {
+    let ChatRun {
+        model,
+        mut request,
+        include_usage,
+        ..
+    } = run;
+    let (sink, mut events) = mpsc::unbounded_channel();
+    request.extensions_mut().insert(ProgressSink(sink));
+    let run = state.runs.run(Entry::Chat, request);
+    let chunks = Chunks::new(model);
+
+    let body = async_stream::stream! {
+        // The run lives in the body: a client that goes away drops it unfinished.
+        let mut run = std::pin::pin!(run);
+        yield Ok::<_, Infallible>(chunks.event(json!({"role": "assistant", "content": ""}), None));
+        let mut streamed_text = false;
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(event) = events.recv() => {
+                    if let Some(text) = text_delta(&event) {
+                        streamed_text = true;
+                        yield Ok(chunks.event(json!({"content": text}), None));
+                    }
+                }
+                result = &mut run => break result,
+            }
+        };
+        // Events sent just before the run ended are still in the channel.
+        while let Ok(event) = events.try_recv() {
+            if let Some(text) = text_delta(&event) {
+                streamed_text = true;
+                yield Ok(chunks.event(json!({"content": text}), None));
+            }
+        }
+        match result {
+            Ok(outcome) => match finish_reason(&outcome) {
+                Some(reason) => {
+                    if !streamed_text {
+                        if let Some(text) = outcome.text.as_deref().filter(|t| !t.is_empty()) {
+                            yield Ok(chunks.event(json!({"content": text}), None));
+                        }
+                    }
+                    yield Ok(chunks.event(json!({}), Some(reason)));
+                    if include_usage {
+                        let usage = outcome.usage.as_ref().map(CompletionUsage::from).unwrap_or_default();
+                        yield Ok(chunks.usage_event(usage));
+                    }
+                }
+                None => yield Ok(error_event(outcome_error(&outcome).body())),
+            },
+            Err(failure) => yield Ok(error_event(failure_error(failure).body())),
+        }
+        yield Ok(done_event());
+    };
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 /// Parses and checks the body and builds the run; says what is wrong with the request if anything.
 fn prepare(
     state: &AppState,
     ticket: Option<Ticket>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(ChatRun, bool), OpenAiError> {
+) -> Result<ChatRun, OpenAiError> {
     let body = body.map_err(|rejection| {
         OpenAiError::new(
             rejection.status(),
@@ -131,19 +190,17 @@ fn prepare(
         .stream_options
         .map(|o| o.include_usage)
         .unwrap_or(false);
-    Ok((
-        ChatRun {
-            model,
-            request,
-            include_usage,
-        },
+    Ok(ChatRun {
+        model,
+        request,
         streaming,
-    ))
+        include_usage,
+    })
 }
 
 /// The `chat.completion` for a finished run, or the error for a run that failed.
 fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, OpenAiError> {
-    let reason = finish_reason::of(outcome).ok_or_else(|| outcome_error(outcome))?;
+    let reason = finish_reason(outcome).ok_or_else(|| outcome_error(outcome))?;
     Ok(ChatCompletion {
         id: completion_id(),
         object: "chat.completion",
@@ -163,49 +220,4 @@ fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, Ope
             .map(CompletionUsage::from)
             .unwrap_or_default(),
     })
-}
-
-/// The error for a run that ended but did not succeed: 503, as the replaced service answered.
-pub(crate) fn outcome_error(outcome: &AgentOutcome) -> OpenAiError {
-    let detail = outcome_detail(outcome);
-    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed")
-        .with_field("detail", serde_json::Value::String(detail))
-}
-
-/// One line saying why a run failed: claude's own error text, else stderr, else the exit code.
-pub(crate) fn outcome_detail(outcome: &AgentOutcome) -> String {
-    let text = outcome
-        .is_error
-        .then(|| outcome.text.clone())
-        .flatten()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
-    let detail = match (outcome.exit_code, text) {
-        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
-        (None, None) => "the agent was killed by a signal".to_owned(),
-        (Some(_), Some(text)) => text,
-        (Some(code), None) => format!("exit {code}"),
-    };
-    one_line(&detail, 300)
-}
-
-/// The error for a run that produced no outcome.
-pub(crate) fn failure_error(failure: RunFailure) -> OpenAiError {
-    let detail = one_line(&failure.to_string(), 300);
-    let error = match &failure {
-        RunFailure::TimedOut(_) => OpenAiError::unavailable(detail.clone(), "timeout"),
-        RunFailure::Overloaded => {
-            OpenAiError::unavailable(detail.clone(), "queue_full").retry_after(5)
-        }
-        RunFailure::Workspace(_) => OpenAiError::unavailable(detail.clone(), "workspace_failed"),
-        RunFailure::Agent(_) => OpenAiError::unavailable(detail.clone(), "agent_failed"),
-        RunFailure::Internal(_) => OpenAiError::internal(detail.clone()),
-    };
-    error.with_field("detail", serde_json::Value::String(detail))
-}
-
-/// Collapses whitespace and cuts at `limit` characters, for one-line error messages.
-pub(crate) fn one_line(text: &str, limit: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    flat.chars().take(limit).collect()
 }

@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The contract's health body.
 #[derive(Debug, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok`, or `shutting_down` once the gateway has stopped admitting work.
     pub status: &'static str,
     /// Every run slot is taken.
@@ -22,7 +22,7 @@ pub struct Health {
 }
 
 /// Answers the gauge's current counts.
-pub async fn health(State(state): State<AppState>) -> Json<Health> {
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     let gauge = state.gauge.snapshot();
     Json(Health {
         status: if state.gauge.is_closed() {
@@ -30,7 +30,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         } else {
             "ok"
         },
-        busy: gauge.active >= gauge.capacity,
+        busy: gauge.is_busy(),
         active: gauge.active,
         queued: gauge.queued,
         capacity: gauge.capacity,

@@ -17,12 +17,13 @@ use gateway_layers::auth::AuthenticatedCaller;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
 
-use crate::app::AppState;
+use crate::agent::check_agent_name;
 use crate::jobs::{
-    CancelError, Cursor, EventKind, JobEvents, JobStatus, ListQuery, NewJob, StoreError,
+    CancelError, Cursor, EventKind, JobEvents, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
     SubmitError,
 };
-use crate::routes::seed_error::SeedError;
+use crate::routes::detail::DetailError;
+use crate::state::AppState;
 
 /// `max_budget_usd` when the body gives none (the contract's default).
 const DEFAULT_BUDGET_USD: f64 = 5.0;
@@ -69,8 +70,8 @@ fn whole_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-fn invalid(detail: impl Into<String>) -> SeedError {
-    SeedError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+fn invalid(detail: impl Into<String>) -> DetailError {
+    DetailError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
 }
 
 fn unprocessable(detail: impl Into<String>) -> Response {
@@ -78,12 +79,12 @@ fn unprocessable(detail: impl Into<String>) -> Response {
 }
 
 fn not_found() -> Response {
-    SeedError::new(StatusCode::NOT_FOUND, "Job not found").into_response()
+    DetailError::new(StatusCode::NOT_FOUND, "Job not found").into_response()
 }
 
 fn store_failed(error: StoreError) -> Response {
     tracing::error!(%error, "job store failed");
-    SeedError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
+    DetailError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
 }
 
 /// The caller's token name: jobs belong to it.
@@ -94,12 +95,12 @@ fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
 }
 
 /// Checks the body and turns it into a job of `owner`, or says what is wrong with it (422).
-fn new_job(owner: String, body: &[u8]) -> Result<NewJob, SeedError> {
+fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
     let body: ExecuteBody = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     if body.prompt.trim().is_empty() {
         return Err(invalid("prompt must not be empty"));
     }
-    if let Err(why) = crate::agent_name::check(&body.agent) {
+    if let Err(why) = check_agent_name(&body.agent) {
         return Err(invalid(format!(
             "agent {:?} is not usable: {why}",
             body.agent
@@ -128,7 +129,7 @@ fn new_job(owner: String, body: &[u8]) -> Result<NewJob, SeedError> {
 ///
 /// The admission layer in front already counted the job as queued (or answered 429); its ticket
 /// moves into the job, so the slot is the job's for as long as it is queued or running.
-pub async fn execute(
+pub(crate) async fn execute(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     ticket: Option<Extension<Ticket>>,
@@ -137,7 +138,7 @@ pub async fn execute(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return SeedError::new(rejection.status(), rejection.body_text()).into_response()
+            return DetailError::new(rejection.status(), rejection.body_text()).into_response()
         }
     };
     let job = match new_job(owner(caller), &body) {
@@ -146,18 +147,14 @@ pub async fn execute(
     };
     match state.jobs.submit(job, ticket.map(|Extension(t)| t)).await {
         Ok(record) => {
-            let mut response = (
-                StatusCode::ACCEPTED,
-                Json(serde_json::json!({ "job_id": record.job_id, "status": record.status })),
-            )
-                .into_response();
+            let mut response = (StatusCode::ACCEPTED, Json(record.id_and_status())).into_response();
             if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", record.job_id)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             response
         }
         Err(SubmitError::ShuttingDown) => {
-            SeedError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+            DetailError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
         }
         Err(SubmitError::Store(error)) => store_failed(error),
     }
@@ -165,7 +162,7 @@ pub async fn execute(
 
 /// Query of `GET /jobs`.
 #[derive(Debug, Deserialize)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     /// Only jobs in this status.
     status: Option<String>,
     /// Page size, 1 to 500; 50 when absent.
@@ -176,7 +173,7 @@ pub struct ListParams {
 
 /// `GET /jobs`: the caller's jobs, newest first, as summaries (no prompt, output, stderr or
 /// result): `{"jobs": [...], "next_cursor": "..." | null}`.
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -222,7 +219,7 @@ pub async fn list(
 }
 
 /// `GET /jobs/{job_id}`: the record; 404 `Job not found` when unknown or another caller's.
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     Path(job_id): Path<String>,
@@ -236,7 +233,7 @@ pub async fn get(
 
 /// `DELETE /jobs/{job_id}`: cancels a queued or running job and answers its final record (status
 /// `error`, saying it was cancelled) once its run is gone; 409 when it had already finished.
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     Path(job_id): Path<String>,
@@ -245,7 +242,7 @@ pub async fn cancel(
         Ok(record) => Json(record).into_response(),
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished) => {
-            SeedError::new(StatusCode::CONFLICT, "Job already finished").into_response()
+            DetailError::new(StatusCode::CONFLICT, "Job already finished").into_response()
         }
         Err(CancelError::Store(error)) => store_failed(error),
     }
@@ -255,7 +252,7 @@ pub async fn cancel(
 /// after `Last-Event-ID`) and followed live: `status` on each status change, `agent` for each
 /// stream-json event of the agent, `truncated` if the agent's events went past the output cap,
 /// and last `end` with the final record, after which the stream closes.
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     Path(job_id): Path<String>,
@@ -278,7 +275,7 @@ pub async fn events(
         let JobEvents { record, subscription } = events;
         let Some(mut subscription) = subscription else {
             // No log here: the record is all there is to tell.
-            let status = serde_json::json!({ "job_id": record.job_id, "status": record.status });
+            let status = record.id_and_status();
             yield Ok::<_, Infallible>(Event::default().event(EventKind::Status.name()).data(status.to_string()));
             if record.status.is_terminal() {
                 yield Ok(Event::default().event(EventKind::End.name()).data(record_json(&record)));
@@ -312,7 +309,7 @@ pub async fn events(
     response
 }
 
-fn record_json(record: &crate::jobs::JobRecord) -> String {
+fn record_json(record: &JobRecord) -> String {
     serde_json::to_string(record).unwrap_or_else(|_| "null".to_owned())
 }
 

@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 
-use crate::app::AppState;
 use crate::metrics::{scrape, Scrape};
+use crate::state::AppState;
 
 /// Renders the gateway's metrics, the gauges read from the shared gauge and the job registry now.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(Scrape {
         gauge: state.gauge.snapshot(),
         jobs_stored: state.jobs.stored_count(),

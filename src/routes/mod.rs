@@ -1,9 +1,8 @@
-//! The routes, one file per resource.
+//! The routes, one file per resource, and the error body of the job routes.
 
-pub mod chat;
-pub mod health;
-pub mod jobs;
-pub mod metrics;
-pub mod models;
-pub mod seed_error;
-pub mod telemetry;
+pub(crate) mod chat;
+pub(crate) mod detail;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod metrics;
+pub(crate) mod models;

@@ -5,15 +5,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::openai::error::OpenAiError;
+use crate::state::AppState;
 
 fn model_object(id: &str, created: i64) -> Value {
     json!({"id": id, "object": "model", "created": created, "owned_by": "anthropic"})
 }
 
 /// Lists every supported model.
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
     let created = state.started_at;
     let data: Vec<Value> = state
         .config
@@ -25,7 +25,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// One supported model, or 404 for any other id.
-pub async fn get(State(state): State<AppState>, Path(model_id): Path<String>) -> Response {
+pub(crate) async fn get(State(state): State<AppState>, Path(model_id): Path<String>) -> Response {
     if state.config.supported_models.contains(&model_id) {
         Json(model_object(&model_id, state.started_at)).into_response()
     } else {

@@ -37,18 +37,9 @@
 //! ```
 
 mod base;
-mod clone;
-mod config;
-mod error;
+mod cleanup;
 mod git;
-mod git_crypt;
-mod name;
 mod provisioner;
-mod release;
-mod scratch;
-mod sweep;
 
-pub use config::WorkspaceConfig;
-pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};
-pub use provisioner::{GitProvisioner, ProvisionerStats};
+pub use provisioner::{GitProvisioner, ProvisionerStats, WorkspaceConfig, WorkspaceError};

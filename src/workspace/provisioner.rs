@@ -1,18 +1,18 @@
 //! The gateway's [`Provision`] strategy: a fresh clone of the warm base per job, or an empty
 //! scratch directory when there is no base.
 
+use std::ffi::OsStr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gateway_layers::workspace::{Provision, ProvisionFuture};
+use gateway_layers::BoxError;
 
 use super::base::Base;
-use super::config::WorkspaceConfig;
-use super::error::WorkspaceError;
+use super::cleanup::{self, fresh_name, is_workspace_name, remove_detached, PendingDir};
 use super::git::Tool;
-use super::release::{remove_detached, PendingDir};
-use super::{clone, git_crypt, name, scratch, sweep};
 
 /// Hands out per-job workspaces under `JOBS_DIR` and removes them afterwards.
 ///
@@ -151,26 +151,14 @@ impl GitProvisioner {
             },
         }
     }
-
-    /// Creates a workspace, like [`Provision::provision`] but with the typed error.
-    ///
-    /// Dropping the future part-way kills the running git command and removes the partial
-    /// directory.
-    ///
-    /// # Errors
-    /// When the clone, setting its origin, or `git-crypt unlock` fails; a failed refresh of
-    /// the base is not an error (the job uses the last good base).
-    pub async fn provision_workspace(&self) -> Result<PathBuf, WorkspaceError> {
-        self.inner.provision().await
-    }
 }
 
 impl Inner {
     async fn provision(&self) -> Result<PathBuf, WorkspaceError> {
         let started = Instant::now();
-        let pending = PendingDir::new(self.jobs_dir.join(name::fresh()));
+        let pending = PendingDir::new(self.jobs_dir.join(fresh_name()));
         match &self.mode {
-            Mode::Scratch => scratch::create(pending.path()).await?,
+            Mode::Scratch => create_scratch(pending.path()).await?,
             Mode::Git {
                 base,
                 git,
@@ -180,16 +168,16 @@ impl Inner {
                 base.ensure_fresh().await;
                 {
                     let _reading = base.read().await;
-                    clone::clone_local(git, base.dir(), pending.path()).await?;
+                    clone_local(git, base.dir(), pending.path()).await?;
                 }
                 match base.origin_url().await {
-                    Some(url) => clone::set_origin(git, pending.path(), &url).await?,
+                    Some(url) => set_origin(git, pending.path(), &url).await?,
                     None => {
                         tracing::debug!(base = %base.dir().display(), "base has no origin; workspace keeps the base as origin")
                     }
                 }
-                if git_crypt::key_present(key).await {
-                    git_crypt::unlock(git_crypt, pending.path(), key).await?;
+                if key_present(key).await {
+                    git_crypt_unlock(git_crypt, pending.path(), key).await?;
                 }
             }
         }
@@ -201,7 +189,7 @@ impl Inner {
     /// Only directories this provisioner hands out are removed, whatever path it is given.
     fn owns(&self, path: &Path) -> bool {
         path.parent() == Some(self.jobs_dir.as_path())
-            && path.file_name().is_some_and(name::is_workspace)
+            && path.file_name().is_some_and(is_workspace_name)
     }
 }
 
@@ -230,7 +218,7 @@ fn absolute(path: &Path) -> Result<PathBuf, WorkspaceError> {
 /// Removes the workspaces left in `jobs_dir` by an earlier process. Runs before the provisioner
 /// exists, so it can never remove a workspace of this process.
 async fn sweep_leftovers(jobs_dir: &Path) -> Result<(), WorkspaceError> {
-    let leftovers = sweep::find_leftovers(jobs_dir).await.map_err(|e| {
+    let leftovers = cleanup::find_leftovers(jobs_dir).await.map_err(|e| {
         WorkspaceError::new(
             format!("could not read jobs directory {}", jobs_dir.display()),
             e,
@@ -238,8 +226,194 @@ async fn sweep_leftovers(jobs_dir: &Path) -> Result<(), WorkspaceError> {
     })?;
     if !leftovers.is_empty() {
         let found = leftovers.len();
-        let removed = sweep::remove_all(leftovers).await;
+        let removed = cleanup::remove_all(leftovers).await;
         tracing::info!(found, removed, jobs_dir = %jobs_dir.display(), "removed leftover workspaces of an earlier run");
     }
     Ok(())
+}
+
+// Settings of the git provisioner.
+
+/// Where workspaces come from and where they go.
+///
+/// [`Default`] gives the seed service's values (`WORKSPACE_DIR=/workspace/infra`,
+/// `JOBS_DIR=/workspace/jobs`, `GIT_CRYPT_KEY=/secrets/git-crypt/key`,
+/// `FETCH_DEBOUNCE_SECONDS=15`).
+#[derive(Debug, Clone)]
+pub struct WorkspaceConfig {
+    /// The warm base clone every workspace is cloned from (`WORKSPACE_DIR`). `None`, or a
+    /// directory missing at start-up, means scratch mode: each job gets an empty directory.
+    pub base_dir: Option<PathBuf>,
+    /// Where per-job workspaces are created (`JOBS_DIR`); created at start-up if missing.
+    pub jobs_dir: PathBuf,
+    /// When this file exists, each workspace runs `git-crypt unlock` with it (`GIT_CRYPT_KEY`).
+    /// Checked at every provision, so a secret mounted late is still picked up.
+    pub git_crypt_key: PathBuf,
+    /// A burst of jobs shares one refresh of the base: it is refreshed at most once per window
+    /// (`FETCH_DEBOUNCE_SECONDS`). Zero refreshes before every job.
+    pub fetch_debounce: Duration,
+    /// The remote branch the base is reset to. `None` follows the remote's default branch
+    /// (`origin/HEAD`, else what the remote advertises, else the base branch's upstream).
+    pub base_branch: Option<String>,
+    /// The `git` executable.
+    pub git_bin: PathBuf,
+    /// The `git-crypt` executable.
+    pub git_crypt_bin: PathBuf,
+    /// Upper bound of any one git or git-crypt command; past it the command is killed.
+    pub command_timeout: Duration,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        Self {
+            base_dir: Some(PathBuf::from("/workspace/infra")),
+            jobs_dir: PathBuf::from("/workspace/jobs"),
+            git_crypt_key: PathBuf::from("/secrets/git-crypt/key"),
+            fetch_debounce: Duration::from_secs(15),
+            base_branch: None,
+            git_bin: PathBuf::from("git"),
+            git_crypt_bin: PathBuf::from("git-crypt"),
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+// The error a failed provision or start-up reports.
+
+/// A workspace could not be set up: says which step, on which paths, and why.
+///
+/// The message carries the cause (`clone of /base into /jobs/ws-… failed: `git clone …` failed
+/// (exit status: 128): fatal: …`); the cause is also available through
+/// [`source`](std::error::Error::source), typically a [`CommandError`](super::CommandError) or
+/// an [`io::Error`](std::io::Error).
+#[derive(Debug)]
+pub struct WorkspaceError {
+    /// The step that failed, with its paths.
+    step: String,
+    /// Why it failed.
+    cause: BoxError,
+}
+
+impl WorkspaceError {
+    pub(crate) fn new(step: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        Self {
+            step: step.into(),
+            cause: cause.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkspaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.step, self.cause)
+    }
+}
+
+impl std::error::Error for WorkspaceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+// Scratch mode: without a base repository, a workspace is an empty directory.
+
+/// Creates the empty directory `dest`; fails if anything already exists there, so two jobs can
+/// never share one.
+async fn create_scratch(dest: &Path) -> Result<(), WorkspaceError> {
+    tokio::fs::create_dir(dest).await.map_err(|e| {
+        WorkspaceError::new(
+            format!("could not create scratch workspace {}", dest.display()),
+            e,
+        )
+    })
+}
+
+// Cloning a workspace from the warm base.
+
+/// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the
+/// checkout of the working tree, not a copy of history. The clone checks out the base's
+/// current branch, which a refresh has just reset to the remote branch.
+async fn clone_local(git: &Tool, base: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+    let cwd = dest.parent().unwrap_or(Path::new("/"));
+    let args: [&OsStr; 6] = [
+        OsStr::new("clone"),
+        OsStr::new("--local"),
+        OsStr::new("--quiet"),
+        OsStr::new("--"),
+        base.as_os_str(),
+        dest.as_os_str(),
+    ];
+    git.run(cwd, args).await.map(drop).map_err(|e| {
+        WorkspaceError::new(
+            format!("clone of {} into {} failed", base.display(), dest.display()),
+            e,
+        )
+    })
+}
+
+/// Points the clone's `origin` at the base's own remote, so `git fetch`/`git push` in the
+/// workspace talk to the real repository rather than to the shared base directory.
+async fn set_origin(git: &Tool, dest: &Path, url: &str) -> Result<(), WorkspaceError> {
+    git.run(dest, ["remote", "set-url", "origin", url])
+        .await
+        .map(drop)
+        .map_err(|e| {
+            WorkspaceError::new(
+                format!("setting the origin of {} failed", dest.display()),
+                e,
+            )
+        })
+}
+
+// Decrypting a workspace's git-crypt files with the deployment's key.
+
+/// Whether the key file is present. Asked at every provision, so a key mounted after start-up
+/// is used, and one removed is no longer tried.
+async fn key_present(key: &Path) -> bool {
+    tokio::fs::metadata(key).await.is_ok_and(|m| m.is_file())
+}
+
+/// Runs `git-crypt unlock <key>` in `workspace`.
+///
+/// Failing here fails the provision: an agent working on ciphertext would produce wrong
+/// results without anyone noticing.
+async fn git_crypt_unlock(
+    git_crypt: &Tool,
+    workspace: &Path,
+    key: &Path,
+) -> Result<(), WorkspaceError> {
+    git_crypt
+        .run(workspace, [OsStr::new("unlock"), key.as_os_str()])
+        .await
+        .map(drop)
+        .map_err(|e| {
+            WorkspaceError::new(
+                format!(
+                    "git-crypt unlock of {} with key {} failed",
+                    workspace.display(),
+                    key.display()
+                ),
+                e,
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_an_empty_directory_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dest = root.path().join("ws");
+        create_scratch(&dest).await.expect("created");
+        assert_eq!(std::fs::read_dir(&dest).expect("dir").count(), 0);
+
+        let err = create_scratch(&dest).await.expect_err("already exists");
+        assert!(
+            err.to_string()
+                .starts_with("could not create scratch workspace"),
+            "{err}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Removing workspaces without making anyone wait for it.
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -91,8 +92,86 @@ impl Drop for PendingDir {
     }
 }
 
+// Finding and removing the workspaces an earlier process left behind (a crash, a `SIGKILL`).
+
+/// The workspace directories directly under `jobs_dir`: real directories (not symlinks, not
+/// files) whose name is one this provisioner generates. Anything else is never touched.
+pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut entries = tokio::fs::read_dir(jobs_dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        // `DirEntry::file_type` does not follow symlinks: a `ws-…` link to elsewhere is kept.
+        let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
+        if is_dir && is_workspace_name(&entry.file_name()) {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes `dirs`, logging each failure; returns how many were removed.
+pub(crate) async fn remove_all(dirs: Vec<PathBuf>) -> usize {
+    let mut removed = 0;
+    for dir in dirs {
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove leftover workspace")
+            }
+        }
+    }
+    removed
+}
+
+// Names of workspace directories: unique, and recognisable so a later process can sweep them.
+
+/// Every workspace directory is named `ws-<uuid>`; nothing else under `JOBS_DIR` is ever removed.
+const PREFIX: &str = "ws-";
+
+/// A fresh, unique workspace directory name.
+pub(crate) fn fresh_name() -> String {
+    format!("{PREFIX}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `name` is one [`fresh_name`] could have produced (prefix and a well-formed uuid), so an
+/// operator's `ws-notes` directory is not taken for a leftover.
+pub(crate) fn is_workspace_name(name: &OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .is_some_and(|id| id.len() == 32 && uuid::Uuid::try_parse(id).is_ok())
+}
+
 #[cfg(test)]
-mod tests {
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn fresh_names_are_recognised_and_distinct() {
+        let (a, b) = (fresh_name(), fresh_name());
+        assert_ne!(a, b);
+        assert!(is_workspace_name(OsStr::new(&a)));
+    }
+
+    #[test]
+    fn other_names_are_not_workspaces() {
+        for name in [
+            "ws-",
+            "ws-notes",
+            "workspace",
+            "x-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!is_workspace_name(OsStr::new(name)), "{name}");
+        }
+        assert!(!is_workspace_name(OsStr::new(
+            "ws-01234567-89ab-cdef-0123-456789abcdef"
+        )));
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
     use super::*;
 
     /// Waits (bounded) until `path` no longer exists.
@@ -141,5 +220,37 @@ mod tests {
         let kept = filled_dir(root.path());
         assert_eq!(PendingDir::new(kept.clone()).keep(), kept);
         assert!(kept.exists());
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_workspace_directories_are_swept() {
+        let jobs = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let j = jobs.path();
+        let leftover = j.join(fresh_name());
+        std::fs::create_dir_all(leftover.join(".git/objects")).expect("mkdir");
+        std::fs::write(leftover.join("main.tf"), "x").expect("write");
+        let file_named_like_one = j.join(fresh_name());
+        std::fs::write(&file_named_like_one, "not a dir").expect("write");
+        let link_named_like_one = j.join(fresh_name());
+        std::os::unix::fs::symlink(outside.path(), &link_named_like_one).expect("symlink");
+        std::fs::write(outside.path().join("precious"), "keep").expect("write");
+        std::fs::create_dir(j.join("ws-notes")).expect("mkdir");
+        std::fs::create_dir(j.join("other")).expect("mkdir");
+
+        let found = find_leftovers(j).await.expect("readable");
+        assert_eq!(found, vec![leftover.clone()]);
+        assert_eq!(remove_all(found).await, 1);
+
+        assert!(!leftover.exists());
+        assert!(file_named_like_one.is_file());
+        assert!(link_named_like_one.join("precious").is_file());
+        assert!(j.join("ws-notes").is_dir());
+        assert!(j.join("other").is_dir());
     }
 }

@@ -1,5 +1,5 @@
-//! Error bodies in the replaced service's shape (`{"detail": "..."}`, FastAPI's), so existing
-//! callers of `/execute` and `/jobs` keep reading them.
+//! Error bodies of the job routes: `{"detail": "..."}` (FastAPI's shape, which the service this
+//! gateway replaced answered), so existing callers of `/execute` and `/jobs` keep reading them.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -7,15 +7,15 @@ use http::{header, HeaderValue, StatusCode};
 
 /// An error answered as `{"detail": message}` with a status.
 #[derive(Debug, Clone)]
-pub struct SeedError {
+pub(crate) struct DetailError {
     status: StatusCode,
     detail: String,
     retry_after: Option<u64>,
 }
 
-impl SeedError {
+impl DetailError {
     /// An error with this status and detail.
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
             status,
             detail: detail.into(),
@@ -24,13 +24,13 @@ impl SeedError {
     }
 
     /// Adds `Retry-After: seconds`, for errors a retry may cure.
-    pub fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 }
 
-impl IntoResponse for SeedError {
+impl IntoResponse for DetailError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,

@@ -1,0 +1,286 @@
+//! One home for a run: the agent stack every run goes down, and the one call that drives it.
+//!
+//! Chat, streaming chat and jobs all start a run through [`Runs::run`] and get back a
+//! `Result<`[`AgentOutcome`]`, `[`RunFailure`]`>`: the stack's errors, typed by the layer that
+//! raised them, are sorted here, at its top, and every run's end is recorded in the metrics here
+//! too, so no entry point can forget either.
+//!
+//! ```text
+//!  record ─► concurrency-limit ─► deadline ─► workspace ─► ClaudeService
+//!  (metrics,  (queued → active,    (run only)  (clone in,   (spawn, stream,
+//!   errors)    FIFO)                            clean out)   kill on drop)
+//! ```
+//!
+//! Dropping a run's future at any point (a cancelled job, a client gone, shutdown) frees its
+//! queue slot or permit, kills its agent, removes its workspace and counts it as cancelled: each
+//! part is released by its own `Drop`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gateway_layers::admission::Gauge;
+use gateway_layers::concurrency::ConcurrencyLimitLayer;
+use gateway_layers::deadline::{DeadlineLayer, Elapsed};
+use gateway_layers::workspace::{Provision, ProvisionFailed, WorkspaceLayer};
+use gateway_layers::BoxError;
+use http::Request;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
+use crate::metrics::{Entry, Metrics, RunEnd};
+
+/// The agent stack, cloneable and shareable across tasks. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Runs {
+    /// Every layer of the stack, boxed once so callers name one type.
+    stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, RunFailure>,
+}
+
+impl Runs {
+    /// Composes the stack every run goes down. `default_deadline` applies to a request without a
+    /// [`Deadline`](gateway_layers::deadline::Deadline) extension.
+    pub(crate) fn new(
+        gauge: Gauge,
+        provisioner: Arc<dyn Provision>,
+        claude: ClaudeService,
+        default_deadline: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        let stack = ServiceBuilder::new()
+            // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
+            // however it ends. Nothing below runs before a slot is free.
+            .layer(ConcurrencyLimitLayer::new(gauge))
+            // Inside the permit, so time in the queue never counts against a run's deadline;
+            // around the workspace, so a clone that hangs is bounded by the same deadline.
+            .layer(DeadlineLayer::new(default_deadline))
+            // Provisioned only once the run may start (a queued run holds no checkout) and
+            // removed in the background when the run's future ends or is dropped.
+            .layer(WorkspaceLayer::new(provisioner))
+            .service(claude);
+        Self::around(BoxCloneSyncService::new(stack), metrics)
+    }
+
+    /// Puts the top of the stack (metrics and error classification) around `stack`: what
+    /// [`new`](Self::new) does with the real layers, and what tests do with stand-ins.
+    pub(crate) fn around(
+        stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
+        metrics: Metrics,
+    ) -> Self {
+        // Outermost, so a run's duration counts its time in the queue, and every way a run comes
+        // back (or is dropped) is recorded once.
+        let stack = RecordLayer { metrics }.layer(stack);
+        Self {
+            stack: BoxCloneSyncService::new(stack),
+        }
+    }
+
+    /// Drives one run, started from `entry`, to its end. The future owns everything the run
+    /// holds: dropping it stops the run.
+    pub(crate) fn run(
+        &self,
+        entry: Entry,
+        mut request: Request<AgentRequest>,
+    ) -> impl Future<Output = Result<AgentOutcome, RunFailure>> + Send + 'static {
+        request.extensions_mut().insert(entry);
+        self.stack.clone().oneshot(request)
+    }
+}
+
+impl fmt::Debug for Runs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runs").finish_non_exhaustive()
+    }
+}
+
+/// Why a run produced no outcome.
+#[derive(Debug)]
+pub(crate) enum RunFailure {
+    /// The run outlived its deadline; its processes were killed.
+    TimedOut(String),
+    /// No workspace could be made for it.
+    Workspace(String),
+    /// The agent could not be run or misbehaved (unknown agent, hang, output flood, garbage).
+    Agent(AgentError),
+    /// Anything else: a bug, reported as such.
+    Internal(String),
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunFailure::TimedOut(why) => write!(f, "agent timed out: {why}"),
+            RunFailure::Workspace(why) => f.write_str(why),
+            RunFailure::Agent(error) => write!(f, "{error}"),
+            RunFailure::Internal(why) => write!(f, "internal error: {why}"),
+        }
+    }
+}
+
+impl StdError for RunFailure {}
+
+impl RunFailure {
+    /// Sorts an error from the stack by the layer that raised it, wherever it is in the chain.
+    fn classify(error: BoxError) -> Self {
+        if is_caused_by::<Elapsed>(&*error) {
+            return RunFailure::TimedOut(error.to_string());
+        }
+        if is_caused_by::<ProvisionFailed>(&*error) {
+            return RunFailure::Workspace(error.to_string());
+        }
+        match error.downcast::<AgentError>() {
+            Ok(agent) => RunFailure::Agent(*agent),
+            Err(other) => RunFailure::Internal(other.to_string()),
+        }
+    }
+}
+
+/// How a run that came back from the stack ended, as the metrics label it.
+fn run_end(result: Result<&AgentOutcome, &RunFailure>) -> RunEnd {
+    match result {
+        Ok(outcome) if outcome.succeeded() => RunEnd::Completed,
+        Ok(_) => RunEnd::Failed,
+        Err(RunFailure::TimedOut(_)) => RunEnd::Timeout,
+        Err(_) => RunEnd::Error,
+    }
+}
+
+/// Whether `error` or anything in its source chain is an `E`.
+fn is_caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<E>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Collapses whitespace and cuts at `limit` characters (marking the cut with `…`), so a reason
+/// fits on one line of a record, an error body or a log.
+pub(crate) fn one_line(text: &str, limit: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &flat[..end]),
+        None => flat,
+    }
+}
+
+/// The top of the stack: times each run from the moment it is handed over, sorts its error, and
+/// records how it ended (a run dropped unfinished is recorded as cancelled by the timer's drop).
+#[derive(Clone)]
+struct RecordLayer {
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Record {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`RecordLayer`].
+#[derive(Clone)]
+struct Record<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Service<Request<AgentRequest>> for Record<S>
+where
+    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = AgentOutcome;
+    type Error = RunFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<AgentOutcome, RunFailure>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(RunFailure::classify)
+    }
+
+    fn call(&mut self, request: Request<AgentRequest>) -> Self::Future {
+        let entry = request
+            .extensions()
+            .get::<Entry>()
+            .copied()
+            .unwrap_or(Entry::Job);
+        let timer = self.metrics.start_run(entry);
+        let run = self.inner.call(request);
+        Box::pin(async move {
+            let result = run.await.map_err(RunFailure::classify);
+            timer.finish(run_end(result.as_ref()), result.as_ref().ok());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_a_run_comes_back_has_its_outcome() {
+        let ok = AgentOutcome {
+            exit_code: Some(0),
+            ..AgentOutcome::default()
+        };
+        let reported_error = AgentOutcome {
+            is_error: true,
+            ..ok.clone()
+        };
+        let killed = AgentOutcome::default();
+        assert_eq!(run_end(Ok(&ok)), RunEnd::Completed);
+        assert_eq!(run_end(Ok(&reported_error)), RunEnd::Failed);
+        assert_eq!(run_end(Ok(&killed)), RunEnd::Failed);
+        let cases = [
+            (RunFailure::TimedOut("7s".into()), RunEnd::Timeout),
+            (RunFailure::Workspace("clone failed".into()), RunEnd::Error),
+            (
+                RunFailure::Agent(AgentError::OutputTooLarge { limit: 1 }),
+                RunEnd::Error,
+            ),
+            (RunFailure::Internal("bug".into()), RunEnd::Error),
+        ];
+        for (failure, end) in cases {
+            assert_eq!(run_end(Err(&failure)), end, "{failure}");
+        }
+    }
+
+    #[test]
+    fn errors_are_sorted_by_the_layer_that_raised_them() {
+        let agent: BoxError = AgentError::Hung {
+            after: Duration::from_secs(1),
+        }
+        .into();
+        assert!(matches!(
+            RunFailure::classify(agent),
+            RunFailure::Agent(AgentError::Hung { .. })
+        ));
+        let other: BoxError = "boom".into();
+        assert!(matches!(
+            RunFailure::classify(other),
+            RunFailure::Internal(_)
+        ));
+    }
+
+    #[test]
+    fn one_line_collapses_whitespace_and_marks_the_cut() {
+        assert_eq!(one_line("a\n b\t c", 10), "a b c");
+        let line = one_line(&format!("a\nb\t{}", "c".repeat(1000)), 300);
+        assert!(!line.contains('\n'));
+        assert_eq!(line.chars().count(), 301);
+        assert!(line.ends_with('…'));
+    }
+}

@@ -1,0 +1,27 @@
+//! What every handler can reach: the settings, the shared gauge, the runs, the jobs, the metrics.
+
+use std::sync::Arc;
+
+use gateway_layers::admission::Gauge;
+
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::metrics::Metrics;
+use crate::run::Runs;
+
+/// The state the routes share. Cheap to clone: everything is shared.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The validated settings.
+    pub(crate) config: Arc<Config>,
+    /// Active and queued runs: admission, concurrency and `/health` read this one gauge.
+    pub gauge: Gauge,
+    /// The stack every run goes down.
+    pub(crate) runs: Runs,
+    /// The job registry and the tasks that run jobs.
+    pub jobs: Jobs,
+    /// This gateway's metrics (its own, not process-wide: see [`crate::metrics`]).
+    pub(crate) metrics: Metrics,
+    /// Unix seconds at start-up, shown as the models' `created`.
+    pub(crate) started_at: i64,
+}
