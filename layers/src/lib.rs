@@ -27,7 +27,9 @@
 //!   rest of the stack in a background task: the ticket travels with the request.
 //! - **concurrency** waits, first come first served, for one of the gauge's permits, then turns the
 //!   ticket from *queued* into *active*. Admission and concurrency share one
-//!   [`Gauge`](admission::Gauge), so a health endpoint reads both numbers from one place.
+//!   [`Gauge`](admission::Gauge), so a health endpoint reads both numbers from one place. Its
+//!   `poll_ready` never waits for a permit, so it exerts no back-pressure: a `LoadShed` or `Buffer`
+//!   above it never sees the limit, and bounding the queue is admission's job.
 //! - **deadline** sits *inside* concurrency, so its timer starts when the job starts running: time
 //!   spent waiting in the queue never counts against a job's deadline.
 //! - **workspace** sits inside deadline, so preparing the workspace is part of the run; it removes
@@ -131,7 +133,9 @@ pub mod concurrency;
 pub mod deadline;
 pub mod workspace;
 
+mod accessors;
 mod reject;
+mod staged;
 
 /// Errors travel boxed through the stack.
 ///

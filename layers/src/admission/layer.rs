@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Gauge, GaugeSnapshot};
+use crate::accessors::inner_accessors;
 use crate::reject::ResponseFuture;
 
 /// Builds the response sent when a request is turned away.
@@ -97,20 +98,7 @@ impl<S, R> Admission<S, R> {
         &self.gauge
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!(S);
 }
 
 impl<S: fmt::Debug, R> fmt::Debug for Admission<S, R> {

@@ -1,5 +1,6 @@
 use http::{Request, Response, StatusCode};
 use tokio_test::{assert_pending, assert_ready_ok};
+use tower_service::Service;
 use tower_test::mock;
 
 use super::*;
@@ -14,12 +15,30 @@ fn snapshot(active: usize, queued: usize, capacity: usize, queue_depth: usize) -
     }
 }
 
+type Handle = mock::Handle<Request<()>, Response<String>>;
+
 fn layer(gauge: &Gauge) -> AdmissionLayer<impl Fn(GaugeSnapshot) -> Response<String> + Clone> {
     AdmissionLayer::new(gauge.clone(), |snapshot: GaugeSnapshot| {
         let mut res = Response::new(format!("full: {} queued", snapshot.queued));
         *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         res
     })
+}
+
+/// Sends a request that `svc` must turn away, and returns the answer: a 429 from the layer itself,
+/// the inner service never called.
+async fn turned_away<S>(svc: &mut mock::Spawn<S>, handle: &mut Handle) -> Response<String>
+where
+    S: Service<Request<()>, Response = Response<String>, Error = BoxError>,
+{
+    assert_ready_ok!(svc.poll_ready());
+    let res = svc
+        .call(Request::new(()))
+        .await
+        .expect("rejections are responses");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_pending!(handle.poll_request());
+    res
 }
 
 #[tokio::test]
@@ -39,14 +58,8 @@ async fn full_queue_is_answered_without_calling_inner() {
     }
     assert_eq!(gauge.snapshot(), snapshot(0, 2, 1, 2));
 
-    assert_ready_ok!(svc.poll_ready());
-    let res = svc
-        .call(Request::new(()))
-        .await
-        .expect("rejections are responses");
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = turned_away(&mut svc, &mut handle).await;
     assert_eq!(res.body(), "full: 2 queued");
-    assert_pending!(handle.poll_request());
     assert_eq!(gauge.snapshot(), snapshot(0, 2, 1, 2));
 }
 
@@ -133,13 +146,7 @@ async fn closed_gauge_rejects_but_admitted_tickets_stay() {
 
     let (mut svc, mut handle) =
         mock::spawn_layer::<Request<()>, Response<String>, _>(layer(&gauge));
-    assert_ready_ok!(svc.poll_ready());
-    let res = svc
-        .call(Request::new(()))
-        .await
-        .expect("rejections are responses");
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_pending!(handle.poll_request());
+    turned_away(&mut svc, &mut handle).await;
 
     // Runs that arrive without a ticket are still counted.
     let unchecked = gauge.admit_unchecked();

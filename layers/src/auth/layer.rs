@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{OnAuthFailure, Tokens};
+use crate::accessors::inner_accessors;
 use crate::reject::ResponseFuture;
 
 /// Wraps a service in [`BearerAuth`].
@@ -79,20 +80,7 @@ impl<S, R> BearerAuth<S, R> {
         BearerAuthLayer::new(tokens, on_failure)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!(S);
 }
 
 impl<S: fmt::Debug, R> fmt::Debug for BearerAuth<S, R> {

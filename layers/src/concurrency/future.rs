@@ -3,18 +3,15 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tower_service::Service;
 
 use crate::admission::Ticket;
+use crate::staged::{Stage, StagedCall, Wait};
 use crate::BoxError;
-
-/// Waits in the gauge's FIFO queue for a permit.
-pub(super) type Acquire =
-    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + 'static>>;
 
 pin_project! {
     /// Response future of [`ConcurrencyLimit`](super::ConcurrencyLimit).
@@ -25,32 +22,39 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        // Declared before `state` so that on drop the counts fall before the permit frees: a
-        // waiter woken by the permit never shows up as one active too many.
-        ticket: Option<Ticket>,
         #[pin]
-        state: State<S, Req>,
+        call: StagedCall<Activate, S, Req>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, Req>
-    where
-        S: Service<Req>,
-    {
-        // In the queue; `call` is taken when the permit arrives.
-        Waiting {
-            acquire: Acquire,
-            call: Option<(S, Req)>,
-        },
-        // Holding a permit; the inner future drops before the permit.
-        Running {
-            #[pin]
-            future: S::Future,
-            permit: OwnedSemaphorePermit,
-        },
-        Done,
+/// The concurrency layer's part in the call: the request's ticket, made active when the permit
+/// arrives. The permit is the guard held while the request runs.
+pub(super) struct Activate {
+    // Dropped before the call's state (the wait, or the run and its permit): on drop the counts
+    // fall before the permit frees, so a waiter woken by the permit never shows up as one active
+    // too many.
+    ticket: Option<Ticket>,
+}
+
+impl<Req> Stage<Req> for Activate {
+    type Ready = OwnedSemaphorePermit;
+    type Error = AcquireError;
+    type Guard = OwnedSemaphorePermit;
+
+    fn start(&mut self, permit: OwnedSemaphorePermit, _req: &mut Req) -> OwnedSemaphorePermit {
+        if let Some(ticket) = self.ticket.as_ref() {
+            ticket.activate();
+        }
+        permit
+    }
+
+    fn fail(&mut self, error: AcquireError) -> BoxError {
+        error.into()
+    }
+
+    fn finish(&mut self) {
+        // Free the slot now rather than whenever the caller drops this future.
+        drop(self.ticket.take());
     }
 }
 
@@ -58,13 +62,22 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(super) fn new(acquire: Acquire, ticket: Ticket, service: S, req: Req) -> Self {
-        Self {
+    /// Waits in the gauge's FIFO queue with `acquire`, then sends `req` to the service in
+    /// `inner`, which was polled ready.
+    pub(super) fn new(
+        acquire: Wait<OwnedSemaphorePermit, AcquireError>,
+        ticket: Ticket,
+        inner: &mut S,
+        req: Req,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        let stage = Activate {
             ticket: Some(ticket),
-            state: State::Waiting {
-                acquire,
-                call: Some((service, req)),
-            },
+        };
+        Self {
+            call: StagedCall::new(stage, acquire, inner, req),
         }
     }
 }
@@ -77,28 +90,7 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting { acquire, call } => {
-                    let permit = ready!(acquire.as_mut().poll(cx))?;
-                    let (mut service, req) = call.take().expect("request is sent only once");
-                    if let Some(ticket) = this.ticket.as_ref() {
-                        ticket.activate();
-                    }
-                    let future = service.call(req);
-                    this.state.set(State::Running { future, permit });
-                }
-                StateProj::Running { future, .. } => {
-                    let result = ready!(future.poll(cx));
-                    // Free the slot now rather than whenever the caller drops this future.
-                    drop(this.ticket.take());
-                    this.state.set(State::Done);
-                    return Poll::Ready(result.map_err(Into::into));
-                }
-                StateProj::Done => panic!("future polled after completion"),
-            }
-        }
+        self.project().call.poll(cx)
     }
 }
 
@@ -107,14 +99,9 @@ where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Waiting { .. } => "Waiting",
-            State::Running { .. } => "Running",
-            State::Done => "Done",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .field("ticket", &self.ticket)
+            .field("state", &self.call.state_name("Waiting"))
+            .field("ticket", &self.call.stage().ticket)
             .finish()
     }
 }

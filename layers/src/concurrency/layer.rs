@@ -1,6 +1,5 @@
 //! The concurrency limit layer and service.
 
-use std::mem;
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -8,6 +7,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::ResponseFuture;
+use crate::accessors::inner_accessors;
 use crate::admission::{Gauge, Ticket};
 use crate::BoxError;
 
@@ -38,6 +38,9 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
 
 /// Runs at most as many requests at once as its gauge has permits, FIFO; see the
 /// [module docs](super).
+///
+/// Its [`poll_ready`](#method.poll_ready) never waits for a permit, so it exerts no back-pressure:
+/// bound the queue with admission, not with a `LoadShed` or `Buffer` above it.
 #[derive(Clone, Debug)]
 pub struct ConcurrencyLimit<S> {
     /// The service that runs a request once it holds a permit.
@@ -62,20 +65,7 @@ impl<S> ConcurrencyLimit<S> {
         &self.gauge
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!(S);
 }
 
 impl<S, B> Service<Request<B>> for ConcurrencyLimit<S>
@@ -87,6 +77,14 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Request<B>>;
 
+    /// Ready whenever the inner service is: this does **not** wait for a permit, so as far as the
+    /// limit goes the service is always ready, even with every permit taken.
+    ///
+    /// Deliberately so: requests wait for their permit in the [`ResponseFuture`], FIFO through
+    /// the gauge, never here. A `LoadShed` or `Buffer` placed above this service therefore never
+    /// sees back-pressure from the limit; to turn requests away when too many wait, put an
+    /// [`AdmissionLayer`](crate::admission::AdmissionLayer) on the same [`Gauge`] further out.
+    /// See [Readiness](super#readiness-no-back-pressure-by-design) in the module docs.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
@@ -102,11 +100,9 @@ where
                 self.gauge.admit_unchecked()
             }
         };
+        let acquire = Box::pin(self.gauge.semaphore().clone().acquire_owned());
         // The service that was polled ready goes with the request; a fresh clone stays behind
         // to be polled for the next one.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let acquire = Box::pin(self.gauge.semaphore().clone().acquire_owned());
-        ResponseFuture::new(acquire, ticket, inner, req)
+        ResponseFuture::new(acquire, ticket, &mut self.inner, req)
     }
 }

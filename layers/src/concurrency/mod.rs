@@ -17,6 +17,25 @@
 //!
 //! The layer never refuses a request; bounding the queue is admission's job.
 //!
+//! # Readiness: no back-pressure, by design
+//!
+//! [`ConcurrencyLimit`]'s `poll_ready` does **not** wait for a permit: it only passes on the inner
+//! service's readiness, so as far as the limit goes it is always ready, even with every permit
+//! taken. The wait happens inside the [`ResponseFuture`] instead, where the gauge's fair semaphore
+//! serves requests in arrival order. This is deliberate: waiting there keeps the queue first come,
+//! first served through the one gauge admission counts in, and lets a cancelled request give its
+//! place back at once; a permit taken in `poll_ready` would instead be held by whichever service
+//! was polled, whether or not a request follows.
+//!
+//! The consequence: middleware that reacts to `poll_ready` returning `Poll::Pending` never sees
+//! back-pressure from this layer. A `LoadShed` placed above it never sheds (every request is let
+//! through to wait), and a `Buffer` above it never fills because of it (its worker forwards each
+//! request at once; the requests pile up in the gauge's queue, not in the buffer). To bound the
+//! queue and turn requests away when it is full, use admission instead:
+//! [`AdmissionLayer`](crate::admission::AdmissionLayer) on the same
+//! [`Gauge`](crate::admission::Gauge), whose `queue_depth` is the bound and whose
+//! [`OnOverload`](crate::admission::OnOverload) answers at once when it is reached.
+//!
 //! # Example
 //!
 //! ```

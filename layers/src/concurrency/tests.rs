@@ -12,8 +12,10 @@ use crate::admission::{Gauge, GaugeSnapshot};
 
 type Mock = mock::Mock<Request<&'static str>, Response<&'static str>>;
 type Handle = mock::Handle<Request<&'static str>, Response<&'static str>>;
+type Svc = mock::Spawn<ConcurrencyLimit<Mock>>;
+type Call = task::Spawn<ResponseFuture<Mock, Request<&'static str>>>;
 
-fn setup(concurrency: usize) -> (Gauge, mock::Spawn<ConcurrencyLimit<Mock>>, Handle) {
+fn setup(concurrency: usize) -> (Gauge, Svc, Handle) {
     let gauge = Gauge::new(concurrency, 10);
     let (svc, handle) = mock::spawn_layer(ConcurrencyLimitLayer::new(gauge.clone()));
     (gauge, svc, handle)
@@ -27,6 +29,15 @@ fn admitted(gauge: &Gauge, name: &'static str) -> Request<&'static str> {
     req
 }
 
+/// Polls `svc` ready, calls it with `req` and polls the call once: it is left waiting, for a permit
+/// or, holding one, for the inner service.
+fn start(svc: &mut Svc, req: Request<&'static str>) -> Call {
+    assert_ready_ok!(svc.poll_ready());
+    let mut call = task::spawn(svc.call(req));
+    assert_pending!(call.poll());
+    call
+}
+
 fn counts(gauge: &Gauge) -> (usize, usize) {
     let GaugeSnapshot { active, queued, .. } = gauge.snapshot();
     (active, queued)
@@ -36,14 +47,10 @@ fn counts(gauge: &Gauge) -> (usize, usize) {
 async fn second_request_waits_until_the_first_completes() {
     let (gauge, mut svc, mut handle) = setup(1);
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
-    assert_pending!(first.poll());
+    let mut first = start(&mut svc, admitted(&gauge, "first"));
     assert_eq!(counts(&gauge), (1, 0));
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
-    assert_pending!(second.poll());
+    let mut second = start(&mut svc, admitted(&gauge, "second"));
     assert_eq!(counts(&gauge), (1, 1));
 
     let (req, send) = handle.next_request().await.expect("first runs");
@@ -75,12 +82,8 @@ async fn second_request_waits_until_the_first_completes() {
 async fn dropping_a_queued_request_frees_its_queue_slot() {
     let (gauge, mut svc, mut handle) = setup(1);
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
-    assert_pending!(first.poll());
-    assert_ready_ok!(svc.poll_ready());
-    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
-    assert_pending!(second.poll());
+    let mut first = start(&mut svc, admitted(&gauge, "first"));
+    let second = start(&mut svc, admitted(&gauge, "second"));
     assert_eq!(counts(&gauge), (1, 1));
 
     drop(second);
@@ -90,9 +93,7 @@ async fn dropping_a_queued_request_frees_its_queue_slot() {
     let (_, send) = handle.next_request().await.expect("first runs");
     send.send_response(Response::new("one"));
     assert_ready_ok!(first.poll());
-    assert_ready_ok!(svc.poll_ready());
-    let mut third = task::spawn(svc.call(admitted(&gauge, "third")));
-    assert_pending!(third.poll());
+    let _third = start(&mut svc, admitted(&gauge, "third"));
     assert_eq!(counts(&gauge), (1, 0));
     let (req, _send) = handle.next_request().await.expect("third runs");
     assert_eq!(*req.body(), "third");
@@ -102,12 +103,8 @@ async fn dropping_a_queued_request_frees_its_queue_slot() {
 async fn dropping_a_running_request_frees_its_permit() {
     let (gauge, mut svc, mut handle) = setup(1);
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut first = task::spawn(svc.call(admitted(&gauge, "first")));
-    assert_pending!(first.poll());
-    assert_ready_ok!(svc.poll_ready());
-    let mut second = task::spawn(svc.call(admitted(&gauge, "second")));
-    assert_pending!(second.poll());
+    let first = start(&mut svc, admitted(&gauge, "first"));
+    let mut second = start(&mut svc, admitted(&gauge, "second"));
 
     drop(first);
     assert!(second.is_woken());
@@ -124,17 +121,12 @@ async fn dropping_a_running_request_frees_its_permit() {
 async fn waiters_run_in_arrival_order() {
     let (gauge, mut svc, mut handle) = setup(1);
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut running = task::spawn(svc.call(admitted(&gauge, "first")));
-    assert_pending!(running.poll());
+    let mut running = start(&mut svc, admitted(&gauge, "first"));
 
-    let mut waiters = Vec::new();
-    for name in ["a", "b", "c"] {
-        assert_ready_ok!(svc.poll_ready());
-        let mut waiter = task::spawn(svc.call(admitted(&gauge, name)));
-        assert_pending!(waiter.poll());
-        waiters.push(waiter);
-    }
+    let mut waiters: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| start(&mut svc, admitted(&gauge, name)))
+        .collect();
     assert_eq!(counts(&gauge), (1, 3));
 
     let (_, mut send) = handle.next_request().await.expect("first runs");
@@ -163,19 +155,27 @@ async fn readiness_is_the_inner_services() {
     assert_pending!(svc.poll_ready());
     handle.allow(1);
     assert!(svc.is_woken());
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(admitted(&gauge, "only")));
-    assert_pending!(fut.poll());
+    let _fut = start(&mut svc, admitted(&gauge, "only"));
     let (req, _) = handle.next_request().await.expect("called");
     assert_eq!(*req.body(), "only");
 }
 
 #[tokio::test]
+async fn readiness_never_waits_for_a_permit() {
+    // No permits at all: nothing can ever run, yet the service stays ready; the request waits in
+    // its response future instead, so there is no back-pressure for a layer above to see.
+    let (gauge, mut svc, mut handle) = setup(0);
+    let mut waiting = start(&mut svc, admitted(&gauge, "never"));
+    assert_ready_ok!(svc.poll_ready());
+    assert_eq!(counts(&gauge), (0, 1));
+    assert_pending!(waiting.poll());
+    assert_pending!(handle.poll_request());
+}
+
+#[tokio::test]
 async fn inner_error_is_boxed_and_frees_the_slot() {
     let (gauge, mut svc, mut handle) = setup(1);
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(admitted(&gauge, "failing")));
-    assert_pending!(fut.poll());
+    let mut fut = start(&mut svc, admitted(&gauge, "failing"));
     let (_, send) = handle.next_request().await.expect("called");
     send.send_error("agent failed");
     let err = assert_ready_err!(fut.poll());
@@ -187,9 +187,7 @@ async fn inner_error_is_boxed_and_frees_the_slot() {
 #[tokio::test]
 async fn request_without_a_ticket_is_counted_too() {
     let (gauge, mut svc, mut handle) = setup(1);
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(Request::new("bare")));
-    assert_pending!(fut.poll());
+    let fut = start(&mut svc, Request::new("bare"));
     assert_eq!(counts(&gauge), (1, 0));
 
     // A ticket from another gauge is left alone and this gauge still counts the run.
@@ -197,9 +195,7 @@ async fn request_without_a_ticket_is_counted_too() {
     let mut req = Request::new("foreign");
     req.extensions_mut()
         .insert(other.try_admit().expect("room"));
-    assert_ready_ok!(svc.poll_ready());
-    let mut foreign = task::spawn(svc.call(req));
-    assert_pending!(foreign.poll());
+    let mut foreign = start(&mut svc, req);
     assert_eq!(counts(&gauge), (1, 1));
 
     drop(fut);

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::ResponseFuture;
+use crate::accessors::inner_accessors;
 use crate::BoxError;
 
 /// Request extension: how long this request's run may take, overriding the layer's default.
@@ -62,20 +63,7 @@ impl<S> DeadlineService<S> {
         self.default
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!(S);
 }
 
 impl<S, B> Service<Request<B>> for DeadlineService<S>

@@ -13,6 +13,7 @@ use tower_service::Service;
 use tower_test::mock;
 
 use super::*;
+use crate::BoxError;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -44,29 +45,29 @@ fn with_deadline(duration: Duration) -> Request<()> {
     req
 }
 
-#[tokio::test(start_paused = true)]
-async fn default_applies_without_an_extension() {
+/// Sends `req` through a deadline layer with a default of a minute to a service that never
+/// answers; returns the error and how much (paused) time passed before it.
+async fn time_out(req: Request<()>) -> (BoxError, Duration) {
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(MINUTE))
         .service(never_answers(Arc::default()));
     let start = Instant::now();
-    let err = svc.oneshot(Request::new(())).await.expect_err("times out");
+    let err = svc.oneshot(req).await.expect_err("times out");
+    (err, start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_applies_without_an_extension() {
+    let (err, waited) = time_out(Request::new(())).await;
     assert_eq!(err.downcast_ref::<Elapsed>(), Some(&Elapsed::new(MINUTE)));
-    assert_eq!(start.elapsed(), MINUTE);
+    assert_eq!(waited, MINUTE);
 }
 
 #[tokio::test(start_paused = true)]
 async fn extension_overrides_the_default() {
-    let svc = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(MINUTE))
-        .service(never_answers(Arc::default()));
-    let start = Instant::now();
-    let err = svc
-        .oneshot(with_deadline(Duration::from_secs(2)))
-        .await
-        .expect_err("times out");
+    let (err, waited) = time_out(with_deadline(Duration::from_secs(2))).await;
     assert_eq!(err.to_string(), "deadline of 2s elapsed");
-    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(waited, Duration::from_secs(2));
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::Request;
 use pin_project_lite::pin_project;
@@ -12,6 +13,7 @@ use tower_service::Service;
 
 use super::guard::Release;
 use super::{Provision, ProvisionFailed, ProvisionFuture, WorkspacePath};
+use crate::staged::{Stage, StagedCall};
 use crate::BoxError;
 
 pin_project! {
@@ -24,32 +26,30 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B>,
-        // Needed to release the workspace once provisioning hands one over.
-        provisioner: Arc<dyn Provision>,
+        call: StagedCall<InWorkspace, S, Request<B>>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
-    where
-        S: Service<Request<B>>,
-    {
-        // Waiting for the workspace; `call` is taken when it arrives. Nothing to release yet:
-        // a dropped provisioning future cleans up after itself.
-        Provisioning {
-            provision: ProvisionFuture,
-            call: Option<(S, Request<B>)>,
-        },
-        // Running in the workspace. Fields drop in order: the run stops before its workspace
-        // is removed.
-        Running {
-            #[pin]
-            future: S::Future,
-            guard: Release,
-        },
-        Done,
+/// The workspace layer's part in the call: once provisioned, the workspace's path goes into the
+/// request and a [`Release`] guard holds the workspace for the length of the run.
+pub(super) struct InWorkspace {
+    /// Needed to release the workspace once provisioning hands one over.
+    provisioner: Arc<dyn Provision>,
+}
+
+impl<B> Stage<Request<B>> for InWorkspace {
+    type Ready = PathBuf;
+    type Error = BoxError;
+    type Guard = Release;
+
+    fn start(&mut self, path: PathBuf, req: &mut Request<B>) -> Release {
+        let guard = Release::new(self.provisioner.clone(), path.clone());
+        req.extensions_mut().insert(WorkspacePath(path));
+        guard
+    }
+
+    fn fail(&mut self, source: BoxError) -> BoxError {
+        ProvisionFailed::new(source).into()
     }
 }
 
@@ -57,18 +57,19 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
+    /// Waits for `provision`, then sends `req` to the service in `inner`, which was polled ready,
+    /// and releases the workspace through `provisioner` once the run is over.
     pub(super) fn new(
         provision: ProvisionFuture,
         provisioner: Arc<dyn Provision>,
-        service: S,
+        inner: &mut S,
         req: Request<B>,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Clone,
+    {
         Self {
-            state: State::Provisioning {
-                provision,
-                call: Some((service, req)),
-            },
-            provisioner,
+            call: StagedCall::new(InWorkspace { provisioner }, provision, inner, req),
         }
     }
 }
@@ -81,34 +82,7 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Provisioning { provision, call } => {
-                    let path = match ready!(provision.as_mut().poll(cx)) {
-                        Ok(path) => path,
-                        Err(source) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(ProvisionFailed::new(source).into()));
-                        }
-                    };
-                    // The guard exists before the inner service is called, so a panic in
-                    // `call` still releases the workspace while unwinding.
-                    let guard = Release::new(this.provisioner.clone(), path.clone());
-                    let (mut service, mut req) = call.take().expect("request is sent only once");
-                    req.extensions_mut().insert(WorkspacePath(path));
-                    let future = service.call(req);
-                    this.state.set(State::Running { future, guard });
-                }
-                StateProj::Running { future, .. } => {
-                    let result = ready!(future.poll(cx));
-                    // Release now rather than whenever the caller drops this future.
-                    this.state.set(State::Done);
-                    return Poll::Ready(result.map_err(Into::into));
-                }
-                StateProj::Done => panic!("future polled after completion"),
-            }
-        }
+        self.project().call.poll(cx)
     }
 }
 
@@ -117,13 +91,8 @@ where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Provisioning { .. } => "Provisioning",
-            State::Running { .. } => "Running",
-            State::Done => "Done",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.call.state_name("Provisioning"))
             .finish_non_exhaustive()
     }
 }

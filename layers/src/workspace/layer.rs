@@ -1,7 +1,6 @@
 //! The workspace extension, layer and service.
 
 use std::fmt;
-use std::mem;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,6 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Provision, ResponseFuture};
+use crate::accessors::inner_accessors;
 use crate::BoxError;
 
 /// Request extension inserted by [`Workspace`]: the directory this request's run owns.
@@ -68,20 +68,7 @@ impl<S> Workspace<S> {
         WorkspaceLayer::new(provisioner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!(S);
 }
 
 impl<S: fmt::Debug> fmt::Debug for Workspace<S> {
@@ -109,8 +96,6 @@ where
         let provision = self.provisioner.provision();
         // The service that was polled ready is called once the workspace exists; a fresh clone
         // stays behind to be polled for the next request.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(provision, self.provisioner.clone(), inner, req)
+        ResponseFuture::new(provision, self.provisioner.clone(), &mut self.inner, req)
     }
 }

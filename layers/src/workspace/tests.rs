@@ -76,8 +76,27 @@ impl Provision for Fake {
 type Mock = mock::Mock<Request<()>, Response<&'static str>>;
 type Handle = mock::Handle<Request<()>, Response<&'static str>>;
 
-fn spawn(fake: &Arc<Fake>) -> (mock::Spawn<Workspace<Mock>>, Handle) {
-    mock::spawn_layer(WorkspaceLayer::new(fake.clone()))
+/// One call to a workspace service over a mock, made but not yet polled.
+struct Started {
+    fake: Arc<Fake>,
+    /// Kept alive: once every clone of the mock is gone, its handle reports no more requests
+    /// rather than none yet.
+    _svc: mock::Spawn<Workspace<Mock>>,
+    handle: Handle,
+    fut: task::Spawn<ResponseFuture<Mock, ()>>,
+}
+
+fn start(mode: Mode) -> Started {
+    let fake = Fake::new(mode);
+    let (mut svc, handle) = mock::spawn_layer(WorkspaceLayer::new(fake.clone()));
+    assert_ready_ok!(svc.poll_ready());
+    let fut = task::spawn(svc.call(Request::new(())));
+    Started {
+        fake,
+        _svc: svc,
+        handle,
+        fut,
+    }
 }
 
 fn ws(n: usize) -> PathBuf {
@@ -86,77 +105,65 @@ fn ws(n: usize) -> PathBuf {
 
 #[tokio::test]
 async fn path_is_visible_to_inner_and_released_after_success() {
-    let fake = Fake::new(Mode::Succeed);
-    let (mut svc, mut handle) = spawn(&fake);
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(Request::new(())));
-    assert_pending!(fut.poll());
+    let mut run = start(Mode::Succeed);
+    assert_pending!(run.fut.poll());
 
-    let (req, send) = handle.next_request().await.expect("inner called");
+    let (req, send) = run.handle.next_request().await.expect("inner called");
     assert_eq!(
         req.extensions().get::<WorkspacePath>(),
         Some(&WorkspacePath(ws(1)))
     );
-    assert!(fake.released().is_empty(), "kept while the run goes on");
+    assert!(run.fake.released().is_empty(), "kept while the run goes on");
 
     send.send_response(Response::new("done"));
-    assert_eq!(*assert_ready_ok!(fut.poll()).body(), "done");
-    assert_eq!(fake.released(), [ws(1)], "released once the run completed");
-    drop(fut);
-    assert_eq!(fake.released(), [ws(1)], "and only once");
+    assert_eq!(*assert_ready_ok!(run.fut.poll()).body(), "done");
+    assert_eq!(
+        run.fake.released(),
+        [ws(1)],
+        "released once the run completed"
+    );
+    drop(run.fut);
+    assert_eq!(run.fake.released(), [ws(1)], "and only once");
 }
 
 #[tokio::test]
 async fn released_once_after_inner_error() {
-    let fake = Fake::new(Mode::Succeed);
-    let (mut svc, mut handle) = spawn(&fake);
-    assert_ready_ok!(svc.poll_ready());
-    let fut = svc.call(Request::new(()));
+    let mut run = start(Mode::Succeed);
+    let handle = &mut run.handle;
     let responder = async {
         let (_, send) = handle.next_request().await.expect("inner called");
         send.send_error("agent failed");
     };
-    let (result, ()) = tokio::join!(fut, responder);
+    let (result, ()) = tokio::join!(run.fut, responder);
     let err = result.expect_err("inner failed");
     assert!(!err.is::<ProvisionFailed>());
     assert_eq!(err.to_string(), "agent failed");
-    assert_eq!(fake.released(), [ws(1)]);
+    assert_eq!(run.fake.released(), [ws(1)]);
 }
 
 #[tokio::test]
 async fn released_once_when_dropped_mid_run() {
-    let fake = Fake::new(Mode::Succeed);
-    let (mut svc, mut handle) = spawn(&fake);
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(Request::new(())));
-    assert_pending!(fut.poll());
-    let (_req, _send) = handle.next_request().await.expect("inner called");
+    let mut run = start(Mode::Succeed);
+    assert_pending!(run.fut.poll());
+    let (_req, _send) = run.handle.next_request().await.expect("inner called");
 
-    drop(fut);
-    assert_eq!(fake.released(), [ws(1)]);
+    drop(run.fut);
+    assert_eq!(run.fake.released(), [ws(1)]);
 }
 
 #[tokio::test]
 async fn dropped_while_provisioning_releases_nothing_and_never_calls_inner() {
-    let fake = Fake::new(Mode::Hang);
-    let (mut svc, mut handle) = spawn(&fake);
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(Request::new(())));
-    assert_pending!(fut.poll());
-    drop(fut);
-    assert!(fake.released().is_empty());
-    assert_pending!(handle.poll_request());
+    let mut run = start(Mode::Hang);
+    assert_pending!(run.fut.poll());
+    drop(run.fut);
+    assert!(run.fake.released().is_empty());
+    assert_pending!(run.handle.poll_request());
 }
 
 #[tokio::test]
 async fn provision_failure_is_typed_and_inner_is_never_called() {
-    let fake = Fake::new(Mode::Fail);
-    let (mut svc, mut handle) = spawn(&fake);
-    assert_ready_ok!(svc.poll_ready());
-    let err = svc
-        .call(Request::new(()))
-        .await
-        .expect_err("provisioning fails");
+    let mut run = start(Mode::Fail);
+    let err = run.fut.await.expect_err("provisioning fails");
 
     let failed = err.downcast_ref::<ProvisionFailed>().expect("typed error");
     assert_eq!(
@@ -165,8 +172,8 @@ async fn provision_failure_is_typed_and_inner_is_never_called() {
     );
     let source = std::error::Error::source(failed).expect("source kept");
     assert!(source.is::<DiskFull>());
-    assert_pending!(handle.poll_request());
-    assert!(fake.released().is_empty());
+    assert_pending!(run.handle.poll_request());
+    assert!(run.fake.released().is_empty());
 }
 
 #[tokio::test]

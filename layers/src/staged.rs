@@ -1,0 +1,156 @@
+//! The response future shared by the layers that must get hold of something before a request may
+//! run (a permit, a workspace) and keep it until the run is over.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::BoxError;
+
+/// The wait for what a run needs, boxed.
+pub(crate) type Wait<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+/// A layer's part in a [`StagedCall`]: what happens when the wait is over, when it fails and when
+/// the run completes.
+pub(crate) trait Stage<Req> {
+    /// What the wait yields.
+    type Ready;
+    /// How the wait fails.
+    type Error;
+    /// Held for the length of the run; it drops right after the inner future.
+    type Guard;
+
+    /// Called once, when the wait is over and before the inner service is called: may edit the
+    /// request, and returns the guard to hold while the request runs.
+    fn start(&mut self, ready: Self::Ready, req: &mut Req) -> Self::Guard;
+
+    /// The error the call fails with when the wait fails; the inner service is then never called.
+    fn fail(&mut self, error: Self::Error) -> BoxError;
+
+    /// Called once the inner future has completed, before its guard drops.
+    fn finish(&mut self) {}
+}
+
+pin_project! {
+    /// Waits for what the run needs, then calls the inner service and runs the request while
+    /// holding the guard its [`Stage`] made.
+    ///
+    /// Dropped at any point, it drops its stage first, then the wait with the request never sent,
+    /// or the inner future and after it the guard: whatever a layer holds is released however the
+    /// request ends.
+    pub(crate) struct StagedCall<P, S, Req>
+    where
+        P: Stage<Req>,
+        S: Service<Req>,
+    {
+        // Declared before `state`, so it drops first.
+        stage: P,
+        #[pin]
+        state: State<P, S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<P, S, Req>
+    where
+        P: Stage<Req>,
+        S: Service<Req>,
+    {
+        // Waiting; `call` is taken when the wait is over. Nothing is held yet: a dropped wait
+        // cleans up after itself.
+        Waiting {
+            wait: Wait<P::Ready, P::Error>,
+            call: Option<(S, Req)>,
+        },
+        // Running. Fields drop in order: the run stops before its guard goes.
+        Running {
+            #[pin]
+            future: S::Future,
+            guard: P::Guard,
+        },
+        Done,
+    }
+}
+
+impl<P, S, Req> StagedCall<P, S, Req>
+where
+    P: Stage<Req>,
+    S: Service<Req>,
+{
+    /// Sends `req`, once `wait` is over, to the service in `inner`, which was polled ready; a fresh
+    /// clone of it stays behind in `inner`, to be polled for the next request.
+    pub(crate) fn new(stage: P, wait: Wait<P::Ready, P::Error>, inner: &mut S, req: Req) -> Self
+    where
+        S: Clone,
+    {
+        let clone = inner.clone();
+        let service = mem::replace(inner, clone);
+        Self {
+            stage,
+            state: State::Waiting {
+                wait,
+                call: Some((service, req)),
+            },
+        }
+    }
+
+    /// The layer's part.
+    pub(crate) fn stage(&self) -> &P {
+        &self.stage
+    }
+
+    /// The name of the current state, for `Debug`, with the layer's own name for the wait.
+    pub(crate) fn state_name(&self, waiting: &'static str) -> &'static str {
+        match self.state {
+            State::Waiting { .. } => waiting,
+            State::Running { .. } => "Running",
+            State::Done => "Done",
+        }
+    }
+}
+
+impl<P, S, Req> Future for StagedCall<P, S, Req>
+where
+    P: Stage<Req>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting { wait, call } => {
+                    let ready = match ready!(wait.as_mut().poll(cx)) {
+                        Ok(ready) => ready,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(this.stage.fail(error)));
+                        }
+                    };
+                    let (mut service, mut req) = call.take().expect("request is sent only once");
+                    // The guard exists before the inner service is called, so a panic in `call`
+                    // still drops it while unwinding.
+                    let guard = this.stage.start(ready, &mut req);
+                    let future = service.call(req);
+                    this.state.set(State::Running { future, guard });
+                }
+                StateProj::Running { future, .. } => {
+                    let result = ready!(future.poll(cx));
+                    this.stage.finish();
+                    // Drop the run and its guard now rather than whenever the caller drops this
+                    // future.
+                    this.state.set(State::Done);
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                StateProj::Done => panic!("future polled after completion"),
+            }
+        }
+    }
+}
