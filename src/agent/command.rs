@@ -1,7 +1,7 @@
 //! The command line the CLI is started with.
 //!
 //! No shell is involved: the binary is executed directly with an argument vector, and the prompt
-//! goes to stdin, never to argv (seed defect 3: a prompt over 128 KiB failed with E2BIG, and one
+//! goes to stdin, never to argv (on argv a prompt over 128 KiB fails with E2BIG, and one
 //! starting with `-` was read as a flag).
 
 use std::ffi::{OsStr, OsString};
@@ -26,7 +26,7 @@ pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
         "stream-json".into(),
         // stream-json in print mode requires --verbose.
         "--verbose".into(),
-        // Seed defect 7: every run left a transcript under ~/.claude/projects/ forever.
+        // Otherwise every run leaves a transcript under ~/.claude/projects/ for ever.
         "--no-session-persistence".into(),
     ];
     if let Some(model) = &request.model {
@@ -68,7 +68,7 @@ pub(crate) fn build_command(
 
 // The environment the agent runs with: an allow-list copied from the gateway's own.
 //
-// The agent runs arbitrary Bash, so it must never see the gateway's secrets (seed defect 4). The
+// The agent runs arbitrary Bash, so it must never see the gateway's secrets. The
 // child starts from an empty environment and receives only what the CLI needs to find its tools,
 // reach its API (directly, through a proxy, on Bedrock or on Vertex) and render text.
 

@@ -3,7 +3,7 @@
 //! Even with `--no-session-persistence` the CLI makes, per working directory, a
 //! `~/.claude/projects/<slug of the cwd>/` folder and, per session, `~/.claude/session-env/<id>/`.
 //! Every run has a fresh workspace, so left alone these grow by one folder per run, forever (the
-//! replaced service's defect 7). The guard here removes both when the run ends, however it ends.
+//! service this gateway replaced did). The guard here removes both when the run ends, however it ends.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ pub struct Usage {
 pub struct AgentOutcome {
     /// The CLI's exit code; `None` when it was ended by a signal.
     pub exit_code: Option<i32>,
-    /// The final `result` event as one line of JSON: the seed's `output` list held exactly this.
+    /// The final `result` event as one line of JSON: the job record's `output` list holds exactly this, as the replaced service's did.
     pub result_line: Option<String>,
     /// The answer text: the `result` field of the final event.
     pub text: Option<String>,

@@ -97,7 +97,7 @@ pub(crate) fn unknown_agent(stderr: &str, agent: &str) -> Option<String> {
 
 // Byte-capped buffers for the agent's output streams.
 //
-// Both streams are read concurrently by the run (seed defect 2: reading stdout to the end before
+// Both streams are read concurrently by the run (reading stdout to the end before
 // stderr deadlocked any agent that wrote over 64 KiB to stderr). These buffers decide what is kept:
 // stdout is split into lines and may not exceed its cap at all; stderr keeps its first bytes and
 // drops the rest while the run keeps draining it.

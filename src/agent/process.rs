@@ -1,6 +1,6 @@
 //! The process-group guard: the agent and everything it started die with the run.
 //!
-//! Seed defect 1: a timed-out run's `claude` kept running and spending. Here the guard owns the
+//! A timed-out run's `claude` must not keep running and spending. The guard owns the
 //! child; dropping it (timeout, cancel, client disconnect, shutdown) sends SIGKILL to the whole
 //! process group and reaps the leader. A normal exit kills the group too, so background jobs the
 //! agent's Bash tool left behind do not outlive the run.

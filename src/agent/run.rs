@@ -208,7 +208,7 @@ impl Events {
 
 // The inactivity watchdog: an agent that prints nothing for too long is hung.
 //
-// Seed defect 16: a hung agent was only caught by the 45-minute job timeout. The run kicks the
+// A hung agent must be caught long before a 45-minute job timeout. The run kicks the
 // watchdog on every byte from stdout or stderr; if it ever fires, the run stops.
 
 /// A timer pushed back by every sign of life.

@@ -1,6 +1,6 @@
 //! The embedded job store: records in memory, bounded in age, in count and in bytes.
 //!
-//! Fixes the replaced service's unbounded registry (its defect 8): finished jobs are forgotten
+//! Bounded, unlike the registry of the service this gateway replaced: finished jobs are forgotten
 //! after the time to live, past a maximum count *and* past a byte budget, oldest finished first
 //! (so a burst of jobs with large prompts or outputs cannot exhaust memory before the count bound
 //! would bite), and the caller runs

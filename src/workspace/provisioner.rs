@@ -236,7 +236,7 @@ async fn sweep_leftovers(jobs_dir: &Path) -> Result<(), WorkspaceError> {
 
 /// Where workspaces come from and where they go.
 ///
-/// [`Default`] gives the seed service's values (`WORKSPACE_DIR=/workspace/infra`,
+/// [`Default`] gives the contract's values (`WORKSPACE_DIR=/workspace/infra`,
 /// `JOBS_DIR=/workspace/jobs`, `GIT_CRYPT_KEY=/secrets/git-crypt/key`,
 /// `FETCH_DEBOUNCE_SECONDS=15`).
 #[derive(Debug, Clone)]

@@ -18,11 +18,6 @@ impl ProvisionFailed {
             source: source.into(),
         }
     }
-
-    /// Unwraps the provisioner's error.
-    pub fn into_source(self) -> BoxError {
-        self.source
-    }
 }
 
 impl fmt::Display for ProvisionFailed {
