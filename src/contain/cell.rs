@@ -5,13 +5,13 @@
 //! run inherits. Everything the run starts is made through the cell, and killing the run means
 //! killing the cell's uid (atomically) or the cell's marker (best effort).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::process::Command;
 
@@ -423,6 +423,16 @@ impl RunCell {
         killed.map(drop)
     }
 
+    /// [`release`](Self::release), on this thread: for a caller that must not return before the
+    /// run's processes are gone and cannot await (the release of a workspace, which happens while
+    /// the run still holds its slot). Blocks for as long as the kill takes: a few system calls
+    /// when nothing is left, at most [`KILL_DEADLINE`].
+    pub(crate) fn release_blocking(mut self) -> Result<(), KillError> {
+        let killed = self.target().kill(KILL_DEADLINE);
+        self.released = true;
+        killed.map(drop)
+    }
+
     /// Creates the run's HOME at `path`: a fresh directory, mode 0700, owned by the run's uid in uid
     /// mode. Blocking (a few system calls).
     pub(crate) fn make_home(&self, path: &Path) -> io::Result<()> {
@@ -507,5 +517,78 @@ impl Target {
                     .map(|killed| killed > 0)
             }
         }
+    }
+}
+
+/// The cells of the runs in flight, filed by the workspace each run works in: the provisioner
+/// files a run's cell and HOME when it makes the workspace, the agent finds them there to start
+/// the run's processes, and the workspace's release takes them back out, kills what is left and
+/// gives the uid back.
+#[derive(Debug, Default)]
+pub(crate) struct Cells {
+    /// By workspace path; held only to insert, look up or remove.
+    by_workspace: Mutex<HashMap<PathBuf, Arc<PlacedCell>>>,
+}
+
+/// A run's cell and the private HOME made for it.
+#[derive(Debug)]
+pub(crate) struct PlacedCell {
+    /// Who the run's processes are, and how to stop them.
+    pub(crate) cell: RunCell,
+    /// The run's own HOME (and, inside it, its TMPDIR).
+    pub(crate) home: PathBuf,
+}
+
+impl PlacedCell {
+    /// The run's TMPDIR: a folder of its HOME, as private as the HOME.
+    pub(crate) fn tmpdir(&self) -> PathBuf {
+        tmpdir_of(&self.home)
+    }
+}
+
+/// The TMPDIR inside the run HOME `home`.
+pub(crate) fn tmpdir_of(home: &Path) -> PathBuf {
+    home.join("tmp")
+}
+
+impl Cells {
+    /// Files `cell` and `home` under `workspace`.
+    pub(crate) fn insert(&self, workspace: PathBuf, cell: RunCell, home: PathBuf) {
+        self.lock()
+            .insert(workspace, Arc::new(PlacedCell { cell, home }));
+    }
+
+    /// The cell filed under `workspace`, if any.
+    pub(crate) fn get(&self, workspace: &Path) -> Option<Arc<PlacedCell>> {
+        self.lock().get(workspace).cloned()
+    }
+
+    /// Takes the cell filed under `workspace` out, kills everything of its run and waits until it
+    /// is gone (blocking, see [`RunCell::release_blocking`]); answers the run's HOME for removal.
+    pub(crate) fn release(&self, workspace: &Path) -> Option<PathBuf> {
+        let placed = self.lock().remove(workspace)?;
+        let home = placed.home.clone();
+        let killed = match Arc::try_unwrap(placed) {
+            Ok(placed) => placed.cell.release_blocking(),
+            // Still held (a run future not yet dropped): kill now; its drop kills again and only
+            // then gives the uid back.
+            Err(shared) => shared.cell.target().kill(KILL_DEADLINE).map(drop),
+        };
+        if let Err(error) = killed {
+            tracing::error!(%error, "a run's processes survived its end");
+        }
+        Some(home)
+    }
+
+    /// How many runs are filed.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Map operations cannot leave it inconsistent, so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, Arc<PlacedCell>>> {
+        self.by_workspace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -61,6 +61,15 @@ pub(super) fn chown_tree(root: &Path, uid: u32) -> io::Result<()> {
     fchmod(&dir, Mode::from_bits_truncate(0o700))?;
     walk(dir, 0, &mut |step| match step {
         Step::Entry(parent, name) => {
+            // A file with more than one link shares its inode with another tree: `git clone
+            // --local` hardlinks the base's objects. Giving it away would let the run write the
+            // base's copy, and so into every later run; it stays the gateway's (read-only to the
+            // run), and the run can still unlink its own name for it.
+            let stat = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            let regular = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+            if regular && stat.st_nlink > 1 {
+                return Ok(());
+            }
             fchownat(parent, name, user, group, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(Into::into)
         }
         Step::EnterDir(_, _) => Ok(()),

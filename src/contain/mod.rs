@@ -53,7 +53,9 @@ mod tests;
 
 // The crate's API; unused until integration, like the dead code above.
 #[allow(unused_imports)]
-pub(crate) use cell::{Containment, Exhausted, LeaseError, Recovery, RunCell};
+pub(crate) use cell::{
+    tmpdir_of, Cells, Containment, Exhausted, LeaseError, PlacedCell, Recovery, RunCell,
+};
 #[allow(unused_imports)]
 pub(crate) use dirs::{operator_credentials, remove_tree, remove_tree_async};
 #[allow(unused_imports)]

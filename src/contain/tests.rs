@@ -682,6 +682,27 @@ fn hand_over_chowns_the_tree_and_never_follows_links() {
 }
 
 #[test]
+fn hand_over_leaves_files_shared_with_the_base_to_the_gateway() {
+    require_root();
+    let outside = open_tempdir();
+    let base_object = outside.path().join("base-object");
+    std::fs::write(&base_object, "the base's object").unwrap();
+    std::fs::set_permissions(&base_object, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let tree = outside.path().join("tree");
+    std::fs::create_dir_all(tree.join(".git/objects")).unwrap();
+    // What `git clone --local` does with the base's objects.
+    std::fs::hard_link(&base_object, tree.join(".git/objects/pack")).unwrap();
+    std::fs::write(tree.join("README"), "the run's own").unwrap();
+
+    let uid = range_for(40, 1).first();
+    dirs::chown_tree(&tree, uid).expect("hand over");
+    assert_eq!(std::fs::metadata(tree.join("README")).unwrap().uid(), uid);
+    let shared = std::fs::metadata(&base_object).unwrap();
+    assert_eq!(shared.uid(), 0, "the base's object was given to the run");
+    assert_eq!(shared.mode() & 0o777, 0o444);
+}
+
+#[test]
 fn credentials_are_copied_private_to_the_run() {
     require_root();
     let dir = open_tempdir();
