@@ -43,9 +43,8 @@
 //! - `POST /v1/messages/count_tokens`, `GET /v1/models`, `GET|HEAD /api/hello`: plausible answers.
 //! - anything else: 404 (405 for a wrong method), always with a JSON error body.
 //!
-//! Every request is recorded ([`MockAnthropic::requests`]). The crate's binary and the workspace
-//! example `cargo run --example mock-anthropic` serve the mock on `$MOCK_ADDR`
-//! (default `127.0.0.1:4010`).
+//! Every request is recorded ([`MockAnthropic::requests`]). The crate's binary,
+//! `cargo run -p mock-anthropic`, serves the mock on `$MOCK_ADDR` (default `127.0.0.1:4010`).
 
 #![forbid(unsafe_code)]
 #![warn(

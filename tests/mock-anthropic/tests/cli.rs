@@ -21,7 +21,7 @@ fn claude_bin() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/cli/node_modules/.bin/claude")
+                .join("../cli/node_modules/.bin/claude")
         });
     if path.exists() {
         Some(path)
