@@ -45,18 +45,14 @@
 //!
 //! Every request is recorded ([`MockAnthropic::requests`]). The crate's binary,
 //! `cargo run -p mock-anthropic`, serves the mock on `$MOCK_ADDR` (default `127.0.0.1:4010`).
-
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+//!
+//! [`pinned_cli`] finds the CLI version the mock is made for, as the workspace's test command
+//! installs it, and fails loudly when it is missing.
 
 mod conversation;
 pub mod directive;
 mod mock;
+mod pinned;
 mod plan;
 mod record;
 mod script;
@@ -66,6 +62,7 @@ mod stream;
 mod wire;
 
 pub use mock::MockAnthropic;
+pub use pinned::pinned_cli;
 pub use record::{RecordedRequest, WaitTimeout};
 pub use script::{Script, Usage};
 pub use server::serve;
