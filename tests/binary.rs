@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::TOKEN;
+use common::{eventually, secs, TOKEN};
 use mock_anthropic::MockAnthropic;
 
 const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
@@ -79,27 +79,11 @@ fn invalid_settings_stop_it_with_status_2() {
 fn help_lists_every_setting_and_no_secret() {
     let (code, stdout, _) = run_to_exit(&[("API_BEARER_TOKEN", "secret-token-value")], &["--help"]);
     assert_eq!(code, Some(0));
-    for name in [
-        "API_BEARER_TOKEN",
-        "API_BEARER_TOKENS_FILE",
-        "WORKSPACE_DIR",
-        "JOBS_DIR",
-        "GIT_CRYPT_KEY",
-        "MAX_CONCURRENCY",
-        "MAX_QUEUE_DEPTH",
-        "JOB_TTL_SECONDS",
-        "FETCH_DEBOUNCE_SECONDS",
-        "SUPPORTED_MODELS",
-        "DEFAULT_MODEL",
-        "OPENAI_COMPAT_AGENT",
-        "OPENAI_COMPAT_BUDGET_USD",
-        "OPENAI_COMPAT_TIMEOUT_SECONDS",
-        "LISTEN_ADDR",
-        "CLAUDE_BIN",
-        "MAX_BODY_BYTES",
-        "SHUTDOWN_GRACE_SECONDS",
-        "LOG_FORMAT",
-    ] {
+    let settings = "API_BEARER_TOKEN API_BEARER_TOKENS_FILE WORKSPACE_DIR JOBS_DIR GIT_CRYPT_KEY \
+        MAX_CONCURRENCY MAX_QUEUE_DEPTH JOB_TTL_SECONDS FETCH_DEBOUNCE_SECONDS SUPPORTED_MODELS \
+        DEFAULT_MODEL OPENAI_COMPAT_AGENT OPENAI_COMPAT_BUDGET_USD OPENAI_COMPAT_TIMEOUT_SECONDS \
+        LISTEN_ADDR CLAUDE_BIN MAX_BODY_BYTES SHUTDOWN_GRACE_SECONDS LOG_FORMAT";
+    for name in settings.split_whitespace() {
         assert!(stdout.contains(name), "--help misses {name}");
     }
     assert!(!stdout.contains("secret-token-value"));
@@ -122,15 +106,10 @@ async fn spawn_gateway(envs: Vec<(String, String)>) -> (tokio::process::Child, S
         .spawn()
         .expect("binary starts");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..400 {
-        if http.get(format!("{url}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "gateway did not come up");
+    eventually("the gateway comes up", secs(10), || async {
+        http.get(format!("{url}/health")).send().await.is_ok()
+    })
+    .await;
     (child, url)
 }
 
@@ -154,7 +133,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
 
     let http = reqwest::Client::new();
     let request = http
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}{}", common::CHAT))
         .bearer_auth(TOKEN)
         .json(&common::Gateway::chat_body("[[mock:delay 2000]] slow one"))
         .send();
