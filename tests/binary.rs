@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, secs, TOKEN};
+use common::TOKEN;
 use mock_anthropic::MockAnthropic;
 
 const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
@@ -89,30 +89,6 @@ fn help_lists_every_setting_and_no_secret() {
     assert!(!stdout.contains("secret-token-value"));
 }
 
-/// Starts the binary on a free port and waits until /health answers.
-async fn spawn_gateway(envs: Vec<(String, String)>) -> (tokio::process::Child, String) {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let child = tokio::process::Command::new(BIN)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .envs(envs)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let http = reqwest::Client::new();
-    eventually("the gateway comes up", secs(10), || async {
-        http.get(format!("{url}/health")).send().await.is_ok()
-    })
-    .await;
-    (child, url)
-}
-
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let mock = MockAnthropic::start().await;
@@ -129,7 +105,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
         ),
         ("SHUTDOWN_GRACE_SECONDS".to_owned(), "60".to_owned()),
     ]);
-    let (mut child, url) = spawn_gateway(envs).await;
+    let (mut child, url) = common::spawn_binary(envs).await;
 
     let http = reqwest::Client::new();
     let request = http

@@ -5,12 +5,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use claude_gateway::workspace::{GitProvisioner, WorkspaceConfig};
-use common::{eventually, git, is_dead, script, secs, Repos, README};
+use common::{eventually, git, git_crypt_fixture, is_dead, script, secs, Repos, README};
 use gateway_layers::workspace::Provision;
 
 /// Where a fixture's workspaces are made.
@@ -492,37 +491,6 @@ async fn clones_do_not_wait_for_each_other() {
     std::fs::write(marks.join("go"), "").expect("go");
     let slow = slow.await.expect("join").expect("provision");
     assert!(slow.join(README.0).exists());
-}
-
-/// The git-crypt fixture: `secret.txt` committed encrypted, and the exported key.
-fn git_crypt_fixture() -> (Repos, PathBuf) {
-    let installed = Command::new("git-crypt").arg("--version").output().is_ok();
-    assert!(
-        installed,
-        "git-crypt is required: apt-get install -y git-crypt"
-    );
-    let fx = Repos::new();
-    let key = fx.root.path().join("git-crypt.key");
-    let run = |args: &[&str]| {
-        let out = Command::new("git-crypt")
-            .args(args)
-            .current_dir(&fx.seed)
-            .output()
-            .expect("git-crypt runs");
-        assert!(
-            out.status.success(),
-            "git-crypt {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["init"]);
-    run(&["export-key", &key.to_string_lossy()]);
-    fx.push(
-        ".gitattributes",
-        "secret.txt filter=git-crypt diff=git-crypt\n",
-    );
-    fx.push("secret.txt", "the plaintext secret\n");
-    (fx, key)
 }
 
 #[tokio::test]

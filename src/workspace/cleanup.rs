@@ -177,12 +177,12 @@ mod release_tests {
 
     /// Waits (bounded) until `path` no longer exists.
     fn wait_gone(path: &Path) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while path.exists() {
             if std::time::Instant::now() > deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         true
     }

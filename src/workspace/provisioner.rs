@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gateway_layers::workspace::{Provision, ProvisionFuture};
 use gateway_layers::BoxError;
 
-use crate::contain::{tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
+use crate::contain::{remove_tree, tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
 
 use super::base::Base;
 use super::cleanup::{self, fresh_name, home_for, is_workspace_name, remove_detached, PendingDir};
@@ -286,6 +286,16 @@ fn give_to_run(
     credentials: Option<&Path>,
 ) -> Result<(), WorkspaceError> {
     let step = |what: &str, path: &Path| format!("{what} {}", path.display());
+    // `git-crypt unlock` leaves a copy of the key in the clone: a run must never hold it. Its
+    // files stay decrypted; git-crypt's filters cannot re-encrypt without the key, so the run's
+    // own git commands on encrypted paths fail instead of leaking it.
+    let keys = workspace.join(".git/git-crypt/keys");
+    remove_tree(&keys).map_err(|e| {
+        WorkspaceError::new(
+            step("could not remove the git-crypt key from", workspace),
+            e,
+        )
+    })?;
     cell.hand_over(workspace).map_err(|e| {
         WorkspaceError::new(step("could not hand over the workspace", workspace), e)
     })?;

@@ -121,3 +121,34 @@ fn write(path: &Path, content: impl AsRef<[u8]>) {
     }
     std::fs::write(path, content).expect("write");
 }
+
+/// The git-crypt fixture: `secret.txt` committed encrypted, and the exported key.
+pub fn git_crypt_fixture() -> (Repos, PathBuf) {
+    let installed = Command::new("git-crypt").arg("--version").output().is_ok();
+    assert!(
+        installed,
+        "git-crypt is required: apt-get install -y git-crypt"
+    );
+    let fx = Repos::new();
+    let key = fx.root.path().join("git-crypt.key");
+    let run = |args: &[&str]| {
+        let out = Command::new("git-crypt")
+            .args(args)
+            .current_dir(&fx.seed)
+            .output()
+            .expect("git-crypt runs");
+        assert!(
+            out.status.success(),
+            "git-crypt {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["init"]);
+    run(&["export-key", &key.to_string_lossy()]);
+    fx.push(
+        ".gitattributes",
+        "secret.txt filter=git-crypt diff=git-crypt\n",
+    );
+    fx.push("secret.txt", "the plaintext secret\n");
+    (fx, key)
+}

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 // Each test crate uses some of these.
 #[allow(unused_imports)]
 pub use {
-    git::{git, Repos, README},
+    git::{git, git_crypt_fixture, Repos, README},
     jobs::*,
     process::*,
     wait::{eventually, secs, Probe},
@@ -69,6 +69,7 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     claude_bin: Option<PathBuf>,
     base_dir: Option<PathBuf>,
+    git_crypt_key: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -88,6 +89,12 @@ impl GatewayBuilder {
     /// Runs the stand-in `tests/fixtures/fake-claude/NAME` instead of the real CLI.
     pub fn fake(self, name: &str) -> Self {
         self.claude(fake_claude(name))
+    }
+
+    /// Unlocks workspaces with this git-crypt key.
+    pub fn git_crypt_key(mut self, key: &Path) -> Self {
+        self.git_crypt_key = Some(key.to_path_buf());
+        self
     }
 
     /// Clones runs from this base repository.
@@ -118,7 +125,9 @@ impl GatewayBuilder {
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|| "/nonexistent/claude-gateway-base".into()),
             "--git-crypt-key".into(),
-            "/nonexistent/git-crypt-key".into(),
+            self.git_crypt_key
+                .map(|k| k.display().to_string())
+                .unwrap_or_else(|| "/nonexistent/git-crypt-key".into()),
         ];
         argv.extend(self.args);
         let mut config: Config = Settings::try_parse_from(argv)

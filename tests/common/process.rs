@@ -77,3 +77,29 @@ pub async fn wait_process_in(dir: &Path) {
     })
     .await;
 }
+
+/// Starts the binary on a free port and waits until /health answers.
+pub async fn spawn_binary(envs: Vec<(String, String)>) -> (tokio::process::Child, String) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let bin = option_env!("CARGO_BIN_EXE_claude-gateway")
+        .expect("the built binary is known to integration tests only");
+    let child = tokio::process::Command::new(bin)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .envs(envs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let http = reqwest::Client::new();
+    eventually("the gateway comes up", secs(10), || async {
+        http.get(format!("{url}/health")).send().await.is_ok()
+    })
+    .await;
+    (child, url)
+}
