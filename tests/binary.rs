@@ -105,7 +105,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
         ),
         ("SHUTDOWN_GRACE_SECONDS".to_owned(), "60".to_owned()),
     ]);
-    let (mut child, url) = common::spawn_binary(envs).await;
+    let (mut child, url) = common::spawn_binary(BIN, envs).await;
 
     let http = reqwest::Client::new();
     let request = http

@@ -18,6 +18,8 @@ use common::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
+const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
+
 /// A tag no other test uses, put into every command line of a run's processes so they can be
 /// found whoever they run as and wherever they moved.
 fn tag() -> String {
@@ -260,7 +262,7 @@ async fn a_crash_leaves_nothing_after_the_next_start(isolation: &str) {
     let jobs = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let envs = binary_env(&mock, jobs.path(), home.path(), isolation);
-    let (mut first, url) = common::spawn_binary(envs.clone()).await;
+    let (mut first, url) = common::spawn_binary(BIN, envs.clone()).await;
     let http = reqwest::Client::new();
     let tags: Vec<String> = (0..3).map(|n| format!("{}{n}", tag())).collect();
     for tag in &tags {
@@ -281,7 +283,7 @@ async fn a_crash_leaves_nothing_after_the_next_start(isolation: &str) {
     // The crash left its runs going, with no one to stop them.
     assert!(tags.iter().all(|tag| !tagged(tag).is_empty()));
 
-    let (mut second, _url) = common::spawn_binary(envs).await;
+    let (mut second, _url) = common::spawn_binary(BIN, envs).await;
     let alive: Vec<String> = tags.iter().flat_map(|tag| tagged(tag)).collect();
     assert!(
         alive.is_empty(),
@@ -462,7 +464,7 @@ fn a_world_readable_token_file_under_uid_isolation_refuses_to_start() {
     let (_dir, tokens) = secret_file("tokens", "ci:the-ci-token-value\n");
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
     let jobs = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claude-gateway"))
+    let out = std::process::Command::new(BIN)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("API_BEARER_TOKENS_FILE", &tokens)
@@ -488,7 +490,7 @@ fn demanding_uid_isolation_without_the_privilege_exits_2_with_one_line() {
     // The binary as an unprivileged user (nobody), which cannot switch uids.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_claude-gateway"))
+        .arg(BIN)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("API_BEARER_TOKEN", "t")

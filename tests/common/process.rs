@@ -78,15 +78,17 @@ pub async fn wait_process_in(dir: &Path) {
     .await;
 }
 
-/// Starts the binary on a free port and waits until /health answers.
-pub async fn spawn_binary(envs: Vec<(String, String)>) -> (tokio::process::Child, String) {
+/// Starts the gateway binary `bin` (an integration test's `env!("CARGO_BIN_EXE_claude-gateway")`)
+/// on a free port and waits until /health answers.
+pub async fn spawn_binary(
+    bin: &str,
+    envs: Vec<(String, String)>,
+) -> (tokio::process::Child, String) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
     let url = format!("http://127.0.0.1:{port}");
-    let bin = option_env!("CARGO_BIN_EXE_claude-gateway")
-        .expect("the built binary is known to integration tests only");
     let child = tokio::process::Command::new(bin)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .envs(envs)
