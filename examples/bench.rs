@@ -8,7 +8,8 @@
 //!    workspaces cloned from a 5,000-file base repository;
 //! 3. how long a job waits for its workspace from that base, one at a time and eight at once,
 //!    next to a plain `git clone --local`;
-//! 4. memory held per finished job and per queued job.
+//! 4. memory held per finished job and per queued job;
+//! 5. what containment costs a run: sequential chat completions under each isolation mode.
 //!
 //! Sizes can be changed in the environment (`--help` lists them): `BENCH_RUNS` (direct-vs-gateway
 //! runs, default 10),
@@ -204,14 +205,16 @@ async fn bench() -> Result<(), BoxError> {
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    eprintln!("1/4 direct CLI vs gateway...");
+    eprintln!("1/5 direct CLI vs gateway...");
     out.push_str(&overhead(&cli, sizes.runs).await?);
-    eprintln!("2/4 throughput...");
+    eprintln!("2/5 throughput...");
     out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
-    eprintln!("3/4 workspace provisioning...");
+    eprintln!("3/5 workspace provisioning...");
     out.push_str(&provisioning(&repos.base, &sizes).await?);
-    eprintln!("4/4 memory per job...");
+    eprintln!("4/5 memory per job...");
     out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
+    eprintln!("5/5 containment...");
+    out.push_str(&containment(&instant, &repos.base, sizes.runs.max(20)).await?);
 
     writeln!(
         out,
@@ -861,4 +864,57 @@ fn rss() -> Result<u64, BoxError> {
         })
         .map(|kib| kib * 1024)
         .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. What containment costs a run
+
+/// Sequential chat completions (one client, MAX_CONCURRENCY=1) with the instant stand-in agent,
+/// under each isolation mode: the run's identity, its directories handed over, its HOME made and
+/// every process of it killed and waited for, on top of the rest of a run.
+async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String, BoxError> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "### 5. Containment: sequential chat completions with the instant stand-in agent (one client, MAX_CONCURRENCY=1, {runs} runs after one warm-up)\n"
+    )?;
+    writeln!(
+        out,
+        "| isolation | workspaces | min | median | p90 | max |\n|---|---|---:|---:|---:|---:|"
+    )?;
+    let root = nix::unistd::geteuid().is_root();
+    let modes: &[&str] = if root {
+        &["process", "uid"]
+    } else {
+        &["process"]
+    };
+    for (label, base) in [("scratch", None), ("5,000-file base", Some(base))] {
+        for mode in modes {
+            let mut gateway = gateway(instant, base, 1, 100, 3600)
+                .arg("isolation", mode)
+                .start()
+                .await;
+            let chat = chats(&gateway);
+            chat().await?;
+            let mut latencies = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                latencies.push(chat().await?);
+            }
+            gateway.shutdown().await;
+            let s = Summary::of(&latencies);
+            writeln!(
+                out,
+                "| {mode} | {label} | {} | {} | {} | {} |",
+                ms(s.min),
+                ms(s.median),
+                ms(s.p90),
+                ms(s.max)
+            )?;
+        }
+    }
+    if !root {
+        writeln!(out, "\n(uid isolation needs root: not measured.)")?;
+    }
+    out.push('\n');
+    Ok(out)
 }

@@ -14,11 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::time::{sleep, Instant, Sleep};
 
-use crate::contain::{PlacedCell, Supervised};
+use crate::contain::{Capped, PlacedCell, Supervised};
 
 use super::command::{build_command, AgentRequest, ProgressSink};
 use super::outcome::{AgentError, AgentOutcome};
-use super::output::{self, CappedText, Line, LineSplitter};
+use super::output::{self, Line, LineSplitter};
 use super::service::ClaudeConfig;
 
 /// Size of each read from the agent's pipes.
@@ -66,7 +66,7 @@ pub(crate) async fn run(
     let (mut stdout_open, mut stderr_open) = (true, true);
     let mut status: Option<ExitStatus> = None;
     let mut lines = LineSplitter::new(config.stdout_cap);
-    let mut errors = CappedText::new(config.stderr_cap);
+    let mut errors = Capped::new(config.stderr_cap);
     let mut events = Events::new(progress);
     let mut watchdog = Watchdog::new(config.inactivity_timeout);
 
@@ -125,7 +125,7 @@ pub(crate) async fn run(
         )));
     };
     let cut_line = lines.finish();
-    let (stderr, stderr_truncated) = errors.finish();
+    let (stderr, stderr_truncated) = (errors.lossy(), errors.truncated());
     let mut outcome = AgentOutcome {
         exit_code: status.code(),
         stderr,

@@ -136,22 +136,41 @@ fn kill_group(pgid: Pid) {
     }
 }
 
-/// What [`read_capped`] kept of a stream.
+/// The first bytes of a stream, up to a cap, and how many it carried: what [`read_capped`] keeps
+/// of a pipe, and what the agent's run keeps of its stderr while it reads it chunk by chunk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Capped {
     /// The first bytes, at most the cap.
-    pub(crate) kept: Vec<u8>,
+    pub(super) kept: Vec<u8>,
+    /// How many bytes may be kept.
+    cap: usize,
     /// How many bytes the stream carried in all.
-    pub(crate) total: u64,
+    pub(super) total: u64,
 }
 
 impl Capped {
+    /// Nothing kept yet, at most `cap` bytes to keep.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            cap,
+            total: 0,
+        }
+    }
+
+    /// Keeps what fits under the cap and counts the rest as dropped.
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        self.total = self.total.saturating_add(chunk.len() as u64);
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
     /// Whether bytes were dropped.
     pub(crate) fn truncated(&self) -> bool {
         self.total > self.kept.len() as u64
     }
 
-    /// The kept bytes as text, invalid UTF-8 replaced.
+    /// The kept bytes as text, invalid UTF-8 replaced (a character cut at the cap included).
     pub(crate) fn lossy(&self) -> String {
         String::from_utf8_lossy(&self.kept).into_owned()
     }
@@ -165,15 +184,13 @@ pub(crate) async fn read_capped<R: AsyncRead + Unpin>(
     mut reader: R,
     cap: usize,
 ) -> io::Result<Capped> {
-    let mut capped = Capped::default();
+    let mut capped = Capped::new(cap);
     let mut chunk = [0u8; 8192];
     loop {
         let n = reader.read(&mut chunk).await?;
         if n == 0 {
             return Ok(capped);
         }
-        capped.total += n as u64;
-        let room = cap.saturating_sub(capped.kept.len());
-        capped.kept.extend_from_slice(&chunk[..n.min(room)]);
+        capped.push(&chunk[..n]);
     }
 }
