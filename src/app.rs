@@ -12,6 +12,8 @@ use crate::agent::{ClaudeConfig, ClaudeService};
 use crate::config::{self, Config};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;
@@ -51,6 +53,7 @@ impl App {
             extra_env: config.agent_env_passthrough.clone(),
             withheld_env: config::setting_names(),
             inactivity_timeout: config.agent_inactivity_timeout,
+            stdout_cap: config.max_agent_stdout_bytes,
             ..ClaudeConfig::default()
         });
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
@@ -63,6 +66,8 @@ impl App {
             metrics.clone(),
         );
         let jobs = Jobs::new(&config, runs.clone(), gauge.clone());
+        let intake = Intake::new(&config, gauge.clone(), metrics.clone());
+        let responses = ResponseBudget::new(config.max_response_bytes_in_flight);
         let config = Arc::new(config);
         Ok(Self {
             state: AppState {
@@ -72,6 +77,8 @@ impl App {
                 jobs,
                 metrics,
                 started_at: chrono::Utc::now().timestamp(),
+                intake,
+                responses,
             },
         })
     }

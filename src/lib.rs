@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod app;
+mod bounds;
 pub mod config;
 pub mod jobs;
 mod metrics;

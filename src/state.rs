@@ -7,6 +7,8 @@ use gateway_layers::admission::Gauge;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::run::Runs;
 
 /// The state the routes share. Cheap to clone: everything is shared.
@@ -24,4 +26,8 @@ pub struct AppState {
     pub(crate) metrics: Metrics,
     /// Unix seconds at start-up, shown as the models' `created`.
     pub(crate) started_at: i64,
+    /// Reads, checks and admits the requests that start runs.
+    pub(crate) intake: Intake,
+    /// The bytes large responses may hold while they are sent.
+    pub(crate) responses: ResponseBudget,
 }
