@@ -94,7 +94,7 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
             tokio::select! {
                 biased;
                 Some(event) = events.recv() => {
-                    if let Some(text) = text_delta(&event) {
+                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                         streamed_text = true;
                         yield Ok(chunks.event(json!({"content": text}), None));
                     }
@@ -104,7 +104,7 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         };
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {
-            if let Some(text) = text_delta(&event) {
+            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                 streamed_text = true;
                 yield Ok(chunks.event(json!({"content": text}), None));
             }
@@ -239,4 +239,9 @@ fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, Ope
             .map(CompletionUsage::from)
             .unwrap_or_default(),
     })
+}
+
+/// A forwarded event, parsed to read its text delta.
+fn parsed(event: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(event).ok()
 }

@@ -1,7 +1,12 @@
 //! `GET /health`: open to all, read from the one shared gauge.
+//!
+//! 200 while the gateway takes work; 503 (`"status": "shutting_down"`) from the moment it
+//! received SIGTERM, so a readiness probe takes it out of rotation while it still answers.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http::StatusCode;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -22,17 +27,18 @@ pub(crate) struct Health {
 }
 
 /// Answers the gauge's current counts.
-pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let gauge = state.gauge.snapshot();
-    Json(Health {
-        status: if state.gauge.is_closed() {
-            "shutting_down"
-        } else {
-            "ok"
-        },
+    let closed = state.gauge.is_closed();
+    let body = Json(Health {
+        status: if closed { "shutting_down" } else { "ok" },
         busy: gauge.is_busy(),
         active: gauge.active,
         queued: gauge.queued,
         capacity: gauge.capacity,
-    })
+    });
+    if closed {
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    body.into_response()
 }
