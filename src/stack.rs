@@ -44,9 +44,17 @@ pub(crate) fn http_stack(state: AppState) -> Router {
     // Two auth layers over one token set: callers of the replaced service read `detail`, OpenAI
     // clients read `error.message`.
     let job_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
-        DetailError::new(StatusCode::UNAUTHORIZED, failure.to_string()).into_response()
+        let status = if failure.is_malformed() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        DetailError::new(status, failure.to_string()).into_response()
     });
     let openai_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
+        if failure.is_malformed() {
+            return OpenAiError::bad_request(failure.to_string()).into_response();
+        }
         OpenAiError::unauthorized(failure.to_string()).into_response()
     });
     let job_routes = Router::new()

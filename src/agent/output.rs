@@ -59,14 +59,30 @@ pub(crate) fn fill_from_result(outcome: &mut AgentOutcome, event: Value, line: S
         .get("is_error")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    outcome.cost_usd = event.get("total_cost_usd").and_then(Value::as_f64);
+    outcome.cost_usd = event
+        .get("total_cost_usd")
+        .and_then(Value::as_f64)
+        .filter(|cost| cost.is_finite() && *cost >= 0.0)
+        .map(|cost| cost.min(MAX_REPORTED_COST_USD));
     outcome.usage = event.get("usage").and_then(usage);
     outcome.result_line = Some(line);
 }
 
+/// Most tokens of one kind a run may report; more is bogus and counted as this, so the totals
+/// the gateway keeps (metrics, `usage.total_tokens`) cannot wrap.
+pub(crate) const MAX_REPORTED_TOKENS: u64 = 1 << 40;
+
+/// Most dollars a run may report; more (or a negative, or not a number) is bogus.
+pub(crate) const MAX_REPORTED_COST_USD: f64 = 1e6;
+
 fn usage(value: &Value) -> Option<Usage> {
     let obj = value.as_object()?;
-    let count = |key: &str| obj.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let count = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(MAX_REPORTED_TOKENS)
+    };
     Some(Usage {
         input_tokens: count("input_tokens"),
         output_tokens: count("output_tokens"),

@@ -24,6 +24,10 @@ pub(crate) struct Health {
     pub queued: usize,
     /// Simultaneous runs allowed.
     pub capacity: usize,
+    /// The workspace base: `ok`, `missing` (deleted at runtime: runs fail until the next
+    /// refresh clones it again from its origin), or `none` (no base configured: scratch
+    /// workspaces).
+    pub base: &'static str,
 }
 
 /// Answers the gauge's current counts.
@@ -36,6 +40,11 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         active: gauge.active,
         queued: gauge.queued,
         capacity: gauge.capacity,
+        base: match &state.config.base_dir {
+            None => "none",
+            Some(dir) if tokio::fs::metadata(dir.join(".git")).await.is_ok() => "ok",
+            Some(_) => "missing",
+        },
     });
     if closed {
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
