@@ -18,7 +18,7 @@ async fn health_is_open_and_has_the_contract_shape() {
     let body = json(response).await;
     assert_eq!(
         body,
-        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3})
+        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3, "base": "none"})
     );
 }
 
