@@ -108,15 +108,32 @@ impl Binary {
         rss_kib(self.pid()) / 1024
     }
 
-    /// Open TCP sockets of the gateway (the listener included).
-    pub fn sockets(&self) -> usize {
+    /// Established TCP connections the gateway has accepted (its listener and any socket of
+    /// another kind not counted).
+    pub fn connections(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
             return 0;
         };
-        entries
+        let inodes: std::collections::HashSet<String> = entries
             .flatten()
             .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .filter_map(|target| {
+                let target = target.to_string_lossy().into_owned();
+                Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            })
+            .collect();
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|table| std::fs::read_to_string(table).ok())
+            .flat_map(|table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+            // Fields: sl, local, remote, state (01 = established), ..., inode (10th).
+            .filter(|f| f.len() > 9 && f[3] == "01" && inodes.contains(&f[9]))
             .count()
     }
 
