@@ -261,14 +261,24 @@ pub(crate) async fn list(
 /// `GET /jobs/{job_id}`: the record; 404 `Job not found` when unknown or another caller's.
 ///
 /// The record is streamed a field at a time within the large-response budget; when other
-/// responses hold all of it, 503 with `Retry-After`.
+/// responses hold all of it, 503 with `Retry-After`. While it waits for its share it holds no
+/// copy of the record: the copy that told its size is dropped, and the record read again.
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     Path(job_id): Path<String>,
 ) -> Response {
-    match state.jobs.get(&owner(caller), &job_id).await {
-        Ok(Some(record)) => answer_record(&state, record).await,
+    let owner = owner(caller);
+    let cost = match state.jobs.get(&owner, &job_id).await {
+        Ok(Some(record)) => record_cost(&record),
+        Ok(None) => return not_found(),
+        Err(error) => return store_failed(error),
+    };
+    let Ok(share) = state.responses.reserve(cost).await else {
+        return budget_spent();
+    };
+    match state.jobs.get(&owner, &job_id).await {
+        Ok(Some(record)) => record_response(record, share),
         Ok(None) => not_found(),
         Err(error) => store_failed(error),
     }
@@ -279,13 +289,18 @@ pub(crate) async fn get(
 async fn answer_record(state: &AppState, record: JobRecord) -> Response {
     match state.responses.reserve(record_cost(&record)).await {
         Ok(share) => record_response(record, share),
-        Err(_) => DetailError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy sending other large responses; try again",
-        )
-        .retry_after(RETRY_AFTER_SECONDS)
-        .into_response(),
+        Err(_) => budget_spent(),
     }
+}
+
+/// The answer when other large responses hold the whole budget.
+fn budget_spent() -> Response {
+    DetailError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy sending other large responses; try again",
+    )
+    .retry_after(RETRY_AFTER_SECONDS)
+    .into_response()
 }
 
 /// `DELETE /jobs/{job_id}`: cancels a queued or running job and answers its final record (status
