@@ -9,11 +9,11 @@ use gateway_layers::workspace::Provision;
 use gateway_layers::BoxError;
 
 use crate::agent::{ClaudeConfig, ClaudeService};
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::config::{self, Config};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::bounds::Intake;
-use crate::bounds::ResponseBudget;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;

@@ -248,8 +248,7 @@ impl ResponseBudget {
     /// finish.
     pub(crate) async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, BudgetSpent> {
         let want = u32::try_from(bytes.clamp(1, self.total)).unwrap_or(u32::MAX);
-        match tokio::time::timeout(BUDGET_WAIT, self.bytes.clone().acquire_many_owned(want)).await
-        {
+        match tokio::time::timeout(BUDGET_WAIT, self.bytes.clone().acquire_many_owned(want)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(BudgetSpent),
         }

@@ -594,13 +594,20 @@ mod tests {
 
     #[test]
     fn zero_capacity_is_refused() {
-        let err = parse(&["--api-bearer-token", "test-token", "--max-concurrency", "0"]).unwrap_err();
+        let err =
+            parse(&["--api-bearer-token", "test-token", "--max-concurrency", "0"]).unwrap_err();
         assert!(err.contains("MAX_CONCURRENCY"), "{err}");
     }
 
     #[test]
     fn default_model_must_be_supported() {
-        let err = parse(&["--api-bearer-token", "test-token", "--default-model", "gpt-4"]).unwrap_err();
+        let err = parse(&[
+            "--api-bearer-token",
+            "test-token",
+            "--default-model",
+            "gpt-4",
+        ])
+        .unwrap_err();
         assert!(err.contains("DEFAULT_MODEL"), "{err}");
     }
 

@@ -15,6 +15,7 @@
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job |
 //! | `openai` | OpenAI wire types, prompt rendering, errors, stream chunks |
+//! | `bounds` | what a caller can make the gateway hold: the intake of run requests (body deadline, queue slot, queued bytes) and the budget of large responses |
 //! | `state`, `routes`, `telemetry`, `stack` | the HTTP side: handlers and the stack around them |
 //! | [`app`], [`server`] | the composition root, and serving it with graceful shutdown |
 //!

@@ -151,7 +151,12 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    fn new(app: &App, config: &Config, listener: TcpListener, close: watch::Receiver<bool>) -> Self {
+    fn new(
+        app: &App,
+        config: &Config,
+        listener: TcpListener,
+        close: watch::Receiver<bool>,
+    ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -381,7 +386,9 @@ mod tests {
         assert_eq!(pauses[0], (Duration::from_millis(10), true));
         assert_eq!(pauses[1], (Duration::from_millis(20), true));
         assert_eq!(pauses[2].0, Duration::from_millis(40));
-        assert!(pauses[7..].iter().all(|(p, _)| *p == Duration::from_secs(1)));
+        assert!(pauses[7..]
+            .iter()
+            .all(|(p, _)| *p == Duration::from_secs(1)));
         let logged = pauses.iter().filter(|(_, log)| *log).count();
         assert_eq!(logged, 4, "1st, 2nd, 4th and 8th failures");
         backoff.succeeded();

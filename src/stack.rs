@@ -58,19 +58,13 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         OpenAiError::unauthorized(failure.to_string()).into_response()
     });
     let job_routes = Router::new()
-        .route(
-            "/execute",
-            post(jobs::execute),
-        )
+        .route("/execute", post(jobs::execute))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{job_id}/events", get(jobs::events))
         .route_layer(job_auth);
     let openai_routes = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(chat::chat_completions),
-        )
+        .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model_id}", get(models::get))
         .route_layer(openai_auth);

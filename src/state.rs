@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use gateway_layers::admission::Gauge;
 
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::bounds::Intake;
-use crate::bounds::ResponseBudget;
 use crate::run::Runs;
 
 /// The state the routes share. Cheap to clone: everything is shared.

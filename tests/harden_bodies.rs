@@ -75,7 +75,10 @@ async fn slow_bodies_hold_no_queue_slot_and_get_408() {
         assert_eq!(status_of(&response), 408, "{path}");
         let body = body_of(&response);
         if path == "/execute" {
-            assert!(body["detail"].as_str().unwrap().contains("not received"), "{body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains("not received"),
+                "{body}"
+            );
         } else {
             assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
         }
@@ -132,7 +135,10 @@ async fn queued_prompts_are_bounded_in_bytes_with_429_and_retry_after() {
         .await;
     // The running job's bytes are no longer the queue's.
     let running = gw
-        .post("/execute", &json!({"prompt": "x".repeat(2_000_000), "agent": AGENT}))
+        .post(
+            "/execute",
+            &json!({"prompt": "x".repeat(2_000_000), "agent": AGENT}),
+        )
         .await;
     assert_eq!(running.status(), StatusCode::ACCEPTED);
     gw.wait_health(|h| h["active"] == 1).await;
@@ -152,7 +158,10 @@ async fn queued_prompts_are_bounded_in_bytes_with_429_and_retry_after() {
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
     let body = json(refused).await;
-    assert!(body["detail"].as_str().unwrap().contains("Queue full"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("Queue full"),
+        "{body}"
+    );
     // Chat is refused the same way, in its own shape.
     let chat = gw
         .post(
@@ -189,7 +198,10 @@ async fn a_large_upload_to_a_full_queue_gets_a_readable_429() {
         .start()
         .await;
     let running = gw
-        .post("/execute", &json!({"prompt": "hold the slot", "agent": AGENT}))
+        .post(
+            "/execute",
+            &json!({"prompt": "hold the slot", "agent": AGENT}),
+        )
         .await;
     assert_eq!(running.status(), StatusCode::ACCEPTED);
     gw.wait_health(|h| h["active"] == 1).await;
@@ -229,7 +241,10 @@ async fn a_content_length_over_the_limit_gets_413_in_the_routes_shape() {
         assert!(text.to_lowercase().contains("application/json"), "{text}");
         let body = body_of(&response);
         if path == "/execute" {
-            assert!(body["detail"].as_str().unwrap().contains("1000 bytes"), "{body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains("1000 bytes"),
+                "{body}"
+            );
         } else {
             assert_eq!(body["error"]["code"], "request_too_large", "{body}");
         }

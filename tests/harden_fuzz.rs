@@ -124,7 +124,11 @@ fn message() -> impl Strategy<Value = Value> {
 
 fn chat_body() -> impl Strategy<Value = Vec<u8>> {
     let near_valid = (
-        field(prop_oneof![Just(json!("haiku")), Just(json!("sonnet")), any_json()]),
+        field(prop_oneof![
+            Just(json!("haiku")),
+            Just(json!("sonnet")),
+            any_json()
+        ]),
         field(
             (
                 prop::collection::vec(message(), 0..3),
@@ -211,9 +215,13 @@ fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
         .unwrap();
     // The generator reaches past validation: some bodies start runs.
     assert!(accepted.get() > 0, "no generated body was accepted");
-    eprintln!("{path}: {} of {CASES} generated bodies started a run", accepted.get());
+    eprintln!(
+        "{path}: {} of {CASES} generated bodies started a run",
+        accepted.get()
+    );
     // Jobs the valid bodies started ended on their own: none by a task that failed.
-    let listing: Value = runtime.block_on(async { common::json(gw.get("/jobs?limit=500").await).await });
+    let listing: Value =
+        runtime.block_on(async { common::json(gw.get("/jobs?limit=500").await).await });
     for job in listing["jobs"].as_array().unwrap() {
         let error = job["error"].as_str().unwrap_or("");
         assert!(!error.contains("internal error"), "{job}");

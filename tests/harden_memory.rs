@@ -73,7 +73,9 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         readers.push(unread_get(&gw, &format!("/jobs/{}", ids[i % ids.len()])).await);
     }
     let peak = peak_rss_mib(&gw, Duration::from_secs(5)).await;
-    eprintln!("RSS: {baseline} MiB with the jobs stored, {peak} MiB at most with 40 unread readers");
+    eprintln!(
+        "RSS: {baseline} MiB with the jobs stored, {peak} MiB at most with 40 unread readers"
+    );
     // The budget is 64 MiB; a record answer holds about twice its size while it is sent.
     assert!(
         peak < baseline + 200,
@@ -84,7 +86,10 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
     let settled = harden_support::wait_for(Duration::from_secs(30), || {
         (gw.connections() == 0).then_some(())
     });
-    assert!(settled.await.is_some(), "readers that left are still connected");
+    assert!(
+        settled.await.is_some(),
+        "readers that left are still connected"
+    );
 
     // A reader that stops reading is cut off by the write timeout. Five records asked for on one
     // connection (35 MB, more than its socket buffers hold) and not read: the connection is
@@ -108,12 +113,23 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
     let closed = harden_support::wait_for(Duration::from_secs(30), || {
         (gw.connections() == 0).then_some(())
     });
-    assert!(closed.await.is_some(), "the connection that stopped reading is still open");
+    assert!(
+        closed.await.is_some(),
+        "the connection that stopped reading is still open"
+    );
     let got = read_all(&mut stream, Duration::from_secs(20)).await;
     assert!(got.len() < 5 * 7_000_000, "{} bytes arrived", got.len());
     // And whoever reads gets the whole record, metadata included.
-    let record: serde_json::Value = gw.get(&format!("/jobs/{}", ids[0])).await.json().await.unwrap();
-    assert_eq!(record["metadata"]["blob"].as_str().map(str::len), Some(7_000_000));
+    let record: serde_json::Value = gw
+        .get(&format!("/jobs/{}", ids[0]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        record["metadata"]["blob"].as_str().map(str::len),
+        Some(7_000_000)
+    );
     assert_eq!(record["status"], "completed");
 }
 
@@ -130,7 +146,10 @@ async fn floods_of_small_events_stay_compact_in_memory() {
         peak = peak.max(gw.rss_mib());
         let page: serde_json::Value = gw.get("/jobs?limit=500").await.json().await.unwrap();
         let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-        if jobs.iter().all(|j| !matches!(j["status"].as_str(), Some("queued" | "running"))) {
+        if jobs
+            .iter()
+            .all(|j| !matches!(j["status"].as_str(), Some("queued" | "running")))
+        {
             break jobs;
         }
         assert!(tokio::time::Instant::now() < deadline, "{page}");
@@ -138,7 +157,10 @@ async fn floods_of_small_events_stay_compact_in_memory() {
     };
     eprintln!("RSS: {baseline} MiB idle, {peak} MiB at most with 8 runs of 17 MB of small events");
     // 8 runs × 17 MB of events: the event logs keep 4 MiB each (MAX_OUTPUT_BYTES), in text.
-    assert!(peak < baseline + 250, "RSS went from {baseline} MiB to {peak} MiB");
+    assert!(
+        peak < baseline + 250,
+        "RSS went from {baseline} MiB to {peak} MiB"
+    );
     for job in jobs {
         assert_eq!(job["status"], "completed", "{job}");
         let id = job["job_id"].as_str().unwrap();
@@ -166,7 +188,10 @@ async fn a_run_past_the_stdout_limit_keeps_its_result_and_says_events_were_dropp
     assert_eq!(events.status(), StatusCode::OK);
     let text = events.text().await.unwrap();
     let ticks = text.matches("\"tick\"").count();
-    assert!(ticks > 0 && ticks * 21 <= 1 << 20, "{ticks} events forwarded");
+    assert!(
+        ticks > 0 && ticks * 21 <= 1 << 20,
+        "{ticks} events forwarded"
+    );
     assert!(text.contains("gateway_truncated"), "no truncation note");
     assert!(text.contains("event: end"));
 }

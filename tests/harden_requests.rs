@@ -64,7 +64,11 @@ async fn bogus_usage_saturates_instead_of_wrapping() {
     }
     let text = gw.get("/metrics").await.text().await.unwrap();
     let input = metric(&text, "claude_gateway_agent_tokens_total{kind=\"input\"}");
-    assert_eq!(input, 3.0 * (1u64 << 40) as f64, "the counter wrapped or lost runs");
+    assert_eq!(
+        input,
+        3.0 * (1u64 << 40) as f64,
+        "the counter wrapped or lost runs"
+    );
     let cost = metric(&text, "claude_gateway_agent_cost_usd_total");
     assert!(cost.is_finite() && cost > 0.0, "cost {cost}");
 }
@@ -78,17 +82,34 @@ async fn job_options_past_their_settings_are_422() {
         .start()
         .await;
     for (body, field) in [
-        (json!({"prompt": "p", "agent": "a", "timeout_seconds": 3601}), "timeout_seconds"),
-        (json!({"prompt": "p", "agent": "a", "timeout_seconds": 1e300}), "timeout_seconds"),
-        (json!({"prompt": "p", "agent": "a", "max_budget_usd": 10.5}), "max_budget_usd"),
-        (json!({"prompt": "p", "agent": "a", "max_budget_usd": 1e308}), "max_budget_usd"),
+        (
+            json!({"prompt": "p", "agent": "a", "timeout_seconds": 3601}),
+            "timeout_seconds",
+        ),
+        (
+            json!({"prompt": "p", "agent": "a", "timeout_seconds": 1e300}),
+            "timeout_seconds",
+        ),
+        (
+            json!({"prompt": "p", "agent": "a", "max_budget_usd": 10.5}),
+            "max_budget_usd",
+        ),
+        (
+            json!({"prompt": "p", "agent": "a", "max_budget_usd": 1e308}),
+            "max_budget_usd",
+        ),
     ] {
         let response = gw.post("/execute", &body).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
         let detail = json(response).await["detail"].to_string();
         assert!(detail.contains(field), "{detail}");
     }
-    let at_the_bounds = json!({"prompt": "p", "agent": "a", "timeout_seconds": 3600, "max_budget_usd": 10});
+    let at_the_bounds =
+        json!({"prompt": "p", "agent": "a", "timeout_seconds": 3600, "max_budget_usd": 10});
     assert_eq!(
         gw.post("/execute", &at_the_bounds).await.status(),
         StatusCode::ACCEPTED

@@ -46,11 +46,16 @@ async fn during_the_drain_health_says_shutting_down_and_new_runs_get_503() {
         if response.status() == StatusCode::SERVICE_UNAVAILABLE {
             break json(response).await;
         }
-        assert!(tokio::time::Instant::now() < deadline, "health never said so");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never said so"
+        );
     };
     assert_eq!(health["status"], "shutting_down", "{health}");
     // New runs are refused with the documented 503, on both routes.
-    let refused = gw.post("/execute", &json!({"prompt": "p", "agent": AGENT})).await;
+    let refused = gw
+        .post("/execute", &json!({"prompt": "p", "agent": AGENT}))
+        .await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(refused).await["detail"], "shutting down");
     let chat = gw
@@ -59,7 +64,10 @@ async fn during_the_drain_health_says_shutting_down_and_new_runs_get_503() {
     assert_eq!(chat.status(), StatusCode::SERVICE_UNAVAILABLE);
     // The running job finishes and can be read.
     let record = json(gw.get(&format!("/jobs/{job}")).await).await;
-    assert!(matches!(record["status"].as_str(), Some("running" | "completed")), "{record}");
+    assert!(
+        matches!(record["status"].as_str(), Some("running" | "completed")),
+        "{record}"
+    );
     let mut gw = gw;
     let status = tokio::time::timeout(Duration::from_secs(30), gw.child.wait())
         .await
@@ -68,8 +76,13 @@ async fn during_the_drain_health_says_shutting_down_and_new_runs_get_503() {
     assert_eq!(status.code(), Some(0));
     let log = gw.log_text();
     let finished = log.find("job finished").expect("the job finished");
-    let closed = log.find("no longer accepting").expect("the listener closed");
-    assert!(finished < closed, "the listener closed before the job ended:\n{log}");
+    let closed = log
+        .find("no longer accepting")
+        .expect("the listener closed");
+    assert!(
+        finished < closed,
+        "the listener closed before the job ended:\n{log}"
+    );
     assert!(log.contains("status=completed"), "{log}");
 }
 
@@ -83,7 +96,9 @@ async fn connections_past_the_cap_wait_until_one_is_free() {
         stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
         holders.push(stream);
     }
-    let sockets = wait_for(Duration::from_secs(10), || (gw.connections() == 3).then_some(()));
+    let sockets = wait_for(Duration::from_secs(10), || {
+        (gw.connections() == 3).then_some(())
+    });
     assert!(sockets.await.is_some(), "three connections");
     let waiting = tokio::spawn({
         let http = gw.http.clone();
@@ -118,8 +133,13 @@ async fn an_idle_http2_connection_that_answers_pings_is_closed() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(gw.connections(), before + 1, "the h2 connection is open");
     // The client keeps it alive with PINGs; the gateway still closes it once idle.
-    let closed = wait_for(Duration::from_secs(10), || (gw.connections() == before).then_some(()));
-    assert!(closed.await.is_some(), "the idle h2 connection is still open");
+    let closed = wait_for(Duration::from_secs(10), || {
+        (gw.connections() == before).then_some(())
+    });
+    assert!(
+        closed.await.is_some(),
+        "the idle h2 connection is still open"
+    );
     // An HTTP/1 keep-alive connection too.
     let mut stream = TcpStream::connect(&gw.addr).await.unwrap();
     stream
@@ -152,7 +172,11 @@ async fn accept_errors_back_off_and_the_gateway_recovers() {
     let failing = wait_for(Duration::from_secs(10), || {
         gw.log_text().contains("accept failed").then_some(())
     });
-    assert!(failing.await.is_some(), "accept never failed: {}", gw.log_text());
+    assert!(
+        failing.await.is_some(),
+        "accept never failed: {}",
+        gw.log_text()
+    );
     // Three seconds of failing accepts: a handful of log lines, not one per 100 ms.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let warnings = gw.log_text().matches("accept failed").count();
@@ -185,7 +209,10 @@ async fn several_authorization_headers_are_a_400() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
         let body = json(response).await;
-        let message = body.pointer(error_at).and_then(|m| m.as_str()).unwrap_or("");
+        let message = body
+            .pointer(error_at)
+            .and_then(|m| m.as_str())
+            .unwrap_or("");
         assert!(message.contains("Several Authorization headers"), "{body}");
     }
 }
@@ -213,7 +240,10 @@ fn a_tokens_file_with_a_shared_or_short_token_is_refused_at_start_up() {
     let (code, stderr) = start_with_tokens_file("ci:same-token-1\nops:same-token-1\n");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("same as the one named \"ci\""), "{stderr}");
-    assert!(!stderr.contains("same-token-1"), "the token is never printed: {stderr}");
+    assert!(
+        !stderr.contains("same-token-1"),
+        "the token is never printed: {stderr}"
+    );
 
     let (code, stderr) = start_with_tokens_file("ci:x\n");
     assert_eq!(code, Some(2), "{stderr}");

@@ -47,10 +47,18 @@ fn seconds_between(record: &Value, from: &str, to: &str) -> f64 {
 
 /// Commits a new README to the remote of `repos`.
 fn push_readme(repos: &Repos, text: &str) {
-    let work = repos.root.path().join(format!("work-{}", uuid::Uuid::new_v4().simple()));
+    let work = repos
+        .root
+        .path()
+        .join(format!("work-{}", uuid::Uuid::new_v4().simple()));
     git(
         repos.root.path(),
-        &["clone", "-q", repos.remote.to_str().unwrap(), work.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            repos.remote.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
     );
     std::fs::write(work.join("README.md"), format!("{text}\n")).unwrap();
     git(&work, &["commit", "-qam", "update"]);
@@ -71,7 +79,12 @@ async fn an_origin_that_never_answers_does_not_stall_runs() {
     let repos = Repos::new();
     git(
         &repos.base,
-        &["remote", "set-url", "origin", &format!("http://127.0.0.1:{port}/repo.git")],
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            &format!("http://127.0.0.1:{port}/repo.git"),
+        ],
     );
     let gw = Gateway::builder()
         .base(&repos.base)
@@ -145,7 +158,11 @@ async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
 async fn a_failed_clone_keeps_its_cause_and_is_logged_as_a_warning() {
     // A base at a long path, broken so that cloning it fails.
     let root = tempfile::tempdir().unwrap();
-    let base = root.path().join("a".repeat(120)).join("b".repeat(120)).join("base");
+    let base = root
+        .path()
+        .join("a".repeat(120))
+        .join("b".repeat(120))
+        .join("base");
     std::fs::create_dir_all(&base).unwrap();
     git(&base, &["init", "-q"]);
     std::fs::write(base.join(".git").join("HEAD"), "not a ref\n").unwrap();
@@ -156,8 +173,14 @@ async fn a_failed_clone_keeps_its_cause_and_is_logged_as_a_warning() {
     assert_eq!(record["status"], "error", "{record}");
     let error = record["error"].as_str().unwrap();
     // What failed comes first, why last: the long paths between are what gets shortened.
-    assert!(error.starts_with("workspace provisioning failed: clone of"), "{error}");
-    assert!(error.ends_with("does not exist"), "the cause was cut: {error}");
+    assert!(
+        error.starts_with("workspace provisioning failed: clone of"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("does not exist"),
+        "the cause was cut: {error}"
+    );
     let log = gw.log_text();
     let warning = log
         .lines()
@@ -199,7 +222,10 @@ async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
         .start()
         .await;
     let first = submit(&gw, 60).await;
-    assert_eq!(wait_end(&gw, &first, Duration::from_secs(60)).await["status"], "completed");
+    assert_eq!(
+        wait_end(&gw, &first, Duration::from_secs(60)).await["status"],
+        "completed"
+    );
     assert_eq!(json(gw.get("/health").await).await["base"], "ok");
 
     std::fs::remove_dir_all(&repos.base).unwrap();
@@ -210,6 +236,9 @@ async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let record = wait_end(&gw, &second, Duration::from_secs(60)).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], "base repository");
-    assert!(repos.base.join(".git").is_dir(), "the base was not cloned again");
+    assert!(
+        repos.base.join(".git").is_dir(),
+        "the base was not cloned again"
+    );
     assert_eq!(json(gw.get("/health").await).await["base"], "ok");
 }

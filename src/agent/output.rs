@@ -247,7 +247,9 @@ mod stream_tests {
         let mut splitter = LineSplitter::new(cap);
         let mut lines = Vec::new();
         for chunk in chunks {
-            splitter.push(chunk, |l| lines.push(String::from_utf8_lossy(l).into_owned()));
+            splitter.push(chunk, |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
         }
         (lines, splitter.finish())
     }
@@ -271,7 +273,9 @@ mod stream_tests {
         let mut splitter = LineSplitter::new(1000);
         let mut lines = Vec::new();
         for chunk in [&[b'y'; 600][..], &[b'y'; 600], b"\nnext\n", &[b'z'; 1001]] {
-            splitter.push(chunk, |l| lines.push(String::from_utf8_lossy(l).into_owned()));
+            splitter.push(chunk, |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
         }
         assert_eq!(lines, ["next"]);
         assert_eq!(splitter.skipped(), 2);

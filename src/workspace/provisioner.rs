@@ -342,7 +342,11 @@ async fn clone_local(
     hardlinks: bool,
 ) -> Result<(), WorkspaceError> {
     let cwd = dest.parent().unwrap_or(Path::new("/"));
-    let link = if hardlinks { "--local" } else { "--no-hardlinks" };
+    let link = if hardlinks {
+        "--local"
+    } else {
+        "--no-hardlinks"
+    };
     let args: [&OsStr; 6] = [
         OsStr::new("clone"),
         OsStr::new(link),

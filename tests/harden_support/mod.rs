@@ -119,7 +119,12 @@ impl Binary {
             .filter_map(|e| std::fs::read_link(e.path()).ok())
             .filter_map(|target| {
                 let target = target.to_string_lossy().into_owned();
-                Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_owned(),
+                )
             })
             .collect();
         ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -129,7 +134,11 @@ impl Binary {
                 table
                     .lines()
                     .skip(1)
-                    .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                    .map(|line| {
+                        line.split_whitespace()
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
                     .collect::<Vec<_>>()
             })
             // Fields: sl, local, remote, state (01 = established), ..., inode (10th).
