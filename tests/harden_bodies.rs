@@ -6,7 +6,7 @@ mod harden_support;
 
 use std::time::Duration;
 
-use common::{json, Gateway, TOKEN};
+use common::{fake_gateway, json, Gateway, TOKEN};
 use harden_support::read_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -43,14 +43,42 @@ fn body_of(response: &[u8]) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Checks a raw answer from `path`: its status, and its error in the route's shape (`detail`
+/// holding `detail_part` on `/execute`; `error.KEY` equal to the value on chat).
+fn assert_refused(
+    path: &str,
+    response: &[u8],
+    status: u16,
+    detail_part: &str,
+    openai: (&str, &str),
+) {
+    assert_eq!(status_of(response), status, "{path}");
+    let body = body_of(response);
+    if path == "/execute" {
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(detail_part), "{body}");
+    } else {
+        assert_eq!(body["error"][openai.0], openai.1, "{body}");
+    }
+}
+
+/// Nothing is queued, and a new job is taken.
+async fn assert_queue_free(gw: &Gateway) {
+    let health = json(gw.get("/health").await).await;
+    assert_eq!(health["queued"], 0, "{health}");
+    let response = gw
+        .post("/execute", &json!({"prompt": "hi", "agent": AGENT}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
 #[tokio::test]
 async fn slow_bodies_hold_no_queue_slot_and_get_408() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("ok.sh"))
-        .arg("max-queue-depth", 3)
-        .arg("body-read-timeout-seconds", 2)
-        .start()
-        .await;
+    let gw = fake_gateway(
+        "ok.sh",
+        &[("max-queue-depth", 3), ("body-read-timeout-seconds", 2)],
+    )
+    .await;
     // More slow uploads than the queue has slots, on both routes.
     let mut slow = Vec::new();
     for i in 0..6 {
@@ -62,37 +90,28 @@ async fn slow_bodies_hold_no_queue_slot_and_get_408() {
         slow.push((path, slow_post(&gw, path, 100_000, b"{\"prompt\":").await));
     }
     // While they trickle, nothing is queued and others are served.
-    let health = json(gw.get("/health").await).await;
-    assert_eq!(health["queued"], 0, "{health}");
-    let response = gw
-        .post("/execute", &json!({"prompt": "hi", "agent": AGENT}))
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_queue_free(&gw).await;
 
     // Past the deadline each slow one is answered 408 in its route's shape.
     for (path, mut stream) in slow {
         let response = read_all(&mut stream, Duration::from_secs(10)).await;
-        assert_eq!(status_of(&response), 408, "{path}");
-        let body = body_of(&response);
-        if path == "/execute" {
-            assert!(
-                body["detail"].as_str().unwrap().contains("not received"),
-                "{body}"
-            );
-        } else {
-            assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
-        }
+        assert_refused(
+            path,
+            &response,
+            408,
+            "not received",
+            ("type", "invalid_request_error"),
+        );
     }
 }
 
 #[tokio::test]
 async fn http2_streams_that_never_end_hold_no_queue_slot() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("ok.sh"))
-        .arg("max-queue-depth", 2)
-        .arg("body-read-timeout-seconds", 2)
-        .start()
-        .await;
+    let gw = fake_gateway(
+        "ok.sh",
+        &[("max-queue-depth", 2), ("body-read-timeout-seconds", 2)],
+    )
+    .await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -108,12 +127,7 @@ async fn http2_streams_that_never_end_hold_no_queue_slot() {
             .send();
         streams.push(tokio::spawn(request));
     }
-    let health = json(gw.get("/health").await).await;
-    assert_eq!(health["queued"], 0, "{health}");
-    let response = gw
-        .post("/execute", &json!({"prompt": "hi", "agent": AGENT}))
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_queue_free(&gw).await;
     for stream in streams {
         let response = tokio::time::timeout(Duration::from_secs(20), stream)
             .await
@@ -126,13 +140,15 @@ async fn http2_streams_that_never_end_hold_no_queue_slot() {
 
 #[tokio::test]
 async fn queued_prompts_are_bounded_in_bytes_with_429_and_retry_after() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("hang.sh"))
-        .arg("shutdown-grace-seconds", 1)
-        .arg("max-concurrency", 1)
-        .arg("max-queued-bytes", 3 * 1024 * 1024)
-        .start()
-        .await;
+    let gw = fake_gateway(
+        "hang.sh",
+        &[
+            ("shutdown-grace-seconds", 1),
+            ("max-concurrency", 1),
+            ("max-queued-bytes", 3 * 1024 * 1024),
+        ],
+    )
+    .await;
     // The running job's bytes are no longer the queue's.
     let running = gw
         .post(
@@ -190,13 +206,15 @@ async fn queued_prompts_are_bounded_in_bytes_with_429_and_retry_after() {
 
 #[tokio::test]
 async fn a_large_upload_to_a_full_queue_gets_a_readable_429() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("hang.sh"))
-        .arg("shutdown-grace-seconds", 1)
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 1)
-        .start()
-        .await;
+    let gw = fake_gateway(
+        "hang.sh",
+        &[
+            ("shutdown-grace-seconds", 1),
+            ("max-concurrency", 1),
+            ("max-queue-depth", 1),
+        ],
+    )
+    .await;
     let running = gw
         .post(
             "/execute",
@@ -228,26 +246,19 @@ async fn a_large_upload_to_a_full_queue_gets_a_readable_429() {
 
 #[tokio::test]
 async fn a_content_length_over_the_limit_gets_413_in_the_routes_shape() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("ok.sh"))
-        .arg("max-body-bytes", 1000)
-        .start()
-        .await;
+    let gw = fake_gateway("ok.sh", &[("max-body-bytes", 1000)]).await;
     for path in ["/execute", "/v1/chat/completions"] {
         let mut stream = slow_post(&gw, path, 5000, b"").await;
         let response = read_all(&mut stream, Duration::from_secs(10)).await;
-        assert_eq!(status_of(&response), 413, "{path}");
         let text = String::from_utf8_lossy(&response);
         assert!(text.to_lowercase().contains("application/json"), "{text}");
-        let body = body_of(&response);
-        if path == "/execute" {
-            assert!(
-                body["detail"].as_str().unwrap().contains("1000 bytes"),
-                "{body}"
-            );
-        } else {
-            assert_eq!(body["error"]["code"], "request_too_large", "{body}");
-        }
+        assert_refused(
+            path,
+            &response,
+            413,
+            "1000 bytes",
+            ("code", "request_too_large"),
+        );
     }
     // A body longer than the limit without a Content-Length (chunked) too.
     let response = gw

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gateway, TOKEN};
+use common::TOKEN;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
@@ -168,12 +168,10 @@ fn chat_body() -> impl Strategy<Value = Vec<u8>> {
 /// Posts each generated body to `path` and checks the answer.
 fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let gw = runtime.block_on(
-        Gateway::builder()
-            .claude(common::fake_claude("ok.sh"))
-            .arg("max-queue-depth", 10_000)
-            .start(),
-    );
+    let gw = runtime.block_on(common::fake_gateway(
+        "ok.sh",
+        &[("max-queue-depth", 10_000)],
+    ));
     let config = Config {
         cases: CASES,
         failure_persistence: None,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, Gateway};
+use common::{fake_gateway, json, Gateway};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -45,10 +45,7 @@ fn metric(text: &str, line_start: &str) -> f64 {
 
 #[tokio::test]
 async fn bogus_usage_saturates_instead_of_wrapping() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("bogus-usage.sh"))
-        .start()
-        .await;
+    let gw = fake_gateway("bogus-usage.sh", &[]).await;
     for _ in 0..3 {
         let response = gw
             .post("/v1/chat/completions", &Gateway::chat_body("count"))
@@ -75,12 +72,11 @@ async fn bogus_usage_saturates_instead_of_wrapping() {
 
 #[tokio::test]
 async fn job_options_past_their_settings_are_422() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("ok.sh"))
-        .arg("max-timeout-seconds", 3600)
-        .arg("max-budget-usd", 10)
-        .start()
-        .await;
+    let gw = fake_gateway(
+        "ok.sh",
+        &[("max-timeout-seconds", 3600), ("max-budget-usd", 10)],
+    )
+    .await;
     for (body, field) in [
         (
             json!({"prompt": "p", "agent": "a", "timeout_seconds": 3601}),

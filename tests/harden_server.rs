@@ -7,7 +7,7 @@ mod harden_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{json, Gateway, TOKEN};
+use common::{fake_gateway, json, Gateway, TOKEN};
 use harden_support::{wait_for, Binary, BIN};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -194,10 +194,7 @@ async fn accept_errors_back_off_and_the_gateway_recovers() {
 
 #[tokio::test]
 async fn several_authorization_headers_are_a_400() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("ok.sh"))
-        .start()
-        .await;
+    let gw = fake_gateway("ok.sh", &[]).await;
     for (path, error_at) in [("/jobs", "/detail"), ("/v1/models", "/error/message")] {
         let response = gw
             .http

@@ -45,6 +45,17 @@ fn seconds_between(record: &Value, from: &str, to: &str) -> f64 {
     (at(to) - at(from)).num_milliseconds() as f64 / 1000.0
 }
 
+/// A gateway cloning runs from `base` (refreshed before every run), whose stand-in agent answers
+/// with the workspace's README.
+async fn readme_gateway(base: &Path) -> Gateway {
+    Gateway::builder()
+        .base(base)
+        .claude(common::fake_claude("read-readme.sh"))
+        .arg("fetch-debounce-seconds", 0)
+        .start()
+        .await
+}
+
 /// Commits a new README to the remote of `repos`.
 fn push_readme(repos: &Repos, text: &str) {
     let work = repos
@@ -86,12 +97,7 @@ async fn an_origin_that_never_answers_does_not_stall_runs() {
             &format!("http://127.0.0.1:{port}/repo.git"),
         ],
     );
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .arg("fetch-debounce-seconds", 0)
-        .start()
-        .await;
+    let gw = readme_gateway(&repos.base).await;
     let quick: Vec<String> = futures_util::future::join_all((0..6).map(|_| submit(&gw, 30))).await;
     // A job whose deadline is shorter than the wait for a refresh.
     let short = submit(&gw, 1).await;
@@ -135,11 +141,7 @@ impl Drop for Tmpfs {
 #[tokio::test]
 async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
     let repos = Repos::new();
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .start()
-        .await;
+    let gw = readme_gateway(&repos.base).await;
     // JOBS_DIR becomes a tmpfs: the base's objects cannot be hardlinked into it.
     let Some(_tmpfs) = Tmpfs::mount(gw.jobs_dir.path()) else {
         panic!("this test mounts a tmpfs and must run as root with CAP_SYS_ADMIN");
@@ -199,12 +201,7 @@ async fn a_stale_index_lock_does_not_pin_runs_to_an_old_base() {
         .unwrap();
     drop(file);
     push_readme(&repos, "updated upstream");
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .arg("fetch-debounce-seconds", 0)
-        .start()
-        .await;
+    let gw = readme_gateway(&repos.base).await;
     let id = submit(&gw, 60).await;
     let record = wait_end(&gw, &id, Duration::from_secs(60)).await;
     assert_eq!(record["status"], "completed", "{record}");
@@ -215,12 +212,7 @@ async fn a_stale_index_lock_does_not_pin_runs_to_an_old_base() {
 #[tokio::test]
 async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let repos = Repos::new();
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .arg("fetch-debounce-seconds", 0)
-        .start()
-        .await;
+    let gw = readme_gateway(&repos.base).await;
     let first = submit(&gw, 60).await;
     assert_eq!(
         wait_end(&gw, &first, Duration::from_secs(60)).await["status"],

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{fake_claude, TOKEN};
+use crate::common::{fake_claude, get_with_token, post_json, TOKEN};
 
 /// The gateway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
@@ -158,23 +158,12 @@ impl Binary {
 
     /// `POST path` with a JSON body and the token.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        post_json(&self.http, &self.url, path, body).await
     }
 
     /// `GET path` with the token.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("request sent")
+        get_with_token(&self.http, &self.url, path).await
     }
 
     /// Submits a job and answers its id.
