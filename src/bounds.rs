@@ -7,9 +7,9 @@
 //!
 //! The order is what keeps slow and large bodies from holding the queue:
 //!
-//! 1. a queue that is already full (or a gateway shutting down) is answered at once, after the
-//!    body is read and thrown away, so a client still uploading gets a readable 429/503 rather
-//!    than a reset;
+//! 1. a queue that is already full (or whose byte budget cannot take the declared body, or a
+//!    gateway shutting down) is answered at once, after the body is read and thrown away, so a
+//!    client still uploading gets a readable 429/503 rather than a reset;
 //! 2. the body is read whole, within `MAX_BODY_BYTES` (413) and `BODY_READ_TIMEOUT_SECONDS`
 //!    (408), holding no queue slot while it arrives;
 //! 3. the route checks it (4xx);
@@ -152,7 +152,12 @@ impl Intake {
                 limit: self.body_limit,
             });
         }
-        if let Some(refusal) = self.overloaded() {
+        let over_budget =
+            declared.is_some_and(|n| n > self.queued_bytes.available_permits() as u64);
+        let refusal = self
+            .overloaded()
+            .or(over_budget.then_some(Refusal::QueuedBytes));
+        if let Some(refusal) = refusal {
             // Read (and drop) what the client is sending, so the answer is not lost in a reset;
             // whatever happens, the answer is the refusal.
             let _ = tokio::time::timeout(self.body_deadline, discard(body, self.body_limit)).await;
