@@ -34,6 +34,10 @@ pub(crate) const LOW_SPEED_SECONDS: u64 = 20;
 /// See [`LOW_SPEED_SECONDS`].
 const LOW_SPEED_BYTES: u64 = 1000;
 
+/// An ssh connection to the origin that is not up within this many seconds is abandoned (when
+/// the operator configured no ssh command of their own).
+const SSH_CONNECT_SECONDS: u64 = 20;
+
 /// An `index.lock` in the base older than this is left over from a git that was killed: no git
 /// of the gateway's runs on the base that long without the refresh lock, which is held.
 const STALE_LOCK_AGE: Duration = Duration::from_secs(60);
@@ -179,23 +183,12 @@ impl Base {
             // Learned while the base is there, to clone it again should it vanish.
             let _ = self.origin_url().await;
         }
-        let low_speed = low_speed_config();
         // Automatic gc after the fetch would delete objects a concurrent clone is linking; it
         // runs below, under the write lock, instead.
-        let fetch = [
-            "-c",
-            "gc.auto=0",
-            "-c",
-            "maintenance.auto=false",
-            "-c",
-            &low_speed[0],
-            "-c",
-            &low_speed[1],
-            "fetch",
-            "origin",
-            "--prune",
-            "--quiet",
-        ];
+        let mut fetch = vec!["-c", "gc.auto=0", "-c", "maintenance.auto=false"];
+        let network = self.network_config().await;
+        fetch.extend(network.iter().map(String::as_str));
+        fetch.extend(["fetch", "origin", "--prune", "--quiet"]);
         if let Err(e) = self.git.run(&self.dir, fetch).await {
             self.log_failure("fetch", &e);
             return false;
@@ -270,18 +263,10 @@ impl Base {
         tracing::error!(base = %self.dir.display(), "the workspace base is missing; cloning it again from its origin");
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
         let staging = parent.join(format!(".base-reclone-{}", uuid::Uuid::new_v4().simple()));
-        let low_speed = low_speed_config();
-        let clone = [
-            "-c",
-            low_speed[0].as_str(),
-            "-c",
-            low_speed[1].as_str(),
-            "clone",
-            "--quiet",
-            "--",
-            url.as_str(),
-            &staging.to_string_lossy(),
-        ];
+        let staging_arg = staging.to_string_lossy();
+        let network = self.network_config().await;
+        let mut clone: Vec<&str> = network.iter().map(String::as_str).collect();
+        clone.extend(["clone", "--quiet", "--", url.as_str(), &staging_arg]);
         if let Err(e) = self.git.run(parent, clone).await {
             self.log_failure("clone again", &e);
             let _ = tokio::fs::remove_dir_all(&staging).await;
@@ -296,6 +281,31 @@ impl Base {
         }
         tracing::warn!(base = %self.dir.display(), "the workspace base was cloned again from its origin");
         true
+    }
+
+    /// The `-c` settings that bound git's network operations: a stalled HTTP transfer
+    /// ([`LOW_SPEED_SECONDS`]), and an ssh connection that does not come up or goes silent — unless
+    /// the operator set `GIT_SSH_COMMAND`, `GIT_SSH` or `core.sshCommand`, which are kept.
+    async fn network_config(&self) -> Vec<String> {
+        let mut config = vec![
+            "-c".to_owned(),
+            format!("http.lowSpeedLimit={LOW_SPEED_BYTES}"),
+            "-c".to_owned(),
+            format!("http.lowSpeedTime={LOW_SPEED_SECONDS}"),
+        ];
+        let chosen_by_env = ["GIT_SSH_COMMAND", "GIT_SSH"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        let configured = self.is_present()
+            && self
+                .stdout(&["config", "--get", "core.sshCommand"])
+                .await
+                .is_some_and(|s| !s.trim().is_empty());
+        if !chosen_by_env && !configured {
+            config.push("-c".to_owned());
+            config.push(format!("core.sshCommand={}", bounded_ssh_command()));
+        }
+        config
     }
 
     /// The origin URL learned so far.
@@ -332,17 +342,9 @@ impl Base {
         if let Some(branch) = self.stdout(&recorded).await.and_then(|s| strip_origin(&s)) {
             return Some(branch);
         }
-        let low_speed = low_speed_config();
-        let advertised = [
-            "-c",
-            &low_speed[0],
-            "-c",
-            &low_speed[1],
-            "ls-remote",
-            "--symref",
-            "origin",
-            "HEAD",
-        ];
+        let network = self.network_config().await;
+        let mut advertised: Vec<&str> = network.iter().map(String::as_str).collect();
+        advertised.extend(["ls-remote", "--symref", "origin", "HEAD"]);
         if let Some(branch) = self
             .stdout(&advertised)
             .await
@@ -384,12 +386,13 @@ impl Base {
     }
 }
 
-/// The `-c` settings that make git give up on a stalled transfer.
-fn low_speed_config() -> [String; 2] {
-    [
-        format!("http.lowSpeedLimit={LOW_SPEED_BYTES}"),
-        format!("http.lowSpeedTime={LOW_SPEED_SECONDS}"),
-    ]
+/// `ssh` for git when nobody chose one: a connection attempt gives up after
+/// [`SSH_CONNECT_SECONDS`], a silent server after three unanswered keep-alives, and nothing waits
+/// on a prompt.
+fn bounded_ssh_command() -> String {
+    format!(
+        "ssh -o ConnectTimeout={SSH_CONNECT_SECONDS} -o ServerAliveInterval=10 -o ServerAliveCountMax=3 -o BatchMode=yes"
+    )
 }
 
 /// `origin/main` → `main`.
@@ -413,6 +416,27 @@ fn advertised_head(listing: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn git_network_operations_are_bounded_unless_the_operator_chose_an_ssh_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Tool::new(PathBuf::from("git"), Duration::from_secs(10));
+        git.run(dir.path(), ["init", "-q"]).await.unwrap();
+        let base = Base::new(dir.path().to_path_buf(), git.clone(), None, Duration::ZERO);
+        let config = base.network_config().await.join(" ");
+        assert!(config.contains("http.lowSpeedTime=20"), "{config}");
+        if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+            assert!(config.contains("ConnectTimeout=20"), "{config}");
+        }
+        git.run(
+            dir.path(),
+            ["config", "core.sshCommand", "ssh -i /keys/deploy"],
+        )
+        .await
+        .unwrap();
+        let config = base.network_config().await.join(" ");
+        assert!(!config.contains("core.sshCommand"), "{config}");
+    }
 
     #[test]
     fn branch_names_are_read_from_git_output() {
