@@ -9,6 +9,8 @@ use gateway_layers::workspace::Provision;
 use gateway_layers::BoxError;
 
 use crate::agent::{ClaudeConfig, ClaudeService};
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::config::{self, Config};
 use crate::contain::{
     instance_key_for, Cells, ContainSettings, Containment, IsolationSetting, Mode, Recovery,
@@ -145,6 +147,7 @@ impl App {
             extra_env: config.agent_env_passthrough.clone(),
             withheld_env: config::setting_names(),
             inactivity_timeout: config.agent_inactivity_timeout,
+            stdout_cap: config.max_agent_stdout_bytes,
             ..ClaudeConfig::default()
         })
         .with_cells(cells);
@@ -158,6 +161,8 @@ impl App {
             metrics.clone(),
         );
         let jobs = Jobs::new(&config, runs.clone(), gauge.clone());
+        let intake = Intake::new(&config, gauge.clone(), metrics.clone());
+        let responses = ResponseBudget::new(config.max_response_bytes_in_flight);
         let config = Arc::new(config);
         Ok(Self {
             state: AppState {
@@ -168,6 +173,8 @@ impl App {
                 metrics,
                 isolation: containment.mode_name(),
                 started_at: chrono::Utc::now().timestamp(),
+                intake,
+                responses,
             },
         })
     }

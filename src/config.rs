@@ -146,6 +146,54 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
 
+    /// Seconds the gateway keeps answering after SIGTERM even when nothing runs (`/health` 503
+    /// `shutting_down`, new runs 503), so a readiness probe fails and the endpoint is removed
+    /// before the listener closes.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
+    pub shutdown_delay_seconds: u64,
+
+    /// Seconds a client has to send a whole request body; past it the request is answered 408.
+    /// No queue slot is taken before the body is in.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub body_read_timeout_seconds: u64,
+
+    /// Bytes of prompts that queued runs may hold together; past it new runs are refused (429
+    /// with `Retry-After`).
+    #[arg(long, env = "MAX_QUEUED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Bytes that large responses (job records) may hold in memory together while they are
+    /// sent; past it a record read waits briefly, then is answered 503 with `Retry-After`.
+    #[arg(long, env = "MAX_RESPONSE_BYTES_IN_FLIGHT", default_value_t = 256 * 1024 * 1024)]
+    pub max_response_bytes_in_flight: usize,
+
+    /// Seconds a write to a client may stay blocked (the client stopped reading) before its
+    /// connection is closed.
+    #[arg(long, env = "WRITE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub write_timeout_seconds: u64,
+
+    /// Connections served at once; further clients wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+
+    /// Seconds a connection (HTTP/1 keep-alive or HTTP/2) may stay open with no request in
+    /// flight before it is closed.
+    #[arg(long, env = "CONNECTION_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub connection_idle_timeout_seconds: u64,
+
+    /// Bytes of stream-json the agent may print that are forwarded as events; past it later
+    /// events are dropped (the run goes on and keeps its final result).
+    #[arg(long, env = "MAX_AGENT_STDOUT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_agent_stdout_bytes: usize,
+
+    /// Largest `timeout_seconds` a job may ask for; more is answered 422.
+    #[arg(long, env = "MAX_TIMEOUT_SECONDS", default_value_t = 24 * 60 * 60)]
+    pub max_timeout_seconds: u64,
+
+    /// Largest `max_budget_usd` a job may ask for; more is answered 422.
+    #[arg(long, env = "MAX_BUDGET_USD", default_value_t = 100.0)]
+    pub max_budget_usd: f64,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -253,6 +301,26 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Grace period at shutdown.
     pub shutdown_grace: Duration,
+    /// Time the gateway keeps answering (as shutting down) after SIGTERM before closing.
+    pub shutdown_delay: Duration,
+    /// Time allowed for a whole request body.
+    pub body_read_timeout: Duration,
+    /// Bytes of prompts queued runs may hold together.
+    pub max_queued_bytes: usize,
+    /// Bytes large responses may hold together while they are sent.
+    pub max_response_bytes_in_flight: usize,
+    /// Time a blocked write may take before the connection is closed.
+    pub write_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a connection may stay open with no request in flight.
+    pub connection_idle_timeout: Duration,
+    /// Bytes of agent stdout forwarded as events.
+    pub max_agent_stdout_bytes: usize,
+    /// Largest `timeout_seconds` of a job.
+    pub max_timeout_seconds: u64,
+    /// Largest `max_budget_usd` of a job.
+    pub max_budget_usd: f64,
     /// Log format.
     pub log_format: LogFormat,
     /// The tokens file, when one is used: a secret that no run may read.
@@ -295,6 +363,26 @@ impl Settings {
             "HEADER_READ_TIMEOUT_SECONDS",
             self.header_read_timeout_seconds,
         )?;
+        positive("BODY_READ_TIMEOUT_SECONDS", self.body_read_timeout_seconds)?;
+        positive("MAX_QUEUED_BYTES", self.max_queued_bytes as u64)?;
+        positive(
+            "MAX_RESPONSE_BYTES_IN_FLIGHT",
+            self.max_response_bytes_in_flight as u64,
+        )?;
+        positive("WRITE_TIMEOUT_SECONDS", self.write_timeout_seconds)?;
+        positive("MAX_CONNECTIONS", self.max_connections as u64)?;
+        positive(
+            "CONNECTION_IDLE_TIMEOUT_SECONDS",
+            self.connection_idle_timeout_seconds,
+        )?;
+        positive("MAX_AGENT_STDOUT_BYTES", self.max_agent_stdout_bytes as u64)?;
+        positive("MAX_TIMEOUT_SECONDS", self.max_timeout_seconds)?;
+        if !(self.max_budget_usd.is_finite() && self.max_budget_usd > 0.0) {
+            return Err(invalid(format!(
+                "MAX_BUDGET_USD must be a positive number of dollars, got {}",
+                self.max_budget_usd
+            )));
+        }
         if !(self.openai_compat_budget_usd.is_finite() && self.openai_compat_budget_usd > 0.0) {
             return Err(invalid(format!(
                 "OPENAI_COMPAT_BUDGET_USD must be a positive number of dollars, got {}",
@@ -358,6 +446,16 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            max_queued_bytes: self.max_queued_bytes,
+            max_response_bytes_in_flight: self.max_response_bytes_in_flight,
+            write_timeout: Duration::from_secs(self.write_timeout_seconds),
+            max_connections: self.max_connections,
+            connection_idle_timeout: Duration::from_secs(self.connection_idle_timeout_seconds),
+            max_agent_stdout_bytes: self.max_agent_stdout_bytes,
+            max_timeout_seconds: self.max_timeout_seconds,
+            max_budget_usd: self.max_budget_usd,
             log_format: self.log_format,
             tokens_file: self.api_bearer_tokens_file,
             isolation,
@@ -394,11 +492,50 @@ fn split_list(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// Shortest token accepted, in bytes: a one-character token is a typo or a placeholder, and
+/// guessable.
+pub const MIN_TOKEN_BYTES: usize = 8;
+
+/// The tokens read so far, checked as they come: no token shorter than [`MIN_TOKEN_BYTES`], no
+/// name twice, no token under two names (it would be logged under either, at random).
+#[derive(Default)]
+struct TokenSet {
+    /// What the gateway accepts.
+    tokens: Tokens,
+    /// Names and tokens read so far; dropped with the set once loading is done.
+    seen: Vec<(String, String)>,
+}
+
+impl TokenSet {
+    fn insert(&mut self, name: String, secret: &str, origin: &str) -> Result<(), ConfigError> {
+        if secret.len() < MIN_TOKEN_BYTES {
+            return Err(invalid(format!(
+                "{origin}: the token named {name:?} is shorter than {MIN_TOKEN_BYTES} characters"
+            )));
+        }
+        for (other, other_secret) in &self.seen {
+            if *other == name {
+                return Err(invalid(format!(
+                    "{origin}: the name {name:?} is given to two tokens"
+                )));
+            }
+            if other_secret == secret {
+                return Err(invalid(format!(
+                    "{origin}: the token named {name:?} is the same as the one named {other:?}"
+                )));
+            }
+        }
+        self.seen.push((name.clone(), secret.to_owned()));
+        self.tokens.insert(name, secret);
+        Ok(())
+    }
+}
+
 /// Gathers the accepted tokens from `API_BEARER_TOKEN` and the tokens file.
 fn load_tokens(single: Option<&str>, file: Option<&Path>) -> Result<Tokens, ConfigError> {
-    let mut tokens = Tokens::new();
+    let mut tokens = TokenSet::default();
     if let Some(token) = single.map(str::trim).filter(|t| !t.is_empty()) {
-        tokens.insert("default", token);
+        tokens.insert("default".to_owned(), token, "API_BEARER_TOKEN")?;
     }
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -423,9 +560,15 @@ fn load_tokens(single: Option<&str>, file: Option<&Path>) -> Result<Tokens, Conf
                     index + 1
                 )));
             }
-            tokens.insert(name, secret);
+            let origin = format!(
+                "API_BEARER_TOKENS_FILE {} line {}",
+                path.display(),
+                index + 1
+            );
+            tokens.insert(name, secret, &origin)?;
         }
     }
+    let tokens = tokens.tokens;
     if tokens.is_empty() {
         return Err(invalid(
             "no bearer token configured: set API_BEARER_TOKEN (or API_BEARER_TOKENS_FILE) so callers can authenticate",
@@ -469,7 +612,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let config = parse(&["--api-bearer-token", "t"]).unwrap();
+        let config = parse(&["--api-bearer-token", "test-token"]).unwrap();
         assert_eq!(config.max_concurrency, 10);
         assert_eq!(config.max_queue_depth, 100);
         assert_eq!(config.job_ttl, Duration::from_secs(3600));
@@ -490,13 +633,20 @@ mod tests {
 
     #[test]
     fn zero_capacity_is_refused() {
-        let err = parse(&["--api-bearer-token", "t", "--max-concurrency", "0"]).unwrap_err();
+        let err =
+            parse(&["--api-bearer-token", "test-token", "--max-concurrency", "0"]).unwrap_err();
         assert!(err.contains("MAX_CONCURRENCY"), "{err}");
     }
 
     #[test]
     fn default_model_must_be_supported() {
-        let err = parse(&["--api-bearer-token", "t", "--default-model", "gpt-4"]).unwrap_err();
+        let err = parse(&[
+            "--api-bearer-token",
+            "test-token",
+            "--default-model",
+            "gpt-4",
+        ])
+        .unwrap_err();
         assert!(err.contains("DEFAULT_MODEL"), "{err}");
     }
 
@@ -504,7 +654,7 @@ mod tests {
     fn tokens_file_accepts_named_and_bare_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tokens");
-        std::fs::write(&file, "# rotation\nold:abc\n\nxyz\n").unwrap();
+        std::fs::write(&file, "# rotation\nold:abc-defgh\n\nxyz-uvwxy\n").unwrap();
         let config = parse(&["--api-bearer-tokens-file", file.to_str().unwrap()]).unwrap();
         assert_eq!(config.tokens.len(), 2);
     }
@@ -513,7 +663,7 @@ mod tests {
     fn chat_agent_defaults_to_a_builtin_without_a_base() {
         let config = parse(&[
             "--api-bearer-token",
-            "t",
+            "test-token",
             "--workspace-dir",
             "/nonexistent/base",
         ])

@@ -16,6 +16,7 @@
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job |
 //! | `openai` | OpenAI wire types, prompt rendering, errors, stream chunks |
+//! | `bounds` | what a caller can make the gateway hold: the intake of run requests (body deadline, queue slot, queued bytes) and the budget of large responses |
 //! | `state`, `routes`, `telemetry`, `stack` | the HTTP side: handlers and the stack around them |
 //! | [`app`], [`server`] | the composition root, and serving it with graceful shutdown |
 //!
@@ -30,6 +31,7 @@
 
 pub mod agent;
 pub mod app;
+mod bounds;
 pub mod config;
 mod contain;
 pub mod jobs;

@@ -19,6 +19,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -62,19 +63,42 @@ impl Runs {
             // Provisioned only once the run may start (a queued run holds no checkout) and
             // removed in the background when the run's future ends or is dropped.
             .layer(WorkspaceLayer::new(provisioner))
+            // The workspace is ready and the agent is about to start: marked, so a deadline
+            // that passes before this point is told apart from one the agent ran into.
+            .map_request(|request: Request<AgentRequest>| {
+                if let Some(AgentStarting(flag)) = request.extensions().get() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                request
+            })
             .service(claude);
-        Self::around(BoxCloneSyncService::new(stack), metrics)
+        Self::with_record(BoxCloneSyncService::new(stack), metrics, true)
     }
 
     /// Puts the top of the stack (metrics and error classification) around `stack`: what
     /// [`new`](Self::new) does with the real layers, and what tests do with stand-ins.
+    #[cfg(test)]
     pub(crate) fn around(
         stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
         metrics: Metrics,
     ) -> Self {
+        Self::with_record(stack, metrics, false)
+    }
+
+    /// [`around`](Self::around), saying whether `stack` marks the start of its agent
+    /// ([`AgentStarting`]); when it does not, every timeout counts as the agent's.
+    fn with_record(
+        stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
+        metrics: Metrics,
+        marks_start: bool,
+    ) -> Self {
         // Outermost, so a run's duration counts its time in the queue, and every way a run comes
         // back (or is dropped) is recorded once.
-        let stack = RecordLayer { metrics }.layer(stack);
+        let stack = RecordLayer {
+            metrics,
+            marks_start,
+        }
+        .layer(stack);
         Self {
             stack: BoxCloneSyncService::new(stack),
         }
@@ -98,11 +122,18 @@ impl fmt::Debug for Runs {
     }
 }
 
+/// A request extension the top of the stack inserts and the bottom sets, just before the agent
+/// is started: whether the run got that far.
+#[derive(Clone, Debug, Default)]
+struct AgentStarting(Arc<AtomicBool>);
+
 /// Why a run produced no outcome.
 #[derive(Debug)]
 pub(crate) enum RunFailure {
     /// The run outlived its deadline; its processes were killed.
     TimedOut(String),
+    /// The deadline passed before the agent started: preparing the workspace took too long.
+    TimedOutBeforeStart(String),
     /// No workspace could be made for it.
     Workspace(String),
     /// The agent could not be run or misbehaved (unknown agent, hang, output flood, garbage).
@@ -115,6 +146,10 @@ impl fmt::Display for RunFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunFailure::TimedOut(why) => write!(f, "agent timed out: {why}"),
+            RunFailure::TimedOutBeforeStart(why) => write!(
+                f,
+                "timed out before the agent started (preparing the workspace took too long): {why}"
+            ),
             RunFailure::Workspace(why) => f.write_str(why),
             RunFailure::Agent(error) => write!(f, "{error}"),
             RunFailure::Internal(why) => write!(f, "internal error: {why}"),
@@ -126,8 +161,13 @@ impl StdError for RunFailure {}
 
 impl RunFailure {
     /// Sorts an error from the stack by the layer that raised it, wherever it is in the chain.
-    fn classify(error: BoxError) -> Self {
+    /// `agent_started` tells a deadline that passed while the agent ran from one that passed
+    /// before.
+    fn classify(error: BoxError, agent_started: bool) -> Self {
         if is_caused_by::<Elapsed>(&*error) {
+            if !agent_started {
+                return RunFailure::TimedOutBeforeStart(error.to_string());
+            }
             return RunFailure::TimedOut(error.to_string());
         }
         if is_caused_by::<ProvisionFailed>(&*error) {
@@ -145,7 +185,7 @@ fn run_end(result: Result<&AgentOutcome, &RunFailure>) -> RunEnd {
     match result {
         Ok(outcome) if outcome.succeeded() => RunEnd::Completed,
         Ok(_) => RunEnd::Failed,
-        Err(RunFailure::TimedOut(_)) => RunEnd::Timeout,
+        Err(RunFailure::TimedOut(_) | RunFailure::TimedOutBeforeStart(_)) => RunEnd::Timeout,
         Err(_) => RunEnd::Error,
     }
 }
@@ -162,14 +202,21 @@ fn is_caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool
     false
 }
 
-/// Collapses whitespace and cuts at `limit` characters (marking the cut with `…`), so a reason
-/// fits on one line of a record, an error body or a log.
+/// Collapses whitespace and cuts to `limit` characters, so a reason fits on one line of a
+/// record, an error body or a log. A long reason loses its middle (marked `…`), never its end:
+/// messages name what failed first and why last (`clone of … into … failed: … fatal: Invalid
+/// cross-device link`), and the why is what the reader needs.
 pub(crate) fn one_line(text: &str, limit: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}…", &flat[..end]),
-        None => flat,
+    let count = flat.chars().count();
+    if count <= limit {
+        return flat;
     }
+    let head = limit / 3;
+    let tail = limit.saturating_sub(head + 1);
+    let start: String = flat.chars().take(head).collect();
+    let end: String = flat.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// The top of the stack: times each run from the moment it is handed over, sorts its error, and
@@ -177,6 +224,8 @@ pub(crate) fn one_line(text: &str, limit: usize) -> String {
 #[derive(Clone)]
 struct RecordLayer {
     metrics: Metrics,
+    /// Whether the stack below marks the start of its agent.
+    marks_start: bool,
 }
 
 impl<S> Layer<S> for RecordLayer {
@@ -186,6 +235,7 @@ impl<S> Layer<S> for RecordLayer {
         Record {
             inner,
             metrics: self.metrics.clone(),
+            marks_start: self.marks_start,
         }
     }
 }
@@ -195,6 +245,8 @@ impl<S> Layer<S> for RecordLayer {
 struct Record<S> {
     inner: S,
     metrics: Metrics,
+    /// Whether the stack below marks the start of its agent.
+    marks_start: bool,
 }
 
 impl<S> Service<Request<AgentRequest>> for Record<S>
@@ -207,19 +259,33 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<AgentOutcome, RunFailure>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(RunFailure::classify)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|error| RunFailure::classify(error, true))
     }
 
-    fn call(&mut self, request: Request<AgentRequest>) -> Self::Future {
+    fn call(&mut self, mut request: Request<AgentRequest>) -> Self::Future {
         let entry = request
             .extensions()
             .get::<Entry>()
             .copied()
             .unwrap_or(Entry::Job);
+        let starting = AgentStarting::default();
+        request.extensions_mut().insert(starting.clone());
+        let marks_start = self.marks_start;
         let timer = self.metrics.start_run(entry);
         let run = self.inner.call(request);
         Box::pin(async move {
-            let result = run.await.map_err(RunFailure::classify);
+            let result = run.await.map_err(|error| {
+                let started = !marks_start || starting.0.load(Ordering::Relaxed);
+                RunFailure::classify(error, started)
+            });
+            if let Err(failure @ (RunFailure::Workspace(_) | RunFailure::TimedOutBeforeStart(_))) =
+                &result
+            {
+                // The operator's problem (the base, git, the disk), not the caller's.
+                tracing::warn!(error = %failure, "a run could not get its workspace");
+            }
             timer.finish(run_end(result.as_ref()), result.as_ref().ok());
             result
         })
@@ -265,22 +331,36 @@ mod tests {
         }
         .into();
         assert!(matches!(
-            RunFailure::classify(agent),
+            RunFailure::classify(agent, true),
             RunFailure::Agent(AgentError::Hung { .. })
         ));
         let other: BoxError = "boom".into();
         assert!(matches!(
-            RunFailure::classify(other),
+            RunFailure::classify(other, true),
             RunFailure::Internal(_)
         ));
     }
 
     #[test]
-    fn one_line_collapses_whitespace_and_marks_the_cut() {
+    fn one_line_collapses_whitespace_and_keeps_the_cause_at_the_end() {
         assert_eq!(one_line("a\n b\t c", 10), "a b c");
-        let line = one_line(&format!("a\nb\t{}", "c".repeat(1000)), 300);
+        let line = one_line(
+            &format!("clone of\n{} failed: fatal: the cause", "c".repeat(1000)),
+            300,
+        );
         assert!(!line.contains('\n'));
-        assert_eq!(line.chars().count(), 301);
-        assert!(line.ends_with('…'));
+        assert_eq!(line.chars().count(), 300);
+        assert!(line.starts_with("clone of c"), "{line}");
+        assert!(line.contains('…'), "{line}");
+        assert!(line.ends_with("failed: fatal: the cause"), "{line}");
+    }
+
+    #[test]
+    fn a_deadline_before_the_agent_started_says_so() {
+        let elapsed: BoxError = Box::new(Elapsed::new(Duration::from_secs(1)));
+        assert!(matches!(
+            RunFailure::classify(elapsed, false),
+            RunFailure::TimedOutBeforeStart(_)
+        ));
     }
 }

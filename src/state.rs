@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use gateway_layers::admission::Gauge;
 
+use crate::bounds::Intake;
+use crate::bounds::ResponseBudget;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -26,4 +28,8 @@ pub struct AppState {
     pub(crate) isolation: &'static str,
     /// Unix seconds at start-up, shown as the models' `created`.
     pub(crate) started_at: i64,
+    /// Reads, checks and admits the requests that start runs.
+    pub(crate) intake: Intake,
+    /// The bytes large responses may hold while they are sent.
+    pub(crate) responses: ResponseBudget,
 }

@@ -65,7 +65,7 @@ fn invalid_settings_stop_it_with_status_2() {
     let unusable = file.join("jobs");
     let (code, _, stderr) = run_to_exit(
         &[
-            ("API_BEARER_TOKEN", "t"),
+            ("API_BEARER_TOKEN", "test-token"),
             ("JOBS_DIR", unusable.to_str().unwrap()),
             ("LISTEN_ADDR", "127.0.0.1:0"),
         ],

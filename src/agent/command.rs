@@ -199,12 +199,14 @@ pub struct AgentRequest {
     pub partial_messages: bool,
 }
 
-/// A request extension: where the claude service sends each stream-json event as it arrives.
+/// A request extension: where the claude service sends each stream-json event as it arrives, as
+/// the line of JSON the CLI printed (text is held compactly; a parsed event takes many times its
+/// size).
 ///
-/// Unbounded on purpose: the producer is the agent's stdout, already capped in bytes, and a slow
-/// consumer must never slow the run.
+/// Unbounded on purpose: the producer is the agent's stdout, forwarded up to
+/// `MAX_AGENT_STDOUT_BYTES`, and a slow consumer must never slow the run.
 #[derive(Debug, Clone)]
-pub struct ProgressSink(pub mpsc::UnboundedSender<serde_json::Value>);
+pub struct ProgressSink(pub mpsc::UnboundedSender<Box<str>>);
 
 #[cfg(test)]
 mod argv_tests {

@@ -81,7 +81,9 @@ pub enum AgentError {
         /// The agents the CLI listed as available, as it printed them.
         available: Option<String>,
     },
-    /// The agent printed more than the cap to stdout; it was killed so the flood is not held in memory.
+    /// The agent printed a stdout line longer than the cap (`MAX_AGENT_STDOUT_BYTES`) and no final
+    /// result: the line was dropped unread (never held whole), so nothing of the run can be told.
+    /// A run that merely prints more than the cap in total keeps going and keeps its result.
     OutputTooLarge {
         /// The cap, in bytes.
         limit: usize,
@@ -118,7 +120,7 @@ impl fmt::Display for AgentError {
             }
             Self::OutputTooLarge { limit } => write!(
                 f,
-                "the agent wrote more than {limit} bytes to stdout and was stopped"
+                "the agent wrote a stdout line of more than {limit} bytes and no result"
             ),
             Self::Hung { after } => write!(
                 f,

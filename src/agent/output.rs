@@ -29,6 +29,13 @@ pub(crate) fn classify(line: &[u8]) -> Line {
     }
 }
 
+/// Whether a line could be the final `result` event, without parsing it: it mentions
+/// `"result"`, as every result event does (as its type, and usually as its field).
+pub(crate) fn may_be_result(line: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"result\"";
+    line.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
 /// Whether an event is the final `{"type":"result",...}`.
 pub(crate) fn is_result(event: &Value) -> bool {
     event.get("type").and_then(Value::as_str) == Some("result")
@@ -52,14 +59,30 @@ pub(crate) fn fill_from_result(outcome: &mut AgentOutcome, event: Value, line: S
         .get("is_error")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    outcome.cost_usd = event.get("total_cost_usd").and_then(Value::as_f64);
+    outcome.cost_usd = event
+        .get("total_cost_usd")
+        .and_then(Value::as_f64)
+        .filter(|cost| cost.is_finite() && *cost >= 0.0)
+        .map(|cost| cost.min(MAX_REPORTED_COST_USD));
     outcome.usage = event.get("usage").and_then(usage);
     outcome.result_line = Some(line);
 }
 
+/// Most tokens of one kind a run may report; more is bogus and counted as this, so the totals
+/// the gateway keeps (metrics, `usage.total_tokens`) cannot wrap.
+pub(crate) const MAX_REPORTED_TOKENS: u64 = 1 << 40;
+
+/// Most dollars a run may report; more (or a negative, or not a number) is bogus.
+pub(crate) const MAX_REPORTED_COST_USD: f64 = 1e6;
+
 fn usage(value: &Value) -> Option<Usage> {
     let obj = value.as_object()?;
-    let count = |key: &str| obj.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let count = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(MAX_REPORTED_TOKENS)
+    };
     Some(Usage {
         input_tokens: count("input_tokens"),
         output_tokens: count("output_tokens"),
@@ -99,48 +122,46 @@ pub(crate) fn unknown_agent(stderr: &str, agent: &str) -> Option<String> {
 //
 // Both streams are read concurrently by the run (reading stdout to the end before
 // stderr deadlocked any agent that wrote over 64 KiB to stderr). These buffers decide what is kept:
-// stdout is split into lines and may not exceed its cap at all; stderr keeps its first bytes and
-// drops the rest while the run keeps draining it.
+// stdout is split into lines, none of which may be longer than its cap (a longer one is skipped
+// to its end); stderr keeps its first bytes and drops the rest while the run keeps draining it.
 
-/// Stdout went past its cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Overflow;
-
-/// Splits stdout into `\n`-terminated lines, failing once more than `cap` bytes have arrived.
+/// Splits stdout into `\n`-terminated lines, skipping any line longer than `max_line` bytes.
 ///
-/// Only the current unfinished line is buffered, and it is bounded by the cap.
+/// Only the current unfinished line is buffered, and it is bounded by `max_line`, so however
+/// much the agent prints, this holds at most one line.
 #[derive(Debug)]
 pub(crate) struct LineSplitter {
     /// The bytes after the last newline.
     partial: Vec<u8>,
-    /// Bytes seen so far, compared with `cap`.
-    total: usize,
-    cap: usize,
+    /// Longest line kept.
+    max_line: usize,
+    /// The current line went past `max_line`: the rest of it is dropped.
+    skipping: bool,
+    /// Lines dropped for being too long.
+    skipped: usize,
 }
 
 impl LineSplitter {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(max_line: usize) -> Self {
         Self {
             partial: Vec::new(),
-            total: 0,
-            cap,
+            max_line,
+            skipping: false,
+            skipped: 0,
         }
     }
 
-    /// Feeds a chunk, calling `on_line` for each complete line (without its `\n` or a trailing `\r`).
-    pub(crate) fn push(
-        &mut self,
-        chunk: &[u8],
-        mut on_line: impl FnMut(&[u8]),
-    ) -> Result<(), Overflow> {
-        self.total = self.total.saturating_add(chunk.len());
-        if self.total > self.cap {
-            self.partial = Vec::new();
-            return Err(Overflow);
-        }
+    /// Feeds a chunk, calling `on_line` for each complete line (without its `\n` or a trailing
+    /// `\r`) that is no longer than the cap.
+    pub(crate) fn push(&mut self, chunk: &[u8], mut on_line: impl FnMut(&[u8])) {
         let mut rest = chunk;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
             let (head, tail) = rest.split_at(pos);
+            rest = &tail[1..];
+            if self.skipping || self.partial.len() + head.len() > self.max_line {
+                self.end_skipped_line();
+                continue;
+            }
             if self.partial.is_empty() {
                 on_line(trim_cr(head));
             } else {
@@ -148,15 +169,33 @@ impl LineSplitter {
                 on_line(trim_cr(&self.partial));
                 self.partial.clear();
             }
-            rest = &tail[1..];
+        }
+        if self.skipping {
+            return;
+        }
+        if self.partial.len() + rest.len() > self.max_line {
+            self.skipping = true;
+            self.partial = Vec::new();
+            return;
         }
         self.partial.extend_from_slice(rest);
-        Ok(())
     }
 
-    /// What followed the last newline when the stream ended: a line cut short, if any.
+    fn end_skipped_line(&mut self) {
+        self.skipping = false;
+        self.skipped += 1;
+        self.partial = Vec::new();
+    }
+
+    /// How many lines were dropped for being longer than the cap.
+    pub(crate) fn skipped(&self) -> usize {
+        self.skipped + usize::from(self.skipping)
+    }
+
+    /// What followed the last newline when the stream ended: a line cut short, if any (and not
+    /// too long to keep).
     pub(crate) fn finish(self) -> Option<Vec<u8>> {
-        (!self.partial.is_empty()).then_some(self.partial)
+        (!self.skipping && !self.partial.is_empty()).then_some(self.partial)
     }
 }
 
@@ -168,39 +207,46 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 mod stream_tests {
     use super::*;
 
-    fn lines_of(chunks: &[&[u8]], cap: usize) -> (Result<Vec<String>, Overflow>, Option<Vec<u8>>) {
+    fn lines_of(chunks: &[&[u8]], cap: usize) -> (Vec<String>, Option<Vec<u8>>) {
         let mut splitter = LineSplitter::new(cap);
         let mut lines = Vec::new();
         for chunk in chunks {
-            if let Err(e) = splitter.push(chunk, |l| {
+            splitter.push(chunk, |l| {
                 lines.push(String::from_utf8_lossy(l).into_owned())
-            }) {
-                return (Err(e), None);
-            }
+            });
         }
-        (Ok(lines), splitter.finish())
+        (lines, splitter.finish())
     }
 
     #[test]
     fn splits_lines_across_chunks() {
         let (lines, rest) = lines_of(&[b"{\"a\":", b"1}\n{\"b\"", b":2}\r\n\n{\"c"], 1024);
-        assert_eq!(lines.unwrap(), ["{\"a\":1}", "{\"b\":2}", ""]);
+        assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}", ""]);
         assert_eq!(rest.as_deref(), Some(&b"{\"c"[..]));
     }
 
     #[test]
     fn a_stream_ending_in_newline_leaves_nothing() {
         let (lines, rest) = lines_of(&[b"one\ntwo\n"], 1024);
-        assert_eq!(lines.unwrap(), ["one", "two"]);
+        assert_eq!(lines, ["one", "two"]);
         assert_eq!(rest, None);
     }
 
     #[test]
-    fn fails_past_the_cap_even_without_newlines() {
-        let (lines, _) = lines_of(&[&[b'y'; 600], &[b'y'; 600]], 1000);
-        assert_eq!(lines, Err(Overflow));
-        let (lines, _) = lines_of(&[&[b'y'; 1000]], 1000);
-        assert!(lines.is_ok());
+    fn a_line_past_the_cap_is_skipped_and_the_next_one_kept() {
+        let mut splitter = LineSplitter::new(1000);
+        let mut lines = Vec::new();
+        for chunk in [&[b'y'; 600][..], &[b'y'; 600], b"\nnext\n", &[b'z'; 1001]] {
+            splitter.push(chunk, |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
+        }
+        assert_eq!(lines, ["next"]);
+        assert_eq!(splitter.skipped(), 2);
+        assert_eq!(splitter.finish(), None);
+        let (lines, rest) = lines_of(&[&[b'y'; 1000], b"\n"], 1000);
+        assert_eq!(lines, ["y".repeat(1000)]);
+        assert_eq!(rest, None);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(crate) async fn run(
     let mut status: Option<ExitStatus> = None;
     let mut lines = LineSplitter::new(config.stdout_cap);
     let mut errors = Capped::new(config.stderr_cap);
-    let mut events = Events::new(progress);
+    let mut events = Events::new(progress, config.stdout_cap);
     let mut watchdog = Watchdog::new(config.inactivity_timeout);
 
     while stdout_open || stderr_open || status.is_none() {
@@ -80,9 +80,7 @@ pub(crate) async fn run(
                     continue;
                 }
                 watchdog.kick();
-                lines
-                    .push(&out_buf[..n], |line| events.line(line))
-                    .map_err(|_| AgentError::OutputTooLarge { limit: config.stdout_cap })?;
+                lines.push(&out_buf[..n], |line| events.line(line));
             }
             read = stderr.read(&mut err_buf), if stderr_open => {
                 let n = read.map_err(AgentError::Io)?;
@@ -118,6 +116,7 @@ pub(crate) async fn run(
         }
     }
 
+    let skipped_lines = lines.skipped();
     // The loop only ends once the leader was reaped.
     let Some(status) = status else {
         return Err(AgentError::Io(io::Error::other(
@@ -146,11 +145,28 @@ pub(crate) async fn run(
     }
 
     let Events {
-        result, garbage, ..
+        result,
+        garbage,
+        dropped,
+        ..
     } = events;
+    if dropped > 0 {
+        tracing::debug!(
+            pgid,
+            dropped,
+            limit = config.stdout_cap,
+            "agent events past the stdout limit were not forwarded"
+        );
+    }
     if let Some((event, raw)) = result {
         output::fill_from_result(&mut outcome, event, raw);
         return Ok(outcome);
+    }
+    if skipped_lines > 0 {
+        // A line longer than the whole limit, and no result: nothing of the run can be told.
+        return Err(AgentError::OutputTooLarge {
+            limit: config.stdout_cap,
+        });
     }
     if !status.success() {
         if let Some(available) = output::unknown_agent(&outcome.stderr, &request.agent) {
@@ -180,31 +196,57 @@ async fn feed_stdin(mut stdin: ChildStdin, prompt: Vec<u8>) {
     drop(stdin);
 }
 
-/// What the run keeps from stdout: the last `result` event and the first line that was not JSON.
+/// What the run keeps from stdout: the last `result` event and the first line that was not JSON;
+/// and what it forwards: each event's line, as text (a parsed event would take many times its
+/// size in memory), until `limit` bytes have been forwarded. Past that, events are dropped (once
+/// said with a `gateway_truncated` event) but the lines are still read, so the run goes on and
+/// its final result is kept.
 struct Events {
     progress: Option<ProgressSink>,
     result: Option<(Value, String)>,
     garbage: Option<String>,
+    /// Bytes of events forwarded so far.
+    forwarded: usize,
+    /// Bytes of events forwarded at most (`MAX_AGENT_STDOUT_BYTES`).
+    limit: usize,
+    /// Events not forwarded because the limit was reached.
+    dropped: usize,
 }
 
 impl Events {
-    fn new(progress: Option<ProgressSink>) -> Self {
+    fn new(progress: Option<ProgressSink>, limit: usize) -> Self {
         Self {
             progress,
             result: None,
             garbage: None,
+            forwarded: 0,
+            limit,
+            dropped: 0,
         }
     }
 
     fn line(&mut self, line: &[u8]) {
+        let within = self.forwarded.saturating_add(line.len()) <= self.limit;
+        if !within && !output::may_be_result(line) {
+            // Past the limit only the result matters: other lines are not even parsed.
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                self.drop_event();
+            }
+            return;
+        }
         match output::classify(line) {
             Line::Event(event) => {
                 if output::is_result(&event) {
-                    self.result = Some((event.clone(), String::from_utf8_lossy(line).into_owned()));
+                    self.result = Some((event, String::from_utf8_lossy(line).into_owned()));
                 }
+                if !within {
+                    self.drop_event();
+                    return;
+                }
+                self.forwarded += line.len();
                 if let Some(ProgressSink(tx)) = &self.progress {
                     // A consumer that went away does not stop the run.
-                    let _ = tx.send(event);
+                    let _ = tx.send(String::from_utf8_lossy(line).into());
                 }
             }
             Line::NotJson => {
@@ -213,6 +255,22 @@ impl Events {
                 }
             }
             Line::Blank => {}
+        }
+    }
+
+    /// Counts an event not forwarded; the first one is announced to the consumer.
+    fn drop_event(&mut self) {
+        self.dropped += 1;
+        if self.dropped > 1 {
+            return;
+        }
+        if let Some(ProgressSink(tx)) = &self.progress {
+            let note = serde_json::json!({
+                "type": "gateway_truncated",
+                "reason": "the agent's events went past MAX_AGENT_STDOUT_BYTES; later events are not forwarded, the final result is kept",
+                "limit_bytes": self.limit,
+            });
+            let _ = tx.send(note.to_string().into());
         }
     }
 }

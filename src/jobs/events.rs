@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+/// Bytes an entry takes beyond its text: the entry in the log and the shared string's header,
+/// rounded up for the allocator.
+const ENTRY_OVERHEAD: usize = 64;
+
 /// What an event reports; its name is the SSE `event:` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventKind {
@@ -96,7 +100,10 @@ impl EventLog {
             if state.truncated {
                 return;
             }
-            if state.agent_bytes.saturating_add(data.len()) > state.cap {
+            // Each entry costs its text and its bookkeeping: counted both, so a flood of tiny
+            // events cannot hold many times the cap.
+            let cost = data.len() + ENTRY_OVERHEAD;
+            if state.agent_bytes.saturating_add(cost) > state.cap {
                 state.truncated = true;
                 let note = serde_json::json!({ "dropped": "agent events past the output cap", "cap_bytes": state.cap });
                 state.append(EventKind::Truncated, note.to_string());
@@ -104,7 +111,7 @@ impl EventLog {
                 self.wake();
                 return;
             }
-            state.agent_bytes += data.len();
+            state.agent_bytes += cost;
         }
         if kind == EventKind::End {
             state.closed = true;
@@ -201,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_subscriber_replays_everything() {
-        let log = Arc::new(EventLog::new(1024));
+        let log = Arc::new(EventLog::new(1 << 16));
         log.push(EventKind::Status, "queued".into());
         log.push(EventKind::Agent, "a".into());
         log.push(EventKind::End, "done".into());
@@ -219,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn live_subscribers_each_get_every_event() {
-        let log = Arc::new(EventLog::new(1024));
+        let log = Arc::new(EventLog::new(1 << 16));
         let readers: Vec<_> = (0..3)
             .map(|_| tokio::spawn(drain(log.subscribe(0))))
             .collect();
@@ -237,9 +244,9 @@ mod tests {
 
     #[tokio::test]
     async fn agent_events_past_the_cap_are_dropped_and_flagged_once() {
-        let log = Arc::new(EventLog::new(10));
+        let log = Arc::new(EventLog::new(10 + 2 * ENTRY_OVERHEAD));
         log.push(EventKind::Agent, "12345".into());
-        log.push(EventKind::Agent, "123456".into());
+        log.push(EventKind::Agent, "1234567".into());
         log.push(EventKind::Agent, "1".into());
         log.push(EventKind::Status, "still kept".into());
         log.push(EventKind::End, "end".into());
@@ -262,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_can_resume_from_a_position() {
-        let log = Arc::new(EventLog::new(1024));
+        let log = Arc::new(EventLog::new(1 << 16));
         for n in 0..4 {
             log.push(EventKind::Agent, n.to_string());
         }

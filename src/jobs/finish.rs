@@ -66,6 +66,13 @@ pub(crate) fn with_failure(record: &mut JobRecord, failure: RunFailure, now: Dat
                 record.timeout_seconds
             ));
         }
+        RunFailure::TimedOutBeforeStart(_) => {
+            record.status = JobStatus::Timeout;
+            record.error = Some(format!(
+                "the job ran past its timeout of {} seconds before its agent started: preparing its workspace took too long",
+                record.timeout_seconds
+            ));
+        }
         other => {
             if matches!(other, RunFailure::Agent(AgentError::OutputTooLarge { .. })) {
                 // Nothing of the output could be kept: the most truncated output there is.

@@ -110,6 +110,8 @@ pub struct JobRecord {
     pub owner: String,
     /// The prompt as submitted.
     pub prompt: String,
+    /// The caller's own data, as submitted.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The budget given to the CLI.
     pub max_budget_usd: f64,
     /// The run's deadline, queue time not counted.
@@ -194,7 +196,6 @@ impl JobRecord {
                 created_at,
                 started_at: None,
                 finished_at: None,
-                metadata: job.metadata,
                 exit_code: None,
                 error: None,
                 usage: None,
@@ -207,6 +208,7 @@ impl JobRecord {
             },
             owner: job.owner,
             prompt: job.prompt,
+            metadata: job.metadata,
             max_budget_usd: job.max_budget_usd,
             timeout_seconds: job.timeout_seconds,
             output: Vec::new(),
@@ -217,8 +219,9 @@ impl JobRecord {
     }
 }
 
-/// A job in a listing: the record less `prompt`, `output`, `stderr` and `result`, which may each
-/// be megabytes. `GET /jobs/{id}` has the rest.
+/// A job in a listing: the record less `prompt`, `metadata`, `output`, `stderr` and `result`,
+/// which may each be megabytes (a listing of 500 jobs must stay small however it is read).
+/// `GET /jobs/{id}` has the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {
     /// The job's id.
@@ -236,8 +239,6 @@ pub struct JobSummary {
     /// When it reached a terminal status.
     #[serde(with = "iso_opt")]
     pub finished_at: Option<DateTime<Utc>>,
-    /// The caller's own data.
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The CLI's exit code.
     pub exit_code: Option<i32>,
     /// Why the job did not complete.

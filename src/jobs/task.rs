@@ -125,7 +125,12 @@ impl JobTask {
                 }
                 result = &mut run => break Ended::Ran(result),
                 Some(event) = progress.recv() => {
-                    self.log.push(EventKind::Agent, event.to_string());
+                    self.log.push(EventKind::Agent, event.into());
+                    // The run may have printed many at once: take them all before polling it
+                    // again, so they never pile up in the channel.
+                    while let Ok(event) = progress.try_recv() {
+                        self.log.push(EventKind::Agent, event.into());
+                    }
                 }
             }
         };
@@ -149,7 +154,7 @@ impl JobTask {
             Ended::Ran(result) => {
                 // Events still in flight when the run ended belong before its end.
                 while let Ok(event) = progress.try_recv() {
-                    self.log.push(EventKind::Agent, event.to_string());
+                    self.log.push(EventKind::Agent, event.into());
                 }
                 match result {
                     Ok(outcome) => {

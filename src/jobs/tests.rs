@@ -42,7 +42,7 @@ fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> Runs {
             let progress = req.extensions().get::<ProgressSink>().cloned();
             let say = |event: serde_json::Value| {
                 if let Some(ProgressSink(tx)) = &progress {
-                    let _ = tx.send(event);
+                    let _ = tx.send(event.to_string().into());
                 }
             };
             match req.body().prompt.as_str() {

@@ -160,7 +160,9 @@ fn outcome_detail(outcome: &AgentOutcome) -> String {
 pub(crate) fn failure_error(failure: RunFailure) -> OpenAiError {
     let detail = one_line(&failure.to_string(), DETAIL_MAX);
     let error = match &failure {
-        RunFailure::TimedOut(_) => OpenAiError::unavailable(detail.clone(), "timeout"),
+        RunFailure::TimedOut(_) | RunFailure::TimedOutBeforeStart(_) => {
+            OpenAiError::unavailable(detail.clone(), "timeout")
+        }
         RunFailure::Workspace(_) => OpenAiError::unavailable(detail.clone(), "workspace_failed"),
         RunFailure::Agent(_) => OpenAiError::unavailable(detail.clone(), "agent_failed"),
         RunFailure::Internal(_) => OpenAiError::internal(detail.clone()),

@@ -27,6 +27,12 @@ pub(crate) fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
         let text = content_text(index, message.content.as_ref())?;
         match message.role.as_str() {
             "system" | "developer" => system.push(text),
+            "user" if text.trim().is_empty() => {
+                return Err(OpenAiError::bad_request(format!(
+                    "messages[{index}].content must hold some text"
+                ))
+                .param("messages"))
+            }
             "user" => turns.push(("User", text)),
             "assistant" => turns.push(("Assistant", text)),
             "tool" | "function" => {
@@ -44,29 +50,28 @@ pub(crate) fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
         }
     }
 
+    // The agent answers the last user message: a conversation with none, or that ends on the
+    // assistant, asks it nothing.
+    let Some(((last_role, request), history)) = turns.split_last() else {
+        return Err(no_request());
+    };
+    if *last_role != "User" {
+        return Err(no_request());
+    }
     let mut sections = Vec::new();
     if !system.is_empty() {
         sections.push(format!("System instructions:\n{}", system.join("\n\n")));
     }
     let has_assistant = turns.iter().any(|(role, _)| *role == "Assistant");
     if has_assistant {
-        // The request is the conversation's last user turn; everything before it is context.
-        let last_user = turns.iter().rposition(|(role, _)| *role == "User");
-        let (history, request) = match last_user {
-            Some(at) if at == turns.len() - 1 => (&turns[..at], Some(&turns[at].1)),
-            _ => (&turns[..], None),
-        };
+        // The request is the conversation's last turn (a user's); everything before it is
+        // context.
         let history: Vec<String> = history
             .iter()
             .map(|(role, text)| format!("[{role}]\n{text}"))
             .collect();
         sections.push(format!("Conversation so far:\n\n{}", history.join("\n\n")));
-        match request {
-            Some(text) => sections.push(format!("Request:\n{text}")),
-            None => {
-                sections.push("Request:\nContinue the conversation as the assistant.".to_owned())
-            }
-        }
+        sections.push(format!("Request:\n{request}"));
     } else if !turns.is_empty() {
         let users: Vec<&str> = turns.iter().map(|(_, text)| text.as_str()).collect();
         sections.push(format!("Request:\n{}", users.join("\n\n")));
@@ -75,6 +80,11 @@ pub(crate) fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
         return Err(OpenAiError::bad_request("messages hold no text").param("messages"));
     }
     Ok(sections.join(SECTION_BREAK))
+}
+
+fn no_request() -> OpenAiError {
+    OpenAiError::bad_request("messages must end with a user message that holds the request")
+        .param("messages")
 }
 
 fn unsupported(index: usize, what: &str) -> OpenAiError {
@@ -173,6 +183,11 @@ mod tests {
             json!([{"role": "wizard", "content": "x"}]),
             json!([{"role": "user", "content": 5}]),
             json!([]),
+            json!([{"role": "user", "content": null}]),
+            json!([{"role": "user", "content": []}]),
+            json!([{"role": "user", "content": "  "}]),
+            json!([{"role": "system", "content": "only a preamble"}]),
+            json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]),
         ] {
             let err = render(&messages(bad)).unwrap_err();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);

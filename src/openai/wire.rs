@@ -105,12 +105,15 @@ pub(crate) struct CompletionUsage {
 
 impl From<&crate::agent::Usage> for CompletionUsage {
     fn from(usage: &crate::agent::Usage) -> Self {
-        let prompt_tokens =
-            usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens;
+        // Saturating: the counts come from the agent's output.
+        let prompt_tokens = usage
+            .input_tokens
+            .saturating_add(usage.cache_read_input_tokens)
+            .saturating_add(usage.cache_creation_input_tokens);
         Self {
             prompt_tokens,
             completion_tokens: usage.output_tokens,
-            total_tokens: prompt_tokens + usage.output_tokens,
+            total_tokens: prompt_tokens.saturating_add(usage.output_tokens),
         }
     }
 }

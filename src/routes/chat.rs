@@ -2,18 +2,18 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::admission::Ticket;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
+use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
+use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, OpenAiError};
 use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
@@ -37,15 +37,28 @@ struct ChatRun {
 
 /// Handles one chat completion; the run is killed if the client goes away, because dropping
 /// this future (or the streaming body, which owns the run) drops the run's.
+///
+/// The body is read and checked before a queue slot is taken (see [`crate::bounds`]).
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
-    ticket: Option<Extension<Ticket>>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let run = match prepare(&state, ticket.map(|Extension(t)| t), body) {
+    let body = match state.intake.read(Entry::Chat, &headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(&refusal).into_response(),
+    };
+    let mut run = match prepare(&state, &body) {
         Ok(prepared) => prepared,
         Err(error) => return error.into_response(),
     };
+    match state.intake.admit(Entry::Chat, body.len()) {
+        Ok(admitted) => {
+            run.request.extensions_mut().insert(admitted.ticket);
+        }
+        Err(refusal) => return refused(&refusal).into_response(),
+    }
+    drop(body);
     if run.streaming {
         return stream(&state, run);
     }
@@ -81,7 +94,7 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
             tokio::select! {
                 biased;
                 Some(event) = events.recv() => {
-                    if let Some(text) = text_delta(&event) {
+                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                         streamed_text = true;
                         yield Ok(chunks.event(json!({"content": text}), None));
                     }
@@ -91,7 +104,7 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         };
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {
-            if let Some(text) = text_delta(&event) {
+            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                 streamed_text = true;
                 yield Ok(chunks.event(json!({"content": text}), None));
             }
@@ -121,20 +134,29 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         .into_response()
 }
 
+/// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
+/// body that cannot be taken in keeps its own status (408, 413, 400).
+fn refused(refusal: &Refusal) -> OpenAiError {
+    if refusal.is_overload() {
+        let detail = match refusal {
+            Refusal::ShuttingDown => "shutting down",
+            _ => "queue full",
+        };
+        return OpenAiError::unavailable(format!("execution failed: {detail}"), "queue_full")
+            .retry_after(RETRY_AFTER_SECONDS)
+            .with_field("detail", detail.into());
+    }
+    let status = refusal.status();
+    let error = OpenAiError::new(status, "invalid_request_error", refusal.to_string());
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return error.code("request_too_large");
+    }
+    error
+}
+
 /// Parses and checks the body and builds the run; says what is wrong with the request if anything.
-fn prepare(
-    state: &AppState,
-    ticket: Option<Ticket>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<ChatRun, OpenAiError> {
-    let body = body.map_err(|rejection| {
-        OpenAiError::new(
-            rejection.status(),
-            "invalid_request_error",
-            rejection.body_text(),
-        )
-    })?;
-    let chat: ChatCompletionRequest = serde_json::from_slice(&body)
+fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
+    let chat: ChatCompletionRequest = serde_json::from_slice(body)
         .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))?;
     let config = &state.config;
     let model = chat
@@ -180,9 +202,6 @@ fn prepare(
         max_budget_usd: config.chat_budget_usd,
         partial_messages: streaming,
     });
-    if let Some(ticket) = ticket {
-        request.extensions_mut().insert(ticket);
-    }
     request
         .extensions_mut()
         .insert(Deadline(config.chat_timeout));
@@ -220,4 +239,9 @@ fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, Ope
             .map(CompletionUsage::from)
             .unwrap_or_default(),
     })
+}
+
+/// A forwarded event, parsed to read its text delta.
+fn parsed(event: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(event).ok()
 }

@@ -1,7 +1,12 @@
 //! `GET /health`: open to all, read from the one shared gauge.
+//!
+//! 200 while the gateway takes work; 503 (`"status": "shutting_down"`) from the moment it
+//! received SIGTERM, so a readiness probe takes it out of rotation while it still answers.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http::StatusCode;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -22,21 +27,31 @@ pub(crate) struct Health {
     /// How runs are kept apart: `uid` (each run its own uid) or `process` (runs share the
     /// gateway's uid; their processes are still contained).
     pub isolation: &'static str,
+    /// The workspace base: `ok`, `missing` (deleted at runtime: runs fail until the next
+    /// refresh clones it again from its origin), or `none` (no base configured: scratch
+    /// workspaces).
+    pub base: &'static str,
 }
 
 /// Answers the gauge's current counts.
-pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let gauge = state.gauge.snapshot();
-    Json(Health {
-        status: if state.gauge.is_closed() {
-            "shutting_down"
-        } else {
-            "ok"
-        },
+    let closed = state.gauge.is_closed();
+    let body = Json(Health {
+        status: if closed { "shutting_down" } else { "ok" },
         busy: gauge.is_busy(),
         active: gauge.active,
         queued: gauge.queued,
         capacity: gauge.capacity,
         isolation: state.isolation,
-    })
+        base: match &state.config.base_dir {
+            None => "none",
+            Some(dir) if tokio::fs::metadata(dir.join(".git")).await.is_ok() => "ok",
+            Some(_) => "missing",
+        },
+    });
+    if closed {
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    body.into_response()
 }

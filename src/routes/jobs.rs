@@ -6,23 +6,25 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use gateway_layers::admission::Ticket;
 use gateway_layers::auth::AuthenticatedCaller;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
 
 use crate::agent::check_agent_name;
+use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
     CancelError, Cursor, EventKind, JobEvents, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
     SubmitError,
 };
+use crate::metrics::Entry;
 use crate::routes::detail::DetailError;
+use crate::routes::large::{record_cost, record_response};
 use crate::state::AppState;
 
 /// `max_budget_usd` when the body gives none (the contract's default).
@@ -94,8 +96,17 @@ fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
         .unwrap_or_default()
 }
 
+/// The most a job may ask for (`MAX_TIMEOUT_SECONDS`, `MAX_BUDGET_USD`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobBounds {
+    /// Largest `timeout_seconds`.
+    pub(crate) max_timeout_seconds: u64,
+    /// Largest `max_budget_usd`.
+    pub(crate) max_budget_usd: f64,
+}
+
 /// Checks the body and turns it into a job of `owner`, or says what is wrong with it (422).
-fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
+fn new_job(owner: String, body: &[u8], bounds: JobBounds) -> Result<NewJob, DetailError> {
     let body: ExecuteBody = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     if body.prompt.trim().is_empty() {
         return Err(invalid("prompt must not be empty"));
@@ -112,8 +123,20 @@ fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
             body.max_budget_usd
         )));
     }
+    if body.max_budget_usd > bounds.max_budget_usd {
+        return Err(invalid(format!(
+            "max_budget_usd must be at most {} dollars, got {}",
+            bounds.max_budget_usd, body.max_budget_usd
+        )));
+    }
     if body.timeout_seconds == 0 {
         return Err(invalid("timeout_seconds must be at least 1"));
+    }
+    if body.timeout_seconds > bounds.max_timeout_seconds {
+        return Err(invalid(format!(
+            "timeout_seconds must be at most {}, got {}",
+            bounds.max_timeout_seconds, body.timeout_seconds
+        )));
     }
     Ok(NewJob {
         owner,
@@ -125,27 +148,44 @@ fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
     })
 }
 
-/// `POST /execute`: records a job and starts it; answers 202 at once.
+/// A refusal of the intake in this route's shape.
+fn refused(refusal: &Refusal) -> Response {
+    let error = DetailError::new(refusal.status(), refusal.to_string());
+    if refusal.is_overload() {
+        return error.retry_after(RETRY_AFTER_SECONDS).into_response();
+    }
+    error.into_response()
+}
+
+/// `POST /execute`: reads and checks the body, takes a queue slot, records a job and starts it;
+/// answers 202 at once.
 ///
-/// The admission layer in front already counted the job as queued (or answered 429); its ticket
+/// The slot is taken only once the body is in and valid (see [`crate::bounds`]); its ticket
 /// moves into the job, so the slot is the job's for as long as it is queued or running.
 pub(crate) async fn execute(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
-    ticket: Option<Extension<Ticket>>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let body = match body {
+    let body = match state.intake.read(Entry::Job, &headers, body).await {
         Ok(body) => body,
-        Err(rejection) => {
-            return DetailError::new(rejection.status(), rejection.body_text()).into_response()
-        }
+        Err(refusal) => return refused(&refusal),
     };
-    let job = match new_job(owner(caller), &body) {
+    let bounds = JobBounds {
+        max_timeout_seconds: state.config.max_timeout_seconds,
+        max_budget_usd: state.config.max_budget_usd,
+    };
+    let job = match new_job(owner(caller), &body, bounds) {
         Ok(job) => job,
         Err(error) => return error.into_response(),
     };
-    match state.jobs.submit(job, ticket.map(|Extension(t)| t)).await {
+    let admitted = match state.intake.admit(Entry::Job, body.len()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(&refusal),
+    };
+    drop(body);
+    match state.jobs.submit(job, Some(admitted.ticket)).await {
         Ok(record) => {
             let mut response = (StatusCode::ACCEPTED, Json(record.id_and_status())).into_response();
             if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", record.job_id)) {
@@ -171,8 +211,8 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
-/// `GET /jobs`: the caller's jobs, newest first, as summaries (no prompt, output, stderr or
-/// result): `{"jobs": [...], "next_cursor": "..." | null}`.
+/// `GET /jobs`: the caller's jobs, newest first, as summaries (no prompt, metadata, output,
+/// stderr or result): `{"jobs": [...], "next_cursor": "..." | null}`.
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -219,16 +259,48 @@ pub(crate) async fn list(
 }
 
 /// `GET /jobs/{job_id}`: the record; 404 `Job not found` when unknown or another caller's.
+///
+/// The record is streamed a field at a time within the large-response budget; when other
+/// responses hold all of it, 503 with `Retry-After`. While it waits for its share it holds no
+/// copy of the record: the copy that told its size is dropped, and the record read again.
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
     Path(job_id): Path<String>,
 ) -> Response {
-    match state.jobs.get(&owner(caller), &job_id).await {
-        Ok(Some(record)) => Json(record).into_response(),
+    let owner = owner(caller);
+    let cost = match state.jobs.get(&owner, &job_id).await {
+        Ok(Some(record)) => record_cost(&record),
+        Ok(None) => return not_found(),
+        Err(error) => return store_failed(error),
+    };
+    let Ok(share) = state.responses.reserve(cost).await else {
+        return budget_spent();
+    };
+    match state.jobs.get(&owner, &job_id).await {
+        Ok(Some(record)) => record_response(record, share),
         Ok(None) => not_found(),
         Err(error) => store_failed(error),
     }
+}
+
+/// A whole record as the answer, streamed within the large-response budget; when other
+/// responses hold all of it, 503 with `Retry-After`.
+async fn answer_record(state: &AppState, record: JobRecord) -> Response {
+    match state.responses.reserve(record_cost(&record)).await {
+        Ok(share) => record_response(record, share),
+        Err(_) => budget_spent(),
+    }
+}
+
+/// The answer when other large responses hold the whole budget.
+fn budget_spent() -> Response {
+    DetailError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy sending other large responses; try again",
+    )
+    .retry_after(RETRY_AFTER_SECONDS)
+    .into_response()
 }
 
 /// `DELETE /jobs/{job_id}`: cancels a queued or running job and answers its final record (status
@@ -239,7 +311,7 @@ pub(crate) async fn cancel(
     Path(job_id): Path<String>,
 ) -> Response {
     match state.jobs.cancel(&owner(caller), &job_id).await {
-        Ok(record) => Json(record).into_response(),
+        Ok(record) => answer_record(&state, record).await,
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished) => {
             DetailError::new(StatusCode::CONFLICT, "Job already finished").into_response()
@@ -317,8 +389,13 @@ fn record_json(record: &JobRecord) -> String {
 mod tests {
     use super::*;
 
+    const BOUNDS: JobBounds = JobBounds {
+        max_timeout_seconds: 86_400,
+        max_budget_usd: 100.0,
+    };
+
     fn parse(body: &str) -> Result<NewJob, (StatusCode, String)> {
-        new_job("o".into(), body.as_bytes())
+        new_job("o".into(), body.as_bytes(), BOUNDS)
             .map_err(|e| (e.into_response().status(), String::new()))
     }
 
@@ -351,6 +428,9 @@ mod tests {
             r#"{"prompt":"p","agent":"a","timeout_seconds":1.5}"#,
             r#"{"prompt":"p","agent":"a","max_budget_usd":0}"#,
             r#"{"prompt":"p","agent":"a","max_budget_usd":"5"}"#,
+            r#"{"prompt":"p","agent":"a","max_budget_usd":100.01}"#,
+            r#"{"prompt":"p","agent":"a","timeout_seconds":86401}"#,
+            r#"{"prompt":"p","agent":"a","timeout_seconds":1e300}"#,
             r#"{"prompt":"p","agent":"a","metadata":[1]}"#,
         ] {
             assert_eq!(

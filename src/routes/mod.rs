@@ -4,5 +4,6 @@ pub(crate) mod chat;
 pub(crate) mod detail;
 pub(crate) mod health;
 pub(crate) mod jobs;
+pub(crate) mod large;
 pub(crate) mod metrics;
 pub(crate) mod models;

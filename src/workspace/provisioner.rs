@@ -214,8 +214,9 @@ impl Inner {
             } => {
                 base.ensure_fresh().await;
                 {
+                    let hardlinks = base.hardlinks_to(&self.jobs_dir).await;
                     let _reading = base.read().await;
-                    clone_local(git, base.dir(), pending.path()).await?;
+                    clone_local(git, base.dir(), pending.path(), hardlinks).await?;
                 }
                 match base.origin_url().await {
                     Some(url) => set_origin(git, pending.path(), &url).await?,
@@ -463,13 +464,24 @@ async fn create_scratch(dest: &Path) -> Result<(), WorkspaceError> {
 // Cloning a workspace from the warm base.
 
 /// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the
-/// checkout of the working tree, not a copy of history. The clone checks out the base's
+/// checkout of the working tree, not a copy of history; `--no-hardlinks` (a copy) when
+/// `hardlinks` is false, as across filesystems. The clone checks out the base's
 /// current branch, which a refresh has just reset to the remote branch.
-async fn clone_local(git: &Tool, base: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+async fn clone_local(
+    git: &Tool,
+    base: &Path,
+    dest: &Path,
+    hardlinks: bool,
+) -> Result<(), WorkspaceError> {
     let cwd = dest.parent().unwrap_or(Path::new("/"));
+    let link = if hardlinks {
+        "--local"
+    } else {
+        "--no-hardlinks"
+    };
     let args: [&OsStr; 6] = [
         OsStr::new("clone"),
-        OsStr::new("--local"),
+        OsStr::new(link),
         OsStr::new("--quiet"),
         OsStr::new("--"),
         base.as_os_str(),

@@ -375,3 +375,37 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// `POST base+path` with a JSON body and the harness token, on any client (for gateways this
+/// harness did not start, such as the binary run as a process).
+pub async fn post_json(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    http.post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// `GET base+path` with the harness token, on any client.
+pub async fn get_with_token(http: &reqwest::Client, base: &str, path: &str) -> reqwest::Response {
+    http.get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// A gateway in front of the stand-in CLI `script`, with extra `--flag value` settings.
+pub async fn fake_gateway(script: &str, args: &[(&str, u64)]) -> Gateway {
+    let mut builder = Gateway::builder().claude(fake_claude(script));
+    for (flag, value) in args {
+        builder = builder.arg(flag, value);
+    }
+    builder.start().await
+}

@@ -12,6 +12,16 @@ pub enum AuthFailure {
     Missing,
     /// A bearer token that matches none of the accepted tokens.
     Invalid,
+    /// More than one `Authorization` header: which one counts would be a guess (proxies and
+    /// servers disagree), so none does. A malformed request (400) rather than a wrong credential.
+    Ambiguous,
+}
+
+impl AuthFailure {
+    /// Whether the request is malformed (answer 400) rather than unauthenticated (401).
+    pub const fn is_malformed(self) -> bool {
+        matches!(self, Self::Ambiguous)
+    }
 }
 
 impl fmt::Display for AuthFailure {
@@ -19,6 +29,7 @@ impl fmt::Display for AuthFailure {
         f.write_str(match self {
             Self::Missing => "Missing bearer token",
             Self::Invalid => "Invalid token",
+            Self::Ambiguous => "Several Authorization headers; send exactly one",
         })
     }
 }

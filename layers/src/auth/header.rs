@@ -11,7 +11,11 @@ use super::AuthFailure;
 /// not simply cannot match an accepted token, which makes them [`AuthFailure::Invalid`] rather than
 /// something the caller could tell apart by timing.
 pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&[u8], AuthFailure> {
-    let value = headers.get(AUTHORIZATION).ok_or(AuthFailure::Missing)?;
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthFailure::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthFailure::Ambiguous);
+    }
     let bytes = value.as_bytes();
     let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
         Some(space) => (&bytes[..space], &bytes[space + 1..]),
