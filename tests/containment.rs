@@ -493,7 +493,7 @@ fn demanding_uid_isolation_without_the_privilege_exits_2_with_one_line() {
         .arg(BIN)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("API_BEARER_TOKEN", "t")
+        .env("API_BEARER_TOKEN", "test-token-value")
         .env("JOBS_DIR", jobs.path())
         .env("ISOLATION", "uid")
         .env("LISTEN_ADDR", "127.0.0.1:0")

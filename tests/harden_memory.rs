@@ -125,14 +125,6 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         );
         stream.write_all(request.as_bytes()).await.unwrap();
     }
-    let accepted = harden_support::wait_for(Duration::from_secs(10), || {
-        (gw.connections() >= 1).then_some(())
-    });
-    assert!(
-        accepted.await.is_some(),
-        "the connection was not accepted: {} connections",
-        gw.connections()
-    );
     // Not reading meanwhile: the gateway's side of the connection goes away by itself.
     let closed = harden_support::wait_for(Duration::from_secs(30), || {
         (gw.connections() == 0).then_some(())
@@ -142,6 +134,8 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         "the connection that stopped reading is still open"
     );
     let got = read_all(&mut stream, Duration::from_secs(20)).await;
+    // Served (some of it arrived), and cut off before all of it did.
+    assert!(!got.is_empty(), "nothing arrived: the connection was never served");
     assert!(got.len() < 5 * 7_000_000, "{} bytes arrived", got.len());
     // And whoever reads gets the whole record, metadata included.
     let record: serde_json::Value = gw

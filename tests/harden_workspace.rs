@@ -104,7 +104,7 @@ async fn an_origin_that_never_answers_does_not_stall_runs() {
     for id in &quick {
         let record = wait_end(&gw, id, Duration::from_secs(60)).await;
         assert_eq!(record["status"], "completed", "{record}");
-        assert_eq!(record["result"], "base repository", "{record}");
+        assert_eq!(record["result"], common::README.1.trim(), "{record}");
         let took = seconds_between(&record, "created_at", "finished_at");
         assert!(took < 15.0, "a run waited {took} s for the origin");
     }
@@ -151,7 +151,7 @@ async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
         let id = submit(&gw, 60).await;
         let record = wait_end(&gw, &id, Duration::from_secs(60)).await;
         assert_eq!(record["status"], "completed", "{record}");
-        assert_eq!(record["result"], "base repository");
+        assert_eq!(record["result"], common::README.1.trim());
     }
     gw.wait_workspaces_gone().await;
 }
@@ -227,7 +227,7 @@ async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let second = submit(&gw, 60).await;
     let record = wait_end(&gw, &second, Duration::from_secs(60)).await;
     assert_eq!(record["status"], "completed", "{record}");
-    assert_eq!(record["result"], "base repository");
+    assert_eq!(record["result"], common::README.1.trim());
     assert!(
         repos.base.join(".git").is_dir(),
         "the base was not cloned again"

@@ -99,7 +99,7 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
     }
 }
 
-/// Default cap on what the agent may print to stdout before the run is stopped.
+/// Default cap on the agent events a run forwards (and on one stdout line).
 pub const DEFAULT_STDOUT_CAP: usize = 16 * 1024 * 1024;
 /// Default cap on the stderr kept for the caller; the rest is read and dropped.
 pub const DEFAULT_STDERR_CAP: usize = 1024 * 1024;
@@ -116,8 +116,11 @@ pub struct ClaudeConfig {
     /// Names never passed through, whatever `extra_env` says: the embedding application's own
     /// settings (the gateway lists every variable its flags read).
     pub withheld_env: Vec<String>,
-    /// Bytes of stdout after which the run is stopped with
-    /// [`AgentError::OutputTooLarge`](super::AgentError::OutputTooLarge), so a flood is never held in memory.
+    /// Bytes of stream-json events forwarded to the run's progress sink; later events are dropped
+    /// (the run goes on and keeps its final result). Also the longest stdout line kept: a run
+    /// whose only lines are longer ends with
+    /// [`AgentError::OutputTooLarge`](super::AgentError::OutputTooLarge), so a flood is never
+    /// held in memory.
     pub stdout_cap: usize,
     /// Bytes of stderr kept; the rest is drained and dropped so the agent never blocks on a full pipe.
     pub stderr_cap: usize,
