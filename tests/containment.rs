@@ -13,7 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{
-    cancel_as, eventually, is_dead, secs, submit, wait_job, Gateway, GatewayBuilder, TOKEN,
+    cancel_as, eventually, is_dead, secs, submit, until_none, wait_job, Gateway, GatewayBuilder,
+    TOKEN,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -82,15 +83,7 @@ async fn wait_escaped(tag: &str) {
 
 /// Waits at most 2 s until no process of the run is alive.
 async fn wait_none_alive(tag: &str) {
-    eventually("nothing of the run is alive", secs(2), || async {
-        let alive = tagged(tag);
-        if alive.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{alive:?}"))
-        }
-    })
-    .await;
+    until_none("nothing of the run is alive", secs(2), || tagged(tag)).await;
 }
 
 /// After a run ended: `active` drops only once none of its processes is left, and within 2 s
@@ -103,20 +96,7 @@ async fn assert_nothing_left(gw: &Gateway, tag: &str) {
         "the run stopped counting as active while its processes lived: {alive:?}"
     );
     wait_none_alive(tag).await;
-    wait_dirs_gone(gw).await;
-}
-
-/// Waits at most 2 s until the run's workspace and HOME are removed.
-async fn wait_dirs_gone(gw: &Gateway) {
-    eventually("the run's directories are removed", secs(2), || async {
-        let left = gw.workspaces();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    })
-    .await;
+    gw.wait_workspaces_gone_within(secs(2)).await;
 }
 
 /// How a run is made to end.
@@ -203,34 +183,40 @@ async fn ending_leaves_nothing(isolation: &str, end: End) {
     if matches!(end, End::Shutdown) {
         // The server is gone; what is left is judged from outside.
         wait_none_alive(&tag).await;
-        wait_dirs_gone(&gw).await;
+        gw.wait_workspaces_gone_within(secs(2)).await;
         return;
     }
     assert_nothing_left(&gw, &tag).await;
 }
 
+/// One test per way a run ends, under the isolation `$isolation`.
 macro_rules! ending_tests {
-    ($($name:ident: $isolation:literal, $end:expr;)*) => {$(
+    ($isolation:literal) => {
+        ending_tests!(@each $isolation;
+            a_deadline_leaves_no_process_and_no_workspace: Deadline,
+            a_cancel_leaves_no_process_and_no_workspace: Cancel,
+            a_chat_client_gone_leaves_no_process_and_no_workspace: ChatDisconnect,
+            a_stream_client_gone_leaves_no_process_and_no_workspace: StreamDisconnect,
+            a_hung_agent_leaves_no_process_and_no_workspace: Watchdog,
+            shutdown_past_its_grace_leaves_no_process_and_no_workspace: Shutdown,
+        );
+    };
+    (@each $isolation:literal; $($name:ident: $end:ident,)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            ending_leaves_nothing($isolation, $end).await;
+            super::ending_leaves_nothing($isolation, super::End::$end).await;
         }
     )*};
 }
 
-ending_tests! {
-    a_deadline_leaves_no_process_and_no_workspace: "auto", End::Deadline;
-    a_cancel_leaves_no_process_and_no_workspace: "auto", End::Cancel;
-    a_chat_client_gone_leaves_no_process_and_no_workspace: "auto", End::ChatDisconnect;
-    a_stream_client_gone_leaves_no_process_and_no_workspace: "auto", End::StreamDisconnect;
-    a_hung_agent_leaves_no_process_and_no_workspace: "auto", End::Watchdog;
-    shutdown_past_its_grace_leaves_no_process_and_no_workspace: "auto", End::Shutdown;
-    process_mode_a_deadline_leaves_nothing: "process", End::Deadline;
-    process_mode_a_cancel_leaves_nothing: "process", End::Cancel;
-    process_mode_a_chat_client_gone_leaves_nothing: "process", End::ChatDisconnect;
-    process_mode_a_stream_client_gone_leaves_nothing: "process", End::StreamDisconnect;
-    process_mode_a_hung_agent_leaves_nothing: "process", End::Watchdog;
-    process_mode_shutdown_past_its_grace_leaves_nothing: "process", End::Shutdown;
+/// As root (CI): a uid per run.
+mod uid {
+    ending_tests!("auto");
+}
+
+/// The fallback, forced: shared uid, processes found by their marker.
+mod process_mode {
+    ending_tests!("process");
 }
 
 /// The binary, on `jobs_dir`, against `mock`, with `isolation`.

@@ -135,7 +135,10 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
     );
     let got = read_all(&mut stream, Duration::from_secs(20)).await;
     // Served (some of it arrived), and cut off before all of it did.
-    assert!(!got.is_empty(), "nothing arrived: the connection was never served");
+    assert!(
+        !got.is_empty(),
+        "nothing arrived: the connection was never served"
+    );
     assert!(got.len() < 5 * 7_000_000, "{} bytes arrived", got.len());
     // And whoever reads gets the whole record, metadata included.
     let record: serde_json::Value = gw

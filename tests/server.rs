@@ -116,7 +116,10 @@ async fn bodies_over_the_limit_are_refused_with_413() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Refused by its announced length, in the route's own error shape, saying the limit.
     let content_type = response.headers()["content-type"].to_str().unwrap();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let body = json(response).await;
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("1024 bytes"), "{body}");

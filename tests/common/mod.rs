@@ -26,7 +26,7 @@ pub use {
     git::{git, git_crypt_fixture, Repos, README},
     jobs::*,
     process::*,
-    wait::{eventually, secs, Probe},
+    wait::{eventually, secs, until_none, Probe},
 };
 
 /// The token every harness gateway accepts.
@@ -319,15 +319,12 @@ impl Gateway {
 
     /// Waits (bounded) until `JOBS_DIR` is empty: removal happens off the response path.
     pub async fn wait_workspaces_gone(&self) {
-        eventually("the workspaces are removed", secs(20), || async {
-            let left = self.workspaces();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        })
-        .await;
+        self.wait_workspaces_gone_within(secs(20)).await;
+    }
+
+    /// Waits at most `limit` until `JOBS_DIR` is empty.
+    pub async fn wait_workspaces_gone_within(&self, limit: Duration) {
+        until_none("the workspaces are removed", limit, || self.workspaces()).await;
     }
 
     /// Waits (bounded) until a run left nothing behind: no agent process, no workspace, nothing

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 pub use mock_anthropic::pinned_cli as claude_bin;
 
-use super::wait::{eventually, secs};
+use super::wait::{eventually, secs, until_none};
 
 /// A stand-in CLI script from `tests/fixtures/fake-claude/`.
 pub fn fake_claude(name: &str) -> PathBuf {
@@ -59,13 +59,8 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
 
 /// Waits (bounded) until no process runs under `dir`.
 pub async fn wait_no_process_in(dir: &Path) {
-    eventually("no process is left running", secs(15), || async {
-        let left = processes_under(dir);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
+    until_none("no process is left running", secs(15), || {
+        processes_under(dir)
     })
     .await;
 }

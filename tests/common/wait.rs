@@ -70,3 +70,23 @@ where
 pub const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// Waits (bounded by `limit`) until `list` answers nothing; on timeout, panics saying `what` and
+/// what was still there.
+pub async fn until_none<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut list: impl FnMut() -> Vec<T>,
+) {
+    eventually(what, limit, || {
+        let left = list();
+        async move {
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        }
+    })
+    .await;
+}
