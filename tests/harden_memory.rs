@@ -125,6 +125,15 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         );
         stream.write_all(request.as_bytes()).await.unwrap();
     }
+    // Served before anything is judged: under load the accept itself can take a while.
+    let accepted = harden_support::wait_for(Duration::from_secs(30), || {
+        (gw.connections() >= 1).then_some(())
+    });
+    assert!(
+        accepted.await.is_some(),
+        "the connection was not accepted: {} connections",
+        gw.connections()
+    );
     // Not reading meanwhile: the gateway's side of the connection goes away by itself.
     let closed = harden_support::wait_for(Duration::from_secs(30), || {
         (gw.connections() == 0).then_some(())
