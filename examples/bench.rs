@@ -8,9 +8,11 @@
 //!    workspaces cloned from a 5,000-file base repository;
 //! 3. how long a job waits for its workspace from that base, one at a time and eight at once,
 //!    next to a plain `git clone --local`;
-//! 4. memory held per finished job and per queued job.
+//! 4. memory held per finished job and per queued job;
+//! 5. what containment costs a run: sequential chat completions under each isolation mode.
 //!
-//! Sizes can be changed in the environment: `BENCH_RUNS` (direct-vs-gateway runs, default 10),
+//! Sizes can be changed in the environment (`--help` lists them): `BENCH_RUNS` (direct-vs-gateway
+//! runs, default 10),
 //! `BENCH_REQUESTS` (throughput requests with scratch workspaces, default 200),
 //! `BENCH_BASE_REQUESTS` (throughput requests with the base, default 48), `BENCH_PROVISIONS`
 //! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
@@ -21,27 +23,26 @@
 //!
 //! The memory figures are taken in a child process (this binary re-run with a hidden argument),
 //! so that the other measurements' allocations neither inflate nor hide them.
+//!
+//! The gateways, the git fixture and the waits are the test harness's (`tests/common`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use claude_gateway::app::{App, AppState};
-use claude_gateway::config::{Config, Settings};
 use claude_gateway::workspace::{GitProvisioner, WorkspaceConfig};
 use claude_gateway::BoxError;
+use common::{eventually, script, secs, Gateway, GatewayBuilder, Repos, CHAT, TOKEN};
 use gateway_layers::workspace::Provision;
-use mock_anthropic::MockAnthropic;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
-
-/// The token the bench's gateways accept.
-const TOKEN: &str = "bench-token";
 
 /// The flags the gateway gives the CLI for a chat completion with `model: haiku` (see
 /// `src/agent/command.rs`), so the direct runs do the same work.
@@ -63,14 +64,12 @@ const CLI_ARGS: &[&str] = &[
 /// The prompt of every run.
 const PROMPT: &str = "Say hello in one short sentence.";
 
-/// A stand-in agent that reads its prompt and answers at once.
-const INSTANT_AGENT: &str = r#"#!/bin/bash
-cat > /dev/null
-echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'
-"#;
+/// A stand-in agent (bash) that reads its prompt and answers at once.
+const INSTANT_AGENT: &str = r#"cat > /dev/null
+echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'"#;
 
-/// A stand-in agent that never answers, so every job behind it stays queued.
-const HANGING_AGENT: &str = "#!/bin/bash\ncat > /dev/null\nexec sleep 600\n";
+/// A stand-in agent (bash) that never answers, so every job behind it stays queued.
+const HANGING_AGENT: &str = "cat > /dev/null\nexec sleep 600";
 
 /// The hidden first argument that makes this binary a memory-measuring child.
 const MEMORY_CHILD: &str = "__bench-memory-child";
@@ -127,10 +126,14 @@ fn main() -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some(MEMORY_CHILD) {
-        runtime.block_on(memory_child(&args[1..]))
-    } else {
-        runtime.block_on(bench())
+    let result = match args.first().map(String::as_str) {
+        Some(MEMORY_CHILD) => runtime.block_on(memory_child(&args[1..])),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unexpected argument {other:?}\n\n{USAGE}").into()),
+        None => runtime.block_on(bench()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +143,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// What `--help` prints.
+const USAGE: &str = "\
+Measures what the gateway costs and prints markdown tables.
+
+usage: cargo run --release --example bench [-- --help]
+
+Sizes come from the environment (positive whole numbers):
+  BENCH_RUNS           direct-vs-gateway runs of the real CLI, each (default 10)
+  BENCH_REQUESTS       throughput requests with scratch workspaces (default 200)
+  BENCH_BASE_REQUESTS  throughput requests with the 5,000-file base (default 48)
+  BENCH_PROVISIONS     sequential provisions, and as many plain clones (default 10)
+  BENCH_ROUNDS         rounds of 8 provisions at once (default 2)
+  BENCH_JOBS           jobs in each memory measurement (default 1000)
+
+The quickest run: BENCH_RUNS=1 BENCH_REQUESTS=16 BENCH_BASE_REQUESTS=2 BENCH_PROVISIONS=1 \\
+BENCH_ROUNDS=1 BENCH_JOBS=20 cargo run --release --example bench
+
+Needs the pinned claude CLI under tests/cli (./scripts/test installs it).";
 
 /// Reads a positive count from the environment, or `default`.
 fn env_count(name: &str, default: usize) -> Result<usize, BoxError> {
@@ -160,24 +182,16 @@ async fn bench() -> Result<(), BoxError> {
 
     let sizes = Sizes::from_env()?;
 
-    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/node_modules/.bin/claude");
-    if !cli.exists() {
-        return Err(format!(
-            "the claude CLI is not installed at {}: install it with `npm ci --prefix tests/cli` \
-             (./scripts/test does it) and run the bench again",
-            cli.display()
-        )
-        .into());
-    }
+    let cli = common::claude_bin();
 
     // Scripts are written before anything is spawned: a file still open for writing in one
     // thread while another forks makes exec fail with ETXTBSY.
     let scripts = tempfile::tempdir()?;
-    let instant = write_script(scripts.path(), "instant.sh", INSTANT_AGENT)?;
-    let hanging = write_script(scripts.path(), "hang.sh", HANGING_AGENT)?;
+    let instant = script(scripts.path(), "instant.sh", INSTANT_AGENT);
+    let hanging = script(scripts.path(), "hang.sh", HANGING_AGENT);
 
     eprintln!("building the {BASE_FILES}-file base repository...");
-    let repos = BaseRepo::build()?;
+    let repos = base_repo();
 
     let mut out = String::new();
     writeln!(out, "## claude-gateway bench\n")?;
@@ -191,14 +205,16 @@ async fn bench() -> Result<(), BoxError> {
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    eprintln!("1/4 direct CLI vs gateway...");
+    eprintln!("1/5 direct CLI vs gateway...");
     out.push_str(&overhead(&cli, sizes.runs).await?);
-    eprintln!("2/4 throughput...");
+    eprintln!("2/5 throughput...");
     out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
-    eprintln!("3/4 workspace provisioning...");
+    eprintln!("3/5 workspace provisioning...");
     out.push_str(&provisioning(&repos.base, &sizes).await?);
-    eprintln!("4/4 memory per job...");
+    eprintln!("4/5 memory per job...");
     out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
+    eprintln!("5/5 containment...");
+    out.push_str(&containment(&instant, &repos.base, sizes.runs.max(20)).await?);
 
     writeln!(
         out,
@@ -225,14 +241,6 @@ async fn command_line(program: &str, args: &[&str]) -> String {
             .to_owned(),
         _ => "unknown".to_owned(),
     }
-}
-
-fn write_script(dir: &Path, name: &str, text: &str) -> Result<PathBuf, BoxError> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,139 +314,91 @@ fn latency_row(label: &str, s: &Summary) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An in-process gateway
+// The gateways: the test harness's, served in this process
 
-/// A gateway served on 127.0.0.1 in this process.
-struct Gateway {
-    /// `http://127.0.0.1:PORT`.
-    url: String,
-    /// Its shared state, to watch the queue without going through HTTP.
-    state: AppState,
-    /// Asks it to shut down.
-    stop: Option<oneshot::Sender<()>>,
-    /// The serving task, awaited at shutdown.
-    server: tokio::task::JoinHandle<()>,
-    /// Its `JOBS_DIR`, removed after it.
-    _jobs_dir: tempfile::TempDir,
-}
-
-/// What differs between the bench's gateways.
-struct GatewaySpec<'a> {
-    claude_bin: &'a Path,
-    base: Option<&'a Path>,
+/// A gateway in front of `agent` (`base`: the repository runs clone, none: scratch workspaces).
+fn gateway(
+    agent: &Path,
+    base: Option<&Path>,
     max_concurrency: usize,
     max_queue_depth: usize,
     fetch_debounce_seconds: u64,
-    /// Set in the agent's environment.
-    agent_env: Vec<(String, String)>,
+) -> GatewayBuilder {
+    let builder = Gateway::builder()
+        .claude(agent.to_path_buf())
+        .arg("max-concurrency", max_concurrency)
+        .arg("max-queue-depth", max_queue_depth)
+        .arg("fetch-debounce-seconds", fetch_debounce_seconds)
+        .arg("shutdown-grace-seconds", 1);
+    match base {
+        Some(base) => builder.base(base),
+        None => builder,
+    }
 }
 
-impl Gateway {
-    async fn start(spec: GatewaySpec<'_>) -> Result<Self, BoxError> {
-        let jobs_dir = tempfile::tempdir()?;
-        let argv: Vec<String> = vec![
-            "claude-gateway".into(),
-            "--api-bearer-token".into(),
-            TOKEN.into(),
-            "--listen-addr".into(),
-            "127.0.0.1:0".into(),
-            "--jobs-dir".into(),
-            jobs_dir.path().display().to_string(),
-            "--claude-bin".into(),
-            spec.claude_bin.display().to_string(),
-            "--workspace-dir".into(),
-            spec.base.map_or_else(
-                || "/nonexistent/claude-gateway-bench-base".into(),
-                |b| b.display().to_string(),
-            ),
-            "--git-crypt-key".into(),
-            "/nonexistent/claude-gateway-bench-key".into(),
-            "--max-concurrency".into(),
-            spec.max_concurrency.to_string(),
-            "--max-queue-depth".into(),
-            spec.max_queue_depth.to_string(),
-            "--fetch-debounce-seconds".into(),
-            spec.fetch_debounce_seconds.to_string(),
-            "--shutdown-grace-seconds".into(),
-            "1".into(),
-        ];
-        let mut config: Config = Settings::try_parse_from(argv)?.validate()?;
-        config.agent_env_overrides = spec.agent_env;
+/// Waits (bounded) until the gateway's runs (`active`, `queued`) satisfy `check`, watching its
+/// gauge in-process rather than over HTTP.
+async fn wait_runs(
+    gw: &Gateway,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(usize, usize) -> bool,
+) {
+    eventually(what, limit, || async {
+        let gauge = gw.state.gauge.snapshot();
+        if check(gauge.active, gauge.queued) {
+            Ok(())
+        } else {
+            Err(format!("{} active, {} queued", gauge.active, gauge.queued))
+        }
+    })
+    .await;
+}
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let app = App::build(config).await?;
-        let state = app.state().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(claude_gateway::serve(app, listener, async {
-            let _ = stopped.await;
+/// Runs `count` calls of `call` from [`CLIENTS`] concurrent clients; answers the wall time and
+/// what the calls answered.
+async fn from_clients<T, F, Fut>(count: usize, call: F) -> Result<(Duration, Vec<T>), BoxError>
+where
+    T: Send + 'static,
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, BoxError>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let (next, call) = (next.clone(), call.clone());
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                answers.push(call().await.map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(answers)
         }));
-        Ok(Self {
-            url,
-            state,
-            stop: Some(stop),
-            server,
-            _jobs_dir: jobs_dir,
-        })
     }
-
-    /// Waits (bounded) until no run is active or queued.
-    async fn wait_idle(&self, limit: Duration) -> Result<(), BoxError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let gauge = self.state.gauge.snapshot();
-            if gauge.active == 0 && gauge.queued == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the gateway is still busy after {}s: {} active, {} queued",
-                    limit.as_secs(),
-                    gauge.active,
-                    gauge.queued
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let mut answers = Vec::with_capacity(count);
+    for client in clients {
+        answers.extend(client.await??);
     }
-
-    /// Waits (bounded) until `queued` runs wait for a slot.
-    async fn wait_queued(&self, queued: usize, limit: Duration) -> Result<(), BoxError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let gauge = self.state.gauge.snapshot();
-            if gauge.queued >= queued {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "only {} of {queued} jobs queued after {}s",
-                    gauge.queued,
-                    limit.as_secs()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(60), &mut self.server).await;
-    }
+    Ok((started.elapsed(), answers))
 }
+
+/// A chat completion for [`from_clients`], against `gw`.
+fn chats(gw: &Gateway) -> impl Fn() -> ChatLatency + Clone + Send + 'static {
+    let (http, url) = (gw.http.clone(), gw.url.clone());
+    move || Box::pin(chat(http.clone(), url.clone()))
+}
+
+/// What [`chat`] answers, boxed so that [`chats`] can name it.
+type ChatLatency = std::pin::Pin<Box<dyn Future<Output = Result<Duration, BoxError>> + Send>>;
 
 /// One chat completion; its latency when it answered 200 with content.
-async fn chat(http: &reqwest::Client, url: &str) -> Result<Duration, BoxError> {
-    let body = json!({"model": "haiku", "messages": [{"role": "user", "content": PROMPT}]});
+async fn chat(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
     let started = Instant::now();
     let response = http
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}{CHAT}"))
         .bearer_auth(TOKEN)
-        .json(&body)
+        .json(&Gateway::chat_body(PROMPT))
         .send()
         .await?;
     let status = response.status();
@@ -458,39 +418,20 @@ async fn chat(http: &reqwest::Client, url: &str) -> Result<Duration, BoxError> {
 // 1. Overhead over the CLI run directly
 
 async fn overhead(cli: &Path, runs: usize) -> Result<String, BoxError> {
-    let mock = MockAnthropic::start().await;
-    let home = tempfile::tempdir()?;
-    let agent_env = vec![
-        ("ANTHROPIC_BASE_URL".to_owned(), mock.url()),
-        ("ANTHROPIC_API_KEY".to_owned(), "x".to_owned()),
-        (
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
-            "1".to_owned(),
-        ),
-        ("IS_SANDBOX".to_owned(), "1".to_owned()),
-        ("HOME".to_owned(), home.path().display().to_string()),
-    ];
-
+    // The direct runs use the gateway's agent environment: the same mock, the same HOME.
+    let mut gateway = gateway(cli, None, 10, 100, 15).start().await;
+    let agent_env = gateway.agent_env();
     run_cli_directly(cli, &agent_env).await?;
     let mut direct = Vec::with_capacity(runs);
     for _ in 0..runs {
         direct.push(run_cli_directly(cli, &agent_env).await?);
     }
 
-    let gateway = Gateway::start(GatewaySpec {
-        claude_bin: cli,
-        base: None,
-        max_concurrency: 10,
-        max_queue_depth: 100,
-        fetch_debounce_seconds: 15,
-        agent_env,
-    })
-    .await?;
-    let http = reqwest::Client::new();
-    chat(&http, &gateway.url).await?;
+    let chat = chats(&gateway);
+    chat().await?;
     let mut via_gateway = Vec::with_capacity(runs);
     for _ in 0..runs {
-        via_gateway.push(chat(&http, &gateway.url).await?);
+        via_gateway.push(chat().await?);
     }
     gateway.shutdown().await;
 
@@ -578,21 +519,14 @@ async fn throughput(instant: &Path, base: &Path, sizes: &Sizes) -> Result<String
             sizes.base_requests,
         ),
     ] {
-        let home = tempfile::tempdir()?;
-        let gateway = Gateway::start(GatewaySpec {
-            claude_bin: instant,
-            base,
-            max_concurrency: THROUGHPUT_CONCURRENCY,
-            max_queue_depth: 1000,
-            fetch_debounce_seconds: 3600,
-            agent_env: vec![("HOME".to_owned(), home.path().display().to_string())],
-        })
-        .await?;
+        let mut gateway = gateway(instant, base, THROUGHPUT_CONCURRENCY, 1000, 3600)
+            .start()
+            .await;
         // The warm-up also makes the one fetch of the base, so none happens during the run.
-        let http = reqwest::Client::new();
-        chat(&http, &gateway.url).await?;
-        let (wall, latencies) = load(&http, &gateway.url, requests).await?;
-        gateway.wait_idle(Duration::from_secs(30)).await?;
+        let chat = chats(&gateway);
+        chat().await?;
+        let (wall, latencies) = from_clients(requests, chat).await?;
+        wait_runs(&gateway, "the gateway is idle", secs(30), |a, q| a + q == 0).await;
         gateway.shutdown().await;
         let s = Summary::of(&latencies);
         writeln!(
@@ -609,33 +543,6 @@ async fn throughput(instant: &Path, base: &Path, sizes: &Sizes) -> Result<String
     }
     out.push('\n');
     Ok(out)
-}
-
-/// Fires `requests` chat completions from [`CLIENTS`] concurrent clients; the wall time and
-/// every latency.
-async fn load(
-    http: &reqwest::Client,
-    url: &str,
-    requests: usize,
-) -> Result<(Duration, Vec<Duration>), BoxError> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
-        let (http, url, next) = (http.clone(), url.to_owned(), next.clone());
-        clients.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                latencies.push(chat(&http, &url).await.map_err(|e| e.to_string())?);
-            }
-            Ok::<_, String>(latencies)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(requests);
-    for client in clients {
-        latencies.extend(client.await??);
-    }
-    Ok((started.elapsed(), latencies))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -657,7 +564,7 @@ async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
     // Warm-up: the first provision fetches the base; the measured ones do not.
     let path = provisioner.provision().await?;
     provisioner.release(path);
-    wait_empty(jobs_dir.path()).await?;
+    wait_empty(jobs_dir.path()).await;
 
     // The provisioner and the plain clone take turns, so a burst of load from elsewhere on the
     // machine lands on both rather than on one. Every directory is removed before the next
@@ -669,7 +576,7 @@ async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
         let path = provisioner.provision().await?;
         sequential.push(started.elapsed());
         provisioner.release(path);
-        wait_empty(jobs_dir.path()).await?;
+        wait_empty(jobs_dir.path()).await;
 
         let dest = clones.path().join(format!("seq-{i}"));
         plain_sequential.push(plain_clone(base, &dest).await?);
@@ -703,7 +610,7 @@ async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
         for path in paths {
             provisioner.release(path);
         }
-        wait_empty(jobs_dir.path()).await?;
+        wait_empty(jobs_dir.path()).await;
 
         let started = Instant::now();
         let dests: Vec<PathBuf> = (0..PARALLEL_PROVISIONS)
@@ -734,30 +641,21 @@ async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
         "### 3. Time a job waits for its workspace (5,000-file base; {rounds} rounds of {PARALLEL_PROVISIONS} at once; provisioner and plain clone alternate; each directory removed before the next)\n"
     )?;
     out.push_str(LATENCY_HEADER);
-    out.push_str(&latency_row(
-        "`GitProvisioner::provision`, one at a time",
-        &Summary::of(&sequential),
-    ));
-    out.push_str(&latency_row(
-        "`git clone --local`, one at a time",
-        &Summary::of(&plain_sequential),
-    ));
-    out.push_str(&latency_row(
-        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (each)"),
-        &Summary::of(&parallel),
-    ));
-    out.push_str(&latency_row(
-        &format!("`git clone --local`, {PARALLEL_PROVISIONS} at once (each)"),
-        &Summary::of(&plain_parallel),
-    ));
-    out.push_str(&latency_row(
-        &format!("`GitProvisioner::provision`, {PARALLEL_PROVISIONS} at once (whole round)"),
-        &Summary::of(&parallel_rounds),
-    ));
-    out.push_str(&latency_row(
-        &format!("`git clone --local`, {PARALLEL_PROVISIONS} at once (whole round)"),
-        &Summary::of(&plain_rounds),
-    ));
+    let (provision, clone) = ("`GitProvisioner::provision`", "`git clone --local`");
+    let at_once = format!("{PARALLEL_PROVISIONS} at once");
+    for (label, samples) in [
+        (format!("{provision}, one at a time"), &sequential),
+        (format!("{clone}, one at a time"), &plain_sequential),
+        (format!("{provision}, {at_once} (each)"), &parallel),
+        (format!("{clone}, {at_once} (each)"), &plain_parallel),
+        (
+            format!("{provision}, {at_once} (whole round)"),
+            &parallel_rounds,
+        ),
+        (format!("{clone}, {at_once} (whole round)"), &plain_rounds),
+    ] {
+        out.push_str(&latency_row(&label, &Summary::of(samples)));
+    }
     writeln!(
         out,
         "\nThe provisioner fetched the base {fetches} time(s), all in the warm-up. A provision is the clone plus `git remote set-url origin`.\n"
@@ -766,17 +664,12 @@ async fn provisioning(base: &Path, sizes: &Sizes) -> Result<String, BoxError> {
 }
 
 /// Waits (bounded) until `dir` is empty: workspaces are removed in the background.
-async fn wait_empty(dir: &Path) -> Result<(), BoxError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::fs::read_dir(dir)?.next().is_none() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("workspaces under {} were never removed", dir.display()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn wait_empty(dir: &Path) {
+    let what = format!("the workspaces under {} are removed", dir.display());
+    eventually(what, secs(60), || async {
+        std::fs::read_dir(dir).map(|mut entries| entries.next().is_none())
+    })
+    .await;
 }
 
 /// `git clone --local --quiet base dest`; its wall time.
@@ -797,53 +690,16 @@ async fn plain_clone(base: &Path, dest: &Path) -> Result<Duration, BoxError> {
 
 /// A repository of [`BASE_FILES`] small files in [`BASE_DIRS`] directories, pushed to a bare
 /// remote, and a base cloned from that remote, as an operator's `WORKSPACE_DIR` would be.
-struct BaseRepo {
-    /// Holds everything; removed on drop.
-    _root: tempfile::TempDir,
-    /// The warm base clone.
-    base: PathBuf,
-}
-
-impl BaseRepo {
-    fn build() -> Result<Self, BoxError> {
-        let root = tempfile::tempdir()?;
-        let seed = root.path().join("seed");
-        for d in 0..BASE_DIRS {
-            let dir = seed.join(format!("dir-{d:02}"));
-            std::fs::create_dir_all(&dir)?;
-            for f in 0..BASE_FILES / BASE_DIRS {
-                std::fs::write(
-                    dir.join(format!("file-{f:03}.txt")),
-                    format!("directory {d}, file {f}\nsome content to make it a real file\n"),
-                )?;
-            }
-        }
-        git(&seed, &["init", "-q"])?;
-        git(&seed, &["add", "."])?;
-        git(&seed, &["commit", "-qm", "5,000 files"])?;
-        let remote = root.path().join("remote.git");
-        let base = root.path().join("base");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                path_str(&seed)?,
-                path_str(&remote)?,
-            ],
-        )?;
-        git(
-            root.path(),
-            &["clone", "-q", path_str(&remote)?, path_str(&base)?],
-        )?;
-        Ok(Self { _root: root, base })
-    }
-}
-
-fn path_str(path: &Path) -> Result<&str, BoxError> {
-    path.to_str()
-        .ok_or_else(|| format!("{} is not UTF-8", path.display()).into())
+fn base_repo() -> Repos {
+    let files = (0..BASE_DIRS).flat_map(|d| {
+        (0..BASE_FILES / BASE_DIRS).map(move |f| {
+            (
+                format!("dir-{d:02}/file-{f:03}.txt"),
+                format!("directory {d}, file {f}\nsome content to make it a real file\n"),
+            )
+        })
+    });
+    Repos::seeded("main", files)
 }
 
 /// The type of the filesystem `path` is on (the longest mount point above it), or `unknown`.
@@ -860,31 +716,6 @@ fn filesystem_of(path: &Path) -> String {
         })
         .max_by_key(|(len, _)| *len)
         .map_or_else(|| "unknown".to_owned(), |(_, fs_type)| fs_type)
-}
-
-/// Runs git with a fixed identity in `dir`.
-fn git(dir: &Path, args: &[&str]) -> Result<(), BoxError> {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -968,33 +799,27 @@ async fn memory_child(args: &[String]) -> Result<(), BoxError> {
         "queued" => true,
         other => return Err(format!("unknown measurement {other:?}").into()),
     };
-    let home = tempfile::tempdir()?;
-    let gateway = Gateway::start(GatewaySpec {
-        claude_bin: Path::new(agent),
-        base: None,
-        max_concurrency: if queued { 1 } else { THROUGHPUT_CONCURRENCY },
-        max_queue_depth: jobs * 2 + 100,
-        fetch_debounce_seconds: 15,
-        agent_env: vec![("HOME".to_owned(), home.path().display().to_string())],
-    })
-    .await?;
-    let http = reqwest::Client::new();
+    let concurrency = if queued { 1 } else { THROUGHPUT_CONCURRENCY };
+    let mut gateway = gateway(Path::new(agent), None, concurrency, jobs * 2 + 100, 15)
+        .start()
+        .await;
+    let idle = |a, q| a + q == 0;
 
     // Warm-up: the client's connections, the runtime's threads and the allocator's arenas are
     // in place before the first reading.
     if queued {
-        submit(&http, &gateway.url, 1).await?;
-        wait_active(&gateway).await?;
+        submit(&gateway, 1).await?;
+        wait_runs(&gateway, "the first job starts", secs(30), |a, _| a > 0).await;
     } else {
-        submit(&http, &gateway.url, 100).await?;
-        gateway.wait_idle(Duration::from_secs(60)).await?;
+        submit(&gateway, 100).await?;
+        wait_runs(&gateway, "the warm-up jobs end", secs(60), idle).await;
     }
     let before = rss()?;
-    submit(&http, &gateway.url, jobs).await?;
+    submit(&gateway, jobs).await?;
     if queued {
-        gateway.wait_queued(jobs, Duration::from_secs(60)).await?;
+        wait_runs(&gateway, "the jobs are queued", secs(60), |_, q| q >= jobs).await;
     } else {
-        gateway.wait_idle(Duration::from_secs(120)).await?;
+        wait_runs(&gateway, "the jobs end", secs(120), idle).await;
     }
     let after = rss()?;
     println!("{before} {after}");
@@ -1002,46 +827,25 @@ async fn memory_child(args: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Waits (bounded) until a run holds a slot.
-async fn wait_active(gateway: &Gateway) -> Result<(), BoxError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway.state.gauge.snapshot().active == 0 {
-        if Instant::now() >= deadline {
-            return Err("the first job never started".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
 /// Submits `jobs` jobs to `/execute` from [`CLIENTS`] concurrent clients.
-async fn submit(http: &reqwest::Client, url: &str, jobs: usize) -> Result<(), BoxError> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
-        let (http, url, next) = (http.clone(), url.to_owned(), next.clone());
-        clients.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < jobs {
-                let response = http
-                    .post(format!("{url}/execute"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                if status != reqwest::StatusCode::ACCEPTED {
-                    let text = response.text().await.unwrap_or_default();
-                    return Err(format!("/execute answered {status}: {text}"));
-                }
-                response.bytes().await.map_err(|e| e.to_string())?;
+async fn submit(gw: &Gateway, jobs: usize) -> Result<(), BoxError> {
+    let (http, url) = (gw.http.clone(), gw.url.clone());
+    let execute = move || {
+        let request = http
+            .post(format!("{url}/execute"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"prompt": PROMPT, "agent": common::AGENT}));
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let text = response.text().await?;
+            if status != reqwest::StatusCode::ACCEPTED {
+                return Err(format!("/execute answered {status}: {text}").into());
             }
-            Ok::<_, String>(())
-        }));
-    }
-    for client in clients {
-        client.await??;
-    }
+            Ok(())
+        }
+    };
+    from_clients(jobs, execute).await?;
     Ok(())
 }
 
@@ -1060,4 +864,57 @@ fn rss() -> Result<u64, BoxError> {
         })
         .map(|kib| kib * 1024)
         .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. What containment costs a run
+
+/// Sequential chat completions (one client, MAX_CONCURRENCY=1) with the instant stand-in agent,
+/// under each isolation mode: the run's identity, its directories handed over, its HOME made and
+/// every process of it killed and waited for, on top of the rest of a run.
+async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String, BoxError> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "### 5. Containment: sequential chat completions with the instant stand-in agent (one client, MAX_CONCURRENCY=1, {runs} runs after one warm-up)\n"
+    )?;
+    writeln!(
+        out,
+        "| isolation | workspaces | min | median | p90 | max |\n|---|---|---:|---:|---:|---:|"
+    )?;
+    let root = nix::unistd::geteuid().is_root();
+    let modes: &[&str] = if root {
+        &["process", "uid"]
+    } else {
+        &["process"]
+    };
+    for (label, base) in [("scratch", None), ("5,000-file base", Some(base))] {
+        for mode in modes {
+            let mut gateway = gateway(instant, base, 1, 100, 3600)
+                .arg("isolation", mode)
+                .start()
+                .await;
+            let chat = chats(&gateway);
+            chat().await?;
+            let mut latencies = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                latencies.push(chat().await?);
+            }
+            gateway.shutdown().await;
+            let s = Summary::of(&latencies);
+            writeln!(
+                out,
+                "| {mode} | {label} | {} | {} | {} | {} |",
+                ms(s.min),
+                ms(s.median),
+                ms(s.p90),
+                ms(s.max)
+            )?;
+        }
+    }
+    if !root {
+        writeln!(out, "\n(uid isolation needs root: not measured.)")?;
+    }
+    out.push('\n');
+    Ok(out)
 }

@@ -10,12 +10,96 @@ use gateway_layers::BoxError;
 
 use crate::agent::{ClaudeConfig, ClaudeService};
 use crate::config::{self, Config};
+use crate::contain::{
+    instance_key_for, Cells, ContainSettings, Containment, IsolationSetting, Mode, Recovery,
+};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;
-use crate::workspace::{GitProvisioner, WorkspaceConfig};
+use crate::workspace::{Contained, GitProvisioner, WorkspaceConfig};
+
+/// Decides how runs are contained, and stops whatever runs of an earlier gateway on the same
+/// `JOBS_DIR` left behind (a crash, kill -9) before anything sweeps their workspaces.
+///
+/// Uid isolation when the process may switch uids; otherwise the process fallback, with one
+/// warning saying what is missing. `ISOLATION=uid` without the privilege refuses to start.
+async fn contain_runs(config: &Config) -> Result<(Arc<Containment>, Recovery), BoxError> {
+    // The instance key is taken from the canonical path, so the directory must exist first.
+    tokio::fs::create_dir_all(&config.jobs_dir)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not create JOBS_DIR {}: {e}",
+                config.jobs_dir.display()
+            )
+        })?;
+    let containment = Containment::new(&ContainSettings {
+        isolation: config.isolation,
+        uid_range: config.run_uid_range,
+        lock_dir: config.run_lock_dir.clone(),
+        instance_key: instance_key_for(&config.jobs_dir),
+    })?;
+    match containment.mode() {
+        Mode::Uid => {
+            tracing::info!(range = %config.run_uid_range, "runs are isolated: each has a uid of its own");
+            for secret in secret_files(config) {
+                if readable_by_others(&secret) {
+                    let what = format!(
+                        "{} can be read by any user, so by every run; make it 0600 (Kubernetes: defaultMode 0400)",
+                        secret.display()
+                    );
+                    if config.isolation == IsolationSetting::Uid {
+                        return Err(what.into());
+                    }
+                    tracing::warn!("{what}");
+                }
+            }
+        }
+        Mode::Process => tracing::warn!(
+            "runs share the gateway's uid: an agent can read the gateway's environment and files \
+             and other runs' workspaces, and signal the gateway; its processes are still stopped \
+             with its run. Run the gateway as root (or with CAP_SETUID, CAP_SETGID and CAP_CHOWN) \
+             for a uid per run"
+        ),
+    }
+    let recovery = containment.recover().await;
+    if recovery.killed > 0 || !recovery.failures.is_empty() {
+        tracing::warn!(
+            killed = recovery.killed,
+            failures = recovery.failures.len(),
+            "stopped what runs of an earlier gateway left running"
+        );
+    }
+    Ok((Arc::new(containment), recovery))
+}
+
+/// The files holding the gateway's secrets.
+fn secret_files(config: &Config) -> Vec<std::path::PathBuf> {
+    config
+        .tokens_file
+        .iter()
+        .cloned()
+        .chain(std::iter::once(config.git_crypt_key.clone()))
+        .filter(|path| path.is_file())
+        .collect()
+}
+
+/// Whether the permission bits let any user read `path`.
+fn readable_by_others(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+/// The CLI login each run's HOME gets a copy of: `.claude/.credentials.json` in the HOME the
+/// agent would otherwise have had.
+fn cli_login(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<std::path::PathBuf> {
+    env.iter()
+        .rev()
+        .find(|(name, _)| name == "HOME")
+        .map(|(_, home)| std::path::Path::new(home).join(".claude/.credentials.json"))
+}
 
 /// A built gateway, ready to serve.
 #[derive(Debug)]
@@ -28,16 +112,6 @@ impl App {
     /// earlier process and checks `JOBS_DIR` is usable), the claude service, the gauge, the
     /// stacks and the job registry.
     pub async fn build(config: Config) -> Result<Self, BoxError> {
-        let provisioner = GitProvisioner::new(WorkspaceConfig {
-            base_dir: config.base_dir.clone(),
-            jobs_dir: config.jobs_dir.clone(),
-            git_crypt_key: config.git_crypt_key.clone(),
-            fetch_debounce: config.fetch_debounce,
-            base_branch: config.base_branch.clone(),
-            ..WorkspaceConfig::default()
-        })
-        .await?;
-        let provisioner: Arc<dyn Provision> = Arc::new(provisioner);
         let mut env_source: Vec<_> = std::env::vars_os().collect();
         env_source.extend(
             config
@@ -45,6 +119,26 @@ impl App {
                 .iter()
                 .map(|(name, value)| (name.into(), value.into())),
         );
+        let (containment, recovery) = contain_runs(&config).await?;
+        let cells = Arc::new(Cells::default());
+        let provisioner = GitProvisioner::with_containment(
+            WorkspaceConfig {
+                base_dir: config.base_dir.clone(),
+                jobs_dir: config.jobs_dir.clone(),
+                git_crypt_key: config.git_crypt_key.clone(),
+                fetch_debounce: config.fetch_debounce,
+                base_branch: config.base_branch.clone(),
+                ..WorkspaceConfig::default()
+            },
+            Some(Contained {
+                containment: containment.clone(),
+                cells: cells.clone(),
+                credentials: cli_login(&env_source),
+            }),
+        )
+        .await?;
+        drop(recovery);
+        let provisioner: Arc<dyn Provision> = Arc::new(provisioner);
         let claude = ClaudeService::new(ClaudeConfig {
             bin: config.claude_bin.clone(),
             env_source,
@@ -52,7 +146,8 @@ impl App {
             withheld_env: config::setting_names(),
             inactivity_timeout: config.agent_inactivity_timeout,
             ..ClaudeConfig::default()
-        });
+        })
+        .with_cells(cells);
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
         let metrics = Metrics::new();
         let runs = Runs::new(
@@ -71,6 +166,7 @@ impl App {
                 runs,
                 jobs,
                 metrics,
+                isolation: containment.mode_name(),
                 started_at: chrono::Utc::now().timestamp(),
             },
         })

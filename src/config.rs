@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use gateway_layers::auth::Tokens;
 
+use crate::contain::{IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR};
+
 /// The models the OpenAI-compatible route accepts unless `SUPPORTED_MODELS` says otherwise.
 pub const DEFAULT_SUPPORTED_MODELS: &str =
     "haiku,sonnet,opus,claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-7";
@@ -147,6 +149,23 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// How runs are kept apart: `uid` (each run its own uid, HOME and workspace; needs root, or
+    /// CAP_SETUID, CAP_SETGID and CAP_CHOWN; refuses to start without them), `process` (runs share
+    /// the gateway's uid; their processes are still stopped with them) or `auto` (uid when
+    /// possible, else process with a warning).
+    #[arg(long, env = "ISOLATION", default_value = "auto")]
+    pub isolation: String,
+
+    /// Uids given to runs under uid isolation, one per run at a time, as FIRST-LAST; no account
+    /// or group may use them (those are skipped).
+    #[arg(long, env = "RUN_UID_RANGE", default_value = "61000-61999")]
+    pub run_uid_range: String,
+
+    /// Directory of the per-uid lock files that keep gateways on one host from sharing a run uid
+    /// (made 0700 if missing; refused if others can write it).
+    #[arg(long, env = "RUN_LOCK_DIR", default_value = DEFAULT_LOCK_DIR)]
+    pub run_lock_dir: PathBuf,
 }
 
 impl fmt::Debug for Settings {
@@ -236,6 +255,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// The tokens file, when one is used: a secret that no run may read.
+    pub(crate) tokens_file: Option<PathBuf>,
+    /// How runs are kept apart.
+    pub(crate) isolation: IsolationSetting,
+    /// Uids runs may take under uid isolation.
+    pub(crate) run_uid_range: RunUidRange,
+    /// Where the per-uid locks live.
+    pub(crate) run_lock_dir: PathBuf,
     /// Variables set in the agent's environment on top of what the allow-list picks from the
     /// gateway's own. Not a setting: for embedders and tests that run several gateways in one
     /// process, each against its own API endpoint.
@@ -285,6 +312,14 @@ impl Settings {
                 supported_models.join(",")
             )));
         }
+        let isolation: IsolationSetting = self
+            .isolation
+            .parse()
+            .map_err(|e: SettingError| invalid(e.to_string()))?;
+        let run_uid_range: RunUidRange = self
+            .run_uid_range
+            .parse()
+            .map_err(|e: SettingError| invalid(format!("RUN_UID_RANGE: {e}")))?;
         let base_dir = self.workspace_dir.is_dir().then_some(self.workspace_dir);
         let chat_agent = match self.openai_compat_agent {
             Some(agent) => {
@@ -324,6 +359,10 @@ impl Settings {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             log_format: self.log_format,
+            tokens_file: self.api_bearer_tokens_file,
+            isolation,
+            run_uid_range,
+            run_lock_dir: self.run_lock_dir,
             agent_env_overrides: Vec::new(),
         })
     }

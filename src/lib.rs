@@ -8,6 +8,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | `contain` | run containment: per-run uids or markers, kill-everything, per-run directories |
 //! | [`agent`] | the claude service: command line, allow-listed environment, process, output |
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run |
@@ -30,6 +31,7 @@
 pub mod agent;
 pub mod app;
 pub mod config;
+mod contain;
 pub mod jobs;
 mod metrics;
 mod openai;

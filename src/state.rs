@@ -22,6 +22,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// This gateway's metrics (its own, not process-wide: see [`crate::metrics`]).
     pub(crate) metrics: Metrics,
+    /// The isolation mode in force (`uid` or `process`), for `/health` and `/metrics`.
+    pub(crate) isolation: &'static str,
     /// Unix seconds at start-up, shown as the models' `created`.
     pub(crate) started_at: i64,
 }

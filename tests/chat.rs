@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, Gateway, Repos, TOKEN};
+use common::{eventually, json, secs, Gateway, Repos, CHAT, TOKEN};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -17,12 +17,7 @@ fn answer(body: &serde_json::Value) -> &str {
 #[tokio::test]
 async fn the_answer_and_usage_come_back_and_the_model_reaches_the_api() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:text the agent answers]]"),
-        )
-        .await;
+    let response = gw.chat("[[mock:text the agent answers]]").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     assert_eq!(answer(&body), "the agent answers");
@@ -54,7 +49,7 @@ async fn an_unknown_model_is_400_listing_the_supported_ones() {
     let gw = Gateway::start().await;
     let response = gw
         .post(
-            "/v1/chat/completions",
+            CHAT,
             &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
@@ -81,7 +76,7 @@ async fn concurrent_runs_get_their_own_checkouts_which_are_removed_afterwards() 
             "[[mock:delay 300]] [[mock:bash echo {name} > {name}.txt && ls && git remote get-url origin]]"
         ));
         let gw = &gw;
-        async move { json(gw.post("/v1/chat/completions", &body).await).await }
+        async move { json(gw.post(CHAT, &body).await).await }
     };
     let (first, second) = tokio::join!(run("first"), run("second"));
     let (first, second) = (answer(&first), answer(&second));
@@ -116,9 +111,7 @@ async fn a_300_kib_prompt_arrives_intact() {
     let gw = Gateway::start().await;
     let marker_end = "END-OF-THE-LONG-PROMPT";
     let long = format!("{}{marker_end}", "lorem ipsum ".repeat(300 * 1024 / 12));
-    let response = gw
-        .post("/v1/chat/completions", &Gateway::chat_body(&long))
-        .await;
+    let response = gw.chat(&long).await;
     assert_eq!(response.status(), StatusCode::OK);
     let seen = gw.mock.message_requests()[0].prompt_text();
     assert!(
@@ -135,14 +128,7 @@ async fn the_agent_sees_none_of_the_gateways_secrets() {
     std::env::set_var("OPENAI_COMPAT_BUDGET_USD", "2.0");
     std::env::set_var("SOME_UNRELATED_SECRET", "unrelated-secret-5678");
     let gw = Gateway::start().await;
-    let body = json(
-        gw.post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:bash env]]"),
-        )
-        .await,
-    )
-    .await;
+    let body = json(gw.chat("[[mock:bash env]]").await).await;
     let env = answer(&body);
     assert!(
         env.contains("ANTHROPIC_BASE_URL="),
@@ -164,16 +150,8 @@ async fn the_agent_sees_none_of_the_gateways_secrets() {
 
 #[tokio::test]
 async fn a_run_past_its_deadline_is_503_and_leaves_no_process() {
-    let gw = Gateway::builder()
-        .arg("openai-compat-timeout-seconds", 1)
-        .start()
-        .await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:delay 20000]] too slow"),
-        )
-        .await;
+    let gw = Gateway::with("openai-compat-timeout-seconds", 1).await;
+    let response = gw.chat("[[mock:delay 20000]] too slow").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
     assert_eq!(body["error"]["code"], "timeout", "{body}");
@@ -181,10 +159,7 @@ async fn a_run_past_its_deadline_is_503_and_leaves_no_process() {
         body["detail"].as_str().unwrap().contains("timed out"),
         "{body}"
     );
-    gw.wait_no_agent_process().await;
-    gw.wait_workspaces_gone().await;
-    gw.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
-        .await;
+    gw.wait_nothing_left().await;
 }
 
 #[tokio::test]
@@ -194,17 +169,14 @@ async fn with_one_slot_a_second_run_waits_and_one_past_the_depth_is_refused() {
         .arg("max-queue-depth", 2)
         .start()
         .await;
-    let slow = Gateway::chat_body("[[mock:delay 1500]] [[mock:text first done]]");
-    let second_body = Gateway::chat_body("[[mock:text second done]]");
-    let first = gw.post("/v1/chat/completions", &slow);
+    let first = gw.chat("[[mock:delay 1500]] [[mock:text first done]]");
     let waits = async {
         gw.wait_health(|h| h["active"] == 1).await;
-        let second = gw.post("/v1/chat/completions", &second_body);
+        let second = gw.chat("[[mock:text second done]]");
         let refused = async {
             gw.wait_health(|h| h["active"] == 1 && h["queued"] == 1)
                 .await;
-            gw.post("/v1/chat/completions", &Gateway::chat_body("third"))
-                .await
+            gw.chat("third").await
         };
         tokio::join!(second, refused)
     };
@@ -219,13 +191,7 @@ async fn with_one_slot_a_second_run_waits_and_one_past_the_depth_is_refused() {
 #[tokio::test]
 async fn a_client_that_disconnects_leaves_no_process() {
     let gw = Gateway::start().await;
-    let request = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(TOKEN)
-        .json(&Gateway::chat_body("[[mock:delay 30000]] abandoned"))
-        .send();
-    let in_flight = tokio::spawn(request);
+    let in_flight = tokio::spawn(gw.chat_request("[[mock:delay 30000]] abandoned").send());
     gw.mock
         .wait_for_requests(1, Duration::from_secs(30))
         .await
@@ -235,20 +201,13 @@ async fn a_client_that_disconnects_leaves_no_process() {
         "the agent is running"
     );
     in_flight.abort();
-    gw.wait_no_agent_process().await;
-    gw.wait_workspaces_gone().await;
-    gw.wait_health(|h| h["active"] == 0).await;
+    gw.wait_nothing_left().await;
 }
 
 #[tokio::test]
 async fn no_session_transcript_is_left_in_the_agents_home() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("remember nothing"),
-        )
-        .await;
+    let response = gw.chat("remember nothing").await;
     assert_eq!(response.status(), StatusCode::OK);
     let projects = gw.home.path().join(".claude/projects");
     let transcripts: Vec<_> = walk(&projects)
@@ -275,13 +234,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn an_unknown_agent_is_named_in_the_error() {
-    let gw = Gateway::builder()
-        .arg("openai-compat-agent", "no-such-agent")
-        .start()
-        .await;
-    let response = gw
-        .post("/v1/chat/completions", &Gateway::chat_body("hi"))
-        .await;
+    let gw = Gateway::with("openai-compat-agent", "no-such-agent").await;
+    let response = gw.chat("hi").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
     let message = body["error"]["message"].as_str().unwrap();
@@ -294,12 +248,7 @@ async fn an_unknown_agent_is_named_in_the_error() {
 #[tokio::test]
 async fn an_api_error_is_503_with_the_reason() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:error 500]]"),
-        )
-        .await;
+    let response = gw.chat("[[mock:error 500]]").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
     assert_eq!(body["error"]["code"], "agent_failed", "{body}");
@@ -316,13 +265,11 @@ async fn faulty_agents_end_in_clear_errors_with_nothing_leaked() {
     ];
     for (script, expect) in cases {
         let gw = Gateway::builder()
-            .claude(common::fake_claude(script))
+            .fake(script)
             .arg("agent-inactivity-timeout-seconds", 1)
             .start()
             .await;
-        let response = gw
-            .post("/v1/chat/completions", &Gateway::chat_body("hi"))
-            .await;
+        let response = gw.chat("hi").await;
         assert_eq!(
             response.status(),
             StatusCode::SERVICE_UNAVAILABLE,
@@ -331,25 +278,16 @@ async fn faulty_agents_end_in_clear_errors_with_nothing_leaked() {
         let body = json(response).await;
         let message = body["error"]["message"].as_str().unwrap().to_lowercase();
         assert!(message.contains(expect), "{script}: {message}");
-        gw.wait_no_agent_process().await;
-        gw.wait_workspaces_gone().await;
-        gw.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
-            .await;
+        gw.wait_nothing_left().await;
     }
 }
 
 #[tokio::test]
 async fn a_stderr_flood_does_not_deadlock() {
-    let gw = Gateway::builder()
-        .claude(common::fake_claude("stderr-flood.sh"))
-        .start()
-        .await;
-    let response = tokio::time::timeout(
-        Duration::from_secs(30),
-        gw.post("/v1/chat/completions", &Gateway::chat_body("hi")),
-    )
-    .await
-    .expect("no deadlock");
+    let gw = Gateway::builder().fake("stderr-flood.sh").start().await;
+    let response = tokio::time::timeout(Duration::from_secs(30), gw.chat("hi"))
+        .await
+        .expect("no deadlock");
     assert_eq!(response.status(), StatusCode::OK);
     gw.wait_no_agent_process().await;
 }
@@ -358,9 +296,7 @@ async fn a_stderr_flood_does_not_deadlock() {
 async fn runs_leave_no_folders_behind_in_the_agents_home() {
     let gw = Gateway::start().await;
     for _ in 0..2 {
-        let response = gw
-            .post("/v1/chat/completions", &Gateway::chat_body("hello"))
-            .await;
+        let response = gw.chat("hello").await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let claude = gw.home.path().join(".claude");
@@ -376,9 +312,15 @@ async fn runs_leave_no_folders_behind_in_the_agents_home() {
             .map(|entry| entry.path())
             .collect::<Vec<_>>()
     };
-    common::wait_until(Duration::from_secs(10), || leftovers().is_empty())
-        .await
-        .unwrap_or_else(|_| panic!("per-run folders left in HOME: {:?}", leftovers()));
+    eventually("no per-run folder is left in HOME", secs(10), || async {
+        let left = leftovers();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -389,9 +331,7 @@ async fn a_workspace_that_cannot_be_made_is_a_clear_503_and_frees_the_slot() {
     std::fs::remove_dir_all(&jobs_dir).unwrap();
     std::fs::write(&jobs_dir, "not a directory").unwrap();
 
-    let response = gw
-        .post("/v1/chat/completions", &Gateway::chat_body("hi"))
-        .await;
+    let response = gw.chat("hi").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
     assert_eq!(body["error"]["code"], "workspace_failed", "{body}");
@@ -403,17 +343,11 @@ async fn a_workspace_that_cannot_be_made_is_a_clear_503_and_frees_the_slot() {
         "{body}"
     );
     assert!(gw.mock.requests().is_empty(), "no agent ran");
-    gw.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
-        .await;
+    gw.wait_idle().await;
 
     std::fs::remove_file(&jobs_dir).unwrap();
     std::fs::create_dir(&jobs_dir).unwrap();
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:text back]]"),
-        )
-        .await;
+    let response = gw.chat("[[mock:text back]]").await;
     assert_eq!(
         response.status(),
         StatusCode::OK,

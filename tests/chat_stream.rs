@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, TOKEN};
+use common::{send, Gateway, CHAT};
 use futures_util::StreamExt;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 /// Reads an SSE body into its `data:` payloads.
@@ -22,24 +22,21 @@ async fn sse_data(response: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn stream_body(content: &str, include_usage: bool) -> Value {
-    json!({
+/// A streamed chat completion of one user message, `content`.
+async fn stream(gw: &Gateway, content: &str, include_usage: bool) -> reqwest::Response {
+    let body = json!({
         "model": "haiku",
         "stream": true,
         "stream_options": {"include_usage": include_usage},
         "messages": [{"role": "user", "content": content}],
-    })
+    });
+    send(gw.request(Method::POST, CHAT).json(&body)).await
 }
 
 #[tokio::test]
 async fn chunks_come_in_order_and_end_with_usage_and_done() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &stream_body("[[mock:text one two three four]]", true),
-        )
-        .await;
+    let response = stream(&gw, "[[mock:text one two three four]]", true).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -78,14 +75,7 @@ async fn chunks_come_in_order_and_end_with_usage_and_done() {
 #[tokio::test]
 async fn without_include_usage_there_is_no_usage_chunk() {
     let gw = Gateway::start().await;
-    let data = sse_data(
-        gw.post(
-            "/v1/chat/completions",
-            &stream_body("[[mock:text hi there]]", false),
-        )
-        .await,
-    )
-    .await;
+    let data = sse_data(stream(&gw, "[[mock:text hi there]]", false).await).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     assert!(data.iter().all(|d| !d.contains("\"usage\"")), "{data:?}");
 }
@@ -93,12 +83,7 @@ async fn without_include_usage_there_is_no_usage_chunk() {
 #[tokio::test]
 async fn an_error_after_the_stream_started_arrives_as_an_error_event() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &stream_body("[[mock:error 500]]", false),
-        )
-        .await;
+    let response = stream(&gw, "[[mock:error 500]]", false).await;
     assert_eq!(response.status(), StatusCode::OK, "the stream had started");
     let data = sse_data(response).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -110,17 +95,12 @@ async fn an_error_after_the_stream_started_arrives_as_an_error_event() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_stops_its_agent() {
     let gw = Gateway::start().await;
-    let response = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(TOKEN)
-        .json(&stream_body(
-            "[[mock:delay 30000]] [[mock:text never finished words]]",
-            false,
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = stream(
+        &gw,
+        "[[mock:delay 30000]] [[mock:text never finished words]]",
+        false,
+    )
+    .await;
     let mut body = response.bytes_stream();
     // Read until the first content delta has arrived: the agent is mid-answer.
     let mut seen = String::new();
@@ -137,8 +117,5 @@ async fn a_client_that_leaves_mid_stream_stops_its_agent() {
         "the agent is running"
     );
     drop(body);
-    gw.wait_no_agent_process().await;
-    gw.wait_workspaces_gone().await;
-    gw.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
-        .await;
+    gw.wait_nothing_left().await;
 }

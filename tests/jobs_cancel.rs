@@ -2,39 +2,25 @@
 //! jobs it finds.
 
 mod common;
-mod jobs_support;
 
 use std::time::Duration;
 
-use clap::Parser;
-use claude_gateway::app::App;
-use claude_gateway::config::{Config, Settings};
-use common::{agent_env, fake_claude, json, Gateway, TOKEN};
-use jobs_support::*;
+use claude_gateway::jobs::{NewJob, SubmitError};
+use common::*;
 use reqwest::StatusCode;
 
 #[tokio::test]
 async fn cancelling_a_queued_job_frees_its_slot_and_a_running_one_kills_its_processes() {
     let gw = Gateway::builder()
-        .claude(fake_claude("hang.sh"))
+        .fake("hang.sh")
         .arg("max-concurrency", 1)
         .start()
         .await;
     let running = submit(&gw, "first", 600).await;
-    wait_job(&gw, &running, Duration::from_secs(30), |r| {
-        r["status"] == "running"
-    })
-    .await;
-    wait_process_in(gw.jobs_dir.path()).await;
+    wait_job(&gw, &running, secs(30), |r| r["status"] == "running").await;
+    gw.wait_agent_process().await;
     let queued = submit(&gw, "second", 600).await;
-    let health = json(
-        gw.http
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let health = gw.health().await;
     assert_eq!(
         (health["active"].as_u64(), health["queued"].as_u64()),
         (Some(1), Some(1))
@@ -43,39 +29,20 @@ async fn cancelling_a_queued_job_frees_its_slot_and_a_running_one_kills_its_proc
     // Queued: stopped at once, never started.
     let (status, record) = cancel_as(&gw, TOKEN, &queued).await;
     assert_eq!(status, StatusCode::OK, "{record}");
-    assert_eq!(record["status"], "error");
-    assert!(
-        record["error"].as_str().unwrap().contains("cancelled"),
-        "{record}"
-    );
+    assert_ended(&record, "error", "cancelled");
     assert_eq!(record["started_at"], serde_json::Value::Null);
     assert!(record["finished_at"].is_string());
-    let health = json(
-        gw.http
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(health["queued"], 0);
+    assert_eq!(gw.health().await["queued"], 0);
 
     // Running: its whole process group goes, and its workspace.
     let (status, record) = cancel_as(&gw, TOKEN, &running).await;
     assert_eq!(status, StatusCode::OK, "{record}");
-    assert_eq!(record["status"], "error");
-    assert!(record["error"].as_str().unwrap().contains("cancelled"));
+    assert_ended(&record, "error", "cancelled");
     assert!(record["started_at"].is_string());
-    wait_no_process_in(gw.jobs_dir.path()).await;
+    gw.wait_no_agent_process().await;
     gw.wait_workspaces_gone().await;
-    let health = json(
-        gw.http
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // Gone with its process and workspace: nothing is counted as running or waiting any more.
+    let health = gw.health().await;
     assert_eq!(
         (health["active"].as_u64(), health["queued"].as_u64()),
         (Some(0), Some(0))
@@ -95,76 +62,32 @@ async fn a_cancelled_real_cli_run_leaves_nothing_behind() {
     let gw = Gateway::start().await;
     // The mock holds its answer for a minute: the CLI is mid-request when it is cancelled.
     let job_id = submit(&gw, "[[mock:delay 60000]] wait", 600).await;
-    wait_process_in(gw.jobs_dir.path()).await;
+    gw.wait_agent_process().await;
     let (status, record) = cancel_as(&gw, TOKEN, &job_id).await;
     assert_eq!(status, StatusCode::OK, "{record}");
     assert_eq!(record["status"], "error");
-    wait_no_process_in(gw.jobs_dir.path()).await;
-    gw.wait_workspaces_gone().await;
-}
-
-/// A config like the harness's, for a test that drives `serve` itself to keep a handle on the jobs
-/// after the server is gone.
-fn config(jobs_dir: &std::path::Path, home: &std::path::Path, extra: &[&str]) -> Config {
-    let jobs_dir = jobs_dir.display().to_string();
-    let claude = fake_claude("hang.sh").display().to_string();
-    let mut argv = vec![
-        "claude-gateway",
-        "--api-bearer-token",
-        TOKEN,
-        "--jobs-dir",
-        &jobs_dir,
-        "--claude-bin",
-        &claude,
-        "--workspace-dir",
-        "/nonexistent/claude-gateway-base",
-        "--git-crypt-key",
-        "/nonexistent/git-crypt-key",
-    ];
-    argv.extend_from_slice(extra);
-    let mut config = Settings::try_parse_from(argv).unwrap().validate().unwrap();
-    config.agent_env_overrides = agent_env("http://127.0.0.1:9", home);
-    config
+    gw.wait_nothing_left().await;
 }
 
 #[tokio::test]
 async fn shutdown_records_queued_and_unfinished_jobs_as_error_and_kills_what_runs() {
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let config = config(
-        jobs_dir.path(),
-        home.path(),
-        &["--max-concurrency", "1", "--shutdown-grace-seconds", "1"],
-    );
-    let app = App::build(config).await.unwrap();
-    let jobs = app.state().jobs.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(claude_gateway::serve(app, listener, async {
-        let _ = stopped.await;
-    }));
+    let mut gw = Gateway::builder()
+        .fake("hang.sh")
+        .arg("max-concurrency", 1)
+        .arg("shutdown-grace-seconds", 1)
+        .start()
+        .await;
+    // A handle on the jobs that outlives the server.
+    let jobs = gw.state.jobs.clone();
+    let ids = [
+        submit(&gw, "runs", 600).await,
+        submit(&gw, "waits", 600).await,
+    ];
+    gw.wait_agent_process().await;
 
-    let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for prompt in ["runs", "waits"] {
-        let response = http
-            .post(format!("{url}/execute"))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"prompt": prompt, "agent": AGENT}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        ids.push(json(response).await["job_id"].as_str().unwrap().to_owned());
-    }
-    wait_process_in(jobs_dir.path()).await;
-
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
+    tokio::time::timeout(Duration::from_secs(30), gw.shutdown())
         .await
-        .expect("shutdown ends within the grace period and a bit")
-        .unwrap();
+        .expect("shutdown ends within the grace period and a bit");
 
     let running = jobs.get("default", &ids[0]).await.unwrap().unwrap();
     assert_eq!(running.status.as_str(), "error");
@@ -182,21 +105,17 @@ async fn shutdown_records_queued_and_unfinished_jobs_as_error_and_kills_what_run
         .contains("gateway shut down"));
     assert_eq!(queued.started_at, None);
     assert_eq!(jobs.live_count(), 0);
-    wait_no_process_in(jobs_dir.path()).await;
+    gw.wait_no_agent_process().await;
 }
 
 #[tokio::test]
 async fn after_shutdown_begins_execute_is_refused() {
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let app = App::build(config(jobs_dir.path(), home.path(), &[]))
-        .await
-        .unwrap();
+    let (app, _backing) = Gateway::builder().fake("hang.sh").build().await;
     let jobs = app.state().jobs.clone();
     app.begin_shutdown();
     let refused = jobs
         .submit(
-            claude_gateway::jobs::NewJob {
+            NewJob {
                 owner: "default".into(),
                 prompt: "p".into(),
                 agent: AGENT.into(),
@@ -207,8 +126,5 @@ async fn after_shutdown_begins_execute_is_refused() {
             None,
         )
         .await;
-    assert!(matches!(
-        refused,
-        Err(claude_gateway::jobs::SubmitError::ShuttingDown)
-    ));
+    assert!(matches!(refused, Err(SubmitError::ShuttingDown)));
 }

@@ -2,10 +2,8 @@
 //! final record.
 
 mod common;
-mod jobs_support;
 
-use common::{fake_claude, Gateway, TOKEN};
-use jobs_support::*;
+use common::*;
 
 /// Index of the first event for which `matches` holds.
 fn position(events: &[Sse], matches: impl Fn(&Sse) -> bool) -> Option<usize> {
@@ -77,34 +75,23 @@ async fn the_stream_shows_the_tool_call_before_the_final_record_to_every_subscri
     assert_eq!(late.len(), first.len());
 
     // A client resuming after an event gets only what followed it.
-    let resumed = gw
-        .http
-        .get(format!("{}/jobs/{job_id}/events", gw.url))
-        .bearer_auth(TOKEN)
-        .header("last-event-id", "1")
-        .send()
-        .await
-        .unwrap();
-    let resumed = read_events(resumed).await;
+    let resumed = events_request(&gw, TOKEN, &job_id).header("last-event-id", "1");
+    let resumed = read_events(send(resumed).await).await;
     assert_eq!(resumed.len(), first.len() - 2);
     assert_eq!(resumed[0].id.as_deref(), Some("2"));
 }
 
 #[tokio::test]
 async fn a_cancelled_job_stream_ends_with_the_error_record() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("hang.sh"))
-        .start()
-        .await;
+    let gw = Gateway::fake("hang.sh").await;
     let job_id = submit(&gw, "hang", 600).await;
     let stream = open_events(&gw, TOKEN, &job_id).await;
     let reader = tokio::spawn(read_events(stream));
-    wait_process_in(gw.jobs_dir.path()).await;
+    gw.wait_agent_process().await;
     let (status, _) = cancel_as(&gw, TOKEN, &job_id).await;
     assert_eq!(status, reqwest::StatusCode::OK);
     let events = reader.await.unwrap();
     let last = events.last().expect("events");
     assert_eq!(last.event, "end");
-    assert_eq!(last.json()["status"], "error");
-    assert!(last.json()["error"].as_str().unwrap().contains("cancelled"));
+    assert_ended(&last.json(), "error", "cancelled");
 }

@@ -2,12 +2,8 @@
 //! success, stand-in CLIs for failures, and the record's contract fields in every case.
 
 mod common;
-mod jobs_support;
 
-use std::time::Duration;
-
-use common::{fake_claude, json, Gateway, TOKEN};
-use jobs_support::*;
+use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -60,13 +56,9 @@ async fn a_job_runs_to_completed_with_result_usage_and_the_contract_fields() {
 
 #[tokio::test]
 async fn an_agent_that_fails_ends_failed_with_exit_code_stderr_and_a_reason() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("fail.sh"))
-        .start()
-        .await;
-    let job_id = submit(&gw, "anything", 60).await;
-    let record = wait_end(&gw, &job_id).await;
-    assert_eq!(record["status"], "failed", "{record}");
+    let gw = Gateway::fake("fail.sh").await;
+    let record = run_job(&gw, "anything", 60).await;
+    assert_ended(&record, "failed", "could not reach the API");
     assert_eq!(record["exit_code"], 3);
     assert!(record["stderr"]
         .as_str()
@@ -81,8 +73,7 @@ async fn an_agent_that_fails_ends_failed_with_exit_code_stderr_and_a_reason() {
 #[tokio::test]
 async fn an_api_error_in_the_real_cli_ends_failed() {
     let gw = Gateway::start().await;
-    let job_id = submit(&gw, "[[mock:error 400]]", 120).await;
-    let record = wait_end(&gw, &job_id).await;
+    let record = run_job(&gw, "[[mock:error 400]]", 120).await;
     assert_eq!(record["status"], "failed", "{record}");
     assert!(
         record["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -92,35 +83,18 @@ async fn an_api_error_in_the_real_cli_ends_failed() {
 
 #[tokio::test]
 async fn a_job_past_its_timeout_ends_timeout_with_no_process_left() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("hang.sh"))
-        .start()
-        .await;
-    let job_id = submit(&gw, "hang", 1).await;
-    let record = wait_end(&gw, &job_id).await;
-    assert_eq!(record["status"], "timeout", "{record}");
-    assert!(record["error"]
-        .as_str()
-        .unwrap()
-        .contains("timeout of 1 seconds"));
+    let gw = Gateway::fake("hang.sh").await;
+    let record = run_job(&gw, "hang", 1).await;
+    assert_ended(&record, "timeout", "timeout of 1 seconds");
     assert!(record["started_at"].is_string());
-    wait_no_process_in(gw.jobs_dir.path()).await;
-    gw.wait_workspaces_gone().await;
+    gw.wait_nothing_left().await;
 }
 
 #[tokio::test]
 async fn an_agent_that_cannot_run_ends_error_with_the_reason() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("unknown-agent.sh"))
-        .start()
-        .await;
-    let job_id = submit(&gw, "hi", 60).await;
-    let record = wait_end(&gw, &job_id).await;
-    assert_eq!(record["status"], "error", "{record}");
-    assert!(
-        record["error"].as_str().unwrap().contains("not found"),
-        "{record}"
-    );
+    let gw = Gateway::fake("unknown-agent.sh").await;
+    let record = run_job(&gw, "hi", 60).await;
+    assert_ended(&record, "error", "not found");
 }
 
 #[tokio::test]
@@ -141,8 +115,7 @@ echo 'some stderr' >&2"#,
         .arg("max-output-bytes", 65536)
         .start()
         .await;
-    let job_id = submit(&gw, "big", 60).await;
-    let record = wait_end(&gw, &job_id).await;
+    let record = run_job(&gw, "big", 60).await;
     assert_eq!(
         record["status"],
         "completed",
@@ -158,27 +131,16 @@ echo 'some stderr' >&2"#,
 
 #[tokio::test]
 async fn a_flood_of_output_is_stopped_and_flagged() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("stdout-flood.sh"))
-        .start()
-        .await;
-    let job_id = submit(&gw, "flood", 120).await;
-    let record = wait_end(&gw, &job_id).await;
-    assert_eq!(record["status"], "error", "{record}");
+    let gw = Gateway::fake("stdout-flood.sh").await;
+    let record = run_job(&gw, "flood", 120).await;
+    assert_ended(&record, "error", "bytes");
     assert_eq!(record["output_truncated"], true);
-    assert!(
-        record["error"].as_str().unwrap().contains("bytes"),
-        "{record}"
-    );
-    wait_no_process_in(gw.jobs_dir.path()).await;
+    gw.wait_no_agent_process().await;
 }
 
 #[tokio::test]
 async fn bad_bodies_get_a_clear_4xx() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
-        .start()
-        .await;
+    let gw = Gateway::fake("ok.sh").await;
     let cases = [
         (json!({"agent": AGENT}), "prompt"),
         (json!({"prompt": "p"}), "agent"),
@@ -216,15 +178,7 @@ async fn bad_bodies_get_a_clear_4xx() {
         let detail = answer["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(mentions), "{body} -> {detail}");
     }
-    let response = gw
-        .http
-        .post(format!("{}/execute", gw.url))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post_raw("/execute", "{not json").await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(json(response).await["detail"].is_string());
     // Nothing was queued by any of them.
@@ -234,10 +188,7 @@ async fn bad_bodies_get_a_clear_4xx() {
 
 #[tokio::test]
 async fn unknown_jobs_are_404_job_not_found() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
-        .start()
-        .await;
+    let gw = Gateway::fake("ok.sh").await;
     for id in ["0123456789abcdef0123456789abcdef", "nope", "..%2F..%2Fetc"] {
         let (status, body) = get_job_as(&gw, TOKEN, id).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{id}");
@@ -251,10 +202,7 @@ async fn unknown_jobs_are_404_job_not_found() {
 
 #[tokio::test]
 async fn jobs_are_listed_newest_first_filtered_and_paginated() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
-        .start()
-        .await;
+    let gw = Gateway::fake("ok.sh").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(submit(&gw, "hi", 60).await);
@@ -311,27 +259,22 @@ async fn jobs_are_listed_newest_first_filtered_and_paginated() {
 #[tokio::test]
 async fn finished_jobs_are_forgotten_past_the_ttl() {
     let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
+        .fake("ok.sh")
         .arg("job-ttl-seconds", 1)
         .start()
         .await;
     let job_id = submit(&gw, "hi", 60).await;
     wait_end(&gw, &job_id).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = get_job_as(&gw, TOKEN, &job_id).await;
-        if status == StatusCode::NOT_FOUND {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never forgotten");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the job is forgotten", secs(10), || async {
+        get_job_as(&gw, TOKEN, &job_id).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn past_the_count_bound_the_oldest_finished_job_is_forgotten() {
     let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
+        .fake("ok.sh")
         .arg("max-finished-jobs", 2)
         .start()
         .await;
@@ -355,20 +298,11 @@ async fn a_job_is_visible_only_to_the_token_that_created_it() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "alice:alice-secret\nbob:bob-secret\n").unwrap();
     let gw = Gateway::builder()
-        .claude(fake_claude("hang.sh"))
+        .fake("hang.sh")
         .arg("api-bearer-tokens-file", tokens.display())
         .start()
         .await;
-    let response = gw
-        .http
-        .post(format!("{}/execute", gw.url))
-        .bearer_auth("alice-secret")
-        .json(&json!({"prompt": "p", "agent": AGENT}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let job_id = json(response).await["job_id"].as_str().unwrap().to_owned();
+    let job_id = submit_as(&gw, "alice-secret", "p", 600).await;
 
     assert_eq!(
         get_job_as(&gw, "alice-secret", &job_id).await.0,
@@ -386,17 +320,11 @@ async fn a_job_is_visible_only_to_the_token_that_created_it() {
             cancel_as(&gw, token, &job_id).await.0,
             StatusCode::NOT_FOUND
         );
-        let list = gw
-            .http
-            .get(format!("{}/jobs", gw.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let list = send(gw.request_as(Some(token), reqwest::Method::GET, "/jobs")).await;
         assert_eq!(json(list).await["jobs"], json!([]), "{token}");
     }
     // Still running: the others' cancels did nothing.
     let (status, record) = cancel_as(&gw, "alice-secret", &job_id).await;
     assert_eq!(status, StatusCode::OK, "{record}");
-    wait_no_process_in(gw.jobs_dir.path()).await;
+    gw.wait_no_agent_process().await;
 }

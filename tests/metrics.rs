@@ -2,13 +2,10 @@
 //! they ended, the agents' tokens and cost, and gauges that agree with `/health`.
 
 mod common;
-mod jobs_support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::{fake_claude, json, Gateway};
-use jobs_support::{cancel_as, execute, submit, wait_end, wait_process_in, AGENT};
+use common::{cancel_as, eventually, execute, json, secs, submit, wait_end, Gateway, AGENT};
 use reqwest::StatusCode;
 
 /// One sample line: its metric name, its labels and its value.
@@ -67,12 +64,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// Scrapes `/metrics` with no token, checking the status and content type.
 async fn scrape(gw: &Gateway) -> String {
-    let response = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("request sent");
+    let response = gw.get_open("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -85,27 +77,10 @@ async fn scrape(gw: &Gateway) -> String {
     response.text().await.expect("body read")
 }
 
-/// `GET /health` with no token.
-async fn health(gw: &Gateway) -> serde_json::Value {
-    json(
-        gw.http
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .expect("request sent"),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_chat_completion_is_counted_as_a_request_a_completed_run_and_tokens() {
     let gw = Gateway::start().await;
-    let response = gw
-        .post(
-            "/v1/chat/completions",
-            &Gateway::chat_body("[[mock:text counted]]"),
-        )
-        .await;
+    let response = gw.chat("[[mock:text counted]]").await;
     assert_eq!(response.status(), StatusCode::OK);
     let usage = json(response).await["usage"].clone();
 
@@ -169,18 +144,10 @@ async fn a_chat_completion_is_counted_as_a_request_a_completed_run_and_tokens() 
 
 #[tokio::test]
 async fn requests_are_counted_by_route_template_with_their_status_never_by_raw_path() {
-    let gw = Gateway::builder()
-        .claude(fake_claude("ok.sh"))
-        .start()
-        .await;
+    let gw = Gateway::fake("ok.sh").await;
     let job_id = submit(&gw, "count me", 60).await;
     assert_eq!(wait_end(&gw, &job_id).await["status"], "completed");
-    let stranger = gw
-        .http
-        .get(format!("{}/jobs/{job_id}", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let stranger = gw.get_open(&format!("/jobs/{job_id}")).await;
     assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         gw.get("/no/such/route").await.status(),
@@ -254,7 +221,7 @@ async fn requests_are_counted_by_route_template_with_their_status_never_by_raw_p
 #[tokio::test]
 async fn the_gauges_agree_with_health_and_rejected_and_cancelled_runs_are_counted() {
     let gw = Gateway::builder()
-        .claude(fake_claude("hang.sh"))
+        .fake("hang.sh")
         .arg("max-concurrency", 1)
         .arg("max-queue-depth", 1)
         .start()
@@ -273,10 +240,10 @@ async fn the_gauges_agree_with_health_and_rejected_and_cancelled_runs_are_counte
 
     let job_id = submit(&gw, "hang", 600).await;
     gw.wait_health(|h| h["active"] == 1).await;
-    wait_process_in(gw.jobs_dir.path()).await;
+    gw.wait_agent_process().await;
     // The hung job keeps both readings still while they are taken.
     let text = scrape(&gw).await;
-    let now = health(&gw).await;
+    let now = gw.health().await;
     assert_eq!(gauges(&text), health_gauges(&now), "{now}\n{text}");
     assert_eq!(gauges(&text), [Some(1.0), Some(0.0), Some(1.0)], "{text}");
 
@@ -291,7 +258,7 @@ async fn the_gauges_agree_with_health_and_rejected_and_cancelled_runs_are_counte
     assert_eq!(status, StatusCode::OK, "{record}");
 
     let text = scrape(&gw).await;
-    let now = health(&gw).await;
+    let now = gw.health().await;
     assert_eq!(gauges(&text), health_gauges(&now), "{now}\n{text}");
     assert_eq!(gauges(&text), [Some(0.0), Some(0.0), Some(1.0)], "{text}");
     let runs = |outcome| {
@@ -316,38 +283,27 @@ async fn the_gauges_agree_with_health_and_rejected_and_cancelled_runs_are_counte
 #[tokio::test]
 async fn a_chat_client_that_goes_away_is_counted_as_a_cancelled_run() {
     let gw = Gateway::start().await;
-    let request = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(common::TOKEN)
-        .json(&Gateway::chat_body("[[mock:delay 60000]] too slow"))
-        .send();
-    let client = tokio::spawn(request);
+    let client = tokio::spawn(gw.chat_request("[[mock:delay 60000]] too slow").send());
     gw.wait_health(|h| h["active"] == 1).await;
     client.abort();
     let _ = client.await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let cancelled = [("entry", "chat"), ("outcome", "cancelled")];
-    loop {
+    let runs = |text: &str, outcome| {
+        value(
+            text,
+            "claude_gateway_runs_total",
+            &[("entry", "chat"), ("outcome", outcome)],
+        )
+    };
+    let text = eventually("the run is counted as cancelled", secs(30), || async {
         let text = scrape(&gw).await;
-        if value(&text, "claude_gateway_runs_total", &cancelled) == Some(1.0) {
-            assert_eq!(
-                value(
-                    &text,
-                    "claude_gateway_runs_total",
-                    &[("entry", "chat"), ("outcome", "completed")]
-                ),
-                None,
-                "{text}"
-            );
-            break;
+        if runs(&text, "cancelled") == Some(1.0) {
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never counted as cancelled:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
+    assert_eq!(runs(&text, "completed"), None, "{text}");
     gw.wait_no_agent_process().await;
 }

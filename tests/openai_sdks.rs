@@ -37,6 +37,15 @@ async fn run_client(program: &str, script: &str, gw: &Gateway, full: &Gateway, m
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 
+/// A gateway for the client's calls, and a full one (one slot, a queue of one) for its full-queue check.
+async fn gateways() -> (Gateway, Gateway) {
+    let full = Gateway::builder()
+        .arg("max-concurrency", 1)
+        .arg("max-queue-depth", 1)
+        .start();
+    tokio::join!(Gateway::start(), full)
+}
+
 fn mock_saw(gw: &Gateway, needle: &str) -> bool {
     gw.mock
         .requests()
@@ -46,12 +55,7 @@ fn mock_saw(gw: &Gateway, needle: &str) -> bool {
 
 #[tokio::test]
 async fn the_python_sdk_works_against_the_gateway() {
-    let gw = Gateway::start().await;
-    let full = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 1)
-        .start()
-        .await;
+    let (gw, full) = gateways().await;
     let python = clients_dir().join(".venv/bin/python");
     run_client(
         python.to_str().unwrap(),
@@ -73,12 +77,7 @@ async fn the_python_sdk_works_against_the_gateway() {
 
 #[tokio::test]
 async fn the_node_sdk_works_against_the_gateway() {
-    let gw = Gateway::start().await;
-    let full = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 1)
-        .start()
-        .await;
+    let (gw, full) = gateways().await;
     run_client("node", "node_sdk.mjs", &gw, &full, "walrus17").await;
     assert!(
         mock_saw(&gw, "walrus17-node"),

@@ -2,23 +2,24 @@
 
 mod common;
 
-use common::{json, Gateway, TOKEN};
-use reqwest::StatusCode;
+use common::{json, status_and_json, Gateway, CHAT, TOKEN};
+use reqwest::{Method, StatusCode};
 
 #[tokio::test]
 async fn health_is_open_and_has_the_contract_shape() {
-    let gw = Gateway::builder().arg("max-concurrency", 3).start().await;
-    let response = gw
-        .http
-        .get(format!("{}/health", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let gw = Gateway::with("max-concurrency", 3).await;
+    let response = gw.get_open("/health").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
+    // As root (CI) each run gets a uid of its own; otherwise runs share the gateway's.
+    let isolation = if nix::unistd::geteuid().is_root() {
+        "uid"
+    } else {
+        "process"
+    };
     assert_eq!(
         body,
-        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3})
+        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3, "isolation": isolation})
     );
 }
 
@@ -27,13 +28,11 @@ async fn get_with_auth(
     path: &str,
     authorization: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = gw.http.get(format!("{}{path}", gw.url));
+    let mut request = gw.request_as(None, Method::GET, path);
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, json(response).await)
+    status_and_json(common::send(request).await).await
 }
 
 #[tokio::test]
@@ -94,34 +93,19 @@ async fn a_second_token_from_the_tokens_file_is_accepted() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let gw = Gateway::start().await;
-    let given = gw
-        .http
-        .get(format!("{}/health", gw.url))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
+    let given = gw.request_as(None, Method::GET, "/health");
+    let given = common::send(given.header("x-request-id", "trace-me-42")).await;
     assert_eq!(given.headers()["x-request-id"], "trace-me-42");
-    let made = gw
-        .http
-        .get(format!("{}/health", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let made = gw.get_open("/health").await;
     let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a uuid: {id}");
-    let unauthorised = gw
-        .http
-        .get(format!("{}/jobs/x", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let unauthorised = gw.get_open("/jobs/x").await;
     assert!(unauthorised.headers().contains_key("x-request-id"));
 }
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_refused_with_413() {
-    let gw = Gateway::builder().arg("max-body-bytes", 1024).start().await;
+    let gw = Gateway::with("max-body-bytes", 1024).await;
     let big = "x".repeat(4096);
     let response = gw
         .post(
@@ -130,20 +114,21 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Refused by its announced length before any route sees it: a plain-text reason.
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert_eq!(response.text().await.unwrap(), "length limit exceeded");
     // Chunked, with no length announced: still refused, not buffered whole.
     let stream = futures_util::stream::iter(
         (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 512]))),
     );
-    let response = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post_raw(CHAT, reqwest::Body::wrap_stream(stream)).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Cut off while the chat route reads it: an OpenAI-shaped error that says why.
+    let body = json(response).await;
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("length limit exceeded"), "{body}");
 }
 
 #[tokio::test]
@@ -163,7 +148,7 @@ async fn h2c_with_prior_knowledge_is_served() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let response = h2.get(format!("{}/health", gw.url)).send().await.unwrap();
+    let response = common::send(h2.get(format!("{}/health", gw.url))).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -171,25 +156,14 @@ async fn h2c_with_prior_knowledge_is_served() {
 #[tokio::test]
 async fn json_bodies_of_the_wrong_shape_get_clear_errors() {
     let gw = Gateway::start().await;
-    let response = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post_raw(CHAT, "{not json").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(json(response).await["error"]["message"]
         .as_str()
         .unwrap()
         .contains("invalid request body"));
     let response = gw
-        .post(
-            "/v1/chat/completions",
-            &serde_json::json!({"messages": "hello"}),
-        )
+        .post(CHAT, &serde_json::json!({"messages": "hello"}))
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let response = gw
@@ -202,10 +176,7 @@ async fn json_bodies_of_the_wrong_shape_get_clear_errors() {
 #[tokio::test]
 async fn a_silent_or_idle_connection_is_closed_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = Gateway::builder()
-        .arg("header-read-timeout-seconds", 1)
-        .start()
-        .await;
+    let gw = Gateway::with("header-read-timeout-seconds", 1).await;
     let addr = gw.url.trim_start_matches("http://").to_owned();
 
     // A client that connects and never sends a request line.

@@ -1,115 +1,56 @@
 //! The git provisioner against real git repositories: a bare "remote", a warm base cloned from
 //! it, and commits pushed to the remote after the base was cloned.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use claude_gateway::workspace::{GitProvisioner, WorkspaceConfig};
+use common::{eventually, git, git_crypt_fixture, is_dead, script, secs, Repos, README};
 use gateway_layers::workspace::Provision;
-use tempfile::TempDir;
 
-/// Runs git for test set-up, isolated from the machine's git configuration; panics on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// Where a fixture's workspaces are made.
+fn jobs(fx: &Repos) -> PathBuf {
+    fx.root.path().join("jobs")
 }
 
-/// A remote, a working copy that pushes to it, a warm base cloned from it, and a jobs dir.
-struct Fixture {
-    root: TempDir,
-    remote: PathBuf,
-    seed: PathBuf,
-    base: PathBuf,
-    jobs: PathBuf,
+/// A config over this fixture: no git-crypt key, a long debounce window.
+fn config(fx: &Repos) -> WorkspaceConfig {
+    WorkspaceConfig {
+        base_dir: Some(fx.base.clone()),
+        jobs_dir: jobs(fx),
+        git_crypt_key: fx.root.path().join("no-key"),
+        fetch_debounce: Duration::from_secs(600),
+        ..WorkspaceConfig::default()
+    }
 }
 
-impl Fixture {
-    /// A remote whose default branch is `branch`, with one commit (`README`), and its base.
-    fn new(branch: &str) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        let r = root.path().to_path_buf();
-        let r = r.as_path();
-        let (remote, seed, base, jobs) = (
-            r.join("remote.git"),
-            r.join("seed"),
-            r.join("base"),
-            r.join("jobs"),
-        );
-        git(
-            r,
-            &["init", "--quiet", "--bare", "-b", branch, "remote.git"],
-        );
-        git(r, &["clone", "--quiet", "remote.git", "seed"]);
-        let fixture = Self {
-            root,
-            remote,
-            seed,
-            base,
-            jobs,
-        };
-        fixture.push("README", "hello\n");
-        git(r, &["clone", "--quiet", "remote.git", "base"]);
-        fixture
-    }
+/// A provisioner over `config`.
+async fn new_provisioner(config: WorkspaceConfig) -> GitProvisioner {
+    GitProvisioner::new(config).await.expect("new")
+}
 
-    /// Commits `file` on the seed's current branch, pushes it, and returns the commit id.
-    fn push(&self, file: &str, content: &str) -> String {
-        let path = self.seed.join(file);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("mkdir");
-        }
-        std::fs::write(&path, content).expect("write");
-        git(&self.seed, &["add", "--", file]);
-        git(&self.seed, &["commit", "--quiet", "-m", file]);
-        git(&self.seed, &["push", "--quiet", "origin", "HEAD"]);
-        git(&self.seed, &["rev-parse", "HEAD"])
+/// A config with no usable base repository (`base_dir`: none, one that is not there, or one that
+/// is not a repository), making workspaces in `jobs_dir`.
+fn scratch(base_dir: Option<PathBuf>, jobs_dir: PathBuf) -> WorkspaceConfig {
+    WorkspaceConfig {
+        base_dir,
+        jobs_dir,
+        ..WorkspaceConfig::default()
     }
+}
 
-    /// A config over this fixture: no git-crypt key, a long debounce window.
-    fn config(&self) -> WorkspaceConfig {
-        WorkspaceConfig {
-            base_dir: Some(self.base.clone()),
-            jobs_dir: self.jobs.clone(),
-            git_crypt_key: self.root.path().join("no-key"),
-            fetch_debounce: Duration::from_secs(600),
-            ..WorkspaceConfig::default()
-        }
-    }
-
-    fn remote_url(&self) -> String {
-        self.remote.to_string_lossy().into_owned()
-    }
+/// Reads a file a test expects to be there.
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Waits (bounded) until `condition` holds.
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    eventually(what, secs(15), || async { condition() }).await;
 }
 
 fn entries(dir: &Path) -> usize {
@@ -118,36 +59,21 @@ fn entries(dir: &Path) -> usize {
 
 /// A `git` stand-in: runs `clone_prelude` (shell) before a clone, then the real git.
 fn fake_git(dir: &Path, clone_prelude: &str) -> PathBuf {
-    let path = dir.join("fake-git");
-    let script =
-        format!("#!/bin/sh\nif [ \"$1\" = clone ]; then\n{clone_prelude}\nfi\nexec git \"$@\"\n");
-    std::fs::write(&path, script).expect("write script");
-    let status = Command::new("chmod")
-        .arg("+x")
-        .arg(&path)
-        .status()
-        .expect("chmod");
-    assert!(status.success());
-    path
+    let body = format!("if [ \"$1\" = clone ]; then\n{clone_prelude}\nfi\nexec git \"$@\"");
+    script(dir, "fake-git", &body)
 }
 
 #[tokio::test]
 async fn workspace_has_the_base_files_and_the_remotes_newer_commit() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let newer = fx.push("src/new.tf", "resource {}\n");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
-    assert!(ws.starts_with(&fx.jobs), "{}", ws.display());
-    assert_eq!(
-        std::fs::read_to_string(ws.join("README")).expect("README"),
-        "hello\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(ws.join("src/new.tf")).expect("new.tf"),
-        "resource {}\n"
-    );
+    assert!(ws.starts_with(jobs(&fx)), "{}", ws.display());
+    assert_eq!(read(&ws.join(README.0)), README.1);
+    assert_eq!(read(&ws.join("src/new.tf")), "resource {}\n");
     assert_eq!(git(&ws, &["rev-parse", "HEAD"]), newer);
     assert_eq!(git(&ws, &["branch", "--show-current"]), "main");
     assert_eq!(git(&ws, &["status", "--porcelain"]), "");
@@ -156,8 +82,8 @@ async fn workspace_has_the_base_files_and_the_remotes_newer_commit() {
 
 #[tokio::test]
 async fn workspace_origin_is_the_bases_origin_not_the_base() {
-    let fx = Fixture::new("main");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let fx = Repos::new();
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
@@ -168,45 +94,39 @@ async fn workspace_origin_is_the_bases_origin_not_the_base() {
 
 #[tokio::test]
 async fn workspaces_are_distinct_and_isolated() {
-    let fx = Fixture::new("main");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let fx = Repos::new();
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let a = provisioner.provision().await.expect("a");
     let b = provisioner.provision().await.expect("b");
 
     assert_ne!(a, b);
-    std::fs::write(a.join("README"), "changed by a\n").expect("write");
+    std::fs::write(a.join(README.0), "changed by a\n").expect("write");
     std::fs::write(a.join("only-in-a"), "x").expect("write");
-    assert_eq!(
-        std::fs::read_to_string(b.join("README")).expect("README"),
-        "hello\n"
-    );
+    assert_eq!(read(&b.join(README.0)), README.1);
     assert!(!b.join("only-in-a").exists());
-    assert_eq!(
-        std::fs::read_to_string(fx.base.join("README")).expect("base"),
-        "hello\n"
-    );
+    assert_eq!(read(&fx.base.join(README.0)), README.1);
 }
 
 #[tokio::test]
 async fn release_removes_the_workspace() {
-    let fx = Fixture::new("main");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let fx = Repos::new();
+    let provisioner = new_provisioner(config(&fx)).await;
     let ws = provisioner.provision().await.expect("provision");
     assert!(ws.join(".git").is_dir());
 
     provisioner.release(ws.clone());
 
-    eventually("the workspace is removed", || !ws.exists()).await;
-    assert!(fx.base.join("README").exists(), "the base is untouched");
+    until("the workspace is removed", || !ws.exists()).await;
+    assert!(fx.base.join(README.0).exists(), "the base is untouched");
 }
 
 #[test]
 fn release_outside_a_runtime_removes_the_workspace() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (provisioner, ws) = runtime.block_on(async {
-        let p = GitProvisioner::new(fx.config()).await.expect("new");
+        let p = new_provisioner(config(&fx)).await;
         let ws = p.provision().await.expect("provision");
         (p, ws)
     });
@@ -214,33 +134,34 @@ fn release_outside_a_runtime_removes_the_workspace() {
 
     provisioner.release(ws.clone());
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while ws.exists() {
-        assert!(Instant::now() < deadline, "workspace still there");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A runtime of its own only to wait in: the release above happened outside any.
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    waiter.block_on(until("the workspace is removed", || !ws.exists()));
 }
 
 #[tokio::test]
 async fn release_refuses_paths_it_did_not_hand_out() {
-    let fx = Fixture::new("main");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let fx = Repos::new();
+    let provisioner = new_provisioner(config(&fx)).await;
     let ws = provisioner.provision().await.expect("provision");
 
     provisioner.release(fx.base.clone());
-    provisioner.release(fx.jobs.join("not-a-workspace"));
+    provisioner.release(jobs(&fx).join("not-a-workspace"));
     // A later release of a real workspace is processed after the refused ones would have been.
     provisioner.release(ws.clone());
-    eventually("the workspace is removed", || !ws.exists()).await;
+    until("the workspace is removed", || !ws.exists()).await;
 
-    assert!(fx.base.join("README").exists());
+    assert!(fx.base.join(README.0).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_eight_provisions_shares_one_fetch() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let newer = fx.push("burst", "1");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let burst = (0..8).map(|_| provisioner.provision());
     let workspaces = futures_util::future::join_all(burst).await;
@@ -263,8 +184,8 @@ async fn a_burst_of_eight_provisions_shares_one_fetch() {
 
 #[tokio::test]
 async fn a_provision_inside_the_debounce_window_does_not_fetch() {
-    let fx = Fixture::new("main");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let fx = Repos::new();
+    let provisioner = new_provisioner(config(&fx)).await;
     let first = provisioner.provision().await.expect("first");
     let before = git(&first, &["rev-parse", "HEAD"]);
 
@@ -281,12 +202,12 @@ async fn a_provision_inside_the_debounce_window_does_not_fetch() {
 
 #[tokio::test]
 async fn with_no_debounce_every_provision_sees_the_latest_commit() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let config = WorkspaceConfig {
         fetch_debounce: Duration::ZERO,
-        ..fx.config()
+        ..config(&fx)
     };
-    let provisioner = GitProvisioner::new(config).await.expect("new");
+    let provisioner = new_provisioner(config).await;
     provisioner.provision().await.expect("first");
 
     let newer = fx.push("later", "1");
@@ -320,7 +241,7 @@ impl Write for LogBuffer {
 // subscriber below is installed.
 #[tokio::test]
 async fn a_broken_remote_is_logged_and_the_last_good_base_is_used() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let head = git(&fx.base, &["rev-parse", "HEAD"]);
     git(
         &fx.base,
@@ -333,7 +254,7 @@ async fn a_broken_remote_is_logged_and_the_last_good_base_is_used() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner
         .provision()
@@ -341,10 +262,7 @@ async fn a_broken_remote_is_logged_and_the_last_good_base_is_used() {
         .expect("provision despite the dead remote");
 
     assert_eq!(git(&ws, &["rev-parse", "HEAD"]), head);
-    assert_eq!(
-        std::fs::read_to_string(ws.join("README")).expect("README"),
-        "hello\n"
-    );
+    assert_eq!(read(&ws.join(README.0)), README.1);
     let stats = provisioner.stats();
     assert_eq!((stats.fetches, stats.failed_refreshes), (1, 1));
     let logged = logs.text();
@@ -361,13 +279,11 @@ async fn a_broken_remote_is_logged_and_the_last_good_base_is_used() {
 
 #[tokio::test]
 async fn the_remotes_default_branch_is_followed_not_master() {
-    let fx = Fixture::new("trunk");
+    let fx = Repos::on_branch("trunk");
     // A stale `master` on the remote must not be what workspaces get.
-    git(&fx.seed, &["checkout", "--quiet", "-b", "master"]);
-    fx.push("wrong-branch", "x");
-    git(&fx.seed, &["checkout", "--quiet", "trunk"]);
+    fx.push_to_new_branch("master", "wrong-branch", "x");
     let newer = fx.push("on-trunk", "1");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
@@ -378,11 +294,11 @@ async fn the_remotes_default_branch_is_followed_not_master() {
 
 #[tokio::test]
 async fn the_default_branch_is_asked_of_the_remote_when_origin_head_is_unknown() {
-    let fx = Fixture::new("trunk");
+    let fx = Repos::on_branch("trunk");
     git(&fx.base, &["remote", "set-head", "origin", "--delete"]);
     git(&fx.base, &["checkout", "--quiet", "--detach"]);
     let newer = fx.push("on-trunk", "1");
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
@@ -392,16 +308,14 @@ async fn the_default_branch_is_asked_of_the_remote_when_origin_head_is_unknown()
 
 #[tokio::test]
 async fn a_configured_base_branch_wins_over_the_default() {
-    let fx = Fixture::new("main");
-    git(&fx.seed, &["checkout", "--quiet", "-b", "release"]);
-    let release = fx.push("release-notes", "1");
-    git(&fx.seed, &["checkout", "--quiet", "main"]);
+    let fx = Repos::new();
+    let release = fx.push_to_new_branch("release", "release-notes", "1");
     fx.push("on-main", "1");
     let config = WorkspaceConfig {
         base_branch: Some("release".into()),
-        ..fx.config()
+        ..config(&fx)
     };
-    let provisioner = GitProvisioner::new(config).await.expect("new");
+    let provisioner = new_provisioner(config).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
@@ -415,13 +329,7 @@ async fn without_a_base_jobs_get_an_empty_scratch_directory() {
     let root = tempfile::tempdir().expect("tempdir");
     for base_dir in [None, Some(root.path().join("missing"))] {
         let jobs = root.path().join("jobs");
-        let provisioner = GitProvisioner::new(WorkspaceConfig {
-            base_dir,
-            jobs_dir: jobs.clone(),
-            ..WorkspaceConfig::default()
-        })
-        .await
-        .expect("new");
+        let provisioner = new_provisioner(scratch(base_dir, jobs.clone())).await;
         assert!(provisioner.is_scratch());
 
         let a = provisioner.provision().await.expect("a");
@@ -433,7 +341,7 @@ async fn without_a_base_jobs_get_an_empty_scratch_directory() {
         assert_eq!(provisioner.stats().fetches, 0);
         provisioner.release(a.clone());
         provisioner.release(b.clone());
-        eventually("scratch dirs are removed", || !a.exists() && !b.exists()).await;
+        until("scratch dirs are removed", || !a.exists() && !b.exists()).await;
     }
 }
 
@@ -448,13 +356,7 @@ async fn start_up_removes_only_leftover_workspaces() {
     std::fs::write(jobs.join("ws-fedcba9876543210fedcba9876543210"), "a file").expect("write");
     std::fs::create_dir_all(jobs.join("ws-notes")).expect("mkdir");
 
-    let provisioner = GitProvisioner::new(WorkspaceConfig {
-        base_dir: None,
-        jobs_dir: jobs.clone(),
-        ..WorkspaceConfig::default()
-    })
-    .await
-    .expect("new");
+    let provisioner = new_provisioner(scratch(None, jobs.clone())).await;
 
     assert!(!leftover.exists());
     assert!(jobs.join("keep-me").is_dir());
@@ -469,13 +371,9 @@ async fn an_unusable_jobs_dir_fails_start_up() {
     let file = root.path().join("a-file");
     std::fs::write(&file, "x").expect("write");
 
-    let err = GitProvisioner::new(WorkspaceConfig {
-        base_dir: None,
-        jobs_dir: file.join("jobs"),
-        ..WorkspaceConfig::default()
-    })
-    .await
-    .expect_err("cannot create a dir under a file");
+    let err = GitProvisioner::new(scratch(None, file.join("jobs")))
+        .await
+        .expect_err("cannot create a dir under a file");
 
     assert!(
         err.to_string()
@@ -490,13 +388,7 @@ async fn a_failed_clone_says_what_failed_and_leaves_nothing() {
     let not_a_repo = root.path().join("plain");
     std::fs::create_dir(&not_a_repo).expect("mkdir");
     let jobs = root.path().join("jobs");
-    let provisioner = GitProvisioner::new(WorkspaceConfig {
-        base_dir: Some(not_a_repo.clone()),
-        jobs_dir: jobs.clone(),
-        ..WorkspaceConfig::default()
-    })
-    .await
-    .expect("new");
+    let provisioner = new_provisioner(scratch(Some(not_a_repo.clone()), jobs.clone())).await;
 
     let err = provisioner.provision().await.expect_err("not a repository");
 
@@ -508,12 +400,12 @@ async fn a_failed_clone_says_what_failed_and_leaves_nothing() {
     );
     assert!(message.starts_with(&expected), "{message}");
     assert!(message.contains("fatal:"), "{message}");
-    eventually("nothing is left in the jobs dir", || entries(&jobs) == 0).await;
+    until("nothing is left in the jobs dir", || entries(&jobs) == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_provision_mid_clone_kills_git_and_removes_the_directory() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let marks = fx.root.path().join("marks");
     std::fs::create_dir(&marks).expect("mkdir");
     let pidfile = marks.join("pid");
@@ -523,63 +415,54 @@ async fn dropping_a_provision_mid_clone_kills_git_and_removes_the_directory() {
     );
     let config = WorkspaceConfig {
         git_bin: fake_git(fx.root.path(), &prelude),
-        ..fx.config()
+        ..config(&fx)
     };
-    let provisioner = GitProvisioner::new(config).await.expect("new");
+    let provisioner = new_provisioner(config).await;
 
     let task = tokio::spawn(provisioner.provision());
-    eventually("the clone has started", || {
-        pidfile.exists() && entries(&fx.jobs) == 1
+    until("the clone has started", || {
+        pidfile.exists() && entries(&jobs(&fx)) == 1
     })
     .await;
     task.abort();
     assert!(task.await.expect_err("aborted").is_cancelled());
 
-    eventually("the partial workspace is removed", || {
-        entries(&fx.jobs) == 0
+    until("the partial workspace is removed", || {
+        entries(&jobs(&fx)) == 0
     })
     .await;
     let pid = std::fs::read_to_string(&pidfile)
         .expect("pid")
         .trim()
         .to_owned();
-    eventually("the clone is killed", || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .is_some_and(|s| s.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
-    })
-    .await;
+    until("the clone is killed", || is_dead(&pid)).await;
 }
 
 #[tokio::test]
 async fn a_hung_clone_times_out_with_a_clear_error() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let prelude = "for last; do :; done\nmkdir -p \"$last/partial\"\nexec sleep 60";
     let config = WorkspaceConfig {
         git_bin: fake_git(fx.root.path(), prelude),
         command_timeout: Duration::from_secs(2),
-        ..fx.config()
+        ..config(&fx)
     };
-    let provisioner = GitProvisioner::new(config).await.expect("new");
+    let provisioner = new_provisioner(config).await;
 
     let err = provisioner.provision().await.expect_err("the clone hangs");
 
     let message = err.to_string();
     assert!(message.starts_with("clone of "), "{message}");
     assert!(message.contains("timed out after 2s"), "{message}");
-    eventually("the partial workspace is removed", || {
-        entries(&fx.jobs) == 0
+    until("the partial workspace is removed", || {
+        entries(&jobs(&fx)) == 0
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_do_not_wait_for_each_other() {
-    let fx = Fixture::new("main");
+    let fx = Repos::new();
     let marks = fx.root.path().join("marks");
     std::fs::create_dir(&marks).expect("mkdir");
     // The first clone blocks until the test says go; the others run straight through.
@@ -589,12 +472,12 @@ async fn clones_do_not_wait_for_each_other() {
     );
     let config = WorkspaceConfig {
         git_bin: fake_git(fx.root.path(), &prelude),
-        ..fx.config()
+        ..config(&fx)
     };
-    let provisioner = GitProvisioner::new(config).await.expect("new");
+    let provisioner = new_provisioner(config).await;
 
     let slow = tokio::spawn(provisioner.provision());
-    eventually("the first clone is running", || {
+    until("the first clone is running", || {
         marks.join("first").exists()
     })
     .await;
@@ -603,67 +486,32 @@ async fn clones_do_not_wait_for_each_other() {
         .expect("the second clone is not held up by the first")
         .expect("provision");
 
-    assert!(fast.join("README").exists());
+    assert!(fast.join(README.0).exists());
     assert!(!slow.is_finished());
     std::fs::write(marks.join("go"), "").expect("go");
     let slow = slow.await.expect("join").expect("provision");
-    assert!(slow.join("README").exists());
-}
-
-/// The git-crypt fixture: `secret.txt` committed encrypted, and the exported key.
-fn git_crypt_fixture() -> (Fixture, PathBuf) {
-    let installed = Command::new("git-crypt").arg("--version").output().is_ok();
-    assert!(
-        installed,
-        "git-crypt is required: apt-get install -y git-crypt"
-    );
-    let fx = Fixture::new("main");
-    let key = fx.root.path().join("git-crypt.key");
-    let run = |args: &[&str]| {
-        let out = Command::new("git-crypt")
-            .args(args)
-            .current_dir(&fx.seed)
-            .output()
-            .expect("git-crypt runs");
-        assert!(
-            out.status.success(),
-            "git-crypt {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["init"]);
-    run(&["export-key", &key.to_string_lossy()]);
-    fx.push(
-        ".gitattributes",
-        "secret.txt filter=git-crypt diff=git-crypt\n",
-    );
-    fx.push("secret.txt", "the plaintext secret\n");
-    (fx, key)
+    assert!(slow.join(README.0).exists());
 }
 
 #[tokio::test]
 async fn git_crypt_files_are_decrypted_with_the_key() {
     let (fx, key) = git_crypt_fixture();
-    let provisioner = GitProvisioner::new(WorkspaceConfig {
+    let provisioner = new_provisioner(WorkspaceConfig {
         git_crypt_key: key,
-        ..fx.config()
+        ..config(&fx)
     })
-    .await
-    .expect("new");
+    .await;
 
     let ws = provisioner.provision().await.expect("provision");
 
-    assert_eq!(
-        std::fs::read_to_string(ws.join("secret.txt")).expect("secret"),
-        "the plaintext secret\n"
-    );
+    assert_eq!(read(&ws.join("secret.txt")), "the plaintext secret\n");
     assert_eq!(git(&ws, &["status", "--porcelain"]), "");
 }
 
 #[tokio::test]
 async fn without_the_key_git_crypt_files_stay_encrypted() {
     let (fx, _key) = git_crypt_fixture();
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
+    let provisioner = new_provisioner(config(&fx)).await;
 
     let ws = provisioner.provision().await.expect("provision");
 
@@ -676,12 +524,11 @@ async fn a_bad_git_crypt_key_fails_the_provision() {
     let (fx, _key) = git_crypt_fixture();
     let bad_key = fx.root.path().join("bad.key");
     std::fs::write(&bad_key, "not a key").expect("write");
-    let provisioner = GitProvisioner::new(WorkspaceConfig {
+    let provisioner = new_provisioner(WorkspaceConfig {
         git_crypt_key: bad_key.clone(),
-        ..fx.config()
+        ..config(&fx)
     })
-    .await
-    .expect("new");
+    .await;
 
     let err = provisioner.provision().await.expect_err("bad key");
 
@@ -691,54 +538,8 @@ async fn a_bad_git_crypt_key_fails_the_provision() {
         message.contains(&bad_key.display().to_string()),
         "{message}"
     );
-    eventually("nothing is left in the jobs dir", || entries(&fx.jobs) == 0).await;
-}
-
-/// Not a test: times provisions from a 5,000-file base. Run with
-/// `cargo test --release --test workspace_git -- --ignored --nocapture provision_timing`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing, not a test"]
-async fn provision_timing_with_a_5000_file_base() {
-    let fx = Fixture::new("main");
-    for i in 0..5000 {
-        let dir = fx.seed.join(format!("modules/m{:03}", i / 50));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(
-            dir.join(format!("f{i}.tf")),
-            format!("resource \"x\" \"r{i}\" {{ n = {i} }}\n"),
-        )
-        .expect("write");
-    }
-    git(&fx.seed, &["add", "-A"]);
-    git(&fx.seed, &["commit", "--quiet", "-m", "5000 files"]);
-    git(&fx.seed, &["push", "--quiet", "origin", "HEAD"]);
-    git(&fx.base, &["pull", "--quiet"]);
-    let provisioner = GitProvisioner::new(fx.config()).await.expect("new");
-
-    let started = Instant::now();
-    let first = provisioner.provision().await.expect("first");
-    println!("first provision (includes fetch): {:?}", started.elapsed());
-    provisioner.release(first);
-
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let started = Instant::now();
-        let ws = provisioner.provision().await.expect("provision");
-        times.push(started.elapsed());
-        provisioner.release(ws.clone());
-        // Measure provisions alone, not alongside the previous removal.
-        eventually("the workspace is removed", || !ws.exists()).await;
-    }
-    times.sort();
-    println!(
-        "provision, no fetch: min {:?} median {:?} max {:?}",
-        times[0], times[5], times[9]
-    );
-
-    let started = Instant::now();
-    let burst = futures_util::future::join_all((0..8).map(|_| provisioner.provision())).await;
-    println!("burst of 8 concurrent provisions: {:?}", started.elapsed());
-    for ws in burst {
-        provisioner.release(ws.expect("provision"));
-    }
+    until("nothing is left in the jobs dir", || {
+        entries(&jobs(&fx)) == 0
+    })
+    .await;
 }

@@ -31,7 +31,8 @@ pub(crate) trait Stage<Req> {
     /// The error the call fails with when the wait fails; the inner service is then never called.
     fn fail(&mut self, error: Self::Error) -> BoxError;
 
-    /// Called once the inner future has completed, before its guard drops.
+    /// Called once the inner future has completed or was dropped, before its guard drops. May be
+    /// called more than once.
     fn finish(&mut self) {}
 }
 
@@ -39,18 +40,37 @@ pin_project! {
     /// Waits for what the run needs, then calls the inner service and runs the request while
     /// holding the guard its [`Stage`] made.
     ///
-    /// Dropped at any point, it drops its stage first, then the wait with the request never sent,
-    /// or the inner future and after it the guard: whatever a layer holds is released however the
-    /// request ends.
+    /// Dropped at any point, it drops the wait with the request never sent, or the inner future;
+    /// then its stage's part ([`Stage::finish`]); then the guard. So whatever the run holds is
+    /// released (a workspace removed, the run's processes gone) before a concurrency slot counts
+    /// as free, and the counts fall before the permit frees (a waiter woken by it never shows up
+    /// as one active too many).
     pub(crate) struct StagedCall<P, S, Req>
     where
         P: Stage<Req>,
         S: Service<Req>,
     {
-        // Declared before `state`, so it drops first.
         stage: P,
         #[pin]
         state: State<P, S, Req>,
+    }
+
+    impl<P, S, Req> PinnedDrop for StagedCall<P, S, Req>
+    where
+        P: Stage<Req>,
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let guard = match this.state.as_mut().project() {
+                StateProj::Running { guard, .. } => guard.take(),
+                _ => None,
+            };
+            // The run (or the wait) stops first, then the stage lets go, then the guard.
+            this.state.set(State::Done);
+            this.stage.finish();
+            drop(guard);
+        }
     }
 }
 
@@ -67,11 +87,11 @@ pin_project! {
             wait: Wait<P::Ready, P::Error>,
             call: Option<(S, Req)>,
         },
-        // Running. Fields drop in order: the run stops before its guard goes.
+        // Running. The guard is taken out on drop, so the run stops before it goes.
         Running {
             #[pin]
             future: S::Future,
-            guard: P::Guard,
+            guard: Option<P::Guard>,
         },
         Done,
     }
@@ -139,7 +159,10 @@ where
                     // still drops it while unwinding.
                     let guard = this.stage.start(ready, &mut req);
                     let future = service.call(req);
-                    this.state.set(State::Running { future, guard });
+                    this.state.set(State::Running {
+                        future,
+                        guard: Some(guard),
+                    });
                 }
                 StateProj::Running { future, .. } => {
                     let result = ready!(future.poll(cx));

@@ -11,6 +11,8 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use crate::contain::PlacedCell;
+
 use super::service::ClaudeConfig;
 
 /// The CLI's arguments for one request.
@@ -39,30 +41,42 @@ pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
     args
 }
 
-/// Builds the command for one run: arguments, working directory, allow-listed environment, piped
-/// stdio, and its own process group so the whole tree can be killed at once.
+/// Builds the command for one run: arguments, working directory, allow-listed environment and
+/// piped stdio, in its own process group so the whole group can be killed at once.
+///
+/// With the run's cell (`placed`), the command runs as the run (its uid in uid mode, its marker in
+/// either mode, no new privileges) with the run's own HOME and TMPDIR, so nothing of one run's
+/// CLI state reaches another run.
 pub(crate) fn build_command(
     config: &ClaudeConfig,
     request: &AgentRequest,
     workspace: &Path,
+    placed: Option<&PlacedCell>,
 ) -> Command {
-    let mut cmd = Command::new(&config.bin);
+    let env = allowed_env(&config.env_source, &config.extra_env, &config.withheld_env);
+    let mut cmd = match placed {
+        // Starts from an empty environment holding only the run's marker.
+        Some(placed) => placed.cell.command(&config.bin),
+        None => {
+            let mut cmd = Command::new(&config.bin);
+            cmd.env_clear();
+            cmd
+        }
+    };
     cmd.args(claude_args(request))
         .current_dir(workspace)
-        .env_clear()
-        .envs(allowed_env(
-            &config.env_source,
-            &config.extra_env,
-            &config.withheld_env,
-        ))
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // The child leads a new group whose id is its pid; killpg reaches every descendant that
-        // stays in it (background jobs started by the agent's Bash tool included).
+        // stays in it, and the run's cell every one that left it.
         .process_group(0)
-        // The process guard kills the whole group itself; tokio's kill_on_drop reaches the leader only.
+        // The supervisor kills the whole group itself; tokio's kill_on_drop reaches the leader only.
         .kill_on_drop(false);
+    if let Some(placed) = placed {
+        cmd.env("HOME", &placed.home).env("TMPDIR", placed.tmpdir());
+    }
     cmd
 }
 
@@ -102,8 +116,9 @@ const ALLOWED_NAMES: &[&str] = &[
 /// Variables copied when present, by prefix: locale, the CLI's own settings and cloud credentials.
 const ALLOWED_PREFIXES: &[&str] = &["LC_", "ANTHROPIC_", "CLAUDE_", "AWS_"];
 
-/// Prefixes never passed on: any bearer-token variant a future setting might add.
-const DENIED_PREFIXES: &[&str] = &["API_BEARER_"];
+/// Prefixes never passed on: any bearer-token variant a future setting might add, and the
+/// gateway's own run marker (a value inherited from outside must not replace the run's).
+const DENIED_PREFIXES: &[&str] = &["API_BEARER_", "CLAUDE_GATEWAY_"];
 
 /// Selects, from `source` (a snapshot of the gateway's environment), the variables the agent gets.
 ///
@@ -256,7 +271,7 @@ mod argv_tests {
             ],
             ..ClaudeConfig::default()
         };
-        let cmd = build_command(&config, &request(), Path::new("/tmp/ws"));
+        let cmd = build_command(&config, &request(), Path::new("/tmp/ws"), None);
         let std = cmd.as_std();
         assert_eq!(std.get_program(), "/opt/claude");
         assert_eq!(std.get_current_dir(), Some(Path::new("/tmp/ws")));

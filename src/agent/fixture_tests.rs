@@ -447,18 +447,10 @@ async fn a_request_without_workspace_is_refused() {
     assert!(matches!(err, AgentError::NoWorkspace), "{err}");
 }
 
-/// The real CLI, pinned in tests/cli; skipped when it is not installed.
-fn real_cli() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/node_modules/.bin/claude");
-    bin.exists().then_some(bin)
-}
-
 #[tokio::test]
 async fn the_real_cli_reports_an_unknown_agent() {
-    let Some(bin) = real_cli() else {
-        eprintln!("skipped: the claude CLI is not installed under tests/cli");
-        return;
-    };
+    // Fails loudly, with the install hint, when the pinned CLI is missing.
+    let bin = mock_anthropic::pinned_cli();
     let dir = TempDir::new().unwrap();
     let home = TempDir::new().unwrap();
     let mut env = base_env();

@@ -64,7 +64,7 @@ impl Drop for HomeLeftovers {
         }
         let remove = move || {
             for dir in doomed {
-                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                if let Err(error) = crate::contain::remove_tree(&dir) {
                     if error.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(dir = %dir.display(), %error, "cannot remove run leftovers");
                     }

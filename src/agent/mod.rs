@@ -43,7 +43,6 @@ mod command;
 mod home;
 mod outcome;
 mod output;
-mod process;
 mod run;
 mod service;
 

@@ -164,42 +164,6 @@ fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Keeps the first `cap` bytes of a stream and counts the rest as dropped.
-#[derive(Debug)]
-pub(crate) struct CappedText {
-    kept: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-}
-
-impl CappedText {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            kept: Vec::new(),
-            cap,
-            truncated: false,
-        }
-    }
-
-    /// Keeps what fits under the cap; the rest is dropped and marks the text truncated.
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
-        let room = self.cap.saturating_sub(self.kept.len());
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-
-    /// The kept text (invalid UTF-8 replaced, a character cut at the cap included) and whether
-    /// anything was dropped.
-    pub(crate) fn finish(self) -> (String, bool) {
-        (
-            String::from_utf8_lossy(&self.kept).into_owned(),
-            self.truncated,
-        )
-    }
-}
-
 #[cfg(test)]
 mod stream_tests {
     use super::*;
@@ -241,18 +205,24 @@ mod stream_tests {
 
     #[test]
     fn stderr_keeps_the_first_bytes_up_to_the_cap() {
-        let mut text = CappedText::new(5);
+        let mut text = crate::contain::Capped::new(5);
         text.push(b"abc");
         text.push(b"defgh");
         text.push(b"ij");
-        assert_eq!(text.finish(), ("abcde".to_string(), true));
+        assert_eq!(
+            (text.lossy(), text.truncated()),
+            ("abcde".to_string(), true)
+        );
     }
 
     #[test]
     fn stderr_under_the_cap_is_not_truncated() {
-        let mut text = CappedText::new(5);
+        let mut text = crate::contain::Capped::new(5);
         text.push(b"abcde");
-        assert_eq!(text.finish(), ("abcde".to_string(), false));
+        assert_eq!(
+            (text.lossy(), text.truncated()),
+            ("abcde".to_string(), false)
+        );
     }
 }
 

@@ -14,10 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::time::{sleep, Instant, Sleep};
 
+use crate::contain::{Capped, PlacedCell, Supervised};
+
 use super::command::{build_command, AgentRequest, ProgressSink};
 use super::outcome::{AgentError, AgentOutcome};
-use super::output::{self, CappedText, Line, LineSplitter};
-use super::process::{Pipes, ProcessGroup};
+use super::output::{self, Line, LineSplitter};
 use super::service::ClaudeConfig;
 
 /// Size of each read from the agent's pipes.
@@ -36,20 +37,24 @@ pub(crate) async fn run(
     request: AgentRequest,
     workspace: &Path,
     progress: Option<ProgressSink>,
+    placed: Option<&PlacedCell>,
 ) -> Result<AgentOutcome, AgentError> {
     let started = Instant::now();
-    let mut cmd = build_command(config, &request, workspace);
-    let (mut group, pipes) = ProcessGroup::spawn(&mut cmd).map_err(|source| AgentError::Spawn {
+    let mut cmd = build_command(config, &request, workspace, placed);
+    let mut group = Supervised::spawn(&mut cmd).map_err(|source| AgentError::Spawn {
         bin: config.bin.clone(),
         source,
     })?;
     let pgid = group.pgid().as_raw();
     tracing::debug!(pgid, agent = %request.agent, "agent started");
-    let Pipes {
-        stdin,
-        mut stdout,
-        mut stderr,
-    } = pipes;
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
+        (group.take_stdin(), group.take_stdout(), group.take_stderr())
+    else {
+        // Built by build_command with piped stdio, so unreachable; dropping the group kills it.
+        return Err(AgentError::Io(io::Error::other(
+            "the agent's stdio was not piped",
+        )));
+    };
 
     // The prompt is written while both streams are read: a child that prints before it has read
     // all of a large prompt must never find us blocked on its stdin.
@@ -61,7 +66,7 @@ pub(crate) async fn run(
     let (mut stdout_open, mut stderr_open) = (true, true);
     let mut status: Option<ExitStatus> = None;
     let mut lines = LineSplitter::new(config.stdout_cap);
-    let mut errors = CappedText::new(config.stderr_cap);
+    let mut errors = Capped::new(config.stderr_cap);
     let mut events = Events::new(progress);
     let mut watchdog = Watchdog::new(config.inactivity_timeout);
 
@@ -92,7 +97,13 @@ pub(crate) async fn run(
             }
             waited = group.wait(), if status.is_none() => {
                 status = Some(waited.map_err(AgentError::Io)?);
-                // The group is dead now; what is left in the pipes comes at once.
+                // The group is dead now, and with the run's cell so is every process that left
+                // it (`setsid`, daemons): what is left in the pipes comes at once.
+                if let Some(placed) = placed {
+                    if let Err(error) = placed.cell.kill_all().await {
+                        tracing::error!(pgid, %error, "processes of the run survived its agent");
+                    }
+                }
                 feeding = false;
                 watchdog.set_period(DRAIN_GRACE.min(config.inactivity_timeout));
             }
@@ -114,7 +125,7 @@ pub(crate) async fn run(
         )));
     };
     let cut_line = lines.finish();
-    let (stderr, stderr_truncated) = errors.finish();
+    let (stderr, stderr_truncated) = (errors.lossy(), errors.truncated());
     let mut outcome = AgentOutcome {
         exit_code: status.code(),
         stderr,

@@ -13,6 +13,8 @@ use gateway_layers::workspace::WorkspacePath;
 use gateway_layers::BoxError;
 use http::Request;
 
+use crate::contain::Cells;
+
 use super::command::{allowed_env, AgentRequest, ProgressSink};
 use super::home::{agent_home, HomeLeftovers};
 use super::outcome::{AgentError, AgentOutcome};
@@ -30,8 +32,12 @@ pub type ResponseFuture =
 #[derive(Clone)]
 pub struct ClaudeService {
     config: Arc<ClaudeConfig>,
-    /// The agent's HOME, worked out once: each run's leftovers there are removed after it.
+    /// The agent's HOME, worked out once: each run's leftovers there are removed after it (runs
+    /// without a cell of their own share it).
     agent_home: Option<Arc<PathBuf>>,
+    /// The runs' cells by workspace, when runs are contained: a run whose workspace has one runs
+    /// as that run, with its own HOME.
+    cells: Option<Arc<Cells>>,
 }
 
 impl ClaudeService {
@@ -41,7 +47,14 @@ impl ClaudeService {
         Self {
             agent_home: agent_home(&agent_env).map(Arc::new),
             config: Arc::new(config),
+            cells: None,
         }
+    }
+
+    /// Runs each request as the run whose cell `cells` files under its workspace.
+    pub(crate) fn with_cells(mut self, cells: Arc<Cells>) -> Self {
+        self.cells = Some(cells);
+        self
     }
 
     /// The settings this service runs with.
@@ -70,13 +83,16 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
     fn call(&mut self, req: Request<AgentRequest>) -> Self::Future {
         let config = Arc::clone(&self.config);
         let home = self.agent_home.as_deref().cloned();
+        let cells = self.cells.clone();
         let (mut parts, body) = req.into_parts();
         let workspace = parts.extensions.remove::<WorkspacePath>();
         let progress = parts.extensions.remove::<ProgressSink>();
         Box::pin(async move {
             let WorkspacePath(dir) = workspace.ok_or(AgentError::NoWorkspace)?;
-            let mut leftovers = HomeLeftovers::new(home, &dir);
-            let outcome = run(&config, body, &dir, progress).await?;
+            let placed = cells.and_then(|cells| cells.get(&dir));
+            // A run with its own HOME leaves nothing in the shared one; that HOME goes with it.
+            let mut leftovers = HomeLeftovers::new(home.filter(|_| placed.is_none()), &dir);
+            let outcome = run(&config, body, &dir, progress, placed.as_deref()).await?;
             leftovers.session(outcome.session_id.as_deref());
             Ok(outcome)
         })

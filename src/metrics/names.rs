@@ -27,6 +27,9 @@ pub(crate) const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
 /// Gauge: jobs this gateway holds, queued, running or finished and not yet forgotten.
 pub(crate) const JOBS_STORED: &str = "claude_gateway_jobs_stored";
 
+/// Gauge `{mode}`: 1 for the isolation mode in force (`uid` or `process`).
+pub(crate) const ISOLATION: &str = "claude_gateway_isolation";
+
 /// Bounds of the request-duration buckets, in seconds: from a health check to a long chat run.
 const HTTP_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
@@ -81,6 +84,10 @@ pub(crate) fn describe() {
         "Time from a run's submission (queue wait included) to its end, by entry point."
     );
     describe_counter!(AGENT_TOKENS, "Tokens the agents reported, by kind.");
+    describe_gauge!(
+        ISOLATION,
+        "1 for the isolation mode in force: uid (a uid per run) or process (shared uid, processes still contained)."
+    );
     describe_gauge!(
         JOBS_STORED,
         "Jobs this gateway holds: queued, running, and finished ones not yet forgotten."

@@ -4,7 +4,7 @@
 use ::metrics::gauge;
 use gateway_layers::admission::GaugeSnapshot;
 
-use super::names::{JOBS_STORED, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY};
+use super::names::{ISOLATION, JOBS_STORED, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY};
 use super::Metrics;
 
 /// The content type of [`Metrics::render`]'s text: the exposition format, version 0.0.4.
@@ -17,6 +17,8 @@ pub(crate) struct Scrape {
     pub gauge: GaugeSnapshot,
     /// Jobs the registry holds.
     pub jobs_stored: usize,
+    /// The isolation mode in force (`uid` or `process`), fixed at start-up.
+    pub isolation: &'static str,
 }
 
 impl Metrics {
@@ -27,6 +29,7 @@ impl Metrics {
             gauge!(RUNS_QUEUED).set(scrape.gauge.queued as f64);
             gauge!(RUN_CAPACITY).set(scrape.gauge.capacity as f64);
             gauge!(JOBS_STORED).set(scrape.jobs_stored as f64);
+            gauge!(ISOLATION, "mode" => scrape.isolation).set(1.0);
         });
         let mut text = self.inner.handle.render();
         self.inner.cost_usd.render_into(&mut text);
@@ -49,6 +52,7 @@ mod tests {
                 queue_depth: 10,
             },
             jobs_stored: 7,
+            isolation: "uid",
         }
     }
 
@@ -76,6 +80,7 @@ mod tests {
             "claude_gateway_runs_queued 1",
             "claude_gateway_run_capacity 4",
             "claude_gateway_jobs_stored 7",
+            "claude_gateway_isolation{mode=\"uid\"} 1",
             "claude_gateway_runs_total{entry=\"chat\",outcome=\"completed\"} 1",
             "claude_gateway_runs_total{entry=\"job\",outcome=\"cancelled\"} 1",
             "claude_gateway_runs_total{entry=\"job\",outcome=\"rejected\"} 1",

@@ -19,6 +19,9 @@ pub(crate) struct Health {
     pub queued: usize,
     /// Simultaneous runs allowed.
     pub capacity: usize,
+    /// How runs are kept apart: `uid` (each run its own uid) or `process` (runs share the
+    /// gateway's uid; their processes are still contained).
+    pub isolation: &'static str,
 }
 
 /// Answers the gauge's current counts.
@@ -34,5 +37,6 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
         active: gauge.active,
         queued: gauge.queued,
         capacity: gauge.capacity,
+        isolation: state.isolation,
     })
 }

@@ -13,6 +13,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(Scrape {
         gauge: state.gauge.snapshot(),
         jobs_stored: state.jobs.stored_count(),
+        isolation: state.isolation,
     });
     ([(CONTENT_TYPE, scrape::CONTENT_TYPE)], text).into_response()
 }

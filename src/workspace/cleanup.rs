@@ -3,62 +3,33 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-/// How often a removal is retried. A git process killed a moment ago may still be writing into
-/// the directory, which makes the first `remove_dir_all` fail with "directory not empty".
-const ATTEMPTS: u32 = 3;
-
-/// Pause between attempts, long enough for a killed process to be gone.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+use crate::contain::{remove_tree, remove_tree_async};
 
 /// Removes `path` and everything under it in the background, logging a failure.
 ///
-/// Returns at once: on the current tokio runtime when there is one, else on a new thread, so it
-/// is safe to call from `Drop` anywhere.
+/// Returns at once: on the current tokio runtime's blocking pool when there is one, else on a new
+/// thread, so it is safe to call from `Drop` anywhere. The removal itself is
+/// [`remove_tree`], which retries what a process killed a moment ago can still make fail.
 pub(crate) fn remove_detached(path: PathBuf) {
+    let remove = move || {
+        if let Err(error) = remove_tree(&path) {
+            tracing::warn!(path = %path.display(), %error, "could not remove a run's directory");
+        }
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(async move {
-                let mut attempt = 1;
-                loop {
-                    match tokio::fs::remove_dir_all(&path).await {
-                        Ok(()) => return,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                        Err(e) if attempt >= ATTEMPTS => return log_failure(&path, &e),
-                        Err(_) => tokio::time::sleep(RETRY_PAUSE * attempt).await,
-                    }
-                    attempt += 1;
-                }
-            });
+            runtime.spawn_blocking(remove);
         }
         Err(_) => {
             let spawned = std::thread::Builder::new()
                 .name("workspace-release".into())
-                .spawn(move || remove_blocking(&path));
+                .spawn(remove);
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "could not start a thread to remove a workspace");
             }
         }
     }
-}
-
-/// The thread fallback of [`remove_detached`], with the same retries.
-fn remove_blocking(path: &Path) {
-    let mut attempt = 1;
-    loop {
-        match std::fs::remove_dir_all(path) {
-            Ok(()) => return,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) if attempt >= ATTEMPTS => return log_failure(path, &e),
-            Err(_) => std::thread::sleep(RETRY_PAUSE * attempt),
-        }
-        attempt += 1;
-    }
-}
-
-fn log_failure(path: &Path, error: &io::Error) {
-    tracing::warn!(path = %path.display(), error = %error, "could not remove workspace");
 }
 
 /// A workspace directory being set up: removed (in the background) unless [`keep`](Self::keep)
@@ -94,15 +65,16 @@ impl Drop for PendingDir {
 
 // Finding and removing the workspaces an earlier process left behind (a crash, a `SIGKILL`).
 
-/// The workspace directories directly under `jobs_dir`: real directories (not symlinks, not
-/// files) whose name is one this provisioner generates. Anything else is never touched.
+/// The run directories (workspaces and their HOMEs) directly under `jobs_dir`: real directories
+/// (not symlinks, not files) whose name is one this provisioner generates. Anything else is never
+/// touched.
 pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut entries = tokio::fs::read_dir(jobs_dir).await?;
     while let Some(entry) = entries.next_entry().await? {
         // `DirEntry::file_type` does not follow symlinks: a `ws-…` link to elsewhere is kept.
         let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
-        if is_dir && is_workspace_name(&entry.file_name()) {
+        if is_dir && is_run_dir_name(&entry.file_name()) {
             found.push(entry.path());
         }
     }
@@ -114,32 +86,54 @@ pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> 
 pub(crate) async fn remove_all(dirs: Vec<PathBuf>) -> usize {
     let mut removed = 0;
     for dir in dirs {
-        match tokio::fs::remove_dir_all(&dir).await {
+        match remove_tree_async(dir.clone()).await {
             Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(path = %dir.display(), error = %e, "could not remove leftover workspace")
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove a leftover run directory")
             }
         }
     }
     removed
 }
 
-// Names of workspace directories: unique, and recognisable so a later process can sweep them.
+// Names of run directories: unique, and recognisable so a later process can sweep them.
 
-/// Every workspace directory is named `ws-<uuid>`; nothing else under `JOBS_DIR` is ever removed.
+/// Every workspace directory is named `ws-<uuid>`; nothing else under `JOBS_DIR` is ever removed,
+/// except the run's HOME beside it, `home-<the same uuid>`.
 const PREFIX: &str = "ws-";
+
+/// The prefix of a run's HOME.
+const HOME_PREFIX: &str = "home-";
 
 /// A fresh, unique workspace directory name.
 pub(crate) fn fresh_name() -> String {
     format!("{PREFIX}{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The HOME of the run that works in `workspace` (`…/ws-<id>` gives `…/home-<id>`).
+pub(crate) fn home_for(workspace: &Path) -> PathBuf {
+    let id = workspace
+        .file_name()
+        .and_then(OsStr::to_str)
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .unwrap_or_default();
+    workspace.with_file_name(format!("{HOME_PREFIX}{id}"))
+}
+
 /// Whether `name` is one [`fresh_name`] could have produced (prefix and a well-formed uuid), so an
 /// operator's `ws-notes` directory is not taken for a leftover.
 pub(crate) fn is_workspace_name(name: &OsStr) -> bool {
+    has_id_after(name, PREFIX)
+}
+
+/// Whether `name` names a workspace or a run's HOME.
+fn is_run_dir_name(name: &OsStr) -> bool {
+    has_id_after(name, PREFIX) || has_id_after(name, HOME_PREFIX)
+}
+
+fn has_id_after(name: &OsStr, prefix: &str) -> bool {
     name.to_str()
-        .and_then(|n| n.strip_prefix(PREFIX))
+        .and_then(|n| n.strip_prefix(prefix))
         .is_some_and(|id| id.len() == 32 && uuid::Uuid::try_parse(id).is_ok())
 }
 
@@ -152,6 +146,13 @@ mod name_tests {
         let (a, b) = (fresh_name(), fresh_name());
         assert_ne!(a, b);
         assert!(is_workspace_name(OsStr::new(&a)));
+        let home = home_for(Path::new(&format!("/jobs/{a}")));
+        assert_eq!(
+            home,
+            Path::new(&format!("/jobs/home-{}", a.trim_start_matches("ws-")))
+        );
+        assert!(is_run_dir_name(home.file_name().unwrap()));
+        assert!(!is_workspace_name(home.file_name().unwrap()));
     }
 
     #[test]
@@ -176,12 +177,12 @@ mod release_tests {
 
     /// Waits (bounded) until `path` no longer exists.
     fn wait_gone(path: &Path) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while path.exists() {
             if std::time::Instant::now() > deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         true
     }

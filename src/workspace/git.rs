@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::io::AsyncRead;
+
+use crate::contain::{gateway_command, read_capped, Supervised};
 
 /// How much of a command's stdout and stderr is kept. Git's answers to the commands the
 /// provisioner runs are a line or two; a misbehaving remote helper must not grow memory.
@@ -59,16 +58,14 @@ impl Tool {
             .into_iter()
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
-        let mut command = Command::new(&self.program);
+        let mut command = gateway_command(&self.program);
         command
             .args(&args)
             .current_dir(cwd)
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         for var in REPOSITORY_OVERRIDES {
             command.env_remove(var);
         }
@@ -77,22 +74,20 @@ impl Tool {
             args: args.clone(),
         };
 
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+        // Dropped on any way out (timeout, error, the caller's future dropped): the whole process
+        // group dies with it, a fetch's `ssh` or remote helper included.
+        let mut child = Supervised::spawn(&mut command).map_err(|source| CommandError::Spawn {
             invocation: describe(),
             source,
         })?;
-        let group = GroupKill::new(child.id());
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let stdout = child.take_stdout();
+        let stderr = child.take_stderr();
         let run = async {
             // Both pipes are drained while waiting, so a chatty child cannot fill one and stall.
-            let (status, out, err) =
-                tokio::join!(child.wait(), read_capped(stdout), read_capped(stderr));
-            (status, out, err)
+            tokio::join!(child.wait(), drain(stdout), drain(stderr))
         };
         let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, run).await {
             Ok(done) => done,
-            // Dropping `group` (and `child`) on the way out kills the process group.
             Err(_) => {
                 return Err(CommandError::TimedOut {
                     invocation: describe(),
@@ -104,7 +99,6 @@ impl Tool {
             invocation: describe(),
             source,
         })?;
-        group.disarm();
         if status.success() {
             Ok(Output { stdout })
         } else {
@@ -117,54 +111,14 @@ impl Tool {
     }
 }
 
-/// Reads a child's pipe to its end, keeping at most [`OUTPUT_CAP`] bytes.
-///
-/// Reading goes on past the cap (discarding) so the child never blocks on a full pipe.
-async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
-    let Some(mut reader) = reader else {
-        return String::new();
-    };
-    let mut kept = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = OUTPUT_CAP.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-    String::from_utf8_lossy(&kept).into_owned()
-}
-
-/// Kills a child's process group when dropped while armed.
-///
-/// `kill_on_drop` only reaches the direct child; git's helpers (`ssh`, `git-remote-https`,
-/// `git index-pack`) live in the same group and must not outlive a cancelled provision.
-struct GroupKill {
-    /// The group's id (the child's pid); `None` once the child has been waited for.
-    pgid: Option<Pid>,
-}
-
-impl GroupKill {
-    fn new(pid: Option<u32>) -> Self {
-        let pgid = pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
-        Self { pgid }
-    }
-
-    /// The child exited and was reaped: its id may be reused, so the group must not be signalled.
-    fn disarm(mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (group already gone) is the expected outcome when nothing is left to kill.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
+/// Reads a child's pipe to its end, keeping at most [`OUTPUT_CAP`] bytes (see [`read_capped`]).
+async fn drain<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
+    match reader {
+        Some(reader) => read_capped(reader, OUTPUT_CAP)
+            .await
+            .map(|capped| capped.lossy())
+            .unwrap_or_default(),
+        None => String::new(),
     }
 }
 

@@ -42,4 +42,5 @@ mod git;
 mod provisioner;
 
 pub use git::{CommandError, Invocation};
+pub(crate) use provisioner::Contained;
 pub use provisioner::{GitProvisioner, ProvisionerStats, WorkspaceConfig, WorkspaceError};

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use gateway_layers::workspace::{Provision, ProvisionFuture};
 use gateway_layers::BoxError;
 
+use crate::contain::{remove_tree, tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
+
 use super::base::Base;
-use super::cleanup::{self, fresh_name, is_workspace_name, remove_detached, PendingDir};
+use super::cleanup::{self, fresh_name, home_for, is_workspace_name, remove_detached, PendingDir};
 use super::git::Tool;
 
 /// Hands out per-job workspaces under `JOBS_DIR` and removes them afterwards.
@@ -29,6 +31,20 @@ struct Inner {
     jobs_dir: PathBuf,
     /// Clone from a base, or hand out empty directories.
     mode: Mode,
+    /// Who each run is, when runs are contained (the gateway always contains them; an embedder
+    /// using the provisioner alone gets plain directories).
+    contained: Option<Contained>,
+}
+
+/// What the provisioner needs to give each run its own identity, workspace and HOME.
+#[derive(Debug, Clone)]
+pub(crate) struct Contained {
+    /// Leases each run its cell (a uid, or a marker).
+    pub(crate) containment: Arc<Containment>,
+    /// Where each run's cell is filed for the agent to find, by workspace.
+    pub(crate) cells: Arc<Cells>,
+    /// The operator's CLI login, copied into each run's HOME when it exists.
+    pub(crate) credentials: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -69,6 +85,17 @@ impl GitProvisioner {
     /// # Errors
     /// When `jobs_dir` cannot be created or read, or the base branch is not a branch name.
     pub async fn new(config: WorkspaceConfig) -> Result<Self, WorkspaceError> {
+        Self::with_containment(config, None).await
+    }
+
+    /// [`new`](Self::new), giving each run a cell from `contained`: the workspace and a private
+    /// HOME beside it are the run's (its uid's, in uid mode), and releasing the workspace first
+    /// kills everything the run started. In uid mode `jobs_dir` is made traversable but not
+    /// listable (0711), so a run reaches its own directories by name and no one else's.
+    pub(crate) async fn with_containment(
+        config: WorkspaceConfig,
+        contained: Option<Contained>,
+    ) -> Result<Self, WorkspaceError> {
         if let Some(branch) = &config.base_branch {
             if branch.is_empty()
                 || branch.starts_with('-')
@@ -87,6 +114,11 @@ impl GitProvisioner {
                 e,
             )
         })?;
+        if let Some(contained) = &contained {
+            if contained.containment.mode() == ContainMode::Uid {
+                open_to_runs(&jobs_dir)?;
+            }
+        }
         sweep_leftovers(&jobs_dir).await?;
 
         let base_dir = match &config.base_dir {
@@ -127,7 +159,11 @@ impl GitProvisioner {
             }
         };
         Ok(Self {
-            inner: Arc::new(Inner { jobs_dir, mode }),
+            inner: Arc::new(Inner {
+                jobs_dir,
+                mode,
+                contained,
+            }),
         })
     }
 
@@ -156,6 +192,17 @@ impl GitProvisioner {
 impl Inner {
     async fn provision(&self) -> Result<PathBuf, WorkspaceError> {
         let started = Instant::now();
+        // First, so a run that cannot have an identity costs no clone.
+        let cell = match &self.contained {
+            Some(contained) => Some(
+                contained
+                    .containment
+                    .lease()
+                    .await
+                    .map_err(|e| WorkspaceError::new("no identity for the run", e))?,
+            ),
+            None => None,
+        };
         let pending = PendingDir::new(self.jobs_dir.join(fresh_name()));
         match &self.mode {
             Mode::Scratch => create_scratch(pending.path()).await?,
@@ -181,6 +228,21 @@ impl Inner {
                 }
             }
         }
+        if let (Some(cell), Some(contained)) = (cell, &self.contained) {
+            let home = PendingDir::new(home_for(pending.path()));
+            let workspace = pending.path().to_path_buf();
+            let home_dir = home.path().to_path_buf();
+            let credentials = contained.credentials.clone();
+            // Walks the tree and makes directories: blocking work, off the runtime's threads.
+            let cell = tokio::task::spawn_blocking(move || {
+                give_to_run(&cell, &workspace, &home_dir, credentials.as_deref()).map(|()| cell)
+            })
+            .await
+            .map_err(|e| WorkspaceError::new("preparing the run's directories failed", e))??;
+            contained
+                .cells
+                .insert(pending.path().to_path_buf(), cell, home.keep());
+        }
         let path = pending.keep();
         tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "workspace provisioned");
         Ok(path)
@@ -201,11 +263,81 @@ impl Provision for GitProvisioner {
 
     fn release(&self, path: PathBuf) {
         if self.inner.owns(&path) {
+            // Everything the run started dies before its directories go, and before the run's
+            // slot is given back (this runs while the run still holds it).
+            if let Some(contained) = &self.inner.contained {
+                if let Some(home) = contained.cells.release(&path) {
+                    remove_detached(home);
+                }
+            }
             remove_detached(path);
         } else {
             tracing::warn!(path = %path.display(), "refusing to remove a path that is not a workspace of this provisioner");
         }
     }
+}
+
+/// Hands a freshly made workspace to its run, and makes the run's HOME (with a private TMPDIR
+/// inside, and the operator's CLI login when there is one).
+fn give_to_run(
+    cell: &RunCell,
+    workspace: &Path,
+    home: &Path,
+    credentials: Option<&Path>,
+) -> Result<(), WorkspaceError> {
+    let step = |what: &str, path: &Path| format!("{what} {}", path.display());
+    // `git-crypt unlock` leaves a copy of the key in the clone: a run must never hold it. Its
+    // files stay decrypted; git-crypt's filters cannot re-encrypt without the key, so the run's
+    // own git commands on encrypted paths fail instead of leaking it.
+    let keys = workspace.join(".git/git-crypt/keys");
+    remove_tree(&keys).map_err(|e| {
+        WorkspaceError::new(
+            step("could not remove the git-crypt key from", workspace),
+            e,
+        )
+    })?;
+    cell.hand_over(workspace).map_err(|e| {
+        WorkspaceError::new(step("could not hand over the workspace", workspace), e)
+    })?;
+    cell.make_home(home)
+        .map_err(|e| WorkspaceError::new(step("could not make the run's HOME", home), e))?;
+    let tmp = tmpdir_of(home);
+    cell.make_home(&tmp)
+        .map_err(|e| WorkspaceError::new(step("could not make the run's TMPDIR", &tmp), e))?;
+    if let Some(source) = credentials {
+        cell.install_credentials(source, home)
+            .map_err(|e| WorkspaceError::new(step("could not copy the CLI login into", home), e))?;
+    }
+    Ok(())
+}
+
+/// In uid mode: `jobs_dir` becomes 0711 (runs reach their own directories by name, list
+/// nothing), and every directory above it must let others through, or no run could reach its
+/// workspace; that is refused at start-up with the directory to fix.
+fn open_to_runs(jobs_dir: &Path) -> Result<(), WorkspaceError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(jobs_dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| {
+        WorkspaceError::new(
+            format!("could not make {} traversable for runs", jobs_dir.display()),
+            e,
+        )
+    })?;
+    for dir in jobs_dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .map_err(|e| WorkspaceError::new(format!("could not read {}", dir.display()), e))?;
+        if mode & 0o001 == 0 {
+            return Err(WorkspaceError::new(
+                format!("JOBS_DIR {} is out of the runs' reach", jobs_dir.display()),
+                format!(
+                    "{} (mode {:o}) does not let other users through; give it o+x or move JOBS_DIR",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `path` made absolute against the current directory, so clones and `git-crypt` (which run

@@ -1,52 +1,66 @@
-//! Shared test harness: a gateway served in-process on 127.0.0.1:0, in front of the real `claude`
-//! CLI, which talks to a mock Anthropic API this harness also serves.
+//! The one test harness: a gateway served in-process on 127.0.0.1:0, in front of the real `claude`
+//! CLI (or a stand-in script), which talks to a mock Anthropic API this harness also serves; with
+//! the bounded wait ([`eventually`]), the git fixture ([`Repos`]), and the job and process helpers
+//! the tests share. `examples/bench.rs` runs on it too.
 #![allow(dead_code)]
 
+mod git;
+mod jobs;
+mod process;
+mod wait;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
+use claude_gateway::app::{App, AppState};
 use claude_gateway::config::{Config, Settings};
 use mock_anthropic::MockAnthropic;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+// Each test crate uses some of these.
+#[allow(unused_imports)]
+pub use {
+    git::{git, git_crypt_fixture, Repos, README},
+    jobs::*,
+    process::*,
+    wait::{eventually, secs, Probe},
+};
 
 /// The token every harness gateway accepts.
 pub const TOKEN: &str = "test-token";
 
-/// The pinned CLI the test command installs.
-pub fn claude_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/node_modules/.bin/claude");
-    assert!(
-        bin.exists(),
-        "the claude CLI is not installed at {}: run ./scripts/test (it installs it)",
-        bin.display()
-    );
-    bin
-}
-
-/// A stand-in CLI script from `tests/fixtures/fake-claude/`.
-pub fn fake_claude(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fake-claude")
-        .join(name)
-}
+/// The chat route.
+pub const CHAT: &str = "/v1/chat/completions";
 
 /// A running gateway and what it runs against.
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Its shared state, to look at jobs and gauges without going through HTTP.
+    pub state: AppState,
+    /// HTTP client.
+    pub http: reqwest::Client,
     /// The mock Anthropic API behind the CLI.
     pub mock: MockAnthropic,
     /// Where workspaces are made.
     pub jobs_dir: tempfile::TempDir,
     /// The agent's HOME (to check nothing is left in it).
     pub home: tempfile::TempDir,
-    /// HTTP client.
-    pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What a harness gateway runs against, kept alive as long as it.
+pub struct Backing {
+    /// The mock Anthropic API behind the CLI.
+    pub mock: MockAnthropic,
+    /// Where workspaces are made.
+    pub jobs_dir: tempfile::TempDir,
+    /// The agent's HOME (to check nothing is left in it).
+    pub home: tempfile::TempDir,
 }
 
 /// Builds a [`Gateway`] with extra settings.
@@ -55,6 +69,7 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     claude_bin: Option<PathBuf>,
     base_dir: Option<PathBuf>,
+    git_crypt_key: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -71,24 +86,38 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs the stand-in `tests/fixtures/fake-claude/NAME` instead of the real CLI.
+    pub fn fake(self, name: &str) -> Self {
+        self.claude(fake_claude(name))
+    }
+
+    /// Unlocks workspaces with this git-crypt key.
+    pub fn git_crypt_key(mut self, key: &Path) -> Self {
+        self.git_crypt_key = Some(key.to_path_buf());
+        self
+    }
+
     /// Clones runs from this base repository.
     pub fn base(mut self, dir: &Path) -> Self {
         self.base_dir = Some(dir.to_path_buf());
         self
     }
 
-    /// Starts the mock API and the gateway.
-    pub async fn start(self) -> Gateway {
-        let mock = MockAnthropic::start().await;
-        let jobs_dir = tempfile::tempdir().unwrap();
-        let home = tempfile::tempdir().unwrap();
+    /// Starts the mock API and builds the gateway's [`App`] without serving it, for a test that
+    /// drives the `App` itself.
+    pub async fn build(self) -> (App, Backing) {
+        let backing = Backing {
+            mock: MockAnthropic::start().await,
+            jobs_dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        };
         let claude = self.claude_bin.unwrap_or_else(claude_bin);
         let mut argv: Vec<String> = vec![
             "claude-gateway".into(),
             "--api-bearer-token".into(),
             TOKEN.into(),
             "--jobs-dir".into(),
-            jobs_dir.path().display().to_string(),
+            backing.jobs_dir.path().display().to_string(),
             "--claude-bin".into(),
             claude.display().to_string(),
             "--workspace-dir".into(),
@@ -96,15 +125,56 @@ impl GatewayBuilder {
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|| "/nonexistent/claude-gateway-base".into()),
             "--git-crypt-key".into(),
-            "/nonexistent/git-crypt-key".into(),
+            self.git_crypt_key
+                .map(|k| k.display().to_string())
+                .unwrap_or_else(|| "/nonexistent/git-crypt-key".into()),
         ];
         argv.extend(self.args);
         let mut config: Config = Settings::try_parse_from(argv)
             .expect("valid test flags")
             .validate()
             .expect("valid test config");
-        config.agent_env_overrides = agent_env(&mock.url(), home.path());
-        start_with(config, mock, jobs_dir, home).await
+        config.agent_env_overrides = agent_env(&backing.mock.url(), backing.home.path());
+        let app = App::build(config).await.expect("the gateway builds");
+        (app, backing)
+    }
+
+    /// Starts the mock API and the gateway, and waits until it answers.
+    pub async fn start(self) -> Gateway {
+        let (
+            app,
+            Backing {
+                mock,
+                jobs_dir,
+                home,
+            },
+        ) = self.build().await;
+        let state = app.state().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(claude_gateway::serve(app, listener, async {
+            let _ = rx.await;
+        }));
+        let gateway = Gateway {
+            url,
+            state,
+            http: reqwest::Client::new(),
+            mock,
+            jobs_dir,
+            home,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        eventually("the gateway answers", secs(30), || async {
+            gateway
+                .request_as(None, Method::GET, "/health")
+                .send()
+                .await
+                .is_ok()
+        })
+        .await;
+        gateway
     }
 }
 
@@ -122,42 +192,21 @@ pub fn agent_env(mock_url: &str, home: &Path) -> Vec<(String, String)> {
     ]
 }
 
-async fn start_with(
-    config: Config,
-    mock: MockAnthropic,
-    jobs_dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        claude_gateway::run(config, listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("gateway runs");
-    });
-    let gateway = Gateway {
-        url,
-        mock,
-        jobs_dir,
-        home,
-        http: reqwest::Client::new(),
-        shutdown: Some(tx),
-        server: Some(server),
-    };
-    // `run` builds the gateway (start-up sweep included) before it serves: wait until it does.
-    let health = format!("{}/health", gateway.url);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while gateway.http.get(&health).send().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    gateway
+/// Sends a request, panicking if it cannot be.
+pub async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("request sent")
+}
+
+/// Reads a JSON body.
+pub async fn json(response: Response) -> Value {
+    let text = response.text().await.expect("body read");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A response's status and JSON body.
+pub async fn status_and_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, json(response).await)
 }
 
 impl Gateway {
@@ -166,30 +215,64 @@ impl Gateway {
         GatewayBuilder::default().start().await
     }
 
+    /// A gateway in front of the real CLI with one setting changed: `--flag value`.
+    pub async fn with(flag: &str, value: impl ToString) -> Gateway {
+        GatewayBuilder::default().arg(flag, value).start().await
+    }
+
     /// A builder for other settings.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
     }
 
+    /// A gateway with default settings in front of the stand-in `tests/fixtures/fake-claude/NAME`.
+    pub async fn fake(name: &str) -> Gateway {
+        GatewayBuilder::default().fake(name).start().await
+    }
+
+    /// A request to `path` carrying `token` as its bearer token (`None`: no `Authorization`).
+    pub fn request_as(&self, token: Option<&str>, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A request to `path` with the harness token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_as(Some(TOKEN), method, path)
+    }
+
     /// `POST path` with a JSON body and the harness token.
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        send(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// `POST path` with the harness token and `body` as it is, labelled JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        let request = self.request(Method::POST, path);
+        send(
+            request
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     /// `GET path` with the harness token.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("request sent")
+    pub async fn get(&self, path: &str) -> Response {
+        send(self.request(Method::GET, path)).await
+    }
+
+    /// `GET path` with no token.
+    pub async fn get_open(&self, path: &str) -> Response {
+        send(self.request_as(None, Method::GET, path)).await
+    }
+
+    /// `GET /health` (no token needed), as JSON.
+    pub async fn health(&self) -> Value {
+        json(self.get_open("/health").await).await
     }
 
     /// A one-message chat completion request body.
@@ -197,13 +280,33 @@ impl Gateway {
         serde_json::json!({"model": "haiku", "messages": [{"role": "user", "content": content}]})
     }
 
-    /// Asks for shutdown and waits until the server has drained.
-    pub async fn shutdown(mut self) {
+    /// `POST /v1/chat/completions` of one user message, `content`.
+    pub async fn chat(&self, content: &str) -> Response {
+        self.post(CHAT, &Self::chat_body(content)).await
+    }
+
+    /// A chat completion of one user message, not sent yet: `.send()` it (it can be spawned).
+    pub fn chat_request(&self, content: &str) -> RequestBuilder {
+        self.request(Method::POST, CHAT)
+            .json(&Self::chat_body(content))
+    }
+
+    /// The variables the agent runs with (the mock's address, a private HOME).
+    pub fn agent_env(&self) -> Vec<(String, String)> {
+        agent_env(&self.mock.url(), self.home.path())
+    }
+
+    /// Asks for shutdown and waits (bounded) until the server has drained; what it ran against
+    /// (the mock, `JOBS_DIR`, HOME) stays until the `Gateway` is dropped.
+    pub async fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
+            tokio::time::timeout(Duration::from_secs(60), server)
+                .await
+                .expect("the gateway drains within a minute")
+                .expect("the server task ends cleanly");
         }
     }
 
@@ -216,9 +319,52 @@ impl Gateway {
 
     /// Waits (bounded) until `JOBS_DIR` is empty: removal happens off the response path.
     pub async fn wait_workspaces_gone(&self) {
-        wait_until(Duration::from_secs(20), || self.workspaces().is_empty())
+        eventually("the workspaces are removed", secs(20), || async {
+            let left = self.workspaces();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        })
+        .await;
+    }
+
+    /// Waits (bounded) until a run left nothing behind: no agent process, no workspace, nothing
+    /// active or queued.
+    pub async fn wait_nothing_left(&self) {
+        self.wait_no_agent_process().await;
+        self.wait_workspaces_gone().await;
+        self.wait_idle().await;
+    }
+
+    /// Waits (bounded) until no process runs in any of this gateway's workspaces.
+    pub async fn wait_no_agent_process(&self) {
+        wait_no_process_in(self.jobs_dir.path()).await;
+    }
+
+    /// Waits (bounded) until an agent process runs in one of this gateway's workspaces.
+    pub async fn wait_agent_process(&self) {
+        wait_process_in(self.jobs_dir.path()).await;
+    }
+
+    /// Waits (bounded) until `/health` satisfies `check`; answers it.
+    pub async fn wait_health(&self, check: impl Fn(&Value) -> bool) -> Value {
+        eventually("/health matches", secs(30), || async {
+            let health = self.health().await;
+            if check(&health) {
+                Ok(health)
+            } else {
+                Err(health)
+            }
+        })
+        .await
+    }
+
+    /// Waits (bounded) until no run is active or queued (`/health` says `active: 0, queued: 0`).
+    pub async fn wait_idle(&self) -> Value {
+        self.wait_health(|h| h["active"] == 0 && h["queued"] == 0)
             .await
-            .unwrap_or_else(|_| panic!("workspaces left: {:?}", self.workspaces()));
     }
 }
 
@@ -226,162 +372,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
-        }
-    }
-}
-
-/// Polls `check` every 25 ms until it holds or `limit` passes.
-pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Result<(), ()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A git repository in a temp dir with a bare "remote" and a base clone of it.
-pub struct Repos {
-    /// Holds everything.
-    pub root: tempfile::TempDir,
-    /// The bare remote.
-    pub remote: PathBuf,
-    /// The warm base clone.
-    pub base: PathBuf,
-}
-
-/// Runs git with a fixed identity; panics with its stderr on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Repos {
-    /// A remote with one commit holding `README.md`, and a base cloned from it.
-    pub fn new() -> Repos {
-        let root = tempfile::tempdir().unwrap();
-        let seed = root.path().join("seed");
-        std::fs::create_dir(&seed).unwrap();
-        git(&seed, &["init", "-q"]);
-        std::fs::write(seed.join("README.md"), "base repository\n").unwrap();
-        git(&seed, &["add", "."]);
-        git(&seed, &["commit", "-qm", "first"]);
-        let remote = root.path().join("remote.git");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                seed.to_str().unwrap(),
-                remote.to_str().unwrap(),
-            ],
-        );
-        let base = root.path().join("base");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                remote.to_str().unwrap(),
-                base.to_str().unwrap(),
-            ],
-        );
-        Repos { root, remote, base }
-    }
-}
-
-/// Reads a JSON body.
-pub async fn json(response: reqwest::Response) -> Value {
-    let text = response.text().await.expect("body read");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Live processes (zombies excluded) whose working directory is under `dir`, with their command
-/// lines: an agent run in a workspace there and anything it started.
-pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        // A zombie is already dead; only its parent's wait is missing.
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if !zombie && cwd.starts_with(dir) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
-}
-
-impl Gateway {
-    /// Waits (bounded) until no process runs in any of this gateway's workspaces.
-    pub async fn wait_no_agent_process(&self) {
-        let dir = self.jobs_dir.path().to_path_buf();
-        if wait_until(Duration::from_secs(15), || processes_under(&dir).is_empty())
-            .await
-            .is_err()
-        {
-            panic!("agent processes left running: {:?}", processes_under(&dir));
-        }
-    }
-
-    /// Waits (bounded) until `/health` satisfies `check`.
-    pub async fn wait_health(&self, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let health = json(
-                self.http
-                    .get(format!("{}/health", self.url))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            if check(&health) {
-                return health;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "health never matched: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

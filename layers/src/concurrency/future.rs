@@ -30,9 +30,9 @@ pin_project! {
 /// The concurrency layer's part in the call: the request's ticket, made active when the permit
 /// arrives. The permit is the guard held while the request runs.
 pub(super) struct Activate {
-    // Dropped before the call's state (the wait, or the run and its permit): on drop the counts
-    // fall before the permit frees, so a waiter woken by the permit never shows up as one active
-    // too many.
+    // Let go after the run stops and before its permit frees (see `StagedCall`): the request
+    // counts as active until everything it held is released, and a waiter woken by the permit
+    // never shows up as one active too many.
     ticket: Option<Ticket>,
 }
 

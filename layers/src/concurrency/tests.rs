@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
-use tower::{service_fn, ServiceExt};
+use tower::{service_fn, Service, ServiceExt};
 use tower_layer::Layer;
 use tower_test::mock;
 
@@ -233,4 +233,47 @@ fn layers_share_the_gauge_they_were_built_with() {
         two.gauge().semaphore()
     ));
     assert!(Arc::ptr_eq(one.gauge().semaphore(), gauge.semaphore()));
+}
+
+/// Records the gauge's counts when dropped.
+struct CountsOnDrop {
+    gauge: Gauge,
+    seen: Arc<std::sync::Mutex<Option<(usize, usize)>>>,
+}
+
+impl Drop for CountsOnDrop {
+    fn drop(&mut self) {
+        *self.seen.lock().unwrap() = Some(counts(&self.gauge));
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_run_stops_before_its_slot_counts_as_free() {
+    let gauge = Gauge::new(1, 10);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let inner = {
+        let (gauge, seen) = (gauge.clone(), seen.clone());
+        service_fn(move |_req: Request<&'static str>| {
+            // What a run holds (its processes, its workspace), released when its future drops.
+            let held = CountsOnDrop {
+                gauge: gauge.clone(),
+                seen: seen.clone(),
+            };
+            async move {
+                let _held = held;
+                std::future::pending::<Result<Response<&'static str>, Infallible>>().await
+            }
+        })
+    };
+    let mut svc = ConcurrencyLimitLayer::new(gauge.clone()).layer(inner);
+    let mut call = task::spawn(svc.ready().await.unwrap().call(admitted(&gauge, "run")));
+    assert_pending!(call.poll());
+    assert_eq!(counts(&gauge), (1, 0));
+    drop(call);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((1, 0)),
+        "the run was still counted active while it was being stopped"
+    );
+    assert_eq!(counts(&gauge), (0, 0));
 }

@@ -43,21 +43,16 @@
 //! - `POST /v1/messages/count_tokens`, `GET /v1/models`, `GET|HEAD /api/hello`: plausible answers.
 //! - anything else: 404 (405 for a wrong method), always with a JSON error body.
 //!
-//! Every request is recorded ([`MockAnthropic::requests`]). The crate's binary and the workspace
-//! example `cargo run --example mock-anthropic` serve the mock on `$MOCK_ADDR`
-//! (default `127.0.0.1:4010`).
-
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+//! Every request is recorded ([`MockAnthropic::requests`]). The crate's binary,
+//! `cargo run -p mock-anthropic`, serves the mock on `$MOCK_ADDR` (default `127.0.0.1:4010`).
+//!
+//! [`pinned_cli`] finds the CLI version the mock is made for, as the workspace's test command
+//! installs it, and fails loudly when it is missing.
 
 mod conversation;
 pub mod directive;
 mod mock;
+mod pinned;
 mod plan;
 mod record;
 mod script;
@@ -67,6 +62,7 @@ mod stream;
 mod wire;
 
 pub use mock::MockAnthropic;
+pub use pinned::pinned_cli;
 pub use record::{RecordedRequest, WaitTimeout};
 pub use script::{Script, Usage};
 pub use server::serve;

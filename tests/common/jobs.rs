@@ -1,50 +1,42 @@
-//! Helpers shared by the `jobs_*` tests: submitting, polling to the end, reading SSE, and looking
-//! for processes a run left behind.
-#![allow(dead_code)]
+//! Jobs over HTTP: submitting, polling to the end, cancelling, and reading their event streams.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::common::{json, processes_under, wait_until, Gateway, TOKEN};
+use super::wait::{eventually, secs};
+use super::{send, status_and_json, Gateway, TOKEN};
 
 /// The agent built into the CLI, usable without a base repository.
 pub const AGENT: &str = "general-purpose";
 
 /// `POST /execute` with the harness token; answers the status and the body.
 pub async fn execute(gw: &Gateway, body: Value) -> (StatusCode, Value) {
-    let response = gw.post("/execute", &body).await;
-    let status = response.status();
-    (status, json(response).await)
+    status_and_json(gw.post("/execute", &body).await).await
 }
 
-/// Submits `prompt` to the built-in agent and answers the job id (asserting a 202).
-pub async fn submit(gw: &Gateway, prompt: &str, timeout_seconds: u64) -> String {
-    let (status, body) = execute(
-        gw,
-        serde_json::json!({"prompt": prompt, "agent": AGENT, "timeout_seconds": timeout_seconds}),
-    )
-    .await;
+/// Submits `prompt` to the built-in agent as `token` and answers the job id (asserting a 202).
+pub async fn submit_as(gw: &Gateway, token: &str, prompt: &str, timeout_seconds: u64) -> String {
+    let body =
+        serde_json::json!({"prompt": prompt, "agent": AGENT, "timeout_seconds": timeout_seconds});
+    let request = gw.request_as(Some(token), Method::POST, "/execute");
+    let (status, body) = status_and_json(send(request.json(&body)).await).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "queued");
     body["job_id"].as_str().expect("a job id").to_owned()
 }
 
+/// Submits `prompt` to the built-in agent and answers the job id (asserting a 202).
+pub async fn submit(gw: &Gateway, prompt: &str, timeout_seconds: u64) -> String {
+    submit_as(gw, TOKEN, prompt, timeout_seconds).await
+}
+
 /// `GET /jobs/{id}` with `token`.
 pub async fn get_job_as(gw: &Gateway, token: &str, job_id: &str) -> (StatusCode, Value) {
-    let response = gw
-        .http
-        .get(format!("{}/jobs/{job_id}", gw.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status();
-    (status, json(response).await)
+    let path = format!("/jobs/{job_id}");
+    status_and_json(send(gw.request_as(Some(token), Method::GET, &path)).await).await
 }
 
 /// `GET /jobs/{id}`, asserting it is found.
@@ -56,15 +48,8 @@ pub async fn get_job(gw: &Gateway, job_id: &str) -> Value {
 
 /// `DELETE /jobs/{id}` with `token`.
 pub async fn cancel_as(gw: &Gateway, token: &str, job_id: &str) -> (StatusCode, Value) {
-    let response = gw
-        .http
-        .delete(format!("{}/jobs/{job_id}", gw.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status();
-    (status, json(response).await)
+    let path = format!("/jobs/{job_id}");
+    status_and_json(send(gw.request_as(Some(token), Method::DELETE, &path)).await).await
 }
 
 /// Whether a record's status is terminal.
@@ -75,55 +60,40 @@ pub fn is_terminal(record: &Value) -> bool {
     )
 }
 
-/// Polls the job every 50 ms until `done` holds for its record (bounded by `limit`).
+/// Polls the job until `done` holds for its record (bounded by `limit`); answers the record.
 pub async fn wait_job(
     gw: &Gateway,
     job_id: &str,
     limit: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
+    eventually(format!("job {job_id} gets there"), limit, || async {
         let record = get_job(gw, job_id).await;
         if done(&record) {
-            return record;
+            Ok(record)
+        } else {
+            Err(record)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {job_id} did not get there in {limit:?}: {record}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Polls until the job ended; answers its record.
 pub async fn wait_end(gw: &Gateway, job_id: &str) -> Value {
-    wait_job(gw, job_id, Duration::from_secs(120), is_terminal).await
+    wait_job(gw, job_id, secs(120), is_terminal).await
 }
 
-/// Waits (bounded) until no process runs under `dir`.
-pub async fn wait_no_process_in(dir: &Path) {
-    if wait_until(Duration::from_secs(15), || processes_under(dir).is_empty())
-        .await
-        .is_err()
-    {
-        panic!("processes left running: {:?}", processes_under(dir));
-    }
+/// Submits `prompt` to the built-in agent and waits until the job ended; answers its record.
+pub async fn run_job(gw: &Gateway, prompt: &str, timeout_seconds: u64) -> Value {
+    let job_id = submit(gw, prompt, timeout_seconds).await;
+    wait_end(gw, &job_id).await
 }
 
-/// Waits (bounded) until some process runs under `dir`.
-pub async fn wait_process_in(dir: &Path) {
-    wait_until(Duration::from_secs(30), || !processes_under(dir).is_empty())
-        .await
-        .expect("the agent never started");
-}
-
-/// Writes an executable stand-in CLI into `dir`.
-pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+/// Asserts that a job record says `status`, with an `error` that mentions `reason`.
+pub fn assert_ended(record: &Value, status: &str, reason: &str) {
+    assert_eq!(record["status"], status, "{record}");
+    let error = record["error"].as_str().unwrap_or_default();
+    assert!(error.contains(reason), "{record}");
 }
 
 /// One Server-Sent Event.
@@ -144,14 +114,14 @@ impl Sse {
     }
 }
 
+/// `GET /jobs/{id}/events` with `token`, not sent yet (to add headers).
+pub fn events_request(gw: &Gateway, token: &str, job_id: &str) -> reqwest::RequestBuilder {
+    gw.request_as(Some(token), Method::GET, &format!("/jobs/{job_id}/events"))
+}
+
 /// Opens `GET /jobs/{id}/events` with `token`.
 pub async fn open_events(gw: &Gateway, token: &str, job_id: &str) -> reqwest::Response {
-    gw.http
-        .get(format!("{}/jobs/{job_id}/events", gw.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent")
+    send(events_request(gw, token, job_id)).await
 }
 
 /// Reads an event stream until the server closes it (bounded).

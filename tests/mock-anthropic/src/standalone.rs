@@ -1,4 +1,4 @@
-//! Running the mock as a program: the crate's binary and the workspace's `mock-anthropic` example.
+//! Running the mock as a program: the crate's binary (`cargo run -p mock-anthropic`).
 
 use std::io;
 

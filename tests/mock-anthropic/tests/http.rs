@@ -28,6 +28,23 @@ async fn post(
         .expect("the mock answers")
 }
 
+/// `POST /v1/messages` of one user turn, `prompt`.
+async fn message(mock: &MockAnthropic, prompt: &str, stream: bool) -> reqwest::Response {
+    post(mock, "/v1/messages", body(prompt, stream).to_string()).await
+}
+
+/// A response's JSON body.
+async fn json(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+/// `GET path` from the mock.
+async fn get(mock: &MockAnthropic, path: &str) -> reqwest::Response {
+    reqwest::get(format!("{}{path}", mock.url()))
+        .await
+        .expect("the mock answers")
+}
+
 /// Parses an SSE body into its `data` payloads, checking each `event:` name matches the payload type.
 fn sse_events(text: &str) -> Vec<Value> {
     text.split("\n\n")
@@ -52,24 +69,21 @@ fn sse_events(text: &str) -> Vec<Value> {
 #[tokio::test]
 async fn non_streaming_answer_is_one_json_message_echoing_the_model() {
     let mock = MockAnthropic::start().await;
-    let response = post(
-        &mock,
-        "/v1/messages?beta=true",
-        body("hello there", false).to_string(),
-    )
-    .await;
+    let query = "/v1/messages?beta=true";
+    let response = post(&mock, query, body("hello there", false).to_string()).await;
     assert_eq!(response.status(), 200);
-    let message: Value = response.json().await.unwrap();
+    let message = json(response).await;
     assert_eq!(message["model"], "claude-test-1");
     assert_eq!(message["content"][0]["text"], "mock answer: hello there");
     assert_eq!(message["stop_reason"], "end_turn");
+    let usage = &message["usage"];
     assert_eq!(
-        message["usage"]["input_tokens"],
-        Usage::DEFAULT.input_tokens
-    );
-    assert_eq!(
-        message["usage"]["cache_read_input_tokens"],
-        Usage::DEFAULT.cache_read_input_tokens
+        [&usage["input_tokens"], &usage["cache_read_input_tokens"]],
+        [
+            Usage::DEFAULT.input_tokens,
+            Usage::DEFAULT.cache_read_input_tokens
+        ],
+        "{usage}"
     );
 
     let recorded = mock.requests();
@@ -83,12 +97,7 @@ async fn non_streaming_answer_is_one_json_message_echoing_the_model() {
 #[tokio::test]
 async fn streaming_answer_is_sse_with_one_delta_per_word() {
     let mock = MockAnthropic::start().await;
-    let response = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:text one two three]]", true).to_string(),
-    )
-    .await;
+    let response = message(&mock, "[[mock:text one two three]]", true).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = sse_events(&response.text().await.unwrap());
@@ -122,12 +131,7 @@ async fn streaming_answer_is_sse_with_one_delta_per_word() {
 #[tokio::test]
 async fn bash_directive_streams_a_tool_call_then_reports_its_result() {
     let mock = MockAnthropic::start().await;
-    let response = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:bash ls -l]]", true).to_string(),
-    )
-    .await;
+    let response = message(&mock, "[[mock:bash ls -l]]", true).await;
     let events = sse_events(&response.text().await.unwrap());
     assert_eq!(events[2]["content_block"]["name"], "Bash");
     let tool_id = events[2]["content_block"]["id"]
@@ -146,35 +150,21 @@ async fn bash_directive_streams_a_tool_call_then_reports_its_result() {
         {"role": "assistant", "content": [{"type": "tool_use", "id": tool_id, "name": "Bash", "input": input}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "total 0\n"}]}
     ]});
-    let message: Value = post(&mock, "/v1/messages", follow_up.to_string())
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(message["content"][0]["text"], "tool said: total 0");
+    let answer = json(post(&mock, "/v1/messages", follow_up.to_string()).await).await;
+    assert_eq!(answer["content"][0]["text"], "tool said: total 0");
 }
 
 #[tokio::test]
 async fn error_directive_answers_the_status_and_forbids_retries() {
     let mock = MockAnthropic::start().await;
-    let response = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:error 529]]", true).to_string(),
-    )
-    .await;
+    let response = message(&mock, "[[mock:error 529]]", true).await;
     assert_eq!(response.status(), 529);
     assert_eq!(response.headers()["x-should-retry"], "false");
-    let error: Value = response.json().await.unwrap();
+    let error = json(response).await;
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "overloaded_error");
 
-    let response = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:error 500 retry]]", true).to_string(),
-    )
-    .await;
+    let response = message(&mock, "[[mock:error 500 retry]]", true).await;
     assert_eq!(response.status(), 500);
     assert!(response.headers().get("x-should-retry").is_none());
 }
@@ -190,17 +180,12 @@ async fn malformed_requests_get_json_400s_and_unknown_paths_json_404s() {
     ] {
         let response = post(&mock, "/v1/messages", bad).await;
         assert_eq!(response.status(), 400, "{bad}");
-        let error: Value = response.json().await.unwrap();
+        let error = json(response).await;
         assert_eq!(error["error"]["type"], "invalid_request_error", "{bad}");
     }
-    let response = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:bogus]]", false).to_string(),
-    )
-    .await;
+    let response = message(&mock, "[[mock:bogus]]", false).await;
     assert_eq!(response.status(), 400);
-    let error: Value = response.json().await.unwrap();
+    let error = json(response).await;
     assert!(error["error"]["message"]
         .as_str()
         .unwrap()
@@ -208,12 +193,10 @@ async fn malformed_requests_get_json_400s_and_unknown_paths_json_404s() {
 
     let response = post(&mock, "/v2/nothing", "{}").await;
     assert_eq!(response.status(), 404);
-    let error: Value = response.json().await.unwrap();
+    let error = json(response).await;
     assert_eq!(error["error"]["type"], "not_found_error");
 
-    let response = reqwest::get(format!("{}/v1/messages", mock.url()))
-        .await
-        .unwrap();
+    let response = get(&mock, "/v1/messages").await;
     assert_eq!(response.status(), 405);
     assert!(response.json::<Value>().await.is_ok());
     assert_eq!(
@@ -226,15 +209,8 @@ async fn malformed_requests_get_json_400s_and_unknown_paths_json_404s() {
 #[tokio::test]
 async fn auxiliary_endpoints_answer() {
     let mock = MockAnthropic::start().await;
-    let count: Value = post(
-        &mock,
-        "/v1/messages/count_tokens",
-        body("count me", false).to_string(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let count_tokens = "/v1/messages/count_tokens";
+    let count = json(post(&mock, count_tokens, body("count me", false).to_string()).await).await;
     assert!(count["input_tokens"].as_u64().unwrap() > 0);
     let client = reqwest::Client::new();
     let hello = client
@@ -243,12 +219,7 @@ async fn auxiliary_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(hello.status(), 200);
-    let models: Value = reqwest::get(format!("{}/v1/models", mock.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = json(get(&mock, "/v1/models").await).await;
     assert!(models["data"]
         .as_array()
         .unwrap()
@@ -264,24 +235,12 @@ async fn script_sets_default_reply_and_usage() {
     };
     let mock =
         MockAnthropic::start_with(Script::new().default_reply("scripted").usage(usage)).await;
-    let message: Value = post(&mock, "/v1/messages", body("anything", false).to_string())
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(message["content"][0]["text"], "scripted");
-    assert_eq!(message["usage"]["input_tokens"], 7);
-    let message: Value = post(
-        &mock,
-        "/v1/messages",
-        body("[[mock:usage 5 6]]", false).to_string(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(message["usage"]["input_tokens"], 5);
-    assert_eq!(message["usage"]["output_tokens"], 6);
+    let answer = json(message(&mock, "anything", false).await).await;
+    assert_eq!(answer["content"][0]["text"], "scripted");
+    assert_eq!(answer["usage"]["input_tokens"], 7);
+    let answer = json(message(&mock, "[[mock:usage 5 6]]", false).await).await;
+    assert_eq!(answer["usage"]["input_tokens"], 5);
+    assert_eq!(answer["usage"]["output_tokens"], 6);
 }
 
 #[tokio::test]
@@ -296,8 +255,8 @@ async fn wait_for_requests_returns_once_enough_arrived_and_reports_a_timeout() {
 
     let waiter = mock.wait_for_requests(2, Duration::from_secs(10));
     let client = async {
-        post(&mock, "/v1/messages", body("a", false).to_string()).await;
-        post(&mock, "/v1/messages", body("b", false).to_string()).await;
+        message(&mock, "a", false).await;
+        message(&mock, "b", false).await;
     };
     let (waited, ()) = tokio::join!(waiter, client);
     let requests = waited.unwrap();

@@ -1,13 +1,12 @@
 //! The real Claude Code CLI (pinned in `tests/cli/package.json`) against the mock.
 //!
-//! Each test skips, saying so, when the CLI is not installed (`npm ci` in `tests/cli`); `CLAUDE_BIN`
-//! points at another binary.
+//! Each test fails, saying how to install it, when the CLI is not installed (`./scripts/test`
+//! installs it).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mock_anthropic::{MockAnthropic, Usage};
+use mock_anthropic::{pinned_cli, MockAnthropic, Usage};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -15,24 +14,6 @@ use tokio::process::Command;
 
 /// Bounds a whole CLI run; a trivial one takes about a second.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-fn claude_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("CLAUDE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/cli/node_modules/.bin/claude")
-        });
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "SKIPPED: Claude Code CLI not found at {} (run `npm ci` in tests/cli or set CLAUDE_BIN)",
-            path.display()
-        );
-        None
-    }
-}
 
 /// One finished CLI run.
 struct Run {
@@ -47,6 +28,10 @@ struct Run {
 }
 
 impl Run {
+    fn assert_success(&self) {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+    }
+
     fn result(&self) -> &Value {
         self.lines
             .iter()
@@ -67,10 +52,17 @@ impl Run {
     }
 }
 
+/// Starts a mock and runs `claude -p` against it (see [`claude_against`]).
+async fn claude(prompt: &str, args: &[&str]) -> (MockAnthropic, Run) {
+    let mock = MockAnthropic::start().await;
+    let run = claude_against(&mock, prompt, args).await;
+    (mock, run)
+}
+
 /// Runs `claude -p` the way the gateway does (prompt on stdin, cleared environment, throwaway HOME
 /// and working directory) against `mock`, with `args` appended.
-async fn claude(mock: &MockAnthropic, prompt: &str, args: &[&str]) -> Option<Run> {
-    let bin = claude_bin()?;
+async fn claude_against(mock: &MockAnthropic, prompt: &str, args: &[&str]) -> Run {
+    let bin = pinned_cli();
     let home = TempDir::new().unwrap();
     let cwd = TempDir::new().unwrap();
     let mut command = Command::new(bin);
@@ -131,28 +123,19 @@ async fn claude(mock: &MockAnthropic, prompt: &str, args: &[&str]) -> Option<Run
     let (lines, stderr, status) = tokio::time::timeout(RUN_LIMIT, run)
         .await
         .expect("claude finishes in time");
-    Some(Run {
+    Run {
         code: status.code(),
         lines,
         stderr,
         elapsed: started.elapsed(),
         cwd,
-    })
+    }
 }
 
 #[tokio::test]
 async fn text_directive_becomes_the_cli_result_with_the_mock_usage() {
-    let mock = MockAnthropic::start().await;
-    let Some(run) = claude(
-        &mock,
-        "[[mock:text hello from the mock]]",
-        &["--model", "sonnet"],
-    )
-    .await
-    else {
-        return;
-    };
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let (_, run) = claude("[[mock:text hello from the mock]]", &["--model", "sonnet"]).await;
+    run.assert_success();
     assert_eq!(run.lines[0].1["type"], "system");
     assert_eq!(run.lines[0].1["subtype"], "init");
     let result = run.result();
@@ -160,18 +143,21 @@ async fn text_directive_becomes_the_cli_result_with_the_mock_usage() {
     assert_eq!(result["is_error"], false);
     assert_eq!(result["result"], "hello from the mock");
     assert_eq!(result["num_turns"], 1);
-    assert_eq!(result["usage"]["input_tokens"], Usage::DEFAULT.input_tokens);
+    let (usage, default) = (&result["usage"], Usage::DEFAULT);
     assert_eq!(
-        result["usage"]["output_tokens"],
-        Usage::DEFAULT.output_tokens
-    );
-    assert_eq!(
-        result["usage"]["cache_read_input_tokens"],
-        Usage::DEFAULT.cache_read_input_tokens
-    );
-    assert_eq!(
-        result["usage"]["cache_creation_input_tokens"],
-        Usage::DEFAULT.cache_creation_input_tokens
+        [
+            &usage["input_tokens"],
+            &usage["output_tokens"],
+            &usage["cache_read_input_tokens"],
+            &usage["cache_creation_input_tokens"],
+        ],
+        [
+            default.input_tokens,
+            default.output_tokens,
+            default.cache_read_input_tokens,
+            default.cache_creation_input_tokens,
+        ],
+        "{usage}"
     );
     assert!(result["total_cost_usd"].as_f64().unwrap() > 0.0);
     assert!(result["session_id"].is_string());
@@ -188,26 +174,18 @@ async fn text_directive_becomes_the_cli_result_with_the_mock_usage() {
 
 #[tokio::test]
 async fn prompt_without_directive_is_echoed() {
-    let mock = MockAnthropic::start().await;
-    let Some(run) = claude(&mock, "say hi", &[]).await else {
-        return;
-    };
+    let (_, run) = claude("say hi", &[]).await;
     assert_eq!(run.result()["result"], "mock answer: say hi");
 }
 
 #[tokio::test]
 async fn requested_model_and_prompt_reach_the_api() {
-    let mock = MockAnthropic::start().await;
-    let Some(run) = claude(
-        &mock,
+    let (mock, run) = claude(
         "earlier turn: the sky is green",
         &["--model", "claude-sonnet-4-6"],
     )
-    .await
-    else {
-        return;
-    };
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    .await;
+    run.assert_success();
     let requests = mock.message_requests();
     assert_eq!(requests.len(), 1, "one API call for a plain answer");
     let request = &requests[0];
@@ -226,22 +204,16 @@ async fn requested_model_and_prompt_reach_the_api() {
     );
 
     // Aliases are resolved by the CLI before they reach the API.
-    let mock = MockAnthropic::start().await;
-    let Some(_) = claude(&mock, "hi", &["--model", "haiku"]).await else {
-        return;
-    };
+    let (mock, _) = claude("hi", &["--model", "haiku"]).await;
     let model = mock.message_requests()[0].model.clone().unwrap_or_default();
     assert!(model.starts_with("claude-haiku-"), "haiku became {model}");
 }
 
 #[tokio::test]
 async fn bash_tool_call_runs_in_the_working_directory_and_its_output_comes_back() {
-    let mock = MockAnthropic::start().await;
     let prompt = "make a file [[mock:bash echo hi > made.txt && echo made-it]]";
-    let Some(run) = claude(&mock, prompt, &["--agent", "general-purpose"]).await else {
-        return;
-    };
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let (mock, run) = claude(prompt, &["--agent", "general-purpose"]).await;
+    run.assert_success();
     let made = std::fs::read_to_string(run.cwd.path().join("made.txt"))
         .expect("the command ran in the cwd");
     assert_eq!(made, "hi\n");
@@ -272,10 +244,7 @@ async fn bash_tool_call_runs_in_the_working_directory_and_its_output_comes_back(
 
 #[tokio::test]
 async fn error_status_makes_the_cli_fail_at_once() {
-    let mock = MockAnthropic::start().await;
-    let Some(run) = claude(&mock, "[[mock:error 529]]", &[]).await else {
-        return;
-    };
+    let (mock, run) = claude("[[mock:error 529]]", &[]).await;
     assert_eq!(run.code, Some(1));
     let result = run.result();
     assert_eq!(result["is_error"], true);
@@ -294,16 +263,11 @@ async fn error_status_makes_the_cli_fail_at_once() {
 
 #[tokio::test]
 async fn partial_messages_show_each_word_as_a_stream_event() {
-    let mock = MockAnthropic::start().await;
-    let Some(run) = claude(
-        &mock,
+    let (_, run) = claude(
         "[[mock:text one two three four]]",
         &["--include-partial-messages"],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let deltas: Vec<&str> = run
         .text_deltas()
         .filter_map(|(_, line)| line["event"]["delta"]["text"].as_str())
@@ -315,14 +279,11 @@ async fn partial_messages_show_each_word_as_a_stream_event() {
 #[tokio::test]
 async fn delay_comes_after_the_first_delta_so_partial_output_shows_first() {
     let delay = Duration::from_millis(1500);
-    let mock = MockAnthropic::start().await;
     let prompt = format!(
         "[[mock:delay {}]] [[mock:text slow answer here]]",
         delay.as_millis()
     );
-    let Some(run) = claude(&mock, &prompt, &["--include-partial-messages"]).await else {
-        return;
-    };
+    let (_, run) = claude(&prompt, &["--include-partial-messages"]).await;
     let first_delta = run.text_deltas().next().expect("a text delta").0;
     let result = run.of_type("result").next().expect("a result").0;
     assert!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -125,6 +125,38 @@ impl Shared {
     }
 }
 
+/// A request as it arrived, recorded before its handler runs: what every route takes.
+struct Incoming {
+    /// The mock's state.
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    /// The body as it came.
+    raw: Bytes,
+    /// The body as JSON (`Null` when empty), or why it is not JSON.
+    body: Result<Value, serde_json::Error>,
+}
+
+impl FromRequest<Arc<Shared>> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let headers = request.headers().clone();
+        let raw = Bytes::from_request(request, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = shared.record(&method, &uri, &headers, &raw);
+        Ok(Self {
+            shared: shared.clone(),
+            method,
+            uri,
+            raw,
+            body,
+        })
+    }
+}
+
 /// The mock's routes. Everything unknown is answered with an Anthropic-style JSON error.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -169,15 +201,10 @@ pub(crate) async fn run(
         .await
 }
 
-async fn messages(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn messages(request: Incoming) -> Response {
+    let (s, uri) = (&request.shared, &request.uri);
     let request_id = s.id("req_mock_");
-    let body = match s.record(&method, &uri, &headers, &body) {
+    let body = match request.body {
         Ok(body) => body,
         Err(e) => {
             return error(
@@ -244,18 +271,12 @@ async fn messages(
     }
 }
 
-async fn count_tokens(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    raw: Bytes,
-) -> Response {
-    match s.record(&method, &uri, &headers, &raw) {
+async fn count_tokens(request: Incoming) -> Response {
+    match request.body {
         // A rough 4 bytes per token: callers only need a plausible, nonzero number.
         Ok(body) if body.is_object() => json_response(
             StatusCode::OK,
-            &json!({"input_tokens": (raw.len() / 4).max(1)}),
+            &json!({"input_tokens": (request.raw.len() / 4).max(1)}),
         ),
         Ok(_) => error(
             400,
@@ -272,13 +293,7 @@ async fn count_tokens(
     }
 }
 
-async fn models(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _ = s.record(&method, &uri, &headers, &Bytes::new());
+async fn models(_: Incoming) -> Response {
     let data: Vec<Value> = MODELS
         .iter()
         .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-01-01T00:00:00Z"}))
@@ -289,25 +304,13 @@ async fn models(
     )
 }
 
-async fn hello(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _ = s.record(&method, &uri, &headers, &Bytes::new());
+async fn hello(_: Incoming) -> Response {
     json_response(StatusCode::OK, &json!({"message": "mock-anthropic"}))
 }
 
-async fn not_found(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let _ = s.record(&method, &uri, &headers, &body);
-    s.log(|| format!("{method} {uri} -> 404"));
+async fn not_found(request: Incoming) -> Response {
+    let Incoming { method, uri, .. } = &request;
+    request.shared.log(|| format!("{method} {uri} -> 404"));
     error(
         404,
         &format!("mock-anthropic: no route for {method} {}", uri.path()),
@@ -316,13 +319,8 @@ async fn not_found(
     )
 }
 
-async fn method_not_allowed(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _ = s.record(&method, &uri, &headers, &Bytes::new());
+async fn method_not_allowed(request: Incoming) -> Response {
+    let Incoming { method, uri, .. } = &request;
     error(
         405,
         &format!("mock-anthropic: {method} is not allowed on {}", uri.path()),
