@@ -34,6 +34,7 @@ pub(crate) fn with_outcome(
     record.duration_ms = Some(outcome.duration_ms);
     record.is_error = Some(outcome.is_error);
     record.subtype = outcome.subtype;
+    record.structured_output = outcome.structured_output;
 
     let mut output_cut = false;
     record.output = match outcome.result_line {
@@ -140,6 +141,7 @@ mod tests {
                 max_budget_usd: 1.0,
                 timeout_seconds: 7,
                 metadata: None,
+                options: Default::default(),
             },
             Utc::now(),
         )
