@@ -347,7 +347,10 @@ impl RunOptions {
         if let Some(turns) = self.max_turns.filter(|t| *t > policy.max_turns) {
             return Err(OptionError::Refused {
                 field: "max_turns",
-                why: format!("{turns} is over the operator's cap of {} (MAX_TURNS)", policy.max_turns),
+                why: format!(
+                    "{turns} is over the operator's cap of {} (MAX_TURNS)",
+                    policy.max_turns
+                ),
             });
         }
         if let Some(effort) = self.effort.filter(|e| *e > policy.max_effort) {
@@ -462,7 +465,10 @@ fn check_tools(field: &'static str, tools: &[String]) -> Result<(), OptionError>
             && !tool.starts_with(' ')
             && tool.chars().all(|c| {
                 c.is_ascii_alphanumeric()
-                    || matches!(c, '_' | '-' | '.' | ':' | '*' | '(' | ')' | '/' | ' ' | '@' | '~')
+                    || matches!(
+                        c,
+                        '_' | '-' | '.' | ':' | '*' | '(' | ')' | '/' | ' ' | '@' | '~'
+                    )
             });
         if !plain {
             return Err(invalid(
@@ -529,20 +535,41 @@ mod tests {
         for (json, field) in [
             (serde_json::json!({"model": "gpt-4"}), "model"),
             (serde_json::json!({"model": "--help"}), "model"),
-            (serde_json::json!({"fallback_model": "-x"}), "fallback_model"),
-            (serde_json::json!({"system_prompt": "a\u{0}b"}), "system_prompt"),
+            (
+                serde_json::json!({"fallback_model": "-x"}),
+                "fallback_model",
+            ),
+            (
+                serde_json::json!({"system_prompt": "a\u{0}b"}),
+                "system_prompt",
+            ),
             (
                 serde_json::json!({"append_system_prompt": "x".repeat(MAX_OPTION_BYTES + 1)}),
                 "append_system_prompt",
             ),
             (serde_json::json!({"tools": ["--dangerous"]}), "tools"),
-            (serde_json::json!({"allowed_tools": ["a,b"]}), "allowed_tools"),
-            (serde_json::json!({"disallowed_tools": [""]}), "disallowed_tools"),
+            (
+                serde_json::json!({"allowed_tools": ["a,b"]}),
+                "allowed_tools",
+            ),
+            (
+                serde_json::json!({"disallowed_tools": [""]}),
+                "disallowed_tools",
+            ),
             (serde_json::json!({"max_turns": 0}), "max_turns"),
-            (serde_json::json!({"mcp_servers": {"-s": {}}}), "mcp_servers"),
+            (
+                serde_json::json!({"mcp_servers": {"-s": {}}}),
+                "mcp_servers",
+            ),
             (serde_json::json!({"mcp_servers": {"s": 1}}), "mcp_servers"),
-            (serde_json::json!({"agents": {"a": {"prompt": "p"}}}), "agents"),
-            (serde_json::json!({"agents": {"../a": {"description": "d", "prompt": "p"}}}), "agents"),
+            (
+                serde_json::json!({"agents": {"a": {"prompt": "p"}}}),
+                "agents",
+            ),
+            (
+                serde_json::json!({"agents": {"../a": {"description": "d", "prompt": "p"}}}),
+                "agents",
+            ),
         ] {
             let err = options(json.clone())
                 .check(&models(), &OptionPolicy::PERMISSIVE)
@@ -567,7 +594,8 @@ mod tests {
             assert_eq!(err.field(), name, "{json}");
             assert!(err.to_string().starts_with(name), "{err}");
         }
-        let read = RunOptions::from_body(br#"{"prompt":"p","model":null,"effort":"high"}"#).unwrap();
+        let read =
+            RunOptions::from_body(br#"{"prompt":"p","model":null,"effort":"high"}"#).unwrap();
         assert_eq!(read.effort, Some(Effort::High));
         assert_eq!(read.model, None);
     }
@@ -583,11 +611,20 @@ mod tests {
             max_effort: Effort::High,
         };
         for (json, field) in [
-            (serde_json::json!({"mcp_servers": {"s": {"command": "x"}}}), "mcp_servers"),
+            (
+                serde_json::json!({"mcp_servers": {"s": {"command": "x"}}}),
+                "mcp_servers",
+            ),
             (serde_json::json!({"system_prompt": "p"}), "system_prompt"),
-            (serde_json::json!({"agents": {"a": {"description": "d", "prompt": "p"}}}), "agents"),
+            (
+                serde_json::json!({"agents": {"a": {"description": "d", "prompt": "p"}}}),
+                "agents",
+            ),
             (serde_json::json!({"tools": ["Bash"]}), "tools"),
-            (serde_json::json!({"allowed_tools": ["Bash"]}), "allowed_tools"),
+            (
+                serde_json::json!({"allowed_tools": ["Bash"]}),
+                "allowed_tools",
+            ),
             (serde_json::json!({"max_turns": 11}), "max_turns"),
             (serde_json::json!({"effort": "max"}), "effort"),
         ] {

@@ -34,7 +34,9 @@ pub(crate) fn response_format(
                 .and_then(Value::as_object)
                 .ok_or_else(|| bad("response_format.json_schema must be an object".into()))?;
             if !spec.get("name").is_some_and(Value::is_string) {
-                return Err(bad("response_format.json_schema.name must be a string".into()));
+                return Err(bad(
+                    "response_format.json_schema.name must be a string".into()
+                ));
             }
             let schema = match spec.get("schema") {
                 None | Some(Value::Null) => Map::new(),

@@ -249,7 +249,9 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
 /// schema is the caller's to know about (422), anything else is the usual run failure.
 fn structured_or_outcome_error(outcome: &AgentOutcome) -> OpenAiError {
     if outcome.subtype.as_deref() == Some("error_max_structured_output_retries") {
-        return structured_content(outcome).err().unwrap_or_else(|| outcome_error(outcome));
+        return structured_content(outcome)
+            .err()
+            .unwrap_or_else(|| outcome_error(outcome));
     }
     outcome_error(outcome)
 }

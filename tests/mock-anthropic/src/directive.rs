@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn structured_takes_json_or_refuse() {
         let d = Directives::parse(r#"[[mock:structured {"n": 1}]]"#).unwrap();
-        assert_eq!(d.structured, Some(Structured::Call(serde_json::json!({"n": 1}))));
+        assert_eq!(
+            d.structured,
+            Some(Structured::Call(serde_json::json!({"n": 1})))
+        );
         let d = Directives::parse("[[mock:structured refuse]]").unwrap();
         assert_eq!(d.structured, Some(Structured::Refuse));
         assert!(Directives::parse("[[mock:structured {oops]]").is_err());

@@ -246,7 +246,11 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        let last = plan(&conversation(prompt, &["a\n", ""]), &Script::new(), String::new);
+        let last = plan(
+            &conversation(prompt, &["a\n", ""]),
+            &Script::new(),
+            String::new,
+        );
         assert_eq!(text_of(&last), "ok");
         let refused = plan(
             &conversation("[[mock:structured refuse]] [[mock:text prose]]", &[]),
