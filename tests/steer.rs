@@ -319,8 +319,9 @@ async fn chat_json_object_and_a_refusing_model() {
         .await,
     )
     .await;
-    assert_ne!(status, StatusCode::OK, "{body}");
-    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "structured_output_failed", "{body}");
+    assert_eq!(body["error"]["param"], "response_format", "{body}");
     assert!(
         !body.to_string().contains("\"content\":\"just prose\""),
         "{body}"
