@@ -69,7 +69,7 @@ async fn job_options_reach_the_api_and_the_record() {
         json!({
             "prompt": "opts-marker [[mock:text steered]]",
             "agent": AGENT,
-            "model": "claude-haiku-4-5",
+            "model": "claude-opus-4-7",
             "system_prompt": "-You are the steered system prompt SYS-91.",
             "append_system_prompt": "--appended line APP-17",
             "tools": ["Bash", "Read"],
@@ -81,14 +81,18 @@ async fn job_options_reach_the_api_and_the_record() {
     .await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], "steered");
-    assert_eq!(record["options"]["model"], "claude-haiku-4-5");
+    assert_eq!(record["options"]["model"], "claude-opus-4-7");
     assert_eq!(record["options"]["max_turns"], 3);
     assert_eq!(record["options"]["tools"], json!(["Bash", "Read"]));
     assert_eq!(record["structured_output"], Value::Null);
 
     let calls = calls_with(&gw, "opts-marker");
     let call = calls.first().expect("the prompt reached the API");
-    assert_eq!(call.model.as_deref(), Some("claude-haiku-4-5"));
+    assert_eq!(
+        call.body["output_config"]["effort"], "low",
+        "--effort reached the API"
+    );
+    assert_eq!(call.model.as_deref(), Some("claude-opus-4-7"));
     let system = system_text(&call.body);
     // Values starting with '-' arrived as text, not as flags.
     assert!(
@@ -102,6 +106,26 @@ async fn job_options_reach_the_api_and_the_record() {
     assert!(
         !tools.contains(&"Edit".to_owned()),
         "not in --tools: {tools:?}"
+    );
+}
+
+#[tokio::test]
+async fn max_turns_stops_the_run() {
+    let gw = Gateway::start().await;
+    let record = submit_job(
+        &gw,
+        json!({
+            "prompt": "turns-marker [[mock:bash echo one]] [[mock:bash echo two]] [[mock:bash echo three]]",
+            "agent": AGENT,
+            "max_turns": 1,
+        }),
+    )
+    .await;
+    assert_eq!(record["subtype"], "error_max_turns", "{record}");
+    assert_eq!(record["options"]["max_turns"], 1);
+    assert!(
+        calls_with(&gw, "turns-marker").len() < 3,
+        "the run stopped early"
     );
 }
 
@@ -224,6 +248,19 @@ async fn malformed_options_are_422_naming_the_field() {
     }
 }
 
+/// Posts a one-message chat with `extra` fields; its status and body.
+async fn chat_with(gw: &Gateway, content: &str, extra: Value) -> (StatusCode, Value) {
+    status_and_json(gw.post(CHAT, &chat_body(content, extra)).await).await
+}
+
+/// The answer's content, parsed as JSON.
+fn content_json(body: &Value) -> Value {
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content: {body}"));
+    serde_json::from_str(content).unwrap_or_else(|e| panic!("not JSON ({e}): {content}"))
+}
+
 fn chat_body(content: &str, extra: Value) -> Value {
     let mut body = json!({"model": "haiku", "messages": [{"role": "user", "content": content}]});
     if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
@@ -239,23 +276,14 @@ async fn chat_json_schema_answers_the_structured_value_as_content() {
         "name": "answer", "strict": true,
         "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
     }}, "reasoning_effort": "low"});
-    let (status, body) = status_and_json(
-        gw.post(
-            CHAT,
-            &chat_body(
-                r#"chat-schema [[mock:structured {"n": 7}]] [[mock:text prose]]"#,
-                format.clone(),
-            ),
-        )
-        .await,
+    let (status, body) = chat_with(
+        &gw,
+        r#"chat-schema [[mock:structured {"n": 7}]] [[mock:text prose]]"#,
+        format.clone(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(content).unwrap(),
-        json!({"n": 7})
-    );
+    assert_eq!(content_json(&body), json!({"n": 7}));
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let calls = calls_with(&gw, "chat-schema");
     let tools = tool_names(&calls.first().expect("the prompt reached the API").body);
@@ -289,34 +317,20 @@ async fn chat_json_schema_answers_the_structured_value_as_content() {
 async fn chat_json_object_and_a_refusing_model() {
     let gw = Gateway::start().await;
     let json_object = json!({"response_format": {"type": "json_object"}});
-    let (status, body) = status_and_json(
-        gw.post(
-            CHAT,
-            &chat_body(
-                r#"[[mock:structured {"any": ["thing"]}]]"#,
-                json_object.clone(),
-            ),
-        )
-        .await,
+    let (status, body) = chat_with(
+        &gw,
+        r#"[[mock:structured {"any": ["thing"]}]]"#,
+        json_object.clone(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(content).unwrap(),
-        json!({"any": ["thing"]})
-    );
+    assert_eq!(content_json(&body), json!({"any": ["thing"]}));
 
     // A model that never calls the tool: an OpenAI error, never a 200 with prose.
-    let (status, body) = status_and_json(
-        gw.post(
-            CHAT,
-            &chat_body(
-                "[[mock:structured refuse]] [[mock:text just prose]]",
-                json_object,
-            ),
-        )
-        .await,
+    let (status, body) = chat_with(
+        &gw,
+        "[[mock:structured refuse]] [[mock:text just prose]]",
+        json_object,
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -331,21 +345,10 @@ async fn chat_json_object_and_a_refusing_model() {
 #[tokio::test]
 async fn chat_effort_over_the_cap_is_403_and_bad_formats_400() {
     let gw = Gateway::builder().arg("max-effort", "low").start().await;
-    let (status, body) = status_and_json(
-        gw.post(CHAT, &chat_body("hi", json!({"reasoning_effort": "high"})))
-            .await,
-    )
-    .await;
+    let (status, body) = chat_with(&gw, "hi", json!({"reasoning_effort": "high"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["param"], "reasoning_effort");
-    let (status, body) = status_and_json(
-        gw.post(
-            CHAT,
-            &chat_body("hi", json!({"response_format": {"type": "xml"}})),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = chat_with(&gw, "hi", json!({"response_format": {"type": "xml"}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["param"], "response_format");
 }

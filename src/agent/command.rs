@@ -213,7 +213,7 @@ pub struct AgentRequest {
 pub struct ProgressSink(pub mpsc::UnboundedSender<Box<str>>);
 
 #[cfg(test)]
-mod argv_tests {
+pub(crate) mod argv_tests {
     use super::*;
 
     fn request() -> AgentRequest {
@@ -227,7 +227,8 @@ mod argv_tests {
         }
     }
 
-    fn strings(args: Vec<OsString>) -> Vec<String> {
+    /// Arguments as strings, to compare with literals.
+    pub(crate) fn strings(args: Vec<OsString>) -> Vec<String> {
         args.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()

@@ -227,20 +227,26 @@ impl RunOptions {
     pub fn from_body(body: &[u8]) -> Result<Self, OptionError> {
         let raw: OptionFields =
             serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))?;
-        Ok(Self {
-            model: field("model", raw.model)?,
-            fallback_model: field("fallback_model", raw.fallback_model)?,
-            system_prompt: field("system_prompt", raw.system_prompt)?,
-            append_system_prompt: field("append_system_prompt", raw.append_system_prompt)?,
-            tools: field("tools", raw.tools)?,
-            allowed_tools: field("allowed_tools", raw.allowed_tools)?,
-            disallowed_tools: field("disallowed_tools", raw.disallowed_tools)?,
-            max_turns: field("max_turns", raw.max_turns)?,
-            effort: field("effort", raw.effort)?,
-            mcp_servers: field("mcp_servers", raw.mcp_servers)?,
-            agents: field("agents", raw.agents)?,
-            json_schema: field("json_schema", raw.json_schema)?,
-        })
+        // Each field read from its raw value under its own name.
+        macro_rules! read {
+            ($($name:ident),*) => {
+                Ok(Self { $($name: field(stringify!($name), raw.$name)?,)* })
+            };
+        }
+        read!(
+            model,
+            fallback_model,
+            system_prompt,
+            append_system_prompt,
+            tools,
+            allowed_tools,
+            disallowed_tools,
+            max_turns,
+            effort,
+            mcp_servers,
+            agents,
+            json_schema
+        )
     }
 
     /// Whether no option is set.
@@ -492,11 +498,7 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
-    fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
+    use crate::agent::command::argv_tests::strings;
 
     #[test]
     fn every_value_is_glued_to_its_flag() {
