@@ -110,6 +110,33 @@ async fn job_options_reach_the_api_and_the_record() {
 }
 
 #[tokio::test]
+async fn an_mcp_server_s_tools_are_offered_to_the_model() {
+    let gw = open_gateway().await;
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mcp-echo-server.py"
+    );
+    let record = submit_job(
+        &gw,
+        json!({
+            "prompt": "mcp-marker [[mock:text listed]]",
+            "agent": AGENT,
+            "mcp_servers": {"echo": {"type": "stdio", "command": "python3", "args": [server]}},
+        }),
+    )
+    .await;
+    assert_eq!(record["status"], "completed", "{record}");
+    let calls = calls_with(&gw, "mcp-marker");
+    let call = calls.first().expect("the prompt reached the API");
+    // The CLI defers MCP tools: their names are listed to the model, their schemas fetched on use.
+    assert!(
+        call.body.to_string().contains("mcp__echo__ping"),
+        "the server's tool was not offered; tools: {:?}",
+        tool_names(&call.body)
+    );
+}
+
+#[tokio::test]
 async fn max_turns_stops_the_run() {
     let gw = Gateway::start().await;
     let record = submit_job(
