@@ -204,6 +204,24 @@ async fn a_json_schema_job_records_the_structured_output() {
     let calls = calls_with(&gw, "schema-marker");
     let tools = tool_names(&calls.first().expect("the prompt reached the API").body);
     assert!(tools.contains(&"StructuredOutput".to_owned()), "{tools:?}");
+
+    // A model that never calls the tool (the CLI insists once, then ends with prose): the job
+    // fails, saying why, without a value.
+    let record = submit_job(
+        &gw,
+        json!({
+            "prompt": "[[mock:structured refuse]] [[mock:text prose only]]",
+            "agent": AGENT,
+            "json_schema": schema,
+        }),
+    )
+    .await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["structured_output"], Value::Null, "{record}");
+    assert_eq!(
+        record["error"], "the agent did not produce a value that fits json_schema",
+        "{record}"
+    );
 }
 
 #[tokio::test]
