@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use gateway_layers::auth::Tokens;
 
+use crate::agent::{Effort, OptionPolicy};
 use crate::contain::{IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR};
 
 /// The models the OpenAI-compatible route accepts unless `SUPPORTED_MODELS` says otherwise.
@@ -194,6 +195,35 @@ pub struct Settings {
     #[arg(long, env = "MAX_BUDGET_USD", default_value_t = 100.0)]
     pub max_budget_usd: f64,
 
+    /// Let jobs give `mcp_servers`: each is a program the run starts or a remote endpoint it
+    /// calls, beyond what the operator installed. Off unless the operator trusts every caller.
+    #[arg(long, env = "ALLOW_MCP_SERVERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_mcp_servers: bool,
+
+    /// Let jobs give `system_prompt`, replacing the default system prompt (and the agent's own
+    /// instructions). `append_system_prompt` is always allowed.
+    #[arg(long, env = "ALLOW_SYSTEM_PROMPT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_system_prompt: bool,
+
+    /// Let jobs define `agents` inline, with their own prompts and tools, instead of using the
+    /// agents the repository ships.
+    #[arg(long, env = "ALLOW_INLINE_AGENTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_inline_agents: bool,
+
+    /// Let jobs choose `tools` and `allowed_tools`, which may offer tools the agent's definition
+    /// leaves out. `disallowed_tools` only narrows and is always allowed.
+    #[arg(long, env = "ALLOW_TOOLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_tools: bool,
+
+    /// Largest `max_turns` a job may ask for; more is answered 403.
+    #[arg(long, env = "MAX_TURNS", default_value_t = 200)]
+    pub max_turns: u32,
+
+    /// Highest `effort` (and chat `reasoning_effort`) a request may ask for: low, medium, high,
+    /// xhigh or max; more is answered 403.
+    #[arg(long, env = "MAX_EFFORT", default_value = "high")]
+    pub max_effort: String,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -321,6 +351,8 @@ pub struct Config {
     pub max_timeout_seconds: u64,
     /// Largest `max_budget_usd` of a job.
     pub max_budget_usd: f64,
+    /// Which caller options are allowed, and their caps.
+    pub option_policy: OptionPolicy,
     /// Log format.
     pub log_format: LogFormat,
     /// The tokens file, when one is used: a secret that no run may read.
@@ -377,6 +409,11 @@ impl Settings {
         )?;
         positive("MAX_AGENT_STDOUT_BYTES", self.max_agent_stdout_bytes as u64)?;
         positive("MAX_TIMEOUT_SECONDS", self.max_timeout_seconds)?;
+        positive("MAX_TURNS", u64::from(self.max_turns))?;
+        let max_effort: Effort = self
+            .max_effort
+            .parse()
+            .map_err(|e: String| invalid(format!("MAX_EFFORT: {e}")))?;
         if !(self.max_budget_usd.is_finite() && self.max_budget_usd > 0.0) {
             return Err(invalid(format!(
                 "MAX_BUDGET_USD must be a positive number of dollars, got {}",
@@ -456,6 +493,14 @@ impl Settings {
             max_agent_stdout_bytes: self.max_agent_stdout_bytes,
             max_timeout_seconds: self.max_timeout_seconds,
             max_budget_usd: self.max_budget_usd,
+            option_policy: OptionPolicy {
+                allow_mcp_servers: self.allow_mcp_servers,
+                allow_system_prompt: self.allow_system_prompt,
+                allow_inline_agents: self.allow_inline_agents,
+                allow_tools: self.allow_tools,
+                max_turns: self.max_turns,
+                max_effort,
+            },
             log_format: self.log_format,
             tokens_file: self.api_bearer_tokens_file,
             isolation,

@@ -122,6 +122,7 @@ async fn after_shutdown_begins_execute_is_refused() {
                 max_budget_usd: 1.0,
                 timeout_seconds: 60,
                 metadata: None,
+                options: Default::default(),
             },
             None,
         )

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::contain::PlacedCell;
 
+use super::options::RunOptions;
 use super::service::ClaudeConfig;
 
 /// The CLI's arguments for one request.
@@ -31,13 +32,14 @@ pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
         // Otherwise every run leaves a transcript under ~/.claude/projects/ for ever.
         "--no-session-persistence".into(),
     ];
-    if let Some(model) = &request.model {
-        args.push("--model".into());
-        args.push(model.clone().into());
+    // Glued to its flag: a model name can never be read as a flag of its own.
+    if let Some(model) = request.model.as_ref().or(request.options.model.as_ref()) {
+        args.push(format!("--model={model}").into());
     }
     if request.partial_messages {
         args.push("--include-partial-messages".into());
     }
+    args.extend(request.options.args());
     args
 }
 
@@ -191,12 +193,14 @@ pub struct AgentRequest {
     pub prompt: String,
     /// The `--agent` name; validated by the routes as a plain name before it gets here.
     pub agent: String,
-    /// `--model`, when the caller chose one (chat always does).
+    /// `--model`, when the caller chose one (chat always does); wins over `options.model`.
     pub model: Option<String>,
     /// `--max-budget-usd`.
     pub max_budget_usd: f64,
     /// Ask the CLI for token-level deltas (`--include-partial-messages`), for streaming chat.
     pub partial_messages: bool,
+    /// The caller's further options (checked by the routes before they get here).
+    pub options: RunOptions,
 }
 
 /// A request extension: where the claude service sends each stream-json event as it arrives, as
@@ -209,7 +213,7 @@ pub struct AgentRequest {
 pub struct ProgressSink(pub mpsc::UnboundedSender<Box<str>>);
 
 #[cfg(test)]
-mod argv_tests {
+pub(crate) mod argv_tests {
     use super::*;
 
     fn request() -> AgentRequest {
@@ -219,10 +223,12 @@ mod argv_tests {
             model: None,
             max_budget_usd: 2.5,
             partial_messages: false,
+            options: RunOptions::default(),
         }
     }
 
-    fn strings(args: Vec<OsString>) -> Vec<String> {
+    /// Arguments as strings, to compare with literals.
+    pub(crate) fn strings(args: Vec<OsString>) -> Vec<String> {
         args.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -259,7 +265,7 @@ mod argv_tests {
         assert_eq!(args[5], "5");
         assert_eq!(
             &args[10..],
-            ["--model", "sonnet", "--include-partial-messages"]
+            ["--model=sonnet", "--include-partial-messages"]
         );
     }
 

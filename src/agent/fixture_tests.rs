@@ -52,6 +52,7 @@ fn request(prompt: &str) -> AgentRequest {
         model: None,
         max_budget_usd: 1.0,
         partial_messages: false,
+        options: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@
 //!     model: None,
 //!     max_budget_usd: 1.0,
 //!     partial_messages: false,
+//!     options: Default::default(),
 //! });
 //! req.extensions_mut().insert(WorkspacePath("/tmp/job".into()));
 //! let outcome = svc.oneshot(req).await?;
@@ -41,6 +42,7 @@
 
 mod command;
 mod home;
+mod options;
 mod outcome;
 mod output;
 mod run;
@@ -53,6 +55,7 @@ mod fixture_tests;
 pub(crate) use command::allowed_env;
 pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
+pub use options::{Effort, OptionError, OptionPolicy, RunOptions};
 pub use outcome::{AgentError, AgentOutcome, Usage};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,

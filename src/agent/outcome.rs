@@ -32,6 +32,9 @@ pub struct AgentOutcome {
     pub result_line: Option<String>,
     /// The answer text: the `result` field of the final event.
     pub text: Option<String>,
+    /// The value that fits the run's `--json-schema`: the `structured_output` field of the final
+    /// event, present only when a schema was given and the model produced a valid value.
+    pub structured_output: Option<serde_json::Value>,
     /// Tokens, when the CLI reported them.
     pub usage: Option<Usage>,
     /// `total_cost_usd` of the final event.

@@ -65,6 +65,10 @@ pub(crate) fn fill_from_result(outcome: &mut AgentOutcome, event: Value, line: S
         .filter(|cost| cost.is_finite() && *cost >= 0.0)
         .map(|cost| cost.min(MAX_REPORTED_COST_USD));
     outcome.usage = event.get("usage").and_then(usage);
+    outcome.structured_output = event
+        .get("structured_output")
+        .filter(|value| !value.is_null())
+        .cloned();
     outcome.result_line = Some(line);
 }
 

@@ -12,21 +12,28 @@ use super::record::{cap_text, JobRecord, JobStatus};
 const ERROR_LINE_MAX: usize = 300;
 
 /// Records a run that ended with an outcome: `completed` when the CLI exited 0 and reported no
-/// error, `failed` otherwise. `output`, `result` and `stderr` are each cut at `cap` bytes.
+/// error (and, when the job gave a `json_schema`, produced a value for it), `failed` otherwise.
+/// `output`, `result` and `stderr` are each cut at `cap` bytes.
 pub(crate) fn with_outcome(
     record: &mut JobRecord,
     outcome: AgentOutcome,
     cap: usize,
     now: DateTime<Utc>,
 ) {
-    let succeeded = outcome.succeeded();
+    // The CLI may end "successfully" with prose after the model ignored its StructuredOutput tool.
+    let schema_unmet = record.options.json_schema.is_some() && outcome.structured_output.is_none();
+    let succeeded = outcome.succeeded() && !schema_unmet;
     record.status = if succeeded {
         JobStatus::Completed
     } else {
         JobStatus::Failed
     };
     record.finished_at = Some(now);
-    record.error = (!succeeded).then(|| failure_line(&outcome));
+    record.error = match (succeeded, outcome.succeeded()) {
+        (true, _) => None,
+        (false, true) => Some("the agent did not produce a value that fits json_schema".to_owned()),
+        (false, false) => Some(failure_line(&outcome)),
+    };
     record.exit_code = outcome.exit_code;
     record.usage = outcome.usage;
     record.cost_usd = outcome.cost_usd;
@@ -34,6 +41,7 @@ pub(crate) fn with_outcome(
     record.duration_ms = Some(outcome.duration_ms);
     record.is_error = Some(outcome.is_error);
     record.subtype = outcome.subtype;
+    record.structured_output = outcome.structured_output;
 
     let mut output_cut = false;
     record.output = match outcome.result_line {
@@ -140,6 +148,7 @@ mod tests {
                 max_budget_usd: 1.0,
                 timeout_seconds: 7,
                 metadata: None,
+                options: Default::default(),
             },
             Utc::now(),
         )

@@ -219,6 +219,7 @@ mod tests {
                 max_budget_usd: 1.0,
                 timeout_seconds: 60,
                 metadata: None,
+                options: Default::default(),
             },
             at(created),
         )

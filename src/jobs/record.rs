@@ -6,7 +6,7 @@
 //!
 //! [`JobStore`]: super::JobStore
 
-use crate::agent::Usage;
+use crate::agent::{RunOptions, Usage};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -125,6 +125,12 @@ pub struct JobRecord {
     pub result: Option<String>,
     /// The `subtype` of the final event (`success`, `error_max_budget_usd`, ...).
     pub subtype: Option<String>,
+    /// The options the run was started with (model, prompts, tools, schema, ...), as given.
+    #[serde(default, skip_serializing_if = "RunOptions::is_empty")]
+    pub options: RunOptions,
+    /// The value the run produced for its `json_schema`; `null` without a schema or a value.
+    #[serde(default)]
+    pub structured_output: Option<serde_json::Value>,
 }
 
 impl JobSummary {
@@ -163,6 +169,8 @@ pub struct NewJob {
     pub timeout_seconds: u64,
     /// The caller's data.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The run's options, checked against the operator's policy.
+    pub options: RunOptions,
 }
 
 impl JobRecord {
@@ -184,6 +192,11 @@ impl JobRecord {
             + self.result.as_ref().map_or(0, String::len)
             + self.session_id.as_ref().map_or(0, String::len)
             + metadata
+            + self.options.approx_bytes()
+            + self
+                .structured_output
+                .as_ref()
+                .map_or(0, |v| serde_json::to_vec(v).map_or(0, |v| v.len()))
     }
 
     /// A queued job, created now.
@@ -215,6 +228,8 @@ impl JobRecord {
             stderr: None,
             result: None,
             subtype: None,
+            options: job.options,
+            structured_output: None,
         }
     }
 }
@@ -386,6 +401,7 @@ mod record_tests {
                 max_budget_usd: 5.0,
                 timeout_seconds: 2700,
                 metadata: None,
+                options: Default::default(),
             },
             created,
         )

@@ -92,6 +92,7 @@ impl JobTask {
             model: None,
             max_budget_usd: self.record.max_budget_usd,
             partial_messages: false,
+            options: self.record.options.clone(),
         });
         let extensions = request.extensions_mut();
         extensions.insert(Deadline(Duration::from_secs(self.record.timeout_seconds)));

@@ -124,6 +124,7 @@ fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
         max_budget_usd: 1.0,
         timeout_seconds,
         metadata: None,
+        options: Default::default(),
     }
 }
 

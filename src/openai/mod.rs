@@ -1,6 +1,7 @@
 //! The OpenAI-compatible surface: wire types, prompt rendering, errors, streaming chunks.
 
 pub(crate) mod error;
+pub(crate) mod format;
 pub(crate) mod prompt;
 pub(crate) mod stream;
 pub(crate) mod wire;

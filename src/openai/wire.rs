@@ -29,9 +29,12 @@ pub(crate) struct ChatCompletionRequest {
     /// Legacy function definitions: not supported yet.
     #[serde(default)]
     pub(crate) functions: Option<Value>,
-    /// Output format; only `text` is possible.
+    /// Output format: `text`, `json_object` or `json_schema` (see [`super::format`]).
     #[serde(default)]
     pub(crate) response_format: Option<Value>,
+    /// How hard the model thinks: the CLI's `--effort`.
+    #[serde(default)]
+    pub(crate) reasoning_effort: Option<Value>,
 }
 
 /// `stream_options` of a request.

@@ -12,10 +12,11 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
+use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, OpenAiError};
+use crate::openai::format::{self, structured_content};
 use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
 use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
@@ -33,6 +34,8 @@ struct ChatRun {
     streaming: bool,
     /// Send a usage chunk at the end of a stream.
     include_usage: bool,
+    /// The answer is the run's structured output (`response_format` asked for JSON), not its text.
+    structured: bool,
 }
 
 /// Handles one chat completion; the run is killed if the client goes away, because dropping
@@ -62,9 +65,14 @@ pub(crate) async fn chat_completions(
     if run.streaming {
         return stream(&state, run);
     }
-    let ChatRun { model, request, .. } = run;
+    let ChatRun {
+        model,
+        request,
+        structured,
+        ..
+    } = run;
     match state.runs.run(Entry::Chat, request).await {
-        Ok(outcome) => match completion(&model, &outcome) {
+        Ok(outcome) => match completion(&model, &outcome, structured) {
             Ok(completion) => Json(completion).into_response(),
             Err(error) => error.into_response(),
         },
@@ -78,6 +86,7 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         model,
         mut request,
         include_usage,
+        structured,
         ..
     } = run;
     let (sink, mut events) = mpsc::unbounded_channel();
@@ -94,6 +103,10 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
             tokio::select! {
                 biased;
                 Some(event) = events.recv() => {
+                    // Structured output is one value, sent whole at the end; prose around it is not the answer.
+                    if structured {
+                        continue;
+                    }
                     if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                         streamed_text = true;
                         yield Ok(chunks.event(json!({"content": text}), None));
@@ -104,6 +117,9 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         };
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {
+            if structured {
+                continue;
+            }
             if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
                 streamed_text = true;
                 yield Ok(chunks.event(json!({"content": text}), None));
@@ -111,6 +127,18 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         }
         match result {
             Ok(outcome) => match finish_reason(&outcome) {
+                Some(_) if structured => match structured_content(&outcome) {
+                    Ok(content) => {
+                        yield Ok(chunks.event(json!({"content": content}), None));
+                        yield Ok(chunks.event(json!({}), Some("stop")));
+                        if include_usage {
+                            let usage = outcome.usage.as_ref().map(CompletionUsage::from).unwrap_or_default();
+                            yield Ok(chunks.usage_event(usage));
+                        }
+                    }
+                    Err(error) => yield Ok(error_event(error.body())),
+                },
+                None if structured => yield Ok(error_event(structured_or_outcome_error(&outcome).body())),
                 Some(reason) => {
                     if !streamed_text {
                         if let Some(text) = outcome.text.as_deref().filter(|t| !t.is_empty()) {
@@ -184,15 +212,13 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         .param("tools")
         .code("unsupported_parameter"));
     }
-    if let Some(format) = chat.response_format.as_ref().filter(|f| !f.is_null()) {
-        if format.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(OpenAiError::bad_request(
-                "response_format other than {\"type\": \"text\"} is not supported",
-            )
-            .param("response_format")
-            .code("unsupported_parameter"));
-        }
-    }
+    let mut options = RunOptions::default();
+    format::response_format(chat.response_format.as_ref(), &mut options)?;
+    format::reasoning_effort(chat.reasoning_effort.as_ref(), &mut options)?;
+    options
+        .check(&config.supported_models, &config.option_policy)
+        .map_err(|e| format::option_error(&e))?;
+    let structured = options.json_schema.is_some();
     let prompt = prompt::render(&chat.messages)?;
     let streaming = chat.stream.unwrap_or(false);
     let mut request = http::Request::new(AgentRequest {
@@ -201,6 +227,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         model: Some(model.clone()),
         max_budget_usd: config.chat_budget_usd,
         partial_messages: streaming,
+        options,
     });
     request
         .extensions_mut()
@@ -214,12 +241,39 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         request,
         streaming,
         include_usage,
+        structured,
     })
 }
 
-/// The `chat.completion` for a finished run, or the error for a run that failed.
-fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, OpenAiError> {
-    let reason = finish_reason(outcome).ok_or_else(|| outcome_error(outcome))?;
+/// The error of a run asked for structured output that did not succeed: the CLI giving up on the
+/// schema is the caller's to know about (422), anything else is the usual run failure.
+fn structured_or_outcome_error(outcome: &AgentOutcome) -> OpenAiError {
+    if outcome.subtype.as_deref() == Some("error_max_structured_output_retries") {
+        return structured_content(outcome)
+            .err()
+            .unwrap_or_else(|| outcome_error(outcome));
+    }
+    outcome_error(outcome)
+}
+
+/// The `chat.completion` for a finished run, or the error for a run that failed. With
+/// `structured`, the content is the run's structured output as JSON text.
+fn completion(
+    model: &str,
+    outcome: &AgentOutcome,
+    structured: bool,
+) -> Result<ChatCompletion, OpenAiError> {
+    let reason = match finish_reason(outcome) {
+        Some(_) if structured => "stop",
+        Some(reason) => reason,
+        None if structured => return Err(structured_or_outcome_error(outcome)),
+        None => return Err(outcome_error(outcome)),
+    };
+    let content = if structured {
+        structured_content(outcome)?
+    } else {
+        outcome.text.clone().unwrap_or_default()
+    };
     Ok(ChatCompletion {
         id: completion_id(),
         object: "chat.completion",
@@ -229,7 +283,7 @@ fn completion(model: &str, outcome: &AgentOutcome) -> Result<ChatCompletion, Ope
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
-                content: outcome.text.clone().unwrap_or_default(),
+                content,
             },
             finish_reason: reason,
         }],

@@ -16,7 +16,7 @@ use gateway_layers::auth::AuthenticatedCaller;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
 
-use crate::agent::check_agent_name;
+use crate::agent::{check_agent_name, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
     CancelError, Cursor, EventKind, JobEvents, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
@@ -96,18 +96,36 @@ fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
         .unwrap_or_default()
 }
 
-/// The most a job may ask for (`MAX_TIMEOUT_SECONDS`, `MAX_BUDGET_USD`).
+/// The most a job may ask for (`MAX_TIMEOUT_SECONDS`, `MAX_BUDGET_USD`, the option policy) and
+/// the models it may name.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct JobBounds {
+pub(crate) struct JobBounds<'a> {
     /// Largest `timeout_seconds`.
     pub(crate) max_timeout_seconds: u64,
     /// Largest `max_budget_usd`.
     pub(crate) max_budget_usd: f64,
+    /// `SUPPORTED_MODELS`, for `model` and `fallback_model`.
+    pub(crate) models: &'a [String],
+    /// Which options the operator allows, and their caps.
+    pub(crate) policy: &'a OptionPolicy,
+}
+
+/// A refused or malformed option as this route answers it: 403 when the operator's policy
+/// refuses it, 422 when it is malformed; the detail names the field either way.
+pub(crate) fn option_error(error: &OptionError) -> DetailError {
+    let status = if error.is_refusal() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    DetailError::new(status, error.to_string())
 }
 
 /// Checks the body and turns it into a job of `owner`, or says what is wrong with it (422).
-fn new_job(owner: String, body: &[u8], bounds: JobBounds) -> Result<NewJob, DetailError> {
+fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, DetailError> {
+    let options = RunOptions::from_body(body);
     let body: ExecuteBody = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let options = options.map_err(|e| option_error(&e))?;
     if body.prompt.trim().is_empty() {
         return Err(invalid("prompt must not be empty"));
     }
@@ -138,6 +156,9 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds) -> Result<NewJob, Deta
             bounds.max_timeout_seconds, body.timeout_seconds
         )));
     }
+    options
+        .check(bounds.models, bounds.policy)
+        .map_err(|e| option_error(&e))?;
     Ok(NewJob {
         owner,
         prompt: body.prompt,
@@ -145,6 +166,7 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds) -> Result<NewJob, Deta
         max_budget_usd: body.max_budget_usd,
         timeout_seconds: body.timeout_seconds,
         metadata: body.metadata,
+        options,
     })
 }
 
@@ -175,6 +197,8 @@ pub(crate) async fn execute(
     let bounds = JobBounds {
         max_timeout_seconds: state.config.max_timeout_seconds,
         max_budget_usd: state.config.max_budget_usd,
+        models: &state.config.supported_models,
+        policy: &state.config.option_policy,
     };
     let job = match new_job(owner(caller), &body, bounds) {
         Ok(job) => job,
@@ -389,14 +413,51 @@ fn record_json(record: &JobRecord) -> String {
 mod tests {
     use super::*;
 
-    const BOUNDS: JobBounds = JobBounds {
-        max_timeout_seconds: 86_400,
-        max_budget_usd: 100.0,
+    const POLICY: OptionPolicy = OptionPolicy {
+        allow_mcp_servers: false,
+        allow_system_prompt: false,
+        allow_inline_agents: false,
+        allow_tools: false,
+        max_turns: 10,
+        max_effort: crate::agent::Effort::High,
     };
 
     fn parse(body: &str) -> Result<NewJob, (StatusCode, String)> {
-        new_job("o".into(), body.as_bytes(), BOUNDS)
+        let models = ["sonnet".to_owned()];
+        let bounds = JobBounds {
+            max_timeout_seconds: 86_400,
+            max_budget_usd: 100.0,
+            models: &models,
+            policy: &POLICY,
+        };
+        new_job("o".into(), body.as_bytes(), bounds)
             .map_err(|e| (e.into_response().status(), String::new()))
+    }
+
+    #[test]
+    fn options_are_kept_refused_options_are_403_and_bad_ones_422() {
+        let job = parse(r#"{"prompt":"p","agent":"a","model":"sonnet","max_turns":3,"json_schema":{"type":"object"}}"#)
+            .unwrap();
+        assert_eq!(job.options.model.as_deref(), Some("sonnet"));
+        assert_eq!(job.options.max_turns, Some(3));
+        for body in [
+            r#"{"prompt":"p","agent":"a","system_prompt":"x"}"#,
+            r#"{"prompt":"p","agent":"a","max_turns":11}"#,
+        ] {
+            assert_eq!(parse(body).unwrap_err().0, StatusCode::FORBIDDEN, "{body}");
+        }
+        for body in [
+            r#"{"prompt":"p","agent":"a","model":"-x"}"#,
+            r#"{"prompt":"p","agent":"a","max_turns":"3"}"#,
+            // A malformed option is 422 even when the policy would refuse it.
+            r#"{"prompt":"p","agent":"a","tools":["--x"]}"#,
+        ] {
+            assert_eq!(
+                parse(body).unwrap_err().0,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // Drives the gateway with the official OpenAI npm SDK; exits non-zero on the first failure.
 // Run by tests/openai_sdks.rs with GATEWAY_URL, GATEWAY_TOKEN, FULL_GATEWAY_URL and MARKER.
 import OpenAI from "openai";
+import { zodResponseFormat } from "openai/helpers/zod";
+import { z } from "zod";
 
 const url = process.env.GATEWAY_URL + "/v1";
 const token = process.env.GATEWAY_TOKEN;
@@ -61,6 +63,27 @@ try {
   check(false, "unknown model raised");
 } catch (error) {
   check(error instanceof OpenAI.BadRequestError && String(error.message).includes("gpt-4o"), `BadRequestError: ${error}`);
+}
+
+// Structured output: parse() with a zod schema returns the answer parsed by that schema.
+const Pelican = z.object({ name: z.string(), wingspan_cm: z.number().int() });
+const parsed = await client.chat.completions.parse({
+  model: "haiku",
+  messages: [{ role: "user", content: '[[mock:structured {"name": "Percy", "wingspan_cm": 210}]] describe a pelican' }],
+  response_format: zodResponseFormat(Pelican, "pelican"),
+});
+const pelican = parsed.choices[0].message.parsed;
+check(pelican?.name === "Percy" && pelican?.wingspan_cm === 210, `parse(): ${JSON.stringify(pelican)}`);
+
+try {
+  await client.chat.completions.parse({
+    model: "haiku",
+    messages: [{ role: "user", content: "[[mock:structured refuse]] [[mock:text no JSON here]]" }],
+    response_format: zodResponseFormat(Pelican, "pelican"),
+  });
+  check(false, "unfit structured output raised");
+} catch (error) {
+  check(error instanceof OpenAI.UnprocessableEntityError, `UnprocessableEntityError: ${error}`);
 }
 
 try {

@@ -12,6 +12,7 @@ import json
 
 import openai
 from openai import OpenAI
+from pydantic import BaseModel
 
 URL = os.environ["GATEWAY_URL"] + "/v1"
 TOKEN = os.environ["GATEWAY_TOKEN"]
@@ -80,6 +81,31 @@ try:
     check(False, "unknown model raised")
 except openai.BadRequestError as error:
     check("gpt-4o" in str(error) and "haiku" in str(error), f"BadRequestError names the model and the supported ones: {error}")
+
+# Structured output: parse() sends the Pydantic model's JSON Schema as response_format and
+# returns the answer as that model.
+class Pelican(BaseModel):
+    name: str
+    wingspan_cm: int
+
+
+parsed = client.chat.completions.parse(
+    model="haiku",
+    messages=[{"role": "user", "content": '[[mock:structured {"name": "Percy", "wingspan_cm": 210}]] describe a pelican'}],
+    response_format=Pelican,
+)
+check(parsed.choices[0].message.parsed == Pelican(name="Percy", wingspan_cm=210), f"parse(): {parsed.choices[0].message.parsed!r}")
+
+# A model that cannot fit the schema: an error, never prose parsed as the model.
+try:
+    client.chat.completions.parse(
+        model="haiku",
+        messages=[{"role": "user", "content": "[[mock:structured refuse]] [[mock:text no JSON here]]"}],
+        response_format=Pelican,
+    )
+    check(False, "unfit structured output raised")
+except openai.UnprocessableEntityError as error:
+    check("response_format" in str(error), f"UnprocessableEntityError: {error}")
 
 # A wrong key.
 try:

@@ -28,6 +28,18 @@ pub struct Directives {
     pub error: Option<ErrorDirective>,
     /// `[[mock:usage INPUT OUTPUT]]`: report these token counts instead of the defaults.
     pub usage: Option<(u64, u64)>,
+    /// `[[mock:structured JSON]]` / `[[mock:structured refuse]]`: answer the CLI's
+    /// `StructuredOutput` tool (offered under `--json-schema`) with a value, or never call it.
+    pub structured: Option<Structured>,
+}
+
+/// An `[[mock:structured ...]]` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Structured {
+    /// Call `StructuredOutput` with this JSON value (after any `bash` calls), then answer text.
+    Call(serde_json::Value),
+    /// Answer prose and never call the tool, as a model that cannot fit the schema would.
+    Refuse,
 }
 
 /// An `[[mock:error ...]]` directive.
@@ -87,9 +99,18 @@ impl Directives {
             }
             "error" => self.error = Some(parse_error(args)?),
             "usage" => self.usage = Some(parse_usage(args)?),
+            "structured" if args == "refuse" => self.structured = Some(Structured::Refuse),
+            "structured" => {
+                let value = serde_json::from_str(args).map_err(|e| {
+                    DirectiveError(format!(
+                        "`[[mock:structured {args}]]`: expected JSON or `refuse`: {e}"
+                    ))
+                })?;
+                self.structured = Some(Structured::Call(value));
+            }
             other => {
                 return Err(DirectiveError(format!(
-                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage)"
+                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage, structured)"
                 )))
             }
         }
@@ -200,6 +221,18 @@ mod tests {
             })
         );
         assert_eq!(d.usage, Some((10, 20)));
+    }
+
+    #[test]
+    fn structured_takes_json_or_refuse() {
+        let d = Directives::parse(r#"[[mock:structured {"n": 1}]]"#).unwrap();
+        assert_eq!(
+            d.structured,
+            Some(Structured::Call(serde_json::json!({"n": 1})))
+        );
+        let d = Directives::parse("[[mock:structured refuse]]").unwrap();
+        assert_eq!(d.structured, Some(Structured::Refuse));
+        assert!(Directives::parse("[[mock:structured {oops]]").is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //! | `[[mock:error STATUS]]` | answer HTTP `STATUS` (400..=599) with an Anthropic error body and `x-should-retry: false`, which makes the CLI give up after one attempt |
 //! | `[[mock:error STATUS retry]]` | the same without `x-should-retry`: the CLI retries up to 10 times with backoff (minutes) unless `CLAUDE_CODE_MAX_RETRIES=0` |
 //! | `[[mock:usage IN OUT]]` | report `IN` input and `OUT` output tokens (e.g. to exceed `--max-budget-usd`) |
+//! | `[[mock:structured JSON]]` | after any `bash` calls, the answer is a `StructuredOutput` tool call (the tool the CLI offers under `--json-schema`) with `JSON` (which cannot contain `]]`) as its input; once its result comes back, the answer is text |
+//! | `[[mock:structured refuse]]` | never call `StructuredOutput`, answering prose as a model that cannot fit the schema would |
 //! | none | `mock answer: <first 80 characters of the prompt, directives removed>` (or the [`Script`]'s default reply) |
 //!
 //! Later directives of a kind win, except `bash`, which accumulates. An unknown or malformed

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::conversation::Conversation;
-use crate::directive::{self, Directives};
+use crate::directive::{self, Directives, Structured};
 use crate::script::{Script, Usage};
 
 /// How many characters of the prompt the default answer echoes.
@@ -57,7 +57,18 @@ pub(crate) enum Block {
         /// The shell command.
         command: String,
     },
+    /// A `tool_use` block calling the CLI's `StructuredOutput` tool (offered under
+    /// `--json-schema`) with the value to return.
+    Structured {
+        /// `id` the tool result will refer to.
+        id: String,
+        /// The tool's input: the structured value itself.
+        input: serde_json::Value,
+    },
 }
+
+/// The tool the CLI offers under `--json-schema` and insists is called.
+pub(crate) const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
 /// Plans the answer. `tool_id` makes a fresh tool-use id.
 pub(crate) fn plan(
@@ -116,6 +127,18 @@ fn reply(
             stop_reason: "tool_use",
             usage,
         };
+    }
+    if let Some(Structured::Call(input)) = &directives.structured {
+        if conversation.tool_outputs.len() == directives.bash.len() {
+            return Reply {
+                blocks: vec![Block::Structured {
+                    id: tool_id(),
+                    input: input.clone(),
+                }],
+                stop_reason: "tool_use",
+                usage,
+            };
+        }
     }
     let text = if let Some(text) = &directives.text {
         text.clone()
@@ -201,6 +224,40 @@ mod tests {
         assert_eq!(command(&first), "echo a");
         assert_eq!(command(&second), "echo b");
         assert_eq!(text_of(&last), "tool said: a\ntool said: b");
+    }
+
+    #[test]
+    fn structured_output_is_called_after_bash_then_text_follows() {
+        let prompt = r#"[[mock:bash echo a]] [[mock:structured {"n": 1}]] [[mock:text ok]]"#;
+        let second = plan(&conversation(prompt, &["a\n"]), &Script::new(), || {
+            "t2".into()
+        });
+        match &second.outcome {
+            Outcome::Message(Reply {
+                blocks,
+                stop_reason: "tool_use",
+                ..
+            }) => assert_eq!(
+                blocks.as_slice(),
+                [Block::Structured {
+                    id: "t2".into(),
+                    input: serde_json::json!({"n": 1})
+                }]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let last = plan(
+            &conversation(prompt, &["a\n", ""]),
+            &Script::new(),
+            String::new,
+        );
+        assert_eq!(text_of(&last), "ok");
+        let refused = plan(
+            &conversation("[[mock:structured refuse]] [[mock:text prose]]", &[]),
+            &Script::new(),
+            String::new,
+        );
+        assert_eq!(text_of(&refused), "prose");
     }
 
     #[test]

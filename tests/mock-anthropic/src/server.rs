@@ -355,6 +355,7 @@ fn summary(outcome: &Outcome) -> String {
             .map(|b| match b {
                 Block::Text(text) => format!("text {text:?}"),
                 Block::Bash { command, .. } => format!("Bash {command:?}"),
+                Block::Structured { input, .. } => format!("StructuredOutput {input}"),
             })
             .collect::<Vec<_>>()
             .join(", "),

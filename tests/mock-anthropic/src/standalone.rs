@@ -44,6 +44,8 @@ Script answers from the prompt with directives:
   [[mock:text WORDS]]     answer exactly WORDS
   [[mock:bash COMMAND]]   call the Bash tool with COMMAND, then answer \"tool said: <output>\"
                           (repeat for several calls, made in order; COMMAND cannot contain \"]]\")
+  [[mock:structured JSON]] call the StructuredOutput tool (offered under --json-schema) with JSON
+  [[mock:structured refuse]] never call StructuredOutput; answer prose
   [[mock:delay MS]]       wait MS milliseconds (when streaming: after the first text delta)
   [[mock:error STATUS]]   answer HTTP STATUS with an Anthropic error (the CLI gives up at once;
                           add \" retry\" to let it retry with backoff)

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::plan::{Block, Reply};
+use crate::plan::{Block, Reply, STRUCTURED_OUTPUT_TOOL};
 
 /// `description` of every Bash call, as the CLI shows it in its progress.
 const BASH_DESCRIPTION: &str = "mock-anthropic: run the command from the prompt";
@@ -52,9 +52,9 @@ pub(crate) fn events(id: &str, model: &str, reply: &Reply) -> Vec<Value> {
                     .map(|w| json!({"type": "text_delta", "text": w}))
                     .collect::<Vec<_>>(),
             ),
-            Block::Bash { id, .. } => (
-                json!({"type": "tool_use", "id": id, "name": "Bash", "input": {}}),
-                thirds(&bash_input(b).to_string())
+            Block::Bash { id, .. } | Block::Structured { id, .. } => (
+                json!({"type": "tool_use", "id": id, "name": tool_name(b), "input": {}}),
+                thirds(&tool_input(b).to_string())
                     .map(|part| json!({"type": "input_json_delta", "partial_json": part}))
                     .collect(),
             ),
@@ -114,15 +114,23 @@ fn error_type(status: u16) -> &'static str {
 fn block(b: &Block) -> Value {
     match b {
         Block::Text(text) => json!({"type": "text", "text": text}),
-        Block::Bash { id, .. } => {
-            json!({"type": "tool_use", "id": id, "name": "Bash", "input": bash_input(b)})
+        Block::Bash { id, .. } | Block::Structured { id, .. } => {
+            json!({"type": "tool_use", "id": id, "name": tool_name(b), "input": tool_input(b)})
         }
     }
 }
 
-fn bash_input(b: &Block) -> Value {
+fn tool_name(b: &Block) -> &'static str {
+    match b {
+        Block::Structured { .. } => STRUCTURED_OUTPUT_TOOL,
+        Block::Bash { .. } | Block::Text(_) => "Bash",
+    }
+}
+
+fn tool_input(b: &Block) -> Value {
     match b {
         Block::Bash { command, .. } => json!({"command": command, "description": BASH_DESCRIPTION}),
+        Block::Structured { input, .. } => input.clone(),
         Block::Text(_) => json!({}),
     }
 }
