@@ -443,9 +443,7 @@ impl Settings {
             git_crypt_key: self.git_crypt_key,
             base_branch: self.base_branch.filter(|b| !b.trim().is_empty()),
             max_concurrency: self.max_concurrency,
-            workspace_pool_size: self
-                .workspace_pool_size
-                .unwrap_or(self.max_concurrency),
+            workspace_pool_size: self.workspace_pool_size.unwrap_or(self.max_concurrency),
             workspace_pool_min_free_bytes: self
                 .workspace_pool_min_free_mb
                 .saturating_mul(1024 * 1024),

@@ -80,7 +80,6 @@ impl Source {
     }
 }
 
-
 /// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the
 /// checkout of the working tree, not a copy of history; `--no-hardlinks` (a copy) when
 /// `hardlinks` is false, as across filesystems. The clone checks out the base's

@@ -4,7 +4,6 @@ use std::fmt;
 
 use gateway_layers::BoxError;
 
-
 /// A workspace could not be set up: says which step, on which paths, and why.
 ///
 /// The message carries the cause (`clone of /base into /jobs/ws-… failed: `git clone …` failed
@@ -39,4 +38,3 @@ impl std::error::Error for WorkspaceError {
         Some(&*self.cause)
     }
 }
-

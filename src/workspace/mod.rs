@@ -48,7 +48,7 @@ mod git;
 mod pool;
 mod provisioner;
 
+pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};
 pub(crate) use provisioner::Contained;
-pub use error::WorkspaceError;
 pub use provisioner::{GitProvisioner, ProvisionerStats, WorkspaceConfig};

@@ -250,7 +250,12 @@ async fn refill(
 
 /// Makes one checkout of the base as it is (refreshed first, debounced as for runs) and files
 /// it as ready.
-async fn make_one(pool: Arc<Pool>, source: Arc<Source>, jobs_dir: PathBuf, metrics: Option<Metrics>) {
+async fn make_one(
+    pool: Arc<Pool>,
+    source: Arc<Source>,
+    jobs_dir: PathBuf,
+    metrics: Option<Metrics>,
+) {
     source.base.ensure_fresh().await;
     let started = Instant::now();
     let dir = PendingDir::new(pool.dir.join(fresh_name()));

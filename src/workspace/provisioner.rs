@@ -198,11 +198,9 @@ impl GitProvisioner {
 
     /// Counters of the work done so far.
     pub fn stats(&self) -> ProvisionerStats {
-        let pool_ready = self
-            .inner
-            .pool
-            .as_ref()
-            .map_or(0, |pool| crate::metrics::PoolGauges::snapshot(&**pool).ready);
+        let pool_ready = self.inner.pool.as_ref().map_or(0, |pool| {
+            crate::metrics::PoolGauges::snapshot(&**pool).ready
+        });
         match &self.inner.mode {
             Mode::Scratch => ProvisionerStats::default(),
             Mode::Git(source) => ProvisionerStats {
