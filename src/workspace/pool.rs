@@ -185,6 +185,8 @@ impl Pool {
         }
         match nix::sys::statvfs::statvfs(jobs_dir) {
             Ok(stat) => {
+                // `fsblkcnt_t` is narrower than u64 on some targets.
+                #[allow(clippy::useless_conversion)]
                 let free = u64::from(stat.blocks_available()).saturating_mul(stat.fragment_size());
                 free < self.min_free_bytes
             }
