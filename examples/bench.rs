@@ -960,7 +960,7 @@ async fn warm_pool(
         out,
         "a. One client, MAX_CONCURRENCY=1 (pool of 1), {runs} chat completions after one warm-up; with the base, each sent once the pool is warm again:\n"
     )?;
-    writeln!(out, "{LATENCY_HEADER}")?;
+    out.push_str(LATENCY_HEADER);
     let mut medians = Vec::new();
     for (label, base) in [
         ("scratch (no base)", None),
@@ -980,11 +980,10 @@ async fn warm_pool(
         gw.shutdown().await;
         let s = Summary::of(&latencies);
         medians.push(s.median);
-        writeln!(
-            out,
-            "{}",
-            latency_row(&format!("{label} (pool hits {hits}, misses {misses})"), &s)
-        )?;
+        out.push_str(&latency_row(
+            &format!("{label} (pool hits {hits}, misses {misses})"),
+            &s,
+        ));
     }
     let gap = medians[1].as_secs_f64() - medians[0].as_secs_f64();
     writeln!(
@@ -1122,7 +1121,8 @@ async fn sustained(
 }
 
 /// Checkouts a second this machine makes of `base` with `parallel` concurrent `git clone
-/// --local` for `window` (each removed after), the rate a pool could at best refill at.
+/// --local` for `window` (each removed in the background after), the rate a pool could at best
+/// refill at.
 async fn clone_rate(base: &Path, parallel: usize, window: Duration) -> Result<f64, BoxError> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
@@ -1137,7 +1137,10 @@ async fn clone_rate(base: &Path, parallel: usize, window: Duration) -> Result<f6
                 let dest = root.join(format!("clone-{worker}-{n}"));
                 plain_clone(&base, &dest).await.map_err(|e| e.to_string())?;
                 made.fetch_add(1, Ordering::Relaxed);
-                let _ = tokio::fs::remove_dir_all(&dest).await;
+                // Removed in the background, as the gateway removes finished workspaces.
+                tokio::spawn(async move {
+                    let _ = tokio::fs::remove_dir_all(&dest).await;
+                });
                 n += 1;
             }
             Ok::<_, String>(())
