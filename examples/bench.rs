@@ -412,15 +412,19 @@ fn chats(gw: &Gateway) -> impl Fn() -> ChatLatency + Clone + Send + 'static {
 /// What [`chat`] answers, boxed so that [`chats`] can name it.
 type ChatLatency = std::pin::Pin<Box<dyn Future<Output = Result<Duration, BoxError>> + Send>>;
 
-/// One chat completion; its latency when it answered 200 with content.
-async fn chat(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
-    let started = Instant::now();
-    let response = http
-        .post(format!("{url}{CHAT}"))
+/// Sends one chat completion of [`PROMPT`] to the gateway at `url`.
+async fn send_chat(http: &reqwest::Client, url: &str) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{url}{CHAT}"))
         .bearer_auth(TOKEN)
         .json(&Gateway::chat_body(PROMPT))
         .send()
-        .await?;
+        .await
+}
+
+/// One chat completion; its latency when it answered 200 with content.
+async fn chat(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    let response = send_chat(&http, &url).await?;
     let status = response.status();
     let text = response.text().await?;
     let elapsed = started.elapsed();
@@ -1010,13 +1014,11 @@ async fn warm_pool(
     let (hits, misses) = takes(&gw).await;
     gw.shutdown().await;
     let s = Summary::of(&starts);
+    let (min, median, max) = (ms(s.min), ms(s.median), ms(s.max));
+    let hits = hits - hits_before;
     writeln!(
         out,
-        "b. A burst of {burst} chat completions at once (MAX_CONCURRENCY={burst}, pool of {burst}, full): time from sending the request to the agent starting — min {}, median {}, max {} (target: every one within 50 ms); pool hits {}, misses {misses}.\n",
-        ms(s.min),
-        ms(s.median),
-        ms(s.max),
-        hits - hits_before,
+        "b. A burst of {burst} chat completions at once (MAX_CONCURRENCY={burst}, pool of {burst}, full): time from sending the request to the agent starting — min {min}, median {median}, max {max} (target: every one within 50 ms); pool hits {hits}, misses {misses} (the warm-up's included).\n",
     )?;
 
     // c. Sustained throughput at concurrency 8, next to this machine's rate of checkouts.
@@ -1079,12 +1081,7 @@ async fn takes(gw: &Gateway) -> (u64, u64) {
 /// One chat completion with the stamping agent: the time from sending it to the agent's start.
 async fn agent_start_delay(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
     let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let response = http
-        .post(format!("{url}{CHAT}"))
-        .bearer_auth(TOKEN)
-        .json(&Gateway::chat_body(PROMPT))
-        .send()
-        .await?;
+    let response = send_chat(&http, &url).await?;
     let value: Value = response.json().await?;
     let started: u64 = value["choices"][0]["message"]["content"]
         .as_str()
