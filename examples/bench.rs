@@ -9,14 +9,19 @@
 //! 3. how long a job waits for its workspace from that base, one at a time and eight at once,
 //!    next to a plain `git clone --local`;
 //! 4. memory held per finished job and per queued job;
-//! 5. what containment costs a run: sequential chat completions under each isolation mode.
+//! 5. what containment costs a run: sequential chat completions under each isolation mode;
+//! 6. the warm pool of checkouts: a chat at concurrency 1 on a warm pool against scratch, how
+//!    soon each agent of a burst of `MAX_CONCURRENCY` runs starts, and sustained throughput at
+//!    concurrency 8 next to the rate this machine makes checkouts (parallel `git clone --local`).
 //!
 //! Sizes can be changed in the environment (`--help` lists them): `BENCH_RUNS` (direct-vs-gateway
 //! runs, default 10),
 //! `BENCH_REQUESTS` (throughput requests with scratch workspaces, default 200),
 //! `BENCH_BASE_REQUESTS` (throughput requests with the base, default 48), `BENCH_PROVISIONS`
 //! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
-//! default 2) and `BENCH_JOBS` (jobs in the memory measurements, default 1000).
+//! default 2), `BENCH_JOBS` (jobs in the memory measurements, default 1000) and
+//! `BENCH_SUSTAIN_SECONDS` (each sustained-throughput measurement of 6, default 30).
+//! `BENCH_ONLY=6` runs only section 6.
 //!
 //! Temporary directories (workspaces, the base repository) go where `TMPDIR` says; the figures
 //! of 2 and 3 are mostly the cost of creating and removing 5,000 files on that filesystem.
@@ -68,6 +73,11 @@ const PROMPT: &str = "Say hello in one short sentence.";
 const INSTANT_AGENT: &str = r#"cat > /dev/null
 echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s","total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'"#;
 
+/// A stand-in agent (bash) that answers at once with the time it started (Unix nanoseconds).
+const STAMPING_AGENT: &str = r#"started=$(date +%s%N)
+cat > /dev/null
+echo '{"type":"result","subtype":"success","is_error":false,"result":"'"$started"'","session_id":"s"}'"#;
+
 /// A stand-in agent (bash) that never answers, so every job behind it stays queued.
 const HANGING_AGENT: &str = "cat > /dev/null\nexec sleep 600";
 
@@ -99,6 +109,8 @@ struct Sizes {
     rounds: usize,
     /// Jobs submitted in each memory measurement.
     jobs: usize,
+    /// Seconds of each sustained measurement of the warm pool (section 6).
+    sustain: u64,
 }
 
 impl Sizes {
@@ -110,6 +122,7 @@ impl Sizes {
             provisions: env_count("BENCH_PROVISIONS", 10)?,
             rounds: env_count("BENCH_ROUNDS", 2)?,
             jobs: env_count("BENCH_JOBS", 1000)?,
+            sustain: env_count("BENCH_SUSTAIN_SECONDS", 30)? as u64,
         })
     }
 }
@@ -157,6 +170,8 @@ Sizes come from the environment (positive whole numbers):
   BENCH_PROVISIONS     sequential provisions, and as many plain clones (default 10)
   BENCH_ROUNDS         rounds of 8 provisions at once (default 2)
   BENCH_JOBS           jobs in each memory measurement (default 1000)
+  BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
+  BENCH_ONLY=6         run only section 6 (the warm pool)
 
 The quickest run: BENCH_RUNS=1 BENCH_REQUESTS=16 BENCH_BASE_REQUESTS=2 BENCH_PROVISIONS=1 \\
 BENCH_ROUNDS=1 BENCH_JOBS=20 cargo run --release --example bench
@@ -189,6 +204,8 @@ async fn bench() -> Result<(), BoxError> {
     let scripts = tempfile::tempdir()?;
     let instant = script(scripts.path(), "instant.sh", INSTANT_AGENT);
     let hanging = script(scripts.path(), "hang.sh", HANGING_AGENT);
+    let stamping = script(scripts.path(), "stamp.sh", STAMPING_AGENT);
+    let only_pool = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "6");
 
     eprintln!("building the {BASE_FILES}-file base repository...");
     let repos = base_repo();
@@ -205,17 +222,20 @@ async fn bench() -> Result<(), BoxError> {
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    eprintln!("1/5 direct CLI vs gateway...");
-    out.push_str(&overhead(&cli, sizes.runs).await?);
-    eprintln!("2/5 throughput...");
-    out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
-    eprintln!("3/5 workspace provisioning...");
-    out.push_str(&provisioning(&repos.base, &sizes).await?);
-    eprintln!("4/5 memory per job...");
-    out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
-    eprintln!("5/5 containment...");
-    out.push_str(&containment(&instant, &repos.base, sizes.runs.max(20)).await?);
-
+    if !only_pool {
+        eprintln!("1/5 direct CLI vs gateway...");
+        out.push_str(&overhead(&cli, sizes.runs).await?);
+        eprintln!("2/5 throughput...");
+        out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
+        eprintln!("3/5 workspace provisioning...");
+        out.push_str(&provisioning(&repos.base, &sizes).await?);
+        eprintln!("4/5 memory per job...");
+        out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
+        eprintln!("5/5 containment...");
+        out.push_str(&containment(&instant, &repos.base, sizes.runs.max(20)).await?);
+    }
+    eprintln!("6/6 warm pool...");
+    out.push_str(&warm_pool(&instant, &stamping, &repos.base, &sizes).await?);
     writeln!(
         out,
         "\nWhole bench: {:.0} s.",
@@ -392,15 +412,19 @@ fn chats(gw: &Gateway) -> impl Fn() -> ChatLatency + Clone + Send + 'static {
 /// What [`chat`] answers, boxed so that [`chats`] can name it.
 type ChatLatency = std::pin::Pin<Box<dyn Future<Output = Result<Duration, BoxError>> + Send>>;
 
-/// One chat completion; its latency when it answered 200 with content.
-async fn chat(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
-    let started = Instant::now();
-    let response = http
-        .post(format!("{url}{CHAT}"))
+/// Sends one chat completion of [`PROMPT`] to the gateway at `url`.
+async fn send_chat(http: &reqwest::Client, url: &str) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{url}{CHAT}"))
         .bearer_auth(TOKEN)
         .json(&Gateway::chat_body(PROMPT))
         .send()
-        .await?;
+        .await
+}
+
+/// One chat completion; its latency when it answered 200 with content.
+async fn chat(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    let response = send_chat(&http, &url).await?;
     let status = response.status();
     let text = response.text().await?;
     let elapsed = started.elapsed();
@@ -917,4 +941,210 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
     }
     out.push('\n');
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The warm pool of checkouts
+
+async fn warm_pool(
+    instant: &Path,
+    stamping: &Path,
+    base: &Path,
+    sizes: &Sizes,
+) -> Result<String, BoxError> {
+    let mut out = String::new();
+    let runs = sizes.runs.max(20);
+    writeln!(
+        out,
+        "### 6. Warm pool of checkouts (instant stand-in agent, 5,000-file base, isolation as the machine allows)\n"
+    )?;
+
+    // a. Concurrency 1: each request arrives when the pool is warm again (a steady trickle).
+    writeln!(
+        out,
+        "a. One client, MAX_CONCURRENCY=1 (pool of 1), {runs} chat completions after one warm-up; with the base, each sent once the pool is warm again:\n"
+    )?;
+    out.push_str(LATENCY_HEADER);
+    let mut medians = Vec::new();
+    for (label, base) in [
+        ("scratch (no base)", None),
+        ("5,000-file base, warm pool", Some(base)),
+    ] {
+        let mut gw = gateway(instant, base, 1, 100, 3600).start().await;
+        let chat = chats(&gw);
+        chat().await?;
+        let mut latencies = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            if base.is_some() {
+                wait_pool_full(&gw, 1).await;
+            }
+            latencies.push(chat().await?);
+        }
+        let (hits, misses) = takes(&gw).await;
+        gw.shutdown().await;
+        let s = Summary::of(&latencies);
+        medians.push(s.median);
+        out.push_str(&latency_row(
+            &format!("{label} (pool hits {hits}, misses {misses})"),
+            &s,
+        ));
+    }
+    let gap = medians[1].as_secs_f64() - medians[0].as_secs_f64();
+    writeln!(
+        out,
+        "\nMedian with the base minus median without: {:.1} ms (target: within 5 ms).\n",
+        gap * 1000.0
+    )?;
+
+    // b. A burst of MAX_CONCURRENCY runs on a full pool: how soon each agent starts.
+    let burst = THROUGHPUT_CONCURRENCY;
+    let mut gw = gateway(stamping, Some(base), burst, 1000, 3600)
+        .start()
+        .await;
+    chats(&gw)().await?;
+    wait_pool_full(&gw, burst).await;
+    let (hits_before, _) = takes(&gw).await;
+    let starts = futures_util::future::join_all((0..burst).map(|_| {
+        let (http, url) = (gw.http.clone(), gw.url.clone());
+        agent_start_delay(http, url)
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    let (hits, misses) = takes(&gw).await;
+    gw.shutdown().await;
+    let s = Summary::of(&starts);
+    let (min, median, max) = (ms(s.min), ms(s.median), ms(s.max));
+    let hits = hits - hits_before;
+    writeln!(
+        out,
+        "b. A burst of {burst} chat completions at once (MAX_CONCURRENCY={burst}, pool of {burst}, full): time from sending the request to the agent starting — min {min}, median {median}, max {max} (target: every one within 50 ms); pool hits {hits}, misses {misses} (the warm-up's included).\n",
+    )?;
+
+    // c. Sustained throughput at concurrency 8, next to this machine's rate of checkouts.
+    let window = Duration::from_secs(sizes.sustain);
+    let clones = clone_rate(base, THROUGHPUT_CONCURRENCY, window).await?;
+    let mut gw = gateway(instant, Some(base), THROUGHPUT_CONCURRENCY, 1000, 3600)
+        .start()
+        .await;
+    chats(&gw)().await?;
+    wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
+    let (done, wall) = sustained(&gw, THROUGHPUT_CONCURRENCY, window).await?;
+    let (hits, misses) = takes(&gw).await;
+    gw.shutdown().await;
+    let rate = done as f64 / wall.as_secs_f64();
+    writeln!(
+        out,
+        "c. Sustained for {} s: {THROUGHPUT_CONCURRENCY} clients, MAX_CONCURRENCY={THROUGHPUT_CONCURRENCY}, pool of {THROUGHPUT_CONCURRENCY}: {done} chat completions, {rate:.2}/s (pool hits {hits}, misses {misses}). This machine, in the same run, {THROUGHPUT_CONCURRENCY} parallel `git clone --local` of the base for {} s: {clones:.2} checkouts/s. Ratio: {:.0}% (target: at least 90%).\n",
+        sizes.sustain,
+        sizes.sustain,
+        100.0 * rate / clones,
+    )?;
+    Ok(out)
+}
+
+/// Waits (bounded) until the gateway's pool holds `size` ready checkouts (its size: full).
+async fn wait_pool_full(gw: &Gateway, size: usize) {
+    eventually("the pool is full", secs(120), || async {
+        let health: Value = gw
+            .request_as(None, reqwest::Method::GET, "/health")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if health["pool_ready"].as_u64() == Some(size as u64) {
+            Ok(())
+        } else {
+            Err(health.to_string())
+        }
+    })
+    .await;
+}
+
+/// The pool's hits and misses so far, from `/metrics`.
+async fn takes(gw: &Gateway) -> (u64, u64) {
+    let text = match gw.get_open("/metrics").await.text().await {
+        Ok(text) => text,
+        Err(_) => return (0, 0),
+    };
+    let read = |result: &str| {
+        let series = format!("claude_gateway_workspace_pool_takes_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (read("hit"), read("miss"))
+}
+
+/// One chat completion with the stamping agent: the time from sending it to the agent's start.
+async fn agent_start_delay(http: reqwest::Client, url: String) -> Result<Duration, BoxError> {
+    let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let response = send_chat(&http, &url).await?;
+    let value: Value = response.json().await?;
+    let started: u64 = value["choices"][0]["message"]["content"]
+        .as_str()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("no start time in {value}"))?;
+    Ok(Duration::from_nanos(started).saturating_sub(sent))
+}
+
+/// Chat completions from `clients` clients for `window`; how many finished and the wall time.
+async fn sustained(
+    gw: &Gateway,
+    clients: usize,
+    window: Duration,
+) -> Result<(usize, Duration), BoxError> {
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let chat = chats(gw);
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            while Instant::now() < deadline {
+                chat().await.map_err(|e| e.to_string())?;
+                done += 1;
+            }
+            Ok::<_, String>(done)
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task.await??;
+    }
+    Ok((done, started.elapsed()))
+}
+
+/// Checkouts a second this machine makes of `base` with `parallel` concurrent `git clone
+/// --local` for `window` (each removed in the background after), the rate a pool could at best
+/// refill at.
+async fn clone_rate(base: &Path, parallel: usize, window: Duration) -> Result<f64, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let deadline = started + window;
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::with_capacity(parallel);
+    for worker in 0..parallel {
+        let (base, root, made) = (base.to_path_buf(), dir.path().to_path_buf(), made.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while Instant::now() < deadline {
+                let dest = root.join(format!("clone-{worker}-{n}"));
+                plain_clone(&base, &dest).await.map_err(|e| e.to_string())?;
+                made.fetch_add(1, Ordering::Relaxed);
+                // Removed in the background, as the gateway removes finished workspaces.
+                tokio::spawn(async move {
+                    let _ = tokio::fs::remove_dir_all(&dest).await;
+                });
+                n += 1;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(made.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }

@@ -123,6 +123,7 @@ impl App {
         );
         let (containment, recovery) = contain_runs(&config).await?;
         let cells = Arc::new(Cells::default());
+        let metrics = Metrics::new();
         let provisioner = GitProvisioner::with_containment(
             WorkspaceConfig {
                 base_dir: config.base_dir.clone(),
@@ -130,6 +131,8 @@ impl App {
                 git_crypt_key: config.git_crypt_key.clone(),
                 fetch_debounce: config.fetch_debounce,
                 base_branch: config.base_branch.clone(),
+                pool_size: config.workspace_pool_size,
+                pool_min_free_bytes: config.workspace_pool_min_free_bytes,
                 ..WorkspaceConfig::default()
             },
             Some(Contained {
@@ -137,6 +140,7 @@ impl App {
                 cells: cells.clone(),
                 credentials: cli_login(&env_source),
             }),
+            Some(metrics.clone()),
         )
         .await?;
         drop(recovery);
@@ -152,7 +156,6 @@ impl App {
         })
         .with_cells(cells);
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
-        let metrics = Metrics::new();
         let runs = Runs::new(
             gauge.clone(),
             provisioner,

@@ -76,6 +76,16 @@ pub struct Settings {
     #[arg(long, env = "MAX_CONCURRENCY", default_value_t = 10)]
     pub max_concurrency: usize,
 
+    /// Checkouts of the base kept ready in the background, so a run starts without cloning;
+    /// 0 clones each run's workspace when it starts [default: MAX_CONCURRENCY].
+    #[arg(long, env = "WORKSPACE_POOL_SIZE")]
+    pub workspace_pool_size: Option<usize>,
+
+    /// Free space (MiB) on JOBS_DIR below which the warm pool gives back its checkouts and makes
+    /// no more (runs still clone their own); 0 never shrinks it.
+    #[arg(long, env = "WORKSPACE_POOL_MIN_FREE_MB", default_value_t = 512)]
+    pub workspace_pool_min_free_mb: u64,
+
     /// Active plus queued runs past which callers are turned away.
     #[arg(long, env = "MAX_QUEUE_DEPTH", default_value_t = 100)]
     pub max_queue_depth: usize,
@@ -297,6 +307,10 @@ pub struct Config {
     pub base_branch: Option<String>,
     /// Simultaneous runs.
     pub max_concurrency: usize,
+    /// Checkouts the warm pool keeps ready (0: none).
+    pub workspace_pool_size: usize,
+    /// Free bytes on `JOBS_DIR` below which the pool shrinks.
+    pub workspace_pool_min_free_bytes: u64,
     /// Active plus queued runs admitted at most.
     pub max_queue_depth: usize,
     /// How long finished jobs are kept.
@@ -466,6 +480,10 @@ impl Settings {
             git_crypt_key: self.git_crypt_key,
             base_branch: self.base_branch.filter(|b| !b.trim().is_empty()),
             max_concurrency: self.max_concurrency,
+            workspace_pool_size: self.workspace_pool_size.unwrap_or(self.max_concurrency),
+            workspace_pool_min_free_bytes: self
+                .workspace_pool_min_free_mb
+                .saturating_mul(1024 * 1024),
             max_queue_depth: self.max_queue_depth,
             job_ttl: Duration::from_secs(self.job_ttl_seconds),
             max_finished_jobs: self.max_finished_jobs,

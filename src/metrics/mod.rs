@@ -18,6 +18,7 @@
 //! - [`http`]: a middleware below the router counts every answer by matched route template.
 //! - [`runs`]: the top of the run stack reports how each run ended through a [`RunTimer`].
 //! - [`scrape`]: the gauges read at scrape time, and the rendering.
+//! - [`pool`]: the warm pool of checkouts: takes, checkout and hand-over times, its gauges.
 //! - [`names`]: every metric's name, help text and histogram buckets.
 //! - [`cost`]: the one counter the facade cannot hold (it counts in whole numbers; cost is in
 //!   fractions of a dollar).
@@ -25,6 +26,7 @@
 pub(crate) mod cost;
 pub(crate) mod http;
 pub(crate) mod names;
+pub(crate) mod pool;
 pub(crate) mod runs;
 pub(crate) mod scrape;
 
@@ -35,6 +37,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use tokio::time::MissedTickBehavior;
 
+pub(crate) use pool::{PoolGauges, PoolSnapshot, Take};
 pub(crate) use runs::{Entry, RunEnd};
 pub(crate) use scrape::Scrape;
 
@@ -55,6 +58,8 @@ struct Inner {
     handle: PrometheusHandle,
     /// `claude_gateway_agent_cost_usd_total`, kept beside the recorder (see [`cost`]).
     cost_usd: FloatCounter,
+    /// The warm pool of checkouts, once the provisioner has one: read at each scrape.
+    pool: std::sync::OnceLock<Arc<dyn PoolGauges>>,
 }
 
 impl Metrics {
@@ -68,6 +73,7 @@ impl Metrics {
             recorder,
             handle,
             cost_usd: FloatCounter::default(),
+            pool: std::sync::OnceLock::new(),
         });
         let metrics = Self { inner };
         metrics.record(names::describe);

@@ -27,6 +27,18 @@ pub(crate) const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
 /// Gauge: jobs this gateway holds, queued, running or finished and not yet forgotten.
 pub(crate) const JOBS_STORED: &str = "claude_gateway_jobs_stored";
 
+/// Gauge: checkouts the warm pool keeps ready (`WORKSPACE_POOL_SIZE`).
+pub(crate) const POOL_SIZE: &str = "claude_gateway_workspace_pool_size";
+/// Gauge: checkouts ready in the pool now.
+pub(crate) const POOL_READY: &str = "claude_gateway_workspace_pool_ready";
+/// Counter `{result}`: runs that took a ready checkout (`hit`) or cloned their own (`miss`).
+pub(crate) const POOL_TAKES: &str = "claude_gateway_workspace_pool_takes_total";
+/// Histogram `{by}`: seconds to make one checkout of the base (`pool` ahead of time, `run` on a
+/// miss).
+pub(crate) const WORKSPACE_CHECKOUT: &str = "claude_gateway_workspace_checkout_seconds";
+/// Histogram: seconds to hand a workspace to its run (its uid, its HOME).
+pub(crate) const WORKSPACE_HANDOVER: &str = "claude_gateway_workspace_handover_seconds";
+
 /// Gauge `{mode}`: 1 for the isolation mode in force (`uid` or `process`).
 pub(crate) const ISOLATION: &str = "claude_gateway_isolation";
 
@@ -41,12 +53,20 @@ const RUN_BUCKETS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0,
 ];
 
+/// Bounds of the checkout and hand-over buckets, in seconds: from a chown of a small tree to a
+/// clone of a large repository on a slow disk.
+const WORKSPACE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// The exporter's settings: the two histograms as true Prometheus histograms (the exporter's
 /// default is a summary, which cannot be aggregated across replicas).
 pub(crate) fn builder() -> PrometheusBuilder {
     [
         (HTTP_REQUEST_DURATION, HTTP_BUCKETS),
         (RUN_DURATION, RUN_BUCKETS),
+        (WORKSPACE_CHECKOUT, WORKSPACE_BUCKETS),
+        (WORKSPACE_HANDOVER, WORKSPACE_BUCKETS),
     ]
     .into_iter()
     .fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
@@ -87,6 +107,25 @@ pub(crate) fn describe() {
     describe_gauge!(
         ISOLATION,
         "1 for the isolation mode in force: uid (a uid per run) or process (shared uid, processes still contained)."
+    );
+    describe_gauge!(
+        POOL_SIZE,
+        "Checkouts of the base the warm pool keeps ready (WORKSPACE_POOL_SIZE)."
+    );
+    describe_gauge!(POOL_READY, "Checkouts ready in the warm pool now.");
+    describe_counter!(
+        POOL_TAKES,
+        "Runs that took a ready checkout (hit) or cloned their own (miss)."
+    );
+    describe_histogram!(
+        WORKSPACE_CHECKOUT,
+        Unit::Seconds,
+        "Time to make one checkout of the base, by who made it (pool ahead of time, run on a miss)."
+    );
+    describe_histogram!(
+        WORKSPACE_HANDOVER,
+        Unit::Seconds,
+        "Time to hand a workspace to its run: its uid, its HOME."
     );
     describe_gauge!(
         JOBS_STORED,

@@ -4,7 +4,9 @@
 use ::metrics::gauge;
 use gateway_layers::admission::GaugeSnapshot;
 
-use super::names::{ISOLATION, JOBS_STORED, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY};
+use super::names::{
+    ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY,
+};
 use super::Metrics;
 
 /// The content type of [`Metrics::render`]'s text: the exposition format, version 0.0.4.
@@ -30,6 +32,9 @@ impl Metrics {
             gauge!(RUN_CAPACITY).set(scrape.gauge.capacity as f64);
             gauge!(JOBS_STORED).set(scrape.jobs_stored as f64);
             gauge!(ISOLATION, "mode" => scrape.isolation).set(1.0);
+            let pool = self.pool().unwrap_or_default();
+            gauge!(POOL_SIZE).set(pool.size as f64);
+            gauge!(POOL_READY).set(pool.ready as f64);
         });
         let mut text = self.inner.handle.render();
         self.inner.cost_usd.render_into(&mut text);

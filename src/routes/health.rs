@@ -31,12 +31,18 @@ pub(crate) struct Health {
     /// refresh clones it again from its origin), or `none` (no base configured: scratch
     /// workspaces).
     pub base: &'static str,
+    /// The warm pool of checkouts: `warm` (a run takes a ready checkout at once), `cold` (none
+    /// ready now: runs clone their own while it fills), or `off` (no pool: size 0, or no base).
+    pub pool: &'static str,
+    /// Checkouts ready in the pool now.
+    pub pool_ready: usize,
 }
 
 /// Answers the gauge's current counts.
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let gauge = state.gauge.snapshot();
     let closed = state.gauge.is_closed();
+    let pool = state.metrics.pool();
     let body = Json(Health {
         status: if closed { "shutting_down" } else { "ok" },
         busy: gauge.is_busy(),
@@ -49,6 +55,12 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             Some(dir) if tokio::fs::metadata(dir.join(".git")).await.is_ok() => "ok",
             Some(_) => "missing",
         },
+        pool: match pool {
+            None => "off",
+            Some(pool) if pool.is_warm() => "warm",
+            Some(_) => "cold",
+        },
+        pool_ready: pool.map_or(0, |pool| pool.ready),
     });
     if closed {
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();

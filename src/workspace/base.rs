@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Mutex, OnceCell, RwLock, RwLockReadGuard};
@@ -67,6 +67,9 @@ pub(crate) struct Base {
     /// Whether workspaces can hardlink the base's objects (same filesystem, same mount); found
     /// once, at the first clone.
     hardlinks: OnceCell<bool>,
+    /// The commit the base's working tree is at, once read; forgotten whenever a refresh rewrites
+    /// the tree, so a pooled checkout is compared with the base as it is now.
+    head: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Base {
@@ -82,6 +85,7 @@ impl Base {
             failed_refreshes: AtomicU64::new(0),
             origin: std::sync::Mutex::new(None),
             hardlinks: OnceCell::new(),
+            head: std::sync::Mutex::new(None),
         }
     }
 
@@ -172,6 +176,32 @@ impl Base {
         self.tree.read().await
     }
 
+    /// The commit the base is at (`git rev-parse HEAD`), read once per refresh. Asked with the
+    /// read lock held (`_reading`), so the answer is the commit a clone made meanwhile gets.
+    pub(crate) async fn head(&self, _reading: &RwLockReadGuard<'_, ()>) -> Option<Arc<str>> {
+        if let Some(head) = self.cached_head() {
+            return Some(head);
+        }
+        let head: Arc<str> = self
+            .stdout(&["rev-parse", "--verify", "HEAD"])
+            .await
+            .map(|s| s.trim().into())?;
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&head));
+        Some(head)
+    }
+
+    fn cached_head(&self) -> Option<Arc<str>> {
+        self.head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Called with the write lock held, before the tree changes.
+    fn forget_head(&self) {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// `git fetch origin --prune`, then reset the base to the remote branch. Returns whether
     /// the base is now up to date; failures are logged here with git's stderr.
     async fn refresh_now(&self) -> bool {
@@ -204,6 +234,7 @@ impl Base {
         let target = format!("refs/remotes/origin/{branch}");
 
         let _writing = self.tree.write().await;
+        self.forget_head();
         self.clear_stale_lock().await;
         // `checkout --force -B <branch> origin/<branch>` is `reset --hard origin/<branch>` that also
         // works when the base sits on another branch or a detached HEAD.
@@ -253,6 +284,7 @@ impl Base {
     /// Under the write lock: no clone reads a half-made base.
     async fn clone_again(&self) -> bool {
         let _writing = self.tree.write().await;
+        self.forget_head();
         let Some(url) = self.origin() else {
             tracing::error!(
                 base = %self.dir.display(),

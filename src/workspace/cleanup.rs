@@ -65,7 +65,7 @@ impl Drop for PendingDir {
 
 // Finding and removing the workspaces an earlier process left behind (a crash, a `SIGKILL`).
 
-/// The run directories (workspaces and their HOMEs) directly under `jobs_dir`: real directories
+/// The run directories (workspaces and their HOMEs) and the pool directory directly under `jobs_dir`: real directories
 /// (not symlinks, not files) whose name is one this provisioner generates. Anything else is never
 /// touched.
 pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -74,7 +74,7 @@ pub(crate) async fn find_leftovers(jobs_dir: &Path) -> io::Result<Vec<PathBuf>> 
     while let Some(entry) = entries.next_entry().await? {
         // `DirEntry::file_type` does not follow symlinks: a `ws-…` link to elsewhere is kept.
         let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
-        if is_dir && is_run_dir_name(&entry.file_name()) {
+        if is_dir && (is_run_dir_name(&entry.file_name()) || entry.file_name() == POOL_DIR) {
             found.push(entry.path());
         }
     }
@@ -101,6 +101,10 @@ pub(crate) async fn remove_all(dirs: Vec<PathBuf>) -> usize {
 /// Every workspace directory is named `ws-<uuid>`; nothing else under `JOBS_DIR` is ever removed,
 /// except the run's HOME beside it, `home-<the same uuid>`.
 const PREFIX: &str = "ws-";
+
+/// The directory under `JOBS_DIR` holding the warm pool's checkouts (only the gateway can open
+/// it); swept whole at start-up.
+pub(crate) const POOL_DIR: &str = ".pool";
 
 /// The prefix of a run's HOME.
 const HOME_PREFIX: &str = "home-";

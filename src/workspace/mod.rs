@@ -11,6 +11,10 @@
 //! 3. runs `git-crypt unlock KEY` in the clone when the key file exists; failing that fails
 //!    the provision.
 //!
+//! With a pool size above 0 (`WORKSPACE_POOL_SIZE`), steps 2 and 3 happen ahead of time: a warm
+//! pool of ready checkouts of the current base is kept in the background, and a run takes one
+//! at once after step 1 (see the `pool` module); it clones its own only when none is ready.
+//!
 //! Without a base directory, a workspace is an empty scratch directory. Release removes the
 //! directory in the background. Every git command runs without a shell, with a timeout,
 //! `GIT_TERMINAL_PROMPT=0`, and is killed with its process group when the provision is dropped.
@@ -37,10 +41,14 @@
 //! ```
 
 mod base;
+mod checkout;
 mod cleanup;
+mod error;
 mod git;
+mod pool;
 mod provisioner;
 
+pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};
 pub(crate) use provisioner::Contained;
-pub use provisioner::{GitProvisioner, ProvisionerStats, WorkspaceConfig, WorkspaceError};
+pub use provisioner::{GitProvisioner, ProvisionerStats, WorkspaceConfig};

@@ -1,20 +1,21 @@
 //! The gateway's [`Provision`] strategy: a fresh clone of the warm base per job, or an empty
 //! scratch directory when there is no base.
 
-use std::ffi::OsStr;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_layers::workspace::{Provision, ProvisionFuture};
-use gateway_layers::BoxError;
 
 use crate::contain::{remove_tree, tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
+use crate::metrics::{Metrics, Take};
 
 use super::base::Base;
+use super::checkout::Source;
 use super::cleanup::{self, fresh_name, home_for, is_workspace_name, remove_detached, PendingDir};
+use super::error::WorkspaceError;
 use super::git::Tool;
+use super::pool::Pool;
 
 /// Hands out per-job workspaces under `JOBS_DIR` and removes them afterwards.
 ///
@@ -34,6 +35,10 @@ struct Inner {
     /// Who each run is, when runs are contained (the gateway always contains them; an embedder
     /// using the provisioner alone gets plain directories).
     contained: Option<Contained>,
+    /// Checkouts made ahead of time; `None` when the pool size is 0 or there is no base.
+    pool: Option<Arc<Pool>>,
+    /// Where takes and timings are recorded (the gateway's own metrics).
+    metrics: Option<Metrics>,
 }
 
 /// What the provisioner needs to give each run its own identity, workspace and HOME.
@@ -52,16 +57,7 @@ enum Mode {
     /// No base repository: empty directories.
     Scratch,
     /// Clones of a base repository.
-    Git {
-        /// The warm base and its refresh state.
-        base: Arc<Base>,
-        /// Runs `git` for the clone.
-        git: Tool,
-        /// Runs `git-crypt unlock`.
-        git_crypt: Tool,
-        /// The git-crypt key, used when the file exists.
-        key: PathBuf,
-    },
+    Git(Arc<Source>),
 }
 
 /// Counters of the provisioner's work, for tests and metrics.
@@ -72,6 +68,8 @@ pub struct ProvisionerStats {
     pub fetches: u64,
     /// Refreshes that failed, after which jobs used the base as it was.
     pub failed_refreshes: u64,
+    /// Checkouts ready in the warm pool now.
+    pub pool_ready: usize,
 }
 
 impl GitProvisioner {
@@ -85,16 +83,20 @@ impl GitProvisioner {
     /// # Errors
     /// When `jobs_dir` cannot be created or read, or the base branch is not a branch name.
     pub async fn new(config: WorkspaceConfig) -> Result<Self, WorkspaceError> {
-        Self::with_containment(config, None).await
+        Self::with_containment(config, None, None).await
     }
 
     /// [`new`](Self::new), giving each run a cell from `contained`: the workspace and a private
     /// HOME beside it are the run's (its uid's, in uid mode), and releasing the workspace first
     /// kills everything the run started. In uid mode `jobs_dir` is made traversable but not
     /// listable (0711), so a run reaches its own directories by name and no one else's.
+    ///
+    /// With a base and a pool size above 0, starts filling the warm pool (see [`super::pool`]);
+    /// `metrics` then shows it.
     pub(crate) async fn with_containment(
         config: WorkspaceConfig,
         contained: Option<Contained>,
+        metrics: Option<Metrics>,
     ) -> Result<Self, WorkspaceError> {
         if let Some(branch) = &config.base_branch {
             if branch.is_empty()
@@ -150,19 +152,36 @@ impl GitProvisioner {
                     config.base_branch.clone(),
                     config.fetch_debounce,
                 );
-                Mode::Git {
+                Mode::Git(Arc::new(Source {
                     base: Arc::new(base),
                     git,
                     git_crypt: Tool::new(config.git_crypt_bin.clone(), config.command_timeout),
                     key: absolute(&config.git_crypt_key)?,
-                }
+                }))
             }
+        };
+        let pool = match &mode {
+            Mode::Git(source) if config.pool_size > 0 => {
+                let pool = Arc::new(Pool::new(
+                    &jobs_dir,
+                    config.pool_size,
+                    config.pool_min_free_bytes,
+                )?);
+                pool.start(Arc::clone(source), jobs_dir.clone(), metrics.clone());
+                if let Some(metrics) = &metrics {
+                    metrics.watch_pool(pool.clone());
+                }
+                Some(pool)
+            }
+            _ => None,
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs_dir,
                 mode,
                 contained,
+                pool,
+                metrics,
             }),
         })
     }
@@ -179,11 +198,15 @@ impl GitProvisioner {
 
     /// Counters of the work done so far.
     pub fn stats(&self) -> ProvisionerStats {
+        let pool_ready = self.inner.pool.as_ref().map_or(0, |pool| {
+            crate::metrics::PoolGauges::snapshot(&**pool).ready
+        });
         match &self.inner.mode {
             Mode::Scratch => ProvisionerStats::default(),
-            Mode::Git { base, .. } => ProvisionerStats {
-                fetches: base.fetches(),
-                failed_refreshes: base.failed_refreshes(),
+            Mode::Git(source) => ProvisionerStats {
+                fetches: source.base.fetches(),
+                failed_refreshes: source.base.failed_refreshes(),
+                pool_ready,
             },
         }
     }
@@ -206,26 +229,14 @@ impl Inner {
         let pending = PendingDir::new(self.jobs_dir.join(fresh_name()));
         match &self.mode {
             Mode::Scratch => create_scratch(pending.path()).await?,
-            Mode::Git {
-                base,
-                git,
-                git_crypt,
-                key,
-            } => {
-                base.ensure_fresh().await;
-                {
-                    let hardlinks = base.hardlinks_to(&self.jobs_dir).await;
-                    let _reading = base.read().await;
-                    clone_local(git, base.dir(), pending.path(), hardlinks).await?;
-                }
-                match base.origin_url().await {
-                    Some(url) => set_origin(git, pending.path(), &url).await?,
-                    None => {
-                        tracing::debug!(base = %base.dir().display(), "base has no origin; workspace keeps the base as origin")
+            Mode::Git(source) => {
+                source.base.ensure_fresh().await;
+                if !self.take_pooled(source, pending.path()).await {
+                    let cloning = Instant::now();
+                    source.checkout(&self.jobs_dir, pending.path()).await?;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.record_checkout(false, cloning.elapsed());
                     }
-                }
-                if key_present(key).await {
-                    git_crypt_unlock(git_crypt, pending.path(), key).await?;
                 }
             }
         }
@@ -234,12 +245,16 @@ impl Inner {
             let workspace = pending.path().to_path_buf();
             let home_dir = home.path().to_path_buf();
             let credentials = contained.credentials.clone();
+            let handing = Instant::now();
             // Walks the tree and makes directories: blocking work, off the runtime's threads.
             let cell = tokio::task::spawn_blocking(move || {
                 give_to_run(&cell, &workspace, &home_dir, credentials.as_deref()).map(|()| cell)
             })
             .await
             .map_err(|e| WorkspaceError::new("preparing the run's directories failed", e))??;
+            if let Some(metrics) = &self.metrics {
+                metrics.record_handover(handing.elapsed());
+            }
             contained
                 .cells
                 .insert(pending.path().to_path_buf(), cell, home.keep());
@@ -247,6 +262,28 @@ impl Inner {
         let path = pending.keep();
         tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "workspace provisioned");
         Ok(path)
+    }
+
+    /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one;
+    /// returns whether it did (else the caller clones).
+    async fn take_pooled(&self, source: &Source, dest: &Path) -> bool {
+        let Some(pool) = &self.pool else {
+            return false;
+        };
+        let taken = match pool.take(&source.now().await) {
+            Some(pooled) => match pooled.move_to(dest).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "a pooled checkout could not be used; the run clones its own");
+                    false
+                }
+            },
+            None => false,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.record_pool_take(if taken { Take::Hit } else { Take::Miss });
+        }
+        taken
     }
 
     /// Only directories this provisioner hands out are removed, whatever path it is given.
@@ -394,6 +431,12 @@ pub struct WorkspaceConfig {
     pub git_crypt_bin: PathBuf,
     /// Upper bound of any one git or git-crypt command; past it the command is killed.
     pub command_timeout: Duration,
+    /// Checkouts of the base kept ready, made in the background (`WORKSPACE_POOL_SIZE`); 0
+    /// clones each run's workspace when it starts.
+    pub pool_size: usize,
+    /// Free bytes on `jobs_dir` below which the pool makes no checkouts and gives back the ready
+    /// ones (`WORKSPACE_POOL_MIN_FREE_MB`); 0 never shrinks it.
+    pub pool_min_free_bytes: u64,
 }
 
 impl Default for WorkspaceConfig {
@@ -407,44 +450,9 @@ impl Default for WorkspaceConfig {
             git_bin: PathBuf::from("git"),
             git_crypt_bin: PathBuf::from("git-crypt"),
             command_timeout: Duration::from_secs(120),
+            pool_size: 0,
+            pool_min_free_bytes: 512 * 1024 * 1024,
         }
-    }
-}
-
-// The error a failed provision or start-up reports.
-
-/// A workspace could not be set up: says which step, on which paths, and why.
-///
-/// The message carries the cause (`clone of /base into /jobs/ws-… failed: `git clone …` failed
-/// (exit status: 128): fatal: …`); the cause is also available through
-/// [`source`](std::error::Error::source), typically a [`CommandError`](super::CommandError) or
-/// an [`io::Error`](std::io::Error).
-#[derive(Debug)]
-pub struct WorkspaceError {
-    /// The step that failed, with its paths.
-    step: String,
-    /// Why it failed.
-    cause: BoxError,
-}
-
-impl WorkspaceError {
-    pub(crate) fn new(step: impl Into<String>, cause: impl Into<BoxError>) -> Self {
-        Self {
-            step: step.into(),
-            cause: cause.into(),
-        }
-    }
-}
-
-impl fmt::Display for WorkspaceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, self.cause)
-    }
-}
-
-impl std::error::Error for WorkspaceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.cause)
     }
 }
 
@@ -459,87 +467,6 @@ async fn create_scratch(dest: &Path) -> Result<(), WorkspaceError> {
             e,
         )
     })
-}
-
-// Cloning a workspace from the warm base.
-
-/// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the
-/// checkout of the working tree, not a copy of history; `--no-hardlinks` (a copy) when
-/// `hardlinks` is false, as across filesystems. The clone checks out the base's
-/// current branch, which a refresh has just reset to the remote branch.
-async fn clone_local(
-    git: &Tool,
-    base: &Path,
-    dest: &Path,
-    hardlinks: bool,
-) -> Result<(), WorkspaceError> {
-    let cwd = dest.parent().unwrap_or(Path::new("/"));
-    let link = if hardlinks {
-        "--local"
-    } else {
-        "--no-hardlinks"
-    };
-    let args: [&OsStr; 6] = [
-        OsStr::new("clone"),
-        OsStr::new(link),
-        OsStr::new("--quiet"),
-        OsStr::new("--"),
-        base.as_os_str(),
-        dest.as_os_str(),
-    ];
-    git.run(cwd, args).await.map(drop).map_err(|e| {
-        WorkspaceError::new(
-            format!("clone of {} into {} failed", base.display(), dest.display()),
-            e,
-        )
-    })
-}
-
-/// Points the clone's `origin` at the base's own remote, so `git fetch`/`git push` in the
-/// workspace talk to the real repository rather than to the shared base directory.
-async fn set_origin(git: &Tool, dest: &Path, url: &str) -> Result<(), WorkspaceError> {
-    git.run(dest, ["remote", "set-url", "origin", url])
-        .await
-        .map(drop)
-        .map_err(|e| {
-            WorkspaceError::new(
-                format!("setting the origin of {} failed", dest.display()),
-                e,
-            )
-        })
-}
-
-// Decrypting a workspace's git-crypt files with the deployment's key.
-
-/// Whether the key file is present. Asked at every provision, so a key mounted after start-up
-/// is used, and one removed is no longer tried.
-async fn key_present(key: &Path) -> bool {
-    tokio::fs::metadata(key).await.is_ok_and(|m| m.is_file())
-}
-
-/// Runs `git-crypt unlock <key>` in `workspace`.
-///
-/// Failing here fails the provision: an agent working on ciphertext would produce wrong
-/// results without anyone noticing.
-async fn git_crypt_unlock(
-    git_crypt: &Tool,
-    workspace: &Path,
-    key: &Path,
-) -> Result<(), WorkspaceError> {
-    git_crypt
-        .run(workspace, [OsStr::new("unlock"), key.as_os_str()])
-        .await
-        .map(drop)
-        .map_err(|e| {
-            WorkspaceError::new(
-                format!(
-                    "git-crypt unlock of {} with key {} failed",
-                    workspace.display(),
-                    key.display()
-                ),
-                e,
-            )
-        })
 }
 
 #[cfg(test)]

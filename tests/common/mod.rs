@@ -310,9 +310,23 @@ impl Gateway {
         }
     }
 
-    /// Workspaces currently under `JOBS_DIR`.
+    /// Workspaces currently under `JOBS_DIR` (the warm pool's directory, `.pool`, holds no
+    /// run's and is left out).
     pub fn workspaces(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.jobs_dir.path())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name() != ".pool")
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checkouts ready in the warm pool (`JOBS_DIR/.pool`).
+    pub fn pooled(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.jobs_dir.path().join(".pool"))
             .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
             .unwrap_or_default()
     }

@@ -1,0 +1,225 @@
+//! The warm pool of checkouts, as a caller and an operator see it: runs take ready checkouts of
+//! the current base, a checkout goes to one run only, the pool refills, gives way when disk runs
+//! low, and is swept at start-up.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use common::{eventually, json, secs, Gateway, Repos};
+use serde_json::Value;
+
+/// What the `workspace-probe.sh` stand-in reported: `head=… claimed=… dir=…`.
+#[derive(Debug)]
+struct Probe {
+    head: String,
+    claimed: String,
+    dir: String,
+}
+
+/// Runs one chat completion and reads the probe's report.
+async fn probe(gw: &Gateway) -> Probe {
+    let body: Value = json(gw.chat("where am I?").await).await;
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {body}"))
+        .to_owned();
+    let field = |name: &str| {
+        text.split(' ')
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+            .to_owned()
+    };
+    Probe {
+        head: field("head"),
+        claimed: field("claimed"),
+        dir: field("dir"),
+    }
+}
+
+/// A gateway over `fx`'s base running the probe, with a pool of `size`.
+async fn pooled_gateway(fx: &Repos, size: usize, extra: &[(&str, &str)]) -> Gateway {
+    let mut builder = Gateway::builder()
+        .base(&fx.base)
+        .fake("workspace-probe.sh")
+        .arg("workspace-pool-size", size);
+    for (flag, value) in extra {
+        builder = builder.arg(flag, value);
+    }
+    builder.start().await
+}
+
+/// Waits (bounded) until `/health` shows `ready` checkouts in a warm pool.
+async fn wait_pool_ready(gw: &Gateway, ready: u64) {
+    gw.wait_health(|h| h["pool"] == "warm" && h["pool_ready"] == ready)
+        .await;
+}
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+async fn metric(gw: &Gateway, series: &str) -> f64 {
+    let text = gw
+        .get_open("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const HITS: &str = "claude_gateway_workspace_pool_takes_total{result=\"hit\"}";
+const MISSES: &str = "claude_gateway_workspace_pool_takes_total{result=\"miss\"}";
+
+#[tokio::test]
+async fn a_run_takes_a_ready_checkout_of_the_base_and_the_pool_refills() {
+    let fx = Repos::new();
+    let head = common::git(&fx.base, &["rev-parse", "HEAD"]);
+    let gw = pooled_gateway(&fx, 2, &[]).await;
+    wait_pool_ready(&gw, 2).await;
+    let pooled_before: HashSet<_> = gw.pooled().into_iter().collect();
+
+    let run = probe(&gw).await;
+
+    assert_eq!(run.head, head);
+    assert_eq!(run.claimed, "no");
+    assert!(
+        Path::new(&run.dir).starts_with(gw.jobs_dir.path()),
+        "{}",
+        run.dir
+    );
+    assert_eq!(metric(&gw, HITS).await, 1.0);
+    assert_eq!(metric(&gw, MISSES).await, 0.0);
+    // The run's workspace was one of the ready checkouts, renamed; the pool made another.
+    wait_pool_ready(&gw, 2).await;
+    let pooled_after: HashSet<_> = gw.pooled().into_iter().collect();
+    assert_eq!(pooled_before.intersection(&pooled_after).count(), 1);
+    gw.wait_workspaces_gone().await;
+    let text = gw.get_open("/metrics").await.text().await.expect("text");
+    for line in [
+        "claude_gateway_workspace_pool_size 2",
+        "claude_gateway_workspace_pool_ready 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(text.contains("claude_gateway_workspace_checkout_seconds_count{by=\"pool\"}"));
+    assert!(text.contains("claude_gateway_workspace_handover_seconds_count"));
+}
+
+#[tokio::test]
+async fn after_a_new_commit_reaches_the_origin_and_the_debounce_passes_the_next_run_sees_it() {
+    let fx = Repos::new();
+    let gw = pooled_gateway(&fx, 2, &[("fetch-debounce-seconds", "0")]).await;
+    wait_pool_ready(&gw, 2).await;
+    let first = probe(&gw).await;
+    wait_pool_ready(&gw, 2).await;
+
+    // The pool now holds checkouts of the old commit.
+    let newer = fx.push("later.txt", "1");
+    let second = probe(&gw).await;
+
+    assert_ne!(first.head, newer);
+    assert_eq!(second.head, newer, "the run started from an older base");
+    // The pool goes on with checkouts of the new base, and the next run takes one.
+    wait_pool_ready(&gw, 2).await;
+    let hits = metric(&gw, HITS).await;
+    let third = probe(&gw).await;
+    assert_eq!(third.head, newer);
+    assert_eq!(metric(&gw, HITS).await, hits + 1.0);
+}
+
+#[tokio::test]
+async fn with_a_debounce_window_a_new_commit_is_seen_once_the_window_has_passed() {
+    let fx = Repos::new();
+    let gw = pooled_gateway(&fx, 2, &[("fetch-debounce-seconds", "1")]).await;
+    wait_pool_ready(&gw, 2).await;
+    let newer = fx.push("later.txt", "1");
+    // Every run starts from the base as the debounce rules allow; within a bounded time (the
+    // window, then one refresh) a run sees the new commit.
+    eventually("a run sees the new commit", secs(30), || async {
+        let run = probe(&gw).await;
+        if run.head == newer {
+            Ok(())
+        } else {
+            Err(run.head)
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_checkout_is_ever_handed_to_two_runs() {
+    let fx = Repos::new();
+    let gw = pooled_gateway(&fx, 3, &[("max-concurrency", "3")]).await;
+    wait_pool_ready(&gw, 3).await;
+
+    let runs = futures_util::future::join_all((0..12).map(|_| probe(&gw))).await;
+
+    let dirs: HashSet<_> = runs.iter().map(|r| r.dir.clone()).collect();
+    assert_eq!(
+        dirs.len(),
+        runs.len(),
+        "a workspace was given twice: {runs:?}"
+    );
+    assert!(
+        runs.iter().all(|r| r.claimed == "no"),
+        "a run found another run's mark: {runs:?}"
+    );
+    assert!(metric(&gw, HITS).await >= 1.0);
+    assert_eq!(metric(&gw, HITS).await + metric(&gw, MISSES).await, 12.0);
+    gw.wait_workspaces_gone().await;
+}
+
+#[tokio::test]
+async fn when_jobs_dir_is_low_on_space_the_pool_holds_nothing_and_runs_still_get_checkouts() {
+    let fx = Repos::new();
+    let head = common::git(&fx.base, &["rev-parse", "HEAD"]);
+    // A reserve no disk has: JOBS_DIR is always "low".
+    let gw = pooled_gateway(&fx, 2, &[("workspace-pool-min-free-mb", "1000000000")]).await;
+
+    let run = probe(&gw).await;
+
+    assert_eq!(run.head, head);
+    assert_eq!(metric(&gw, MISSES).await, 1.0);
+    let health = gw.health().await;
+    assert_eq!(health["pool"], "cold", "{health}");
+    assert_eq!(health["pool_ready"], 0, "{health}");
+    assert!(gw.pooled().is_empty(), "{:?}", gw.pooled());
+}
+
+#[tokio::test]
+async fn pool_size_zero_clones_each_run_as_before() {
+    let fx = Repos::new();
+    let head = common::git(&fx.base, &["rev-parse", "HEAD"]);
+    let gw = pooled_gateway(&fx, 0, &[]).await;
+
+    let run = probe(&gw).await;
+
+    assert_eq!(run.head, head);
+    assert_eq!(gw.health().await["pool"], "off");
+    assert!(!gw.jobs_dir.path().join(".pool").exists());
+    assert_eq!(metric(&gw, MISSES).await, 0.0);
+}
+
+#[tokio::test]
+async fn the_start_up_sweep_removes_a_pool_left_by_an_earlier_process() {
+    let fx = Repos::new();
+    let jobs = fx.root.path().join("jobs");
+    let leftover = jobs.join(".pool/ws-0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&leftover).expect("leftover");
+    std::fs::write(leftover.join("secret"), "decrypted").expect("file");
+
+    let provisioner = claude_gateway::workspace::GitProvisioner::new(
+        claude_gateway::workspace::WorkspaceConfig {
+            base_dir: Some(fx.base.clone()),
+            jobs_dir: jobs.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("new");
+
+    assert!(!leftover.exists(), "the earlier pool was left in place");
+    assert!(!provisioner.is_scratch());
+}
