@@ -203,6 +203,7 @@ async fn after_shutdown_begins_execute_is_refused() {
                 max_budget_usd: 1.0,
                 timeout_seconds: 60,
                 metadata: None,
+                max_attempts: 1,
             },
             None,
         )

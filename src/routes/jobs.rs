@@ -19,8 +19,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::agent::check_agent_name;
 use crate::jobs::{
-    CancelError, Cursor, EventKind, JobEvents, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
-    SubmitError,
+    CancelError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
+    StoreErrorKind, SubmitError,
 };
 use crate::routes::detail::DetailError;
 use crate::state::AppState;
@@ -45,6 +45,9 @@ struct ExecuteBody {
     timeout_seconds: u64,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Starts allowed: past 1, a job the gateway stopped while it ran is queued again.
+    #[serde(default)]
+    max_attempts: Option<u32>,
 }
 
 fn default_budget() -> f64 {
@@ -82,9 +85,20 @@ fn not_found() -> Response {
     DetailError::new(StatusCode::NOT_FOUND, "Job not found").into_response()
 }
 
+/// Seconds a caller turned away by a store in trouble is told to wait.
+const STORE_RETRY_AFTER_SECONDS: u64 = 5;
+
 fn store_failed(error: StoreError) -> Response {
     tracing::error!(%error, "job store failed");
-    DetailError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
+    let detail = match error.kind() {
+        StoreErrorKind::Full => format!(
+            "the job store is full (no space left on its disk), so nothing was recorded; try again later ({error})"
+        ),
+        StoreErrorKind::Unavailable => error.to_string(),
+    };
+    DetailError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+        .retry_after(STORE_RETRY_AFTER_SECONDS)
+        .into_response()
 }
 
 /// The caller's token name: jobs belong to it.
@@ -95,7 +109,8 @@ fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
 }
 
 /// Checks the body and turns it into a job of `owner`, or says what is wrong with it (422).
-fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
+/// `max_attempts` may be at most `attempts_limit` (`MAX_JOB_ATTEMPTS`).
+fn new_job(owner: String, body: &[u8], attempts_limit: u32) -> Result<NewJob, DetailError> {
     let body: ExecuteBody = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     if body.prompt.trim().is_empty() {
         return Err(invalid("prompt must not be empty"));
@@ -115,6 +130,12 @@ fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
     if body.timeout_seconds == 0 {
         return Err(invalid("timeout_seconds must be at least 1"));
     }
+    let max_attempts = body.max_attempts.unwrap_or(1);
+    if !(1..=attempts_limit).contains(&max_attempts) {
+        return Err(invalid(format!(
+            "max_attempts must be between 1 and {attempts_limit}, got {max_attempts}"
+        )));
+    }
     Ok(NewJob {
         owner,
         prompt: body.prompt,
@@ -122,6 +143,7 @@ fn new_job(owner: String, body: &[u8]) -> Result<NewJob, DetailError> {
         max_budget_usd: body.max_budget_usd,
         timeout_seconds: body.timeout_seconds,
         metadata: body.metadata,
+        max_attempts,
     })
 }
 
@@ -141,7 +163,7 @@ pub(crate) async fn execute(
             return DetailError::new(rejection.status(), rejection.body_text()).into_response()
         }
     };
-    let job = match new_job(owner(caller), &body) {
+    let job = match new_job(owner(caller), &body, state.config.max_job_attempts) {
         Ok(job) => job,
         Err(error) => return error.into_response(),
     };
@@ -263,26 +285,18 @@ pub(crate) async fn events(
     let from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(0, |last| last.saturating_add(1));
-    let events = match state.jobs.events(&owner, &job_id, from).await {
-        Ok(Some(events)) => events,
+    let mut subscription = match state.jobs.events(&owner, &job_id, from).await {
+        Ok(Some(subscription)) => subscription,
         Ok(None) => return not_found(),
         Err(error) => return store_failed(error),
     };
     let jobs = state.jobs.clone();
     let stream = async_stream::stream! {
-        let JobEvents { record, subscription } = events;
-        let Some(mut subscription) = subscription else {
-            // No log here: the record is all there is to tell.
-            let status = record.id_and_status();
-            yield Ok::<_, Infallible>(Event::default().event(EventKind::Status.name()).data(status.to_string()));
-            if record.status.is_terminal() {
-                yield Ok(Event::default().event(EventKind::End.name()).data(record_json(&record)));
-            }
-            return;
-        };
-        while let Some(batch) = subscription.next_batch().await {
+        // Ends at the end marker, or without one when the gateway stops (the client resumes
+        // with `Last-Event-ID`), or when the store cannot be read.
+        while let Ok(Some(batch)) = subscription.next_batch().await {
             for event in batch {
                 let mut sse = Event::default().event(event.kind.name()).id(event.seq.to_string());
                 if event.kind == EventKind::End {
@@ -291,7 +305,7 @@ pub(crate) async fn events(
                         Ok(Some(record)) => record_json(&record),
                         _ => event.data.to_string(),
                     };
-                    yield Ok(sse.data(data));
+                    yield Ok::<_, Infallible>(sse.data(data));
                     return;
                 }
                 sse = sse.data(&*event.data);
@@ -318,7 +332,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<NewJob, (StatusCode, String)> {
-        new_job("o".into(), body.as_bytes())
+        new_job("o".into(), body.as_bytes(), 3)
             .map_err(|e| (e.into_response().status(), String::new()))
     }
 
@@ -328,6 +342,7 @@ mod tests {
         assert_eq!(job.max_budget_usd, 5.0);
         assert_eq!(job.timeout_seconds, 2700);
         assert_eq!(job.metadata, None);
+        assert_eq!(job.max_attempts, 1);
         let job = parse(
             r#"{"prompt":"p","agent":"a","timeout_seconds":60.0,"metadata":{"k":1},"extra":true}"#,
         )
@@ -352,6 +367,9 @@ mod tests {
             r#"{"prompt":"p","agent":"a","max_budget_usd":0}"#,
             r#"{"prompt":"p","agent":"a","max_budget_usd":"5"}"#,
             r#"{"prompt":"p","agent":"a","metadata":[1]}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":0}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":4}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":-1}"#,
         ] {
             assert_eq!(
                 parse(body).map(|_| ()).map_err(|e| e.0),
