@@ -207,10 +207,17 @@ impl Gateway {
         }
     }
 
-    /// Workspaces currently under `JOBS_DIR`.
+    /// Workspaces currently under `JOBS_DIR` (the job store's files, which live there by
+    /// default, are not workspaces).
     pub fn workspaces(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.jobs_dir.path())
-            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with("claude-gateway.db"))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
