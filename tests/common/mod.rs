@@ -214,7 +214,11 @@ impl Gateway {
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok())
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with("claude-gateway.db"))
+                    .filter(|e| {
+                        !e.file_name()
+                            .to_string_lossy()
+                            .starts_with("claude-gateway.db")
+                    })
                     .map(|e| e.path())
                     .collect()
             })
