@@ -8,13 +8,21 @@
 //!    workspaces cloned from a 5,000-file base repository;
 //! 3. how long a job waits for its workspace from that base, one at a time and eight at once,
 //!    next to a plain `git clone --local`;
-//! 4. memory held per finished job and per queued job.
+//! 4. memory held per finished job and per queued job;
+//! 5. durable submissions: `POST /execute` per second and its latency at 1 and 16 clients, with
+//!    the SQLite store (the default) next to the memory store.
+//!
+//! `cargo run --release --example bench -- durable` runs only the job store's measurements: the
+//! submissions of 5, and the memory held with `BENCH_FINISHED` (default 10,000) finished jobs in
+//! each store.
 //!
 //! Sizes can be changed in the environment: `BENCH_RUNS` (direct-vs-gateway runs, default 10),
 //! `BENCH_REQUESTS` (throughput requests with scratch workspaces, default 200),
 //! `BENCH_BASE_REQUESTS` (throughput requests with the base, default 48), `BENCH_PROVISIONS`
 //! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
-//! default 2) and `BENCH_JOBS` (jobs in the memory measurements, default 1000).
+//! default 2), `BENCH_JOBS` (jobs in the memory measurements, default 1000), `BENCH_SUBMISSIONS`
+//! (submissions measured per store and client count, default 4000) and `BENCH_FINISHED` (finished
+//! jobs of the `durable` mode's memory measurement, default 10,000).
 //!
 //! Temporary directories (workspaces, the base repository) go where `TMPDIR` says; the figures
 //! of 2 and 3 are mostly the cost of creating and removing 5,000 files on that filesystem.
@@ -75,6 +83,25 @@ const HANGING_AGENT: &str = "#!/bin/bash\ncat > /dev/null\nexec sleep 600\n";
 /// The hidden first argument that makes this binary a memory-measuring child.
 const MEMORY_CHILD: &str = "__bench-memory-child";
 
+/// The first argument that runs only the job store's measurements.
+const DURABLE_MODE: &str = "durable";
+
+/// The stores compared: a label and the settings that select it.
+const STORES: &[(&str, &[(&str, &str)])] = &[
+    ("SQLite (default, `SQLITE_SYNCHRONOUS=normal`)", &[]),
+    (
+        "SQLite, `SQLITE_SYNCHRONOUS=full`",
+        &[("--sqlite-synchronous", "full")],
+    ),
+    (
+        "memory (`DATABASE_URL=memory`)",
+        &[("--database-url", "memory")],
+    ),
+];
+
+/// Client counts of the submission measurement.
+const SUBMIT_CLIENTS: [usize; 2] = [1, 16];
+
 /// Files and directories of the large base repository.
 const BASE_FILES: usize = 5_000;
 const BASE_DIRS: usize = 50;
@@ -100,6 +127,10 @@ struct Sizes {
     rounds: usize,
     /// Jobs submitted in each memory measurement.
     jobs: usize,
+    /// Submissions measured per store and client count.
+    submissions: usize,
+    /// Finished jobs held in the `durable` mode's memory measurement.
+    finished: usize,
 }
 
 impl Sizes {
@@ -111,6 +142,8 @@ impl Sizes {
             provisions: env_count("BENCH_PROVISIONS", 10)?,
             rounds: env_count("BENCH_ROUNDS", 2)?,
             jobs: env_count("BENCH_JOBS", 1000)?,
+            submissions: env_count("BENCH_SUBMISSIONS", 4000)?,
+            finished: env_count("BENCH_FINISHED", 10_000)?,
         })
     }
 }
@@ -127,10 +160,10 @@ fn main() -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some(MEMORY_CHILD) {
-        runtime.block_on(memory_child(&args[1..]))
-    } else {
-        runtime.block_on(bench())
+    let result = match args.first().map(String::as_str) {
+        Some(MEMORY_CHILD) => runtime.block_on(memory_child(&args[1..])),
+        Some(DURABLE_MODE) => runtime.block_on(durable_bench()),
+        _ => runtime.block_on(bench()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,14 +224,16 @@ async fn bench() -> Result<(), BoxError> {
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    eprintln!("1/4 direct CLI vs gateway...");
+    eprintln!("1/5 direct CLI vs gateway...");
     out.push_str(&overhead(&cli, sizes.runs).await?);
-    eprintln!("2/4 throughput...");
+    eprintln!("2/5 throughput...");
     out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
-    eprintln!("3/4 workspace provisioning...");
+    eprintln!("3/5 workspace provisioning...");
     out.push_str(&provisioning(&repos.base, &sizes).await?);
-    eprintln!("4/4 memory per job...");
+    eprintln!("4/5 memory per job...");
     out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
+    eprintln!("5/5 durable submissions...");
+    out.push_str(&submissions(&hanging, sizes.submissions).await?);
 
     writeln!(
         out,
@@ -335,6 +370,11 @@ struct GatewaySpec<'a> {
 
 impl Gateway {
     async fn start(spec: GatewaySpec<'_>) -> Result<Self, BoxError> {
+        Self::start_with(spec, &[]).await
+    }
+
+    /// Starts a gateway with `extra` flags (`("--flag", "value")`) after the spec's.
+    async fn start_with(spec: GatewaySpec<'_>, extra: &[(&str, &str)]) -> Result<Self, BoxError> {
         let jobs_dir = tempfile::tempdir()?;
         let argv: Vec<String> = vec![
             "claude-gateway".into(),
@@ -362,6 +402,11 @@ impl Gateway {
             "--shutdown-grace-seconds".into(),
             "1".into(),
         ];
+        let mut argv = argv;
+        for (flag, value) in extra {
+            argv.push((*flag).to_owned());
+            argv.push((*value).to_owned());
+        }
         let mut config: Config = Settings::try_parse_from(argv)?.validate()?;
         config.agent_env_overrides = spec.agent_env;
 
@@ -891,28 +936,43 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), BoxError> {
 // 4. Memory per job
 
 async fn memory(instant: &Path, hanging: &Path, jobs: usize) -> Result<String, BoxError> {
-    let finished = memory_in_child("finished", instant, jobs).await?;
-    let queued = memory_in_child("queued", hanging, jobs).await?;
+    let finished = memory_in_child("finished", instant, jobs, "sqlite").await?;
+    let finished_in_memory = memory_in_child("finished", instant, jobs, "memory").await?;
+    let queued = memory_in_child("queued", hanging, jobs, "sqlite").await?;
     let mut out = String::new();
     writeln!(
         out,
         "### 4. Memory per job (RSS of a fresh process, {jobs} jobs via `POST /execute`, prompt of {} bytes, stand-in agents)\n",
         PROMPT.len()
     )?;
+    out.push_str(&rss_table(
+        jobs,
+        &[
+            (
+                "finished, SQLite store (instant agent, one output line, kept in the store)",
+                finished,
+            ),
+            (
+                "finished, memory store (`DATABASE_URL=memory`)",
+                finished_in_memory,
+            ),
+            ("queued (MAX_CONCURRENCY=1, the running one hangs)", queued),
+        ],
+    )?);
+    Ok(out)
+}
+
+/// A table of RSS readings, `jobs` jobs each.
+fn rss_table(jobs: usize, rows: &[(&str, Rss)]) -> Result<String, BoxError> {
+    let mut out = String::new();
     writeln!(
         out,
         "| jobs held | RSS before | RSS after | per job |\n|---|---:|---:|---:|"
     )?;
-    for (label, m) in [
-        (
-            "finished (instant agent, one output line, kept in the store)",
-            finished,
-        ),
-        ("queued (MAX_CONCURRENCY=1, the running one hangs)", queued),
-    ] {
+    for (label, m) in rows {
         writeln!(
             out,
-            "| {label} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            "| {label} | {:.1} MiB | {:.1} MiB | {:.2} KiB |",
             m.before as f64 / 1024.0 / 1024.0,
             m.after as f64 / 1024.0 / 1024.0,
             m.after.saturating_sub(m.before) as f64 / jobs as f64 / 1024.0,
@@ -928,13 +988,20 @@ struct Rss {
     after: u64,
 }
 
-/// Runs this binary as a child that measures one kind of job and prints two numbers.
-async fn memory_in_child(kind: &str, agent: &Path, jobs: usize) -> Result<Rss, BoxError> {
+/// Runs this binary as a child that measures one kind of job in one store (`sqlite` or
+/// `memory`) and prints two numbers.
+async fn memory_in_child(
+    kind: &str,
+    agent: &Path,
+    jobs: usize,
+    store: &str,
+) -> Result<Rss, BoxError> {
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .arg(MEMORY_CHILD)
         .arg(kind)
         .arg(agent)
         .arg(jobs.to_string())
+        .arg(store)
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -957,11 +1024,22 @@ async fn memory_in_child(kind: &str, agent: &Path, jobs: usize) -> Result<Rss, B
     }
 }
 
-/// The child's side: `<finished|queued> <agent> <jobs>`; prints `RSS_BEFORE RSS_AFTER`.
+/// The child's side: `<finished|queued> <agent> <jobs> <sqlite|memory>`; prints
+/// `RSS_BEFORE RSS_AFTER`.
 async fn memory_child(args: &[String]) -> Result<(), BoxError> {
-    let [kind, agent, jobs] = args else {
-        return Err("usage: bench __bench-memory-child <finished|queued> AGENT JOBS".into());
+    let [kind, agent, jobs, store] = args else {
+        return Err(
+            "usage: bench __bench-memory-child <finished|queued> AGENT JOBS <sqlite|memory>".into(),
+        );
     };
+    // Every finished job is kept, so the reading is of all of them.
+    let keep = (jobs.parse::<usize>()? * 2 + 1000).to_string();
+    let mut extra = vec![("--max-finished-jobs", keep.as_str())];
+    match store.as_str() {
+        "sqlite" => {}
+        "memory" => extra.push(("--database-url", "memory")),
+        other => return Err(format!("unknown store {other:?}").into()),
+    }
     let jobs: usize = jobs.parse()?;
     let queued = match kind.as_str() {
         "finished" => false,
@@ -969,15 +1047,15 @@ async fn memory_child(args: &[String]) -> Result<(), BoxError> {
         other => return Err(format!("unknown measurement {other:?}").into()),
     };
     let home = tempfile::tempdir()?;
-    let gateway = Gateway::start(GatewaySpec {
+    let spec = GatewaySpec {
         claude_bin: Path::new(agent),
         base: None,
         max_concurrency: if queued { 1 } else { THROUGHPUT_CONCURRENCY },
         max_queue_depth: jobs * 2 + 100,
         fetch_debounce_seconds: 15,
         agent_env: vec![("HOME".to_owned(), home.path().display().to_string())],
-    })
-    .await?;
+    };
+    let gateway = Gateway::start_with(spec, &extra).await?;
     let http = reqwest::Client::new();
 
     // Warm-up: the client's connections, the runtime's threads and the allocator's arenas are
@@ -1016,33 +1094,7 @@ async fn wait_active(gateway: &Gateway) -> Result<(), BoxError> {
 
 /// Submits `jobs` jobs to `/execute` from [`CLIENTS`] concurrent clients.
 async fn submit(http: &reqwest::Client, url: &str, jobs: usize) -> Result<(), BoxError> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
-        let (http, url, next) = (http.clone(), url.to_owned(), next.clone());
-        clients.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < jobs {
-                let response = http
-                    .post(format!("{url}/execute"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                if status != reqwest::StatusCode::ACCEPTED {
-                    let text = response.text().await.unwrap_or_default();
-                    return Err(format!("/execute answered {status}: {text}"));
-                }
-                response.bytes().await.map_err(|e| e.to_string())?;
-            }
-            Ok::<_, String>(())
-        }));
-    }
-    for client in clients {
-        client.await??;
-    }
-    Ok(())
+    timed_submissions(http, url, CLIENTS, jobs).await.map(drop)
 }
 
 /// This process's resident set size in bytes, from `/proc/self/status`.
@@ -1060,4 +1112,143 @@ fn rss() -> Result<u64, BoxError> {
         })
         .map(|kib| kib * 1024)
         .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Durable submissions
+
+/// `cargo run --release --example bench -- durable`: the job store's measurements alone.
+async fn durable_bench() -> Result<(), BoxError> {
+    let started = Instant::now();
+    let sizes = Sizes::from_env()?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let scripts = tempfile::tempdir()?;
+    let instant = write_script(scripts.path(), "instant.sh", INSTANT_AGENT)?;
+    let hanging = write_script(scripts.path(), "hang.sh", HANGING_AGENT)?;
+
+    let mut out = String::new();
+    writeln!(out, "## claude-gateway bench: the job store\n")?;
+    writeln!(
+        out,
+        "Machine: {cpus} CPUs (nproc), load average at start {} (1, 5, 15 min), `JOBS_DIR` (and the SQLite file) on {} ({}).\n",
+        load.join(" "),
+        std::env::temp_dir().display(),
+        filesystem_of(&std::env::temp_dir()),
+    )?;
+    eprintln!("1/2 durable submissions...");
+    out.push_str(&submissions(&hanging, sizes.submissions).await?);
+    eprintln!("2/2 memory with {} finished jobs...", sizes.finished);
+    let jobs = sizes.finished;
+    let sqlite = memory_in_child("finished", &instant, jobs, "sqlite").await?;
+    let memory = memory_in_child("finished", &instant, jobs, "memory").await?;
+    writeln!(
+        out,
+        "### Memory with {jobs} finished jobs stored (RSS of a fresh process, via `POST /execute`, instant agent)\n"
+    )?;
+    out.push_str(&rss_table(
+        jobs,
+        &[("SQLite store (default)", sqlite), ("memory store", memory)],
+    )?);
+    writeln!(
+        out,
+        "Whole bench: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    )?;
+    println!("{out}");
+    Ok(())
+}
+
+/// Durable submissions: `POST /execute` answered 202 per second, and the latency of each, at 1
+/// and 16 clients, in each store. The agent hangs and `MAX_CONCURRENCY=1`, so every job but the
+/// first stays queued and the figures are the submission path alone: admission, the body, the
+/// store's commit, the job's place in the queue, the answer.
+async fn submissions(hanging: &Path, n: usize) -> Result<String, BoxError> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "### 5. Durable submissions (`POST /execute` to 202, {n} per row after 200 to warm up; one job runs, the rest stay queued)\n"
+    )?;
+    writeln!(
+        out,
+        "| store | clients | submissions/s | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (label, flags) in STORES {
+        for clients in SUBMIT_CLIENTS {
+            let home = tempfile::tempdir()?;
+            let gateway = Gateway::start_with(
+                GatewaySpec {
+                    claude_bin: hanging,
+                    base: None,
+                    max_concurrency: 1,
+                    max_queue_depth: n + 1000,
+                    fetch_debounce_seconds: 15,
+                    agent_env: vec![("HOME".to_owned(), home.path().display().to_string())],
+                },
+                flags,
+            )
+            .await?;
+            let http = reqwest::Client::new();
+            timed_submissions(&http, &gateway.url, clients, 200).await?;
+            let started = Instant::now();
+            let latencies = timed_submissions(&http, &gateway.url, clients, n).await?;
+            let wall = started.elapsed();
+            gateway.shutdown().await;
+            let s = Summary::of(&latencies);
+            writeln!(
+                out,
+                "| {label} | {clients} | {:.0} | {} | {} | {} | {} |",
+                n as f64 / wall.as_secs_f64(),
+                ms(s.median),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.max),
+            )?;
+        }
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// Submits `jobs` jobs from `clients` concurrent clients; answers each one's latency.
+async fn timed_submissions(
+    http: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    jobs: usize,
+) -> Result<Vec<Duration>, BoxError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (http, url, next) = (http.clone(), url.to_owned(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < jobs {
+                let started = Instant::now();
+                let response = http
+                    .post(format!("{url}/execute"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                if status != reqwest::StatusCode::ACCEPTED {
+                    return Err(format!(
+                        "/execute answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                }
+                latencies.push(started.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(jobs);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
 }

@@ -3,6 +3,8 @@
 //! stopped with SIGTERM) and started again on the same `JOBS_DIR`; what a caller sees then is
 //! checked through HTTP only.
 
+mod common;
+mod jobs_support;
 mod store_support;
 
 use std::time::Duration;
@@ -106,7 +108,7 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
             break;
         }
     }
-    let last_seen = seen.last().and_then(|e| e.id).expect("events carry ids");
+    let last_seen = seen.last().and_then(id).expect("events carry ids");
     assert_eq!(seen[0].json()["status"], "queued");
 
     first.kill9().await;
@@ -148,8 +150,8 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
     let resumed = second.events(&once, Some(last_seen)).await.rest().await;
     let names: Vec<&str> = resumed.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names.last(), Some(&"end"), "{names:?}");
-    assert_eq!(resumed[0].id, Some(last_seen + 1), "{resumed:?}");
-    let ids: Vec<u64> = resumed.iter().filter_map(|e| e.id).collect();
+    assert_eq!(id(&resumed[0]), Some(last_seen + 1), "{resumed:?}");
+    let ids: Vec<u64> = resumed.iter().filter_map(id).collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
     let status = resumed
         .iter()

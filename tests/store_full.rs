@@ -4,6 +4,8 @@
 //! The disk is a real one: a 4 MiB tmpfs mounted for the test (which needs root, as the test
 //! machines give; elsewhere the test says so and passes without running) and filled with a file.
 
+mod common;
+mod jobs_support;
 mod store_support;
 
 use std::io::Write;
@@ -64,8 +66,7 @@ fn fill(path: &Path) -> PathBuf {
 }
 
 /// An agent that answers at once, unless its prompt says `hold`: then it runs until stopped.
-const AGENT_SCRIPT: &str = r#"#!/bin/bash
-prompt=$(cat)
+const AGENT_SCRIPT: &str = r#"prompt=$(cat)
 case "$prompt" in
   *hold*) exec sleep 600 ;;
 esac
@@ -91,9 +92,7 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_when_sp
     // Written before anything is spawned (a script open for writing while another thread forks
     // fails to execute with ETXTBSY).
     let scripts = tempfile::tempdir().unwrap();
-    let agent = scripts.path().join("agent.sh");
-    std::fs::write(&agent, AGENT_SCRIPT).unwrap();
-    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agent = script(scripts.path(), "agent.sh", AGENT_SCRIPT);
     let Some(disk) = SmallDisk::mount("4m") else {
         eprintln!("skipped: this process may not mount a tmpfs (it needs root)");
         return;
@@ -111,7 +110,8 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_when_sp
     set(&mut settings, "MAX_QUEUE_DEPTH", 1000);
     let gateway = Binary::start(&settings).await;
     let before = gateway.submit("before the disk filled", Value::Null).await;
-    assert_eq!(gateway.wait_end(&before).await["status"], "completed");
+    let record = gateway.wait_end(&before).await;
+    assert_eq!(record["status"], "completed", "{record}");
     // Holds the one slot, so what follows stays queued.
     let hold = gateway.submit("hold", Value::Null).await;
     gateway
@@ -131,7 +131,8 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_when_sp
     // The gateway stays up, and every acknowledged job still answers.
     assert_eq!(gateway.health().await["status"], "ok");
     for job in acknowledged.iter().chain([&before, &hold]) {
-        assert_eq!(gateway.get(job).await.0, StatusCode::OK, "{job}");
+        let (status, body) = gateway.get(job).await;
+        assert_eq!(status, StatusCode::OK, "{job}: {body}");
     }
 
     // Space returns: accepted again, without a restart.

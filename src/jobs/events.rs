@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::record::JobSummary;
 use super::store::{JobStore, LogPosition, StoreError};
 
 /// Events read from the store at once by a subscriber.
@@ -139,6 +140,13 @@ impl EventLog {
             self.closed = true;
         }
         self.number(kind, data, out);
+    }
+
+    /// Numbers the last two events of a finished job into `out`: its final status and the end
+    /// marker.
+    pub(crate) fn record_end(&mut self, job: &JobSummary, out: &mut Vec<JobEvent>) {
+        self.record(EventKind::Status, job.status_event().to_string(), out);
+        self.record(EventKind::End, job.id_and_status().to_string(), out);
     }
 
     fn number(&mut self, kind: EventKind, data: String, out: &mut Vec<JobEvent>) {

@@ -191,16 +191,7 @@ impl Jobs {
                     recovered.requeued += 1;
                 } else {
                     finish::interrupted(&mut record, INTERRUPTED, now);
-                    log.record(
-                        EventKind::Status,
-                        record.status_event().to_string(),
-                        &mut events,
-                    );
-                    log.record(
-                        EventKind::End,
-                        record.id_and_status().to_string(),
-                        &mut events,
-                    );
+                    log.record_end(&record, &mut events);
                     recovered.interrupted += 1;
                 }
                 shared.store.update(record.clone(), events).await?;

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 
 use crate::config::SqliteSync;
 
@@ -109,8 +109,6 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // Set before the first table exists, so freed pages can be given back.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match sync {
                 SqliteSync::Normal => SqliteSynchronous::Normal,
@@ -122,6 +120,20 @@ impl SqliteStore {
         let opening = |e: sqlx::Error| {
             StoreError::unavailable(format!("cannot open {}: {e}", path.display()))
         };
+        if !path.exists() {
+            // Only a new file can be made to hand freed pages back (the pragma takes before the
+            // first table and before WAL mode). Not an option of every connection: on an existing
+            // file the pragma writes, and a connection opened on a full disk would fail for it.
+            options
+                .clone()
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
+                .connect()
+                .await
+                .map_err(opening)?
+                .close()
+                .await
+                .map_err(opening)?;
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -272,10 +272,7 @@ impl JobTask {
     /// Records a terminal record with its last status and the end marker, then lets the store
     /// forget what is past its bounds.
     async fn conclude(&mut self) {
-        let event = self.record.status_event().to_string();
-        self.log.record(EventKind::Status, event, &mut self.pending);
-        let end = self.record.id_and_status().to_string();
-        self.log.record(EventKind::End, end, &mut self.pending);
+        self.log.record_end(&self.record, &mut self.pending);
         self.save(true).await;
         tracing::info!(
             job_id = %self.record.job_id,
@@ -362,16 +359,7 @@ async fn record_crash(shared: &Shared, job_id: &str) {
         },
     );
     let mut events = Vec::new();
-    log.record(
-        EventKind::Status,
-        record.status_event().to_string(),
-        &mut events,
-    );
-    log.record(
-        EventKind::End,
-        record.id_and_status().to_string(),
-        &mut events,
-    );
+    log.record_end(&record, &mut events);
     for _ in 0..CRASH_SAVE_TRIES {
         if shared
             .store

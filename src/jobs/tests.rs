@@ -630,12 +630,16 @@ struct Filling {
 }
 
 impl Filling {
-    fn check(&self) -> Result<(), StoreError> {
+    /// `write`, or a full-disk error while `full` is set.
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        write: impl FnOnce(&'a MemoryStore) -> store::StoreFuture<'a, T>,
+    ) -> store::StoreFuture<'a, T> {
         if self.full.load(Ordering::SeqCst) {
             self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(StoreError::full("no space left on device (injected)"));
+            return Box::pin(async { Err(StoreError::full("no space left on device (injected)")) });
         }
-        Ok(())
+        write(&self.inner)
     }
 }
 
@@ -651,10 +655,7 @@ impl JobStore for Filling {
         record: JobRecord,
         events: Vec<events::JobEvent>,
     ) -> store::StoreFuture<'_, ()> {
-        match self.check() {
-            Ok(()) => self.inner.insert(record, events),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.write(|store| store.insert(record, events))
     }
     fn get(&self, job_id: String) -> store::StoreFuture<'_, Option<JobRecord>> {
         self.inner.get(job_id)
@@ -664,20 +665,14 @@ impl JobStore for Filling {
         record: JobRecord,
         events: Vec<events::JobEvent>,
     ) -> store::StoreFuture<'_, bool> {
-        match self.check() {
-            Ok(()) => self.inner.update(record, events),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.write(|store| store.update(record, events))
     }
     fn append(
         &self,
         job_id: String,
         events: Vec<events::JobEvent>,
     ) -> store::StoreFuture<'_, bool> {
-        match self.check() {
-            Ok(()) => self.inner.append(job_id, events),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.write(|store| store.append(job_id, events))
     }
     fn events(
         &self,

@@ -207,22 +207,9 @@ impl Gateway {
         }
     }
 
-    /// Workspaces currently under `JOBS_DIR` (the job store's files, which live there by
-    /// default, are not workspaces).
+    /// Workspaces currently under `JOBS_DIR`.
     pub fn workspaces(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.jobs_dir.path())
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter(|e| {
-                        !e.file_name()
-                            .to_string_lossy()
-                            .starts_with("claude-gateway.db")
-                    })
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default()
+        workspaces_in(self.jobs_dir.path())
     }
 
     /// Waits (bounded) until `JOBS_DIR` is empty: removal happens off the response path.
@@ -239,6 +226,24 @@ impl Drop for Gateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// Entries of a `JOBS_DIR` other than the job store's files (which live there by default): the
+/// workspaces in it.
+pub fn workspaces_in(jobs_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(jobs_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    !e.file_name()
+                        .to_string_lossy()
+                        .starts_with("claude-gateway.db")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls `check` every 25 ms until it holds or `limit` passes.

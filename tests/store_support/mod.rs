@@ -1,10 +1,9 @@
 //! Helpers of the durable-store tests: the built binary as an operator runs it (started, killed
 //! with SIGKILL or stopped with SIGTERM, started again on the same `JOBS_DIR`), jobs through its
-//! HTTP API, and Server-Sent Events read incrementally. Self-contained, so it does not lean on
-//! the shared harness.
+//! HTTP API, and Server-Sent Events read one at a time, across a restart.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,32 +11,16 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+// Each test crate uses some of these.
+#[allow(unused_imports)]
+pub use crate::common::{
+    agent_env, claude_bin, fake_claude, json as read_json, processes_under, TOKEN,
+};
+#[allow(unused_imports)]
+pub use crate::jobs_support::{is_terminal, parse_event, script, Sse, AGENT};
+
 /// The built gateway.
 pub const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
-
-/// The token the gateways of these tests accept.
-pub const TOKEN: &str = "store-test-token";
-
-/// The agent built into the CLI, usable without a base repository.
-pub const AGENT: &str = "general-purpose";
-
-/// The pinned CLI the test command installs.
-pub fn claude_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/node_modules/.bin/claude");
-    assert!(
-        bin.exists(),
-        "the claude CLI is not installed at {}: run ./scripts/test (it installs it)",
-        bin.display()
-    );
-    bin
-}
-
-/// A stand-in CLI from `tests/fixtures/fake-claude/`.
-pub fn fake_claude(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fake-claude")
-        .join(name)
-}
 
 /// The settings of a gateway in front of `claude` talking to the mock at `mock_url`, with its
 /// jobs (and by default its store) in `jobs_dir` and the agent's HOME in `home`.
@@ -47,7 +30,7 @@ pub fn settings(
     jobs_dir: &Path,
     home: &Path,
 ) -> Vec<(String, String)> {
-    [
+    let mut settings: Vec<(String, String)> = [
         ("API_BEARER_TOKEN", TOKEN.to_owned()),
         ("JOBS_DIR", jobs_dir.display().to_string()),
         (
@@ -56,16 +39,13 @@ pub fn settings(
         ),
         ("GIT_CRYPT_KEY", "/nonexistent/git-crypt-key".to_owned()),
         ("CLAUDE_BIN", claude.display().to_string()),
-        ("ANTHROPIC_BASE_URL", mock_url.to_owned()),
-        ("ANTHROPIC_API_KEY", "test-key".to_owned()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
-        ("IS_SANDBOX", "1".to_owned()),
-        ("HOME", home.display().to_string()),
         ("RUST_LOG", "claude_gateway=info".to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
-    .collect()
+    .collect();
+    settings.extend(agent_env(mock_url, home));
+    settings
 }
 
 /// Replaces or adds `name=value` in `settings`.
@@ -265,38 +245,6 @@ impl Binary {
     }
 }
 
-/// Whether a record's status is terminal.
-pub fn is_terminal(record: &Value) -> bool {
-    matches!(
-        record["status"].as_str(),
-        Some("completed" | "failed" | "timeout" | "error")
-    )
-}
-
-/// Reads a JSON body.
-pub async fn read_json(response: reqwest::Response) -> Value {
-    let text = response.text().await.expect("body read");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// One Server-Sent Event.
-#[derive(Debug, Clone)]
-pub struct Sse {
-    /// `event:`.
-    pub event: String,
-    /// `data:` lines joined with `\n`.
-    pub data: String,
-    /// `id:`.
-    pub id: Option<u64>,
-}
-
-impl Sse {
-    /// The data as JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.data))
-    }
-}
-
 type Body =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
@@ -314,7 +262,7 @@ impl EventStream {
             loop {
                 while let Some(end) = self.buffer.find("\n\n") {
                     let block: String = self.buffer.drain(..end + 2).collect();
-                    if let Some(event) = parse_block(&block) {
+                    if let Some(event) = parse_event(&block) {
                         return Some(event);
                     }
                 }
@@ -339,71 +287,12 @@ impl EventStream {
     }
 }
 
-fn parse_block(block: &str) -> Option<Sse> {
-    let mut event = String::new();
-    let mut data = Vec::new();
-    let mut id = None;
-    for line in block.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim_start().to_owned();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
-        } else if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().parse().ok();
-        }
-    }
-    (!event.is_empty() || !data.is_empty()).then(|| Sse {
-        event,
-        data: data.join("\n"),
-        id,
-    })
-}
-
 /// Entries of `dir` other than the job store's files: workspaces left behind.
-pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| {
-                    !e.file_name()
-                        .to_string_lossy()
-                        .starts_with("claude-gateway.db")
-                })
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn leftovers(dir: &Path) -> Vec<std::path::PathBuf> {
+    crate::common::workspaces_in(dir)
 }
 
-/// Live processes (zombies excluded) whose working directory is, or was, under `dir`.
-pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    let dir = dir.to_string_lossy().into_owned();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        // A removed working directory reads as "PATH (deleted)".
-        if !zombie && cwd.to_string_lossy().starts_with(&dir) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
+/// An event's id as a number.
+pub fn id(event: &Sse) -> Option<u64> {
+    event.id.as_deref().and_then(|id| id.parse().ok())
 }
