@@ -5,9 +5,9 @@
 //!   `synchronous=NORMAL` (the default) a power loss may roll back the last transactions before a
 //!   checkpoint but never corrupts the file; `SQLITE_SYNCHRONOUS=full` syncs the log on every
 //!   commit, so a power loss loses nothing acknowledged either.
-//! - **One writer.** Writes go through a single connection, so they queue in order instead of
-//!   meeting SQLite's lock (whose busy handler sleeps); reads use a small pool of their own, which
-//!   WAL lets run beside the writer.
+//! - **One writer, group commit.** Writes go through one task on a single connection, which
+//!   commits the writes waiting at each moment together ([`writer`]); reads use a small pool of
+//!   their own, which WAL lets run beside the writer.
 //! - **Bounded, and gives space back.** Finished jobs are forgotten past the time to live, the
 //!   count bound and the byte budget (records and events together), oldest first, and the pages
 //!   they held are returned to the file system (`auto_vacuum=INCREMENTAL`, an incremental vacuum
@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,24 +60,31 @@ const EVICT_BATCH: i64 = 256;
 /// `SQLITE_FULL`: no room on the disk (or under the database's page limit).
 const SQLITE_FULL: &str = "13";
 
+mod writer;
+
+use writer::Writer;
+
 /// Job records and events in a SQLite file. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct SqliteStore {
-    /// The one connection that writes.
+    /// The one connection that writes (used by [`writes`](Self::writes), and for the
+    /// housekeeping that cannot run in a transaction).
     writer: SqlitePool,
+    /// Every write goes through here.
+    writes: Writer,
     /// Connections that read.
     readers: SqlitePool,
     /// Its bounds.
     limits: StoreLimits,
-    /// Counts kept beside the file, changed only while holding the writer.
-    counts: Mutex<Counts>,
+    /// Counts kept beside the file, changed only by the writing task, in commit order.
+    counts: Arc<Mutex<Counts>>,
     /// The file, for messages.
     path: PathBuf,
 }
 
 /// What the store holds, kept as it goes so bounds and `/metrics` need no scan.
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+pub(super) struct Counts {
     /// Every job.
     jobs: usize,
     /// Finished jobs.
@@ -146,32 +153,14 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(opening)?;
-        let store = Self {
+        let counts = Arc::new(Mutex::new(read_counts(&writer).await?));
+        Ok(Self {
+            writes: Writer::spawn(writer.clone(), counts.clone()),
             writer,
             readers,
             limits,
-            counts: Mutex::new(Counts::default()),
+            counts,
             path: path.to_path_buf(),
-        };
-        let counts = store.read_counts().await?;
-        *store.counts() = counts;
-        Ok(store)
-    }
-
-    async fn read_counts(&self) -> Result<Counts, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), \
-                    COUNT(finished_at), \
-                    COALESCE(SUM(CASE WHEN finished_at IS NOT NULL THEN record_bytes + event_bytes END), 0) \
-             FROM jobs",
-        )
-        .fetch_one(&self.writer)
-        .await
-        .map_err(failed)?;
-        Ok(Counts {
-            jobs: count(row.try_get(0).map_err(failed)?),
-            finished: count(row.try_get(1).map_err(failed)?),
-            finished_bytes: count(row.try_get(2).map_err(failed)?),
         })
     }
 
@@ -180,23 +169,18 @@ impl SqliteStore {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `work` in one transaction on the writer; on success, applies the count changes it
-    /// returns while still holding the writer, so counts change in commit order.
+    /// Runs `work` in the writing task's next transaction (see [`writer`]).
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
+        T: Send + 'static,
         F: for<'c> FnOnce(
                 &'c mut SqliteConnection,
             ) -> std::pin::Pin<
                 Box<dyn std::future::Future<Output = Result<(T, Delta), sqlx::Error>> + Send + 'c>,
-            > + Send,
-        T: Send,
+            > + Send
+            + 'static,
     {
-        let mut conn = self.writer.acquire().await.map_err(failed)?;
-        let mut tx = conn.begin().await.map_err(failed)?;
-        let (value, delta) = work(&mut tx).await.map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        delta.apply(&mut self.counts());
-        Ok(value)
+        self.writes.write(work).await
     }
 
     /// Hands freed pages back to the file system once enough are free to be worth a checkpoint
@@ -229,7 +213,7 @@ impl SqliteStore {
 
 /// How a write changes the counts.
 #[derive(Debug, Default, Clone, Copy)]
-struct Delta {
+pub(super) struct Delta {
     jobs: isize,
     finished: isize,
     finished_bytes: isize,
@@ -272,6 +256,24 @@ impl Delta {
     }
 }
 
+/// What the file holds, counted once at open.
+async fn read_counts(pool: &SqlitePool) -> Result<Counts, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), \
+                COUNT(finished_at), \
+                COALESCE(SUM(CASE WHEN finished_at IS NOT NULL THEN record_bytes + event_bytes END), 0) \
+         FROM jobs",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(failed)?;
+    Ok(Counts {
+        jobs: count(row.try_get(0).map_err(failed)?),
+        finished: count(row.try_get(1).map_err(failed)?),
+        finished_bytes: count(row.try_get(2).map_err(failed)?),
+    })
+}
+
 /// Runs the embedded migrations, refusing a store from a newer gateway in one line.
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
@@ -307,7 +309,7 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Sorts a database error: a full disk, or anything else.
-fn failed(error: sqlx::Error) -> StoreError {
+pub(super) fn failed(error: sqlx::Error) -> StoreError {
     let full = match &error {
         sqlx::Error::Database(db) => db.code().as_deref() == Some(SQLITE_FULL),
         sqlx::Error::Io(io) => io.raw_os_error() == Some(nix::libc::ENOSPC),
@@ -420,10 +422,12 @@ impl JobStore for SqliteStore {
         Box::pin(self.write(move |conn| {
             Box::pin(async move {
                 let encoded = encode(&record)?;
+                // A new job's events are all new: their bytes go in with the row.
+                let event_bytes: usize = events.iter().map(JobEvent::bytes).sum();
                 sqlx::query(
                     "INSERT INTO jobs (job_id, owner, status, created_at, finished_at, \
-                                       record_bytes, summary, record) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                       record_bytes, event_bytes, summary, record) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&record.job_id)
                 .bind(&record.owner)
@@ -431,18 +435,12 @@ impl JobStore for SqliteStore {
                 .bind(micros(&record.created_at))
                 .bind(finished_micros(&record))
                 .bind(encoded.record_bytes as i64)
+                .bind(event_bytes as i64)
                 .bind(&encoded.summary)
                 .bind(&encoded.record)
                 .execute(&mut *conn)
                 .await?;
-                let event_bytes = append_events(conn, &record.job_id, &events).await?;
-                if event_bytes > 0 {
-                    sqlx::query("UPDATE jobs SET event_bytes = ? WHERE job_id = ?")
-                        .bind(event_bytes as i64)
-                        .bind(&record.job_id)
-                        .execute(&mut *conn)
-                        .await?;
-                }
+                append_events(conn, &record.job_id, &events).await?;
                 let after = Footprint {
                     finished: record.status.is_terminal(),
                     bytes: encoded.record_bytes + event_bytes,
@@ -636,12 +634,14 @@ impl JobStore for SqliteStore {
             let limits = self.limits;
             let mut removed = Vec::new();
             loop {
-                let counts = *self.counts();
-                let over = counts.finished > limits.max_finished
-                    || counts.finished_bytes > limits.max_finished_bytes;
+                let counts = self.counts.clone();
                 let batch = self
                     .write(move |conn| {
                         Box::pin(async move {
+                            // Read in the writing task, so in step with every committed write.
+                            let counts = *counts.lock().unwrap_or_else(PoisonError::into_inner);
+                            let over = counts.finished > limits.max_finished
+                                || counts.finished_bytes > limits.max_finished_bytes;
                             // Within bounds only expired jobs can go, and they are one index
                             // range; past a bound the oldest go whatever their age.
                             let rows = if over {
@@ -711,6 +711,7 @@ impl JobStore for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.writes.close().await;
             self.readers.close().await;
             self.writer.close().await;
             Ok(())
@@ -719,258 +720,4 @@ impl JobStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jobs::record::{JobStatus, NewJob};
-    use chrono::TimeZone;
-
-    fn limits() -> StoreLimits {
-        StoreLimits {
-            ttl: Duration::from_secs(3600),
-            max_finished: 1000,
-            max_finished_bytes: usize::MAX,
-        }
-    }
-
-    fn job(n: u32, prompt_bytes: usize) -> JobRecord {
-        JobRecord::queued(
-            format!("{n:032x}"),
-            NewJob {
-                owner: "o".into(),
-                prompt: "x".repeat(prompt_bytes),
-                agent: "a".into(),
-                max_budget_usd: 1.0,
-                timeout_seconds: 60,
-                metadata: None,
-                max_attempts: 1,
-            },
-            Utc.timestamp_opt(1_700_000_000 + i64::from(n), 0).unwrap(),
-        )
-    }
-
-    fn finished(mut record: JobRecord, at: i64) -> JobRecord {
-        record.status = JobStatus::Completed;
-        record.finished_at = Some(Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap());
-        record
-    }
-
-    /// The database file and its write-ahead log together.
-    fn bytes_on_disk(path: &Path) -> u64 {
-        ["", "-wal"]
-            .iter()
-            .map(|suffix| {
-                let mut name = path.as_os_str().to_owned();
-                name.push(suffix);
-                std::fs::metadata(name).map_or(0, |m| m.len())
-            })
-            .sum()
-    }
-
-    #[tokio::test]
-    async fn what_was_written_is_there_after_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
-        let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-            .await
-            .unwrap();
-        let event = JobEvent {
-            seq: 0,
-            kind: EventKind::Status,
-            data: "{\"status\":\"queued\"}".into(),
-        };
-        store.insert(job(1, 10), vec![event.clone()]).await.unwrap();
-        store
-            .insert(finished(job(2, 10), 5), Vec::new())
-            .await
-            .unwrap();
-        // Not closed: as after kill -9, only what was committed counts.
-        drop(store);
-        let store = SqliteStore::open(&path, SqliteSync::Full, limits())
-            .await
-            .unwrap();
-        assert_eq!(store.len(), 2);
-        assert_eq!(
-            store.get(format!("{:032x}", 1)).await.unwrap(),
-            Some(job(1, 10))
-        );
-        assert_eq!(
-            store.events(format!("{:032x}", 1), 0, 10).await.unwrap(),
-            [event]
-        );
-        assert_eq!(store.counts().finished, 1);
-    }
-
-    #[tokio::test]
-    async fn the_file_is_set_to_give_freed_pages_back_and_keeps_a_write_ahead_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("jobs.db"), SqliteSync::Normal, limits())
-            .await
-            .unwrap();
-        let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
-            .fetch_one(&store.writer)
-            .await
-            .unwrap();
-        assert_eq!(auto_vacuum, 2, "incremental");
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.writer)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    #[tokio::test]
-    async fn under_churn_the_file_gives_space_back_instead_of_growing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
-        let store = SqliteStore::open(
-            &path,
-            SqliteSync::Normal,
-            StoreLimits {
-                max_finished: 10,
-                ..limits()
-            },
-        )
-        .await
-        .unwrap();
-        let mut peak = 0;
-        for round in 0..6u32 {
-            // 50 jobs of 100 kB each: 5 MB written per round, ten jobs (1 MB) kept.
-            for n in 0..50 {
-                let n = round * 100 + n;
-                store.insert(job(n, 100_000), Vec::new()).await.unwrap();
-                store
-                    .update(finished(job(n, 100_000), i64::from(n)), Vec::new())
-                    .await
-                    .unwrap();
-            }
-            // Within the time to live of every job: only the count bound forgets.
-            let now = Utc.timestamp_opt(1_700_000_000 + 1000, 0).unwrap();
-            store.remove_expired(now).await.unwrap();
-            let size = bytes_on_disk(&path);
-            if round == 1 {
-                peak = size;
-            }
-            if round > 1 {
-                assert!(
-                    size <= peak + 512 * 1024,
-                    "round {round}: {size} bytes on disk, {peak} after round 1"
-                );
-            }
-        }
-        assert_eq!(store.len(), 10);
-        // Ten jobs of 100 kB, and room for what a round writes between two evictions.
-        assert!(
-            bytes_on_disk(&path) < 8 * 1024 * 1024,
-            "{}",
-            bytes_on_disk(&path)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_store_from_a_newer_gateway_is_refused_in_one_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
-        let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (9999, 'from the future', TRUE, x'00', 0)",
-        )
-        .execute(&store.writer)
-        .await
-        .unwrap();
-        store.close().await.unwrap();
-        let error = SqliteStore::open(&path, SqliteSync::Normal, limits())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("newer claude-gateway"), "{error}");
-        assert!(
-            error.contains("9999") && error.contains("DATABASE_URL"),
-            "{error}"
-        );
-        assert_eq!(error.lines().count(), 1, "{error}");
-    }
-
-    #[tokio::test]
-    async fn a_store_from_an_earlier_gateway_is_migrated_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
-        // What the first version of the schema made, with a job in it.
-        let first = Migrator {
-            migrations: std::borrow::Cow::Owned(MIGRATOR.iter().take(1).cloned().collect()),
-            ..Migrator::DEFAULT
-        };
-        let pool = SqlitePool::connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true),
-        )
-        .await
-        .unwrap();
-        first.run(&pool).await.unwrap();
-        let record = job(1, 10);
-        sqlx::query(
-            "INSERT INTO jobs (job_id, owner, status, created_at, record_bytes, summary, record) \
-             VALUES (?, 'o', 'queued', 0, 10, ?, ?)",
-        )
-        .bind(&record.job_id)
-        .bind(serde_json::to_string(&record.summary).unwrap())
-        .bind(serde_json::to_string(&record).unwrap())
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-
-        let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get(record.job_id.clone()).await.unwrap(),
-            Some(record.clone())
-        );
-        let event = JobEvent {
-            seq: 0,
-            kind: EventKind::Status,
-            data: "{}".into(),
-        };
-        assert!(store
-            .append(record.job_id.clone(), vec![event])
-            .await
-            .unwrap());
-        let unfinished = store.unfinished().await.unwrap();
-        assert_eq!(unfinished.len(), 1);
-        assert_eq!(unfinished[0].log.next_seq, 1);
-    }
-
-    #[tokio::test]
-    async fn a_full_database_fails_as_full_writes_nothing_and_recovers_when_space_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("jobs.db"), SqliteSync::Normal, limits())
-            .await
-            .unwrap();
-        store.insert(job(1, 10), Vec::new()).await.unwrap();
-        // The writer is the one connection that writes: capping its pages is a full disk to it.
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-            .fetch_one(&store.writer)
-            .await
-            .unwrap();
-        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-            .execute(&store.writer)
-            .await
-            .unwrap();
-        let error = store.insert(job(2, 200_000), Vec::new()).await.unwrap_err();
-        assert_eq!(error.kind(), crate::jobs::StoreErrorKind::Full, "{error}");
-        assert_eq!(store.len(), 1);
-        assert_eq!(store.get(format!("{:032x}", 2)).await.unwrap(), None);
-        assert!(store.get(format!("{:032x}", 1)).await.unwrap().is_some());
-
-        sqlx::query("PRAGMA max_page_count = 1073741823")
-            .execute(&store.writer)
-            .await
-            .unwrap();
-        store.insert(job(2, 200_000), Vec::new()).await.unwrap();
-        assert_eq!(store.len(), 2);
-    }
-}
+mod tests;
