@@ -113,8 +113,8 @@ pub struct Settings {
     #[arg(long, env = "MAX_FINISHED_JOBS", default_value_t = 10_000)]
     pub max_finished_jobs: usize,
 
-    /// Bytes all finished jobs may hold together (prompts, outputs, stderr); past it the oldest
-    /// finished jobs are forgotten first.
+    /// Bytes all finished jobs may hold together (prompts, outputs, stderr, events); past it the
+    /// oldest finished jobs are forgotten first.
     #[arg(long, env = "MAX_STORED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_stored_bytes: usize,
 
@@ -134,7 +134,8 @@ pub struct Settings {
     #[arg(long, env = "MAX_JOB_ATTEMPTS", default_value_t = 3)]
     pub max_job_attempts: u32,
 
-    /// Bytes of agent output kept per job; longer output is cut and the record says so.
+    /// Bytes of agent output kept per job (and of agent events in its event log); longer output
+    /// is cut and the record says so.
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_output_bytes: usize,
 
