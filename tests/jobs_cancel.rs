@@ -134,7 +134,16 @@ async fn shutdown_records_queued_and_unfinished_jobs_as_error_and_kills_what_run
     let config = config(
         jobs_dir.path(),
         home.path(),
-        &["--max-concurrency", "1", "--shutdown-grace-seconds", "1"],
+        // The ephemeral store: a durable one keeps queued jobs queued for the next start
+        // (tests/jobs_restart.rs).
+        &[
+            "--max-concurrency",
+            "1",
+            "--shutdown-grace-seconds",
+            "1",
+            "--database-url",
+            "memory",
+        ],
     );
     let app = App::build(config).await.unwrap();
     let jobs = app.state().jobs.clone();

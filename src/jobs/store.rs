@@ -222,7 +222,8 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// back.
     fn remove_expired(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<String>>;
 
-    /// Finishes pending writes and releases the store; called once, at shutdown.
+    /// Finishes pending writes and refuses later ones; called once, at shutdown. Reads still
+    /// answer.
     fn close(&self) -> StoreFuture<'_, ()>;
 }
 

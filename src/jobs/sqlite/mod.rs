@@ -711,9 +711,16 @@ impl JobStore for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            // Every queued write is committed; reads go on working (an embedder may still look
+            // at what was stored), and the connections close when the store is dropped.
             self.writes.close().await;
-            self.readers.close().await;
-            self.writer.close().await;
+            // The log folded into the file, so the file alone is the whole store.
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer)
+                .await
+            {
+                tracing::debug!(%error, "could not fold the write-ahead log into the file at close");
+            }
             Ok(())
         })
     }
