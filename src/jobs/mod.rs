@@ -1,19 +1,19 @@
 //! Jobs: `POST /execute` runs, their records, their events, cancellation, shutdown and restart.
 //!
 //! A job is one run (see [`crate::run`]) driven by a spawned task, so the HTTP answer (202) does
-//! not wait for it. Its record and its events live in a [`JobStore`]: by default the durable
-//! [`SqliteStore`] (a file in `JOBS_DIR`, so a 202 survives kill -9), or the ephemeral
-//! [`MemoryStore`]; both bounded in age, count and bytes.
+//! not wait for it. Its record and its events live in a job store (the `JobStore` trait): by
+//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), or the
+//! ephemeral memory store; both bounded in age, count and bytes.
 //!
 //! [`Jobs`] is the handle the routes and the server hold:
 //!
-//! - [`open`](Jobs::open) opens the store and [`recover`](Jobs::recover) picks up what an earlier
+//! - `open` opens the store and [`recover`](Jobs::recover) picks up what an earlier
 //!   process left: queued jobs run again in their original order; jobs that were running are
 //!   recorded as interrupted, or queued again when their caller allowed more attempts;
 //! - [`submit`](Jobs::submit) stores a job as `queued` and starts its task;
-//! - [`get`](Jobs::get), [`list`](Jobs::list) and [`events`](Jobs::events) show a caller its
+//! - [`get`](Jobs::get), `list` and `events` show a caller its
 //!   own jobs only (another caller's job is as good as unknown);
-//! - [`cancel`](Jobs::cancel) stops a queued or running job by dropping its run, which frees its
+//! - `cancel` stops a queued or running job by dropping its run, which frees its
 //!   slot, kills its processes and removes its workspace;
 //! - [`stop_accepting`](Jobs::stop_accepting), [`drained`](Jobs::drained),
 //!   [`abort_all`](Jobs::abort_all) and [`close`](Jobs::close) are the steps of a graceful
