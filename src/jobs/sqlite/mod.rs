@@ -7,7 +7,8 @@
 //!   commit, so a power loss loses nothing acknowledged either.
 //! - **One writer, group commit.** Writes go through one task on a single connection, which
 //!   commits the writes waiting at each moment together ([`writer`]); reads use a small pool of
-//!   their own, which WAL lets run beside the writer.
+//!   their own, which WAL lets run beside the writer. The log is folded into the file by a
+//!   checkpointer beside the writer, so no commit waits for the disk syncs of a checkpoint.
 //! - **Bounded, and gives space back.** Finished jobs are forgotten past the time to live, the
 //!   count bound and the byte budget (records and events together), oldest first, and the pages
 //!   they held are returned to the file system (`auto_vacuum=INCREMENTAL`, an incremental vacuum
@@ -50,6 +51,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// leave a large log behind for ever.
 const WAL_SIZE_LIMIT: u64 = 8 * 1024 * 1024;
 
+/// Pages in the write-ahead log past which a commit folds the log into the file itself. A
+/// backstop only: the checkpointer does that off the commit path (a checkpoint syncs the file,
+/// which on a busy disk takes long enough to show in every write waiting behind it).
+const WAL_BACKSTOP_PAGES: u32 = 8192;
+
+/// How often the checkpointer folds the write-ahead log into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// Free pages (of 4 KiB) left in the file for new jobs to reuse; past this many, evicting gives
 /// them back to the file system.
 const FREE_PAGES_KEPT: i64 = 256;
@@ -72,6 +81,11 @@ pub(crate) struct SqliteStore {
     writer: SqlitePool,
     /// Every write goes through here.
     writes: Writer,
+    /// Folds the write-ahead log into the file in the background; stopped with the store.
+    checkpointer: tokio::task::JoinHandle<()>,
+    /// Held by whoever checkpoints: SQLite lets one checkpoint run at a time and turns the
+    /// others away rather than waiting.
+    checkpointing: Arc<tokio::sync::Mutex<()>>,
     /// Connections that read.
     readers: SqlitePool,
     /// Its bounds.
@@ -123,7 +137,8 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string());
         let opening = |e: sqlx::Error| {
             StoreError::unavailable(format!("cannot open {}: {e}", path.display()))
         };
@@ -154,8 +169,11 @@ impl SqliteStore {
             .await
             .map_err(opening)?;
         let counts = Arc::new(Mutex::new(read_counts(&writer).await?));
+        let checkpointing = Arc::new(tokio::sync::Mutex::new(()));
         Ok(Self {
             writes: Writer::spawn(writer.clone(), counts.clone()),
+            checkpointer: tokio::spawn(checkpoint(readers.clone(), checkpointing.clone())),
+            checkpointing,
             writer,
             readers,
             limits,
@@ -198,7 +216,9 @@ impl SqliteStore {
             sqlx::query("PRAGMA incremental_vacuum")
                 .execute(&mut *conn)
                 .await?;
-            // Moves the log into the file now, so the file shrinks and the log starts over.
+            // Moves the log into the file now, so the file shrinks and the log starts over; not
+            // while the checkpointer runs, which would make this one give up at once.
+            let _alone = self.checkpointing.lock().await;
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut *conn)
                 .await
@@ -208,6 +228,12 @@ impl SqliteStore {
         if let Err(error) = result {
             tracing::debug!(%error, path = %self.path.display(), "could not give space back");
         }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
     }
 }
 
@@ -253,6 +279,25 @@ impl Delta {
         counts.finished_bytes = counts
             .finished_bytes
             .saturating_add_signed(self.finished_bytes);
+    }
+}
+
+/// Folds the write-ahead log into the file every [`CHECKPOINT_EVERY`], beside the writer (a
+/// passive checkpoint never blocks it), so commits do not pay for it; the log then starts over
+/// at the next commit that finds it all folded in. An error is only logged: the backstop in the
+/// writer bounds the log meanwhile.
+async fn checkpoint(pool: SqlitePool, alone: Arc<tokio::sync::Mutex<()>>) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let _alone = alone.lock().await;
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "background checkpoint failed");
+        }
     }
 }
 
@@ -711,10 +756,12 @@ impl JobStore for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.checkpointer.abort();
             // Every queued write is committed; reads go on working (an embedder may still look
             // at what was stored), and the connections close when the store is dropped.
             self.writes.close().await;
             // The log folded into the file, so the file alone is the whole store.
+            let _alone = self.checkpointing.lock().await;
             if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.writer)
                 .await
