@@ -112,7 +112,9 @@ pub struct App {
 impl App {
     /// Builds every part from `config`: the workspace provisioner (which sweeps leftovers of an
     /// earlier process and checks `JOBS_DIR` is usable), the claude service, the gauge, the
-    /// stacks and the job registry.
+    /// stacks and the job registry, whose store is opened (and migrated) and whose unfinished
+    /// jobs are picked up: queued ones run again in their order, running ones are recorded as
+    /// interrupted or queued again.
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let mut env_source: Vec<_> = std::env::vars_os().collect();
         env_source.extend(
@@ -163,7 +165,11 @@ impl App {
             config.chat_timeout,
             metrics.clone(),
         );
-        let jobs = Jobs::new(&config, runs.clone(), gauge.clone());
+        // After the provisioner, which makes `JOBS_DIR` (the default store lives there) and
+        // sweeps the workspaces an earlier process left; before serving, so the jobs it left
+        // queued run before any new one.
+        let jobs = Jobs::open(&config, runs.clone(), gauge.clone()).await?;
+        jobs.recover().await?;
         let intake = Intake::new(&config, gauge.clone(), metrics.clone());
         let responses = ResponseBudget::new(config.max_response_bytes_in_flight);
         let config = Arc::new(config);
@@ -208,11 +214,13 @@ impl App {
         self.state.jobs.drained().await;
     }
 
-    /// Stops whatever is still running or queued and records why.
+    /// Stops whatever is still running and records why (interrupted, or queued again for the
+    /// next start when the job allows another attempt), then closes the store.
     pub async fn finish_shutdown(&self) {
         self.state
             .jobs
             .abort_all("the gateway shut down before the job finished")
             .await;
+        self.state.jobs.close().await;
     }
 }

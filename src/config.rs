@@ -34,6 +34,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a commit to the SQLite store reaches the disk (`SQLITE_SYNCHRONOUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    /// `synchronous=NORMAL`: an acknowledged job survives a crash of the gateway (kill -9, OOM,
+    /// a container restart); a power loss may lose the last moments, never the file.
+    Normal,
+    /// `synchronous=FULL`: the log is synced to the disk on every commit, so an acknowledged job
+    /// survives a power loss too.
+    Full,
+}
+
+/// The file name of the default store, inside `JOBS_DIR`.
+pub const DEFAULT_DATABASE_FILE: &str = "claude-gateway.db";
+
+/// Where jobs are stored (`DATABASE_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In memory: gone when the process ends.
+    Memory,
+    /// A SQLite file, created if missing.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// When a commit reaches the disk.
+        sync: SqliteSync,
+    },
+}
+
 /// The gateway's settings as given on the command line or in the environment.
 #[derive(Clone, Parser)]
 #[command(
@@ -98,12 +126,29 @@ pub struct Settings {
     #[arg(long, env = "MAX_FINISHED_JOBS", default_value_t = 10_000)]
     pub max_finished_jobs: usize,
 
-    /// Bytes all finished jobs may hold together (prompts, outputs, stderr); past it the oldest
-    /// finished jobs are forgotten first.
+    /// Bytes all finished jobs may hold together (prompts, outputs, stderr, events); past it the
+    /// oldest finished jobs are forgotten first.
     #[arg(long, env = "MAX_STORED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_stored_bytes: usize,
 
-    /// Bytes of agent output kept per job; longer output is cut and the record says so.
+    /// Where jobs are stored: `sqlite://PATH` (a file, created if missing; `sqlite:///abs/path`
+    /// or `sqlite://relative/path`), or `memory` (gone when the gateway stops) [default:
+    /// `sqlite://` JOBS_DIR/claude-gateway.db].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// When a commit to the SQLite store reaches the disk: `normal` keeps every acknowledged job
+    /// through a crash of the gateway, `full` through a power loss too (one disk sync per write).
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value = "normal")]
+    pub sqlite_synchronous: SqliteSync,
+
+    /// Most starts a caller may allow a job (`max_attempts` of `POST /execute`); past one, a job
+    /// the gateway stopped while it ran is queued again instead of recorded as interrupted.
+    #[arg(long, env = "MAX_JOB_ATTEMPTS", default_value_t = 3)]
+    pub max_job_attempts: u32,
+
+    /// Bytes of agent output kept per job (and of agent events in its event log); longer output
+    /// is cut and the record says so.
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_output_bytes: usize,
 
@@ -321,6 +366,10 @@ pub struct Config {
     pub max_stored_bytes: usize,
     /// Bytes of output kept per job.
     pub max_output_bytes: usize,
+    /// Where jobs are stored.
+    pub store: StoreConfig,
+    /// Most starts a job may be allowed.
+    pub max_job_attempts: u32,
     /// Debounce window of the base refresh.
     pub fetch_debounce: Duration,
     /// Model ids chat accepts, in the order given.
@@ -396,6 +445,12 @@ impl Settings {
         positive("MAX_FINISHED_JOBS", self.max_finished_jobs as u64)?;
         positive("MAX_OUTPUT_BYTES", self.max_output_bytes as u64)?;
         positive("MAX_STORED_BYTES", self.max_stored_bytes as u64)?;
+        positive("MAX_JOB_ATTEMPTS", u64::from(self.max_job_attempts))?;
+        let store = store_config(
+            self.database_url.as_deref(),
+            &self.jobs_dir,
+            self.sqlite_synchronous,
+        )?;
         positive(
             "OPENAI_COMPAT_TIMEOUT_SECONDS",
             self.openai_compat_timeout_seconds,
@@ -489,6 +544,8 @@ impl Settings {
             max_finished_jobs: self.max_finished_jobs,
             max_stored_bytes: self.max_stored_bytes,
             max_output_bytes: self.max_output_bytes,
+            store,
+            max_job_attempts: self.max_job_attempts,
             fetch_debounce: Duration::from_secs(self.fetch_debounce_seconds),
             supported_models: supported_models.into(),
             default_model: self.default_model,
@@ -545,6 +602,50 @@ fn positive(name: &str, value: u64) -> Result<(), ConfigError> {
         return Err(invalid(format!("{name} must be at least 1")));
     }
     Ok(())
+}
+
+/// Reads `DATABASE_URL`: `memory`, `sqlite://PATH` (or `sqlite:PATH`), or by default the file
+/// [`DEFAULT_DATABASE_FILE`] inside `jobs_dir`.
+fn store_config(
+    url: Option<&str>,
+    jobs_dir: &Path,
+    sync: SqliteSync,
+) -> Result<StoreConfig, ConfigError> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(StoreConfig::Sqlite {
+            path: jobs_dir.join(DEFAULT_DATABASE_FILE),
+            sync,
+        });
+    };
+    if url == "memory" {
+        return Ok(StoreConfig::Memory);
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.contains('?') {
+            return Err(invalid(
+                "DATABASE_URL: options after `?` are not read; set SQLITE_SYNCHRONOUS instead",
+            ));
+        }
+        if path.is_empty() || path == ":memory:" {
+            return Err(invalid(
+                "DATABASE_URL must name a file (sqlite:///var/lib/gateway/jobs.db), or be `memory`",
+            ));
+        }
+        return Ok(StoreConfig::Sqlite {
+            path: PathBuf::from(path),
+            sync,
+        });
+    }
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if matches!(scheme, "postgres" | "postgresql") {
+        return Err(invalid(
+            "DATABASE_URL: a PostgreSQL store is not available in this version; use sqlite://PATH or memory",
+        ));
+    }
+    Err(invalid(
+        "DATABASE_URL must be sqlite://PATH or memory (the scheme was not recognised)",
+    ))
 }
 
 fn split_list(list: &str) -> Vec<String> {
@@ -686,6 +787,55 @@ mod tests {
         assert_eq!(config.chat_timeout, Duration::from_secs(900));
         assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(config.jobs_dir, PathBuf::from("/workspace/jobs"));
+    }
+
+    #[test]
+    fn the_store_defaults_to_a_file_in_jobs_dir_and_reads_database_url() {
+        let config = parse(&["--api-bearer-token", "t", "--jobs-dir", "/srv/jobs"]).unwrap();
+        assert_eq!(
+            config.store,
+            StoreConfig::Sqlite {
+                path: PathBuf::from("/srv/jobs/claude-gateway.db"),
+                sync: SqliteSync::Normal,
+            }
+        );
+        assert_eq!(config.max_job_attempts, 3);
+        let with = |url: &str| parse(&["--api-bearer-token", "t", "--database-url", url]);
+        assert_eq!(with("memory").unwrap().store, StoreConfig::Memory);
+        for (url, path) in [
+            ("sqlite:///var/lib/gw/jobs.db", "/var/lib/gw/jobs.db"),
+            ("sqlite://jobs.db", "jobs.db"),
+            ("sqlite:jobs.db", "jobs.db"),
+        ] {
+            assert_eq!(
+                with(url).unwrap().store,
+                StoreConfig::Sqlite {
+                    path: PathBuf::from(path),
+                    sync: SqliteSync::Normal
+                },
+                "{url}"
+            );
+        }
+        for bad in [
+            "sqlite://",
+            "sqlite::memory:",
+            "sqlite://x.db?mode=rwc",
+            "postgres://u:secret@db/jobs",
+            "mysql://db",
+            "jobs.db",
+        ] {
+            let err = with(bad).unwrap_err();
+            assert!(err.starts_with("DATABASE_URL"), "{bad}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        let full = parse(&["--api-bearer-token", "t", "--sqlite-synchronous", "full"]).unwrap();
+        assert!(matches!(
+            full.store,
+            StoreConfig::Sqlite {
+                sync: SqliteSync::Full,
+                ..
+            }
+        ));
     }
 
     #[test]

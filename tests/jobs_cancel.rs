@@ -71,10 +71,13 @@ async fn a_cancelled_real_cli_run_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn shutdown_records_queued_and_unfinished_jobs_as_error_and_kills_what_runs() {
+    // The ephemeral store: a durable one keeps queued jobs queued for the next start
+    // (tests/jobs_restart.rs).
     let mut gw = Gateway::builder()
         .fake("hang.sh")
         .arg("max-concurrency", 1)
         .arg("shutdown-grace-seconds", 1)
+        .arg("database-url", "memory")
         .start()
         .await;
     // A handle on the jobs that outlives the server.
@@ -123,6 +126,7 @@ async fn after_shutdown_begins_execute_is_refused() {
                 timeout_seconds: 60,
                 metadata: None,
                 options: Default::default(),
+                max_attempts: 1,
             },
             None,
         )

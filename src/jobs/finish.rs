@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use crate::agent::{AgentError, AgentOutcome};
 use crate::run::{self, RunFailure};
 
-use super::record::{cap_text, JobRecord, JobStatus};
+use serde_json::Value;
+
+use super::record::{cap_text, format_iso, JobRecord, JobStatus};
 
 /// Longest `error` line kept.
 const ERROR_LINE_MAX: usize = 300;
@@ -99,6 +101,27 @@ pub(crate) fn stopped(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) 
     record.error = Some(one_line(reason));
 }
 
+/// Records a job the gateway stopped while it ran (killed, or shut down past its grace period):
+/// an error that is not the job's doing, flagged `interrupted`.
+pub(crate) fn interrupted(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) {
+    stopped(record, reason, now);
+    record.interrupted = true;
+}
+
+/// Puts a job the gateway stopped while it ran back in the queue (its attempt stays counted);
+/// answers the data of the status event that tells of it.
+pub(crate) fn requeued(record: &mut JobRecord, reason: &str, now: DateTime<Utc>) -> Value {
+    record.status = JobStatus::Queued;
+    record.started_at = None;
+    let mut event = record.id_and_status();
+    event["at"] = serde_json::json!(format_iso(&now));
+    event["requeued"] = Value::Bool(true);
+    event["reason"] = Value::String(one_line(reason));
+    event["attempts"] = serde_json::json!(record.attempts);
+    event["max_attempts"] = serde_json::json!(record.max_attempts);
+    event
+}
+
 /// One line saying why an outcome is a failure.
 fn failure_line(outcome: &AgentOutcome) -> String {
     if outcome.is_error {
@@ -149,6 +172,7 @@ mod tests {
                 timeout_seconds: 7,
                 metadata: None,
                 options: Default::default(),
+                max_attempts: 1,
             },
             Utc::now(),
         )

@@ -8,38 +8,52 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::record::JobRecord;
 
+/// Why a job's task is asked to stop its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopKind {
+    /// `DELETE /jobs/{id}`: the job ends `error`, saying it was cancelled.
+    Cancel,
+    /// Shutdown began: a job still waiting for a slot stops waiting (and, in a durable store,
+    /// stays `queued` for the next start); a running one carries on.
+    Drain,
+    /// The grace period is over: a running job is interrupted (ends `error` with
+    /// `interrupted: true`, or is queued again when it has attempts left and the store is
+    /// durable).
+    Interrupt,
+}
+
 /// A request to a job's task to stop its run.
 #[derive(Debug)]
 pub(crate) struct Stop {
-    /// Why, recorded as the job's `error`.
+    /// Why.
+    pub kind: StopKind,
+    /// What to record as the job's `error` if it ends here.
     pub reason: String,
-    /// Stop only a job still waiting for a run slot; a running one carries on.
-    pub queued_only: bool,
     /// Gets the final record if the task stopped the run; dropped unanswered if the job ended by
-    /// itself first, or ran on because of `queued_only`.
+    /// itself first, or ran on because it had started and the stop was a [`StopKind::Drain`].
     pub ack: Option<oneshot::Sender<JobRecord>>,
 }
 
 impl Stop {
     /// A stop whose sender waits for the final record.
     pub(crate) fn acknowledged(
+        kind: StopKind,
         reason: &str,
-        queued_only: bool,
     ) -> (Self, oneshot::Receiver<JobRecord>) {
         let (ack, acked) = oneshot::channel();
         let stop = Self {
+            kind,
             reason: reason.to_owned(),
-            queued_only,
             ack: Some(ack),
         };
         (stop, acked)
     }
 
     /// A stop nobody waits on.
-    pub(crate) fn unacknowledged(reason: &str, queued_only: bool) -> Self {
+    pub(crate) fn unacknowledged(kind: StopKind, reason: &str) -> Self {
         Self {
+            kind,
             reason: reason.to_owned(),
-            queued_only,
             ack: None,
         }
     }
@@ -62,7 +76,16 @@ pub(crate) struct LiveSet {
 #[derive(Debug)]
 struct LiveState {
     accepting: bool,
-    stops: HashMap<String, mpsc::UnboundedSender<Stop>>,
+    jobs: HashMap<String, LiveJob>,
+}
+
+/// What the registry holds of one live job.
+#[derive(Debug)]
+struct LiveJob {
+    /// Where to send stop requests.
+    stop: mpsc::UnboundedSender<Stop>,
+    /// Wakes subscribers of its events when its task stored some.
+    wake: watch::Receiver<u64>,
 }
 
 impl Default for LiveSet {
@@ -70,7 +93,7 @@ impl Default for LiveSet {
         Self {
             state: Mutex::new(LiveState {
                 accepting: true,
-                stops: HashMap::new(),
+                jobs: HashMap::new(),
             }),
             count: watch::channel(0).0,
         }
@@ -78,19 +101,20 @@ impl Default for LiveSet {
 }
 
 impl LiveSet {
-    /// Adds a job; its task reads stop requests from the receiver and must hold the returned
-    /// guard until it has recorded the end.
+    /// Adds a job whose task stores events and bumps `wake`; the task reads stop requests from
+    /// the receiver and must hold the returned guard until it has recorded the end.
     pub(crate) fn register(
         self: &Arc<Self>,
         job_id: &str,
+        wake: watch::Receiver<u64>,
     ) -> Result<(mpsc::UnboundedReceiver<Stop>, LiveGuard), NotAccepting> {
         let mut state = self.lock();
         if !state.accepting {
             return Err(NotAccepting);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        state.stops.insert(job_id.to_owned(), tx);
-        self.count.send_replace(state.stops.len());
+        let (stop, rx) = mpsc::unbounded_channel();
+        state.jobs.insert(job_id.to_owned(), LiveJob { stop, wake });
+        self.count.send_replace(state.jobs.len());
         Ok((
             rx,
             LiveGuard {
@@ -102,14 +126,19 @@ impl LiveSet {
 
     /// Where to send a stop request for this job, while it is live.
     pub(crate) fn stopper(&self, job_id: &str) -> Option<mpsc::UnboundedSender<Stop>> {
-        self.lock().stops.get(job_id).cloned()
+        self.lock().jobs.get(job_id).map(|job| job.stop.clone())
+    }
+
+    /// A wake-up for a subscriber of this job's events, while it is live here.
+    pub(crate) fn watch(&self, job_id: &str) -> Option<watch::Receiver<u64>> {
+        self.lock().jobs.get(job_id).map(|job| job.wake.clone())
     }
 
     /// Stops accepting jobs; returns the stop channels of every live one.
     pub(crate) fn close(&self) -> Vec<mpsc::UnboundedSender<Stop>> {
         let mut state = self.lock();
         state.accepting = false;
-        state.stops.values().cloned().collect()
+        state.jobs.values().map(|job| job.stop.clone()).collect()
     }
 
     /// How many jobs are live.
@@ -141,8 +170,8 @@ pub(crate) struct LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut state = self.live.lock();
-        state.stops.remove(&self.job_id);
-        self.live.count.send_replace(state.stops.len());
+        state.jobs.remove(&self.job_id);
+        self.live.count.send_replace(state.jobs.len());
     }
 }
 
@@ -153,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn drained_waits_for_the_last_guard() {
         let live = Arc::new(LiveSet::default());
-        let (_rx, guard) = live.register("a").unwrap();
+        let (_rx, guard) = live.register("a", watch::channel(0).1).unwrap();
         assert_eq!(live.count(), 1);
         let waiter = tokio::spawn({
             let live = live.clone();
@@ -169,8 +198,11 @@ mod tests {
     #[tokio::test]
     async fn closing_refuses_new_jobs_and_hands_out_every_stopper() {
         let live = Arc::new(LiveSet::default());
-        let (_rx, _guard) = live.register("a").unwrap();
+        let (_rx, _guard) = live.register("a", watch::channel(0).1).unwrap();
         assert_eq!(live.close().len(), 1);
-        assert_eq!(live.register("b").map(|_| ()), Err(NotAccepting));
+        assert_eq!(
+            live.register("b", watch::channel(0).1).map(|_| ()),
+            Err(NotAccepting)
+        );
     }
 }

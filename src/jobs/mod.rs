@@ -1,56 +1,71 @@
-//! Jobs: `POST /execute` runs, their records, their live events, cancellation and shutdown.
+//! Jobs: `POST /execute` runs, their records, their events, cancellation, shutdown and restart.
 //!
 //! A job is one run (see [`crate::run`]) driven by a spawned task, so the HTTP answer (202) does
-//! not wait for it. Its record lives in a [`JobStore`] (the embedded [`MemoryStore`] by default,
-//! bounded in age, count and bytes); its progress goes to an append-only [`EventLog`] that any
-//! number of subscribers replay and follow.
+//! not wait for it. Its record and its events live in a job store (the `JobStore` trait): by
+//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), or the
+//! ephemeral memory store; both bounded in age, count and bytes.
 //!
 //! [`Jobs`] is the handle the routes and the server hold:
 //!
-//! - [`submit`](Jobs::submit) records a job as `queued` and starts its task;
-//! - [`get`](Jobs::get), [`list`](Jobs::list) and [`events`](Jobs::events) show a caller its
+//! - `open` opens the store and [`recover`](Jobs::recover) picks up what an earlier
+//!   process left: queued jobs run again in their original order; jobs that were running are
+//!   recorded as interrupted, or queued again when their caller allowed more attempts;
+//! - [`submit`](Jobs::submit) stores a job as `queued` and starts its task;
+//! - [`get`](Jobs::get), `list` and `events` show a caller its
 //!   own jobs only (another caller's job is as good as unknown);
-//! - [`cancel`](Jobs::cancel) stops a queued or running job by dropping its run, which frees its
+//! - `cancel` stops a queued or running job by dropping its run, which frees its
 //!   slot, kills its processes and removes its workspace;
-//! - [`stop_accepting`](Jobs::stop_accepting), [`drained`](Jobs::drained) and
-//!   [`abort_all`](Jobs::abort_all) are the three steps of a graceful shutdown.
+//! - [`stop_accepting`](Jobs::stop_accepting), [`drained`](Jobs::drained),
+//!   [`abort_all`](Jobs::abort_all) and [`close`](Jobs::close) are the steps of a graceful
+//!   shutdown.
 
 mod events;
 mod finish;
 mod live;
 mod memory;
 mod record;
+mod sqlite;
 mod store;
 mod task;
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gateway_layers::admission::{Gauge, Ticket};
 use tokio::time::MissedTickBehavior;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::run::Runs;
 
-pub(crate) use events::{EventKind, EventLog, Subscription};
+pub(crate) use events::{EventKind, Subscription};
 pub(crate) use memory::{MemoryStore, StoreLimits};
 pub(crate) use record::{is_job_id, new_job_id, timestamp_now};
 pub use record::{JobRecord, JobStatus, JobSummary, NewJob};
-pub(crate) use store::{Cursor, JobStore, ListQuery, Page, StoreError};
+pub(crate) use sqlite::SqliteStore;
+pub(crate) use store::{Cursor, JobStore, ListQuery, Page};
+pub use store::{StoreError, StoreErrorKind};
 
-use live::{LiveSet, NotAccepting, Stop};
+use events::EventLog;
+use live::{LiveSet, NotAccepting, Stop, StopKind};
+use store::{LogPosition, Unfinished};
 use task::JobTask;
 
-/// Recorded for a job still waiting for a slot when shutdown began.
+/// Recorded for a job still waiting for a slot when shutdown began (ephemeral store only: a
+/// durable store keeps it queued for the next start).
 const SHUTDOWN_BEFORE_START: &str = "the gateway shut down before the job started";
 
 /// Recorded for a job stopped by `DELETE /jobs/{id}`.
 const CANCELLED: &str = "cancelled: the job was cancelled by its caller";
+
+/// Recorded for a job found running at start: the process that ran it is gone.
+const INTERRUPTED: &str =
+    "interrupted: the gateway stopped while the job was running (killed, or shut down past its grace period)";
 
 /// The job registry and the tasks that run jobs. Cheap to clone: an `Arc` inside.
 ///
@@ -62,10 +77,8 @@ pub struct Jobs {
 
 /// What the handle and every job task share.
 struct Shared {
-    /// Where records live.
+    /// Where records and events live.
     store: Arc<dyn JobStore>,
-    /// The event log of every job the store still holds that was run by this process.
-    logs: Mutex<HashMap<String, Arc<EventLog>>>,
     /// Queued and running jobs, and whether new ones are accepted.
     live: Arc<LiveSet>,
     /// The stack every run goes down.
@@ -82,7 +95,7 @@ struct Shared {
 pub enum SubmitError {
     /// The gateway is shutting down.
     ShuttingDown,
-    /// The store could not record it.
+    /// The store could not record it; nothing of it was kept.
     Store(StoreError),
 }
 
@@ -97,34 +110,46 @@ pub(crate) enum CancelError {
     Store(StoreError),
 }
 
-/// What `GET /jobs/{id}/events` streams: the log when this process ran the job, else the record
-/// alone.
-#[derive(Debug)]
-pub(crate) struct JobEvents {
-    /// The record when the subscription began.
-    pub(crate) record: JobRecord,
-    /// The live log, from the position asked for; `None` when this process has no log for the job
-    /// (a store shared with other processes).
-    pub(crate) subscription: Option<Subscription>,
+/// What [`Jobs::recover`] found an earlier process had left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Jobs queued again, in their original order (those left queued, then any that were
+    /// running and had attempts left, in the order they were accepted).
+    pub queued: usize,
+    /// Jobs that were running and had attempts left: among `queued`.
+    pub requeued: usize,
+    /// Jobs that were running, recorded `error` with `interrupted: true`.
+    pub interrupted: usize,
 }
 
 impl Jobs {
-    /// A registry over an in-memory store bounded by `config` (`JOB_TTL_SECONDS`,
-    /// `MAX_FINISHED_JOBS`, `MAX_STORED_BYTES`, `MAX_OUTPUT_BYTES`). Must be called inside a tokio
-    /// runtime: it spawns the eviction timer.
-    pub(crate) fn new(config: &Config, runs: Runs, gauge: Gauge) -> Self {
-        let store = Arc::new(MemoryStore::new(StoreLimits {
+    /// Opens the store `config` names (`DATABASE_URL`), bounded by `JOB_TTL_SECONDS`,
+    /// `MAX_FINISHED_JOBS` and `MAX_STORED_BYTES`, with `MAX_OUTPUT_BYTES` per job. Must be
+    /// called inside a tokio runtime: it spawns the eviction timer. Call
+    /// [`recover`](Self::recover) next, before serving.
+    pub(crate) async fn open(
+        config: &Config,
+        runs: Runs,
+        gauge: Gauge,
+    ) -> Result<Self, StoreError> {
+        let limits = StoreLimits {
             ttl: config.job_ttl,
             max_finished: config.max_finished_jobs,
             max_finished_bytes: config.max_stored_bytes,
-        }));
-        Self::with_store(
+        };
+        let store: Arc<dyn JobStore> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new(limits)),
+            StoreConfig::Sqlite { path, sync } => {
+                Arc::new(SqliteStore::open(path, *sync, limits).await?)
+            }
+        };
+        Ok(Self::with_store(
             store,
             runs,
             gauge,
             config.max_output_bytes,
             eviction_period(config.job_ttl),
-        )
+        ))
     }
 
     /// A registry over any store. `output_cap` bounds each of a record's `output`, `result` and
@@ -139,7 +164,6 @@ impl Jobs {
     ) -> Self {
         let shared = Arc::new(Shared {
             store,
-            logs: Mutex::new(HashMap::new()),
             live: Arc::new(LiveSet::default()),
             runs,
             gauge,
@@ -149,30 +173,121 @@ impl Jobs {
         Self { shared }
     }
 
-    /// Records `job` as queued and starts running it. `ticket` is its queue slot from admission;
+    /// Picks up what an earlier process left in the store: jobs found running are recorded as
+    /// interrupted (or queued again when their caller allowed another attempt), and every queued
+    /// job starts again, in the order it was accepted, before any new one. Their processes and
+    /// workspaces went with the process that ran them (workspaces are swept at start).
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        let shared = &self.shared;
+        let mut recovered = Recovered::default();
+        let now = timestamp_now();
+        for Unfinished { mut record, log } in shared.store.unfinished().await? {
+            let mut log = EventLog::new(shared.output_cap, log);
+            if record.status == JobStatus::Running {
+                let mut events = Vec::new();
+                if record.attempts < record.max_attempts {
+                    let event = finish::requeued(&mut record, INTERRUPTED, now);
+                    log.record(EventKind::Status, event.to_string(), &mut events);
+                    recovered.requeued += 1;
+                } else {
+                    finish::interrupted(&mut record, INTERRUPTED, now);
+                    log.record_end(&record, &mut events);
+                    recovered.interrupted += 1;
+                }
+                shared.store.update(record.clone(), events).await?;
+                if record.status.is_terminal() {
+                    tracing::warn!(job_id = %record.job_id, "job interrupted: the gateway stopped while it ran");
+                    continue;
+                }
+                tracing::warn!(job_id = %record.job_id, attempts = record.attempts, "job queued again: the gateway stopped while it ran");
+            }
+            let ticket = shared.gauge.admit_unchecked();
+            if self.start(record, log, ticket).await.is_err() {
+                break;
+            }
+            recovered.queued += 1;
+        }
+        if recovered != Recovered::default() {
+            tracing::info!(
+                queued = recovered.queued,
+                requeued = recovered.requeued,
+                interrupted = recovered.interrupted,
+                "picked up the jobs an earlier process left"
+            );
+        }
+        shared.evict(now).await;
+        Ok(recovered)
+    }
+
+    /// Registers a stored, queued job as live and starts its task; returns once its run has
+    /// taken its place in the queue.
+    async fn start(
+        &self,
+        record: JobRecord,
+        log: EventLog,
+        ticket: Ticket,
+    ) -> Result<(), NotAccepting> {
+        let shared = &self.shared;
+        let (stops, guard) = shared.live.register(&record.job_id, log.watch())?;
+        let in_queue = JobTask::new(shared.clone(), record, ticket, log, stops).spawn(guard);
+        // Errs only if the task ended without taking a place, which is just as final.
+        let _ = in_queue.await;
+        Ok(())
+    }
+
+    /// Stores `job` as queued and starts running it. `ticket` is its queue slot from admission;
     /// it goes down the stack with the run, so the job holds the slot it was admitted with.
     /// Without one, the job takes a place in the queue beyond its depth (an embedder's choice).
+    ///
+    /// When this answers `Ok`, the job is stored (durably, with a durable store) and waits in the
+    /// queue behind every job accepted before it. The work is done in a task of its own, so a
+    /// caller that goes away half-way cannot leave a job stored but never started.
     pub async fn submit(
+        &self,
+        job: NewJob,
+        ticket: Option<Ticket>,
+    ) -> Result<JobRecord, SubmitError> {
+        let this = self.clone();
+        let submitting = tokio::spawn(async move { this.submit_now(job, ticket).await });
+        match submitting.await {
+            Ok(result) => result,
+            Err(error) => Err(SubmitError::Store(StoreError::unavailable(format!(
+                "the job could not be recorded: {error}"
+            )))),
+        }
+    }
+
+    async fn submit_now(
         &self,
         job: NewJob,
         ticket: Option<Ticket>,
     ) -> Result<JobRecord, SubmitError> {
         let shared = &self.shared;
         let record = JobRecord::queued(new_job_id(), job, timestamp_now());
+        let mut log = EventLog::new(shared.output_cap, LogPosition::default());
+        let mut events = Vec::new();
+        log.record(
+            EventKind::Status,
+            record.status_event().to_string(),
+            &mut events,
+        );
+        // Registered before it is stored, so a shutdown cannot slip between the two and leave a
+        // stored job that nothing runs.
         let (stops, guard) = shared
             .live
-            .register(&record.job_id)
+            .register(&record.job_id, log.watch())
             .map_err(|NotAccepting| SubmitError::ShuttingDown)?;
         shared
             .store
-            .insert(record.clone())
+            .insert(record.clone(), events)
             .await
             .map_err(SubmitError::Store)?;
-        let log = Arc::new(EventLog::new(shared.output_cap));
-        shared.add_log(&record.job_id, log.clone());
+        log.stored();
         tracing::info!(job_id = %record.job_id, agent = %record.agent, owner = %record.owner, "job queued");
         let ticket = ticket.unwrap_or_else(|| shared.gauge.admit_unchecked());
-        JobTask::new(shared.clone(), record.clone(), ticket, log, stops).spawn(guard);
+        let in_queue =
+            JobTask::new(shared.clone(), record.clone(), ticket, log, stops).spawn(guard);
+        let _ = in_queue.await;
         Ok(record)
     }
 
@@ -205,7 +320,7 @@ impl Jobs {
             // It ended between the read and now.
             return Err(CancelError::Finished);
         };
-        let (stop, acked) = Stop::acknowledged(CANCELLED, false);
+        let (stop, acked) = Stop::acknowledged(StopKind::Cancel, CANCELLED);
         if stopper.send(stop).is_err() {
             return Err(CancelError::Finished);
         }
@@ -213,39 +328,42 @@ impl Jobs {
         acked.await.map_err(|_| CancelError::Finished)
     }
 
-    /// The job's events from position `from` (0 for all), if it exists and belongs to `owner`.
+    /// The job's events from `seq` `from` (0 for all): the stored log, followed live while the
+    /// job runs here; `None` unless the job exists and belongs to `owner`.
     pub(crate) async fn events(
         &self,
         owner: &str,
         job_id: &str,
-        from: usize,
-    ) -> Result<Option<JobEvents>, StoreError> {
-        let Some(record) = self.get(owner, job_id).await? else {
+        from: u64,
+    ) -> Result<Option<Subscription>, StoreError> {
+        if self.get(owner, job_id).await?.is_none() {
             return Ok(None);
-        };
-        let subscription = self.shared.log(job_id).map(|log| log.subscribe(from));
-        Ok(Some(JobEvents {
-            record,
-            subscription,
-        }))
+        }
+        Ok(Some(Subscription::new(
+            self.shared.store.clone(),
+            job_id.to_owned(),
+            from,
+            self.shared.live.watch(job_id),
+        )))
     }
 
-    /// How many jobs this gateway holds: queued, running, and finished ones not yet forgotten.
+    /// How many jobs the store holds: queued, running, and finished ones not yet forgotten.
     pub(crate) fn stored_count(&self) -> usize {
-        self.shared.logs().len()
+        self.shared.store.len()
     }
 
-    /// How many jobs are queued or running.
+    /// How many jobs are queued or running in this process.
     pub fn live_count(&self) -> usize {
         self.shared.live.count()
     }
 
     /// Stops accepting jobs (`POST /execute` answers 503 from now on) and stops the jobs still
-    /// waiting for a slot, recording them as `error` because the gateway shut down: starting work
-    /// that the end of the grace period would kill only spends money. Running jobs carry on.
+    /// waiting for a slot: starting work that the end of the grace period would kill only spends
+    /// money. A durable store keeps them queued, to run at the next start; the ephemeral store
+    /// records them as `error` because the gateway shut down. Running jobs carry on.
     pub fn stop_accepting(&self) {
         for stopper in self.shared.live.close() {
-            let _ = stopper.send(Stop::unacknowledged(SHUTDOWN_BEFORE_START, true));
+            let _ = stopper.send(Stop::unacknowledged(StopKind::Drain, SHUTDOWN_BEFORE_START));
         }
     }
 
@@ -254,12 +372,13 @@ impl Jobs {
         self.shared.live.drained().await;
     }
 
-    /// Stops every live job, recording it as `error` with `reason`, and returns once every one
-    /// has recorded its end. Also stops accepting jobs.
+    /// Interrupts every live job with `reason` and returns once every one has recorded it: a
+    /// running job ends `error` with `interrupted: true`, or, in a durable store with attempts
+    /// left, is stored as queued again for the next start. Also stops accepting jobs.
     pub async fn abort_all(&self, reason: &str) {
         let mut acks = Vec::new();
         for stopper in self.shared.live.close() {
-            let (stop, acked) = Stop::acknowledged(reason, false);
+            let (stop, acked) = Stop::acknowledged(StopKind::Interrupt, reason);
             if stopper.send(stop).is_ok() {
                 acks.push(acked);
             }
@@ -269,38 +388,32 @@ impl Jobs {
         }
         self.drained().await;
     }
+
+    /// Releases the store once nothing writes to it any more: the last step of a shutdown.
+    pub async fn close(&self) {
+        if let Err(error) = self.shared.store.close().await {
+            tracing::warn!(%error, "could not close the job store");
+        }
+    }
 }
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jobs")
             .field("live", &self.shared.live.count())
-            .field("logs", &self.shared.logs().len())
+            .field("stored", &self.shared.store.len())
+            .field("durable", &self.shared.store.is_durable())
             .finish()
     }
 }
 
 impl Shared {
-    /// Keeps `log` as the event log of `job_id`.
-    fn add_log(&self, job_id: &str, log: Arc<EventLog>) {
-        self.logs().insert(job_id.to_owned(), log);
-    }
-
-    /// The event log of `job_id`, if this process ran it and it was not forgotten.
-    fn log(&self, job_id: &str) -> Option<Arc<EventLog>> {
-        self.logs().get(job_id).cloned()
-    }
-
-    /// Has the store forget what is past its bounds at `now`, and drops those jobs' logs.
-    /// Returns how many jobs were forgotten; a store error is logged, and the next run retries.
+    /// Has the store forget what is past its bounds at `now`. Returns how many jobs were
+    /// forgotten; a store error is logged, and the next run retries.
     async fn evict(&self, now: DateTime<Utc>) -> usize {
         match self.store.remove_expired(now).await {
             Ok(removed) => {
                 if !removed.is_empty() {
-                    let mut logs = self.logs();
-                    for job_id in &removed {
-                        logs.remove(job_id);
-                    }
                     tracing::debug!(count = removed.len(), "forgot finished jobs");
                 }
                 removed.len()
@@ -310,11 +423,6 @@ impl Shared {
                 0
             }
         }
-    }
-
-    /// Map operations cannot leave it inconsistent, so a poisoned lock is used as is.
-    fn logs(&self) -> MutexGuard<'_, HashMap<String, Arc<EventLog>>> {
-        self.logs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -138,6 +138,20 @@ impl JobSummary {
     pub(crate) fn id_and_status(&self) -> serde_json::Value {
         serde_json::json!({ "job_id": self.job_id, "status": self.status })
     }
+
+    /// The data of the `status` event that tells of the job's current status: its id, status,
+    /// when it got there and its error.
+    pub(crate) fn status_event(&self) -> serde_json::Value {
+        let at = match self.status {
+            JobStatus::Queued => Some(self.created_at),
+            JobStatus::Running => self.started_at,
+            _ => self.finished_at,
+        };
+        let mut data = self.id_and_status();
+        data["at"] = serde_json::json!(at.as_ref().map(format_iso));
+        data["error"] = serde_json::json!(self.error);
+        data
+    }
 }
 
 impl std::ops::Deref for JobRecord {
@@ -171,6 +185,8 @@ pub struct NewJob {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The run's options, checked against the operator's policy.
     pub options: RunOptions,
+    /// Times the job may start, at least 1 (see [`JobSummary::max_attempts`]).
+    pub max_attempts: u32,
 }
 
 impl JobRecord {
@@ -218,6 +234,9 @@ impl JobRecord {
                 is_error: None,
                 output_truncated: false,
                 stderr_truncated: false,
+                attempts: 0,
+                max_attempts: job.max_attempts.max(1),
+                interrupted: false,
             },
             owner: job.owner,
             prompt: job.prompt,
@@ -272,6 +291,22 @@ pub struct JobSummary {
     pub output_truncated: bool,
     /// Whether `stderr` was cut.
     pub stderr_truncated: bool,
+    /// How many times a run of the job started (a job queued again after the gateway stopped
+    /// while it ran starts more than once).
+    #[serde(default)]
+    pub attempts: u32,
+    /// How many times the caller allows the job to start: past 1, a job the gateway stopped
+    /// while it ran is queued again rather than recorded as interrupted.
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    /// The job ended because the gateway stopped while it ran (killed, or shut down past its
+    /// grace period), not because of anything the job did.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The current time at the precision records keep (microseconds), so a time read back from a
@@ -402,6 +437,7 @@ mod record_tests {
                 timeout_seconds: 2700,
                 metadata: None,
                 options: Default::default(),
+                max_attempts: 1,
             },
             created,
         )

@@ -1,9 +1,14 @@
-//! The [`JobStore`] trait: where job records live.
+//! The [`JobStore`] trait: where job records and their events live.
 //!
-//! The embedded default is [`MemoryStore`](super::MemoryStore). Durable (SQLite) and shared
-//! (PostgreSQL) stores are meant to come later behind the same trait, which is why it is shaped the
-//! way a database client is: every method is async and fallible, records go in and come out by
-//! value, and nothing handed out borrows from the store.
+//! Two stores implement it: the durable [`SqliteStore`](super::SqliteStore) (the default, a file
+//! inside `JOBS_DIR`) and the ephemeral [`MemoryStore`](super::MemoryStore). PostgreSQL, shared by
+//! several replicas, is meant to come behind the same trait, which is why it is shaped the way a
+//! database client is: every method is async and fallible, records go in and come out by value,
+//! nothing handed out borrows from the store, and every change a caller must see whole (a record
+//! and the events that tell of it) is one call, so one transaction.
+//!
+//! The queue order is the store's too: [`unfinished`](JobStore::unfinished) answers the jobs not
+//! yet finished in the order they were accepted, which is the order they run in after a restart.
 
 use std::fmt;
 use std::future::Future;
@@ -11,21 +16,58 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
+use super::events::JobEvent;
 use super::record::{JobRecord, JobStatus, JobSummary};
 
 /// What a store method returns: a boxed future, so the trait can be used as `dyn JobStore`.
 pub(crate) type StoreFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// The store could not do what was asked (a database was unreachable, a row unreadable).
-///
-/// The in-memory store never fails; the type is here for the stores that can.
-#[derive(Debug)]
-pub struct StoreError(pub String);
+/// What kind of trouble a store is in, which decides what a caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// No room left: the disk (or the database's size cap) is full. Nothing was written; it
+    /// works again once space returns.
+    Full,
+    /// Anything else: the database could not be opened, read or written.
+    Unavailable,
+}
+
+/// The store could not do what was asked. When a write fails, nothing of it was written.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    /// What kind of trouble.
+    kind: StoreErrorKind,
+    /// One line saying what failed.
+    message: String,
+}
+
+impl StoreError {
+    /// A store failure other than a full disk.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: StoreErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+
+    /// The store has no room left.
+    pub(crate) fn full(message: impl Into<String>) -> Self {
+        Self {
+            kind: StoreErrorKind::Full,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of trouble.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job store: {}", self.0)
+        write!(f, "job store: {}", self.message)
     }
 }
 
@@ -115,30 +157,74 @@ pub(crate) struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
-/// Keeps job records.
+/// A job not finished when it was read: its record, and where its event log stands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unfinished {
+    /// The record, `queued` or `running`.
+    pub record: JobRecord,
+    /// Where its event log stands, so a new task appends after what is stored.
+    pub log: LogPosition,
+}
+
+/// Where a job's stored event log stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogPosition {
+    /// The `seq` the next event gets.
+    pub next_seq: u64,
+    /// Bytes of agent events stored, which count against the job's output cap.
+    pub agent_bytes: usize,
+    /// Whether agent events were already dropped at the cap.
+    pub truncated: bool,
+}
+
+/// Keeps job records and their event logs.
 ///
-/// Only the task running a job writes its record, so [`update`](Self::update) replaces the whole
-/// record without any merging. A store bounds what it keeps: [`remove_expired`](Self::remove_expired)
-/// forgets finished jobs past their time to live and past the store's count bound, and says which,
-/// so the caller can drop what it holds for them.
+/// Only the task running a job writes its record and its events, so
+/// [`update`](Self::update) replaces the whole record without any merging, and event `seq`s are
+/// given by that task; an event whose `(job_id, seq)` is already stored is ignored, so a write
+/// retried after an unclear failure never doubles an event. A store bounds what it keeps:
+/// [`remove_expired`](Self::remove_expired) forgets finished jobs (and their events) past their
+/// time to live, past the store's count bound and past its byte budget, and says which.
 pub(crate) trait JobStore: Send + Sync + 'static {
-    /// Adds a new job.
-    fn insert(&self, record: JobRecord) -> StoreFuture<'_, ()>;
+    /// Whether what it holds outlives the process (a database), or goes with it (memory).
+    fn is_durable(&self) -> bool;
+
+    /// How many jobs it holds, finished or not. Kept by the store as it goes, so it costs
+    /// nothing to read (for `/metrics`).
+    fn len(&self) -> usize;
+
+    /// Adds a new job and the first events of its log, in one step.
+    fn insert(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, ()>;
 
     /// The job with this id, if the store still has it.
     fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>>;
 
-    /// Replaces the job's record with `record` (matched by `job_id`); `false` when the store no
-    /// longer has the job.
-    fn update(&self, record: JobRecord) -> StoreFuture<'_, bool>;
+    /// Replaces the job's record with `record` (matched by `job_id`) and appends `events` to its
+    /// log, in one step; `false` (and nothing written) when the store no longer has the job.
+    fn update(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, bool>;
+
+    /// Appends `events` to the job's log; `false` when the store no longer has the job.
+    fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool>;
+
+    /// At most `limit` events of the job's log from `seq` `from` on, in order; empty when there
+    /// are none (yet) or the job is unknown.
+    fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>>;
 
     /// Jobs of one owner, newest first, filtered and paginated as `query` says.
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page>;
 
+    /// Every job that is `queued` or `running`, in the order the jobs were accepted.
+    fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>>;
+
     /// Forgets finished jobs that finished longer than the time to live before `now`, then the
-    /// oldest finished jobs past the count bound; returns the ids forgotten. Queued and running
-    /// jobs are never removed.
+    /// oldest finished jobs past the count bound or the byte budget; returns the ids forgotten.
+    /// Queued and running jobs are never removed. A store that keeps a file gives the space
+    /// back.
     fn remove_expired(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<String>>;
+
+    /// Finishes pending writes and refuses later ones; called once, at shutdown. Reads still
+    /// answer.
+    fn close(&self) -> StoreFuture<'_, ()>;
 }
 
 #[cfg(test)]

@@ -5,36 +5,53 @@
 //! processes, and each is released by its own `Drop`. So cancelling a queued job frees its queue
 //! slot, and cancelling a running one kills its processes and removes its workspace, with nothing
 //! here that could forget to.
+//!
+//! Everything the task learns goes to the store before anyone is told: a status change is one
+//! write of the record with its status event, the end is one write of the final record with its
+//! last events, and subscribers are woken only once their events are stored.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use gateway_layers::admission::{Activation, Ticket};
 use gateway_layers::deadline::Deadline;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
 use crate::metrics::Entry;
 use crate::run::RunFailure;
 
-use super::events::{EventKind, EventLog};
+use super::events::{EventKind, EventLog, JobEvent};
 use super::finish;
-use super::live::{LiveGuard, Stop};
-use super::record::{format_iso, timestamp_now, JobRecord, JobStatus};
+use super::live::{LiveGuard, Stop, StopKind};
+use super::record::{timestamp_now, JobRecord, JobStatus};
 use super::Shared;
+
+/// Agent events stored in one write at most; more waiting go in the next.
+const EVENT_BATCH: usize = 256;
+
+/// The longest wait between two tries to store a job's final record.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// Tries to store a final record when the task itself failed, before giving up.
+const CRASH_SAVE_TRIES: u32 = 20;
 
 /// One job from its admission to its recorded end: its state and the one method that drives it
 /// (the shape of mini-redis's connection handler).
 pub(super) struct JobTask {
-    /// The registry: store, logs, the run stack.
+    /// The registry: store, the run stack.
     shared: Arc<Shared>,
     /// Its record, as this task last wrote it. Only this task writes it.
     record: JobRecord,
     /// Its place in the queue, until it goes down the stack with the run (which then alone holds
     /// the slot, so dropping the run frees it).
     ticket: Option<Ticket>,
-    /// Its event log.
-    log: Arc<EventLog>,
+    /// Numbers its events.
+    log: EventLog,
+    /// Events numbered but not stored yet: a failed write keeps them for the next one.
+    pending: Vec<JobEvent>,
     /// Stop requests (cancel, shutdown).
     stops: mpsc::UnboundedReceiver<Stop>,
 }
@@ -48,43 +65,46 @@ enum Ended {
 }
 
 impl JobTask {
-    /// A task for `record`, freshly inserted as queued. Its log starts with the queued status.
+    /// A task for `record`, stored as queued (its log continues from what `log` was made with).
     pub(super) fn new(
         shared: Arc<Shared>,
         record: JobRecord,
         ticket: Ticket,
-        log: Arc<EventLog>,
+        log: EventLog,
         stops: mpsc::UnboundedReceiver<Stop>,
     ) -> Self {
-        push_status(&log, &record);
         Self {
             shared,
             record,
             ticket: Some(ticket),
             log,
+            pending: Vec::new(),
             stops,
         }
     }
 
-    /// Starts the task. `guard` keeps the job counted as live until its end is recorded.
+    /// Starts the task. `guard` keeps the job counted as live until its end is recorded. The
+    /// answer resolves once the run has taken its place in the queue, so jobs started one after
+    /// another wait in that order.
     ///
     /// The run itself goes in an inner task so that if it panics, the outer one still records the
     /// job as `error` instead of leaving it `running` for ever.
-    pub(super) fn spawn(self, guard: LiveGuard) {
+    pub(super) fn spawn(self, guard: LiveGuard) -> oneshot::Receiver<()> {
         let shared = self.shared.clone();
-        let log = self.log.clone();
         let job_id = self.record.job_id.clone();
+        let (in_queue, queued) = oneshot::channel();
         tokio::spawn(async move {
-            if let Err(error) = tokio::spawn(self.run()).await {
+            if let Err(error) = tokio::spawn(self.run(in_queue)).await {
                 tracing::error!(job_id, %error, "job task failed");
-                record_crash(&shared, &job_id, &log).await;
+                record_crash(&shared, &job_id).await;
             }
             drop(guard);
         });
+        queued
     }
 
     /// Drives the run to its end, or until a stop request wins, and records how it ended.
-    async fn run(mut self) {
+    async fn run(mut self, in_queue: oneshot::Sender<()>) {
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
         let mut request = http::Request::new(AgentRequest {
             prompt: self.record.prompt.clone(),
@@ -104,36 +124,46 @@ impl JobTask {
         }
         let mut run = Box::pin(self.shared.runs.run(Entry::Job, request));
 
-        let ended = loop {
-            tokio::select! {
-                // A stop wins over everything, even a run that just finished; the start of the
-                // run is seen before its end.
-                biased;
-                Some(stop) = self.stops.recv() => {
-                    let started = self.record.status != JobStatus::Queued
-                        || activation.as_ref().is_some_and(Activation::is_active);
-                    if stop.queued_only && started {
-                        // Left to finish; its ack drops unanswered.
-                        continue;
+        // The first poll takes the run's place in the queue (a fair semaphore): only then is the
+        // submitter answered, so the queue keeps the order jobs were accepted in.
+        let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+        let _ = in_queue.send(());
+
+        let ended = match first {
+            Poll::Ready(result) => Ended::Ran(result),
+            Poll::Pending => loop {
+                tokio::select! {
+                    // A stop wins over everything, even a run that just finished; the start of
+                    // the run is seen before its end.
+                    biased;
+                    Some(stop) = self.stops.recv() => {
+                        let started = self.record.status != JobStatus::Queued
+                            || activation.as_ref().is_some_and(Activation::is_active);
+                        if stop.kind == StopKind::Drain && started {
+                            // Left to finish; its ack drops unanswered.
+                            continue;
+                        }
+                        break Ended::Stopped(stop);
                     }
-                    break Ended::Stopped(stop);
-                }
-                started = activated(&mut activation), if activation.is_some() => {
-                    activation = None;
-                    if started {
-                        self.mark_running().await;
+                    started = activated(&mut activation), if activation.is_some() => {
+                        activation = None;
+                        if started {
+                            self.mark_running().await;
+                        }
+                    }
+                    result = &mut run => break Ended::Ran(result),
+                    Some(event) = progress.recv() => {
+                        self.agent_event(event);
+                        while self.pending.len() < EVENT_BATCH {
+                            match progress.try_recv() {
+                                Ok(event) => self.agent_event(event),
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush().await;
                     }
                 }
-                result = &mut run => break Ended::Ran(result),
-                Some(event) = progress.recv() => {
-                    self.log.push(EventKind::Agent, event.into());
-                    // The run may have printed many at once: take them all before polling it
-                    // again, so they never pile up in the channel.
-                    while let Ok(event) = progress.try_recv() {
-                        self.log.push(EventKind::Agent, event.into());
-                    }
-                }
-            }
+            },
         };
 
         // A run that got its permit and ended within one poll was never seen starting above.
@@ -143,19 +173,17 @@ impl JobTask {
             self.mark_running().await;
         }
         let now = timestamp_now();
-        let ack = match ended {
+        match ended {
             Ended::Stopped(stop) => {
                 // Kills the processes, frees the slot, removes the workspace, and counts the run
                 // as cancelled before the canceller hears back.
                 drop(run);
-                tracing::info!(job_id = %self.record.job_id, reason = %stop.reason, "job stopped");
-                finish::stopped(&mut self.record, &stop.reason, now);
-                stop.ack
+                self.stopped(stop, now).await;
             }
             Ended::Ran(result) => {
                 // Events still in flight when the run ended belong before its end.
                 while let Ok(event) = progress.try_recv() {
-                    self.log.push(EventKind::Agent, event.into());
+                    self.agent_event(event);
                 }
                 match result {
                     Ok(outcome) => {
@@ -163,12 +191,72 @@ impl JobTask {
                     }
                     Err(failure) => finish::with_failure(&mut self.record, failure, now),
                 }
-                None
+                self.conclude().await;
             }
-        };
-        conclude(&self.shared, &self.record, &self.log).await;
-        if let Some(ack) = ack {
+        }
+    }
+
+    /// Records a run stopped by `stop`, and answers whoever waits for it.
+    async fn stopped(mut self, stop: Stop, now: chrono::DateTime<chrono::Utc>) {
+        let job_id = self.record.job_id.clone();
+        let started = self.record.status == JobStatus::Running;
+        let durable = self.shared.store.is_durable();
+        match stop.kind {
+            // A durable store keeps a job that never started queued: the next start runs it.
+            StopKind::Drain | StopKind::Interrupt if !started && durable => {
+                tracing::info!(%job_id, "job left queued for the next start");
+                self.flush().await;
+                return;
+            }
+            StopKind::Interrupt
+                if started && durable && self.record.attempts < self.record.max_attempts =>
+            {
+                let event = finish::requeued(&mut self.record, &stop.reason, now);
+                self.log
+                    .record(EventKind::Status, event.to_string(), &mut self.pending);
+                tracing::info!(%job_id, attempts = self.record.attempts, "job queued again for the next start");
+                self.save(true).await;
+                return;
+            }
+            StopKind::Interrupt if started => {
+                finish::interrupted(&mut self.record, &stop.reason, now);
+            }
+            StopKind::Cancel | StopKind::Drain | StopKind::Interrupt => {
+                finish::stopped(&mut self.record, &stop.reason, now);
+            }
+        }
+        tracing::info!(%job_id, reason = %stop.reason, "job stopped");
+        self.conclude().await;
+        if let Some(ack) = stop.ack {
             let _ = ack.send(self.record);
+        }
+    }
+
+    /// Numbers one agent event into the pending batch.
+    fn agent_event(&mut self, event: Box<str>) {
+        self.log
+            .record(EventKind::Agent, event.into(), &mut self.pending);
+    }
+
+    /// Stores the pending events; on failure they stay pending for the next write.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let events = self.pending.clone();
+        match self
+            .shared
+            .store
+            .append(self.record.job_id.clone(), events)
+            .await
+        {
+            Ok(_) => {
+                self.pending.clear();
+                self.log.stored();
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %self.record.job_id, %error, "could not store job events; will retry");
+            }
         }
     }
 
@@ -176,8 +264,68 @@ impl JobTask {
     async fn mark_running(&mut self) {
         self.record.status = JobStatus::Running;
         self.record.started_at = Some(timestamp_now());
-        save(&self.shared, &self.record).await;
-        push_status(&self.log, &self.record);
+        self.record.attempts = self.record.attempts.saturating_add(1);
+        let event = self.record.status_event().to_string();
+        self.log.record(EventKind::Status, event, &mut self.pending);
+        self.save(false).await;
+    }
+
+    /// Records a terminal record with its last status and the end marker, then lets the store
+    /// forget what is past its bounds.
+    async fn conclude(&mut self) {
+        self.log.record_end(&self.record, &mut self.pending);
+        self.save(true).await;
+        tracing::info!(
+            job_id = %self.record.job_id,
+            status = %self.record.status,
+            exit_code = ?self.record.exit_code,
+            error = self.record.error.as_deref().unwrap_or(""),
+            "job finished"
+        );
+        self.shared.evict(timestamp_now()).await;
+    }
+
+    /// Stores the record with the pending events. A write that must not be lost (`must`: the
+    /// end of the job) is retried until it succeeds, backing off up to [`MAX_RETRY_WAIT`], so a
+    /// full disk delays the record rather than losing it; only the end of the grace period at
+    /// shutdown stops the retries, and the next start then finds the job interrupted.
+    async fn save(&mut self, must: bool) {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let events = self.pending.clone();
+            match self.shared.store.update(self.record.clone(), events).await {
+                Ok(found) => {
+                    self.pending.clear();
+                    self.log.stored();
+                    if !found {
+                        tracing::warn!(job_id = %self.record.job_id, "job record vanished from the store");
+                    }
+                    return;
+                }
+                Err(error) if !must => {
+                    tracing::error!(job_id = %self.record.job_id, %error, "could not save job record");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        job_id = %self.record.job_id,
+                        %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "could not save job record; retrying"
+                    );
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                Some(stop) = self.stops.recv() => {
+                    if stop.kind == StopKind::Interrupt {
+                        tracing::error!(job_id = %self.record.job_id, "gave up saving the job record at shutdown");
+                        return;
+                    }
+                }
+            }
+            wait = (wait * 2).min(MAX_RETRY_WAIT);
+        }
     }
 }
 
@@ -189,54 +337,40 @@ async fn activated(activation: &mut Option<Activation>) -> bool {
     }
 }
 
-/// Records a terminal record: the store, the log's last status and its end marker, then lets
-/// the store forget what is past its bounds.
-async fn conclude(shared: &Shared, record: &JobRecord, log: &EventLog) {
-    save(shared, record).await;
-    push_status(log, record);
-    log.push(EventKind::End, record.id_and_status().to_string());
-    tracing::info!(
-        job_id = %record.job_id,
-        status = %record.status,
-        exit_code = ?record.exit_code,
-        error = record.error.as_deref().unwrap_or(""),
-        "job finished"
-    );
-    shared.evict(timestamp_now()).await;
-}
-
-async fn save(shared: &Shared, record: &JobRecord) {
-    match shared.store.update(record.clone()).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(job_id = %record.job_id, "job record vanished from the store"),
-        Err(error) => tracing::error!(job_id = %record.job_id, %error, "could not save job record"),
-    }
-}
-
-fn push_status(log: &EventLog, record: &JobRecord) {
-    let at = match record.status {
-        JobStatus::Queued => Some(record.created_at),
-        JobStatus::Running => record.started_at,
-        _ => record.finished_at,
-    };
-    let mut data = record.id_and_status();
-    data["at"] = serde_json::json!(at.as_ref().map(format_iso));
-    data["error"] = serde_json::json!(record.error);
-    log.push(EventKind::Status, data.to_string());
-}
-
 /// Records a job whose task panicked, so it does not stay `running` for ever.
-async fn record_crash(shared: &Shared, job_id: &str, log: &EventLog) {
-    let Ok(Some(mut record)) = shared.store.get(job_id.to_owned()).await else {
-        return;
+async fn record_crash(shared: &Shared, job_id: &str) {
+    let mut record = match shared.store.get(job_id.to_owned()).await {
+        Ok(Some(record)) if !record.status.is_terminal() => record,
+        _ => return,
     };
-    if record.status.is_terminal() {
-        return;
-    }
+    let next_seq = match shared.store.events(job_id.to_owned(), 0, usize::MAX).await {
+        Ok(events) => events.last().map_or(0, |e| e.seq + 1),
+        Err(_) => return,
+    };
     finish::stopped(
         &mut record,
         "internal error: the task running the job failed",
         timestamp_now(),
     );
-    conclude(shared, &record, log).await;
+    let mut log = EventLog::new(
+        shared.output_cap,
+        super::store::LogPosition {
+            next_seq,
+            ..Default::default()
+        },
+    );
+    let mut events = Vec::new();
+    log.record_end(&record, &mut events);
+    for _ in 0..CRASH_SAVE_TRIES {
+        if shared
+            .store
+            .update(record.clone(), events.clone())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(MAX_RETRY_WAIT / 10).await;
+    }
+    shared.evict(timestamp_now()).await;
 }

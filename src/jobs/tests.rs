@@ -11,6 +11,7 @@ use gateway_layers::deadline::DeadlineLayer;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
+use super::store::Unfinished;
 use super::*;
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, Usage};
 use crate::run::Runs;
@@ -33,19 +34,23 @@ impl Drop for Running {
 }
 
 /// A stack whose agent does what the prompt says: `ok`, `fail`, `block` (until dropped),
-/// `silent-block` (no event at all), `panic`.
-fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> Runs {
+/// `silent-block` (no event at all), `panic`; anything after a `:` only names the job. Each
+/// prompt is added to `started` as its run starts.
+fn stack(gauge: Gauge, running: Arc<AtomicUsize>, started: Started) -> Runs {
     let agent = tower::service_fn(move |req: http::Request<AgentRequest>| {
         let running = running.clone();
+        let started = started.clone();
         async move {
             let _running = Running::start(&running);
+            started.lock().unwrap().push(req.body().prompt.clone());
             let progress = req.extensions().get::<ProgressSink>().cloned();
             let say = |event: serde_json::Value| {
                 if let Some(ProgressSink(tx)) = &progress {
                     let _ = tx.send(event.to_string().into());
                 }
             };
-            match req.body().prompt.as_str() {
+            let prompt = req.body().prompt.clone();
+            match prompt.split(':').next().unwrap_or_default() {
                 "ok" => {
                     say(serde_json::json!({"type": "system", "subtype": "init"}));
                     say(serde_json::json!({"type": "assistant", "text": "hello"}));
@@ -88,23 +93,35 @@ fn stack(gauge: Gauge, running: Arc<AtomicUsize>) -> Runs {
     )
 }
 
+/// The prompts of the runs that started, in order.
+type Started = Arc<std::sync::Mutex<Vec<String>>>;
+
 struct Fixture {
     jobs: Jobs,
     gauge: Gauge,
     running: Arc<AtomicUsize>,
+    started: Started,
 }
 
-fn fixture(concurrency: usize) -> Fixture {
-    let gauge = Gauge::new(concurrency, 100);
-    let running = Arc::new(AtomicUsize::new(0));
-    let store = Arc::new(MemoryStore::new(StoreLimits {
+fn limits() -> StoreLimits {
+    StoreLimits {
         ttl: Duration::from_secs(3600),
         max_finished: 100,
         max_finished_bytes: usize::MAX,
-    }));
+    }
+}
+
+fn fixture(concurrency: usize) -> Fixture {
+    fixture_over(Arc::new(MemoryStore::new(limits())), concurrency)
+}
+
+fn fixture_over(store: Arc<dyn JobStore>, concurrency: usize) -> Fixture {
+    let gauge = Gauge::new(concurrency, 100);
+    let running = Arc::new(AtomicUsize::new(0));
+    let started = Started::default();
     let jobs = Jobs::with_store(
         store,
-        stack(gauge.clone(), running.clone()),
+        stack(gauge.clone(), running.clone(), started.clone()),
         gauge.clone(),
         1024,
         Duration::from_secs(60),
@@ -113,7 +130,20 @@ fn fixture(concurrency: usize) -> Fixture {
         jobs,
         gauge,
         running,
+        started,
     }
+}
+
+/// A registry over the SQLite file `jobs.db` in `dir` (opened again if it exists).
+async fn durable(dir: &std::path::Path, concurrency: usize) -> Fixture {
+    let store = SqliteStore::open(
+        &dir.join("jobs.db"),
+        crate::config::SqliteSync::Normal,
+        limits(),
+    )
+    .await
+    .unwrap();
+    fixture_over(Arc::new(store), concurrency)
 }
 
 fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
@@ -125,6 +155,7 @@ fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
         timeout_seconds,
         metadata: None,
         options: Default::default(),
+        max_attempts: 1,
     }
 }
 
@@ -139,11 +170,10 @@ impl Fixture {
 
     /// Follows the job's events to the end; answers their names and the final record.
     async fn follow(&self, job_id: &str) -> (Vec<(EventKind, String)>, JobRecord) {
-        let events = self.jobs.events("me", job_id, 0).await.unwrap().unwrap();
-        let mut subscription = events.subscription.expect("a log");
+        let mut subscription = self.jobs.events("me", job_id, 0).await.unwrap().unwrap();
         let mut seen = Vec::new();
         let follow = async {
-            while let Some(batch) = subscription.next_batch().await {
+            while let Some(batch) = subscription.next_batch().await.unwrap() {
                 seen.extend(batch.into_iter().map(|e| (e.kind, e.data.to_string())));
             }
         };
@@ -169,7 +199,16 @@ impl Fixture {
 
 #[tokio::test]
 async fn a_job_completes_and_its_events_tell_the_whole_story() {
-    let f = fixture(2);
+    whole_story(fixture(2)).await;
+}
+
+#[tokio::test]
+async fn in_the_durable_store_too_a_job_completes_and_its_events_tell_the_whole_story() {
+    let dir = tempfile::tempdir().unwrap();
+    whole_story(durable(dir.path(), 2).await).await;
+}
+
+async fn whole_story(f: Fixture) {
     let queued = f.submit("ok").await;
     assert_eq!(queued.status, JobStatus::Queued);
     assert_eq!(queued.job_id.len(), 32);
@@ -382,7 +421,11 @@ async fn the_timer_forgets_jobs_with_nothing_finishing_and_stops_with_the_regist
     let gauge = Gauge::new(1, 10);
     let jobs = Jobs::with_store(
         store.clone(),
-        stack(gauge.clone(), Arc::new(AtomicUsize::new(0))),
+        stack(
+            gauge.clone(),
+            Arc::new(AtomicUsize::new(0)),
+            Started::default(),
+        ),
         gauge,
         1024,
         Duration::from_secs(1),
@@ -391,15 +434,15 @@ async fn the_timer_forgets_jobs_with_nothing_finishing_and_stops_with_the_regist
     // Finished a minute ago by the wall clock the store is given.
     record.status = JobStatus::Completed;
     record.finished_at = Some(timestamp_now() - chrono::TimeDelta::seconds(60));
-    store.insert(record).await.unwrap();
+    store.insert(record, Vec::new()).await.unwrap();
 
     for _ in 0..100 {
-        if store.is_empty() {
+        if store.len() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(store.is_empty(), "the timer never forgot the job");
+    assert_eq!(store.len(), 0, "the timer never forgot the job");
     // The timer holds the registry weakly: once the handle is gone, so is everything it held.
     drop(jobs);
     for _ in 0..20 {
@@ -425,5 +468,285 @@ fn the_eviction_period_follows_the_ttl_within_bounds() {
     assert_eq!(
         eviction_period(Duration::from_secs(1)),
         Duration::from_secs(1)
+    );
+}
+
+/// A record as a killed gateway may have left it: `status`, `attempts` of `max_attempts`.
+fn left_behind(n: u32, status: JobStatus, attempts: u32, max_attempts: u32) -> JobRecord {
+    let mut job = new_job("me", &format!("ok:{n}"), 600);
+    job.max_attempts = max_attempts;
+    let mut record = JobRecord::queued(
+        format!("{n:032x}"),
+        job,
+        timestamp_now() + chrono::TimeDelta::seconds(i64::from(n)),
+    );
+    record.status = status;
+    record.attempts = attempts;
+    if status == JobStatus::Running {
+        record.started_at = Some(record.created_at);
+    }
+    record
+}
+
+fn status_event(seq: u64, record: &JobRecord) -> events::JobEvent {
+    events::JobEvent {
+        seq,
+        kind: EventKind::Status,
+        data: record.status_event().to_string().into(),
+    }
+}
+
+#[tokio::test]
+async fn after_a_crash_queued_jobs_run_in_their_order_and_running_ones_end_interrupted_or_run_again(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (interrupted, again) = (
+        "00000000000000000000000000000001",
+        "00000000000000000000000000000002",
+    );
+    {
+        // What a killed gateway left, accepted in the order 1, 2, 4, 3: 1 and 2 were running (2
+        // with an attempt left), 4 and 3 queued. The store is dropped, never closed.
+        let store = SqliteStore::open(
+            &dir.path().join("jobs.db"),
+            crate::config::SqliteSync::Normal,
+            limits(),
+        )
+        .await
+        .unwrap();
+        for (n, status, attempts, max) in [
+            (1, JobStatus::Running, 1, 1),
+            (2, JobStatus::Running, 1, 2),
+            (4, JobStatus::Queued, 0, 1),
+            (3, JobStatus::Queued, 0, 1),
+        ] {
+            let record = left_behind(n, status, attempts, max);
+            let mut events = vec![status_event(
+                0,
+                &JobRecord::queued(
+                    record.job_id.clone(),
+                    new_job("me", "p", 1),
+                    record.created_at,
+                ),
+            )];
+            if status == JobStatus::Running {
+                events.push(status_event(1, &record));
+            }
+            store.insert(record, events).await.unwrap();
+        }
+    }
+    let f = durable(dir.path(), 1).await;
+    let recovered = f.jobs.recover().await.unwrap();
+    assert_eq!(
+        recovered,
+        Recovered {
+            queued: 3,
+            requeued: 1,
+            interrupted: 1
+        }
+    );
+
+    let record = f.jobs.get("me", interrupted).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Error);
+    assert!(record.interrupted);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("the gateway stopped while the job was running")),
+        "{record:?}"
+    );
+    let (events, _) = f.follow(interrupted).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.0).collect();
+    use EventKind::*;
+    assert_eq!(kinds, [Status, Status, Status, End]);
+    assert!(events[2].1.contains("\"error\""));
+
+    // The rest run one at a time, in the order they were accepted.
+    for n in [2, 4, 3] {
+        let record = f.follow(&format!("{n:032x}")).await.1;
+        assert_eq!(record.status, JobStatus::Completed, "{record:?}");
+    }
+    assert_eq!(*f.started.lock().unwrap(), ["ok:2", "ok:4", "ok:3"]);
+    let (events, record) = f.follow(again).await;
+    assert_eq!(record.attempts, 2);
+    assert!(!record.interrupted);
+    let requeued = &events[2].1;
+    assert!(
+        requeued.contains("\"requeued\":true") && requeued.contains("\"queued\""),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_durable_shutdown_keeps_queued_jobs_and_requeues_running_ones_with_attempts_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = {
+        let f = durable(dir.path(), 1).await;
+        let mut job = new_job("me", "block:first", 600);
+        job.max_attempts = 2;
+        let first = f.jobs.submit(job, None).await.unwrap().job_id.clone();
+        f.wait_status(&first, JobStatus::Running).await;
+        let second = f.submit("ok:second").await.job_id.clone();
+
+        f.jobs.stop_accepting();
+        // The queued job stops waiting but stays queued, for the next start.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while f.jobs.live_count() > 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the queued job left the queue");
+        let record = f.jobs.get("me", &second).await.unwrap().unwrap();
+        assert_eq!(record.status, JobStatus::Queued);
+        assert_eq!(record.error, None);
+
+        f.jobs
+            .abort_all("the gateway shut down before the job finished")
+            .await;
+        let record = f.jobs.get("me", &first).await.unwrap().unwrap();
+        assert_eq!(record.status, JobStatus::Queued, "{record:?}");
+        assert_eq!((record.attempts, record.started_at), (1, None));
+        assert_eq!(f.running.load(Ordering::SeqCst), 0);
+        f.jobs.close().await;
+        (first, second)
+    };
+
+    let f = durable(dir.path(), 1).await;
+    let recovered = f.jobs.recover().await.unwrap();
+    assert_eq!(recovered.queued, 2);
+    let record = f.wait_status(&first, JobStatus::Running).await;
+    assert_eq!(record.attempts, 2);
+    f.jobs.cancel("me", &first).await.unwrap();
+    assert_eq!(f.follow(&second).await.1.status, JobStatus::Completed);
+    assert_eq!(*f.started.lock().unwrap(), ["block:first", "ok:second"]);
+}
+
+/// A store that fails every write as full while `full` is set, and counts the failures.
+struct Filling {
+    inner: MemoryStore,
+    full: std::sync::atomic::AtomicBool,
+    failures: AtomicUsize,
+}
+
+impl Filling {
+    /// `write`, or a full-disk error while `full` is set.
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        write: impl FnOnce(&'a MemoryStore) -> store::StoreFuture<'a, T>,
+    ) -> store::StoreFuture<'a, T> {
+        if self.full.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async { Err(StoreError::full("no space left on device (injected)")) });
+        }
+        write(&self.inner)
+    }
+}
+
+impl JobStore for Filling {
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn insert(
+        &self,
+        record: JobRecord,
+        events: Vec<events::JobEvent>,
+    ) -> store::StoreFuture<'_, ()> {
+        self.write(|store| store.insert(record, events))
+    }
+    fn get(&self, job_id: String) -> store::StoreFuture<'_, Option<JobRecord>> {
+        self.inner.get(job_id)
+    }
+    fn update(
+        &self,
+        record: JobRecord,
+        events: Vec<events::JobEvent>,
+    ) -> store::StoreFuture<'_, bool> {
+        self.write(|store| store.update(record, events))
+    }
+    fn append(
+        &self,
+        job_id: String,
+        events: Vec<events::JobEvent>,
+    ) -> store::StoreFuture<'_, bool> {
+        self.write(|store| store.append(job_id, events))
+    }
+    fn events(
+        &self,
+        job_id: String,
+        from: u64,
+        limit: usize,
+    ) -> store::StoreFuture<'_, Vec<events::JobEvent>> {
+        self.inner.events(job_id, from, limit)
+    }
+    fn list(&self, query: ListQuery) -> store::StoreFuture<'_, Page> {
+        self.inner.list(query)
+    }
+    fn unfinished(&self) -> store::StoreFuture<'_, Vec<Unfinished>> {
+        self.inner.unfinished()
+    }
+    fn remove_expired(&self, now: DateTime<Utc>) -> store::StoreFuture<'_, Vec<String>> {
+        self.inner.remove_expired(now)
+    }
+    fn close(&self) -> store::StoreFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_new_jobs_and_keeps_retrying_the_end_of_running_ones() {
+    let store = Arc::new(Filling {
+        inner: MemoryStore::new(limits()),
+        full: false.into(),
+        failures: AtomicUsize::new(0),
+    });
+    let f = fixture_over(store.clone(), 1);
+    let running = f.submit("block").await;
+    f.wait_status(&running.job_id, JobStatus::Running).await;
+
+    store.full.store(true, Ordering::SeqCst);
+    let refused = f.jobs.submit(new_job("me", "ok", 60), None).await;
+    match refused {
+        Err(SubmitError::Store(error)) => assert_eq!(error.kind(), StoreErrorKind::Full),
+        other => panic!("accepted on a full store: {other:?}"),
+    }
+    assert_eq!(store.len(), 1, "nothing of the refused job is kept");
+    assert_eq!(f.gauge.snapshot().queued, 0);
+
+    // The running job ends while the store is full: its end is retried, not lost.
+    let cancel = tokio::spawn({
+        let jobs = f.jobs.clone();
+        let id = running.job_id.clone();
+        async move { jobs.cancel("me", &id).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.failures.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the end was tried");
+    assert_eq!(
+        f.jobs
+            .get("me", &running.job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        JobStatus::Running
+    );
+    store.full.store(false, Ordering::SeqCst);
+    let record = cancel.await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Error);
+    let stored = f.jobs.get("me", &running.job_id).await.unwrap().unwrap();
+    assert_eq!(stored, record);
+    // And new jobs are accepted again.
+    assert_eq!(
+        f.follow(&f.submit("ok").await.job_id).await.1.status,
+        JobStatus::Completed
     );
 }

@@ -19,8 +19,8 @@ use serde::{Deserialize, Deserializer};
 use crate::agent::{check_agent_name, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
-    CancelError, Cursor, EventKind, JobEvents, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
-    SubmitError,
+    CancelError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
+    StoreErrorKind, SubmitError,
 };
 use crate::metrics::Entry;
 use crate::routes::detail::DetailError;
@@ -47,6 +47,9 @@ struct ExecuteBody {
     timeout_seconds: u64,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Starts allowed: past 1, a job the gateway stopped while it ran is queued again.
+    #[serde(default)]
+    max_attempts: Option<u32>,
 }
 
 fn default_budget() -> f64 {
@@ -84,9 +87,20 @@ fn not_found() -> Response {
     DetailError::new(StatusCode::NOT_FOUND, "Job not found").into_response()
 }
 
+/// Seconds a caller turned away by a store in trouble is told to wait.
+const STORE_RETRY_AFTER_SECONDS: u64 = 5;
+
 fn store_failed(error: StoreError) -> Response {
     tracing::error!(%error, "job store failed");
-    DetailError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
+    let detail = match error.kind() {
+        StoreErrorKind::Full => format!(
+            "the job store is full (no space left on its disk), so nothing was recorded; try again later ({error})"
+        ),
+        StoreErrorKind::Unavailable => error.to_string(),
+    };
+    DetailError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+        .retry_after(STORE_RETRY_AFTER_SECONDS)
+        .into_response()
 }
 
 /// The caller's token name: jobs belong to it.
@@ -108,6 +122,8 @@ pub(crate) struct JobBounds<'a> {
     pub(crate) models: &'a [String],
     /// Which options the operator allows, and their caps.
     pub(crate) policy: &'a OptionPolicy,
+    /// Largest `max_attempts` (`MAX_JOB_ATTEMPTS`).
+    pub(crate) max_attempts: u32,
 }
 
 /// A refused or malformed option as this route answers it: 403 when the operator's policy
@@ -159,6 +175,13 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, 
     options
         .check(bounds.models, bounds.policy)
         .map_err(|e| option_error(&e))?;
+    let max_attempts = body.max_attempts.unwrap_or(1);
+    if !(1..=bounds.max_attempts).contains(&max_attempts) {
+        return Err(invalid(format!(
+            "max_attempts must be between 1 and {}, got {max_attempts}",
+            bounds.max_attempts
+        )));
+    }
     Ok(NewJob {
         owner,
         prompt: body.prompt,
@@ -167,6 +190,7 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, 
         timeout_seconds: body.timeout_seconds,
         metadata: body.metadata,
         options,
+        max_attempts,
     })
 }
 
@@ -199,6 +223,7 @@ pub(crate) async fn execute(
         max_budget_usd: state.config.max_budget_usd,
         models: &state.config.supported_models,
         policy: &state.config.option_policy,
+        max_attempts: state.config.max_job_attempts,
     };
     let job = match new_job(owner(caller), &body, bounds) {
         Ok(job) => job,
@@ -359,26 +384,18 @@ pub(crate) async fn events(
     let from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(0, |last| last.saturating_add(1));
-    let events = match state.jobs.events(&owner, &job_id, from).await {
-        Ok(Some(events)) => events,
+    let mut subscription = match state.jobs.events(&owner, &job_id, from).await {
+        Ok(Some(subscription)) => subscription,
         Ok(None) => return not_found(),
         Err(error) => return store_failed(error),
     };
     let jobs = state.jobs.clone();
     let stream = async_stream::stream! {
-        let JobEvents { record, subscription } = events;
-        let Some(mut subscription) = subscription else {
-            // No log here: the record is all there is to tell.
-            let status = record.id_and_status();
-            yield Ok::<_, Infallible>(Event::default().event(EventKind::Status.name()).data(status.to_string()));
-            if record.status.is_terminal() {
-                yield Ok(Event::default().event(EventKind::End.name()).data(record_json(&record)));
-            }
-            return;
-        };
-        while let Some(batch) = subscription.next_batch().await {
+        // Ends at the end marker, or without one when the gateway stops (the client resumes
+        // with `Last-Event-ID`), or when the store cannot be read.
+        while let Ok(Some(batch)) = subscription.next_batch().await {
             for event in batch {
                 let mut sse = Event::default().event(event.kind.name()).id(event.seq.to_string());
                 if event.kind == EventKind::End {
@@ -387,7 +404,7 @@ pub(crate) async fn events(
                         Ok(Some(record)) => record_json(&record),
                         _ => event.data.to_string(),
                     };
-                    yield Ok(sse.data(data));
+                    yield Ok::<_, Infallible>(sse.data(data));
                     return;
                 }
                 sse = sse.data(&*event.data);
@@ -429,6 +446,7 @@ mod tests {
             max_budget_usd: 100.0,
             models: &models,
             policy: &POLICY,
+            max_attempts: 3,
         };
         new_job("o".into(), body.as_bytes(), bounds)
             .map_err(|e| (e.into_response().status(), String::new()))
@@ -466,6 +484,7 @@ mod tests {
         assert_eq!(job.max_budget_usd, 5.0);
         assert_eq!(job.timeout_seconds, 2700);
         assert_eq!(job.metadata, None);
+        assert_eq!(job.max_attempts, 1);
         let job = parse(
             r#"{"prompt":"p","agent":"a","timeout_seconds":60.0,"metadata":{"k":1},"extra":true}"#,
         )
@@ -493,6 +512,9 @@ mod tests {
             r#"{"prompt":"p","agent":"a","timeout_seconds":86401}"#,
             r#"{"prompt":"p","agent":"a","timeout_seconds":1e300}"#,
             r#"{"prompt":"p","agent":"a","metadata":[1]}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":0}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":4}"#,
+            r#"{"prompt":"p","agent":"a","max_attempts":-1}"#,
         ] {
             assert_eq!(
                 parse(body).map(|_| ()).map_err(|e| e.0),

@@ -120,6 +120,7 @@ mod tests {
                 max_budget_usd: 5.0,
                 timeout_seconds: 60,
                 metadata: Some(metadata),
+                max_attempts: 1,
                 options: Default::default(),
             },
             chrono::Utc::now(),

@@ -151,28 +151,27 @@ pub async fn read_events(response: reqwest::Response) -> Vec<Sse> {
 }
 
 fn parse_events(text: &str) -> Vec<Sse> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut event = String::new();
-        let mut data = Vec::new();
-        let mut id = None;
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                event = v.trim_start().to_owned();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
-            } else if let Some(v) = line.strip_prefix("id:") {
-                id = Some(v.trim_start().to_owned());
-            }
-        }
-        // Comment-only blocks are keep-alives.
-        if !event.is_empty() || !data.is_empty() {
-            events.push(Sse {
-                event,
-                data: data.join("\n"),
-                id,
-            });
+    text.split("\n\n").filter_map(parse_event).collect()
+}
+
+/// One event of an event stream's text (a block between blank lines); `None` for a comment-only
+/// block, a keep-alive.
+pub fn parse_event(block: &str) -> Option<Sse> {
+    let mut event = String::new();
+    let mut data = Vec::new();
+    let mut id = None;
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim_start().to_owned();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim_start().to_owned());
         }
     }
-    events
+    (!event.is_empty() || !data.is_empty()).then(|| Sse {
+        event,
+        data: data.join("\n"),
+        id,
+    })
 }

@@ -313,15 +313,7 @@ impl Gateway {
     /// Workspaces currently under `JOBS_DIR` (the warm pool's directory, `.pool`, holds no
     /// run's and is left out).
     pub fn workspaces(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.jobs_dir.path())
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_name() != ".pool")
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default()
+        workspaces_in(self.jobs_dir.path())
     }
 
     /// Checkouts ready in the warm pool (`JOBS_DIR/.pool`).
@@ -419,4 +411,22 @@ pub async fn fake_gateway(script: &str, args: &[(&str, u64)]) -> Gateway {
         builder = builder.arg(flag, value);
     }
     builder.start().await
+}
+
+/// Entries of a `JOBS_DIR` other than the job store's files (which live there by default) and the
+/// warm pool: the run directories in it.
+pub fn workspaces_in(jobs_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(jobs_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    !name.starts_with("claude-gateway.db") && name != ".pool"
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
