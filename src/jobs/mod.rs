@@ -175,13 +175,18 @@ impl Jobs {
 
     /// Picks up what an earlier process left in the store: jobs found running are recorded as
     /// interrupted (or queued again when their caller allowed another attempt), and every queued
-    /// job starts again, in the order it was accepted, before any new one. Their processes and
-    /// workspaces went with the process that ran them (workspaces are swept at start).
+    /// job starts again, in the order it was accepted, before any new one. Their workspaces are
+    /// swept at start; jobs this process already runs are left alone, so a second call is
+    /// harmless.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
         let shared = &self.shared;
         let mut recovered = Recovered::default();
         let now = timestamp_now();
         for Unfinished { mut record, log } in shared.store.unfinished().await? {
+            if shared.live.stopper(&record.job_id).is_some() {
+                // This process runs it: nothing to pick up (a second call finds only these).
+                continue;
+            }
             let mut log = EventLog::new(shared.output_cap, log);
             if record.status == JobStatus::Running {
                 let mut events = Vec::new();
