@@ -791,7 +791,13 @@ mod tests {
 
     #[test]
     fn the_store_defaults_to_a_file_in_jobs_dir_and_reads_database_url() {
-        let config = parse(&["--api-bearer-token", "t", "--jobs-dir", "/srv/jobs"]).unwrap();
+        let config = parse(&[
+            "--api-bearer-token",
+            "test-token",
+            "--jobs-dir",
+            "/srv/jobs",
+        ])
+        .unwrap();
         assert_eq!(
             config.store,
             StoreConfig::Sqlite {
@@ -800,7 +806,7 @@ mod tests {
             }
         );
         assert_eq!(config.max_job_attempts, 3);
-        let with = |url: &str| parse(&["--api-bearer-token", "t", "--database-url", url]);
+        let with = |url: &str| parse(&["--api-bearer-token", "test-token", "--database-url", url]);
         assert_eq!(with("memory").unwrap().store, StoreConfig::Memory);
         for (url, path) in [
             ("sqlite:///var/lib/gw/jobs.db", "/var/lib/gw/jobs.db"),
@@ -828,7 +834,13 @@ mod tests {
             assert!(err.starts_with("DATABASE_URL"), "{bad}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
-        let full = parse(&["--api-bearer-token", "t", "--sqlite-synchronous", "full"]).unwrap();
+        let full = parse(&[
+            "--api-bearer-token",
+            "test-token",
+            "--sqlite-synchronous",
+            "full",
+        ])
+        .unwrap();
         assert!(matches!(
             full.store,
             StoreConfig::Sqlite {

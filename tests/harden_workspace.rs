@@ -141,7 +141,15 @@ impl Drop for Tmpfs {
 #[tokio::test]
 async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
     let repos = Repos::new();
-    let gw = readme_gateway(&repos.base).await;
+    // The job store elsewhere (in memory): the tmpfs mounted over JOBS_DIR below would hide its
+    // file from the gateway.
+    let gw = Gateway::builder()
+        .base(&repos.base)
+        .claude(common::fake_claude("read-readme.sh"))
+        .arg("fetch-debounce-seconds", 0)
+        .arg("database-url", "memory")
+        .start()
+        .await;
     // JOBS_DIR becomes a tmpfs: the base's objects cannot be hardlinked into it.
     let Some(_tmpfs) = Tmpfs::mount(gw.jobs_dir.path()) else {
         panic!("this test mounts a tmpfs and must run as root with CAP_SYS_ADMIN");
