@@ -111,6 +111,8 @@ struct Sizes {
     jobs: usize,
     /// Seconds of each sustained measurement of the warm pool (section 6).
     sustain: u64,
+    /// Submissions measured per store and client count (the `durable` mode).
+    submissions: usize,
 }
 
 impl Sizes {
@@ -123,6 +125,7 @@ impl Sizes {
             rounds: env_count("BENCH_ROUNDS", 2)?,
             jobs: env_count("BENCH_JOBS", 1000)?,
             sustain: env_count("BENCH_SUSTAIN_SECONDS", 30)? as u64,
+            submissions: env_count("BENCH_SUBMISSIONS", 4000)?,
         })
     }
 }
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
+        Some("durable") => runtime.block_on(durable_bench()),
         Some(other) => Err(format!("unexpected argument {other:?}\n\n{USAGE}").into()),
         None => runtime.block_on(bench()),
     };
@@ -161,7 +165,10 @@ fn main() -> ExitCode {
 const USAGE: &str = "\
 Measures what the gateway costs and prints markdown tables.
 
-usage: cargo run --release --example bench [-- --help]
+usage: cargo run --release --example bench [-- --help | -- durable]
+
+`-- durable` measures only durable submissions (POST /execute per second and latency at 1 and 16
+clients, SQLite next to the memory store; BENCH_SUBMISSIONS per row, default 4000).
 
 Sizes come from the environment (positive whole numbers):
   BENCH_RUNS           direct-vs-gateway runs of the real CLI, each (default 10)
@@ -172,6 +179,7 @@ Sizes come from the environment (positive whole numbers):
   BENCH_JOBS           jobs in each memory measurement (default 1000)
   BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
   BENCH_ONLY=6         run only section 6 (the warm pool)
+  BENCH_SUBMISSIONS    submissions per row of the durable mode (default 4000)
 
 The quickest run: BENCH_RUNS=1 BENCH_REQUESTS=16 BENCH_BASE_REQUESTS=2 BENCH_PROVISIONS=1 \\
 BENCH_ROUNDS=1 BENCH_JOBS=20 cargo run --release --example bench
@@ -1147,4 +1155,115 @@ async fn clone_rate(base: &Path, parallel: usize, window: Duration) -> Result<f6
         worker.await??;
     }
     Ok(made.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `durable` mode: what acknowledging a job costs in each store
+
+/// The stores compared, and the `--database-url` each takes (none: the default SQLite file).
+const STORES: [(&str, Option<&str>); 2] = [("SQLite (default)", None), ("memory", Some("memory"))];
+
+/// Concurrent submitters in each row.
+const SUBMIT_CLIENTS: [usize; 2] = [1, 16];
+
+/// `cargo run --release --example bench -- durable`: durable submissions only.
+async fn durable_bench() -> Result<(), BoxError> {
+    let sizes = Sizes::from_env()?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let scripts = tempfile::tempdir()?;
+    let hanging = script(scripts.path(), "hang.sh", HANGING_AGENT);
+    let mut out = String::new();
+    writeln!(
+        out,
+        "## claude-gateway bench: the job store\n\nLoad average at start {}, `JOBS_DIR` on {} ({}).\n",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        std::env::temp_dir().display(),
+        filesystem_of(&std::env::temp_dir()),
+    )?;
+    out.push_str(&submissions(&hanging, sizes.submissions).await?);
+    println!("{out}");
+    Ok(())
+}
+
+/// `POST /execute` answered 202 per second, and each one's latency, at 1 and 16 clients in each
+/// store. The agent hangs and `MAX_CONCURRENCY=1`, so every job but the first stays queued and the
+/// figures are the submission path alone: the body, the store's commit, the queue, the answer.
+async fn submissions(hanging: &Path, n: usize) -> Result<String, BoxError> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "### Durable submissions (`POST /execute` to 202, {n} per row after 200 to warm up)\n"
+    )?;
+    writeln!(
+        out,
+        "| store | clients | submissions/s | min | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (label, url) in STORES {
+        for clients in SUBMIT_CLIENTS {
+            let mut builder = gateway(hanging, None, 1, n + 1000, 15);
+            if let Some(url) = url {
+                builder = builder.arg("database-url", url);
+            }
+            let mut gateway = builder.start().await;
+            timed_submissions(&gateway, clients, 200).await?;
+            let started = Instant::now();
+            let latencies = timed_submissions(&gateway, clients, n).await?;
+            let wall = started.elapsed();
+            gateway.shutdown().await;
+            let s = Summary::of(&latencies);
+            writeln!(
+                out,
+                "| {label} | {clients} | {:.0} | {} | {} | {} | {} | {} |",
+                n as f64 / wall.as_secs_f64(),
+                ms(s.min),
+                ms(s.median),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.max),
+            )?;
+        }
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// Submits `jobs` jobs from `clients` concurrent clients; answers each one's latency.
+async fn timed_submissions(
+    gw: &Gateway,
+    clients: usize,
+    jobs: usize,
+) -> Result<Vec<Duration>, BoxError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (http, url, next) = (gw.http.clone(), gw.url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < jobs {
+                let started = Instant::now();
+                let response = http
+                    .post(format!("{url}/execute"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                if status != reqwest::StatusCode::ACCEPTED {
+                    return Err(format!(
+                        "/execute answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                }
+                latencies.push(started.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(jobs);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
 }
