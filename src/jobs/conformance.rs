@@ -82,7 +82,8 @@ fn id(n: u32) -> String {
     format!("{n:032x}")
 }
 
-fn job(n: u32, owner: &str, created: i64) -> JobRecord {
+/// A queued job `n` of `owner`, created `created` seconds after the suite's epoch.
+pub(super) fn job(n: u32, owner: &str, created: i64) -> JobRecord {
     JobRecord::queued(
         id(n),
         NewJob {

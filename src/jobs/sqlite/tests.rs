@@ -1,7 +1,7 @@
 //! The SQLite store's own behaviour: what the conformance suite cannot ask of every store (the
 //! file, its schema versions, its space, a full disk).
 use super::*;
-use crate::jobs::record::{JobStatus, NewJob};
+use crate::jobs::record::JobStatus;
 use chrono::TimeZone;
 
 fn limits() -> StoreLimits {
@@ -12,21 +12,11 @@ fn limits() -> StoreLimits {
     }
 }
 
+/// The conformance suite's job `n`, its prompt `prompt_bytes` long.
 fn job(n: u32, prompt_bytes: usize) -> JobRecord {
-    JobRecord::queued(
-        format!("{n:032x}"),
-        NewJob {
-            owner: "o".into(),
-            prompt: "x".repeat(prompt_bytes),
-            agent: "a".into(),
-            max_budget_usd: 1.0,
-            timeout_seconds: 60,
-            metadata: None,
-            options: Default::default(),
-            max_attempts: 1,
-        },
-        Utc.timestamp_opt(1_700_000_000 + i64::from(n), 0).unwrap(),
-    )
+    let mut record = crate::jobs::conformance::job(n, "o", i64::from(n));
+    record.prompt = "x".repeat(prompt_bytes);
+    record
 }
 
 fn finished(mut record: JobRecord, at: i64) -> JobRecord {
