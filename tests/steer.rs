@@ -110,6 +110,39 @@ async fn job_options_reach_the_api_and_the_record() {
 }
 
 #[tokio::test]
+async fn an_overloaded_model_falls_back_to_fallback_model() {
+    let gw = open_gateway().await;
+    let record = submit_job(
+        &gw,
+        json!({
+            "prompt": "fallback-marker [[mock:error 529 retry model=opus]] [[mock:text answered by the fallback]]",
+            "agent": AGENT,
+            "model": "claude-opus-4-7",
+            "fallback_model": "claude-sonnet-4-6",
+        }),
+    )
+    .await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "answered by the fallback");
+    assert_eq!(record["options"]["fallback_model"], "claude-sonnet-4-6");
+
+    let models: Vec<String> = calls_with(&gw, "fallback-marker")
+        .into_iter()
+        .filter_map(|call| call.model)
+        .collect();
+    assert_eq!(
+        models.first().map(String::as_str),
+        Some("claude-opus-4-7"),
+        "the run asked its model first: {models:?}"
+    );
+    assert_eq!(
+        models.last().map(String::as_str),
+        Some("claude-sonnet-4-6"),
+        "the answer came from the fallback model: {models:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_mcp_server_s_tools_are_offered_to_the_model() {
     let gw = open_gateway().await;
     let server = concat!(

@@ -89,8 +89,8 @@ pub(crate) fn plan(
             }
         }
     };
-    let outcome = match directives.error {
-        Some(error) => Outcome::Error {
+    let outcome = match &directives.error {
+        Some(error) if error.applies_to(&conversation.model) => Outcome::Error {
             status: error.status,
             retry: error.retry,
             message: format!(
@@ -98,7 +98,7 @@ pub(crate) fn plan(
                 error.status
             ),
         },
-        None => Outcome::Message(reply(conversation, &directives, script, tool_id)),
+        _ => Outcome::Message(reply(conversation, &directives, script, tool_id)),
     };
     Plan {
         delay: directives.delay,
@@ -173,6 +173,7 @@ mod tests {
         Conversation {
             prompt: prompt.to_owned(),
             tool_outputs: tool_outputs.iter().map(|s| (*s).to_owned()).collect(),
+            model: "claude-sonnet-4-5".to_owned(),
         }
     }
 
