@@ -67,6 +67,17 @@ pub(crate) enum Block {
     },
 }
 
+impl Reply {
+    /// A turn that calls one tool and stops for its result.
+    fn tool_call(block: Block, usage: Usage) -> Self {
+        Self {
+            blocks: vec![block],
+            stop_reason: "tool_use",
+            usage,
+        }
+    }
+}
+
 /// The tool the CLI offers under `--json-schema` and insists is called.
 pub(crate) const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
@@ -119,25 +130,23 @@ fn reply(
     }
     // One tool call per turn: the number of results already back says which command is next.
     if let Some(command) = directives.bash.get(conversation.tool_outputs.len()) {
-        return Reply {
-            blocks: vec![Block::Bash {
+        return Reply::tool_call(
+            Block::Bash {
                 id: tool_id(),
                 command: command.clone(),
-            }],
-            stop_reason: "tool_use",
+            },
             usage,
-        };
+        );
     }
     if let Some(Structured::Call(input)) = &directives.structured {
         if conversation.tool_outputs.len() == directives.bash.len() {
-            return Reply {
-                blocks: vec![Block::Structured {
+            return Reply::tool_call(
+                Block::Structured {
                     id: tool_id(),
                     input: input.clone(),
-                }],
-                stop_reason: "tool_use",
+                },
                 usage,
-            };
+            );
         }
     }
     let text = if let Some(text) = &directives.text {
