@@ -364,6 +364,14 @@ fn ms(d: Duration) -> String {
 const LATENCY_HEADER: &str =
     "| what | n | min | median | p90 | mean | max |\n|---|---:|---:|---:|---:|---:|---:|\n";
 
+impl Summary {
+    /// The cells `min | median | p90 | p99 | max` of a table row.
+    fn tail_cells(&self) -> String {
+        let cells = [self.min, self.median, self.p90, self.p99, self.max].map(ms);
+        cells.join(" | ")
+    }
+}
+
 fn latency_row(label: &str, s: &Summary) -> String {
     format!(
         "| {label} | {} | {} | {} | {} | {} | {} |\n",
@@ -602,14 +610,10 @@ async fn throughput(instant: &Path, base: &Path, sizes: &Sizes) -> Result<String
         let s = Summary::of(&latencies);
         writeln!(
             out,
-            "| {label} | {requests} | {:.2} s | {:.1} | {} | {} | {} | {} | {} |",
+            "| {label} | {requests} | {:.2} s | {:.1} | {} |",
             wall.as_secs_f64(),
             requests as f64 / wall.as_secs_f64(),
-            ms(s.min),
-            ms(s.median),
-            ms(s.p90),
-            ms(s.p99),
-            ms(s.max),
+            s.tail_cells(),
         )?;
     }
     out.push('\n');
@@ -951,7 +955,7 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
     )?;
     writeln!(
         out,
-        "| isolation | workspaces | min | median | p90 | max |\n|---|---|---:|---:|---:|---:|"
+        "| isolation | workspaces | min | median | p90 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|"
     )?;
     let root = nix::unistd::geteuid().is_root();
     let modes: &[&str] = if root {
@@ -968,14 +972,7 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
             let latencies = warm_then_time(runs, chats(&gateway)).await?;
             gateway.shutdown().await;
             let s = Summary::of(&latencies);
-            writeln!(
-                out,
-                "| {mode} | {label} | {} | {} | {} | {} |",
-                ms(s.min),
-                ms(s.median),
-                ms(s.p90),
-                ms(s.max)
-            )?;
+            writeln!(out, "| {mode} | {label} | {} |", s.tail_cells())?;
         }
     }
     if !root {
@@ -1247,13 +1244,9 @@ async fn submissions(hanging: &Path, n: usize) -> Result<String, BoxError> {
             let s = Summary::of(&latencies);
             writeln!(
                 out,
-                "| {label} | {clients} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {label} | {clients} | {:.0} | {} |",
                 n as f64 / wall.as_secs_f64(),
-                ms(s.min),
-                ms(s.median),
-                ms(s.p90),
-                ms(s.p99),
-                ms(s.max),
+                s.tail_cells(),
             )?;
         }
     }
