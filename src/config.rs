@@ -152,6 +152,12 @@ pub struct Settings {
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_output_bytes: usize,
 
+    /// Bytes of session kept per job for `continue_from` (the agent's transcript and the run's
+    /// workspace changes together); a larger session is not kept, and 0 keeps none. Counted in
+    /// MAX_STORED_BYTES.
+    #[arg(long, env = "MAX_SESSION_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_session_bytes: usize,
+
     /// A burst of runs shares one `git fetch` of the base within this many seconds.
     #[arg(long, env = "FETCH_DEBOUNCE_SECONDS", default_value_t = 15)]
     pub fetch_debounce_seconds: u64,
@@ -366,6 +372,8 @@ pub struct Config {
     pub max_stored_bytes: usize,
     /// Bytes of output kept per job.
     pub max_output_bytes: usize,
+    /// Bytes of session (transcript and changes) kept per job; 0 keeps none.
+    pub max_session_bytes: usize,
     /// Where jobs are stored.
     pub store: StoreConfig,
     /// Most starts a job may be allowed.
@@ -534,6 +542,7 @@ impl Settings {
             max_finished_jobs: self.max_finished_jobs,
             max_stored_bytes: self.max_stored_bytes,
             max_output_bytes: self.max_output_bytes,
+            max_session_bytes: self.max_session_bytes,
             store,
             max_job_attempts: self.max_job_attempts,
             fetch_debounce: Duration::from_secs(self.fetch_debounce_seconds),

@@ -123,6 +123,7 @@ async fn after_shutdown_begins_execute_is_refused() {
                 metadata: None,
                 options: Default::default(),
                 max_attempts: 1,
+                continue_from: None,
             },
             None,
         )

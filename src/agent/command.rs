@@ -14,10 +14,16 @@ use tokio::sync::mpsc;
 use crate::contain::PlacedCell;
 
 use super::options::RunOptions;
+use super::session::SessionArgs;
 use super::service::ClaudeConfig;
 
 /// The CLI's arguments for one request.
 pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
+    session_args(request, &SessionArgs::default())
+}
+
+/// The CLI's arguments for one request whose session is kept or resumed as `session` says.
+pub(crate) fn session_args(request: &AgentRequest, session: &SessionArgs) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "-p".into(),
         "--agent".into(),
@@ -29,9 +35,15 @@ pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {
         "stream-json".into(),
         // stream-json in print mode requires --verbose.
         "--verbose".into(),
-        // Otherwise every run leaves a transcript under ~/.claude/projects/ for ever.
-        "--no-session-persistence".into(),
     ];
+    if !session.persist {
+        // Otherwise every run leaves a transcript under ~/.claude/projects/ for ever.
+        args.push("--no-session-persistence".into());
+    }
+    if let Some(id) = &session.resume {
+        // Glued to its flag, like the model.
+        args.push(format!("--resume={id}").into());
+    }
     // Glued to its flag: a model name can never be read as a flag of its own.
     if let Some(model) = request.model.as_ref().or(request.options.model.as_ref()) {
         args.push(format!("--model={model}").into());
@@ -54,6 +66,7 @@ pub(crate) fn build_command(
     request: &AgentRequest,
     workspace: &Path,
     placed: Option<&PlacedCell>,
+    session: &SessionArgs,
 ) -> Command {
     let env = allowed_env(&config.env_source, &config.extra_env, &config.withheld_env);
     let mut cmd = match placed {
@@ -65,7 +78,7 @@ pub(crate) fn build_command(
             cmd
         }
     };
-    cmd.args(claude_args(request))
+    cmd.args(session_args(request, session))
         .current_dir(workspace)
         .envs(env)
         .stdin(Stdio::piped())
@@ -279,7 +292,13 @@ pub(crate) mod argv_tests {
             ],
             ..ClaudeConfig::default()
         };
-        let cmd = build_command(&config, &request(), Path::new("/tmp/ws"), None);
+        let cmd = build_command(
+            &config,
+            &request(),
+            Path::new("/tmp/ws"),
+            None,
+            &SessionArgs::default(),
+        );
         let std = cmd.as_std();
         assert_eq!(std.get_program(), "/opt/claude");
         assert_eq!(std.get_current_dir(), Some(Path::new("/tmp/ws")));

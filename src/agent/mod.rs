@@ -47,6 +47,7 @@ mod outcome;
 mod output;
 mod run;
 mod service;
+mod session;
 
 #[cfg(test)]
 mod fixture_tests;
@@ -57,6 +58,7 @@ pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
 pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
 pub use outcome::{AgentError, AgentOutcome, Usage};
+pub use session::{KeepSession, ResumeSession, SavedSession};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,
     DEFAULT_STDOUT_CAP,

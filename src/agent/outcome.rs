@@ -51,6 +51,11 @@ pub struct AgentOutcome {
     pub stderr_truncated: bool,
     /// Wall time of the run in milliseconds.
     pub duration_ms: u64,
+    /// The session kept for a next turn, when the request asked for it
+    /// ([`KeepSession`](super::KeepSession)) and it could be kept.
+    pub session: Option<super::SavedSession>,
+    /// Why the session asked for was not kept.
+    pub session_not_kept: Option<String>,
 }
 
 impl AgentOutcome {
@@ -103,6 +108,11 @@ pub enum AgentError {
     },
     /// Talking to the running agent failed (reading its pipes, waiting for it).
     Io(io::Error),
+    /// The session to continue could not be put in place; the CLI was not started.
+    Resume {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for AgentError {
@@ -135,6 +145,9 @@ impl fmt::Display for AgentError {
                 "the agent ended without a result and printed output that is not stream-json: {sample:?}"
             ),
             Self::Io(err) => write!(f, "talking to the agent failed: {err}"),
+            Self::Resume { reason } => {
+                write!(f, "the earlier session could not be resumed: {reason}")
+            }
         }
     }
 }

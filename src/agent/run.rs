@@ -20,6 +20,7 @@ use super::command::{build_command, AgentRequest, ProgressSink};
 use super::outcome::{AgentError, AgentOutcome};
 use super::output::{self, Line, LineSplitter};
 use super::service::ClaudeConfig;
+use super::session::SessionArgs;
 
 /// Size of each read from the agent's pipes.
 const READ_CHUNK: usize = 64 * 1024;
@@ -38,9 +39,10 @@ pub(crate) async fn run(
     workspace: &Path,
     progress: Option<ProgressSink>,
     placed: Option<&PlacedCell>,
+    session: &SessionArgs,
 ) -> Result<AgentOutcome, AgentError> {
     let started = Instant::now();
-    let mut cmd = build_command(config, &request, workspace, placed);
+    let mut cmd = build_command(config, &request, workspace, placed, session);
     let mut group = Supervised::spawn(&mut cmd).map_err(|source| AgentError::Spawn {
         bin: config.bin.clone(),
         source,

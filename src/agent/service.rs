@@ -19,6 +19,7 @@ use super::command::{allowed_env, AgentRequest, ProgressSink};
 use super::home::{agent_home, HomeLeftovers};
 use super::outcome::{AgentError, AgentOutcome};
 use super::run::run;
+use super::session::{self, KeepSession, ResumeSession, SessionArgs};
 
 /// The response future of [`ClaudeService`]. Dropping it kills the agent's process group.
 pub type ResponseFuture =
@@ -87,15 +88,111 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
         let (mut parts, body) = req.into_parts();
         let workspace = parts.extensions.remove::<WorkspacePath>();
         let progress = parts.extensions.remove::<ProgressSink>();
+        let keep = parts.extensions.remove::<KeepSession>();
+        let resume = parts.extensions.remove::<ResumeSession>();
         Box::pin(async move {
             let WorkspacePath(dir) = workspace.ok_or(AgentError::NoWorkspace)?;
             let placed = cells.and_then(|cells| cells.get(&dir));
             // A run with its own HOME leaves nothing in the shared one; that HOME goes with it.
             let mut leftovers = HomeLeftovers::new(home.filter(|_| placed.is_none()), &dir);
-            let outcome = run(&config, body, &dir, progress, placed.as_deref()).await?;
+            let sessions = Sessions::prepare(&config, &dir, placed.as_deref(), keep, resume).await?;
+            let mut outcome =
+                run(&config, body, &dir, progress, placed.as_deref(), &sessions.args).await?;
+            sessions.finish(&mut outcome).await;
             leftovers.session(outcome.session_id.as_deref());
             Ok(outcome)
         })
+    }
+}
+
+/// One run's dealings with sessions: what is restored before it, what is kept after it.
+struct Sessions<'a> {
+    /// The CLI's session arguments.
+    args: SessionArgs,
+    /// Keep the session, at most this many bytes, with what is needed to take it.
+    keep: Option<Keeping<'a>>,
+}
+
+/// What taking a session at the end of a run needs.
+struct Keeping<'a> {
+    max_bytes: usize,
+    workspace: &'a std::path::Path,
+    placed: &'a crate::contain::PlacedCell,
+    env: Vec<(OsString, OsString)>,
+    /// The commit the checkout started at (`None`: a scratch directory).
+    start: Option<String>,
+}
+
+impl<'a> Sessions<'a> {
+    /// Restores the session to resume (failing the run when it cannot be), and notes what
+    /// keeping one will need. Sessions need a run of its own (a cell and a HOME).
+    async fn prepare(
+        config: &ClaudeConfig,
+        workspace: &'a std::path::Path,
+        placed: Option<&'a crate::contain::PlacedCell>,
+        keep: Option<KeepSession>,
+        resume: Option<ResumeSession>,
+    ) -> Result<Sessions<'a>, AgentError> {
+        let mut args = SessionArgs::default();
+        if keep.is_none() && resume.is_none() {
+            return Ok(Self { args, keep: None });
+        }
+        let env = allowed_env(&config.env_source, &config.extra_env, &config.withheld_env);
+        let Some(placed) = placed else {
+            if resume.is_some() {
+                return Err(AgentError::Resume {
+                    reason: "runs without a cell of their own cannot resume sessions".into(),
+                });
+            }
+            return Ok(Self { args, keep: None });
+        };
+        args.persist = true;
+        // Read before the earlier changes are applied and before the agent commits anything.
+        let start = match keep {
+            Some(_) => session::start_commit(workspace, placed, &env).await,
+            None => None,
+        };
+        if let Some(ResumeSession(saved)) = resume {
+            session::restore(&saved, workspace, placed, &env)
+                .await
+                .map_err(|reason| AgentError::Resume { reason })?;
+            args.resume = Some(saved.session_id);
+        }
+        let keep = keep.map(|keep| Keeping {
+            max_bytes: keep.max_bytes,
+            workspace,
+            placed,
+            env,
+            start,
+        });
+        Ok(Self { args, keep })
+    }
+
+    /// Takes the session the run leaves into `outcome`, when asked to.
+    async fn finish(self, outcome: &mut AgentOutcome) {
+        let Some(keep) = self.keep else {
+            return;
+        };
+        let Some(id) = outcome.session_id.clone() else {
+            outcome.session_not_kept = Some("the CLI reported no session".into());
+            return;
+        };
+        match session::capture(
+            &id,
+            keep.start.as_deref(),
+            keep.workspace,
+            keep.placed,
+            &keep.env,
+            keep.max_bytes,
+        )
+        .await
+        {
+            Ok(saved) => outcome.session = Some(saved),
+            Err(reason) => {
+                tracing::warn!(session_id = %id, %reason, "session not kept");
+                outcome.session_not_kept = Some(reason);
+            }
+        }
     }
 }
 

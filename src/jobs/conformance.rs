@@ -95,6 +95,7 @@ pub(super) fn job(n: u32, owner: &str, created: i64) -> JobRecord {
             metadata: None,
             options: Default::default(),
             max_attempts: 1,
+            continue_from: None,
         },
         at(created),
     )

@@ -275,6 +275,7 @@ mod tests {
                 metadata: None,
                 options: Default::default(),
                 max_attempts: 1,
+                continue_from: None,
             },
             chrono::Utc::now(),
         );

@@ -61,11 +61,13 @@ struct Entry {
     events: Vec<JobEvent>,
     /// Bytes of `events`.
     event_bytes: usize,
+    /// What its run left for a next turn.
+    session: Option<Vec<u8>>,
 }
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.record.approx_bytes() + self.event_bytes
+        self.record.approx_bytes() + self.event_bytes + self.session.as_ref().map_or(0, Vec::len)
     }
 
     /// Appends the events not already kept; a retried write never doubles one.
@@ -187,6 +189,7 @@ impl JobStore for MemoryStore {
             order,
             events: Vec::new(),
             event_bytes: 0,
+            session: None,
         };
         entry.append(events);
         state.entries.insert(job_id.clone(), entry);
@@ -214,6 +217,22 @@ impl JobStore for MemoryStore {
             entry.append(events);
         });
         Box::pin(async move { Ok(found) })
+    }
+
+    fn keep_session(&self, job_id: String, session: Vec<u8>) -> StoreFuture<'_, bool> {
+        let found = self.lock().change(&job_id, |entry| {
+            entry.session = Some(session);
+        });
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let session = self
+            .lock()
+            .entries
+            .get(&job_id)
+            .and_then(|e| e.session.clone());
+        Box::pin(async move { Ok(session) })
     }
 
     fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>> {

@@ -88,6 +88,8 @@ struct Shared {
     gauge: Gauge,
     /// Bytes kept of each of a record's `output`, `result` and `stderr`, and of its event log.
     output_cap: usize,
+    /// Bytes of session (transcript and workspace changes) kept per job; 0 keeps none.
+    session_cap: usize,
 }
 
 /// Why a job was not accepted.
@@ -106,6 +108,17 @@ pub(crate) enum CancelError {
     NotFound,
     /// The job had already ended.
     Finished,
+    /// The store could not be read.
+    Store(StoreError),
+}
+
+/// Why a job cannot be continued (`continue_from`).
+#[derive(Debug)]
+pub(crate) enum ContinueError {
+    /// No such job for this caller (unknown, another caller's, or forgotten).
+    NotFound,
+    /// The job exists but its session cannot be resumed; says why.
+    NotResumable(String),
     /// The store could not be read.
     Store(StoreError),
 }
@@ -148,18 +161,21 @@ impl Jobs {
             runs,
             gauge,
             config.max_output_bytes,
+            config.max_session_bytes,
             eviction_period(config.job_ttl),
         ))
     }
 
     /// A registry over any store. `output_cap` bounds each of a record's `output`, `result` and
-    /// `stderr` and its event log; `evict_every` is the period of the eviction timer. Must be
-    /// called inside a tokio runtime.
+    /// `stderr` and its event log; `session_cap` the session kept of each job for a later one to
+    /// continue (0 keeps none); `evict_every` is the period of the eviction timer. Must be called
+    /// inside a tokio runtime.
     pub(crate) fn with_store(
         store: Arc<dyn JobStore>,
         runs: Runs,
         gauge: Gauge,
         output_cap: usize,
+        session_cap: usize,
         evict_every: Duration,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -168,9 +184,38 @@ impl Jobs {
             runs,
             gauge,
             output_cap,
+            session_cap,
         });
         spawn_evictor(Arc::downgrade(&shared), evict_every);
         Self { shared }
+    }
+
+    /// Checks that `owner`'s job `job_id` can be continued by a new job: it exists, has ended and
+    /// left its session.
+    pub(crate) async fn continuable(&self, owner: &str, job_id: &str) -> Result<(), ContinueError> {
+        let record = self
+            .get(owner, job_id)
+            .await
+            .map_err(ContinueError::Store)?
+            .ok_or(ContinueError::NotFound)?;
+        if !record.status.is_terminal() {
+            return Err(ContinueError::NotResumable(format!(
+                "job {job_id} has not finished yet ({}); continue it once it has",
+                record.status
+            )));
+        }
+        if self.shared.session_cap == 0 {
+            return Err(ContinueError::NotResumable(
+                "sessions are not kept on this gateway (MAX_SESSION_BYTES is 0)".into(),
+            ));
+        }
+        match self.shared.store.session(job_id.to_owned()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ContinueError::NotResumable(format!(
+                "job {job_id} left no session to resume: its agent never reported one, or the session was larger than MAX_SESSION_BYTES"
+            ))),
+            Err(error) => Err(ContinueError::Store(error)),
+        }
     }
 
     /// Picks up what an earlier process left in the store: jobs found running are recorded as
@@ -413,6 +458,17 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Shared {
+    /// The session job `job_id` left, for a job that continues it; `Err` says why there is none.
+    async fn session_of(&self, job_id: &str) -> Result<crate::agent::SavedSession, String> {
+        match self.store.session(job_id.to_owned()).await {
+            Ok(Some(bytes)) => crate::agent::SavedSession::from_bytes(&bytes),
+            Ok(None) => Err(format!(
+                "the session of job {job_id} is no longer kept (the job was forgotten or left none)"
+            )),
+            Err(error) => Err(format!("the session of job {job_id} could not be read: {error}")),
+        }
+    }
+
     /// Has the store forget what is past its bounds at `now`. Returns how many jobs were
     /// forgotten; a store error is logged, and the next run retries.
     async fn evict(&self, now: DateTime<Utc>) -> usize {

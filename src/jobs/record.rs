@@ -131,6 +131,9 @@ pub struct JobRecord {
     /// The value the run produced for its `json_schema`; `null` without a schema or a value.
     #[serde(default)]
     pub structured_output: Option<serde_json::Value>,
+    /// The earlier job whose session this one continues (`continue_from` of `POST /execute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_from: Option<String>,
 }
 
 impl JobSummary {
@@ -187,6 +190,8 @@ pub struct NewJob {
     pub options: RunOptions,
     /// Times the job may start, at least 1 (see [`JobSummary::max_attempts`]).
     pub max_attempts: u32,
+    /// The earlier job of the same owner whose session this one continues.
+    pub continue_from: Option<String>,
 }
 
 impl JobRecord {
@@ -249,6 +254,7 @@ impl JobRecord {
             subtype: None,
             options: job.options,
             structured_output: None,
+            continue_from: job.continue_from,
         }
     }
 }
@@ -438,6 +444,7 @@ mod record_tests {
                 metadata: None,
                 options: Default::default(),
                 max_attempts: 1,
+                continue_from: None,
             },
             created,
         )

@@ -206,6 +206,21 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// Appends `events` to the job's log; `false` when the store no longer has the job.
     fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool>;
 
+    /// Keeps `session` (what the job's run left for a next turn: see
+    /// [`SavedSession`](crate::agent::SavedSession)) with the job, replacing any kept before. It
+    /// counts in the job's bytes and is forgotten with the job. `false` (nothing written) when the
+    /// store no longer has the job. A store that keeps no sessions answers `false`.
+    fn keep_session(&self, job_id: String, session: Vec<u8>) -> StoreFuture<'_, bool> {
+        let _ = (job_id, session);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// The session kept with the job, if the store still has one.
+    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let _ = job_id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// At most `limit` events of the job's log from `seq` `from` on, in order; empty when there
     /// are none (yet) or the job is unknown.
     fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>>;

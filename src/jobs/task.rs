@@ -19,7 +19,9 @@ use gateway_layers::admission::{Activation, Ticket};
 use gateway_layers::deadline::Deadline;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
+use crate::agent::{
+    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, SavedSession,
+};
 use crate::metrics::Entry;
 use crate::run::RunFailure;
 
@@ -105,6 +107,20 @@ impl JobTask {
 
     /// Drives the run to its end, or until a stop request wins, and records how it ended.
     async fn run(mut self, in_queue: oneshot::Sender<()>) {
+        // A job that continues another one resumes its session, or does not run at all: never a
+        // silent fresh start.
+        let resume = match &self.record.continue_from {
+            Some(from) => match self.shared.session_of(from).await {
+                Ok(saved) => Some(ResumeSession(saved)),
+                Err(reason) => {
+                    let _ = in_queue.send(());
+                    finish::stopped(&mut self.record, &reason, timestamp_now());
+                    self.conclude().await;
+                    return;
+                }
+            },
+            None => None,
+        };
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
         let mut request = http::Request::new(AgentRequest {
             prompt: self.record.prompt.clone(),
@@ -117,6 +133,14 @@ impl JobTask {
         let extensions = request.extensions_mut();
         extensions.insert(Deadline(Duration::from_secs(self.record.timeout_seconds)));
         extensions.insert(ProgressSink(progress_tx));
+        if self.shared.session_cap > 0 {
+            extensions.insert(KeepSession {
+                max_bytes: self.shared.session_cap,
+            });
+        }
+        if let Some(resume) = resume {
+            extensions.insert(resume);
+        }
         // Watches for the run getting its permit (queued -> running) without holding the slot.
         let mut activation = self.ticket.as_ref().map(Ticket::activation);
         if let Some(ticket) = self.ticket.take() {
@@ -186,7 +210,8 @@ impl JobTask {
                     self.agent_event(event);
                 }
                 match result {
-                    Ok(outcome) => {
+                    Ok(mut outcome) => {
+                        self.keep_session(outcome.session.take()).await;
                         finish::with_outcome(&mut self.record, outcome, self.shared.output_cap, now)
                     }
                     Err(failure) => finish::with_failure(&mut self.record, failure, now),
@@ -229,6 +254,25 @@ impl JobTask {
         self.conclude().await;
         if let Some(ack) = stop.ack {
             let _ = ack.send(self.record);
+        }
+    }
+
+    /// Stores the session the run left, for a later job to continue. Before the final record, so
+    /// a job seen finished has its session in place; one that cannot be stored is logged.
+    async fn keep_session(&self, session: Option<SavedSession>) {
+        let Some(session) = session else {
+            return;
+        };
+        let job_id = self.record.job_id.clone();
+        match self
+            .shared
+            .store
+            .keep_session(job_id.clone(), session.to_bytes())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(%job_id, "session not kept: the store keeps none, or forgot the job"),
+            Err(error) => tracing::warn!(%job_id, %error, "session not kept"),
         }
     }
 

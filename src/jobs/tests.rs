@@ -124,6 +124,7 @@ fn fixture_over(store: Arc<dyn JobStore>, concurrency: usize) -> Fixture {
         stack(gauge.clone(), running.clone(), started.clone()),
         gauge.clone(),
         1024,
+        0,
         Duration::from_secs(60),
     );
     Fixture {
@@ -156,6 +157,7 @@ fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
         metadata: None,
         options: Default::default(),
         max_attempts: 1,
+        continue_from: None,
     }
 }
 
@@ -428,6 +430,7 @@ async fn the_timer_forgets_jobs_with_nothing_finishing_and_stops_with_the_regist
         ),
         gauge,
         1024,
+        0,
         Duration::from_secs(1),
     );
     let mut record = JobRecord::queued("a".repeat(32), new_job("o", "p", 1), timestamp_now());

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer};
 use crate::agent::{check_agent_name, check_budget, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
+    ContinueError,
     CancelError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
     StoreErrorKind, SubmitError,
 };
@@ -50,6 +51,9 @@ struct ExecuteBody {
     /// Starts allowed: past 1, a job the gateway stopped while it ran is queued again.
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// An earlier job of the caller's whose session this one continues.
+    #[serde(default)]
+    continue_from: Option<String>,
 }
 
 fn default_budget() -> f64 {
@@ -186,6 +190,7 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, 
         metadata: body.metadata,
         options,
         max_attempts,
+        continue_from: body.continue_from,
     })
 }
 
@@ -224,6 +229,23 @@ pub(crate) async fn execute(
         Ok(job) => job,
         Err(error) => return error.into_response(),
     };
+    if let Some(from) = &job.continue_from {
+        match state.jobs.continuable(&job.owner, from).await {
+            Ok(()) => {}
+            Err(ContinueError::NotFound) => {
+                return DetailError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("continue_from: job {from:?} not found (unknown, another caller's, or forgotten after JOB_TTL_SECONDS)"),
+                )
+                .into_response()
+            }
+            Err(ContinueError::NotResumable(reason)) => {
+                return DetailError::new(StatusCode::CONFLICT, format!("continue_from: {reason}"))
+                    .into_response()
+            }
+            Err(ContinueError::Store(error)) => return store_failed(error),
+        }
+    }
     let admitted = match state.intake.admit(Entry::Job, body.len()) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),

@@ -121,6 +121,7 @@ mod tests {
                 timeout_seconds: 60,
                 metadata: Some(metadata),
                 max_attempts: 1,
+                continue_from: None,
                 options: Default::default(),
             },
             chrono::Utc::now(),

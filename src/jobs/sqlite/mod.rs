@@ -306,7 +306,7 @@ async fn read_counts(pool: &SqlitePool) -> Result<Counts, StoreError> {
     let row = sqlx::query(
         "SELECT COUNT(*), \
                 COUNT(finished_at), \
-                COALESCE(SUM(CASE WHEN finished_at IS NOT NULL THEN record_bytes + event_bytes END), 0) \
+                COALESCE(SUM(CASE WHEN finished_at IS NOT NULL THEN record_bytes + event_bytes + session_bytes END), 0) \
          FROM jobs",
     )
     .fetch_one(pool)
@@ -440,7 +440,7 @@ async fn footprint(
     job_id: &str,
 ) -> Result<Option<Footprint>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT finished_at IS NOT NULL, record_bytes + event_bytes FROM jobs WHERE job_id = ?",
+        "SELECT finished_at IS NOT NULL, record_bytes + event_bytes + session_bytes FROM jobs WHERE job_id = ?",
     )
     .bind(job_id)
     .fetch_optional(&mut *conn)
@@ -519,7 +519,7 @@ impl JobStore for SqliteStore {
                 let total: i64 = sqlx::query_scalar(
                     "UPDATE jobs SET status = ?, finished_at = ?, record_bytes = ?, \
                                      event_bytes = event_bytes + ?, summary = ?, record = ? \
-                     WHERE job_id = ? RETURNING record_bytes + event_bytes",
+                     WHERE job_id = ? RETURNING record_bytes + event_bytes + session_bytes",
                 )
                 .bind(record.status.as_str())
                 .bind(finished_micros(&record))
@@ -537,6 +537,42 @@ impl JobStore for SqliteStore {
                 Ok((true, Delta::between(Some(before), Some(after))))
             })
         }))
+    }
+
+    fn keep_session(&self, job_id: String, session: Vec<u8>) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |conn| {
+            Box::pin(async move {
+                let Some(before) = footprint(conn, &job_id).await? else {
+                    return Ok((false, Delta::default()));
+                };
+                let total: i64 = sqlx::query_scalar(
+                    "UPDATE jobs SET session = ?, session_bytes = ? WHERE job_id = ? \
+                     RETURNING record_bytes + event_bytes + session_bytes",
+                )
+                .bind(&session)
+                .bind(session.len() as i64)
+                .bind(&job_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                let after = Footprint {
+                    bytes: count(total),
+                    ..before
+                };
+                Ok((true, Delta::between(Some(before), Some(after))))
+            })
+        }))
+    }
+
+    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let session: Option<Option<Vec<u8>>> =
+                sqlx::query_scalar("SELECT session FROM jobs WHERE job_id = ?")
+                    .bind(&job_id)
+                    .fetch_optional(&self.readers)
+                    .await
+                    .map_err(failed)?;
+            Ok(session.flatten())
+        })
     }
 
     fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
@@ -691,7 +727,7 @@ impl JobStore for SqliteStore {
                             // range; past a bound the oldest go whatever their age.
                             let rows = if over {
                                 sqlx::query(
-                                    "SELECT job_id, finished_at, record_bytes + event_bytes \
+                                    "SELECT job_id, finished_at, record_bytes + event_bytes + session_bytes \
                                      FROM jobs WHERE finished_at IS NOT NULL \
                                      ORDER BY finished_at, job_id LIMIT ?",
                                 )
@@ -700,7 +736,7 @@ impl JobStore for SqliteStore {
                                 .await?
                             } else {
                                 sqlx::query(
-                                    "SELECT job_id, finished_at, record_bytes + event_bytes \
+                                    "SELECT job_id, finished_at, record_bytes + event_bytes + session_bytes \
                                      FROM jobs WHERE finished_at <= ? \
                                      ORDER BY finished_at, job_id LIMIT ?",
                                 )

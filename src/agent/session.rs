@@ -1,0 +1,401 @@
+//! A run's session kept for a next turn, and given back to the run that continues it.
+//!
+//! The CLI resumes a session (`--resume <id>`) only from the working directory it ran in, with
+//! its transcript at `$HOME/.claude/projects/<slug of the cwd>/<id>.jsonl`. Every run has a fresh
+//! checkout and a HOME of its own, so a kept session is two things, taken when the run ends:
+//!
+//! - the transcript, read back as the gateway (bounded in size);
+//! - the run's changes to its workspace: a binary `git diff` of every file (tracked or not, git
+//!   ignores honoured) against the commit the checkout started at, or against nothing in a
+//!   scratch directory.
+//!
+//! The run that continues it gets the changes applied (`git apply`) on its own fresh checkout,
+//! which is of the base as it is now, and the transcript placed under its own checkout's project
+//! folder with the old working directory rewritten to the new one. Git runs as the run (its uid in
+//! uid mode), with hooks, fsmonitor and external diff tools off, because the workspace is the
+//! agent's.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use crate::contain::PlacedCell;
+
+use super::home::project_slug;
+
+/// How long one git command of a session's capture or restore may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The empty tree's id: what a scratch directory's changes are a diff against.
+const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// What a run left for its next turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSession {
+    /// The CLI's session id.
+    pub session_id: String,
+    /// The working directory the run had, as written in the transcript.
+    pub cwd: String,
+    /// The transcript (JSON lines), as the CLI wrote it.
+    #[serde(with = "base64_bytes")]
+    pub transcript: Vec<u8>,
+    /// The run's changes to its workspace: a binary git diff, empty when there were none.
+    #[serde(with = "base64_bytes")]
+    pub changes: Vec<u8>,
+}
+
+impl SavedSession {
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads back what [`to_bytes`](Self::to_bytes) made.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("the stored session is unreadable: {e}"))
+    }
+
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        self.transcript.len() + self.changes.len()
+    }
+
+    /// Whether it holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Request extension: keep the run's session (transcript and changes) when it ends, up to
+/// `max_bytes` of both together; the outcome then carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepSession {
+    /// Bytes of transcript and changes kept at most; past it the session is not kept.
+    pub max_bytes: usize,
+}
+
+/// Request extension: continue this session (restore it, then `--resume` it).
+#[derive(Debug, Clone)]
+pub struct ResumeSession(pub SavedSession);
+
+/// What a run does with sessions, as far as the CLI's arguments go.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionArgs {
+    /// Let the CLI write its transcript (otherwise `--no-session-persistence`).
+    pub(crate) persist: bool,
+    /// `--resume` this session id.
+    pub(crate) resume: Option<String>,
+}
+
+/// Puts `saved` in place for a run in `workspace` whose HOME is `placed.home`: its changes applied
+/// to the workspace, its transcript under the workspace's project folder.
+pub(crate) async fn restore(
+    saved: &SavedSession,
+    workspace: &Path,
+    placed: &PlacedCell,
+    env: &[(OsString, OsString)],
+) -> Result<(), String> {
+    if !saved.changes.is_empty() {
+        // Outside a repository (a scratch directory) `git apply` patches the directory as
+        // `patch` would.
+        let args = ["apply", "--binary", "--whitespace=nowarn", "-"];
+        git(workspace, placed, env, &[], &args, Some(&saved.changes), 0)
+            .await
+            .map_err(|e| format!("the earlier run's changes do not apply to the new checkout: {e}"))?;
+    }
+    let new_cwd = workspace.to_string_lossy();
+    let transcript = rewrite_cwd(&saved.transcript, &saved.cwd, &new_cwd);
+    let folder = placed.home.join(".claude").join("projects").join(project_slug(workspace));
+    let file = folder.join(format!("{}.jsonl", saved.session_id));
+    let claude = placed.home.join(".claude");
+    // A handful of small files: written in place.
+    let written = std::fs::create_dir_all(&folder)
+        .and_then(|()| std::fs::write(&file, &transcript))
+        .and_then(|()| placed.cell.hand_over(&claude));
+    written.map_err(|e| format!("cannot place the transcript in the run's HOME: {e}"))
+}
+
+/// The commit a checkout starts at, `None` in a scratch directory. Read before the run, so
+/// commits the agent makes are part of its changes.
+pub(crate) async fn start_commit(
+    workspace: &Path,
+    placed: &PlacedCell,
+    env: &[(OsString, OsString)],
+) -> Option<String> {
+    let out = git(
+        workspace,
+        placed,
+        env,
+        &[],
+        &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+        None,
+        256,
+    )
+    .await
+    .ok()?;
+    let id = String::from_utf8_lossy(&out).trim().to_owned();
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Takes the session `session_id` of the run that just ended in `workspace`: its transcript and
+/// its changes since `start` (a commit, or `None` for a scratch directory), at most `max_bytes`
+/// together. `Err` says why it cannot be kept.
+pub(crate) async fn capture(
+    session_id: &str,
+    start: Option<&str>,
+    workspace: &Path,
+    placed: &PlacedCell,
+    env: &[(OsString, OsString)],
+    max_bytes: usize,
+) -> Result<SavedSession, String> {
+    if session_id.is_empty()
+        || !session_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(format!("the CLI reported an unusable session id {session_id:?}"));
+    }
+    let file = placed
+        .home
+        .join(".claude")
+        .join("projects")
+        .join(project_slug(workspace))
+        .join(format!("{session_id}.jsonl"));
+    let transcript = read_bounded(&file, max_bytes).await?;
+    let room = max_bytes - transcript.len();
+    let changes = changes(start, workspace, placed, env, room).await?;
+    Ok(SavedSession {
+        session_id: session_id.to_owned(),
+        cwd: workspace.to_string_lossy().into_owned(),
+        transcript,
+        changes,
+    })
+}
+
+/// Every change in `workspace` since `start`, untracked files included, as one binary diff.
+async fn changes(
+    start: Option<&str>,
+    workspace: &Path,
+    placed: &PlacedCell,
+    env: &[(OsString, OsString)],
+    max_bytes: usize,
+) -> Result<Vec<u8>, String> {
+    // A private index (and, in a scratch directory, a private repository) in the run's TMPDIR:
+    // the workspace's own index is left as the agent left it.
+    let tmp = placed.tmpdir();
+    let index = tmp.join("gateway-session.index");
+    let mut extra: Vec<(&str, PathBuf)> = vec![("GIT_INDEX_FILE", index)];
+    let against = match start {
+        Some(commit) => commit.to_owned(),
+        None => {
+            let dir = tmp.join("gateway-session.git");
+            git(
+                workspace,
+                placed,
+                env,
+                &[],
+                &["init", "--quiet", "--bare", &dir.to_string_lossy()],
+                None,
+                4096,
+            )
+            .await?;
+            extra.push(("GIT_DIR", dir));
+            extra.push(("GIT_WORK_TREE", workspace.to_path_buf()));
+            EMPTY_TREE.to_owned()
+        }
+    };
+    git(workspace, placed, env, &extra, &["add", "--all", "."], None, 64 * 1024).await?;
+    let out = git(
+        workspace,
+        placed,
+        env,
+        &extra,
+        &[
+            "diff",
+            "--cached",
+            "--binary",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-renames",
+            &against,
+            "--",
+        ],
+        None,
+        max_bytes,
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Reads `file` whole, refusing one over `max_bytes`.
+async fn read_bounded(file: &Path, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let handle = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("the CLI left no transcript: {e}"))?;
+    let mut bytes = Vec::new();
+    handle
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("cannot read the transcript: {e}"))?;
+    if bytes.len() > max_bytes {
+        return Err(format!(
+            "the transcript is larger than MAX_SESSION_BYTES ({max_bytes} bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The transcript with every mention of the old working directory replaced by the new one, as
+/// the CLI writes paths inside JSON strings.
+fn rewrite_cwd(transcript: &[u8], old: &str, new: &str) -> Vec<u8> {
+    let quoted = |path: &str| {
+        let json = serde_json::to_string(path).unwrap_or_default();
+        json.trim_matches('"').as_bytes().to_vec()
+    };
+    let (old, new) = (quoted(old), quoted(new));
+    if old.is_empty() {
+        return transcript.to_vec();
+    }
+    let mut out = Vec::with_capacity(transcript.len());
+    let mut rest = transcript;
+    while let Some(at) = rest.windows(old.len()).position(|w| w == old.as_slice()) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(&new);
+        rest = &rest[at + old.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Runs git as the run in `workspace` and answers its stdout, at most `cap` bytes (0: nothing
+/// expected); a failure is git's first line of stderr.
+#[allow(clippy::too_many_arguments)]
+async fn git(
+    workspace: &Path,
+    placed: &PlacedCell,
+    env: &[(OsString, OsString)],
+    extra_env: &[(&str, PathBuf)],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    cap: usize,
+) -> Result<Vec<u8>, String> {
+    let mut cmd: Command = placed.cell.command("git");
+    cmd.envs(env.iter().cloned())
+        .env("HOME", &placed.home)
+        .env("TMPDIR", placed.tmpdir())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        // A scratch directory is not a repository, whatever encloses JOBS_DIR.
+        .env("GIT_CEILING_DIRECTORIES", workspace.parent().unwrap_or(workspace))
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "safe.directory=*",
+        ])
+        .args(args)
+        .current_dir(workspace)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let what = args.first().copied().unwrap_or("git");
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+    let input = stdin.map(<[u8]>::to_vec);
+    let mut child_in = child.stdin.take();
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let work = async {
+        let feed = async {
+            if let (Some(mut pipe), Some(bytes)) = (child_in.take(), input) {
+                let _ = pipe.write_all(&bytes).await;
+            }
+        };
+        let read_out = async {
+            let mut buf = Vec::new();
+            if let Some(pipe) = out.take() {
+                pipe.take(cap as u64 + 1).read_to_end(&mut buf).await?;
+            }
+            Ok::<_, std::io::Error>(buf)
+        };
+        let read_err = async {
+            let mut buf = Vec::new();
+            if let Some(pipe) = err.take() {
+                pipe.take(8 * 1024).read_to_end(&mut buf).await?;
+            }
+            Ok::<_, std::io::Error>(buf)
+        };
+        let ((), out, err) = tokio::join!(feed, read_out, read_err);
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, out?, err?))
+    };
+    let (status, out, err) = tokio::time::timeout(GIT_TIMEOUT, work)
+        .await
+        .map_err(|_| format!("git {what} took longer than {}s", GIT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("git {what}: {e}"))?;
+    if out.len() > cap {
+        return Err(format!(
+            "the workspace's changes are larger than MAX_SESSION_BYTES ({cap} bytes left)"
+        ));
+    }
+    if !status.success() {
+        let line = String::from_utf8_lossy(&err);
+        let line = line.lines().next().unwrap_or("").trim();
+        return Err(format!("git {what} failed ({status}): {line}"));
+    }
+    Ok(out)
+}
+
+/// Serde for bytes as base64 text.
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_working_directory_is_rewritten_everywhere() {
+        let transcript = br#"{"cwd":"/jobs/ws-1","x":"/jobs/ws-1/a.txt"}"#;
+        let out = rewrite_cwd(transcript, "/jobs/ws-1", "/jobs/ws-22");
+        assert_eq!(out, br#"{"cwd":"/jobs/ws-22","x":"/jobs/ws-22/a.txt"}"#);
+    }
+
+    #[test]
+    fn a_saved_session_reads_back() {
+        let saved = SavedSession {
+            session_id: "abc".into(),
+            cwd: "/w".into(),
+            transcript: b"{}\n".to_vec(),
+            changes: vec![0, 255, 10],
+        };
+        assert_eq!(SavedSession::from_bytes(&saved.to_bytes()), Ok(saved));
+        assert!(SavedSession::from_bytes(b"nope").is_err());
+    }
+}

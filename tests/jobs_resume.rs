@@ -1,0 +1,164 @@
+//! Follow-up jobs (`continue_from`): the built binary, the real `claude` CLI against the mock
+//! Anthropic API, real git, the default SQLite store. A follow-up's agent receives the earlier
+//! turns and works in a workspace holding the earlier job's changes, also after the gateway was
+//! restarted; a job that cannot be continued is refused with the reason.
+
+mod common;
+mod store_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Repos;
+use mock_anthropic::{MockAnthropic, RecordedRequest};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use store_support::*;
+
+/// A gateway's settings for these tests, over `jobs_dir`.
+fn gateway(mock: &MockAnthropic, jobs_dir: &Path, home: &Path) -> Vec<(String, String)> {
+    settings(&claude_bin(), &mock.url(), jobs_dir, home)
+}
+
+/// The Messages API calls of the turn whose prompt holds `marker`, in order.
+fn turn(mock: &MockAnthropic, marker: &str) -> Vec<RecordedRequest> {
+    mock.message_requests()
+        .into_iter()
+        .filter(|r| r.prompt_text().contains(marker))
+        .collect()
+}
+
+/// Runs a first job that writes `notes.txt` and answers `first answer`, then (after `between`,
+/// which may restart the gateway) a follow-up that reads the file back; checks what the
+/// follow-up's agent received.
+async fn first_then_follow_up(base: Option<&Path>) {
+    let mock = MockAnthropic::start().await;
+    let jobs_dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
+    if let Some(base) = base {
+        set(&mut settings, "WORKSPACE_DIR", base.display());
+    }
+    let first = Binary::start(&settings).await;
+    let earlier = first
+        .submit(
+            "first-turn-marker [[mock:bash echo carried-over > notes.txt]] [[mock:text the first answer]]",
+            Value::Null,
+        )
+        .await;
+    let record = first.wait_end(&earlier).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "the first answer", "{record}");
+
+    // The gateway is killed and started again on the same JOBS_DIR: the session is in the store.
+    first.kill9().await;
+    let second = Binary::start(&settings).await;
+    let follow_up = second
+        .submit(
+            "second-turn-marker [[mock:bash cat notes.txt]] [[mock:text the second answer]]",
+            json!({"continue_from": earlier}),
+        )
+        .await;
+    let record = second.wait_end(&follow_up).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "the second answer", "{record}");
+    assert_eq!(record["continue_from"], earlier, "{record}");
+
+    let calls = turn(&mock, "second-turn-marker");
+    let opening = calls.first().expect("the follow-up called the API");
+    let text = opening.all_text();
+    assert!(
+        text.contains("first-turn-marker") && text.contains("the first answer"),
+        "the follow-up's first request carries the earlier turns: {text}"
+    );
+    let outputs: Vec<String> = calls.iter().flat_map(RecordedRequest::tool_outputs).collect();
+    assert!(
+        outputs.iter().any(|o| o.contains("carried-over")),
+        "the follow-up's workspace holds the earlier job's file: {outputs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_follow_up_job_resumes_the_session_and_the_scratch_workspace_after_a_restart() {
+    first_then_follow_up(None).await;
+}
+
+#[tokio::test]
+async fn a_follow_up_job_resumes_on_a_fresh_checkout_with_the_earlier_changes() {
+    let repos = Repos::new();
+    first_then_follow_up(Some(&repos.base)).await;
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
+    let mock = MockAnthropic::start().await;
+    let jobs_dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
+    set(&mut settings, "JOB_TTL_SECONDS", 2);
+    let gw = Binary::start(&settings).await;
+
+    // Unknown.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status, body) = gw
+        .execute(json!({"prompt": "next", "continue_from": unknown}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("not found"),
+        "{body}"
+    );
+
+    // Still running.
+    let running = gw
+        .submit("still-running [[mock:delay 3000]] [[mock:text late]]", Value::Null)
+        .await;
+    let (status, body) = gw
+        .execute(json!({"prompt": "next", "continue_from": running}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("has not finished"),
+        "{body}"
+    );
+
+    // Expired: forgotten after JOB_TTL_SECONDS, with its session.
+    gw.wait_end(&running).await;
+    eventually(
+        "the finished job is forgotten",
+        Duration::from_secs(30),
+        || async { (gw.get(&running).await.0 == StatusCode::NOT_FOUND).then_some(()) },
+    )
+    .await;
+    let (status, body) = gw
+        .execute(json!({"prompt": "next", "continue_from": running}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("forgotten"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_over_its_cap_is_not_kept_and_says_so() {
+    let mock = MockAnthropic::start().await;
+    let jobs_dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
+    set(&mut settings, "MAX_SESSION_BYTES", 16);
+    let gw = Binary::start(&settings).await;
+    let earlier = gw.submit("short [[mock:text done]]", Value::Null).await;
+    assert_eq!(gw.wait_end(&earlier).await["status"], "completed");
+    let (status, body) = gw
+        .execute(json!({"prompt": "next", "continue_from": earlier}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("left no session"),
+        "{body}"
+    );
+}
