@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::events::{EventKind, JobEvent};
 use super::record::JobRecord;
-use super::store::{Cursor, JobStore, ListQuery, LogPosition, Page, StoreFuture, Unfinished};
+use super::store::{ChatSession, Cursor, JobStore, ListQuery, LogPosition, Page, StoreFuture, Unfinished};
 
 /// How much a store keeps of finished jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,8 @@ struct State {
     finished_bytes: usize,
     /// The order the next job gets.
     next_order: u64,
+    /// Chat sessions by handle.
+    chats: HashMap<String, ChatSession>,
 }
 
 impl MemoryStore {
@@ -226,6 +228,16 @@ impl JobStore for MemoryStore {
         Box::pin(async move { Ok(found) })
     }
 
+    fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
+        self.lock().chats.insert(session.handle.clone(), session);
+        Box::pin(async { Ok(true) })
+    }
+
+    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
+        let session = self.lock().chats.get(&handle).cloned();
+        Box::pin(async move { Ok(session) })
+    }
+
     fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         let session = self
             .lock()
@@ -324,6 +336,23 @@ impl JobStore for MemoryStore {
             }
             state.remove(&oldest.1);
             removed.push(oldest.1);
+        }
+        // Chat sessions: gone a time to live after their last turn, and past the count bound,
+        // the least recently used first.
+        if let Some(cutoff) = cutoff {
+            state.chats.retain(|_, chat| chat.updated_at > cutoff);
+        }
+        if state.chats.len() > self.limits.max_finished {
+            let mut ages: Vec<_> = state
+                .chats
+                .values()
+                .map(|chat| (chat.updated_at, chat.handle.clone()))
+                .collect();
+            ages.sort();
+            let excess = ages.len() - self.limits.max_finished;
+            for (_, handle) in ages.into_iter().take(excess) {
+                state.chats.remove(&handle);
+            }
         }
         Box::pin(async move { Ok(removed) })
     }

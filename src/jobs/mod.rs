@@ -40,6 +40,7 @@ use chrono::{DateTime, Utc};
 use gateway_layers::admission::{Gauge, Ticket};
 use tokio::time::MissedTickBehavior;
 
+use crate::agent::SavedSession;
 use crate::config::{Config, StoreConfig};
 use crate::run::Runs;
 
@@ -48,7 +49,7 @@ pub(crate) use memory::{MemoryStore, StoreLimits};
 pub(crate) use record::{is_job_id, new_job_id, timestamp_now};
 pub use record::{JobRecord, JobStatus, JobSummary, NewJob};
 pub(crate) use sqlite::SqliteStore;
-pub(crate) use store::{Cursor, JobStore, ListQuery, Page};
+pub(crate) use store::{ChatSession, Cursor, JobStore, ListQuery, Page};
 pub use store::{StoreError, StoreErrorKind};
 
 use events::EventLog;
@@ -215,6 +216,52 @@ impl Jobs {
                 "job {job_id} left no session to resume: its agent never reported one, or the session was larger than MAX_SESSION_BYTES"
             ))),
             Err(error) => Err(ContinueError::Store(error)),
+        }
+    }
+
+    /// Bytes of session kept per job or chat turn; 0 keeps none.
+    pub(crate) fn session_cap(&self) -> usize {
+        self.shared.session_cap
+    }
+
+    /// The session of `owner`'s chat conversation `handle`.
+    pub(crate) async fn chat_session(
+        &self,
+        owner: &str,
+        handle: &str,
+    ) -> Result<SavedSession, ContinueError> {
+        if self.shared.session_cap == 0 {
+            return Err(ContinueError::NotResumable(
+                "sessions are not kept on this gateway (MAX_SESSION_BYTES is 0)".into(),
+            ));
+        }
+        if !is_job_id(handle) {
+            return Err(ContinueError::NotFound);
+        }
+        let chat = self
+            .shared
+            .store
+            .chat_session(handle.to_owned())
+            .await
+            .map_err(ContinueError::Store)?
+            .filter(|chat| chat.owner == owner)
+            .ok_or(ContinueError::NotFound)?;
+        SavedSession::from_bytes(&chat.session).map_err(ContinueError::NotResumable)
+    }
+
+    /// Keeps `session` as the chat conversation `handle` of `owner`, for its next request; a
+    /// failure is logged (the next request then hears the session is unknown).
+    pub(crate) async fn keep_chat_session(&self, owner: &str, handle: &str, session: SavedSession) {
+        let chat = ChatSession {
+            handle: handle.to_owned(),
+            owner: owner.to_owned(),
+            updated_at: timestamp_now(),
+            session: session.to_bytes(),
+        };
+        match self.shared.store.keep_chat_session(chat).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("chat session not kept: the store keeps none"),
+            Err(error) => tracing::warn!(%error, "chat session not kept"),
         }
     }
 
@@ -459,9 +506,9 @@ impl std::fmt::Debug for Jobs {
 
 impl Shared {
     /// The session job `job_id` left, for a job that continues it; `Err` says why there is none.
-    async fn session_of(&self, job_id: &str) -> Result<crate::agent::SavedSession, String> {
+    async fn session_of(&self, job_id: &str) -> Result<SavedSession, String> {
         match self.store.session(job_id.to_owned()).await {
-            Ok(Some(bytes)) => crate::agent::SavedSession::from_bytes(&bytes),
+            Ok(Some(bytes)) => SavedSession::from_bytes(&bytes),
             Ok(None) => Err(format!(
                 "the session of job {job_id} is no longer kept (the job was forgotten or left none)"
             )),

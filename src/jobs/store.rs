@@ -177,6 +177,19 @@ pub(crate) struct LogPosition {
     pub truncated: bool,
 }
 
+/// A chat conversation's session, kept between its requests by its handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChatSession {
+    /// The handle the caller presents (`session_id`).
+    pub handle: String,
+    /// The token name of the caller it belongs to.
+    pub owner: String,
+    /// When its last turn ended; it is forgotten a time to live after.
+    pub updated_at: DateTime<Utc>,
+    /// The session ([`SavedSession::to_bytes`](crate::agent::SavedSession::to_bytes)).
+    pub session: Vec<u8>,
+}
+
 /// Keeps job records and their event logs.
 ///
 /// Only the task running a job writes its record and its events, so
@@ -218,6 +231,20 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// The session kept with the job, if the store still has one.
     fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         let _ = job_id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Keeps a chat conversation's session, replacing the one kept under the same handle.
+    /// [`remove_expired`](Self::remove_expired) forgets it a time to live after its last turn, and
+    /// the least recently used past the count bound. `false` when the store keeps none.
+    fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
+        let _ = session;
+        Box::pin(async { Ok(false) })
+    }
+
+    /// The chat session kept under `handle`, if any.
+    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
+        let _ = handle;
         Box::pin(async { Ok(None) })
     }
 

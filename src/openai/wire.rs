@@ -35,6 +35,10 @@ pub(crate) struct ChatCompletionRequest {
     /// How hard the model thinks: the CLI's `--effort`.
     #[serde(default)]
     pub(crate) reasoning_effort: Option<Value>,
+    /// The handle of an earlier answer's session to continue (the gateway's extension; also the
+    /// `x-session-id` header): `messages` then holds only the new turn.
+    #[serde(default)]
+    pub(crate) session_id: Option<String>,
 }
 
 /// `stream_options` of a request.
@@ -73,6 +77,10 @@ pub(crate) struct ChatCompletion {
     pub(crate) choices: Vec<Choice>,
     /// Tokens as claude reported them.
     pub(crate) usage: CompletionUsage,
+    /// The handle that continues this conversation (also the `x-session-id` header); absent
+    /// when sessions are not kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) session_id: Option<String>,
 }
 
 /// The one choice of an answer.

@@ -6,14 +6,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use gateway_layers::auth::AuthenticatedCaller;
 use gateway_layers::deadline::Deadline;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, RunOptions};
+use crate::agent::{
+    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions,
+};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
+use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, OpenAiError};
 use crate::openai::format::{self, structured_content};
@@ -22,6 +26,7 @@ use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
+use crate::routes::jobs::owner;
 use crate::state::AppState;
 
 /// A validated chat request, ready to run.
@@ -36,6 +41,88 @@ struct ChatRun {
     include_usage: bool,
     /// The answer is the run's structured output (`response_format` asked for JSON), not its text.
     structured: bool,
+    /// The session handle the body presented (`session_id`).
+    presented: Option<String>,
+}
+
+/// The header that carries a chat conversation's session handle, in a request and its answer.
+pub(crate) const SESSION_HEADER: &str = "x-session-id";
+
+/// Continues the session the request presents (body `session_id` or the `x-session-id` header),
+/// and has the run keep its session; answers the conversation's handle (`None` when sessions are
+/// not kept). A handle that is unknown, another caller's or expired is a 404, never a fresh start.
+async fn attach_session(
+    state: &AppState,
+    owner: &str,
+    headers: &HeaderMap,
+    run: &mut ChatRun,
+) -> Result<Option<String>, OpenAiError> {
+    let presented = match (run.presented.take(), headers.get(SESSION_HEADER)) {
+        (Some(handle), _) => Some(handle),
+        (None, Some(value)) => Some(
+            value
+                .to_str()
+                .map_err(|_| OpenAiError::bad_request("x-session-id is not text"))?
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let extensions = run.request.extensions_mut();
+    let handle = match presented {
+        Some(handle) => {
+            let saved = match state.jobs.chat_session(owner, &handle).await {
+                Ok(saved) => saved,
+                Err(ContinueError::NotFound) => {
+                    return Err(OpenAiError::not_found(format!(
+                        "session {handle:?} not found: unknown, another caller's, or expired (sessions are kept JOB_TTL_SECONDS after their last turn); start a new conversation with the whole history"
+                    ))
+                    .param("session_id")
+                    .code("session_not_found"))
+                }
+                Err(ContinueError::NotResumable(reason)) => {
+                    return Err(OpenAiError::new(
+                        StatusCode::CONFLICT,
+                        "invalid_request_error",
+                        format!("session {handle:?} cannot be resumed: {reason}"),
+                    )
+                    .param("session_id")
+                    .code("session_not_resumable"))
+                }
+                Err(ContinueError::Store(error)) => {
+                    return Err(OpenAiError::unavailable(error.to_string(), "store_unavailable"))
+                }
+            };
+            extensions.insert(ResumeSession(saved));
+            handle
+        }
+        None if state.jobs.session_cap() == 0 => return Ok(None),
+        None => new_job_id(),
+    };
+    extensions.insert(KeepSession {
+        max_bytes: state.jobs.session_cap(),
+    });
+    Ok(Some(handle))
+}
+
+/// Keeps the session the run left under `handle`; answers the handle when it was kept.
+async fn keep_session(
+    state: &AppState,
+    owner: &str,
+    handle: Option<String>,
+    outcome: &mut AgentOutcome,
+) -> Option<String> {
+    let handle = handle?;
+    let session = outcome.session.take()?;
+    state.jobs.keep_chat_session(owner, &handle, session).await;
+    Some(handle)
+}
+
+/// Adds the session handle header to an answer.
+fn with_handle(mut response: Response, handle: Option<&str>) -> Response {
+    if let Some(value) = handle.and_then(|h| HeaderValue::from_str(h).ok()) {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    response
 }
 
 /// Handles one chat completion; the run is killed if the client goes away, because dropping
@@ -44,6 +131,7 @@ struct ChatRun {
 /// The body is read and checked before a queue slot is taken (see [`crate::bounds`]).
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
+    caller: Option<Extension<AuthenticatedCaller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -55,6 +143,11 @@ pub(crate) async fn chat_completions(
         Ok(prepared) => prepared,
         Err(error) => return error.into_response(),
     };
+    let owner = owner(caller);
+    let handle = match attach_session(&state, &owner, &headers, &mut run).await {
+        Ok(handle) => handle,
+        Err(error) => return error.into_response(),
+    };
     match state.intake.admit(Entry::Chat, body.len()) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
@@ -63,7 +156,7 @@ pub(crate) async fn chat_completions(
     }
     drop(body);
     if run.streaming {
-        return stream(&state, run);
+        return stream(&state, run, owner, handle);
     }
     let ChatRun {
         model,
@@ -72,16 +165,22 @@ pub(crate) async fn chat_completions(
         ..
     } = run;
     match state.runs.run(Entry::Chat, request).await {
-        Ok(outcome) => match completion(&model, &outcome, structured) {
-            Ok(completion) => Json(completion).into_response(),
-            Err(error) => error.into_response(),
-        },
+        Ok(mut outcome) => {
+            let handle = keep_session(&state, &owner, handle, &mut outcome).await;
+            match completion(&model, &outcome, structured) {
+                Ok(mut completion) => {
+                    completion.session_id.clone_from(&handle);
+                    with_handle(Json(completion).into_response(), handle.as_deref())
+                }
+                Err(error) => with_handle(error.into_response(), handle.as_deref()),
+            }
+        }
         Err(failure) => failure_error(failure).into_response(),
     }
 }
 
 /// Answers a streaming chat completion: the run's text deltas as chunks as they come.
-fn stream(state: &AppState, run: ChatRun) -> Response {
+fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>) -> Response {
     let ChatRun {
         model,
         mut request,
@@ -93,6 +192,8 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
     request.extensions_mut().insert(ProgressSink(sink));
     let run = state.runs.run(Entry::Chat, request);
     let chunks = Chunks::new(model);
+    let state = state.clone();
+    let header = handle.clone();
 
     let body = async_stream::stream! {
         // The run lives in the body: a client that goes away drops it unfinished.
@@ -115,6 +216,10 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
                 result = &mut run => break result,
             }
         };
+        let mut result = result;
+        if let Ok(outcome) = &mut result {
+            keep_session(&state, &owner, handle, outcome).await;
+        }
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {
             if structured {
@@ -157,9 +262,14 @@ fn stream(state: &AppState, run: ChatRun) -> Response {
         }
         yield Ok(done_event());
     };
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    // The handle is announced before the answer; should the session not be kept, presenting it
+    // later is a 404 like any expired one.
+    with_handle(
+        Sse::new(body)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        header.as_deref(),
+    )
 }
 
 /// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
@@ -242,6 +352,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         streaming,
         include_usage,
         structured,
+        presented: chat.session_id,
     })
 }
 
@@ -292,6 +403,7 @@ fn completion(
             .as_ref()
             .map(CompletionUsage::from)
             .unwrap_or_default(),
+        session_id: None,
     })
 }
 

@@ -107,8 +107,8 @@ fn store_failed(error: StoreError) -> Response {
         .into_response()
 }
 
-/// The caller's token name: jobs belong to it.
-fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
+/// The caller's token name: jobs and chat sessions belong to it.
+pub(crate) fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
     caller
         .map(|Extension(c)| c.name.to_string())
         .unwrap_or_default()

@@ -35,6 +35,7 @@ use super::events::{EventKind, JobEvent};
 use super::memory::StoreLimits;
 use super::record::JobRecord;
 use super::store::{
+    ChatSession,
     Cursor, JobStore, ListQuery, LogPosition, Page, StoreError, StoreFuture, Unfinished,
 };
 
@@ -563,6 +564,48 @@ impl JobStore for SqliteStore {
         }))
     }
 
+    fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO chat_sessions (handle, owner, updated_at, session) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (handle) DO UPDATE SET \
+                     owner = excluded.owner, updated_at = excluded.updated_at, \
+                     session = excluded.session",
+                )
+                .bind(&session.handle)
+                .bind(&session.owner)
+                .bind(micros(&session.updated_at))
+                .bind(&session.session)
+                .execute(&mut *conn)
+                .await?;
+                Ok((true, Delta::default()))
+            })
+        }))
+    }
+
+    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT owner, updated_at, session FROM chat_sessions WHERE handle = ?",
+            )
+            .bind(&handle)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(failed)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let updated_at: i64 = row.try_get(1).map_err(failed)?;
+            Ok(Some(ChatSession {
+                owner: row.try_get(0).map_err(failed)?,
+                updated_at: DateTime::from_timestamp_micros(updated_at).unwrap_or_default(),
+                session: row.try_get(2).map_err(failed)?,
+                handle,
+            }))
+        })
+    }
+
     fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move {
             let session: Option<Option<Vec<u8>>> =
@@ -783,7 +826,25 @@ impl JobStore for SqliteStore {
                     break;
                 }
             }
-            if !removed.is_empty() {
+            let max_chats = i64::try_from(limits.max_finished).unwrap_or(i64::MAX);
+            let chats = self
+                .write(move |conn| {
+                    Box::pin(async move {
+                        // A time to live after their last turn, then the least recently used
+                        // past the count bound.
+                        let done = sqlx::query(
+                            "DELETE FROM chat_sessions WHERE updated_at <= ? OR handle NOT IN \
+                             (SELECT handle FROM chat_sessions ORDER BY updated_at DESC LIMIT ?)",
+                        )
+                        .bind(cutoff.unwrap_or(i64::MIN))
+                        .bind(max_chats)
+                        .execute(&mut *conn)
+                        .await?;
+                        Ok((done.rows_affected(), Delta::default()))
+                    })
+                })
+                .await?;
+            if !removed.is_empty() || chats > 0 {
                 self.give_space_back().await;
             }
             Ok(removed)
