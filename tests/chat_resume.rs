@@ -44,7 +44,9 @@ fn one_message(content: &str) -> Value {
 
 /// The answer text of a completion.
 fn answer(body: &Value) -> &str {
-    body["choices"][0]["message"]["content"].as_str().unwrap_or("")
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -62,8 +64,15 @@ async fn a_conversation_continues_by_its_handle_with_only_the_new_turn_after_a_r
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(answer(&body), "the first reply");
-    let handle = body["session_id"].as_str().expect("a session handle").to_owned();
-    assert_eq!(header.as_deref(), Some(handle.as_str()), "the header carries it too");
+    let handle = body["session_id"]
+        .as_str()
+        .expect("a session handle")
+        .to_owned();
+    assert_eq!(
+        header.as_deref(),
+        Some(handle.as_str()),
+        "the header carries it too"
+    );
 
     first.kill9().await;
     let second = Binary::start(&settings).await;
@@ -141,7 +150,10 @@ async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{expired}");
     assert_eq!(expired["error"]["code"], "session_not_found", "{expired}");
     assert!(
-        expired["error"]["message"].as_str().unwrap().contains("expired"),
+        expired["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
         "{expired}"
     );
     assert!(

@@ -71,7 +71,10 @@ async fn first_then_follow_up(base: Option<&Path>) {
         text.contains("first-turn-marker") && text.contains("the first answer"),
         "the follow-up's first request carries the earlier turns: {text}"
     );
-    let outputs: Vec<String> = calls.iter().flat_map(RecordedRequest::tool_outputs).collect();
+    let outputs: Vec<String> = calls
+        .iter()
+        .flat_map(RecordedRequest::tool_outputs)
+        .collect();
     assert!(
         outputs.iter().any(|o| o.contains("carried-over")),
         "the follow-up's workspace holds the earlier job's file: {outputs:?}"
@@ -111,14 +114,20 @@ async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
 
     // Still running.
     let running = gw
-        .submit("still-running [[mock:delay 3000]] [[mock:text late]]", Value::Null)
+        .submit(
+            "still-running [[mock:delay 3000]] [[mock:text late]]",
+            Value::Null,
+        )
         .await;
     let (status, body) = gw
         .execute(json!({"prompt": "next", "continue_from": running}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("has not finished"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has not finished"),
         "{body}"
     );
 
@@ -155,10 +164,7 @@ async fn a_session_over_its_cap_is_not_kept_and_says_so() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("left no session"),
+        body["detail"].as_str().unwrap().contains("left no session"),
         "{body}"
     );
 }

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::contain::PlacedCell;
 
 use super::options::RunOptions;
-use super::session::SessionArgs;
 use super::service::ClaudeConfig;
+use super::session::SessionArgs;
 
 /// The CLI's arguments for one request.
 pub fn claude_args(request: &AgentRequest) -> Vec<OsString> {

@@ -58,8 +58,8 @@ pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
 pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
 pub use outcome::{AgentError, AgentOutcome, Usage};
-pub use session::{KeepSession, ResumeSession, SavedSession};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,
     DEFAULT_STDOUT_CAP,
 };
+pub use session::{KeepSession, ResumeSession, SavedSession};

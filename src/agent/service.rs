@@ -95,9 +95,17 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
             let placed = cells.and_then(|cells| cells.get(&dir));
             // A run with its own HOME leaves nothing in the shared one; that HOME goes with it.
             let mut leftovers = HomeLeftovers::new(home.filter(|_| placed.is_none()), &dir);
-            let sessions = Sessions::prepare(&config, &dir, placed.as_deref(), keep, resume).await?;
-            let mut outcome =
-                run(&config, body, &dir, progress, placed.as_deref(), &sessions.args).await?;
+            let sessions =
+                Sessions::prepare(&config, &dir, placed.as_deref(), keep, resume).await?;
+            let mut outcome = run(
+                &config,
+                body,
+                &dir,
+                progress,
+                placed.as_deref(),
+                &sessions.args,
+            )
+            .await?;
             sessions.finish(&mut outcome).await;
             leftovers.session(outcome.session_id.as_deref());
             Ok(outcome)

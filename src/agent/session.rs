@@ -106,11 +106,17 @@ pub(crate) async fn restore(
         let args = ["apply", "--binary", "--whitespace=nowarn", "-"];
         git(workspace, placed, env, &[], &args, Some(&saved.changes), 0)
             .await
-            .map_err(|e| format!("the earlier run's changes do not apply to the new checkout: {e}"))?;
+            .map_err(|e| {
+                format!("the earlier run's changes do not apply to the new checkout: {e}")
+            })?;
     }
     let new_cwd = workspace.to_string_lossy();
     let transcript = rewrite_cwd(&saved.transcript, &saved.cwd, &new_cwd);
-    let folder = placed.home.join(".claude").join("projects").join(project_slug(workspace));
+    let folder = placed
+        .home
+        .join(".claude")
+        .join("projects")
+        .join(project_slug(workspace));
     let file = folder.join(format!("{}.jsonl", saved.session_id));
     let claude = placed.home.join(".claude");
     // A handful of small files: written in place.
@@ -158,7 +164,9 @@ pub(crate) async fn capture(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
-        return Err(format!("the CLI reported an unusable session id {session_id:?}"));
+        return Err(format!(
+            "the CLI reported an unusable session id {session_id:?}"
+        ));
     }
     let file = placed
         .home
@@ -209,7 +217,16 @@ async fn changes(
             EMPTY_TREE.to_owned()
         }
     };
-    git(workspace, placed, env, &extra, &["add", "--all", "."], None, 64 * 1024).await?;
+    git(
+        workspace,
+        placed,
+        env,
+        &extra,
+        &["add", "--all", "."],
+        None,
+        64 * 1024,
+    )
+    .await?;
     let out = git(
         workspace,
         placed,
@@ -293,7 +310,10 @@ async fn git(
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
         // A scratch directory is not a repository, whatever encloses JOBS_DIR.
-        .env("GIT_CEILING_DIRECTORIES", workspace.parent().unwrap_or(workspace))
+        .env(
+            "GIT_CEILING_DIRECTORIES",
+            workspace.parent().unwrap_or(workspace),
+        )
         .envs(extra_env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .args([
             "-c",

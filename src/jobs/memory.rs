@@ -17,7 +17,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::events::{EventKind, JobEvent};
 use super::record::JobRecord;
-use super::store::{ChatSession, Cursor, JobStore, ListQuery, LogPosition, Page, StoreFuture, Unfinished};
+use super::store::{
+    ChatSession, Cursor, JobStore, ListQuery, LogPosition, Page, StoreFuture, Unfinished,
+};
 
 /// How much a store keeps of finished jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -512,7 +512,9 @@ impl Shared {
             Ok(None) => Err(format!(
                 "the session of job {job_id} is no longer kept (the job was forgotten or left none)"
             )),
-            Err(error) => Err(format!("the session of job {job_id} could not be read: {error}")),
+            Err(error) => Err(format!(
+                "the session of job {job_id} could not be read: {error}"
+            )),
         }
     }
 

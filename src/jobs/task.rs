@@ -61,7 +61,7 @@ pub(super) struct JobTask {
 /// How the run loop ended.
 enum Ended {
     /// The stack answered.
-    Ran(Result<AgentOutcome, RunFailure>),
+    Ran(Box<Result<AgentOutcome, RunFailure>>),
     /// A stop request won.
     Stopped(Stop),
 }
@@ -154,7 +154,7 @@ impl JobTask {
         let _ = in_queue.send(());
 
         let ended = match first {
-            Poll::Ready(result) => Ended::Ran(result),
+            Poll::Ready(result) => Ended::Ran(Box::new(result)),
             Poll::Pending => loop {
                 tokio::select! {
                     // A stop wins over everything, even a run that just finished; the start of
@@ -175,7 +175,7 @@ impl JobTask {
                             self.mark_running().await;
                         }
                     }
-                    result = &mut run => break Ended::Ran(result),
+                    result = &mut run => break Ended::Ran(Box::new(result)),
                     Some(event) = progress.recv() => {
                         self.agent_event(event);
                         while self.pending.len() < EVENT_BATCH {
@@ -209,7 +209,7 @@ impl JobTask {
                 while let Ok(event) = progress.try_recv() {
                     self.agent_event(event);
                 }
-                match result {
+                match *result {
                     Ok(mut outcome) => {
                         self.keep_session(outcome.session.take()).await;
                         finish::with_outcome(&mut self.record, outcome, self.shared.output_cap, now)
@@ -271,7 +271,9 @@ impl JobTask {
             .await
         {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(%job_id, "session not kept: the store keeps none, or forgot the job"),
+            Ok(false) => {
+                tracing::warn!(%job_id, "session not kept: the store keeps none, or forgot the job")
+            }
             Err(error) => tracing::warn!(%job_id, %error, "session not kept"),
         }
     }

@@ -19,9 +19,8 @@ use serde::{Deserialize, Deserializer};
 use crate::agent::{check_agent_name, check_budget, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
-    ContinueError,
-    CancelError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob, StoreError,
-    StoreErrorKind, SubmitError,
+    CancelError, ContinueError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob,
+    StoreError, StoreErrorKind, SubmitError,
 };
 use crate::metrics::Entry;
 use crate::routes::detail::DetailError;

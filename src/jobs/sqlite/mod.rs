@@ -35,8 +35,8 @@ use super::events::{EventKind, JobEvent};
 use super::memory::StoreLimits;
 use super::record::JobRecord;
 use super::store::{
-    ChatSession,
-    Cursor, JobStore, ListQuery, LogPosition, Page, StoreError, StoreFuture, Unfinished,
+    ChatSession, Cursor, JobStore, ListQuery, LogPosition, Page, StoreError, StoreFuture,
+    Unfinished,
 };
 
 /// The schema, embedded in the binary.
