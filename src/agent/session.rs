@@ -24,12 +24,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::contain::PlacedCell;
+use crate::contain::{read_capped, Capped, PlacedCell};
 
 use super::home::project_slug;
 
 /// How long one git command of a session's capture or restore may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bytes of a failing git's stderr kept for its error.
+const STDERR_KEPT: usize = 8 * 1024;
 
 /// The empty tree's id: what a scratch directory's changes are a diff against.
 const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -100,11 +103,16 @@ pub(crate) async fn restore(
     placed: &PlacedCell,
     env: &[(OsString, OsString)],
 ) -> Result<(), String> {
+    let git = Git {
+        workspace,
+        placed,
+        env,
+    };
     if !saved.changes.is_empty() {
         // Outside a repository (a scratch directory) `git apply` patches the directory as
         // `patch` would.
         let args = ["apply", "--binary", "--whitespace=nowarn", "-"];
-        git(workspace, placed, env, &[], &args, Some(&saved.changes), 0)
+        git.run(&[], &args, Some(&saved.changes), 0)
             .await
             .map_err(|e| {
                 format!("the earlier run's changes do not apply to the new checkout: {e}")
@@ -133,17 +141,20 @@ pub(crate) async fn start_commit(
     placed: &PlacedCell,
     env: &[(OsString, OsString)],
 ) -> Option<String> {
-    let out = git(
+    let git = Git {
         workspace,
         placed,
         env,
-        &[],
-        &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
-        None,
-        256,
-    )
-    .await
-    .ok()?;
+    };
+    let out = git
+        .run(
+            &[],
+            &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            None,
+            256,
+        )
+        .await
+        .ok()?;
     let id = String::from_utf8_lossy(&out).trim().to_owned();
     (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
 }
@@ -193,6 +204,11 @@ async fn changes(
     env: &[(OsString, OsString)],
     max_bytes: usize,
 ) -> Result<Vec<u8>, String> {
+    let git = Git {
+        workspace,
+        placed,
+        env,
+    };
     // A private index (and, in a scratch directory, a private repository) in the run's TMPDIR:
     // the workspace's own index is left as the agent left it.
     let tmp = placed.tmpdir();
@@ -202,10 +218,7 @@ async fn changes(
         Some(commit) => commit.to_owned(),
         None => {
             let dir = tmp.join("gateway-session.git");
-            git(
-                workspace,
-                placed,
-                env,
+            git.run(
                 &[],
                 &["init", "--quiet", "--bare", &dir.to_string_lossy()],
                 None,
@@ -217,35 +230,25 @@ async fn changes(
             EMPTY_TREE.to_owned()
         }
     };
-    git(
-        workspace,
-        placed,
-        env,
-        &extra,
-        &["add", "--all", "."],
-        None,
-        64 * 1024,
-    )
-    .await?;
-    let out = git(
-        workspace,
-        placed,
-        env,
-        &extra,
-        &[
-            "diff",
-            "--cached",
-            "--binary",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--no-renames",
-            &against,
-            "--",
-        ],
-        None,
-        max_bytes,
-    )
-    .await?;
+    git.run(&extra, &["add", "--all", "."], None, 64 * 1024)
+        .await?;
+    let out = git
+        .run(
+            &extra,
+            &[
+                "diff",
+                "--cached",
+                "--binary",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--no-renames",
+                &against,
+                "--",
+            ],
+            None,
+            max_bytes,
+        )
+        .await?;
     Ok(out)
 }
 
@@ -290,94 +293,102 @@ fn rewrite_cwd(transcript: &[u8], old: &str, new: &str) -> Vec<u8> {
     out
 }
 
-/// Runs git as the run in `workspace` and answers its stdout, at most `cap` bytes (0: nothing
-/// expected); a failure is git's first line of stderr.
-#[allow(clippy::too_many_arguments)]
-async fn git(
-    workspace: &Path,
-    placed: &PlacedCell,
-    env: &[(OsString, OsString)],
-    extra_env: &[(&str, PathBuf)],
-    args: &[&str],
-    stdin: Option<&[u8]>,
-    cap: usize,
-) -> Result<Vec<u8>, String> {
-    let mut cmd: Command = placed.cell.command("git");
-    cmd.envs(env.iter().cloned())
-        .env("HOME", &placed.home)
-        .env("TMPDIR", placed.tmpdir())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        // A scratch directory is not a repository, whatever encloses JOBS_DIR.
-        .env(
-            "GIT_CEILING_DIRECTORIES",
-            workspace.parent().unwrap_or(workspace),
-        )
-        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "safe.directory=*",
-        ])
-        .args(args)
-        .current_dir(workspace)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let what = args.first().copied().unwrap_or("git");
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
-    let input = stdin.map(<[u8]>::to_vec);
-    let mut child_in = child.stdin.take();
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let work = async {
-        let feed = async {
-            if let (Some(mut pipe), Some(bytes)) = (child_in.take(), input) {
-                let _ = pipe.write_all(&bytes).await;
-            }
+/// Runs git as the run, in its workspace.
+struct Git<'a> {
+    /// The run's workspace: git's working directory.
+    workspace: &'a Path,
+    /// The run: who git runs as, and its HOME.
+    placed: &'a PlacedCell,
+    /// The agent's allow-listed environment (`PATH` among it).
+    env: &'a [(OsString, OsString)],
+}
+
+impl Git<'_> {
+    /// Runs `git args` with `extra_env`, feeding it `stdin`, and answers its stdout, at most
+    /// `cap` bytes (more is an error); a failure is git's first line of stderr.
+    async fn run(
+        &self,
+        extra_env: &[(&str, PathBuf)],
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        cap: usize,
+    ) -> Result<Vec<u8>, String> {
+        let what = args.first().copied().unwrap_or("git");
+        let mut cmd: Command = self.placed.cell.command("git");
+        cmd.envs(self.env.iter().cloned())
+            .env("HOME", &self.placed.home)
+            .env("TMPDIR", self.placed.tmpdir())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // A scratch directory is not a repository, whatever encloses JOBS_DIR.
+            .env(
+                "GIT_CEILING_DIRECTORIES",
+                self.workspace.parent().unwrap_or(self.workspace),
+            )
+            .envs(extra_env.iter().map(|(k, v)| (*k, v.as_os_str())))
+            // The workspace is the agent's: nothing in it may make git run a program.
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "safe.directory=*",
+            ])
+            .args(args)
+            .current_dir(self.workspace)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+        let (input, out, err) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let work = async {
+            let feed = async {
+                if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
+                    // A git that stops reading says why on stderr.
+                    let _ = pipe.write_all(bytes).await;
+                }
+            };
+            // Both pipes are read to their end, so git never blocks on a full one.
+            let read_out = async {
+                match out {
+                    Some(pipe) => read_capped(pipe, cap.saturating_add(1)).await,
+                    None => Ok(Capped::new(0)),
+                }
+            };
+            let read_err = async {
+                match err {
+                    Some(pipe) => read_capped(pipe, STDERR_KEPT).await,
+                    None => Ok(Capped::new(0)),
+                }
+            };
+            let ((), out, err) = tokio::join!(feed, read_out, read_err);
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out?, err?))
         };
-        let read_out = async {
-            let mut buf = Vec::new();
-            if let Some(pipe) = out.take() {
-                pipe.take(cap as u64 + 1).read_to_end(&mut buf).await?;
-            }
-            Ok::<_, std::io::Error>(buf)
-        };
-        let read_err = async {
-            let mut buf = Vec::new();
-            if let Some(pipe) = err.take() {
-                pipe.take(8 * 1024).read_to_end(&mut buf).await?;
-            }
-            Ok::<_, std::io::Error>(buf)
-        };
-        let ((), out, err) = tokio::join!(feed, read_out, read_err);
-        let status = child.wait().await?;
-        Ok::<_, std::io::Error>((status, out?, err?))
-    };
-    let (status, out, err) = tokio::time::timeout(GIT_TIMEOUT, work)
-        .await
-        .map_err(|_| format!("git {what} took longer than {}s", GIT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("git {what}: {e}"))?;
-    if out.len() > cap {
-        return Err(format!(
-            "the workspace's changes are larger than MAX_SESSION_BYTES ({cap} bytes left)"
-        ));
+        let (status, out, err) = tokio::time::timeout(GIT_TIMEOUT, work)
+            .await
+            .map_err(|_| format!("git {what} took longer than {}s", GIT_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("git {what}: {e}"))?;
+        if !status.success() {
+            let text = err.lossy();
+            let line = text.lines().next().unwrap_or("").trim();
+            return Err(format!("git {what} failed ({status}): {line}"));
+        }
+        let out = out.into_kept();
+        if out.len() > cap {
+            return Err(format!(
+                "the workspace's changes are larger than MAX_SESSION_BYTES allows ({cap} bytes left)"
+            ));
+        }
+        Ok(out)
     }
-    if !status.success() {
-        let line = String::from_utf8_lossy(&err);
-        let line = line.lines().next().unwrap_or("").trim();
-        return Err(format!("git {what} failed ({status}): {line}"));
-    }
-    Ok(out)
 }
 
 /// Serde for bytes as base64 text.

@@ -170,6 +170,11 @@ impl Capped {
         self.total > self.kept.len() as u64
     }
 
+    /// The kept bytes.
+    pub(crate) fn into_kept(self) -> Vec<u8> {
+        self.kept
+    }
+
     /// The kept bytes as text, invalid UTF-8 replaced (a character cut at the cap included).
     pub(crate) fn lossy(&self) -> String {
         String::from_utf8_lossy(&self.kept).into_owned()

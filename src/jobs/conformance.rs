@@ -15,7 +15,7 @@ use super::events::{EventKind, JobEvent};
 use super::memory::{MemoryStore, StoreLimits};
 use super::record::{JobRecord, JobStatus, NewJob};
 use super::sqlite::SqliteStore;
-use super::store::{Cursor, JobStore, ListQuery, LogPosition};
+use super::store::{ChatSession, Cursor, JobStore, ListQuery, LogPosition};
 use crate::agent::Usage;
 use crate::config::SqliteSync;
 
@@ -163,6 +163,8 @@ conformance!(
     events_read_back_in_order_from_any_position_and_a_retried_write_never_doubles_one,
     events_go_with_their_job_and_need_the_job,
     many_concurrent_writers_lose_nothing,
+    a_kept_session_reads_back_counts_in_the_byte_budget_and_goes_with_its_job,
+    chat_sessions_read_back_and_are_forgotten_past_the_ttl_and_the_count_bound,
 );
 
 async fn a_record_reads_back_whole_and_an_unknown_id_is_none(kind: Kind) {
@@ -601,4 +603,54 @@ async fn many_concurrent_writers_lose_nothing(kind: Kind) {
     for n in [0, 7 * 1000 + 3, 15 * 1000 + 24] {
         assert_eq!(store.events(id(n), 0, 10).await.unwrap().len(), 3);
     }
+}
+
+async fn a_kept_session_reads_back_counts_in_the_byte_budget_and_goes_with_its_job(kind: Kind) {
+    // Room for one 10 kB session beside two small jobs, not two sessions.
+    let store = open(kind, limits(3600, 100, 15_000)).await;
+    assert!(!store.keep_session(id(9), b"nobody".to_vec()).await.unwrap());
+    for n in 0..2 {
+        store
+            .insert(job(n, "o", i64::from(n)), Vec::new())
+            .await
+            .unwrap();
+        assert!(store.keep_session(id(n), vec![b's'; 10_000]).await.unwrap());
+        store
+            .update(finish(job(n, "o", i64::from(n)), i64::from(n)), Vec::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.session(id(1)).await.unwrap(),
+        Some(vec![b's'; 10_000])
+    );
+    assert_eq!(store.session(id(9)).await.unwrap(), None);
+    // Two sessions are past the budget: the oldest job goes, with its session.
+    assert_eq!(store.remove_expired(at(10)).await.unwrap(), [id(0)]);
+    assert_eq!(store.session(id(0)).await.unwrap(), None);
+    assert!(store.session(id(1)).await.unwrap().is_some());
+}
+
+async fn chat_sessions_read_back_and_are_forgotten_past_the_ttl_and_the_count_bound(kind: Kind) {
+    let store = open(kind, limits(100, 2, usize::MAX)).await;
+    let chat = |n: u32, seconds: i64| ChatSession {
+        handle: id(n),
+        owner: "alice".into(),
+        updated_at: at(seconds),
+        session: vec![u8::try_from(n).unwrap(); 3],
+    };
+    for (n, seconds) in [(0, 0), (1, 50), (2, 60), (3, 70)] {
+        assert!(store.keep_chat_session(chat(n, seconds)).await.unwrap());
+    }
+    // A later turn replaces the session under the same handle.
+    let mut later = chat(3, 80);
+    later.session = b"new".to_vec();
+    store.keep_chat_session(later.clone()).await.unwrap();
+    assert_eq!(store.chat_session(id(3)).await.unwrap(), Some(later));
+    // At 120 s the first is past the TTL; of the rest only the two most recent stay.
+    store.remove_expired(at(120)).await.unwrap();
+    assert_eq!(store.chat_session(id(0)).await.unwrap(), None);
+    assert_eq!(store.chat_session(id(1)).await.unwrap(), None);
+    assert!(store.chat_session(id(2)).await.unwrap().is_some());
+    assert!(store.chat_session(id(3)).await.unwrap().is_some());
 }
