@@ -12,9 +12,9 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::events::{EventKind, JobEvent};
 use super::memory::{MemoryStore, StoreLimits};
-use super::record::{JobRecord, JobStatus, NewJob};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
+use super::record::{JobRecord, JobStatus, NewJob};
 use super::sqlite::SqliteStore;
 use super::store::{Cursor, JobStore, ListQuery, LogPosition};
 use crate::agent::Usage;

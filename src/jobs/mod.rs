@@ -48,9 +48,9 @@ use crate::run::Runs;
 
 pub(crate) use events::{EventKind, Subscription};
 pub(crate) use memory::{MemoryStore, StoreLimits};
+pub(crate) use postgres::PgStore;
 pub(crate) use record::{is_job_id, new_job_id, timestamp_now};
 pub use record::{JobRecord, JobStatus, JobSummary, NewJob};
-pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
 pub(crate) use store::{Cursor, JobStore, ListQuery, Page};
 pub use store::{StoreError, StoreErrorKind};
@@ -158,9 +158,10 @@ impl Jobs {
         };
         let (store, replication): (Arc<dyn JobStore>, _) = match &config.store {
             StoreConfig::Memory => (Arc::new(MemoryStore::new(limits)), None),
-            StoreConfig::Sqlite { path, sync } => {
-                (Arc::new(SqliteStore::open(path, *sync, limits).await?), None)
-            }
+            StoreConfig::Sqlite { path, sync } => (
+                Arc::new(SqliteStore::open(path, *sync, limits).await?),
+                None,
+            ),
             StoreConfig::Postgres { url } => {
                 let pg = Arc::new(PgStore::open(&url.0, &config.replica_id, limits).await?);
                 let replication =
@@ -232,7 +233,9 @@ impl Jobs {
         if let Some(replication) = &shared.replication {
             for held in replication.pg.orphans(Some(&shared.replica)).await? {
                 if shared.live.stopper(&held.job.record.job_id).is_none() {
-                    shared.settle(held, INTERRUPTED, now, &mut recovered).await?;
+                    shared
+                        .settle(held, INTERRUPTED, now, &mut recovered)
+                        .await?;
                 }
             }
             replication.pg.renew_lease(replication.lease).await?;
@@ -247,8 +250,9 @@ impl Jobs {
                     holder: job.record.replica.clone(),
                     job,
                 };
-                let Some((record, log)) =
-                    shared.settle(held, INTERRUPTED, now, &mut recovered).await?
+                let Some((record, log)) = shared
+                    .settle(held, INTERRUPTED, now, &mut recovered)
+                    .await?
                 else {
                     continue;
                 };

@@ -76,7 +76,9 @@ impl Replication {
 
     /// The map holds senders changed in one step each, so a poisoned lock is used as is.
     fn followers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
-        self.followers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.followers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A wake-up for a follower here of `job_id`'s events, which another replica stores.
@@ -180,7 +182,11 @@ async fn claim_free(shared: &Arc<Shared>) {
         let free = gauge
             .capacity
             .saturating_sub(gauge.active + gauge.queued)
-            .min(gauge.queue_depth.saturating_sub(gauge.active + gauge.queued));
+            .min(
+                gauge
+                    .queue_depth
+                    .saturating_sub(gauge.active + gauge.queued),
+            );
         if free == 0 {
             return;
         }

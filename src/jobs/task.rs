@@ -315,11 +315,7 @@ impl JobTask {
             let events = self.pending.clone();
             // With a shared queue this replica holds the row; elsewhere the holder is not read.
             let holder = Some(self.shared.replica.clone());
-            match self
-                .shared
-                .write_held(&self.record, events, holder)
-                .await
-            {
+            match self.shared.write_held(&self.record, events, holder).await {
                 Ok(found) => {
                     self.pending.clear();
                     self.log.stored();

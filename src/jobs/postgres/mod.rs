@@ -66,7 +66,11 @@ macro_rules! log_position {
 const UNFINISHED: &str = concat!("SELECT j.record, ", log_position!(), " FROM jobs j");
 
 /// [`UNFINISHED`] with the replica holding the job.
-const HELD: &str = concat!("SELECT j.record, ", log_position!(), ", j.replica FROM jobs j");
+const HELD: &str = concat!(
+    "SELECT j.record, ",
+    log_position!(),
+    ", j.replica FROM jobs j"
+);
 
 /// Appends events to the job named by `$1` when the row says the writer may (`$2` holds the
 /// condition's parameter), skipping any already stored; answers the bytes added as `added`.
@@ -170,9 +174,9 @@ impl PgStore {
         replica: &str,
         limits: StoreLimits,
     ) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url.parse().map_err(|_| {
-            StoreError::unavailable("DATABASE_URL is not a valid postgres:// URL")
-        })?;
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::unavailable("DATABASE_URL is not a valid postgres:// URL"))?;
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

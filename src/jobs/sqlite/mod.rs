@@ -31,8 +31,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use crate::config::SqliteSync;
 
 use super::events::JobEvent;
-use super::record::JobRecord;
 use super::memory::StoreLimits;
+use super::record::JobRecord;
 use super::rows::{self, count, encode, finished_micros, from_json, micros};
 use super::store::{Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished};
 
