@@ -441,8 +441,8 @@ async fn the_queue_depth_bounds_the_whole_service_and_health_shows_its_queue() {
     let replicas = cluster.start(2, &extra).await;
     // One running on each replica.
     let mut running = Vec::new();
-    for n in 0..2 {
-        running.push(replicas[n].submit(&format!("hold-{n}"), Value::Null).await);
+    for (n, replica) in replicas.iter().enumerate() {
+        running.push(replica.submit(&format!("hold-{n}"), Value::Null).await);
     }
     for job in &running {
         replicas[0]

@@ -679,11 +679,10 @@ impl Shared {
             record.replica = None;
             recovered.queued += 1;
         }
-        if !events.is_empty() || shared_queue {
-            if !self.write_held(&record, events, holder).await? {
-                // Someone else settled it first.
-                return Ok(None);
-            }
+        let write = !events.is_empty() || shared_queue;
+        if write && !self.write_held(&record, events, holder).await? {
+            // Someone else settled it first.
+            return Ok(None);
         }
         if record.status.is_terminal() {
             tracing::warn!(job_id = %record.job_id, "job interrupted: its run stopped with the process running it");
