@@ -58,6 +58,8 @@ pub(super) struct Replication {
     up: AtomicBool,
     /// Set at shutdown: the lease is given up and not renewed again.
     leaving: AtomicBool,
+    /// Set once the loops run, so they are started once.
+    running: AtomicBool,
 }
 
 impl Replication {
@@ -71,6 +73,7 @@ impl Replication {
             followers: Mutex::new(HashMap::new()),
             up: AtomicBool::new(true),
             leaving: AtomicBool::new(false),
+            running: AtomicBool::new(false),
         }
     }
 
@@ -130,8 +133,14 @@ impl Replication {
 }
 
 /// Starts the claim loop, the listener and the lease loop of `shared` (which has a
-/// [`Replication`]). They hold it weakly and end once it is gone.
+/// [`Replication`]), once. They hold it weakly and end once it is gone.
 pub(super) fn spawn(shared: &Arc<Shared>) {
+    let Some(replication) = shared.replication.as_ref() else {
+        return;
+    };
+    if replication.running.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let weak = Arc::downgrade(shared);
     tokio::spawn(claim_loop(weak.clone()));
     tokio::spawn(listen(weak.clone()));

@@ -665,3 +665,6 @@ impl JobStore for PgStore {
 #[path = "../../../tests/common/postgres.rs"]
 #[allow(unreachable_pub)]
 pub(crate) mod testdb;
+
+#[cfg(test)]
+mod tests;
