@@ -1309,13 +1309,13 @@ async fn replicas_bench() -> Result<(), BoxError> {
         let gateways = replica_set(&instant, &db, replicas).await;
         run_through(&gateways, &db, 20).await?;
         // What the replicas do with nothing to do (lease, poll), to take off the figures below.
-        let idle_from = transactions(&db).await?;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let idle = (transactions(&db).await? - idle_from) as f64 / 5.0;
-        let from = transactions(&db).await?;
+        let (idle_from, idle_at) = transactions(&db).await?;
+        let (from, at) = transactions(&db).await?;
+        let idle = (from - idle_from) as f64 / (at - idle_at).as_secs_f64();
         let (wall, watching) = run_through(&gateways, &db, jobs).await?;
-        let total = transactions(&db).await? - from - watching;
-        let per_job = (total as f64 - idle * (wall.as_secs_f64() + 1.0)) / jobs as f64;
+        let (to, end) = transactions(&db).await?;
+        let total = (to - from - watching) as f64 - idle * (end - at).as_secs_f64();
+        let per_job = total / jobs as f64;
         writeln!(
             out,
             "| {replicas} | {jobs} | {:.2} s | {:.1} | {per_job:.1} | {idle:.1} |",
@@ -1371,10 +1371,11 @@ async fn replica_set(agent: &Path, db: &common::postgres::TestDb, n: usize) -> V
     gateways
 }
 
-/// Transactions committed and rolled back in `db` so far (the statistics are flushed within a
-/// second of each; the wait before reading covers it).
-async fn transactions(db: &common::postgres::TestDb) -> Result<i64, BoxError> {
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// Transactions committed and rolled back in `db` so far, and when they were read. A backend
+/// flushes its statistics within a second while busy and within ten once idle: the wait before
+/// reading covers both, and makes each reading its own idle window too.
+async fn transactions(db: &common::postgres::TestDb) -> Result<(i64, Instant), BoxError> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url()).await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = $1",
@@ -1383,7 +1384,7 @@ async fn transactions(db: &common::postgres::TestDb) -> Result<i64, BoxError> {
     .fetch_one(&mut conn)
     .await?;
     // This connection's own transaction is not among them yet.
-    Ok(n)
+    Ok((n, Instant::now()))
 }
 
 /// Submits `jobs` jobs from [`CLIENTS`] clients over the replicas and waits until every job in
