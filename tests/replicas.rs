@@ -282,25 +282,45 @@ async fn a_burst_of_200_jobs_runs_each_once_in_creation_order_spread_over_three_
         "{per_replica:?}"
     );
 
-    // In creation order within the free slots: sorted by start, no job is more than the
-    // service's slots away from its place in creation order.
-    let mut by_created: Vec<&Value> = records.iter().collect();
-    by_created.sort_by_key(|r| r["created_at"].as_str().unwrap().to_owned());
-    let mut by_started = by_created.clone();
-    by_started.sort_by_key(|r| r["started_at"].as_str().unwrap().to_owned());
+    // In creation order within the free slots. Creation order is the order the database
+    // accepted the jobs in (its sequence: the 202s of different replicas interleave); sorted by
+    // start, no job is further from its place in that order than the slots of the service can
+    // hold at once, twice over for the time a claimed job takes to be marked running on a busy
+    // machine.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&cluster.db.url())
+        .await
+        .unwrap();
+    let accepted: Vec<String> = sqlx::query_scalar("SELECT job_id FROM jobs ORDER BY seq")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(accepted.len(), JOBS);
+    let started_at: HashMap<&str, &str> = records
+        .iter()
+        .map(|r| {
+            (
+                r["job_id"].as_str().unwrap(),
+                r["started_at"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut by_started = accepted.clone();
+    by_started.sort_by_key(|id| started_at[id.as_str()]);
     let place: HashMap<&str, usize> = by_started
         .iter()
         .enumerate()
-        .map(|(at, r)| (r["job_id"].as_str().unwrap(), at))
+        .map(|(at, id)| (id.as_str(), at))
         .collect();
-    let slots = 3 * SLOTS;
-    for (created, record) in by_created.iter().enumerate() {
-        let started = place[record["job_id"].as_str().unwrap()];
-        assert!(
-            started.abs_diff(created) <= slots,
-            "job {created} in creation order started {started}th"
-        );
-    }
+    let displacement = accepted
+        .iter()
+        .enumerate()
+        .map(|(created, id)| place[id.as_str()].abs_diff(created))
+        .max()
+        .unwrap();
+    assert!(
+        displacement <= 2 * 3 * SLOTS,
+        "a job started {displacement} places away from its place in creation order"
+    );
 }
 
 #[tokio::test]
