@@ -580,3 +580,42 @@ async fn while_the_database_is_unreachable_the_gateway_stays_up_and_loses_nothin
     let after = replica.submit("after the outage", Value::Null).await;
     assert_eq!(replica.wait_end(&after).await["status"], "completed");
 }
+
+#[tokio::test]
+async fn a_replica_shut_down_hands_its_unfinished_job_to_another_at_once() {
+    let mut cluster = Cluster::new().await;
+    let extra = [
+        ("MAX_CONCURRENCY", "1".to_owned()),
+        ("SHUTDOWN_GRACE_SECONDS", "1".to_owned()),
+        // Long, so only the handover (not a lease running out) can move the job.
+        ("REPLICA_LEASE_SECONDS", "300".to_owned()),
+    ];
+    let leaving_settings = cluster.settings(0, &extra);
+    let leaving = Binary::start(&leaving_settings).await;
+    let job = leaving
+        .submit("once-handover", json!({"max_attempts": 2}))
+        .await;
+    leaving
+        .wait_job(&job, limit(30), |r| r["status"] == "running")
+        .await;
+    let staying = Binary::start(&cluster.settings(1, &extra)).await;
+
+    // The grace period ends with the job still running: it goes back to the shared queue, and
+    // the replica still up runs it again.
+    assert_eq!(leaving.sigterm(limit(30)).await, Some(0));
+    let record = staying
+        .wait_job(&job, limit(30), |r| {
+            r["status"] != "queued" && r["attempts"] == 2
+        })
+        .await;
+    assert_eq!(record["replica"], "r1", "{record}");
+    let record = staying.wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["attempts"], 2, "{record}");
+    let events = staying.events(&job, None).await.rest().await;
+    assert!(
+        events.iter().any(|e| e.data.contains("\"requeued\":true")),
+        "{:?}",
+        events.iter().map(|e| &e.data).collect::<Vec<_>>()
+    );
+}

@@ -2,8 +2,12 @@
 //!
 //! A job is one run (see [`crate::run`]) driven by a spawned task, so the HTTP answer (202) does
 //! not wait for it. Its record and its events live in a job store (the `JobStore` trait): by
-//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), or the
-//! ephemeral memory store; both bounded in age, count and bytes.
+//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), the
+//! ephemeral memory store, or a PostgreSQL database shared by several replicas; all bounded in
+//! age, count and bytes.
+//!
+//! With PostgreSQL the queue is the database's, not this process's: a submission is a row in the
+//! shared queue, and each replica claims what its free slots can start now (see [`replicas`]).
 //!
 //! [`Jobs`] is the handle the routes and the server hold:
 //!
