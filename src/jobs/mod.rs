@@ -7,7 +7,7 @@
 //! age, count and bytes.
 //!
 //! With PostgreSQL the queue is the database's, not this process's: a submission is a row in the
-//! shared queue, and each replica claims what its free slots can start now (see [`replicas`]).
+//! shared queue, and each replica claims what its free slots can start now (see the `replicas` module).
 //!
 //! [`Jobs`] is the handle the routes and the server hold:
 //!
