@@ -146,23 +146,9 @@ fn read_held(rows: Vec<PgRow>) -> Result<Vec<Held>, StoreError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(holders
         .into_iter()
-        .zip(read_unfinished(rows)?)
+        .zip(rows::unfinished(&rows)?)
         .map(|(holder, job)| Held { holder, job })
         .collect())
-}
-
-fn read_unfinished(rows: Vec<PgRow>) -> Result<Vec<Unfinished>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            let record: String = row.try_get(0).map_err(failed)?;
-            rows::unfinished(
-                &record,
-                row.try_get(1).map_err(failed)?,
-                row.try_get(2).map_err(failed)?,
-                row.try_get(3).map_err(failed)?,
-            )
-        })
-        .collect()
 }
 
 impl PgStore {
@@ -327,7 +313,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(failed)?;
-        read_unfinished(rows)
+        rows::unfinished(&rows)
     }
 
     /// The job, where its log stands and who holds it, if it is not finished.
@@ -547,16 +533,7 @@ impl JobStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
-            rows.into_iter()
-                .map(|row| {
-                    let kind: String = row.try_get(1).map_err(failed)?;
-                    rows::event(
-                        row.try_get(0).map_err(failed)?,
-                        &kind,
-                        row.try_get(2).map_err(failed)?,
-                    )
-                })
-                .collect()
+            rows::events(&rows)
         })
     }
 
@@ -584,18 +561,7 @@ impl JobStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
-            let mut jobs = rows
-                .iter()
-                .map(|row| from_json(&row.try_get::<String, _>(0).map_err(failed)?))
-                .collect::<Result<Vec<_>, _>>()?;
-            let more = jobs.len() > limit;
-            jobs.truncate(limit);
-            let next_cursor = if more {
-                jobs.last().map(Cursor::after)
-            } else {
-                None
-            };
-            Ok(Page { jobs, next_cursor })
+            rows::page(&rows, limit)
         })
     }
 
@@ -607,7 +573,7 @@ impl JobStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
-            read_unfinished(rows)
+            rows::unfinished(&rows)
         })
     }
 

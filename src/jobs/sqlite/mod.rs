@@ -530,16 +530,7 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.readers)
             .await
             .map_err(failed)?;
-            rows.into_iter()
-                .map(|row| {
-                    let kind: String = row.try_get(1).map_err(failed)?;
-                    rows::event(
-                        row.try_get(0).map_err(failed)?,
-                        &kind,
-                        row.try_get(2).map_err(failed)?,
-                    )
-                })
-                .collect()
+            rows::events(&rows)
         })
     }
 
@@ -576,18 +567,7 @@ impl JobStore for SqliteStore {
                     .await,
                 }
                 .map_err(failed)?;
-            let mut jobs = rows
-                .iter()
-                .map(|row| from_json(&row.try_get::<String, _>(0).map_err(failed)?))
-                .collect::<Result<Vec<_>, _>>()?;
-            let more = jobs.len() > limit;
-            jobs.truncate(limit);
-            let next_cursor = if more {
-                jobs.last().map(Cursor::after)
-            } else {
-                None
-            };
-            Ok(Page { jobs, next_cursor })
+            rows::page(&rows, limit)
         })
     }
 
@@ -605,17 +585,7 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.writer)
             .await
             .map_err(failed)?;
-            rows.iter()
-                .map(|row| {
-                    let record: String = row.try_get(0).map_err(failed)?;
-                    rows::unfinished(
-                        &record,
-                        row.try_get(1).map_err(failed)?,
-                        row.try_get(2).map_err(failed)?,
-                        row.try_get(3).map_err(failed)?,
-                    )
-                })
-                .collect()
+            rows::unfinished(&rows)
         })
     }
 
