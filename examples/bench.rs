@@ -1276,21 +1276,7 @@ async fn timed_submissions(
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < jobs {
                 let started = Instant::now();
-                let response = http
-                    .post(format!("{url}/execute"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response.bytes().await.map_err(|e| e.to_string())?;
-                if status != reqwest::StatusCode::ACCEPTED {
-                    return Err(format!(
-                        "/execute answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
+                post_job(&http, &url).await?;
                 latencies.push(started.elapsed());
             }
             Ok::<_, String>(latencies)
@@ -1313,16 +1299,13 @@ const REPLICA_CONCURRENCY: usize = 4;
 async fn replicas_bench() -> Result<(), BoxError> {
     let jobs = env_count("BENCH_REPLICA_JOBS", 600)?;
     let starts = env_count("BENCH_STARTS", 100)?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let scripts = tempfile::tempdir()?;
     let instant = script(scripts.path(), "instant.sh", INSTANT_AGENT);
-    let mut out = String::new();
-    writeln!(
-        out,
-        "## claude-gateway bench: replicas on PostgreSQL\n\nLoad average at start {}; {} cores; the replicas are served in this process, each with its own store connections.\n",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    let mut out = format!(
+        "## claude-gateway bench: replicas on PostgreSQL\n\nLoad average at start {}; {} cores; the replicas are served in this process, each with its own store connections.\n\n",
+        load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-    )?;
+    );
     writeln!(
         out,
         "### Throughput with an instant agent ({CLIENTS} clients spread over the replicas, MAX_CONCURRENCY={REPLICA_CONCURRENCY} each)\n"
@@ -1505,4 +1488,13 @@ async fn wait_finished(gateway: &Gateway, id: &str) -> Result<Value, BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The load averages of the last 1, 5 and 15 minutes, as `/proc/loadavg` has them.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -142,28 +142,16 @@ fn limit(secs: u64) -> Duration {
 
 /// `DELETE /jobs/{id}` on `replica`.
 async fn cancel(replica: &Binary, job_id: &str) -> (StatusCode, Value) {
-    let response = replica
-        .http
-        .delete(format!("{}/jobs/{job_id}", replica.url))
-        .bearer_auth(TOKEN)
-        .send()
+    replica
+        .call(reqwest::Method::DELETE, &format!("/jobs/{job_id}"))
         .await
-        .expect("request sent");
-    let status = response.status();
-    (status, read_json(response).await)
 }
 
 /// `GET /jobs` on `replica`: the ids listed.
 async fn listed(replica: &Binary) -> Vec<String> {
-    let response = replica
-        .http
-        .get(format!("{}/jobs?limit=500", replica.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(response.status(), StatusCode::OK);
-    read_json(response).await["jobs"]
+    let (status, page) = replica.call(reqwest::Method::GET, "/jobs?limit=500").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["jobs"]
         .as_array()
         .unwrap()
         .iter()
