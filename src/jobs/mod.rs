@@ -81,6 +81,10 @@ const INTERRUPTED: &str =
 const REPLICA_LOST: &str =
     "interrupted: the replica running the job stopped answering (its lease ran out)";
 
+/// How long a submission waits for a shared database that does not answer (one that refuses
+/// connections answers sooner): past it, the caller gets a 503 rather than a hung request.
+const ENQUEUE_WAIT: Duration = Duration::from_secs(10);
+
 /// How long `DELETE /jobs/{id}` waits for the replica running the job to record it stopped.
 const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(10);
 
@@ -385,11 +389,19 @@ impl Jobs {
             if !shared.live.is_accepting() {
                 return Err(SubmitError::ShuttingDown);
             }
-            return match replication
-                .pg
-                .enqueue(&record, &events, replication.max_queued)
-                .await
-            {
+            let enqueued = tokio::time::timeout(
+                ENQUEUE_WAIT,
+                replication
+                    .pg
+                    .enqueue(&record, &events, replication.max_queued),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the PostgreSQL database did not answer within 10 s",
+                ))
+            });
+            return match enqueued {
                 Ok(true) => {
                     tracing::info!(job_id = %record.job_id, agent = %record.agent, owner = %record.owner, "job queued");
                     Ok(record)

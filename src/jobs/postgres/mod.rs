@@ -33,8 +33,9 @@ use super::store::{Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, U
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Connections per replica.
-const CONNECTIONS: u32 = 16;
+/// Pooled connections per replica (one more listens for notices): ten replicas stay well
+/// within PostgreSQL's default of 100 connections.
+const CONNECTIONS: u32 = 8;
 
 /// How long a caller waits for a connection before the store counts as unavailable: short, so a
 /// database that is down gives a clear answer rather than a hung request.
