@@ -607,3 +607,35 @@ async fn a_replica_shut_down_hands_its_unfinished_job_to_another_at_once() {
         events.iter().map(|e| &e.data).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_chat_takes_its_replicas_slot_and_jobs_go_to_a_replica_with_room() {
+    let mut cluster = Cluster::new().await;
+    let replicas = cluster
+        .start(2, &[("MAX_CONCURRENCY", "1".to_owned())])
+        .await;
+    let chat = {
+        let (http, url) = (replicas[0].http.clone(), replicas[0].url.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"model": "haiku", "messages": [{"role": "user", "content": "hold-chat"}]}))
+                .send()
+                .await
+                .expect("request sent")
+                .status()
+        })
+    };
+    eventually("the chat holds r0's slot", limit(30), || async {
+        (replicas[0].health().await["active"] == 1).then_some(())
+    })
+    .await;
+    // Submitted on the busy replica, run by the idle one, while the chat still runs.
+    let job = replicas[0].submit("quick-beside-chat", Value::Null).await;
+    let record = replicas[0].wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["replica"], "r1", "{record}");
+    assert!(!chat.is_finished());
+    cluster.release();
+    assert_eq!(chat.await.unwrap(), StatusCode::OK);
+}
