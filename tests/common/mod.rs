@@ -6,6 +6,7 @@
 
 mod git;
 mod jobs;
+pub mod postgres;
 mod process;
 mod wait;
 
