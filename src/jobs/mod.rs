@@ -196,7 +196,11 @@ impl Jobs {
             replication,
             runs,
             gauge,
-            (config.max_output_bytes, config.max_session_bytes, config.replica_id.clone()),
+            (
+                config.max_output_bytes,
+                config.max_session_bytes,
+                config.replica_id.clone(),
+            ),
             eviction_period(config.job_ttl),
         ))
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::{EventKind, JobEvent};
 use super::record::JobRecord;
-use super::store::{Cursor, LogPosition, Page, StoreError, Unfinished};
+use super::store::{ChatSession, Cursor, LogPosition, Page, StoreError, Unfinished};
 
 /// A count read from a database, never negative.
 pub(super) fn count(n: i64) -> usize {
@@ -71,6 +71,8 @@ pub(super) trait SqlRow: sqlx::Row {
     fn text(&self, i: usize) -> Result<String, StoreError>;
     /// Column `i` as a flag.
     fn flag(&self, i: usize) -> Result<bool, StoreError>;
+    /// Column `i` as bytes.
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
 }
 
 impl<R> SqlRow for R
@@ -80,6 +82,7 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn int(&self, i: usize) -> Result<i64, StoreError> {
         self.try_get(i).map_err(unreadable)
@@ -92,6 +95,20 @@ where
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
         self.try_get(i).map_err(unreadable)
     }
+
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        self.try_get(i).map_err(unreadable)
+    }
+}
+
+/// The chat session `handle` from a row of `owner, updated_at, session`.
+pub(super) fn chat_session<R: SqlRow>(row: &R, handle: String) -> Result<ChatSession, StoreError> {
+    Ok(ChatSession {
+        owner: row.text(0)?,
+        updated_at: DateTime::from_timestamp_micros(row.int(1)?).unwrap_or_default(),
+        session: row.bytes(2)?,
+        handle,
+    })
 }
 
 /// Events from rows of `seq, kind, data`.

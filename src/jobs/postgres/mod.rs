@@ -28,7 +28,9 @@ use super::events::JobEvent;
 use super::memory::StoreLimits;
 use super::record::JobRecord;
 use super::rows::{self, count, encode, finished_micros, from_json, micros};
-use super::store::{Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished};
+use super::store::{
+    ChatSession, Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished,
+};
 
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -429,7 +431,7 @@ impl PgStore {
     ) -> Result<Vec<String>, sqlx::Error> {
         let limits = self.limits;
         let rows = sqlx::query(
-            "SELECT job_id, finished_at, record_bytes + event_bytes FROM jobs \
+            "SELECT job_id, finished_at, record_bytes + event_bytes + session_bytes FROM jobs \
              WHERE finished_at IS NOT NULL ORDER BY finished_at, job_id LIMIT $1",
         )
         .bind(EVICT_BATCH)
@@ -485,6 +487,64 @@ impl JobStore for PgStore {
                     .await
                     .map_err(failed)?;
             text.as_deref().map(from_json).transpose()
+        })
+    }
+
+    fn keep_session(&self, job_id: String, session: Vec<u8>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let done =
+                sqlx::query("UPDATE jobs SET session = $1, session_bytes = $2 WHERE job_id = $3")
+                    .bind(&session)
+                    .bind(session.len() as i64)
+                    .bind(&job_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(failed)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let session: Option<Option<Vec<u8>>> =
+                sqlx::query_scalar("SELECT session FROM jobs WHERE job_id = $1")
+                    .bind(&job_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(failed)?;
+            Ok(session.flatten())
+        })
+    }
+
+    fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO chat_sessions (handle, owner, updated_at, session) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (handle) DO UPDATE SET \
+                 owner = excluded.owner, updated_at = excluded.updated_at, \
+                 session = excluded.session",
+            )
+            .bind(&session.handle)
+            .bind(&session.owner)
+            .bind(micros(&session.updated_at))
+            .bind(&session.session)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+            Ok(true)
+        })
+    }
+
+    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT owner, updated_at, session FROM chat_sessions WHERE handle = $1",
+            )
+            .bind(&handle)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)?;
+            row.map(|row| rows::chat_session(&row, handle)).transpose()
         })
     }
 
@@ -592,7 +652,8 @@ impl JobStore for PgStore {
                     return Ok(Vec::new());
                 }
                 let totals = sqlx::query(
-                    "SELECT COUNT(*), COALESCE(SUM(record_bytes + event_bytes), 0)::BIGINT \
+                    "SELECT COUNT(*), \
+                            COALESCE(SUM(record_bytes + event_bytes + session_bytes), 0)::BIGINT \
                      FROM jobs WHERE finished_at IS NOT NULL",
                 )
                 .fetch_one(&mut *tx)
@@ -610,6 +671,16 @@ impl JobStore for PgStore {
                         break;
                     }
                 }
+                // Chat sessions: a time to live after their last turn, then the least recently
+                // used past the count bound.
+                sqlx::query(
+                    "DELETE FROM chat_sessions WHERE updated_at <= $1 OR handle NOT IN \
+                     (SELECT handle FROM chat_sessions ORDER BY updated_at DESC LIMIT $2)",
+                )
+                .bind(cutoff.unwrap_or(i64::MIN))
+                .bind(i64::try_from(self.limits.max_finished).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(removed)
             }

@@ -34,7 +34,9 @@ use super::events::JobEvent;
 use super::memory::StoreLimits;
 use super::record::JobRecord;
 use super::rows::{self, count, encode, finished_micros, from_json, micros};
-use super::store::{ChatSession, Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished};
+use super::store::{
+    ChatSession, Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished,
+};
 
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -548,16 +550,7 @@ impl JobStore for SqliteStore {
             .fetch_optional(&self.readers)
             .await
             .map_err(failed)?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let updated_at: i64 = row.try_get(1).map_err(failed)?;
-            Ok(Some(ChatSession {
-                owner: row.try_get(0).map_err(failed)?,
-                updated_at: DateTime::from_timestamp_micros(updated_at).unwrap_or_default(),
-                session: row.try_get(2).map_err(failed)?,
-                handle,
-            }))
+            row.map(|row| rows::chat_session(&row, handle)).transpose()
         })
     }
 
