@@ -84,6 +84,9 @@ pub(crate) struct Choice {
     pub(crate) message: AssistantMessage,
     /// How the run ended (see the README's table).
     pub(crate) finish_reason: &'static str,
+    /// Always `null`: the CLI reports no log probabilities. OpenAI requires the field and sends
+    /// `null` when none were asked for.
+    pub(crate) logprobs: Option<Value>,
 }
 
 /// The assistant message of a choice.
@@ -93,6 +96,9 @@ pub(crate) struct AssistantMessage {
     pub(crate) role: &'static str,
     /// The agent's answer text.
     pub(crate) content: String,
+    /// Always `null`: the agent does not refuse through this field. OpenAI requires it and sends
+    /// `null` when the model did not refuse.
+    pub(crate) refusal: Option<String>,
 }
 
 /// OpenAI `usage`.

@@ -284,8 +284,10 @@ fn completion(
             message: AssistantMessage {
                 role: "assistant",
                 content,
+                refusal: None,
             },
             finish_reason: reason,
+            logprobs: None,
         }],
         usage: outcome
             .usage
