@@ -1,13 +1,14 @@
 //! What one agent run produced: an outcome when the CLI started and ended, an error otherwise.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Token counts the CLI reports in its final `result` event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Uncached input tokens.
     pub input_tokens: u64,
