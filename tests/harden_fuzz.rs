@@ -210,7 +210,12 @@ fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
             );
             prop_assert!(!text.contains("internal error"), "{text}");
             // Whatever the body, the answer on `/v1` is in OpenAI's shape.
-            let errors = common::openai_schema::answer_violations(path, status.is_success(), streamed, &text);
+            let errors = common::openai_schema::answer_violations(
+                path,
+                status.is_success(),
+                streamed,
+                &text,
+            );
             prop_assert!(errors.is_empty(), "{status}: {errors:?}\n{text}");
             if status.is_success() {
                 accepted.set(accepted.get() + 1);

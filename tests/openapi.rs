@@ -37,7 +37,9 @@ fn served(router: &axum::Router) -> BTreeSet<(String, String)> {
     let text = format!("{router:?}");
     // `routes: {RouteId(3): MethodRouter(MethodRouter { …, allow_header: Bytes(b"GET,HEAD") }), …},
     // node: Node { paths: {RouteId(3): "/jobs", …} }, fallback_router: …`
-    let routes = &text[..text.find("fallback_router").expect("the router's Debug output")];
+    let routes = &text[..text
+        .find("fallback_router")
+        .expect("the router's Debug output")];
     let paths_at = routes.find("paths: {").expect("the router lists its paths");
     let mut served = BTreeSet::new();
     for entry in routes[paths_at..].split("RouteId(").skip(1) {
@@ -110,6 +112,7 @@ async fn the_document_is_openapi_3_1_with_the_bearer_scheme_on_protected_routes(
         document["components"]["securitySchemes"]["bearer"],
         serde_json::json!({"type": "http", "scheme": "bearer"})
     );
+    let mut operation_ids = BTreeSet::new();
     for (method, path) in documented(&document) {
         let operation = &document["paths"][&path][method.to_lowercase()];
         let open = ["/health", "/metrics", "/openapi.json"].contains(&path.as_str());
@@ -120,8 +123,80 @@ async fn the_document_is_openapi_3_1_with_the_bearer_scheme_on_protected_routes(
             operation["security"]
         );
         assert!(
-            operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            operation["responses"]
+                .as_object()
+                .is_some_and(|r| !r.is_empty()),
             "{method} {path} lists its responses"
+        );
+        // Generators refuse an operation whose parameters repeat (name and place).
+        let parameters: Vec<_> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (p["name"].to_string(), p["in"].to_string()))
+            .collect();
+        let unique: BTreeSet<_> = parameters.iter().collect();
+        assert_eq!(
+            unique.len(),
+            parameters.len(),
+            "{method} {path}: {parameters:?}"
+        );
+        assert!(operation["operationId"].is_string(), "{method} {path}");
+        assert!(
+            operation_ids.insert(operation["operationId"].to_string()),
+            "{method} {path}: operationId {} is not unique",
+            operation["operationId"]
         );
     }
 }
+
+/// Schemathesis (pinned in tests/clients/requirements.txt, installed by `scripts/test`) generates
+/// requests from the document, valid and invalid, against a gateway with the real CLI and the
+/// mock API behind it: no 5xx, no status the document does not list, no body or content type
+/// that violates it. Bounded: a fixed number of cases per operation and a fixed seed, so a
+/// failure found once is found again, well within three minutes.
+#[tokio::test]
+async fn schemathesis_finds_nothing_the_document_does_not_allow() {
+    let gw = Gateway::builder()
+        .arg("max-concurrency", 2)
+        .arg("max-queue-depth", 1000)
+        .start()
+        .await;
+    let clients = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"));
+    let report = tempfile::tempdir().unwrap();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(170),
+        tokio::process::Command::new(clients.join(".venv/bin/schemathesis"))
+            .arg("run")
+            .arg(format!("{}/openapi.json", gw.url))
+            .args([
+                "--header",
+                &format!("Authorization: Bearer {}", common::TOKEN),
+            ])
+            .args(["--checks", SCHEMATHESIS_CHECKS])
+            .args(["--max-examples", "25", "--seed", "19", "--workers", "2"])
+            .args(["--phases", "examples,coverage,fuzzing,stateful"])
+            .args(["--request-timeout", "60"])
+            .arg("--report-dir")
+            .arg(report.path())
+            .env("NO_COLOR", "1")
+            .current_dir(report.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("schemathesis finishes within its budget")
+    .expect("schemathesis starts (run ./scripts/test to install it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // The summary (operations, cases, checks), for the log.
+    eprintln!("{stdout}");
+}
+
+/// What schemathesis checks: the issue's "no 5xx, no undocumented status, no body that violates
+/// the document", and the content types and headers it documents.
+const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance";

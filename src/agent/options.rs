@@ -11,8 +11,8 @@ use std::ffi::OsString;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::command::check_agent_name;
 

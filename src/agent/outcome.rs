@@ -1,11 +1,11 @@
 //! What one agent run produced: an outcome when the CLI started and ended, an error otherwise.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Token counts the CLI reports in its final `result` event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -9,9 +9,9 @@
 use crate::agent::{RunOptions, Usage};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use std::fmt;
 use std::str::FromStr;
+use utoipa::ToSchema;
 
 /// Where a job is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

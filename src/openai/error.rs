@@ -173,8 +173,7 @@ impl IntoResponse for OpenAiError {
 /// The error for a run that ended but did not succeed: 503, as the replaced service answered.
 pub(crate) fn outcome_error(outcome: &AgentOutcome) -> OpenAiError {
     let detail = outcome_detail(outcome);
-    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed")
-        .detail(detail)
+    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed").detail(detail)
 }
 
 /// One line saying why a run failed: claude's own error text, else stderr, else the exit code.

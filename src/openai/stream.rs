@@ -79,7 +79,11 @@ impl Chunks {
         json_event(&self.chunk(Vec::new(), Some(usage)))
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<CompletionUsage>) -> ChatCompletionChunk {
+    fn chunk(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<CompletionUsage>,
+    ) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 /// `user`, … as listed in the README), so that stock clients, which send them routinely, are not
 /// refused: the agent decides its own length and sampling, bounded by its budget and deadline.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "haiku", "messages": [{"role": "user", "content": "Say hello"}]}))]
 pub(crate) struct ChatCompletionRequest {
     /// Model id; `DEFAULT_MODEL` when absent.
     #[serde(default)]

@@ -19,11 +19,10 @@ use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError}
 use crate::openai::format::{self, structured_content};
 use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
 use crate::openai::wire::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    CompletionUsage,
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
-use crate::routes::openapi::OpenAiAuthFailure;
+use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure};
 use crate::state::AppState;
 
 /// A validated chat request, ready to run.
@@ -47,13 +46,16 @@ struct ChatRun {
 #[utoipa::path(
     post,
     path = "/v1/chat/completions",
+    operation_id = "createChatCompletion",
+    summary = "Create a chat completion",
+    description = "OpenAI's chat completion, answered by one agent run; `stream: true` answers Server-Sent Events. Fields the gateway does not act on are accepted and ignored.",
     tag = "openai",
     security(("bearer" = [])),
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "The answer: a `chat.completion`, or with `stream: true` Server-Sent Events each holding a `chat.completion.chunk` (or an `{\"error\": …}` for a run that failed once the stream began), then `[DONE]`", content(
             (ChatCompletion = "application/json"),
-            (ChatCompletionChunk = "text/event-stream")
+            (ChatEvent = "text/event-stream")
         )),
         OpenAiAuthFailure,
         (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),

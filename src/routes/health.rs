@@ -43,6 +43,9 @@ pub(crate) struct Health {
 #[utoipa::path(
     get,
     path = "/health",
+    operation_id = "health",
+    summary = "Health and load",
+    description = "Open to all. 200 while the gateway takes work; 503 from the moment it received SIGTERM, so a readiness probe takes it out of rotation.",
     tag = "operations",
     responses(
         (status = 200, description = "The gateway takes work", body = Health),

@@ -25,18 +25,9 @@ use crate::jobs::{
 };
 use crate::metrics::Entry;
 use crate::routes::detail::{Detail, DetailError};
-use crate::routes::openapi::{JobAuthFailure, StoreFailure};
 use crate::routes::large::{record_cost, record_response};
+use crate::routes::openapi::{JobAuthFailure, JobEvent, StoreFailure};
 use crate::state::AppState;
-
-/// The `{job_id}` of a job route.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Only its description is used: the handlers take the id as a `String`.
-struct JobId {
-    /// The id `POST /execute` answered.
-    job_id: String,
-}
 
 /// `max_budget_usd` when the body gives none (the contract's default).
 const DEFAULT_BUDGET_USD: f64 = 5.0;
@@ -49,6 +40,7 @@ const MAX_PAGE: usize = 500;
 
 /// The body of `POST /execute`. Unknown fields are ignored, as the replaced service did.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "Summarise the README", "agent": "general-purpose", "timeout_seconds": 600}))]
 struct ExecuteBody {
     /// The prompt, sent to the agent on stdin; not blank.
     prompt: String,
@@ -258,12 +250,20 @@ fn refused(refusal: &Refusal) -> Response {
 #[utoipa::path(
     post,
     path = "/execute",
+    operation_id = "createJob",
+    summary = "Queue an agent run as a job",
+    description = "Checks the body and the run options, takes a queue slot and answers 202 at once; the job runs in its own workspace, bounded by `timeout_seconds` and `max_budget_usd`.",
     tag = "jobs",
     security(("bearer" = [])),
     request_body = ExecuteRequest,
     responses(
         (status = 202, description = "The job is queued", body = Accepted,
-            headers(("Location" = String, description = "`/jobs/{job_id}`"))),
+            headers(("Location" = String, description = "`/jobs/{job_id}`")),
+            links(
+                ("getJob" = (operation_id = "getJob", parameters(("job_id" = "$response.body#/job_id")))),
+                ("cancelJob" = (operation_id = "cancelJob", parameters(("job_id" = "$response.body#/job_id")))),
+                ("streamJobEvents" = (operation_id = "streamJobEvents", parameters(("job_id" = "$response.body#/job_id"))))
+            )),
         JobAuthFailure,
         (status = 403, description = "The operator's policy refuses an option; `detail` names it", body = Detail),
         (status = 408, description = "The body did not arrive in time", body = Detail),
@@ -338,6 +338,9 @@ pub(crate) struct ListParams {
 #[utoipa::path(
     get,
     path = "/jobs",
+    operation_id = "listJobs",
+    summary = "List the caller's jobs",
+    description = "Newest first, as summaries (no `prompt`, `metadata`, `output`, `stderr` or `result`), a page at a time.",
     tag = "jobs",
     security(("bearer" = [])),
     params(ListParams),
@@ -401,9 +404,12 @@ pub(crate) async fn list(
 #[utoipa::path(
     get,
     path = "/jobs/{job_id}",
+    operation_id = "getJob",
+    summary = "Read a job's record",
+    description = "Only the token that created the job sees it; to any other it is unknown (404).",
     tag = "jobs",
     security(("bearer" = [])),
-    params(JobId),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
     responses(
         (status = 200, description = "The job's record", body = JobRecord),
         JobAuthFailure,
@@ -456,9 +462,12 @@ fn budget_spent() -> Response {
 #[utoipa::path(
     delete,
     path = "/jobs/{job_id}",
+    operation_id = "cancelJob",
+    summary = "Cancel a queued or running job",
+    description = "Kills the run's process group and answers the final record (status `error`, saying it was cancelled); 409 when the job had already finished.",
     tag = "jobs",
     security(("bearer" = [])),
-    params(JobId),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
     responses(
         (status = 200, description = "The job was cancelled: its final record", body = JobRecord),
         JobAuthFailure,
@@ -489,14 +498,17 @@ pub(crate) async fn cancel(
 #[utoipa::path(
     get,
     path = "/jobs/{job_id}/events",
+    operation_id = "streamJobEvents",
+    summary = "Follow a job's events",
+    description = "Server-Sent Events replayed from the start (or after `Last-Event-ID`) and followed live: `status`, `agent` (the agent's stream-json events), `truncated`, and last `end` with the final status; then the stream closes.",
     tag = "jobs",
     security(("bearer" = [])),
     params(
-        JobId,
+        ("job_id" = String, Path, description = "The id `POST /execute` answered"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `status`, `agent`, `truncated`, and last `end` with the final record", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `status`, `agent`, `truncated`, and last `end` with the final record", content_type = "text/event-stream", body = JobEvent),
         JobAuthFailure,
         (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
         StoreFailure

@@ -12,6 +12,9 @@ use crate::state::AppState;
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Open to all: counts only, never ids, tokens or prompts.",
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
 )]

@@ -22,6 +22,9 @@ fn model_object(id: &str, created: i64) -> Model {
 #[utoipa::path(
     get,
     path = "/v1/models",
+    operation_id = "listModels",
+    summary = "List the supported models",
+    description = "`SUPPORTED_MODELS`, in OpenAI's shape.",
     tag = "openai",
     security(("bearer" = [])),
     responses((status = 200, description = "The supported models", body = ModelList), OpenAiAuthFailure)
@@ -44,6 +47,9 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<ModelList> {
 #[utoipa::path(
     get,
     path = "/v1/models/{model_id}",
+    operation_id = "retrieveModel",
+    summary = "Read a supported model",
+    description = "One of `SUPPORTED_MODELS`, in OpenAI's shape; 404 for any other id.",
     tag = "openai",
     security(("bearer" = [])),
     params(("model_id" = String, Path, description = "A model id")),

@@ -11,11 +11,13 @@ use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http::header::CONTENT_TYPE;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::OpenApi as Document;
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::openai::error::ErrorBody;
+use crate::openai::wire::ChatCompletionChunk;
 use crate::routes::detail::Detail;
 
 /// The name of the bearer scheme in `components/securitySchemes`, which protected operations
@@ -87,6 +89,80 @@ pub(crate) enum OpenAiAuthFailure {
     Unauthorized(ErrorBody),
 }
 
+/// One Server-Sent Event, as OpenAPI 3.1 describes an event stream's item: an `event` name, an
+/// `id`, and `data` holding JSON that fits `data` (or, with `done`, the literal `[DONE]`).
+fn sse_event(description: &str, data: RefOr<Schema>, done: bool) -> RefOr<Schema> {
+    let json = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/json")
+        .content_schema(Some(data));
+    let data: RefOr<Schema> = if done {
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["[DONE]"])),
+            )
+            .item(json)
+            .into()
+    } else {
+        json.into()
+    };
+    ObjectBuilder::new()
+        .description(Some(description))
+        .property("event", ObjectBuilder::new().schema_type(Type::String))
+        .property("id", ObjectBuilder::new().schema_type(Type::String))
+        .property("data", data)
+        .required("data")
+        .into()
+}
+
+/// An event of a streamed chat answer: a `chat.completion.chunk`, or an error that ends the
+/// stream, then `[DONE]`.
+pub(crate) struct ChatEvent;
+
+impl PartialSchema for ChatEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = OneOfBuilder::new()
+            .item(Ref::from_schema_name(ChatCompletionChunk::name()))
+            .item(Ref::from_schema_name(ErrorBody::name()));
+        sse_event("A chunk, an error, or `[DONE]`", data.into(), true)
+    }
+}
+
+impl ToSchema for ChatEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema, more) in [
+            (
+                ChatCompletionChunk::name(),
+                ChatCompletionChunk::schema(),
+                ChatCompletionChunk::schemas as fn(&mut _),
+            ),
+            (ErrorBody::name(), ErrorBody::schema(), ErrorBody::schemas),
+        ] {
+            schemas.push((name.into_owned(), schema));
+            more(schemas);
+        }
+    }
+}
+
+/// An event of a job's stream: `status` (`{"job_id", "status", "at", "error"}`), `agent` (one
+/// stream-json event of the agent, as it printed it), `truncated`, and last `end`.
+pub(crate) struct JobEvent;
+
+impl PartialSchema for JobEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = ObjectBuilder::new().schema_type(Type::Object);
+        sse_event(
+            "A job event; `id` numbers them for `Last-Event-ID`",
+            data.into(),
+            false,
+        )
+    }
+}
+
+impl ToSchema for JobEvent {}
+
 /// The generated document, serialized once at start-up.
 #[derive(Clone, Debug)]
 pub(crate) struct Published(Bytes);
@@ -103,6 +179,9 @@ impl Published {
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    description = "Open to all: the routes and their shapes, nothing secret.",
     tag = "operations",
     responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json", body = Object))
 )]

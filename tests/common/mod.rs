@@ -200,7 +200,10 @@ pub async fn send(request: RequestBuilder) -> Response {
 
 /// Reads a JSON body; one from `/v1/…` must conform to OpenAI's schema of that answer.
 pub async fn json(response: Response) -> Value {
-    let (path, success) = (response.url().path().to_owned(), response.status().is_success());
+    let (path, success) = (
+        response.url().path().to_owned(),
+        response.status().is_success(),
+    );
     let text = response.text().await.expect("body read");
     let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     conforms(&path, success, false, &text);
@@ -210,7 +213,10 @@ pub async fn json(response: Response) -> Value {
 /// Reads a streamed answer into its `data:` payloads; on `/v1/…` each event but `[DONE]` must
 /// conform to OpenAI's schema of a chunk (or of an error, for one that ends the stream).
 pub async fn sse_data(response: Response) -> Vec<String> {
-    let (path, success) = (response.url().path().to_owned(), response.status().is_success());
+    let (path, success) = (
+        response.url().path().to_owned(),
+        response.status().is_success(),
+    );
     let text = response.text().await.expect("body read");
     conforms(&path, success, true, &text);
     openai_schema::sse_payloads(&text)
