@@ -21,7 +21,7 @@
 //! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
 //! default 2), `BENCH_JOBS` (jobs in the memory measurements, default 1000) and
 //! `BENCH_SUSTAIN_SECONDS` (each sustained-throughput measurement of 6, default 30).
-//! `BENCH_ONLY=6` runs only section 6.
+//! `BENCH_ONLY=2,5` runs only the sections named.
 //!
 //! Temporary directories (workspaces, the base repository) go where `TMPDIR` says; the figures
 //! of 2 and 3 are mostly the cost of creating and removing 5,000 files on that filesystem.
@@ -178,7 +178,7 @@ Sizes come from the environment (positive whole numbers):
   BENCH_ROUNDS         rounds of 8 provisions at once (default 2)
   BENCH_JOBS           jobs in each memory measurement (default 1000)
   BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
-  BENCH_ONLY=6         run only section 6 (the warm pool)
+  BENCH_ONLY=2,5       run only the sections named (comma-separated, 1 to 6)
   BENCH_SUBMISSIONS    submissions per row of the durable mode (default 4000)
 
 The quickest run: BENCH_RUNS=1 BENCH_REQUESTS=16 BENCH_BASE_REQUESTS=2 BENCH_PROVISIONS=1 \\
@@ -213,7 +213,7 @@ async fn bench() -> Result<(), BoxError> {
     let instant = script(scripts.path(), "instant.sh", INSTANT_AGENT);
     let hanging = script(scripts.path(), "hang.sh", HANGING_AGENT);
     let stamping = script(scripts.path(), "stamp.sh", STAMPING_AGENT);
-    let only_pool = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "6");
+    let only = Only::from_env()?;
 
     eprintln!("building the {BASE_FILES}-file base repository...");
     let repos = base_repo();
@@ -230,20 +230,30 @@ async fn bench() -> Result<(), BoxError> {
         command_line(&cli.display().to_string(), &["--version"]).await,
     )?;
 
-    if !only_pool {
-        eprintln!("1/5 direct CLI vs gateway...");
+    if only.has(1) {
+        eprintln!("1/6 direct CLI vs gateway...");
         out.push_str(&overhead(&cli, sizes.runs).await?);
-        eprintln!("2/5 throughput...");
+    }
+    if only.has(2) {
+        eprintln!("2/6 throughput...");
         out.push_str(&throughput(&instant, &repos.base, &sizes).await?);
-        eprintln!("3/5 workspace provisioning...");
+    }
+    if only.has(3) {
+        eprintln!("3/6 workspace provisioning...");
         out.push_str(&provisioning(&repos.base, &sizes).await?);
-        eprintln!("4/5 memory per job...");
+    }
+    if only.has(4) {
+        eprintln!("4/6 memory per job...");
         out.push_str(&memory(&instant, &hanging, sizes.jobs).await?);
-        eprintln!("5/5 containment...");
+    }
+    if only.has(5) {
+        eprintln!("5/6 containment...");
         out.push_str(&containment(&instant, &repos.base, sizes.runs.max(20)).await?);
     }
-    eprintln!("6/6 warm pool...");
-    out.push_str(&warm_pool(&instant, &stamping, &repos.base, &sizes).await?);
+    if only.has(6) {
+        eprintln!("6/6 warm pool...");
+        out.push_str(&warm_pool(&instant, &stamping, &repos.base, &sizes).await?);
+    }
     writeln!(
         out,
         "\nWhole bench: {:.0} s.",
@@ -251,6 +261,31 @@ async fn bench() -> Result<(), BoxError> {
     )?;
     println!("{out}");
     Ok(())
+}
+
+/// The sections `BENCH_ONLY` asks for (comma-separated numbers); every section when unset.
+struct Only(Option<Vec<u8>>);
+
+impl Only {
+    fn from_env() -> Result<Self, BoxError> {
+        let Ok(list) = std::env::var("BENCH_ONLY") else {
+            return Ok(Self(None));
+        };
+        let sections = list
+            .split(',')
+            .map(|n| match n.trim().parse::<u8>() {
+                Ok(n @ 1..=6) => Ok(n),
+                _ => Err(format!(
+                    "BENCH_ONLY={list}: expected section numbers 1 to 6, e.g. 2,5"
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self(Some(sections)))
+    }
+
+    fn has(&self, section: u8) -> bool {
+        self.0.as_ref().is_none_or(|only| only.contains(&section))
+    }
 }
 
 /// The first line a command prints, or `unknown`.
@@ -328,6 +363,14 @@ fn ms(d: Duration) -> String {
 
 const LATENCY_HEADER: &str =
     "| what | n | min | median | p90 | mean | max |\n|---|---:|---:|---:|---:|---:|---:|\n";
+
+impl Summary {
+    /// The cells `min | median | p90 | p99 | max` of a table row.
+    fn tail_cells(&self) -> String {
+        let cells = [self.min, self.median, self.p90, self.p99, self.max].map(ms);
+        cells.join(" | ")
+    }
+}
 
 fn latency_row(label: &str, s: &Summary) -> String {
     format!(
@@ -417,6 +460,20 @@ fn chats(gw: &Gateway) -> impl Fn() -> ChatLatency + Clone + Send + 'static {
     move || Box::pin(chat(http.clone(), url.clone()))
 }
 
+/// Runs `measure` once to warm up, then `runs` times; the latencies it measured.
+async fn warm_then_time<F, Fut>(runs: usize, measure: F) -> Result<Vec<Duration>, BoxError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Duration, BoxError>>,
+{
+    measure().await?;
+    let mut latencies = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        latencies.push(measure().await?);
+    }
+    Ok(latencies)
+}
+
 /// What [`chat`] answers, boxed so that [`chats`] can name it.
 type ChatLatency = std::pin::Pin<Box<dyn Future<Output = Result<Duration, BoxError>> + Send>>;
 
@@ -453,18 +510,8 @@ async fn overhead(cli: &Path, runs: usize) -> Result<String, BoxError> {
     // The direct runs use the gateway's agent environment: the same mock, the same HOME.
     let mut gateway = gateway(cli, None, 10, 100, 15).start().await;
     let agent_env = gateway.agent_env();
-    run_cli_directly(cli, &agent_env).await?;
-    let mut direct = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        direct.push(run_cli_directly(cli, &agent_env).await?);
-    }
-
-    let chat = chats(&gateway);
-    chat().await?;
-    let mut via_gateway = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        via_gateway.push(chat().await?);
-    }
+    let direct = warm_then_time(runs, || run_cli_directly(cli, &agent_env)).await?;
+    let via_gateway = warm_then_time(runs, chats(&gateway)).await?;
     gateway.shutdown().await;
 
     let direct = Summary::of(&direct);
@@ -563,14 +610,10 @@ async fn throughput(instant: &Path, base: &Path, sizes: &Sizes) -> Result<String
         let s = Summary::of(&latencies);
         writeln!(
             out,
-            "| {label} | {requests} | {:.2} s | {:.1} | {} | {} | {} | {} | {} |",
+            "| {label} | {requests} | {:.2} s | {:.1} | {} |",
             wall.as_secs_f64(),
             requests as f64 / wall.as_secs_f64(),
-            ms(s.min),
-            ms(s.median),
-            ms(s.p90),
-            ms(s.p99),
-            ms(s.max),
+            s.tail_cells(),
         )?;
     }
     out.push('\n');
@@ -912,7 +955,7 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
     )?;
     writeln!(
         out,
-        "| isolation | workspaces | min | median | p90 | max |\n|---|---|---:|---:|---:|---:|"
+        "| isolation | workspaces | min | median | p90 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|"
     )?;
     let root = nix::unistd::geteuid().is_root();
     let modes: &[&str] = if root {
@@ -926,22 +969,10 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
                 .arg("isolation", mode)
                 .start()
                 .await;
-            let chat = chats(&gateway);
-            chat().await?;
-            let mut latencies = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                latencies.push(chat().await?);
-            }
+            let latencies = warm_then_time(runs, chats(&gateway)).await?;
             gateway.shutdown().await;
             let s = Summary::of(&latencies);
-            writeln!(
-                out,
-                "| {mode} | {label} | {} | {} | {} | {} |",
-                ms(s.min),
-                ms(s.median),
-                ms(s.p90),
-                ms(s.max)
-            )?;
+            writeln!(out, "| {mode} | {label} | {} |", s.tail_cells())?;
         }
     }
     if !root {
@@ -1213,13 +1244,9 @@ async fn submissions(hanging: &Path, n: usize) -> Result<String, BoxError> {
             let s = Summary::of(&latencies);
             writeln!(
                 out,
-                "| {label} | {clients} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {label} | {clients} | {:.0} | {} |",
                 n as f64 / wall.as_secs_f64(),
-                ms(s.min),
-                ms(s.median),
-                ms(s.p90),
-                ms(s.p99),
-                ms(s.max),
+                s.tail_cells(),
             )?;
         }
     }

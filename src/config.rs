@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use gateway_layers::auth::Tokens;
 
-use crate::agent::{Effort, OptionPolicy};
+use crate::agent::{check_budget, Effort, OptionPolicy};
 use crate::contain::{IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR};
 
 /// The models the OpenAI-compatible route accepts unless `SUPPORTED_MODELS` says otherwise.
@@ -483,18 +483,8 @@ impl Settings {
             .max_effort
             .parse()
             .map_err(|e: String| invalid(format!("MAX_EFFORT: {e}")))?;
-        if !(self.max_budget_usd.is_finite() && self.max_budget_usd > 0.0) {
-            return Err(invalid(format!(
-                "MAX_BUDGET_USD must be a positive number of dollars, got {}",
-                self.max_budget_usd
-            )));
-        }
-        if !(self.openai_compat_budget_usd.is_finite() && self.openai_compat_budget_usd > 0.0) {
-            return Err(invalid(format!(
-                "OPENAI_COMPAT_BUDGET_USD must be a positive number of dollars, got {}",
-                self.openai_compat_budget_usd
-            )));
-        }
+        check_budget("MAX_BUDGET_USD", self.max_budget_usd).map_err(invalid)?;
+        check_budget("OPENAI_COMPAT_BUDGET_USD", self.openai_compat_budget_usd).map_err(invalid)?;
         let supported_models: Vec<String> = split_list(&self.supported_models);
         if supported_models.is_empty() {
             return Err(invalid("SUPPORTED_MODELS must list at least one model id"));

@@ -263,11 +263,7 @@ async fn faulty_agents_end_in_clear_errors_with_nothing_leaked() {
         ("hang.sh", "hung"),
     ];
     for (script, expect) in cases {
-        let gw = Gateway::builder()
-            .fake(script)
-            .arg("agent-inactivity-timeout-seconds", 1)
-            .start()
-            .await;
+        let gw = Gateway::fake_with(script, "agent-inactivity-timeout-seconds", 1).await;
         let response = gw.chat("hi").await;
         assert_eq!(
             response.status(),

@@ -11,11 +11,7 @@ use reqwest::StatusCode;
 
 #[tokio::test]
 async fn cancelling_a_queued_job_frees_its_slot_and_a_running_one_kills_its_processes() {
-    let gw = Gateway::builder()
-        .fake("hang.sh")
-        .arg("max-concurrency", 1)
-        .start()
-        .await;
+    let gw = Gateway::fake_with("hang.sh", "max-concurrency", 1).await;
     let running = submit(&gw, "first", 600).await;
     wait_job(&gw, &running, secs(30), |r| r["status"] == "running").await;
     gw.wait_agent_process().await;

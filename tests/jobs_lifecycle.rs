@@ -258,11 +258,7 @@ async fn jobs_are_listed_newest_first_filtered_and_paginated() {
 
 #[tokio::test]
 async fn finished_jobs_are_forgotten_past_the_ttl() {
-    let gw = Gateway::builder()
-        .fake("ok.sh")
-        .arg("job-ttl-seconds", 1)
-        .start()
-        .await;
+    let gw = Gateway::fake_with("ok.sh", "job-ttl-seconds", 1).await;
     let job_id = submit(&gw, "hi", 60).await;
     wait_end(&gw, &job_id).await;
     eventually("the job is forgotten", secs(10), || async {
@@ -273,11 +269,7 @@ async fn finished_jobs_are_forgotten_past_the_ttl() {
 
 #[tokio::test]
 async fn past_the_count_bound_the_oldest_finished_job_is_forgotten() {
-    let gw = Gateway::builder()
-        .fake("ok.sh")
-        .arg("max-finished-jobs", 2)
-        .start()
-        .await;
+    let gw = Gateway::fake_with("ok.sh", "max-finished-jobs", 2).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let id = submit(&gw, "hi", 60).await;
@@ -297,11 +289,7 @@ async fn a_job_is_visible_only_to_the_token_that_created_it() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "alice:alice-secret\nbob:bob-secret\n").unwrap();
-    let gw = Gateway::builder()
-        .fake("hang.sh")
-        .arg("api-bearer-tokens-file", tokens.display())
-        .start()
-        .await;
+    let gw = Gateway::fake_with("hang.sh", "api-bearer-tokens-file", tokens.display()).await;
     let job_id = submit_as(&gw, "alice-secret", "p", 600).await;
 
     assert_eq!(

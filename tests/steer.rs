@@ -55,6 +55,13 @@ fn system_text(body: &Value) -> String {
     }
 }
 
+/// Runs one job on a gateway whose operator allows every option; the gateway and the job's record.
+async fn open_job(body: Value) -> (Gateway, Value) {
+    let gw = open_gateway().await;
+    let record = submit_job(&gw, body).await;
+    (gw, record)
+}
+
 async fn submit_job(gw: &Gateway, body: Value) -> Value {
     let (status, answer) = execute(gw, body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -63,21 +70,17 @@ async fn submit_job(gw: &Gateway, body: Value) -> Value {
 
 #[tokio::test]
 async fn job_options_reach_the_api_and_the_record() {
-    let gw = open_gateway().await;
-    let record = submit_job(
-        &gw,
-        json!({
-            "prompt": "opts-marker [[mock:text steered]]",
-            "agent": AGENT,
-            "model": "claude-opus-4-7",
-            "system_prompt": "-You are the steered system prompt SYS-91.",
-            "append_system_prompt": "--appended line APP-17",
-            "tools": ["Bash", "Read"],
-            "disallowed_tools": ["Read"],
-            "max_turns": 3,
-            "effort": "low",
-        }),
-    )
+    let (gw, record) = open_job(json!({
+        "prompt": "opts-marker [[mock:text steered]]",
+        "agent": AGENT,
+        "model": "claude-opus-4-7",
+        "system_prompt": "-You are the steered system prompt SYS-91.",
+        "append_system_prompt": "--appended line APP-17",
+        "tools": ["Bash", "Read"],
+        "disallowed_tools": ["Read"],
+        "max_turns": 3,
+        "effort": "low",
+    }))
     .await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], "steered");
@@ -106,6 +109,35 @@ async fn job_options_reach_the_api_and_the_record() {
     assert!(
         !tools.contains(&"Edit".to_owned()),
         "not in --tools: {tools:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_overloaded_model_falls_back_to_fallback_model() {
+    let (gw, record) = open_job(json!({
+        "prompt": "fallback-marker [[mock:error 529 retry model=opus]] [[mock:text answered by the fallback]]",
+        "agent": AGENT,
+        "model": "claude-opus-4-7",
+        "fallback_model": "claude-sonnet-4-6",
+    }))
+    .await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "answered by the fallback");
+    assert_eq!(record["options"]["fallback_model"], "claude-sonnet-4-6");
+
+    let models: Vec<String> = calls_with(&gw, "fallback-marker")
+        .into_iter()
+        .filter_map(|call| call.model)
+        .collect();
+    assert_eq!(
+        models.first().map(String::as_str),
+        Some("claude-opus-4-7"),
+        "the run asked its model first: {models:?}"
+    );
+    assert_eq!(
+        models.last().map(String::as_str),
+        Some("claude-sonnet-4-6"),
+        "the answer came from the fallback model: {models:?}"
     );
 }
 
@@ -158,18 +190,14 @@ async fn max_turns_stops_the_run() {
 
 #[tokio::test]
 async fn an_inline_agent_is_used_without_an_agent_file() {
-    let gw = open_gateway().await;
-    let record = submit_job(
-        &gw,
-        json!({
-            "prompt": "agent-marker [[mock:text reviewed]]",
-            "agent": "inline-reviewer",
-            "agents": {"inline-reviewer": {
-                "description": "Reviews code",
-                "prompt": "You are the inline reviewer REV-55.",
-            }},
-        }),
-    )
+    let (gw, record) = open_job(json!({
+        "prompt": "agent-marker [[mock:text reviewed]]",
+        "agent": "inline-reviewer",
+        "agents": {"inline-reviewer": {
+            "description": "Reviews code",
+            "prompt": "You are the inline reviewer REV-55.",
+        }},
+    }))
     .await;
     assert_eq!(record["status"], "completed", "{record}");
     let calls = calls_with(&gw, "agent-marker");

@@ -63,6 +63,17 @@ fn fake_git(dir: &Path, clone_prelude: &str) -> PathBuf {
     script(dir, "fake-git", &body)
 }
 
+/// Asserts that the checkout `ws` is at `commit` on `branch`.
+fn assert_checkout(ws: &Path, commit: &str, branch: &str) {
+    assert_eq!(
+        git(ws, &["rev-parse", "HEAD"]),
+        commit,
+        "HEAD of {}",
+        ws.display()
+    );
+    assert_eq!(git(ws, &["branch", "--show-current"]), branch);
+}
+
 #[tokio::test]
 async fn workspace_has_the_base_files_and_the_remotes_newer_commit() {
     let fx = Repos::new();
@@ -74,8 +85,7 @@ async fn workspace_has_the_base_files_and_the_remotes_newer_commit() {
     assert!(ws.starts_with(jobs(&fx)), "{}", ws.display());
     assert_eq!(read(&ws.join(README.0)), README.1);
     assert_eq!(read(&ws.join("src/new.tf")), "resource {}\n");
-    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), newer);
-    assert_eq!(git(&ws, &["branch", "--show-current"]), "main");
+    assert_checkout(&ws, &newer, "main");
     assert_eq!(git(&ws, &["status", "--porcelain"]), "");
     assert_eq!(provisioner.stats().fetches, 1);
 }
@@ -287,8 +297,7 @@ async fn the_remotes_default_branch_is_followed_not_master() {
 
     let ws = provisioner.provision().await.expect("provision");
 
-    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), newer);
-    assert_eq!(git(&ws, &["branch", "--show-current"]), "trunk");
+    assert_checkout(&ws, &newer, "trunk");
     assert!(!ws.join("wrong-branch").exists());
 }
 
@@ -319,8 +328,7 @@ async fn a_configured_base_branch_wins_over_the_default() {
 
     let ws = provisioner.provision().await.expect("provision");
 
-    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), release);
-    assert_eq!(git(&ws, &["branch", "--show-current"]), "release");
+    assert_checkout(&ws, &release, "release");
     assert!(!ws.join("on-main").exists());
 }
 

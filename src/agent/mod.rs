@@ -55,7 +55,7 @@ mod fixture_tests;
 pub(crate) use command::allowed_env;
 pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
-pub use options::{Effort, OptionError, OptionPolicy, RunOptions};
+pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
 pub use outcome::{AgentError, AgentOutcome, Usage};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,

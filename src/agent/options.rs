@@ -53,6 +53,18 @@ impl Effort {
     }
 }
 
+/// Checks that `dollars`, named `name` in the message, is a budget the CLI's `--max-budget-usd`
+/// can take: a finite amount above zero.
+pub fn check_budget(name: &str, dollars: f64) -> Result<(), String> {
+    if dollars.is_finite() && dollars > 0.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a positive number of dollars, got {dollars}"
+        ))
+    }
+}
+
 impl fmt::Display for Effort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -351,23 +363,30 @@ impl RunOptions {
         if self.allowed_tools.is_some() && !policy.allow_tools {
             return Err(refuse("allowed_tools", "ALLOW_TOOLS"));
         }
+        let over_cap = |field: &'static str,
+                        value: &dyn fmt::Display,
+                        cap: &dyn fmt::Display,
+                        setting: &str| {
+            OptionError::Refused {
+                field,
+                why: format!("{value} is over the operator's cap of {cap} ({setting})"),
+            }
+        };
         if let Some(turns) = self.max_turns.filter(|t| *t > policy.max_turns) {
-            return Err(OptionError::Refused {
-                field: "max_turns",
-                why: format!(
-                    "{turns} is over the operator's cap of {} (MAX_TURNS)",
-                    policy.max_turns
-                ),
-            });
+            return Err(over_cap(
+                "max_turns",
+                &turns,
+                &policy.max_turns,
+                "MAX_TURNS",
+            ));
         }
         if let Some(effort) = self.effort.filter(|e| *e > policy.max_effort) {
-            return Err(OptionError::Refused {
-                field: "effort",
-                why: format!(
-                    "{effort} is over the operator's cap of {} (MAX_EFFORT)",
-                    policy.max_effort
-                ),
-            });
+            return Err(over_cap(
+                "effort",
+                &effort,
+                &policy.max_effort,
+                "MAX_EFFORT",
+            ));
         }
         Ok(())
     }

@@ -442,16 +442,18 @@ fn eviction_period(ttl: Duration) -> Duration {
 /// registry weakly, and ends once it is gone.
 fn spawn_evictor(shared: Weak<Shared>, period: Duration) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
+        // Nothing can have expired at the start: the first tick is one period away.
+        let first = tokio::time::Instant::now() + period;
+        let mut ticks = tokio::time::interval_at(first, period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // The first tick is immediate and there is nothing to forget yet.
-        ticks.tick().await;
         loop {
             ticks.tick().await;
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            shared.evict(timestamp_now()).await;
+            match shared.upgrade() {
+                Some(shared) => {
+                    shared.evict(timestamp_now()).await;
+                }
+                None => return,
+            }
         }
     });
 }

@@ -17,7 +17,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::agent::{check_agent_name, OptionError, OptionPolicy, RunOptions};
+use crate::agent::{check_agent_name, check_budget, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
     CancelError, Cursor, EventKind, JobRecord, JobStatus, JobSummary, ListQuery, NewJob,
@@ -190,12 +190,7 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, 
             body.agent
         )));
     }
-    if !(body.max_budget_usd.is_finite() && body.max_budget_usd > 0.0) {
-        return Err(invalid(format!(
-            "max_budget_usd must be a positive number of dollars, got {}",
-            body.max_budget_usd
-        )));
-    }
+    check_budget("max_budget_usd", body.max_budget_usd).map_err(invalid)?;
     if body.max_budget_usd > bounds.max_budget_usd {
         return Err(invalid(format!(
             "max_budget_usd must be at most {} dollars, got {}",

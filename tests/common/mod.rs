@@ -259,6 +259,16 @@ impl Gateway {
         GatewayBuilder::default().fake(name).start().await
     }
 
+    /// A gateway in front of the stand-in `tests/fixtures/fake-claude/NAME` with one setting
+    /// changed: `--flag value`.
+    pub async fn fake_with(name: &str, flag: &str, value: impl ToString) -> Gateway {
+        GatewayBuilder::default()
+            .fake(name)
+            .arg(flag, value)
+            .start()
+            .await
+    }
+
     /// A request to `path` carrying `token` as its bearer token (`None`: no `Authorization`).
     pub fn request_as(&self, token: Option<&str>, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.url));

@@ -14,6 +14,8 @@ pub(crate) struct Conversation {
     pub(crate) prompt: String,
     /// Output of each tool result sent since the prompt, in order.
     pub(crate) tool_outputs: Vec<String>,
+    /// The request's `model`, which an `[[mock:error ... model=NAME]]` directive matches.
+    pub(crate) model: String,
 }
 
 impl Conversation {
@@ -38,6 +40,11 @@ impl Conversation {
         Some(Self {
             prompt,
             tool_outputs,
+            model: body
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }

@@ -24,7 +24,8 @@ pub struct Directives {
     pub bash: Vec<String>,
     /// `[[mock:delay MS]]`: pause before answering (mid-stream, after the first delta, when streaming).
     pub delay: Option<Duration>,
-    /// `[[mock:error STATUS]]` / `[[mock:error STATUS retry]]`: fail with this HTTP status.
+    /// `[[mock:error STATUS [retry] [model=NAME]]]`: fail with this HTTP status (only requests for a
+    /// model whose id contains NAME, when given: how a test overloads one model and not its fallback).
     pub error: Option<ErrorDirective>,
     /// `[[mock:usage INPUT OUTPUT]]`: report these token counts instead of the defaults.
     pub usage: Option<(u64, u64)>,
@@ -43,13 +44,24 @@ pub enum Structured {
 }
 
 /// An `[[mock:error ...]]` directive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorDirective {
     /// HTTP status to answer, 400..=599.
     pub status: u16,
     /// Whether the CLI may retry. Without `retry` the mock sends `x-should-retry: false`, which makes
     /// the CLI give up after one attempt instead of backing off for minutes.
     pub retry: bool,
+    /// `model=NAME`: fail only requests whose model id contains NAME; `None`: every request.
+    pub model: Option<String>,
+}
+
+impl ErrorDirective {
+    /// Whether a request for `model` gets the error.
+    pub fn applies_to(&self, model: &str) -> bool {
+        self.model
+            .as_deref()
+            .is_none_or(|name| model.contains(name))
+    }
 }
 
 /// A directive the mock does not understand; answered with a 400 that names the problem, so a typo
@@ -160,7 +172,8 @@ fn spans(text: &str) -> impl Iterator<Item = Result<(usize, &str), DirectiveErro
 fn parse_error(args: &str) -> Result<ErrorDirective, DirectiveError> {
     let bad = || {
         DirectiveError(format!(
-            "`[[mock:error {args}]]`: expected a status 400..=599, optionally followed by `retry`"
+            "`[[mock:error {args}]]`: expected a status 400..=599, optionally followed by `retry` \
+             and `model=NAME`"
         ))
     };
     let mut words = args.split_whitespace();
@@ -168,15 +181,21 @@ fn parse_error(args: &str) -> Result<ErrorDirective, DirectiveError> {
     if !(400..=599).contains(&status) {
         return Err(bad());
     }
-    let retry = match words.next() {
-        None => false,
-        Some("retry") => true,
-        Some(_) => return Err(bad()),
+    let mut directive = ErrorDirective {
+        status,
+        retry: false,
+        model: None,
     };
-    if words.next().is_some() {
-        return Err(bad());
+    for word in words {
+        match word.strip_prefix("model=") {
+            None if word == "retry" && !directive.retry => directive.retry = true,
+            Some(name) if !name.is_empty() && directive.model.is_none() => {
+                directive.model = Some(name.to_owned())
+            }
+            _ => return Err(bad()),
+        }
     }
-    Ok(ErrorDirective { status, retry })
+    Ok(directive)
 }
 
 fn parse_usage(args: &str) -> Result<(u64, u64), DirectiveError> {
@@ -217,10 +236,23 @@ mod tests {
             d.error,
             Some(ErrorDirective {
                 status: 529,
-                retry: true
+                retry: true,
+                model: None,
             })
         );
         assert_eq!(d.usage, Some((10, 20)));
+    }
+
+    #[test]
+    fn an_error_can_be_limited_to_one_model() {
+        let error = Directives::parse("[[mock:error 529 retry model=sonnet]]")
+            .unwrap()
+            .error
+            .unwrap();
+        assert!(error.applies_to("claude-sonnet-4-5-20250929"));
+        assert!(!error.applies_to("claude-haiku-4-5-20251001"));
+        assert!(Directives::parse("[[mock:error 529 model=]]").is_err());
+        assert!(Directives::parse("[[mock:error 529 retry retry]]").is_err());
     }
 
     #[test]

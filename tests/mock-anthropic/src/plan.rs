@@ -67,6 +67,17 @@ pub(crate) enum Block {
     },
 }
 
+impl Reply {
+    /// A turn that calls one tool and stops for its result.
+    fn tool_call(block: Block, usage: Usage) -> Self {
+        Self {
+            blocks: vec![block],
+            stop_reason: "tool_use",
+            usage,
+        }
+    }
+}
+
 /// The tool the CLI offers under `--json-schema` and insists is called.
 pub(crate) const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
@@ -89,8 +100,8 @@ pub(crate) fn plan(
             }
         }
     };
-    let outcome = match directives.error {
-        Some(error) => Outcome::Error {
+    let outcome = match &directives.error {
+        Some(error) if error.applies_to(&conversation.model) => Outcome::Error {
             status: error.status,
             retry: error.retry,
             message: format!(
@@ -98,7 +109,7 @@ pub(crate) fn plan(
                 error.status
             ),
         },
-        None => Outcome::Message(reply(conversation, &directives, script, tool_id)),
+        _ => Outcome::Message(reply(conversation, &directives, script, tool_id)),
     };
     Plan {
         delay: directives.delay,
@@ -119,25 +130,23 @@ fn reply(
     }
     // One tool call per turn: the number of results already back says which command is next.
     if let Some(command) = directives.bash.get(conversation.tool_outputs.len()) {
-        return Reply {
-            blocks: vec![Block::Bash {
+        return Reply::tool_call(
+            Block::Bash {
                 id: tool_id(),
                 command: command.clone(),
-            }],
-            stop_reason: "tool_use",
+            },
             usage,
-        };
+        );
     }
     if let Some(Structured::Call(input)) = &directives.structured {
         if conversation.tool_outputs.len() == directives.bash.len() {
-            return Reply {
-                blocks: vec![Block::Structured {
+            return Reply::tool_call(
+                Block::Structured {
                     id: tool_id(),
                     input: input.clone(),
-                }],
-                stop_reason: "tool_use",
+                },
                 usage,
-            };
+            );
         }
     }
     let text = if let Some(text) = &directives.text {
@@ -173,6 +182,7 @@ mod tests {
         Conversation {
             prompt: prompt.to_owned(),
             tool_outputs: tool_outputs.iter().map(|s| (*s).to_owned()).collect(),
+            model: "claude-sonnet-4-5".to_owned(),
         }
     }
 
