@@ -172,7 +172,7 @@ async fn schemathesis_finds_nothing_the_document_does_not_allow() {
             .arg(format!("{}/openapi.json", gw.url))
             .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
             .args(["--checks", SCHEMATHESIS_CHECKS])
-            .args(["--max-examples", "25", "--seed", "19", "--workers", "2"])
+            .args(["--max-examples", "25", "--seed", "19", "--workers", "1"])
             .args(["--phases", "examples,coverage,fuzzing,stateful"])
             .args(["--request-timeout", "60"])
             .arg("--report-dir")
