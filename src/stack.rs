@@ -4,7 +4,7 @@
 //! ```text
 //!  HTTP ─► request-id ─► trace ─► metrics ─► catch-panic ─► router
 //!                                                             │
-//!     /health, /metrics ◄─────────────────────────────────────┤ (open)
+//!     /health, /metrics, /openapi.json ◄──────────────────────┤ (open)
 //!     /jobs… : auth (detail errors) ◄─────────────────────────┤
 //!     /v1/…  : auth (OpenAI errors) ◄─────────────────────────┘
 //!        /execute, /v1/chat/completions: handler ─► intake

@@ -79,6 +79,7 @@ impl Chunks {
         json_event(&self.chunk(Vec::new(), Some(usage)))
     }
 
+    /// A chunk of this completion.
     fn chunk(
         &self,
         choices: Vec<ChunkChoice>,
