@@ -5,7 +5,15 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// Runs one job of `prompt` on a gateway in front of the stand-in `script`; the gateway and the
+/// job's final record.
+async fn job_on_fake(script: &str, prompt: &str, timeout_seconds: u64) -> (Gateway, Value) {
+    let gw = Gateway::fake(script).await;
+    let record = run_job(&gw, prompt, timeout_seconds).await;
+    (gw, record)
+}
 
 #[tokio::test]
 async fn a_job_runs_to_completed_with_result_usage_and_the_contract_fields() {
@@ -56,8 +64,7 @@ async fn a_job_runs_to_completed_with_result_usage_and_the_contract_fields() {
 
 #[tokio::test]
 async fn an_agent_that_fails_ends_failed_with_exit_code_stderr_and_a_reason() {
-    let gw = Gateway::fake("fail.sh").await;
-    let record = run_job(&gw, "anything", 60).await;
+    let (_gw, record) = job_on_fake("fail.sh", "anything", 60).await;
     assert_ended(&record, "failed", "could not reach the API");
     assert_eq!(record["exit_code"], 3);
     assert!(record["stderr"]
@@ -83,8 +90,7 @@ async fn an_api_error_in_the_real_cli_ends_failed() {
 
 #[tokio::test]
 async fn a_job_past_its_timeout_ends_timeout_with_no_process_left() {
-    let gw = Gateway::fake("hang.sh").await;
-    let record = run_job(&gw, "hang", 1).await;
+    let (gw, record) = job_on_fake("hang.sh", "hang", 1).await;
     assert_ended(&record, "timeout", "timeout of 1 seconds");
     assert!(record["started_at"].is_string());
     gw.wait_nothing_left().await;
@@ -92,8 +98,7 @@ async fn a_job_past_its_timeout_ends_timeout_with_no_process_left() {
 
 #[tokio::test]
 async fn an_agent_that_cannot_run_ends_error_with_the_reason() {
-    let gw = Gateway::fake("unknown-agent.sh").await;
-    let record = run_job(&gw, "hi", 60).await;
+    let (_gw, record) = job_on_fake("unknown-agent.sh", "hi", 60).await;
     assert_ended(&record, "error", "not found");
 }
 
@@ -131,8 +136,7 @@ echo 'some stderr' >&2"#,
 
 #[tokio::test]
 async fn a_flood_of_output_past_the_limit_keeps_the_run_and_its_result() {
-    let gw = Gateway::fake("stdout-flood.sh").await;
-    let record = run_job(&gw, "flood", 120).await;
+    let (gw, record) = job_on_fake("stdout-flood.sh", "flood", 120).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], "the result after the flood", "{record}");
     gw.wait_no_agent_process().await;
@@ -169,13 +173,7 @@ async fn bad_bodies_get_a_clear_4xx() {
         ),
     ];
     for (body, mentions) in cases {
-        let (status, answer) = execute(&gw, body.clone()).await;
-        assert_eq!(
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{body} -> {answer}"
-        );
-        let detail = answer["detail"].as_str().unwrap_or_default();
+        let detail = refused_as_invalid(&gw, &body).await;
         assert!(detail.contains(mentions), "{body} -> {detail}");
     }
     let response = gw.post_raw("/execute", "{not json").await;

@@ -363,30 +363,20 @@ impl RunOptions {
         if self.allowed_tools.is_some() && !policy.allow_tools {
             return Err(refuse("allowed_tools", "ALLOW_TOOLS"));
         }
-        let over_cap = |field: &'static str,
-                        value: &dyn fmt::Display,
-                        cap: &dyn fmt::Display,
-                        setting: &str| {
-            OptionError::Refused {
-                field,
-                why: format!("{value} is over the operator's cap of {cap} ({setting})"),
-            }
-        };
+        fn over_cap(
+            field: &'static str,
+            setting: &str,
+            value: impl fmt::Display,
+            cap: impl fmt::Display,
+        ) -> OptionError {
+            let why = format!("{value} is over the operator's cap of {cap} ({setting})");
+            OptionError::Refused { field, why }
+        }
         if let Some(turns) = self.max_turns.filter(|t| *t > policy.max_turns) {
-            return Err(over_cap(
-                "max_turns",
-                &turns,
-                &policy.max_turns,
-                "MAX_TURNS",
-            ));
+            return Err(over_cap("max_turns", "MAX_TURNS", turns, policy.max_turns));
         }
         if let Some(effort) = self.effort.filter(|e| *e > policy.max_effort) {
-            return Err(over_cap(
-                "effort",
-                &effort,
-                &policy.max_effort,
-                "MAX_EFFORT",
-            ));
+            return Err(over_cap("effort", "MAX_EFFORT", effort, policy.max_effort));
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! Making one checkout of the warm base: clone, origin, git-crypt unlock. Used by a run that
-//! finds no ready checkout, and by the pool ahead of time.
+//! Making one checkout of the warm base: clone, origin, git-crypt unlock, and handing it to the
+//! run's identity. Used by a run that finds no ready checkout, and by the pool ahead of time.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::contain::{remove_tree, RunCell};
 
 use super::base::Base;
 use super::error::WorkspaceError;
@@ -78,6 +80,30 @@ impl Source {
             .await
             .is_ok_and(|m| m.is_file())
     }
+}
+
+/// Makes the checkout at `workspace` the run's: removes the git-crypt key copy `git-crypt unlock`
+/// leaves in it (a run must never hold the key; its files stay decrypted, and git-crypt's filters
+/// cannot re-encrypt without it, so the run's own git commands on encrypted paths fail instead of
+/// leaking it), then gives every entry to the run's identity. Blocking: walks the tree, which for a
+/// large base is most of the cost of a run's start, so the pool does it ahead of time.
+pub(crate) fn hand_to(cell: &RunCell, workspace: &Path) -> Result<(), WorkspaceError> {
+    let keys = workspace.join(".git/git-crypt/keys");
+    remove_tree(&keys).map_err(|e| {
+        WorkspaceError::new(
+            format!(
+                "could not remove the git-crypt key from {}",
+                workspace.display()
+            ),
+            e,
+        )
+    })?;
+    cell.hand_over(workspace).map_err(|e| {
+        WorkspaceError::new(
+            format!("could not hand over the workspace {}", workspace.display()),
+            e,
+        )
+    })
 }
 
 /// `git clone --local <base> <dest>`: the object store is hardlinked, so the cost is the

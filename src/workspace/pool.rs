@@ -1,10 +1,14 @@
 //! The warm pool: checkouts of the base made ahead of time, in the background, so a run takes
 //! one at once instead of cloning on its request path.
 //!
-//! - **Where.** Checkouts wait in `JOBS_DIR/.pool/`, a directory only the gateway can open (0700),
-//!   owned by the gateway and handed to no run yet. A run takes one by renaming it to its
-//!   `ws-<id>` name (same filesystem: one `rename`), after which the usual hand-over (chown to
-//!   the run's uid, HOME) happens.
+//! - **Where.** Checkouts wait in `JOBS_DIR/.pool/`, a directory only the gateway can open (0700).
+//!   A run takes one by renaming it to its `ws-<id>` name (same filesystem: one `rename`).
+//! - **Handed over ahead of time.** When runs are contained, each checkout is made for a run
+//!   identity leased with it: the git-crypt key copy is removed and the tree given to the
+//!   identity's uid in the background, so the walk over every file (most of a run's start on a
+//!   large base) is off the request path. The run that takes the checkout takes its identity too;
+//!   nothing can run as that uid meanwhile (the lease is held, and the tree is unreachable inside
+//!   the 0700 pool directory). A checkout dropped untaken gives its identity back.
 //! - **Never stale.** Each checkout remembers the base commit it was cloned at and whether it
 //!   was unlocked with the git-crypt key. A run first refreshes the base as ever (debounced), then
 //!   takes only a checkout of the commit the base is at now, with the key state of now; the
@@ -24,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::contain::remove_tree_async;
+use crate::contain::{remove_tree_async, Containment, RunCell};
 use crate::metrics::{Metrics, PoolGauges, PoolSnapshot};
 
-use super::checkout::{Made, Source};
+use super::checkout::{hand_to, Made, Source};
 use super::cleanup::{fresh_name, PendingDir, POOL_DIR};
 use super::error::WorkspaceError;
 
@@ -62,11 +66,15 @@ pub(crate) struct Pooled {
     dir: PendingDir,
     /// What it was made from.
     made: Made,
+    /// The run identity it was handed over to; `None` when runs are not contained. Declared after
+    /// `dir`, so an untaken checkout's removal is under way before its identity is given back.
+    cell: Option<RunCell>,
 }
 
 impl Pooled {
-    /// Moves the checkout to `dest` (a fresh `ws-<id>` path beside the pool directory).
-    pub(crate) async fn move_to(self, dest: &Path) -> Result<(), WorkspaceError> {
+    /// Moves the checkout to `dest` (a fresh `ws-<id>` path beside the pool directory); the run
+    /// identity it was handed over to comes along.
+    pub(crate) async fn move_to(mut self, dest: &Path) -> Result<Option<RunCell>, WorkspaceError> {
         tokio::fs::rename(self.dir.path(), dest)
             .await
             .map_err(|e| {
@@ -80,8 +88,9 @@ impl Pooled {
                 )
             })?;
         // Moved: nothing is left to remove.
+        let cell = self.cell.take();
         self.dir.keep();
-        Ok(())
+        Ok(cell)
     }
 }
 
@@ -118,15 +127,23 @@ impl Pool {
         })
     }
 
-    /// Starts the task that fills the pool from `source`.
+    /// Starts the task that fills the pool from `source`, handing each checkout to an identity
+    /// leased from `containment` when runs are contained.
     pub(crate) fn start(
         self: &Arc<Self>,
         source: Arc<Source>,
         jobs_dir: PathBuf,
+        containment: Option<Arc<Containment>>,
         metrics: Option<Metrics>,
     ) {
         let pool = Arc::downgrade(self);
-        tokio::spawn(refill(pool, source, jobs_dir, metrics));
+        let maker = Arc::new(Maker {
+            source,
+            jobs_dir,
+            containment,
+            metrics,
+        });
+        tokio::spawn(refill(pool, maker));
     }
 
     /// A ready checkout made from `now` (the base's commit and key state at this moment), if
@@ -207,19 +224,24 @@ impl PoolGauges for Pool {
     }
 }
 
-/// Keeps the pool at its size while it lives; shrinks it while disk is low.
-async fn refill(
-    pool: Weak<Pool>,
+/// What the refill task makes checkouts with.
+#[derive(Debug)]
+struct Maker {
     source: Arc<Source>,
     jobs_dir: PathBuf,
+    containment: Option<Arc<Containment>>,
     metrics: Option<Metrics>,
-) {
+}
+
+/// Keeps the pool at its size while it lives; shrinks it while disk is low.
+async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let jobs_dir = &maker.jobs_dir;
     loop {
         let Some(this) = pool.upgrade() else {
             return;
         };
-        if this.low_on_disk(&jobs_dir) {
+        if this.low_on_disk(jobs_dir) {
             if let Some(oldest) = this.pop_oldest() {
                 tracing::info!(
                     jobs_dir = %jobs_dir.display(),
@@ -236,12 +258,7 @@ async fn refill(
             let missing = this.size.saturating_sub(this.ready_len() + making);
             for _ in 0..missing.min(cores.saturating_sub(making)) {
                 this.making.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(make_one(
-                    Arc::clone(&this),
-                    Arc::clone(&source),
-                    jobs_dir.clone(),
-                    metrics.clone(),
-                ));
+                tokio::spawn(make_one(Arc::clone(&this), Arc::clone(&maker)));
             }
         }
         let wake = Arc::clone(&this.wake);
@@ -250,23 +267,18 @@ async fn refill(
     }
 }
 
-/// Makes one checkout of the base as it is (refreshed first, debounced as for runs) and files
-/// it as ready.
-async fn make_one(
-    pool: Arc<Pool>,
-    source: Arc<Source>,
-    jobs_dir: PathBuf,
-    metrics: Option<Metrics>,
-) {
-    source.base.ensure_fresh().await;
+/// Makes one checkout of the base as it is (refreshed first, debounced as for runs), hands it
+/// over to a leased identity when runs are contained, and files it as ready.
+async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
+    maker.source.base.ensure_fresh().await;
     let started = Instant::now();
     let dir = PendingDir::new(pool.dir.join(fresh_name()));
-    match source.checkout(&jobs_dir, dir.path()).await {
-        Ok(made) => {
-            if let Some(metrics) = &metrics {
+    match made_for_a_run(&maker, dir.path()).await {
+        Ok((made, cell)) => {
+            if let Some(metrics) = &maker.metrics {
                 metrics.record_checkout(true, started.elapsed());
             }
-            pool.put(Pooled { dir, made });
+            pool.put(Pooled { dir, made, cell });
         }
         Err(error) => {
             tracing::warn!(%error, "the warm pool could not make a checkout; runs clone their own meanwhile");
@@ -276,4 +288,29 @@ async fn make_one(
     }
     pool.making.fetch_sub(1, Ordering::AcqRel);
     pool.wake.notify_one();
+}
+
+/// A checkout at `dest`, handed over to a freshly leased identity when runs are contained.
+async fn made_for_a_run(
+    maker: &Maker,
+    dest: &Path,
+) -> Result<(Made, Option<RunCell>), WorkspaceError> {
+    let cell = match &maker.containment {
+        Some(containment) => Some(
+            containment
+                .lease()
+                .await
+                .map_err(|e| WorkspaceError::new("no identity for a pooled checkout", e))?,
+        ),
+        None => None,
+    };
+    let made = maker.source.checkout(&maker.jobs_dir, dest).await?;
+    let Some(cell) = cell else {
+        return Ok((made, None));
+    };
+    let dest = dest.to_path_buf();
+    let cell = tokio::task::spawn_blocking(move || hand_to(&cell, &dest).map(|()| cell))
+        .await
+        .map_err(|e| WorkspaceError::new("handing over a pooled checkout failed", e))??;
+    Ok((made, Some(cell)))
 }

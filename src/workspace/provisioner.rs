@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use gateway_layers::workspace::{Provision, ProvisionFuture};
 
-use crate::contain::{remove_tree, tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
+use crate::contain::{tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
 use crate::metrics::{Metrics, Take};
 
 use super::base::Base;
-use super::checkout::Source;
+use super::checkout::{hand_to, Source};
 use super::cleanup::{self, fresh_name, home_for, is_workspace_name, remove_detached, PendingDir};
 use super::error::WorkspaceError;
 use super::git::Tool;
@@ -167,7 +167,13 @@ impl GitProvisioner {
                     config.pool_size,
                     config.pool_min_free_bytes,
                 )?);
-                pool.start(Arc::clone(source), jobs_dir.clone(), metrics.clone());
+                let containment = contained.as_ref().map(|c| Arc::clone(&c.containment));
+                pool.start(
+                    Arc::clone(source),
+                    jobs_dir.clone(),
+                    containment,
+                    metrics.clone(),
+                );
                 if let Some(metrics) = &metrics {
                     metrics.watch_pool(pool.clone());
                 }
@@ -215,31 +221,32 @@ impl GitProvisioner {
 impl Inner {
     async fn provision(&self) -> Result<PathBuf, WorkspaceError> {
         let started = Instant::now();
-        // First, so a run that cannot have an identity costs no clone.
-        let cell = match &self.contained {
-            Some(contained) => Some(
-                contained
-                    .containment
-                    .lease()
-                    .await
-                    .map_err(|e| WorkspaceError::new("no identity for the run", e))?,
-            ),
-            None => None,
-        };
         let pending = PendingDir::new(self.jobs_dir.join(fresh_name()));
-        match &self.mode {
-            Mode::Scratch => create_scratch(pending.path()).await?,
+        // A pooled checkout comes with its cell, already handed over; otherwise the run's cell is
+        // leased before anything is made, so a run that cannot have an identity costs no clone.
+        let (cell, handed_over) = match &self.mode {
+            Mode::Scratch => {
+                let cell = self.lease().await?;
+                create_scratch(pending.path()).await?;
+                (cell, false)
+            }
             Mode::Git(source) => {
                 source.base.ensure_fresh().await;
-                if !self.take_pooled(source, pending.path()).await {
-                    let cloning = Instant::now();
-                    source.checkout(&self.jobs_dir, pending.path()).await?;
-                    if let Some(metrics) = &self.metrics {
-                        metrics.record_checkout(false, cloning.elapsed());
+                match self.take_pooled(source, pending.path()).await {
+                    Some(Some(cell)) => (Some(cell), true),
+                    Some(None) => (self.lease().await?, false),
+                    None => {
+                        let cell = self.lease().await?;
+                        let cloning = Instant::now();
+                        source.checkout(&self.jobs_dir, pending.path()).await?;
+                        if let Some(metrics) = &self.metrics {
+                            metrics.record_checkout(false, cloning.elapsed());
+                        }
+                        (cell, false)
                     }
                 }
             }
-        }
+        };
         if let (Some(cell), Some(contained)) = (cell, &self.contained) {
             let home = PendingDir::new(home_for(pending.path()));
             let workspace = pending.path().to_path_buf();
@@ -248,7 +255,10 @@ impl Inner {
             let handing = Instant::now();
             // Walks the tree and makes directories: blocking work, off the runtime's threads.
             let cell = tokio::task::spawn_blocking(move || {
-                give_to_run(&cell, &workspace, &home_dir, credentials.as_deref()).map(|()| cell)
+                if !handed_over {
+                    hand_to(&cell, &workspace)?;
+                }
+                make_run_home(&cell, &home_dir, credentials.as_deref()).map(|()| cell)
             })
             .await
             .map_err(|e| WorkspaceError::new("preparing the run's directories failed", e))??;
@@ -264,24 +274,40 @@ impl Inner {
         Ok(path)
     }
 
-    /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one;
-    /// returns whether it did (else the caller clones).
-    async fn take_pooled(&self, source: &Source, dest: &Path) -> bool {
-        let Some(pool) = &self.pool else {
-            return false;
-        };
+    /// The run's cell when runs are contained.
+    async fn lease(&self) -> Result<Option<RunCell>, WorkspaceError> {
+        match &self.contained {
+            Some(contained) => contained
+                .containment
+                .lease()
+                .await
+                .map(Some)
+                .map_err(|e| WorkspaceError::new("no identity for the run", e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one, and
+    /// returns the cell it was handed over to (`Some(None)`: runs are not contained); `None` when
+    /// there was none (the caller clones).
+    async fn take_pooled(&self, source: &Source, dest: &Path) -> Option<Option<RunCell>> {
+        let pool = self.pool.as_ref()?;
         let taken = match pool.take(&source.now().await) {
             Some(pooled) => match pooled.move_to(dest).await {
-                Ok(()) => true,
+                Ok(cell) => Some(cell),
                 Err(error) => {
                     tracing::warn!(%error, "a pooled checkout could not be used; the run clones its own");
-                    false
+                    None
                 }
             },
-            None => false,
+            None => None,
         };
         if let Some(metrics) = &self.metrics {
-            metrics.record_pool_take(if taken { Take::Hit } else { Take::Miss });
+            metrics.record_pool_take(if taken.is_some() {
+                Take::Hit
+            } else {
+                Take::Miss
+            });
         }
         taken
     }
@@ -315,28 +341,14 @@ impl Provision for GitProvisioner {
     }
 }
 
-/// Hands a freshly made workspace to its run, and makes the run's HOME (with a private TMPDIR
-/// inside, and the operator's CLI login when there is one).
-fn give_to_run(
+/// Makes the run's HOME, with a private TMPDIR inside and the operator's CLI login when there is
+/// one.
+fn make_run_home(
     cell: &RunCell,
-    workspace: &Path,
     home: &Path,
     credentials: Option<&Path>,
 ) -> Result<(), WorkspaceError> {
     let step = |what: &str, path: &Path| format!("{what} {}", path.display());
-    // `git-crypt unlock` leaves a copy of the key in the clone: a run must never hold it. Its
-    // files stay decrypted; git-crypt's filters cannot re-encrypt without the key, so the run's
-    // own git commands on encrypted paths fail instead of leaking it.
-    let keys = workspace.join(".git/git-crypt/keys");
-    remove_tree(&keys).map_err(|e| {
-        WorkspaceError::new(
-            step("could not remove the git-crypt key from", workspace),
-            e,
-        )
-    })?;
-    cell.hand_over(workspace).map_err(|e| {
-        WorkspaceError::new(step("could not hand over the workspace", workspace), e)
-    })?;
     cell.make_home(home)
         .map_err(|e| WorkspaceError::new(step("could not make the run's HOME", home), e))?;
     let tmp = tmpdir_of(home);

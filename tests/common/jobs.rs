@@ -17,6 +17,17 @@ pub async fn execute(gw: &Gateway, body: Value) -> (StatusCode, Value) {
     status_and_json(gw.post("/execute", &body).await).await
 }
 
+/// Submits `body`, asserts the 422 a malformed submission gets, and answers its `detail`.
+pub async fn refused_as_invalid(gw: &Gateway, body: &Value) -> String {
+    let (status, answer) = execute(gw, body.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{body} -> {answer}"
+    );
+    answer["detail"].as_str().unwrap_or_default().to_owned()
+}
+
 /// Submits `prompt` to the built-in agent as `token` and answers the job id (asserting a 202).
 pub async fn submit_as(gw: &Gateway, token: &str, prompt: &str, timeout_seconds: u64) -> String {
     let body =
