@@ -149,6 +149,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("durable") => runtime.block_on(durable_bench()),
+        Some("replicas") => runtime.block_on(replicas_bench()),
         Some(other) => Err(format!("unexpected argument {other:?}\n\n{USAGE}").into()),
         None => runtime.block_on(bench()),
     };
@@ -165,10 +166,15 @@ fn main() -> ExitCode {
 const USAGE: &str = "\
 Measures what the gateway costs and prints markdown tables.
 
-usage: cargo run --release --example bench [-- --help | -- durable]
+usage: cargo run --release --example bench [-- --help | -- durable | -- replicas]
 
 `-- durable` measures only durable submissions (POST /execute per second and latency at 1 and 16
 clients, SQLite next to the memory store; BENCH_SUBMISSIONS per row, default 4000).
+
+`-- replicas` measures replicas sharing a PostgreSQL store (on 127.0.0.1:5432, or
+TEST_POSTGRES_URL; a database of its own, dropped after): jobs per second with an instant agent on
+1 and 3 replicas, database transactions per job, and submit-to-start latency on an idle service
+(BENCH_REPLICA_JOBS jobs per row, default 600; BENCH_STARTS idle starts, default 100).
 
 Sizes come from the environment (positive whole numbers):
   BENCH_RUNS           direct-vs-gateway runs of the real CLI, each (default 10)
@@ -180,6 +186,8 @@ Sizes come from the environment (positive whole numbers):
   BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
   BENCH_ONLY=2,5       run only the sections named (comma-separated, 1 to 6)
   BENCH_SUBMISSIONS    submissions per row of the durable mode (default 4000)
+  BENCH_REPLICA_JOBS   jobs per row of the replicas mode (default 600)
+  BENCH_STARTS         idle submit-to-start samples of the replicas mode (default 100)
 
 The quickest run: BENCH_RUNS=1 BENCH_REQUESTS=16 BENCH_BASE_REQUESTS=2 BENCH_PROVISIONS=1 \\
 BENCH_ROUNDS=1 BENCH_JOBS=20 cargo run --release --example bench
@@ -1268,21 +1276,7 @@ async fn timed_submissions(
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < jobs {
                 let started = Instant::now();
-                let response = http
-                    .post(format!("{url}/execute"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response.bytes().await.map_err(|e| e.to_string())?;
-                if status != reqwest::StatusCode::ACCEPTED {
-                    return Err(format!(
-                        "/execute answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
+                post_job(&http, &url).await?;
                 latencies.push(started.elapsed());
             }
             Ok::<_, String>(latencies)
@@ -1293,4 +1287,214 @@ async fn timed_submissions(
         all.extend(task.await??);
     }
     Ok(all)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `replicas` mode: several replicas on one PostgreSQL store
+
+/// Runs at once on each replica in the replicas mode.
+const REPLICA_CONCURRENCY: usize = 4;
+
+/// `cargo run --release --example bench -- replicas`.
+async fn replicas_bench() -> Result<(), BoxError> {
+    let jobs = env_count("BENCH_REPLICA_JOBS", 600)?;
+    let starts = env_count("BENCH_STARTS", 100)?;
+    let scripts = tempfile::tempdir()?;
+    let instant = script(scripts.path(), "instant.sh", INSTANT_AGENT);
+    let mut out = format!(
+        "## claude-gateway bench: replicas on PostgreSQL\n\nLoad average at start {}; {} cores; the replicas are served in this process, each with its own store connections.\n\n",
+        load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    writeln!(
+        out,
+        "### Throughput with an instant agent ({CLIENTS} clients spread over the replicas, MAX_CONCURRENCY={REPLICA_CONCURRENCY} each)\n"
+    )?;
+    writeln!(
+        out,
+        "| replicas | jobs | wall (first submit to last end) | jobs/s | transactions/job | idle transactions/s |\n|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for replicas in [1, 3] {
+        let db = common::postgres::TestDb::create().await;
+        let gateways = replica_set(&instant, &db, replicas).await;
+        run_through(&gateways, &db, 20).await?;
+        // What the replicas do with nothing to do (lease, poll), to take off the figures below.
+        let (idle_from, idle_at) = transactions(&db).await?;
+        let (from, at) = transactions(&db).await?;
+        let idle = (from - idle_from) as f64 / (at - idle_at).as_secs_f64();
+        let (wall, watching) = run_through(&gateways, &db, jobs).await?;
+        let (to, end) = transactions(&db).await?;
+        let total = (to - from - watching) as f64 - idle * (end - at).as_secs_f64();
+        let per_job = total / jobs as f64;
+        writeln!(
+            out,
+            "| {replicas} | {jobs} | {:.2} s | {:.1} | {per_job:.1} | {idle:.1} |",
+            wall.as_secs_f64(),
+            jobs as f64 / wall.as_secs_f64(),
+        )?;
+        for mut gateway in gateways {
+            gateway.shutdown().await;
+        }
+    }
+    out.push('\n');
+    let db = common::postgres::TestDb::create().await;
+    let gateways = replica_set(&instant, &db, 3).await;
+    run_through(&gateways, &db, 20).await?;
+    let mut waits = Vec::with_capacity(starts);
+    for i in 0..starts {
+        let gateway = &gateways[i % gateways.len()];
+        let id = submit_one(gateway).await?;
+        let record = wait_finished(gateway, &id).await?;
+        let at = |field: &str| {
+            record[field]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .ok_or_else(|| format!("no {field} in {record}"))
+        };
+        let waited = at("started_at")? - at("created_at")?;
+        waits.push(waited.to_std().unwrap_or_default());
+    }
+    writeln!(
+        out,
+        "### Submit-to-start on an idle service of 3 replicas (`started_at` less `created_at`, one job at a time)\n\n{LATENCY_HEADER}{}",
+        latency_row("submit to start", &Summary::of(&waits))
+    )?;
+    for mut gateway in gateways {
+        gateway.shutdown().await;
+    }
+    println!("{out}");
+    Ok(())
+}
+
+/// `n` replicas of a service on `db`, in front of `agent`.
+async fn replica_set(agent: &Path, db: &common::postgres::TestDb, n: usize) -> Vec<Gateway> {
+    let mut gateways = Vec::with_capacity(n);
+    for i in 0..n {
+        gateways.push(
+            gateway(agent, None, REPLICA_CONCURRENCY, 100_000, 3600)
+                .arg("database-url", db.url())
+                .arg("replica-id", format!("bench-{i}"))
+                .start()
+                .await,
+        );
+    }
+    gateways
+}
+
+/// Transactions committed and rolled back in `db` so far, and when they were read. A backend
+/// flushes its statistics within a second while busy and within ten once idle: the wait before
+/// reading covers both, and makes each reading its own idle window too.
+async fn transactions(db: &common::postgres::TestDb) -> Result<(i64, Instant), BoxError> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url()).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(&db.name)
+    .fetch_one(&mut conn)
+    .await?;
+    // This connection's own transaction is not among them yet.
+    Ok((n, Instant::now()))
+}
+
+/// Submits `jobs` jobs from [`CLIENTS`] clients over the replicas and waits until every job in
+/// `db` has ended, watching the database every 20 ms (so the wait adds few transactions of its
+/// own); answers the wall time and the transactions the watching took.
+async fn run_through(
+    gateways: &[Gateway],
+    db: &common::postgres::TestDb,
+    jobs: usize,
+) -> Result<(Duration, i64), BoxError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for c in 0..CLIENTS {
+        let gateway = &gateways[c % gateways.len()];
+        let (http, url, next) = (gateway.http.clone(), gateway.url.clone(), next.clone());
+        clients.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < jobs {
+                post_job(&http, &url).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for client in clients {
+        client.await??;
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url()).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Each poll is a transaction of its own, counted to be taken off.
+    let mut polls = 1;
+    loop {
+        polls += 1;
+        let (left, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE finished_at IS NULL), \
+                    COUNT(*) FILTER (WHERE finished_at IS NOT NULL AND status <> 'completed') \
+             FROM jobs",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if failed > 0 {
+            return Err(format!("{failed} jobs did not complete").into());
+        }
+        if left == 0 {
+            return Ok((started.elapsed(), polls));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{left} jobs still unfinished after 300 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `POST /execute` of one job; its id.
+async fn post_job(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = http
+        .post(format!("{url}/execute"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"prompt": PROMPT, "agent": "general-purpose"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(format!("/execute answered {status}: {body}"));
+    }
+    Ok(body["job_id"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn submit_one(gateway: &Gateway) -> Result<String, BoxError> {
+    Ok(post_job(&gateway.http, &gateway.url).await?)
+}
+
+/// Polls the job every 5 ms until it has ended (bounded); its record.
+async fn wait_finished(gateway: &Gateway, id: &str) -> Result<Value, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let record: Value = gateway
+            .http
+            .get(format!("{}/jobs/{id}", gateway.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if !matches!(record["status"].as_str(), Some("queued" | "running")) {
+            return Ok(record);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("job {id} did not end within 120 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The load averages of the last 1, 5 and 15 minutes, as `/proc/loadavg` has them.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -48,6 +48,16 @@ pub enum SqliteSync {
 /// The file name of the default store, inside `JOBS_DIR`.
 pub const DEFAULT_DATABASE_FILE: &str = "claude-gateway.db";
 
+/// A `postgres://` URL. It may hold a password, so its `Debug` form shows only the scheme.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl(postgres://…)")
+    }
+}
+
 /// Where jobs are stored (`DATABASE_URL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -59,6 +69,11 @@ pub enum StoreConfig {
         path: PathBuf,
         /// When a commit reaches the disk.
         sync: SqliteSync,
+    },
+    /// A PostgreSQL database shared by every replica: one queue, one job store.
+    Postgres {
+        /// The `postgres://` URL, as given.
+        url: DatabaseUrl,
     },
 }
 
@@ -132,7 +147,8 @@ pub struct Settings {
     pub max_stored_bytes: usize,
 
     /// Where jobs are stored: `sqlite://PATH` (a file, created if missing; `sqlite:///abs/path`
-    /// or `sqlite://relative/path`), or `memory` (gone when the gateway stops) [default:
+    /// or `sqlite://relative/path`), `postgres://USER@HOST/DB` (one database shared by several
+    /// replicas: one queue, one job store), or `memory` (gone when the gateway stops) [default:
     /// `sqlite://` JOBS_DIR/claude-gateway.db].
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -146,6 +162,17 @@ pub struct Settings {
     /// the gateway stopped while it ran is queued again instead of recorded as interrupted.
     #[arg(long, env = "MAX_JOB_ATTEMPTS", default_value_t = 3)]
     pub max_job_attempts: u32,
+
+    /// This replica's name, recorded on every job it runs (`replica`) and its lease in a shared
+    /// PostgreSQL store; must differ between replicas [default: the hostname].
+    #[arg(long, env = "REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// With PostgreSQL: seconds a replica's lease lasts without renewal (it renews every third
+    /// of it). A replica silent that long (killed, node lost) is taken for dead, and the jobs it
+    /// ran are handled as after a restart (interrupted, or queued again).
+    #[arg(long, env = "REPLICA_LEASE_SECONDS", default_value_t = 15)]
+    pub replica_lease_seconds: u64,
 
     /// Bytes of agent output kept per job (and of agent events in its event log); longer output
     /// is cut and the record says so.
@@ -370,6 +397,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// Most starts a job may be allowed.
     pub max_job_attempts: u32,
+    /// This replica's name (`REPLICA_ID`, by default the hostname).
+    pub replica_id: String,
+    /// How long a replica's lease lasts without renewal (`REPLICA_LEASE_SECONDS`).
+    pub replica_lease: Duration,
     /// Debounce window of the base refresh.
     pub fetch_debounce: Duration,
     /// Model ids chat accepts, in the order given.
@@ -446,6 +477,8 @@ impl Settings {
         positive("MAX_OUTPUT_BYTES", self.max_output_bytes as u64)?;
         positive("MAX_STORED_BYTES", self.max_stored_bytes as u64)?;
         positive("MAX_JOB_ATTEMPTS", u64::from(self.max_job_attempts))?;
+        positive("REPLICA_LEASE_SECONDS", self.replica_lease_seconds)?;
+        let replica_id = replica_id(self.replica_id.as_deref())?;
         let store = store_config(
             self.database_url.as_deref(),
             &self.jobs_dir,
@@ -536,6 +569,8 @@ impl Settings {
             max_output_bytes: self.max_output_bytes,
             store,
             max_job_attempts: self.max_job_attempts,
+            replica_id,
+            replica_lease: Duration::from_secs(self.replica_lease_seconds),
             fetch_debounce: Duration::from_secs(self.fetch_debounce_seconds),
             supported_models: supported_models.into(),
             default_model: self.default_model,
@@ -629,13 +664,37 @@ fn store_config(
     }
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     if matches!(scheme, "postgres" | "postgresql") {
-        return Err(invalid(
-            "DATABASE_URL: a PostgreSQL store is not available in this version; use sqlite://PATH or memory",
-        ));
+        url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|_| {
+            invalid("DATABASE_URL: not a valid postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+        })?;
+        return Ok(StoreConfig::Postgres {
+            url: DatabaseUrl(url.to_owned()),
+        });
     }
     Err(invalid(
-        "DATABASE_URL must be sqlite://PATH or memory (the scheme was not recognised)",
+        "DATABASE_URL must be sqlite://PATH, postgres://... or memory (the scheme was not recognised)",
     ))
+}
+
+/// The longest `REPLICA_ID`.
+const MAX_REPLICA_ID: usize = 128;
+
+/// `REPLICA_ID`, or the hostname: printable, without spaces, at most [`MAX_REPLICA_ID`] bytes.
+fn replica_id(given: Option<&str>) -> Result<String, ConfigError> {
+    let id = match given.map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "claude-gateway".to_owned()),
+    };
+    if id.len() > MAX_REPLICA_ID || !id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(format!(
+            "REPLICA_ID must be at most {MAX_REPLICA_ID} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(id)
 }
 
 fn split_list(list: &str) -> Vec<String> {
@@ -816,7 +875,7 @@ mod tests {
             "sqlite://",
             "sqlite::memory:",
             "sqlite://x.db?mode=rwc",
-            "postgres://u:secret@db/jobs",
+            "postgres://u:secret@db:notaport/jobs",
             "mysql://db",
             "jobs.db",
         ] {
@@ -824,6 +883,14 @@ mod tests {
             assert!(err.starts_with("DATABASE_URL"), "{bad}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
+        let shared = with("postgres://u:secret@db:5432/jobs").unwrap().store;
+        assert_eq!(
+            shared,
+            StoreConfig::Postgres {
+                url: DatabaseUrl("postgres://u:secret@db:5432/jobs".into())
+            }
+        );
+        assert!(!format!("{shared:?}").contains("secret"));
         let full = parse(&[
             "--api-bearer-token",
             "test-token",

@@ -74,6 +74,15 @@ fn assert_checkout(ws: &Path, commit: &str, branch: &str) {
     assert_eq!(git(ws, &["branch", "--show-current"]), branch);
 }
 
+/// A provisioner over `fx` whose git runs `clone_prelude` (shell) before each clone.
+async fn provisioner_with_clone_prelude(fx: &Repos, clone_prelude: &str) -> GitProvisioner {
+    new_provisioner(WorkspaceConfig {
+        git_bin: fake_git(fx.root.path(), clone_prelude),
+        ..config(fx)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn workspace_has_the_base_files_and_the_remotes_newer_commit() {
     let fx = Repos::new();
@@ -421,11 +430,7 @@ async fn dropping_a_provision_mid_clone_kills_git_and_removes_the_directory() {
         "for last; do :; done\nmkdir -p \"$last/partial\"\necho $$ > {}\nexec sleep 60",
         pidfile.display()
     );
-    let config = WorkspaceConfig {
-        git_bin: fake_git(fx.root.path(), &prelude),
-        ..config(&fx)
-    };
-    let provisioner = new_provisioner(config).await;
+    let provisioner = provisioner_with_clone_prelude(&fx, &prelude).await;
 
     let task = tokio::spawn(provisioner.provision());
     until("the clone has started", || {
@@ -478,11 +483,7 @@ async fn clones_do_not_wait_for_each_other() {
         "if mkdir {m}/first 2>/dev/null; then\n  while [ ! -e {m}/go ]; do sleep 0.05; done\nfi",
         m = marks.display()
     );
-    let config = WorkspaceConfig {
-        git_bin: fake_git(fx.root.path(), &prelude),
-        ..config(&fx)
-    };
-    let provisioner = new_provisioner(config).await;
+    let provisioner = provisioner_with_clone_prelude(&fx, &prelude).await;
 
     let slow = tokio::spawn(provisioner.provision());
     until("the first clone is running", || {

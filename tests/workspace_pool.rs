@@ -15,6 +15,8 @@ use serde_json::Value;
 struct Probe {
     head: String,
     claimed: String,
+    /// Whether every entry of the workspace belonged to the run's own uid.
+    owned: String,
     dir: String,
 }
 
@@ -34,6 +36,7 @@ async fn probe(gw: &Gateway) -> Probe {
     Probe {
         head: field("head"),
         claimed: field("claimed"),
+        owned: field("owned"),
         dir: field("dir"),
     }
 }
@@ -84,6 +87,8 @@ async fn a_run_takes_a_ready_checkout_of_the_base_and_the_pool_refills() {
 
     assert_eq!(run.head, head);
     assert_eq!(run.claimed, "no");
+    // Handed over ahead of time: the checkout was already the run's when it started.
+    assert_eq!(run.owned, "yes");
     assert!(
         Path::new(&run.dir).starts_with(gw.jobs_dir.path()),
         "{}",

@@ -106,6 +106,8 @@ def main():
             env[e["name"]] = config_maps[ref["name"]][ref["key"]]
         elif "secretKeyRef" in e["valueFrom"]:
             ref = e["valueFrom"]["secretKeyRef"]
+            if ref.get("optional") and ref["key"] not in secrets.get(ref["name"], {}):
+                continue  # as the kubelet does: an optional key that is absent sets nothing
             env[e["name"]] = secrets[ref["name"]][ref["key"]]
     for item in a.set:
         name, value = item.split("=", 1)

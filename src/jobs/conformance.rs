@@ -1,6 +1,5 @@
 //! The one conformance suite every [`JobStore`] passes: the same tests, run against the memory
-//! store and the SQLite store (and, when it comes, PostgreSQL: add a module to the
-//! `conformance!` call below and a [`Kind`]).
+//! store, the SQLite store and the PostgreSQL store (each test on a database of its own).
 //!
 //! Each test takes a fresh, empty store of the kind given and checks what a caller of the trait
 //! can see: records read back whole, listings, status transitions, the order jobs come back in
@@ -13,6 +12,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::events::{EventKind, JobEvent};
 use super::memory::{MemoryStore, StoreLimits};
+use super::postgres::testdb::TestDb;
+use super::postgres::PgStore;
 use super::record::{JobRecord, JobStatus, NewJob};
 use super::sqlite::SqliteStore;
 use super::store::{Cursor, JobStore, ListQuery, LogPosition};
@@ -24,6 +25,7 @@ use crate::config::SqliteSync;
 pub(super) enum Kind {
     Memory,
     Sqlite,
+    Postgres,
 }
 
 /// A store under test and what it needs to stay alive.
@@ -31,6 +33,8 @@ struct Subject {
     store: Arc<dyn JobStore>,
     /// The SQLite file's directory.
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database, dropped after the store.
+    _db: Option<TestDb>,
 }
 
 impl std::ops::Deref for Subject {
@@ -54,6 +58,7 @@ async fn open(kind: Kind, limits: StoreLimits) -> Subject {
         Kind::Memory => Subject {
             store: Arc::new(MemoryStore::new(limits)),
             _dir: None,
+            _db: None,
         },
         Kind::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -63,6 +68,18 @@ async fn open(kind: Kind, limits: StoreLimits) -> Subject {
             Subject {
                 store: Arc::new(store),
                 _dir: Some(dir),
+                _db: None,
+            }
+        }
+        Kind::Postgres => {
+            let db = TestDb::create().await;
+            let store = PgStore::open(&db.url(), "conformance", limits)
+                .await
+                .unwrap();
+            Subject {
+                store: Arc::new(store),
+                _dir: None,
+                _db: Some(db),
             }
         }
     }
@@ -143,6 +160,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Kind::Postgres).await
                 }
             )*
         }

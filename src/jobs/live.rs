@@ -141,6 +141,11 @@ impl LiveSet {
         state.jobs.values().map(|job| job.stop.clone()).collect()
     }
 
+    /// Whether new jobs are still accepted (no shutdown began).
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.lock().accepting
+    }
+
     /// How many jobs are live.
     pub(crate) fn count(&self) -> usize {
         *self.count.borrow()

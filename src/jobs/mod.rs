@@ -2,8 +2,12 @@
 //!
 //! A job is one run (see [`crate::run`]) driven by a spawned task, so the HTTP answer (202) does
 //! not wait for it. Its record and its events live in a job store (the `JobStore` trait): by
-//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), or the
-//! ephemeral memory store; both bounded in age, count and bytes.
+//! default the durable SQLite store (a file in `JOBS_DIR`, so a 202 survives kill -9), the
+//! ephemeral memory store, or a PostgreSQL database shared by several replicas; all bounded in
+//! age, count and bytes.
+//!
+//! With PostgreSQL the queue is the database's, not this process's: a submission is a row in the
+//! shared queue, and each replica claims what its free slots can start now (see the `replicas` module).
 //!
 //! [`Jobs`] is the handle the routes and the server hold:
 //!
@@ -23,7 +27,10 @@ mod events;
 mod finish;
 mod live;
 mod memory;
+mod postgres;
 mod record;
+mod replicas;
+mod rows;
 mod sqlite;
 mod store;
 mod task;
@@ -45,14 +52,17 @@ use crate::run::Runs;
 
 pub(crate) use events::{EventKind, Subscription};
 pub(crate) use memory::{MemoryStore, StoreLimits};
+pub(crate) use postgres::PgStore;
 pub(crate) use record::{is_job_id, new_job_id, timestamp_now};
 pub use record::{JobRecord, JobStatus, JobSummary, NewJob};
 pub(crate) use sqlite::SqliteStore;
 pub(crate) use store::{Cursor, JobStore, ListQuery, Page};
 pub use store::{StoreError, StoreErrorKind};
 
-use events::EventLog;
+use events::{EventLog, JobEvent};
 use live::{LiveSet, NotAccepting, Stop, StopKind};
+use postgres::{Fence, Held};
+use replicas::Replication;
 use store::{LogPosition, Unfinished};
 use task::JobTask;
 
@@ -66,6 +76,17 @@ const CANCELLED: &str = "cancelled: the job was cancelled by its caller";
 /// Recorded for a job found running at start: the process that ran it is gone.
 const INTERRUPTED: &str =
     "interrupted: the gateway stopped while the job was running (killed, or shut down past its grace period)";
+
+/// Recorded for a job whose replica's lease ran out while it ran.
+const REPLICA_LOST: &str =
+    "interrupted: the replica running the job stopped answering (its lease ran out)";
+
+/// How long a submission waits for a shared database that does not answer (one that refuses
+/// connections answers sooner): past it, the caller gets a 503 rather than a hung request.
+const ENQUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `DELETE /jobs/{id}` waits for the replica running the job to record it stopped.
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// The job registry and the tasks that run jobs. Cheap to clone: an `Arc` inside.
 ///
@@ -88,6 +109,10 @@ struct Shared {
     gauge: Gauge,
     /// Bytes kept of each of a record's `output`, `result` and `stderr`, and of its event log.
     output_cap: usize,
+    /// This replica's name, recorded on the jobs it runs.
+    replica: String,
+    /// With a PostgreSQL store: the shared queue, the notices and the lease.
+    replication: Option<Replication>,
 }
 
 /// Why a job was not accepted.
@@ -95,6 +120,8 @@ struct Shared {
 pub enum SubmitError {
     /// The gateway is shutting down.
     ShuttingDown,
+    /// The service's shared queue holds `MAX_QUEUE_DEPTH` jobs already.
+    QueueFull,
     /// The store could not record it; nothing of it was kept.
     Store(StoreError),
 }
@@ -137,17 +164,25 @@ impl Jobs {
             max_finished: config.max_finished_jobs,
             max_finished_bytes: config.max_stored_bytes,
         };
-        let store: Arc<dyn JobStore> = match &config.store {
-            StoreConfig::Memory => Arc::new(MemoryStore::new(limits)),
-            StoreConfig::Sqlite { path, sync } => {
-                Arc::new(SqliteStore::open(path, *sync, limits).await?)
+        let (store, replication): (Arc<dyn JobStore>, _) = match &config.store {
+            StoreConfig::Memory => (Arc::new(MemoryStore::new(limits)), None),
+            StoreConfig::Sqlite { path, sync } => (
+                Arc::new(SqliteStore::open(path, *sync, limits).await?),
+                None,
+            ),
+            StoreConfig::Postgres { url } => {
+                let pg = Arc::new(PgStore::open(&url.0, &config.replica_id, limits).await?);
+                let replication =
+                    Replication::new(pg.clone(), config.replica_lease, config.max_queue_depth);
+                (pg, Some(replication))
             }
         };
-        Ok(Self::with_store(
+        Ok(Self::assemble(
             store,
+            replication,
             runs,
             gauge,
-            config.max_output_bytes,
+            (config.max_output_bytes, config.replica_id.clone()),
             eviction_period(config.job_ttl),
         ))
     }
@@ -155,11 +190,26 @@ impl Jobs {
     /// A registry over any store. `output_cap` bounds each of a record's `output`, `result` and
     /// `stderr` and its event log; `evict_every` is the period of the eviction timer. Must be
     /// called inside a tokio runtime.
+    #[cfg(test)]
     pub(crate) fn with_store(
         store: Arc<dyn JobStore>,
         runs: Runs,
         gauge: Gauge,
         output_cap: usize,
+        evict_every: Duration,
+    ) -> Self {
+        let this_host = (output_cap, String::new());
+        Self::assemble(store, None, runs, gauge, this_host, evict_every)
+    }
+
+    /// [`with_store`](Self::with_store), with the replica's name beside the output cap, and
+    /// the replication of a shared store.
+    fn assemble(
+        store: Arc<dyn JobStore>,
+        replication: Option<Replication>,
+        runs: Runs,
+        gauge: Gauge,
+        (output_cap, replica): (usize, String),
         evict_every: Duration,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -168,6 +218,8 @@ impl Jobs {
             runs,
             gauge,
             output_cap,
+            replica,
+            replication,
         });
         spawn_evictor(Arc::downgrade(&shared), evict_every);
         Self { shared }
@@ -178,39 +230,46 @@ impl Jobs {
     /// job starts again, in the order it was accepted, before any new one. Their workspaces are
     /// swept at start; jobs this process already runs are left alone, so a second call is
     /// harmless.
+    ///
+    /// With a shared store, only the jobs an earlier process of this replica (the same
+    /// `REPLICA_ID`) held are picked up (queued jobs belong to no replica: they stay in the
+    /// shared queue); then this replica takes its lease and starts claiming.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
         let shared = &self.shared;
         let mut recovered = Recovered::default();
         let now = timestamp_now();
-        for Unfinished { mut record, log } in shared.store.unfinished().await? {
-            if shared.live.stopper(&record.job_id).is_some() {
-                // This process runs it: nothing to pick up (a second call finds only these).
-                continue;
-            }
-            let mut log = EventLog::new(shared.output_cap, log);
-            if record.status == JobStatus::Running {
-                let mut events = Vec::new();
-                if record.attempts < record.max_attempts {
-                    let event = finish::requeued(&mut record, INTERRUPTED, now);
-                    log.record(EventKind::Status, event.to_string(), &mut events);
-                    recovered.requeued += 1;
-                } else {
-                    finish::interrupted(&mut record, INTERRUPTED, now);
-                    log.record_end(&record, &mut events);
-                    recovered.interrupted += 1;
+        if let Some(replication) = &shared.replication {
+            for held in replication.pg.orphans(Some(&shared.replica)).await? {
+                if shared.live.stopper(&held.job.record.job_id).is_none() {
+                    shared
+                        .settle(held, INTERRUPTED, now, &mut recovered)
+                        .await?;
                 }
-                shared.store.update(record.clone(), events).await?;
-                if record.status.is_terminal() {
-                    tracing::warn!(job_id = %record.job_id, "job interrupted: the gateway stopped while it ran");
+            }
+            replication.pg.renew_lease(replication.lease).await?;
+            replicas::spawn(shared);
+        } else {
+            for job in shared.store.unfinished().await? {
+                if shared.live.stopper(&job.record.job_id).is_some() {
+                    // This process runs it: nothing to pick up (a second call finds only these).
                     continue;
                 }
-                tracing::warn!(job_id = %record.job_id, attempts = record.attempts, "job queued again: the gateway stopped while it ran");
+                let held = Held {
+                    holder: job.record.replica.clone(),
+                    job,
+                };
+                let Some((record, log)) = shared
+                    .settle(held, INTERRUPTED, now, &mut recovered)
+                    .await?
+                else {
+                    continue;
+                };
+                let ticket = shared.gauge.admit_unchecked();
+                if self.start(record, log, ticket).await.is_err() {
+                    break;
+                }
+                recovered.queued += 1;
             }
-            let ticket = shared.gauge.admit_unchecked();
-            if self.start(record, log, ticket).await.is_err() {
-                break;
-            }
-            recovered.queued += 1;
         }
         if recovered != Recovered::default() {
             tracing::info!(
@@ -222,6 +281,54 @@ impl Jobs {
         }
         shared.evict(now).await;
         Ok(recovered)
+    }
+
+    /// Settles the jobs of replicas whose lease ran out (see [`replicas`]).
+    async fn settle_dead(shared: &Arc<Shared>) {
+        let Some(replication) = &shared.replication else {
+            return;
+        };
+        let result = async {
+            for dead in replication.pg.expire_leases().await? {
+                tracing::warn!(replica = %dead, "a replica's lease ran out: settling the jobs it held");
+            }
+            let mut settled = Recovered::default();
+            for held in replication.pg.orphans(None).await? {
+                shared
+                    .settle(held, REPLICA_LOST, timestamp_now(), &mut settled)
+                    .await?;
+            }
+            if settled != Recovered::default() {
+                tracing::warn!(
+                    requeued = settled.requeued,
+                    interrupted = settled.interrupted,
+                    "settled the jobs of replicas that stopped answering"
+                );
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not settle the jobs of dead replicas; will retry");
+        }
+    }
+
+    /// Starts a job this replica claimed from the shared queue; gives it back to the queue if
+    /// the replica is shutting down.
+    async fn start_claimed(shared: &Arc<Shared>, claimed: Unfinished) {
+        let Unfinished { mut record, log } = claimed;
+        record.replica = Some(shared.replica.clone());
+        let log = EventLog::new(shared.output_cap, log);
+        let ticket = shared.gauge.admit_unchecked();
+        let this = Jobs {
+            shared: shared.clone(),
+        };
+        if this.start(record.clone(), log, ticket).await.is_err() {
+            record.replica = None;
+            let _ = shared
+                .write_held(&record, Vec::new(), Some(shared.replica.clone()))
+                .await;
+        }
     }
 
     /// Registers a stored, queued job as live and starts its task; returns once its run has
@@ -276,6 +383,33 @@ impl Jobs {
             record.status_event().to_string(),
             &mut events,
         );
+        if let Some(replication) = &shared.replication {
+            // Into the shared queue: whichever replica has a free slot claims it. The ticket
+            // (this replica's slot) is not the job's: it may run elsewhere.
+            if !shared.live.is_accepting() {
+                return Err(SubmitError::ShuttingDown);
+            }
+            let enqueued = tokio::time::timeout(
+                ENQUEUE_WAIT,
+                replication
+                    .pg
+                    .enqueue(&record, &events, replication.max_queued),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the PostgreSQL database did not answer within 10 s",
+                ))
+            });
+            return match enqueued {
+                Ok(true) => {
+                    tracing::info!(job_id = %record.job_id, agent = %record.agent, owner = %record.owner, "job queued");
+                    Ok(record)
+                }
+                Ok(false) => Err(SubmitError::QueueFull),
+                Err(error) => Err(SubmitError::Store(error)),
+            };
+        }
         // Registered before it is stored, so a shutdown cannot slip between the two and leave a
         // stored job that nothing runs.
         let (stops, guard) = shared
@@ -322,6 +456,9 @@ impl Jobs {
             return Err(CancelError::Finished);
         }
         let Some(stopper) = self.shared.live.stopper(job_id) else {
+            if self.shared.replication.is_some() {
+                return self.cancel_elsewhere(record).await;
+            }
             // It ended between the read and now.
             return Err(CancelError::Finished);
         };
@@ -333,6 +470,70 @@ impl Jobs {
         acked.await.map_err(|_| CancelError::Finished)
     }
 
+    /// Cancels a job that does not run here: one still in the shared queue is recorded
+    /// cancelled at once; one another replica holds is stopped by that replica, asked through the
+    /// store, and its final record answered once stored.
+    async fn cancel_elsewhere(&self, record: JobRecord) -> Result<JobRecord, CancelError> {
+        let shared = &self.shared;
+        let Some(replication) = &shared.replication else {
+            return Err(CancelError::Finished);
+        };
+        let job_id = record.job_id.clone();
+        let held = replication
+            .pg
+            .unfinished_one(&job_id)
+            .await
+            .map_err(CancelError::Store)?
+            .ok_or(CancelError::Finished)?;
+        if held.holder.is_none() {
+            let Unfinished { mut record, log } = held.job;
+            let mut log = EventLog::new(shared.output_cap, log);
+            let mut events = Vec::new();
+            finish::stopped(&mut record, CANCELLED, timestamp_now());
+            log.record_end(&record, &mut events);
+            let fence = Fence {
+                replica: None,
+                unfinished: true,
+            };
+            if replication
+                .pg
+                .update_fenced(&record, &events, &fence)
+                .await
+                .map_err(CancelError::Store)?
+            {
+                tracing::info!(%job_id, "queued job cancelled");
+                return Ok(record);
+            }
+            // A replica claimed it meanwhile: ask that one.
+        }
+        if !replication
+            .pg
+            .request_cancel(&job_id)
+            .await
+            .map_err(CancelError::Store)?
+        {
+            return Err(CancelError::Finished);
+        }
+        let deadline = tokio::time::Instant::now() + REMOTE_CANCEL_WAIT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = shared
+                .store
+                .get(job_id.clone())
+                .await
+                .map_err(CancelError::Store)?
+                .ok_or(CancelError::NotFound)?;
+            if now.status.is_terminal() {
+                return Ok(now);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CancelError::Store(StoreError::unavailable(
+                    "the replica running the job did not record it stopped in time; it will stop it, ask again to see its final record",
+                )));
+            }
+        }
+    }
+
     /// The job's events from `seq` `from` (0 for all): the stored log, followed live while the
     /// job runs here; `None` unless the job exists and belongs to `owner`.
     pub(crate) async fn events(
@@ -341,14 +542,20 @@ impl Jobs {
         job_id: &str,
         from: u64,
     ) -> Result<Option<Subscription>, StoreError> {
-        if self.get(owner, job_id).await?.is_none() {
+        let Some(record) = self.get(owner, job_id).await? else {
             return Ok(None);
-        }
+        };
+        let shared = &self.shared;
+        // Run elsewhere (or still in the shared queue): woken by the store's notices.
+        let wake = shared.live.watch(job_id).or_else(|| {
+            let replication = shared.replication.as_ref()?;
+            (!record.status.is_terminal()).then(|| replication.follow(job_id))
+        });
         Ok(Some(Subscription::new(
-            self.shared.store.clone(),
+            shared.store.clone(),
             job_id.to_owned(),
             from,
-            self.shared.live.watch(job_id),
+            wake,
         )))
     }
 
@@ -394,8 +601,29 @@ impl Jobs {
         self.drained().await;
     }
 
+    /// The store's state for `/health`: whether it answers, and the jobs of the whole service
+    /// waiting in a shared queue (0 with a store of this process alone, whose queue the gauge
+    /// counts).
+    pub(crate) async fn store_health(&self) -> (bool, usize) {
+        let Some(replication) = &self.shared.replication else {
+            return (true, 0);
+        };
+        match tokio::time::timeout(Duration::from_secs(2), replication.pg.queued()).await {
+            Ok(Ok(queued)) => (true, queued),
+            _ => (false, 0),
+        }
+    }
+
+    /// This replica's name (`REPLICA_ID`).
+    pub fn replica(&self) -> &str {
+        &self.shared.replica
+    }
+
     /// Releases the store once nothing writes to it any more: the last step of a shutdown.
     pub async fn close(&self) {
+        if let Some(replication) = &self.shared.replication {
+            replication.leave().await;
+        }
         if let Err(error) = self.shared.store.close().await {
             tracing::warn!(%error, "could not close the job store");
         }
@@ -413,6 +641,75 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Shared {
+    /// Stores `record` with `events`, written over a row `holder` holds: with a shared store, a
+    /// write only lands while the row still names that holder (see [`Fence`]); `false` when it
+    /// did not land.
+    async fn write_held(
+        &self,
+        record: &JobRecord,
+        events: Vec<JobEvent>,
+        holder: Option<String>,
+    ) -> Result<bool, StoreError> {
+        match &self.replication {
+            Some(replication) => {
+                let fence = Fence {
+                    replica: holder,
+                    unfinished: true,
+                };
+                replication.pg.update_fenced(record, &events, &fence).await
+            }
+            None => self.store.update(record.clone(), events).await,
+        }
+    }
+
+    /// Settles a job whose holder is gone (an earlier process, a dead replica) as the restart
+    /// semantics say: a running job is queued again when it has attempts left, else recorded
+    /// `error` with `interrupted: true` and `reason`. Answers the job to start here when this
+    /// process keeps its own queue; with a shared queue a job to run goes back to that queue.
+    async fn settle(
+        &self,
+        held: Held,
+        reason: &str,
+        now: DateTime<Utc>,
+        recovered: &mut Recovered,
+    ) -> Result<Option<(JobRecord, EventLog)>, StoreError> {
+        let Held {
+            holder,
+            job: Unfinished { mut record, log },
+        } = held;
+        let mut log = EventLog::new(self.output_cap, log);
+        let mut events = Vec::new();
+        if record.status == JobStatus::Running {
+            if record.attempts < record.max_attempts {
+                let event = finish::requeued(&mut record, reason, now);
+                log.record(EventKind::Status, event.to_string(), &mut events);
+                recovered.requeued += 1;
+            } else {
+                finish::interrupted(&mut record, reason, now);
+                log.record_end(&record, &mut events);
+                recovered.interrupted += 1;
+            }
+        }
+        let shared_queue = self.replication.is_some();
+        if shared_queue && !record.status.is_terminal() {
+            record.replica = None;
+            recovered.queued += 1;
+        }
+        let write = !events.is_empty() || shared_queue;
+        if write && !self.write_held(&record, events, holder).await? {
+            // Someone else settled it first.
+            return Ok(None);
+        }
+        if record.status.is_terminal() {
+            tracing::warn!(job_id = %record.job_id, "job interrupted: its run stopped with the process running it");
+            return Ok(None);
+        }
+        if record.attempts > 0 && record.status == JobStatus::Queued {
+            tracing::warn!(job_id = %record.job_id, attempts = record.attempts, "job queued again: its run stopped with the process running it");
+        }
+        Ok((!shared_queue).then_some((record, log)))
+    }
+
     /// Has the store forget what is past its bounds at `now`. Returns how many jobs were
     /// forgotten; a store error is logged, and the next run retries.
     async fn evict(&self, now: DateTime<Utc>) -> usize {

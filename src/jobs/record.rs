@@ -238,6 +238,7 @@ impl JobRecord {
                 attempts: 0,
                 max_attempts: job.max_attempts.max(1),
                 interrupted: false,
+                replica: None,
             },
             owner: job.owner,
             prompt: job.prompt,
@@ -304,6 +305,9 @@ pub struct JobSummary {
     /// grace period), not because of anything the job did.
     #[serde(default)]
     pub interrupted: bool,
+    /// The replica that ran the job (its `REPLICA_ID`); `null` until a replica took it.
+    #[serde(default)]
+    pub replica: Option<String>,
 }
 
 fn one() -> u32 {

@@ -1,11 +1,12 @@
 //! The [`JobStore`] trait: where job records and their events live.
 //!
-//! Two stores implement it: the durable [`SqliteStore`](super::SqliteStore) (the default, a file
-//! inside `JOBS_DIR`) and the ephemeral [`MemoryStore`](super::MemoryStore). PostgreSQL, shared by
-//! several replicas, is meant to come behind the same trait, which is why it is shaped the way a
-//! database client is: every method is async and fallible, records go in and come out by value,
-//! nothing handed out borrows from the store, and every change a caller must see whole (a record
-//! and the events that tell of it) is one call, so one transaction.
+//! Three stores implement it: the durable [`SqliteStore`](super::SqliteStore) (the default, a
+//! file inside `JOBS_DIR`), the ephemeral [`MemoryStore`](super::MemoryStore), and the
+//! [`PgStore`](super::PgStore) that several replicas share (which adds the shared queue's claim
+//! and the replicas' leases beside the trait). The trait is shaped the way a database client is:
+//! every method is async and fallible, records go in and come out by value, nothing handed out
+//! borrows from the store, and every change a caller must see whole (a record and the events that
+//! tell of it) is one call, so one transaction.
 //!
 //! The queue order is the store's too: [`unfinished`](JobStore::unfinished) answers the jobs not
 //! yet finished in the order they were accepted, which is the order they run in after a restart.

@@ -99,6 +99,10 @@ impl JobTask {
                 record_crash(&shared, &job_id).await;
             }
             drop(guard);
+            // A slot came free: a replica sharing a queue looks for the next job at once.
+            if let Some(replication) = &shared.replication {
+                replication.poke();
+            }
         });
         queued
     }
@@ -205,13 +209,22 @@ impl JobTask {
             // A durable store keeps a job that never started queued: the next start runs it.
             StopKind::Drain | StopKind::Interrupt if !started && durable => {
                 tracing::info!(%job_id, "job left queued for the next start");
-                self.flush().await;
+                if self.shared.replication.is_some() {
+                    // Back to the shared queue, for whichever replica has a slot.
+                    self.record.replica = None;
+                    self.save(true).await;
+                } else {
+                    self.flush().await;
+                }
                 return;
             }
             StopKind::Interrupt
                 if started && durable && self.record.attempts < self.record.max_attempts =>
             {
                 let event = finish::requeued(&mut self.record, &stop.reason, now);
+                if self.shared.replication.is_some() {
+                    self.record.replica = None;
+                }
                 self.log
                     .record(EventKind::Status, event.to_string(), &mut self.pending);
                 tracing::info!(%job_id, attempts = self.record.attempts, "job queued again for the next start");
@@ -264,6 +277,9 @@ impl JobTask {
     async fn mark_running(&mut self) {
         self.record.status = JobStatus::Running;
         self.record.started_at = Some(timestamp_now());
+        if !self.shared.replica.is_empty() {
+            self.record.replica = Some(self.shared.replica.clone());
+        }
         self.record.attempts = self.record.attempts.saturating_add(1);
         let event = self.record.status_event().to_string();
         self.log.record(EventKind::Status, event, &mut self.pending);
@@ -282,7 +298,11 @@ impl JobTask {
             error = self.record.error.as_deref().unwrap_or(""),
             "job finished"
         );
-        self.shared.evict(timestamp_now()).await;
+        // A shared store is kept within bounds by the eviction timer alone: one replica at a
+        // time, not a transaction per finished job.
+        if self.shared.replication.is_none() {
+            self.shared.evict(timestamp_now()).await;
+        }
     }
 
     /// Stores the record with the pending events. A write that must not be lost (`must`: the
@@ -293,7 +313,9 @@ impl JobTask {
         let mut wait = Duration::from_millis(50);
         loop {
             let events = self.pending.clone();
-            match self.shared.store.update(self.record.clone(), events).await {
+            // With a shared queue this replica holds the row; elsewhere the holder is not read.
+            let holder = Some(self.shared.replica.clone());
+            match self.shared.write_held(&self.record, events, holder).await {
                 Ok(found) => {
                     self.pending.clear();
                     self.log.stored();

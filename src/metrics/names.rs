@@ -42,6 +42,9 @@ pub(crate) const WORKSPACE_HANDOVER: &str = "claude_gateway_workspace_handover_s
 /// Gauge `{mode}`: 1 for the isolation mode in force (`uid` or `process`).
 pub(crate) const ISOLATION: &str = "claude_gateway_isolation";
 
+/// Gauge `{replica}`: 1, labelled with this replica's `REPLICA_ID`.
+pub(crate) const REPLICA: &str = "claude_gateway_replica";
+
 /// Bounds of the request-duration buckets, in seconds: from a health check to a long chat run.
 const HTTP_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
@@ -107,6 +110,10 @@ pub(crate) fn describe() {
     describe_gauge!(
         ISOLATION,
         "1 for the isolation mode in force: uid (a uid per run) or process (shared uid, processes still contained)."
+    );
+    describe_gauge!(
+        REPLICA,
+        "1, labelled with this replica's name (REPLICA_ID): which replica of a service these metrics are."
     );
     describe_gauge!(
         POOL_SIZE,

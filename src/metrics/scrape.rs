@@ -5,7 +5,7 @@ use ::metrics::gauge;
 use gateway_layers::admission::GaugeSnapshot;
 
 use super::names::{
-    ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY,
+    ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, REPLICA, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY,
 };
 use super::Metrics;
 
@@ -14,24 +14,27 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 
 /// What a scrape reads from the gateway's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Scrape {
+pub(crate) struct Scrape<'a> {
     /// The shared gauge `/health` reads too.
     pub gauge: GaugeSnapshot,
     /// Jobs the registry holds.
     pub jobs_stored: usize,
     /// The isolation mode in force (`uid` or `process`), fixed at start-up.
     pub isolation: &'static str,
+    /// This replica's name (`REPLICA_ID`), so the metrics of replicas sharing a store tell apart.
+    pub replica: &'a str,
 }
 
 impl Metrics {
     /// Every metric in the text exposition format, the gauges set from `scrape`.
-    pub(crate) fn render(&self, scrape: Scrape) -> String {
+    pub(crate) fn render(&self, scrape: Scrape<'_>) -> String {
         self.record(|| {
             gauge!(RUNS_ACTIVE).set(scrape.gauge.active as f64);
             gauge!(RUNS_QUEUED).set(scrape.gauge.queued as f64);
             gauge!(RUN_CAPACITY).set(scrape.gauge.capacity as f64);
             gauge!(JOBS_STORED).set(scrape.jobs_stored as f64);
             gauge!(ISOLATION, "mode" => scrape.isolation).set(1.0);
+            gauge!(REPLICA, "replica" => scrape.replica.to_owned()).set(1.0);
             let pool = self.pool().unwrap_or_default();
             gauge!(POOL_SIZE).set(pool.size as f64);
             gauge!(POOL_READY).set(pool.ready as f64);
@@ -48,7 +51,7 @@ mod tests {
     use crate::agent::{AgentOutcome, Usage};
     use crate::metrics::{Entry, RunEnd};
 
-    fn scrape() -> Scrape {
+    fn scrape() -> Scrape<'static> {
         Scrape {
             gauge: GaugeSnapshot {
                 active: 2,
@@ -58,6 +61,7 @@ mod tests {
             },
             jobs_stored: 7,
             isolation: "uid",
+            replica: "r1",
         }
     }
 
@@ -86,6 +90,7 @@ mod tests {
             "claude_gateway_run_capacity 4",
             "claude_gateway_jobs_stored 7",
             "claude_gateway_isolation{mode=\"uid\"} 1",
+            "claude_gateway_replica{replica=\"r1\"} 1",
             "claude_gateway_runs_total{entry=\"chat\",outcome=\"completed\"} 1",
             "claude_gateway_runs_total{entry=\"job\",outcome=\"cancelled\"} 1",
             "claude_gateway_runs_total{entry=\"job\",outcome=\"rejected\"} 1",

@@ -21,7 +21,8 @@ pub(crate) struct Health {
     pub busy: bool,
     /// Runs holding a slot.
     pub active: usize,
-    /// Runs waiting for a slot.
+    /// Runs waiting for a slot: with a shared PostgreSQL store, the jobs of the whole service
+    /// waiting in its queue plus the runs waiting for a slot on this replica.
     pub queued: usize,
     /// Simultaneous runs allowed.
     pub capacity: usize,
@@ -37,6 +38,11 @@ pub(crate) struct Health {
     pub pool: &'static str,
     /// Checkouts ready in the pool now.
     pub pool_ready: usize,
+    /// The job store: `ok`, or `down` (it cannot be reached: `/execute` answers 503 while
+    /// running jobs carry on and are recorded once it is back).
+    pub store: &'static str,
+    /// This replica's name (`REPLICA_ID`).
+    pub replica: String,
 }
 
 /// Answers the gauge's current counts.
@@ -55,12 +61,13 @@ pub(crate) struct Health {
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let gauge = state.gauge.snapshot();
     let closed = state.gauge.is_closed();
+    let (store_up, service_queued) = state.jobs.store_health().await;
     let pool = state.metrics.pool();
     let body = Json(Health {
         status: if closed { "shutting_down" } else { "ok" },
         busy: gauge.is_busy(),
         active: gauge.active,
-        queued: gauge.queued,
+        queued: gauge.queued + service_queued,
         capacity: gauge.capacity,
         isolation: state.isolation,
         base: match &state.config.base_dir {
@@ -74,6 +81,8 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             Some(_) => "cold",
         },
         pool_ready: pool.map_or(0, |pool| pool.ready),
+        store: if store_up { "ok" } else { "down" },
+        replica: state.jobs.replica().to_owned(),
     });
     if closed {
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();

@@ -310,6 +310,7 @@ pub(crate) async fn execute(
         Err(SubmitError::ShuttingDown) => {
             DetailError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
         }
+        Err(SubmitError::QueueFull) => refused(&Refusal::QueueFull),
         Err(SubmitError::Store(error)) => store_failed(error),
     }
 }

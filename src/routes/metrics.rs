@@ -23,6 +23,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         gauge: state.gauge.snapshot(),
         jobs_stored: state.jobs.stored_count(),
         isolation: state.isolation,
+        replica: state.jobs.replica(),
     });
     ([(CONTENT_TYPE, scrape::CONTENT_TYPE)], text).into_response()
 }

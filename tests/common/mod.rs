@@ -7,6 +7,7 @@
 mod git;
 mod jobs;
 pub mod openai_schema;
+pub mod postgres;
 mod process;
 mod wait;
 

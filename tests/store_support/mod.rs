@@ -176,17 +176,23 @@ impl Binary {
         answer["job_id"].as_str().expect("a job id").to_owned()
     }
 
-    /// `GET /jobs/{id}`: the status and body.
-    pub async fn get(&self, job_id: &str) -> (StatusCode, Value) {
+    /// `METHOD path` with the harness token: the status and body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
         let response = self
             .http
-            .get(format!("{}/jobs/{job_id}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .bearer_auth(TOKEN)
             .send()
             .await
             .expect("request sent");
         let status = response.status();
         (status, read_json(response).await)
+    }
+
+    /// `GET /jobs/{id}`: the status and body.
+    pub async fn get(&self, job_id: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, &format!("/jobs/{job_id}"))
+            .await
     }
 
     /// `GET /jobs/{id}`, asserting it is found.

@@ -17,7 +17,6 @@
 //!   a file written by a newer gateway (a migration this one does not know) is refused.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -31,12 +30,11 @@ use sqlx::{ConnectOptions, Connection, Row};
 
 use crate::config::SqliteSync;
 
-use super::events::{EventKind, JobEvent};
+use super::events::JobEvent;
 use super::memory::StoreLimits;
 use super::record::JobRecord;
-use super::store::{
-    Cursor, JobStore, ListQuery, LogPosition, Page, StoreError, StoreFuture, Unfinished,
-};
+use super::rows::{self, count, encode, finished_micros, from_json, micros};
+use super::store::{Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished};
 
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -367,48 +365,6 @@ pub(super) fn failed(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// A count read from SQLite, never negative.
-fn count(n: i64) -> usize {
-    usize::try_from(n).unwrap_or(0)
-}
-
-fn micros(time: &DateTime<Utc>) -> i64 {
-    time.timestamp_micros()
-}
-
-/// `finished_at` as stored: set exactly when the job is finished.
-fn finished_micros(record: &JobRecord) -> Option<i64> {
-    record
-        .status
-        .is_terminal()
-        .then(|| micros(&record.finished_at.unwrap_or(record.created_at)))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::unavailable(format!("unreadable row: {e}")))
-}
-
-/// The row's JSON texts and the record's size.
-struct Encoded {
-    summary: String,
-    record: String,
-    record_bytes: usize,
-}
-
-fn encode(record: &JobRecord) -> Result<Encoded, sqlx::Error> {
-    let summary = to_json(&record.summary)?;
-    let text = to_json(record)?;
-    Ok(Encoded {
-        record_bytes: text.len(),
-        summary,
-        record: text,
-    })
-}
-
 /// Appends the events not stored yet; answers the bytes added.
 async fn append_events(
     conn: &mut SqliteConnection,
@@ -574,21 +530,7 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.readers)
             .await
             .map_err(failed)?;
-            rows.into_iter()
-                .map(|row| {
-                    let seq: i64 = row.try_get(0).map_err(failed)?;
-                    let kind: String = row.try_get(1).map_err(failed)?;
-                    let data: String = row.try_get(2).map_err(failed)?;
-                    let kind = EventKind::from_str(&kind).map_err(|e| {
-                        StoreError::unavailable(format!("unreadable event kind {:?}", e.0))
-                    })?;
-                    Ok(JobEvent {
-                        seq: u64::try_from(seq).unwrap_or(0),
-                        kind,
-                        data: data.into(),
-                    })
-                })
-                .collect()
+            rows::events(&rows)
         })
     }
 
@@ -625,18 +567,7 @@ impl JobStore for SqliteStore {
                     .await,
                 }
                 .map_err(failed)?;
-            let mut jobs = rows
-                .iter()
-                .map(|row| from_json(&row.try_get::<String, _>(0).map_err(failed)?))
-                .collect::<Result<Vec<_>, _>>()?;
-            let more = jobs.len() > limit;
-            jobs.truncate(limit);
-            let next_cursor = if more {
-                jobs.last().map(Cursor::after)
-            } else {
-                None
-            };
-            Ok(Page { jobs, next_cursor })
+            rows::page(&rows, limit)
         })
     }
 
@@ -654,22 +585,7 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.writer)
             .await
             .map_err(failed)?;
-            rows.iter()
-                .map(|row| {
-                    let record: String = row.try_get(0).map_err(failed)?;
-                    let next_seq: i64 = row.try_get(1).map_err(failed)?;
-                    let agent_bytes: i64 = row.try_get(2).map_err(failed)?;
-                    let truncated: bool = row.try_get(3).map_err(failed)?;
-                    Ok(Unfinished {
-                        record: from_json(&record)?,
-                        log: LogPosition {
-                            next_seq: u64::try_from(next_seq).unwrap_or(0),
-                            agent_bytes: count(agent_bytes),
-                            truncated,
-                        },
-                    })
-                })
-                .collect()
+            rows::unfinished(&rows)
         })
     }
 

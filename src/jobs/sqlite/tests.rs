@@ -1,6 +1,7 @@
 //! The SQLite store's own behaviour: what the conformance suite cannot ask of every store (the
 //! file, its schema versions, its space, a full disk).
 use super::*;
+use crate::jobs::events::EventKind;
 use crate::jobs::record::JobStatus;
 use chrono::TimeZone;
 

@@ -1,0 +1,637 @@
+//! The shared job store: one PostgreSQL database behind several replicas, through sqlx.
+//!
+//! - **The same rows as SQLite** ([`rows`](super::rows)): a job is a row with its record and
+//!   summary as JSON, its events rows of their own, and every change a caller must see whole is
+//!   one statement (a statement is atomic), so most writes are one round trip.
+//! - **One queue.** A job waits with `status = 'queued'` and no `replica`; a replica with free
+//!   slots [claims](PgStore::claim) the oldest with `FOR UPDATE SKIP LOCKED` over a partial index
+//!   on the queue, so replicas claiming at once never block each other nor take the same job.
+//!   Triggers `NOTIFY` the replicas when a job joins the queue, when a caller cancels a job
+//!   another replica runs, and when a job's events are stored.
+//! - **Fenced writes.** A job's record is written only by the replica the row says holds it (the
+//!   `replica` column): a replica taken for dead and its jobs handed on cannot overwrite what the
+//!   next holder writes.
+//! - **Leases.** Each replica renews a row in `replicas`, on the database's clock; one whose lease
+//!   ran out is taken for dead, and the jobs it held are settled by whoever notices.
+//! - **Versioned schema.** The migrations under `migrations/postgres` are embedded and run at
+//!   start under sqlx's advisory lock, so replicas starting at once migrate one after another.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::events::JobEvent;
+use super::memory::StoreLimits;
+use super::record::JobRecord;
+use super::rows::{self, count, encode, finished_micros, from_json, micros};
+use super::store::{Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished};
+
+/// The schema, embedded in the binary.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Pooled connections per replica (one more listens for notices): ten replicas stay well
+/// within PostgreSQL's default of 100 connections.
+const CONNECTIONS: u32 = 8;
+
+/// How long a caller waits for a connection before the store counts as unavailable: short, so a
+/// database that is down gives a clear answer rather than a hung request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Finished jobs examined at once when forgetting.
+const EVICT_BATCH: i64 = 256;
+
+/// Advisory lock keys (in the database, shared by every replica): one replica admits into the
+/// queue at a time, so the service-wide depth bound is exact; one evicts at a time.
+const ADMIT_LOCK: i64 = 0x636c_6175_6465_0001;
+const EVICT_LOCK: i64 = 0x636c_6175_6465_0002;
+
+/// `disk_full` (SQLSTATE 53100): the database has no room left.
+const DISK_FULL: &str = "53100";
+
+/// Where a job's event log stands, as three columns: the next `seq`, the bytes of its agent
+/// events, whether some were dropped.
+macro_rules! log_position {
+    () => {
+        "(SELECT COALESCE(MAX(e.seq) + 1, 0) FROM job_events e WHERE e.job_id = j.job_id), \
+         (SELECT COALESCE(SUM(octet_length(e.data)), 0)::BIGINT FROM job_events e \
+           WHERE e.job_id = j.job_id AND e.kind = 'agent'), \
+         EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.job_id AND e.kind = 'truncated')"
+    };
+}
+
+/// The columns of an unfinished job: its record and where its event log stands.
+const UNFINISHED: &str = concat!("SELECT j.record, ", log_position!(), " FROM jobs j");
+
+/// [`UNFINISHED`] with the replica holding the job.
+const HELD: &str = concat!(
+    "SELECT j.record, ",
+    log_position!(),
+    ", j.replica FROM jobs j"
+);
+
+/// Appends events to the job named by `$1` when the row says the writer may (`$2` holds the
+/// condition's parameter), skipping any already stored; answers the bytes added as `added`.
+/// Events travel as three arrays (`$3` seqs, `$4` kinds, `$5` data).
+const APPEND_EVENTS: &str = "ins AS (INSERT INTO job_events (job_id, seq, kind, data) \
+        SELECT j.job_id, e.seq, e.kind, e.data FROM fenced j, \
+               UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[]) AS e(seq, kind, data) \
+        ON CONFLICT DO NOTHING RETURNING octet_length(data) AS n), \
+     added AS (SELECT COALESCE(SUM(n), 0)::BIGINT AS added FROM ins)";
+
+/// Which rows a write may change: the holder check that keeps a replica taken for dead from
+/// overwriting the next holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fence {
+    /// The row's `replica` must be this (`None`: the job is in the shared queue).
+    pub replica: Option<String>,
+    /// The job must not be finished.
+    pub unfinished: bool,
+}
+
+/// Job records, events, the shared queue and the replicas' leases in PostgreSQL. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+    /// Its bounds, shared by the whole service.
+    limits: StoreLimits,
+    /// This replica's name: what it claims jobs under.
+    replica: String,
+    /// Jobs in the store, as last counted, moved by this replica's own writes in between.
+    jobs: AtomicUsize,
+}
+
+/// Sorts a database error: no room left, or anything else (the database unreachable, most
+/// likely). The message never holds the URL.
+pub(super) fn failed(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(DISK_FULL) => {
+            StoreError::full(format!("no space left for the database: {error}"))
+        }
+        sqlx::Error::PoolTimedOut => StoreError::unavailable(
+            "the PostgreSQL database cannot be reached (no connection within 3 s)",
+        ),
+        _ => StoreError::unavailable(format!("PostgreSQL: {error}")),
+    }
+}
+
+/// The events as the three arrays [`APPEND_EVENTS`] reads.
+fn columns(events: &[JobEvent]) -> (Vec<i64>, Vec<&'static str>, Vec<String>) {
+    let seqs = events
+        .iter()
+        .map(|e| i64::try_from(e.seq).unwrap_or(i64::MAX))
+        .collect();
+    let kinds = events.iter().map(|e| e.kind.name()).collect();
+    let data = events.iter().map(|e| e.data.to_string()).collect();
+    (seqs, kinds, data)
+}
+
+/// An unfinished job and the replica holding it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The replica that claimed it; `None` while it waits in the queue.
+    pub holder: Option<String>,
+    /// The job and where its log stands.
+    pub job: Unfinished,
+}
+
+/// Rows of [`UNFINISHED`] followed by the `replica` column.
+fn read_held(rows: Vec<PgRow>) -> Result<Vec<Held>, StoreError> {
+    let holders = rows
+        .iter()
+        .map(|row| row.try_get::<Option<String>, _>(4).map_err(failed))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(holders
+        .into_iter()
+        .zip(rows::unfinished(&rows)?)
+        .map(|(holder, job)| Held { holder, job })
+        .collect())
+}
+
+impl PgStore {
+    /// Connects to the database at `url` as replica `replica`, migrates it to this gateway's
+    /// schema (one replica at a time) and counts its jobs. Refuses a database migrated by a newer
+    /// gateway, in one line.
+    pub(crate) async fn open(
+        url: &str,
+        replica: &str,
+        limits: StoreLimits,
+    ) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::unavailable("DATABASE_URL is not a valid postgres:// URL"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        MIGRATOR.run(&pool).await.map_err(|error| match error {
+            MigrateError::VersionMissing(version) => StoreError::unavailable(format!(
+                "the PostgreSQL database was migrated by a newer claude-gateway (schema version {version}; this one knows up to {known}): run that version or newer"
+            )),
+            other => StoreError::unavailable(format!(
+                "cannot bring the PostgreSQL database to schema version {known}: {other}"
+            )),
+        })?;
+        let store = Self {
+            pool,
+            limits,
+            replica: replica.to_owned(),
+            jobs: AtomicUsize::new(0),
+        };
+        store.recount().await?;
+        Ok(store)
+    }
+
+    /// The connections, for the listener that follows the store's notices.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Counts the jobs again (other replicas add and forget jobs too).
+    async fn recount(&self) -> Result<(), StoreError> {
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed)?;
+        self.jobs.store(count(jobs), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds a new job to the shared queue unless `max_queued` jobs of the whole service already
+    /// wait there; `false` (nothing written) when they do. Admissions take an advisory lock in
+    /// turn, so the bound holds exactly across replicas.
+    pub(crate) async fn enqueue(
+        &self,
+        record: &JobRecord,
+        events: &[JobEvent],
+        max_queued: usize,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(record).map_err(failed)?;
+        let event_bytes: usize = events.iter().map(JobEvent::bytes).sum();
+        let (seqs, kinds, data) = columns(events);
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ADMIT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        let inserted: i64 = sqlx::query_scalar(&format!(
+            "WITH room AS (SELECT COUNT(*) < $14 AS ok FROM jobs \
+                           WHERE status = 'queued' AND replica IS NULL), \
+                  fenced AS (INSERT INTO jobs (job_id, owner, status, created_at, finished_at, \
+                                               record_bytes, event_bytes, summary, record) \
+                             SELECT $1, $6, $7, $8, $9, $10, $11, $12, $13 FROM room WHERE room.ok \
+                             RETURNING job_id), \
+                  {APPEND_EVENTS} \
+             SELECT COUNT(*) FROM fenced WHERE $2::TEXT IS NULL"
+        ))
+        .bind(&record.job_id)
+        .bind(None::<String>)
+        .bind(&seqs)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(&record.owner)
+        .bind(record.status.as_str())
+        .bind(micros(&record.created_at))
+        .bind(finished_micros(record))
+        .bind(encoded.record_bytes as i64)
+        .bind(event_bytes as i64)
+        .bind(&encoded.summary)
+        .bind(&encoded.record)
+        .bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        if inserted > 0 {
+            self.jobs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(inserted > 0)
+    }
+
+    /// Replaces the job's record and appends `events`, in one statement, if the row passes
+    /// `fence`; `false` (nothing written) when it does not or the job is gone.
+    pub(crate) async fn update_fenced(
+        &self,
+        record: &JobRecord,
+        events: &[JobEvent],
+        fence: &Fence,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(record).map_err(failed)?;
+        let (seqs, kinds, data) = columns(events);
+        let updated = sqlx::query(&format!(
+            "WITH fenced AS (SELECT job_id FROM jobs WHERE job_id = $1 \
+                               AND replica IS NOT DISTINCT FROM $2 \
+                               AND (NOT $12 OR finished_at IS NULL)), \
+                  {APPEND_EVENTS} \
+             UPDATE jobs SET status = $6, replica = $7, finished_at = $8, record_bytes = $9, \
+                             event_bytes = event_bytes + (SELECT added FROM added), \
+                             summary = $10, record = $11 \
+             WHERE job_id IN (SELECT job_id FROM fenced)"
+        ))
+        .bind(&record.job_id)
+        .bind(&fence.replica)
+        .bind(&seqs)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(record.status.as_str())
+        .bind(&record.replica)
+        .bind(finished_micros(record))
+        .bind(encoded.record_bytes as i64)
+        .bind(&encoded.summary)
+        .bind(&encoded.record)
+        .bind(fence.unfinished)
+        .execute(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    /// Claims up to `n` jobs of the shared queue for this replica, oldest first, and answers
+    /// them with where their logs stand. One statement: replicas claiming at once skip each
+    /// other's rows instead of waiting for them.
+    pub(crate) async fn claim(&self, n: usize) -> Result<Vec<Unfinished>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "WITH claimed AS (UPDATE jobs SET replica = $1 WHERE seq IN ( \
+                 SELECT seq FROM jobs WHERE status = 'queued' AND replica IS NULL \
+                 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               RETURNING seq, job_id, record) \
+             {} ORDER BY j.seq",
+            UNFINISHED.replace("FROM jobs j", "FROM claimed j")
+        ))
+        .bind(&self.replica)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        rows::unfinished(&rows)
+    }
+
+    /// The job, where its log stands and who holds it, if it is not finished.
+    pub(crate) async fn unfinished_one(&self, job_id: &str) -> Result<Option<Held>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{HELD} WHERE j.job_id = $1 AND j.finished_at IS NULL"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(read_held(rows)?.pop())
+    }
+
+    /// Jobs held by replicas that have no lease (dead, or gone), or, with `of`, by that replica
+    /// alone; oldest first.
+    pub(crate) async fn orphans(&self, of: Option<&str>) -> Result<Vec<Held>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{HELD} WHERE j.finished_at IS NULL AND j.replica IS NOT NULL AND \
+               CASE WHEN $1::TEXT IS NULL \
+                    THEN NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica_id = j.replica) \
+                    ELSE j.replica = $1 END \
+             ORDER BY j.seq"
+        ))
+        .bind(of)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        read_held(rows)
+    }
+
+    /// Asks the replica holding the job to stop it (it hears at once through a notice, or at its
+    /// next poll); `false` when no replica holds it unfinished.
+    pub(crate) async fn request_cancel(&self, job_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET cancel_requested = TRUE \
+             WHERE job_id = $1 AND finished_at IS NULL AND replica IS NOT NULL",
+        )
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The unfinished jobs of this replica a caller asked to cancel.
+    pub(crate) async fn cancels_here(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT job_id FROM jobs \
+             WHERE replica = $1 AND cancel_requested AND finished_at IS NULL",
+        )
+        .bind(&self.replica)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)
+    }
+
+    /// Renews this replica's lease for `lease` from now (the database's now).
+    pub(crate) async fn renew_lease(&self, lease: Duration) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO replicas (replica_id, lease_until) \
+             VALUES ($1, now() + make_interval(secs => $2)) \
+             ON CONFLICT (replica_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
+        )
+        .bind(&self.replica)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(failed)
+    }
+
+    /// Forgets the replicas whose lease ran out; answers their names. Whoever gets a name here
+    /// is the one that settles its jobs (a delete is atomic; see [`orphans`](Self::orphans) for
+    /// the jobs of replicas whose settling was cut short).
+    pub(crate) async fn expire_leases(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("DELETE FROM replicas WHERE lease_until < now() RETURNING replica_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)
+    }
+
+    /// Gives up this replica's lease, at a graceful shutdown, once its jobs are settled.
+    pub(crate) async fn leave(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM replicas WHERE replica_id = $1")
+            .bind(&self.replica)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(failed)
+    }
+
+    /// Jobs of the whole service waiting in the shared queue.
+    pub(crate) async fn queued(&self) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND replica IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(count(n))
+    }
+
+    /// One batch of eviction under the eviction lock (held by the caller's transaction): which
+    /// of the oldest finished jobs to forget, given the totals of finished jobs.
+    async fn evict_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        cutoff: Option<i64>,
+        finished: &mut usize,
+        bytes: &mut usize,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let limits = self.limits;
+        let rows = sqlx::query(
+            "SELECT job_id, finished_at, record_bytes + event_bytes FROM jobs \
+             WHERE finished_at IS NOT NULL ORDER BY finished_at, job_id LIMIT $1",
+        )
+        .bind(EVICT_BATCH)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut gone = Vec::new();
+        for row in rows {
+            let finished_at: i64 = row.try_get(1)?;
+            let expired = cutoff.is_some_and(|cutoff| finished_at <= cutoff);
+            let within = *finished <= limits.max_finished && *bytes <= limits.max_finished_bytes;
+            if !expired && within {
+                break;
+            }
+            *finished = finished.saturating_sub(1);
+            *bytes = bytes.saturating_sub(count(row.try_get(2)?));
+            gone.push(row.try_get::<String, _>(0)?);
+        }
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM jobs WHERE job_id = ANY($1)")
+                .bind(&gone)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(gone)
+    }
+}
+
+impl JobStore for PgStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
+    fn insert(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if self.enqueue(&record, &events, usize::MAX).await? {
+                Ok(())
+            } else {
+                Err(StoreError::unavailable("the job could not be inserted"))
+            }
+        })
+    }
+
+    fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>> {
+        Box::pin(async move {
+            let text: Option<String> =
+                sqlx::query_scalar("SELECT record FROM jobs WHERE job_id = $1")
+                    .bind(&job_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(failed)?;
+            text.as_deref().map(from_json).transpose()
+        })
+    }
+
+    fn update(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let fence = Fence {
+                replica: record.replica.clone(),
+                unfinished: false,
+            };
+            self.update_fenced(&record, &events, &fence).await
+        })
+    }
+
+    fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let (seqs, kinds, data) = columns(&events);
+            // Only the holder (or, for a job in the queue, anyone) appends to a job's log.
+            let found: Option<i32> = sqlx::query_scalar(&format!(
+                "WITH fenced AS (SELECT job_id FROM jobs WHERE job_id = $1 \
+                                   AND (replica IS NULL OR replica = $2)), \
+                      {APPEND_EVENTS}, \
+                      up AS (UPDATE jobs SET event_bytes = event_bytes + (SELECT added FROM added) \
+                             WHERE job_id IN (SELECT job_id FROM fenced) RETURNING 1) \
+                 SELECT 1 FROM up"
+            ))
+            .bind(&job_id)
+            .bind(&self.replica)
+            .bind(&seqs)
+            .bind(&kinds)
+            .bind(&data)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)?;
+            Ok(found.is_some())
+        })
+    }
+
+    fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, kind, data FROM job_events WHERE job_id = $1 AND seq >= $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(&job_id)
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            rows::events(&rows)
+        })
+    }
+
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
+        Box::pin(async move {
+            let limit = query.limit.max(1);
+            let status = query.status.map(|s| s.as_str());
+            let (after_time, after_id) = match &query.cursor {
+                Some(Cursor { created_at, job_id }) => {
+                    (Some(micros(created_at)), Some(job_id.as_str()))
+                }
+                None => (None, None),
+            };
+            // A cursor is one row comparison, so a deep page is an index range, not a scan.
+            let rows = sqlx::query(
+                "SELECT summary FROM jobs WHERE owner = $1 AND ($2::TEXT IS NULL OR status = $2) \
+                 AND ($3::BIGINT IS NULL OR (created_at, job_id) < ($3, $4)) \
+                 ORDER BY created_at DESC, job_id DESC LIMIT $5",
+            )
+            .bind(&query.owner)
+            .bind(status)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            rows::page(&rows, limit)
+        })
+    }
+
+    fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "{UNFINISHED} WHERE j.finished_at IS NULL ORDER BY j.seq"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            rows::unfinished(&rows)
+        })
+    }
+
+    fn remove_expired(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let cutoff = self.limits.cutoff(now).map(|t| micros(&t));
+            let result = async {
+                let mut tx = self.pool.begin().await?;
+                // One replica evicts at a time; the others have nothing to add meanwhile.
+                let alone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(EVICT_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !alone {
+                    return Ok(Vec::new());
+                }
+                let totals = sqlx::query(
+                    "SELECT COUNT(*), COALESCE(SUM(record_bytes + event_bytes), 0)::BIGINT \
+                     FROM jobs WHERE finished_at IS NOT NULL",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut finished = count(totals.try_get(0)?);
+                let mut bytes = count(totals.try_get(1)?);
+                let mut removed = Vec::new();
+                loop {
+                    let batch = self
+                        .evict_batch(&mut tx, cutoff, &mut finished, &mut bytes)
+                        .await?;
+                    let done = batch.len() < EVICT_BATCH as usize;
+                    removed.extend(batch);
+                    if done {
+                        break;
+                    }
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(removed)
+            }
+            .await
+            .map_err(failed)?;
+            self.recount().await?;
+            Ok(result)
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Every write is committed before it answers: nothing is pending. Reads go on working.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A database of its own for each test, on the PostgreSQL of the machine (shared with the
+/// integration tests).
+#[cfg(test)]
+#[path = "../../../tests/common/postgres.rs"]
+#[allow(unreachable_pub)]
+pub(crate) mod testdb;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! The PostgreSQL store's own behaviour, beyond the conformance suite: migrations racing, the
+//! shared queue's claim, fenced writes, leases and the service-wide queue bound.
+
+use super::testdb::TestDb;
+use super::*;
+use crate::jobs::conformance::job;
+use crate::jobs::events::EventKind;
+use crate::jobs::record::JobStatus;
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        ttl: Duration::from_secs(3600),
+        max_finished: 1000,
+        max_finished_bytes: usize::MAX,
+    }
+}
+
+fn queued_event() -> Vec<JobEvent> {
+    vec![JobEvent {
+        seq: 0,
+        kind: EventKind::Status,
+        data: "{}".into(),
+    }]
+}
+
+#[tokio::test]
+async fn replicas_opening_an_empty_database_at_once_migrate_it_once() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let opened = futures_util::future::join_all((0..4).map(|n| {
+        let url = url.clone();
+        async move { PgStore::open(&url, &format!("r{n}"), limits()).await }
+    }))
+    .await;
+    for store in &opened {
+        assert!(store.is_ok(), "{store:?}");
+    }
+    let store = opened.into_iter().next().unwrap().unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, MIGRATOR.iter().count() as i64);
+}
+
+#[tokio::test]
+async fn claims_take_the_oldest_jobs_and_never_the_same_one_twice() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
+    for n in 0..40 {
+        a.insert(job(n, "o", i64::from(n)), queued_event())
+            .await
+            .unwrap();
+    }
+    assert_eq!(a.queued().await.unwrap(), 40);
+    let first = a.claim(3).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|u| u.record.job_id.clone()).collect();
+    assert_eq!(ids, [0, 1, 2].map(|n| job(n, "o", 0).job_id.clone()));
+    assert_eq!(first[0].log.next_seq, 1);
+    // Two replicas claiming at once split the rest between them.
+    let mut seen: Vec<String> = ids;
+    loop {
+        let (x, y) = tokio::join!(a.claim(4), b.claim(4));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        seen.extend(x.into_iter().chain(y).map(|u| u.record.job_id.clone()));
+    }
+    seen.sort();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(seen.len(), before, "a job was claimed twice");
+    assert_eq!(seen.len(), 40);
+    assert_eq!(a.queued().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_write_by_a_former_holder_lands_nowhere() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    a.insert(job(1, "o", 0), queued_event()).await.unwrap();
+    let mut record = a.claim(1).await.unwrap().remove(0).record;
+    record.replica = Some("a".into());
+    record.status = JobStatus::Running;
+    assert!(a.update(record.clone(), Vec::new()).await.unwrap());
+    // Handed back to the queue by whoever settled a's jobs...
+    let mut requeued = record.clone();
+    requeued.status = JobStatus::Queued;
+    requeued.replica = None;
+    let held = Fence {
+        replica: Some("a".into()),
+        unfinished: true,
+    };
+    assert!(a.update_fenced(&requeued, &[], &held).await.unwrap());
+    // ... a's late write changes nothing.
+    record.status = JobStatus::Completed;
+    assert!(!a.update(record, Vec::new()).await.unwrap());
+    let stored = a.get(job(1, "o", 0).job_id.clone()).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Queued);
+    assert_eq!(a.queued().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_queue_bound_counts_the_whole_service_and_expired_leases_are_found() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
+    assert!(a.enqueue(&job(1, "o", 0), &[], 2).await.unwrap());
+    assert!(b.enqueue(&job(2, "o", 0), &[], 2).await.unwrap());
+    assert!(!a.enqueue(&job(3, "o", 0), &[], 2).await.unwrap());
+    // A claimed job no longer counts.
+    b.claim(1).await.unwrap();
+    assert!(a.enqueue(&job(3, "o", 0), &[], 2).await.unwrap());
+
+    a.renew_lease(Duration::from_secs(60)).await.unwrap();
+    b.renew_lease(Duration::from_millis(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(a.expire_leases().await.unwrap(), ["b"]);
+    let orphans = a.orphans(None).await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].holder.as_deref(), Some("b"));
+    assert!(a.orphans(Some("a")).await.unwrap().is_empty());
+}

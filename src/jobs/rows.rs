@@ -1,0 +1,144 @@
+//! How the SQL stores (SQLite and PostgreSQL) lay a job out in a row and read it back: the same
+//! columns and the same JSON texts in both, so what one writes the other would read.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+use super::events::{EventKind, JobEvent};
+use super::record::JobRecord;
+use super::store::{Cursor, LogPosition, Page, StoreError, Unfinished};
+
+/// A count read from a database, never negative.
+pub(super) fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// A time as stored: Unix microseconds.
+pub(super) fn micros(time: &DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+/// `finished_at` as stored: set exactly when the job is finished.
+pub(super) fn finished_micros(record: &JobRecord) -> Option<i64> {
+    record
+        .status
+        .is_terminal()
+        .then(|| micros(&record.finished_at.unwrap_or(record.created_at)))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// Reads back a JSON column.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::unavailable(format!("unreadable row: {e}")))
+}
+
+/// The row's JSON texts and the record's size.
+pub(super) struct Encoded {
+    /// The listing's view (JSON).
+    pub summary: String,
+    /// The whole record (JSON).
+    pub record: String,
+    /// Bytes of `record`, for the byte budget.
+    pub record_bytes: usize,
+}
+
+/// The JSON texts of `record`'s row.
+pub(super) fn encode(record: &JobRecord) -> Result<Encoded, sqlx::Error> {
+    let summary = to_json(&record.summary)?;
+    let text = to_json(record)?;
+    Ok(Encoded {
+        record_bytes: text.len(),
+        summary,
+        record: text,
+    })
+}
+
+/// A column that cannot be read.
+fn unreadable(error: sqlx::Error) -> StoreError {
+    StoreError::unavailable(format!("unreadable row: {error}"))
+}
+
+/// What a row of either database can be read as: its columns by position, as integers, texts
+/// and flags.
+pub(super) trait SqlRow: sqlx::Row {
+    /// Column `i` as an integer.
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    /// Column `i` as a text.
+    fn text(&self, i: usize) -> Result<String, StoreError>;
+    /// Column `i` as a flag.
+    fn flag(&self, i: usize) -> Result<bool, StoreError>;
+}
+
+impl<R> SqlRow for R
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get(i).map_err(unreadable)
+    }
+
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.try_get(i).map_err(unreadable)
+    }
+
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        self.try_get(i).map_err(unreadable)
+    }
+}
+
+/// Events from rows of `seq, kind, data`.
+pub(super) fn events<R: SqlRow>(rows: &[R]) -> Result<Vec<JobEvent>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let kind = EventKind::from_str(&row.text(1)?)
+                .map_err(|e| StoreError::unavailable(format!("unreadable event kind {:?}", e.0)))?;
+            Ok(JobEvent {
+                seq: u64::try_from(row.int(0)?).unwrap_or(0),
+                kind,
+                data: row.text(2)?.into(),
+            })
+        })
+        .collect()
+}
+
+/// A page of a listing from rows of `summary`, fetched one past `limit` to know whether more
+/// follow.
+pub(super) fn page<R: SqlRow>(rows: &[R], limit: usize) -> Result<Page, StoreError> {
+    let mut jobs = rows
+        .iter()
+        .map(|row| from_json(&row.text(0)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
+    let next_cursor = if more {
+        jobs.last().map(Cursor::after)
+    } else {
+        None
+    };
+    Ok(Page { jobs, next_cursor })
+}
+
+/// Unfinished jobs from rows of their record's JSON and where their log stands (the next `seq`,
+/// the bytes of agent events, whether some were dropped).
+pub(super) fn unfinished<R: SqlRow>(rows: &[R]) -> Result<Vec<Unfinished>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(Unfinished {
+                record: from_json(&row.text(0)?)?,
+                log: LogPosition {
+                    next_seq: u64::try_from(row.int(1)?).unwrap_or(0),
+                    agent_bytes: count(row.int(2)?),
+                    truncated: row.flag(3)?,
+                },
+            })
+        })
+        .collect()
+}
