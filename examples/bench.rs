@@ -292,7 +292,7 @@ impl Only {
     }
 
     fn has(&self, section: u8) -> bool {
-        self.0.as_ref().map_or(true, |only| only.contains(&section))
+        self.0.as_ref().is_none_or(|only| only.contains(&section))
     }
 }
 

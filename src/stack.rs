@@ -4,7 +4,7 @@
 //! ```text
 //!  HTTP ─► request-id ─► trace ─► metrics ─► catch-panic ─► router
 //!                                                             │
-//!     /health, /metrics ◄─────────────────────────────────────┤ (open)
+//!     /health, /metrics, /openapi.json ◄──────────────────────┤ (open)
 //!     /jobs… : auth (detail errors) ◄─────────────────────────┤
 //!     /v1/…  : auth (OpenAI errors) ◄─────────────────────────┘
 //!        /execute, /v1/chat/completions: handler ─► intake
@@ -20,19 +20,22 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use gateway_layers::auth::{AuthFailure, BearerAuthLayer};
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics::{self as gateway_metrics};
 use crate::openai::error::OpenAiError;
 use crate::routes::detail::DetailError;
-use crate::routes::{chat, health, jobs, metrics, models};
+use crate::routes::openapi::{ApiDoc, Published};
+use crate::routes::{chat, health, jobs, metrics, models, openapi};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -57,23 +60,29 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         }
         OpenAiError::unauthorized(failure.to_string()).into_response()
     });
-    let job_routes = Router::new()
-        .route("/execute", post(jobs::execute))
-        .route("/jobs", get(jobs::list))
-        .route("/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
-        .route("/jobs/{job_id}/events", get(jobs::events))
+    // Each `routes!` registers its handlers' routes and adds their `#[utoipa::path]` to the
+    // document in the same call: a route is served only if it is documented (`/openapi.json`).
+    let job_routes = OpenApiRouter::new()
+        .routes(routes!(jobs::execute))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get, jobs::cancel))
+        .routes(routes!(jobs::events))
         .route_layer(job_auth);
-    let openai_routes = Router::new()
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{model_id}", get(models::get))
+    let openai_routes = OpenApiRouter::new()
+        .routes(routes!(chat::chat_completions))
+        .routes(routes!(models::list))
+        .routes(routes!(models::get))
         .route_layer(openai_auth);
-
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics))
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::document))
         .merge(job_routes)
         .merge(openai_routes)
+        .split_for_parts();
+
+    router
+        .layer(Extension(Published::new(&document)))
         .fallback(not_found)
         .with_state(state)
         .layer(
@@ -114,7 +123,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .unwrap_or_default();
     tracing::error!(panic = %what, "a handler panicked");
     OpenAiError::internal("internal error: the gateway hit a bug handling this request")
-        .with_field("detail", "internal error".into())
+        .detail("internal error")
         .into_response()
 }
 

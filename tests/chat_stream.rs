@@ -5,22 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{send, Gateway, CHAT};
+use common::{send, sse_data, Gateway, CHAT};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-/// Reads an SSE body into its `data:` payloads.
-async fn sse_data(response: reqwest::Response) -> Vec<String> {
-    let text = response.text().await.unwrap();
-    text.lines()
-        .filter_map(|line| {
-            line.strip_prefix("data: ")
-                .or_else(|| line.strip_prefix("data:"))
-        })
-        .map(|data| data.trim().to_owned())
-        .collect()
-}
 
 /// A streamed chat completion of one user message, `content`.
 async fn stream(gw: &Gateway, content: &str, include_usage: bool) -> reqwest::Response {

@@ -183,7 +183,7 @@ fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
     let accepted = std::cell::Cell::new(0u32);
     runner
         .run(&bodies, |body| {
-            let (status, text) = runtime.block_on(async {
+            let (status, streamed, text) = runtime.block_on(async {
                 let response = gw
                     .http
                     .post(&url)
@@ -194,7 +194,11 @@ fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
                     .await
                     .expect("an answer");
                 let status = response.status();
-                (status, response.text().await.unwrap_or_default())
+                let streamed = response
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+                (status, streamed, response.text().await.unwrap_or_default())
             });
             // The contract's 503 (a chat run that failed) is an answer, not a fault; a 500 or
             // any other 5xx is.
@@ -205,6 +209,14 @@ fn fuzz(path: &'static str, bodies: impl Strategy<Value = Vec<u8>>) {
                 String::from_utf8_lossy(&body)
             );
             prop_assert!(!text.contains("internal error"), "{text}");
+            // Whatever the body, the answer on `/v1` is in OpenAI's shape.
+            let errors = common::openai_schema::answer_violations(
+                path,
+                status.is_success(),
+                streamed,
+                &text,
+            );
+            prop_assert!(errors.is_empty(), "{status}: {errors:?}\n{text}");
             if status.is_success() {
                 accepted.set(accepted.get() + 1);
             }

@@ -3,17 +3,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Gateway, TOKEN};
-
-fn clients_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
-}
+use common::{clients_dir, run_tool, Gateway, TOKEN};
 
 async fn run_client(program: &str, script: &str, gw: &Gateway, full: &Gateway, marker: &str) {
-    let output = tokio::time::timeout(
+    let stdout = run_tool(
+        script,
         Duration::from_secs(240),
         tokio::process::Command::new(program)
             .arg(clients_dir().join(script))
@@ -21,19 +17,9 @@ async fn run_client(program: &str, script: &str, gw: &Gateway, full: &Gateway, m
             .env("GATEWAY_URL", &gw.url)
             .env("GATEWAY_TOKEN", TOKEN)
             .env("FULL_GATEWAY_URL", &full.url)
-            .env("MARKER", marker)
-            .kill_on_drop(true)
-            .output(),
+            .env("MARKER", marker),
     )
-    .await
-    .expect("the client finishes")
-    .expect("the client starts (run ./scripts/test to install the SDKs)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    .await;
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 

@@ -362,10 +362,9 @@ async fn chat_json_schema_answers_the_structured_value_as_content() {
         format,
     );
     streamed["stream"] = json!(true);
-    let text = gw.post(CHAT, &streamed).await.text().await.unwrap();
-    let content: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
+    let data = common::sse_data(gw.post(CHAT, &streamed).await).await;
+    let content: String = data
+        .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
         .filter_map(|c| {
             c["choices"][0]["delta"]["content"]
@@ -376,7 +375,7 @@ async fn chat_json_schema_answers_the_structured_value_as_content() {
     assert_eq!(
         serde_json::from_str::<Value>(&content).unwrap(),
         json!({"n": 8}),
-        "{text}"
+        "{data:?}"
     );
 }
 

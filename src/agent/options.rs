@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::command::check_agent_name;
 
@@ -24,7 +25,7 @@ pub(crate) const MAX_TOOLS: usize = 100;
 pub(crate) const MAX_TOOL_NAME_LEN: usize = 256;
 
 /// How hard the model thinks (`--effort`), in increasing order of tokens spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Effort {
     /// Fewest tokens.
@@ -81,7 +82,7 @@ impl std::str::FromStr for Effort {
 
 /// The options of one run, as the caller gave them (all optional). Kept on the job record as
 /// the options the run used.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunOptions {
     /// `--model`; one of `SUPPORTED_MODELS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,9 +5,10 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Token counts the CLI reports in its final `result` event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Uncached input tokens.
     pub input_tokens: u64,

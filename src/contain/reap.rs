@@ -118,7 +118,7 @@ pub(super) fn kill_uid(uid: u32, deadline: Duration) -> Result<bool, KillError> 
         }
         let now = Instant::now();
         // Sweep before looking at the clock, so that even a zero deadline kills once.
-        if last_sweep.map_or(true, |at| now.duration_since(at) >= RESWEEP_EVERY) {
+        if last_sweep.is_none_or(|at| now.duration_since(at) >= RESWEEP_EVERY) {
             sys::signal_every_process_of(uid)
                 .map_err(|source| KillError::Io { run: run(), source })?;
             last_sweep = Some(now);

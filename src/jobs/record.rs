@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use utoipa::ToSchema;
 
 /// Where a job is in its life. Terminal statuses never change again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Admitted, waiting for a run slot.
@@ -101,7 +102,7 @@ impl FromStr for JobStatus {
 ///
 /// Passed by value: a store hands out copies, never references into itself, so a store may as
 /// well live in another process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobRecord {
     /// Everything a listing shows.
     #[serde(flatten)]
@@ -263,7 +264,7 @@ impl JobRecord {
 /// A job in a listing: the record less `prompt`, `metadata`, `output`, `stderr` and `result`,
 /// which may each be megabytes (a listing of 500 jobs must stay small however it is read).
 /// `GET /jobs/{id}` has the rest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobSummary {
     /// The job's id.
     pub job_id: String,

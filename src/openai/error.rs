@@ -4,7 +4,8 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue, StatusCode};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::agent::AgentOutcome;
 use crate::run::{one_line, RunFailure};
@@ -24,8 +25,40 @@ struct Fields {
     param: Option<&'static str>,
     code: Option<&'static str>,
     retry_after: Option<u64>,
-    /// Extra top-level fields kept beside `error` for callers of the replaced service.
-    extra: Option<(&'static str, Value)>,
+    /// Kept beside `error` for callers of the replaced service: why a run failed.
+    detail: Option<String>,
+    /// Kept beside `error` for callers of the replaced service: the supported models.
+    supported: Option<Vec<String>>,
+}
+
+/// An error body on `/v1/*`: OpenAI's `{"error": {…}}`, and, for callers of the replaced
+/// service, `detail` (why a run failed) and `supported` (on an unknown model).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OpenAiErrorBody)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    error: ErrorObject,
+    /// Why a run failed, in one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// The supported models, when the one asked for is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supported: Option<Vec<String>>,
+}
+
+/// OpenAI's error object.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OpenAiError)]
+pub(crate) struct ErrorObject {
+    /// What went wrong, for a person.
+    message: String,
+    /// OpenAI's error type: `invalid_request_error`, `permission_error`, `server_error`, ….
+    #[serde(rename = "type")]
+    kind: String,
+    /// The request field at fault.
+    param: Option<String>,
+    /// Machine-readable code: `model_not_found`, `queue_full`, `agent_failed`, ….
+    code: Option<String>,
 }
 
 impl OpenAiError {
@@ -38,7 +71,8 @@ impl OpenAiError {
             param: None,
             code: None,
             retry_after: None,
-            extra: None,
+            detail: None,
+            supported: None,
         }))
     }
 
@@ -86,9 +120,15 @@ impl OpenAiError {
         self
     }
 
-    /// Adds a top-level field beside `error` (the replaced service's `supported` list).
-    pub(crate) fn with_field(mut self, name: &'static str, value: Value) -> Self {
-        self.0.extra = Some((name, value));
+    /// Adds `detail` beside `error`, as the replaced service answered it.
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.0.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds `supported` beside `error`: the models the gateway supports.
+    pub(crate) fn supported(mut self, models: &[String]) -> Self {
+        self.0.supported = Some(models.to_vec());
         self
     }
 
@@ -98,20 +138,18 @@ impl OpenAiError {
         self.0.status
     }
 
-    /// The `error` object alone, as streamed in an SSE error event.
-    pub(crate) fn body(&self) -> Value {
-        let mut body = json!({
-            "error": {
-                "message": self.0.message,
-                "type": self.0.kind,
-                "param": self.0.param,
-                "code": self.0.code,
-            }
-        });
-        if let Some((name, value)) = &self.0.extra {
-            body[*name] = value.clone();
+    /// The body, as answered or streamed in an SSE error event.
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                message: self.0.message.clone(),
+                kind: self.0.kind.to_owned(),
+                param: self.0.param.map(str::to_owned),
+                code: self.0.code.map(str::to_owned),
+            },
+            detail: self.0.detail.clone(),
+            supported: self.0.supported.clone(),
         }
-        body
     }
 }
 
@@ -135,8 +173,7 @@ impl IntoResponse for OpenAiError {
 /// The error for a run that ended but did not succeed: 503, as the replaced service answered.
 pub(crate) fn outcome_error(outcome: &AgentOutcome) -> OpenAiError {
     let detail = outcome_detail(outcome);
-    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed")
-        .with_field("detail", Value::String(detail))
+    OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed").detail(detail)
 }
 
 /// One line saying why a run failed: claude's own error text, else stderr, else the exit code.
@@ -167,5 +204,5 @@ pub(crate) fn failure_error(failure: RunFailure) -> OpenAiError {
         RunFailure::Agent(_) => OpenAiError::unavailable(detail.clone(), "agent_failed"),
         RunFailure::Internal(_) => OpenAiError::internal(detail.clone()),
     };
-    error.with_field("detail", Value::String(detail))
+    error.detail(detail)
 }

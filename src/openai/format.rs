@@ -166,7 +166,10 @@ mod tests {
         ] {
             let err = read(format.clone()).unwrap_err();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{format}");
-            assert_eq!(err.body()["error"]["param"], "response_format");
+            assert_eq!(
+                serde_json::to_value(err.body()).unwrap()["error"]["param"],
+                "response_format"
+            );
         }
     }
 
@@ -189,7 +192,10 @@ mod tests {
         };
         let err = structured_content(&outcome).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(err.body()["error"]["code"], "structured_output_failed");
+        assert_eq!(
+            serde_json::to_value(err.body()).unwrap()["error"]["code"],
+            "structured_output_failed"
+        );
         let outcome = AgentOutcome {
             structured_output: Some(json!({"n": 1})),
             ..AgentOutcome::default()

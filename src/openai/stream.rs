@@ -4,10 +4,11 @@
 //! never as a cut connection.
 
 use axum::response::sse::Event;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::completion_id;
-use super::wire::CompletionUsage;
+use super::error::OpenAiError;
+use super::wire::{ChatCompletionChunk, ChunkChoice, CompletionUsage};
 
 /// The text of a token-level delta, from the CLI's `--include-partial-messages` events.
 pub(crate) fn text_delta(event: &Value) -> Option<&str> {
@@ -26,8 +27,14 @@ pub(crate) fn text_delta(event: &Value) -> Option<&str> {
 }
 
 /// An `{"error": …}` event, for a run that failed after the stream began.
-pub(crate) fn error_event(body: Value) -> Event {
-    Event::default().data(body.to_string())
+pub(crate) fn error_event(error: &OpenAiError) -> Event {
+    json_event(&error.body())
+}
+
+/// An event whose data is `value` as JSON.
+fn json_event(value: &impl serde::Serialize) -> Event {
+    // The wire types always serialize: strings, numbers and JSON values.
+    Event::default().data(serde_json::to_string(value).unwrap_or_default())
 }
 
 /// The `[DONE]` event that ends every stream.
@@ -56,27 +63,35 @@ impl Chunks {
     }
 
     /// A chunk with one choice carrying `delta`, and its `finish_reason` once there is one.
-    pub(crate) fn event(&self, delta: Value, finish_reason: Option<&str>) -> Event {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        });
-        Event::default().data(chunk.to_string())
+    pub(crate) fn event(&self, delta: Value, finish_reason: Option<&'static str>) -> Event {
+        json_event(&self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }],
+            None,
+        ))
     }
 
     /// The last chunk when usage was asked for: no choices, the run's usage.
     pub(crate) fn usage_event(&self, usage: CompletionUsage) -> Event {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-        });
-        Event::default().data(chunk.to_string())
+        json_event(&self.chunk(Vec::new(), Some(usage)))
+    }
+
+    /// A chunk of this completion.
+    fn chunk(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<CompletionUsage>,
+    ) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
     }
 }

@@ -2,12 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A `POST /v1/chat/completions` body: the fields the gateway acts on. Any other field is
 /// accepted and ignored (`tool_choice`, `max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
 /// `user`, … as listed in the README), so that stock clients, which send them routinely, are not
 /// refused: the agent decides its own length and sampling, bounded by its budget and deadline.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "haiku", "messages": [{"role": "user", "content": "Say hello"}]}))]
 pub(crate) struct ChatCompletionRequest {
     /// Model id; `DEFAULT_MODEL` when absent.
     #[serde(default)]
@@ -42,7 +44,7 @@ pub(crate) struct ChatCompletionRequest {
 }
 
 /// `stream_options` of a request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct StreamOptions {
     /// Send a final chunk with `usage`.
     #[serde(default)]
@@ -50,7 +52,7 @@ pub(crate) struct StreamOptions {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct ChatMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub(crate) role: String,
@@ -63,7 +65,7 @@ pub(crate) struct ChatMessage {
 }
 
 /// A non-streamed answer: an OpenAI `chat.completion` object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ChatCompletion {
     /// `chatcmpl-…`.
     pub(crate) id: String,
@@ -84,7 +86,7 @@ pub(crate) struct ChatCompletion {
 }
 
 /// The one choice of an answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Choice {
     /// Always 0.
     pub(crate) index: u32,
@@ -92,19 +94,78 @@ pub(crate) struct Choice {
     pub(crate) message: AssistantMessage,
     /// How the run ended (see the README's table).
     pub(crate) finish_reason: &'static str,
+    /// Always `null`: the CLI reports no log probabilities. OpenAI requires the field and sends
+    /// `null` when none were asked for.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) logprobs: Option<Value>,
 }
 
 /// The assistant message of a choice.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AssistantMessage {
     /// Always `assistant`.
     pub(crate) role: &'static str,
     /// The agent's answer text.
     pub(crate) content: String,
+    /// Always `null`: the agent does not refuse through this field. OpenAI requires it and sends
+    /// `null` when the model did not refuse.
+    pub(crate) refusal: Option<String>,
+}
+
+/// One streamed `chat.completion.chunk`: a Server-Sent Event's data.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatCompletionChunk {
+    /// `chatcmpl-…`, the same in every chunk of a stream.
+    pub(crate) id: String,
+    /// Always `chat.completion.chunk`.
+    pub(crate) object: &'static str,
+    /// Unix seconds when the stream began.
+    pub(crate) created: i64,
+    /// The model as requested.
+    pub(crate) model: String,
+    /// One choice; none in the last chunk when usage was asked for.
+    pub(crate) choices: Vec<ChunkChoice>,
+    /// Only in the last chunk, when `stream_options.include_usage` asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<CompletionUsage>,
+}
+
+/// The one choice of a chunk.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChunkChoice {
+    /// Always 0.
+    pub(crate) index: u32,
+    /// `{"role": "assistant", "content": ""}` first, then `{"content": "…"}`, then `{}`.
+    #[schema(value_type = Object)]
+    pub(crate) delta: Value,
+    /// How the run ended, in the last chunk with a choice; `null` before.
+    pub(crate) finish_reason: Option<&'static str>,
+}
+
+/// A model as `GET /v1/models` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Model {
+    /// The model id, as `model` in a request names it.
+    pub(crate) id: String,
+    /// Always `model`.
+    pub(crate) object: &'static str,
+    /// Unix seconds: when this gateway started.
+    pub(crate) created: i64,
+    /// Always `anthropic`.
+    pub(crate) owned_by: &'static str,
+}
+
+/// `GET /v1/models`: every supported model.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    /// Always `list`.
+    pub(crate) object: &'static str,
+    /// The supported models.
+    pub(crate) data: Vec<Model>,
 }
 
 /// OpenAI `usage`.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, ToSchema)]
 pub(crate) struct CompletionUsage {
     /// Input tokens, cache reads and writes included.
     pub(crate) prompt_tokens: u64,

@@ -19,7 +19,7 @@ use crate::agent::{
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
-use crate::openai::error::{failure_error, outcome_error, OpenAiError};
+use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
 use crate::openai::format::{self, structured_content};
 use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
 use crate::openai::wire::{
@@ -27,6 +27,7 @@ use crate::openai::wire::{
 };
 use crate::openai::{completion_id, finish_reason, prompt};
 use crate::routes::jobs::owner;
+use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure};
 use crate::state::AppState;
 
 /// A validated chat request, ready to run.
@@ -129,6 +130,32 @@ fn with_handle(mut response: Response, handle: Option<&str>) -> Response {
 /// this future (or the streaming body, which owns the run) drops the run's.
 ///
 /// The body is read and checked before a queue slot is taken (see [`crate::bounds`]).
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    operation_id = "createChatCompletion",
+    summary = "Create a chat completion",
+    description = "OpenAI's chat completion, answered by one agent run; `stream: true` answers Server-Sent Events. Fields the gateway does not act on are accepted and ignored.",
+    tag = "openai",
+    security(("bearer" = [])),
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer: a `chat.completion`, or with `stream: true` Server-Sent Events each holding a `chat.completion.chunk` (or an `{\"error\": …}` for a run that failed once the stream began), then `[DONE]`", content(
+            (ChatCompletion = "application/json"),
+            (ChatEvent = "text/event-stream")
+        ), headers(("x-session-id" = String, description = "The handle that continues this conversation (also `session_id` of a `chat.completion`); present it as `session_id` or in this header with only the new messages"))),
+        OpenAiAuthFailure,
+        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 404, description = "The session handle presented is unknown, another caller's, or expired (`session_not_found`); nothing ran", body = ErrorBody),
+        (status = 409, description = "The session handle presented cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
+        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
+        (status = 422, description = "The agent could not produce output that fits `response_format` (`structured_output_failed`)", body = ErrorBody),
+        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
+        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
+    )
+)]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -241,9 +268,9 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
                             yield Ok(chunks.usage_event(usage));
                         }
                     }
-                    Err(error) => yield Ok(error_event(error.body())),
+                    Err(error) => yield Ok(error_event(&error)),
                 },
-                None if structured => yield Ok(error_event(structured_or_outcome_error(&outcome).body())),
+                None if structured => yield Ok(error_event(&structured_or_outcome_error(&outcome))),
                 Some(reason) => {
                     if !streamed_text {
                         if let Some(text) = outcome.text.as_deref().filter(|t| !t.is_empty()) {
@@ -256,9 +283,9 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
                         yield Ok(chunks.usage_event(usage));
                     }
                 }
-                None => yield Ok(error_event(outcome_error(&outcome).body())),
+                None => yield Ok(error_event(&outcome_error(&outcome))),
             },
-            Err(failure) => yield Ok(error_event(failure_error(failure).body())),
+            Err(failure) => yield Ok(error_event(&failure_error(failure))),
         }
         yield Ok(done_event());
     };
@@ -282,7 +309,7 @@ fn refused(refusal: &Refusal) -> OpenAiError {
         };
         return OpenAiError::unavailable(format!("execution failed: {detail}"), "queue_full")
             .retry_after(RETRY_AFTER_SECONDS)
-            .with_field("detail", detail.into());
+            .detail(detail);
     }
     let status = refusal.status();
     let error = OpenAiError::new(status, "invalid_request_error", refusal.to_string());
@@ -308,7 +335,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         ))
         .param("model")
         .code("model_not_found")
-        .with_field("supported", serde_json::json!(&*config.supported_models)));
+        .supported(&config.supported_models));
     }
     if chat.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::bad_request("only n=1 is supported").param("n"));
@@ -395,8 +422,10 @@ fn completion(
             message: AssistantMessage {
                 role: "assistant",
                 content,
+                refusal: None,
             },
             finish_reason: reason,
+            logprobs: None,
         }],
         usage: outcome
             .usage

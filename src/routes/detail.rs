@@ -4,6 +4,15 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The error body of the job routes and of unknown routes outside `/v1`: `{"detail": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Detail {
+    /// What went wrong, for a person.
+    pub(crate) detail: String,
+}
 
 /// An error answered as `{"detail": message}` with a status.
 #[derive(Debug, Clone)]
@@ -34,7 +43,9 @@ impl IntoResponse for DetailError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(serde_json::json!({ "detail": self.detail })),
+            Json(Detail {
+                detail: self.detail,
+            }),
         )
             .into_response();
         if let Some(seconds) = self.retry_after {

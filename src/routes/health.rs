@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
 /// The contract's health body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
     /// `ok`, or `shutting_down` once the gateway has stopped admitting work.
     pub status: &'static str,
@@ -45,6 +46,18 @@ pub(crate) struct Health {
 }
 
 /// Answers the gauge's current counts.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    summary = "Health and load",
+    description = "Open to all. 200 while the gateway takes work; 503 from the moment it received SIGTERM, so a readiness probe takes it out of rotation.",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The gateway takes work", body = Health),
+        (status = 503, description = "The gateway is shutting down (`status: shutting_down`)", body = Health)
+    )
+)]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let gauge = state.gauge.snapshot();
     let closed = state.gauge.is_closed();

@@ -14,17 +14,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gateway_layers::auth::AuthenticatedCaller;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::agent::{check_agent_name, check_budget, OptionError, OptionPolicy, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
-    CancelError, ContinueError, Cursor, EventKind, JobRecord, JobStatus, ListQuery, NewJob,
-    StoreError, StoreErrorKind, SubmitError,
+    CancelError, ContinueError, Cursor, EventKind, JobRecord, JobStatus, JobSummary, ListQuery,
+    NewJob, StoreError, StoreErrorKind, SubmitError,
 };
 use crate::metrics::Entry;
-use crate::routes::detail::DetailError;
+use crate::routes::detail::{Detail, DetailError};
 use crate::routes::large::{record_cost, record_response};
+use crate::routes::openapi::{JobAuthFailure, JobEvent, StoreFailure};
 use crate::state::AppState;
 
 /// `max_budget_usd` when the body gives none (the contract's default).
@@ -37,14 +39,22 @@ const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
 /// The body of `POST /execute`. Unknown fields are ignored, as the replaced service did.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "Summarise the README", "agent": "general-purpose", "timeout_seconds": 600}))]
 struct ExecuteBody {
+    /// The prompt, sent to the agent on stdin; not blank.
     prompt: String,
+    /// The agent to run (a plain name: `general-purpose`, or one of the workspace's agents).
     agent: String,
+    /// Budget in USD, positive, at most `MAX_BUDGET_USD`; 5 when absent.
     #[serde(default = "default_budget")]
     max_budget_usd: f64,
+    /// Deadline of the run in whole seconds, queue time not counted, at most
+    /// `MAX_TIMEOUT_SECONDS`; 2700 when absent.
     #[serde(default = "default_timeout", deserialize_with = "whole_seconds")]
+    #[schema(minimum = 1)]
     timeout_seconds: u64,
+    /// The caller's own data, kept on the record.
     #[serde(default)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Starts allowed: past 1, a job the gateway stopped while it ran is queued again.
@@ -53,6 +63,35 @@ struct ExecuteBody {
     /// An earlier job of the caller's whose session this one continues.
     #[serde(default)]
     continue_from: Option<String>,
+}
+
+/// The whole body of `POST /execute`, as documented: [`ExecuteBody`] and the run's options,
+/// which [`RunOptions::from_body`] reads from the same object.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only its schema is used.
+struct ExecuteRequest {
+    #[serde(flatten)]
+    body: ExecuteBody,
+    #[serde(flatten)]
+    options: RunOptions,
+}
+
+/// The answer to `POST /execute`: the new job's id and status (`queued`).
+#[derive(Debug, Serialize, ToSchema)]
+struct Accepted {
+    /// The job's id.
+    job_id: String,
+    /// `queued`.
+    status: JobStatus,
+}
+
+/// A page of `GET /jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+struct JobPage {
+    /// The caller's jobs, newest first.
+    jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 fn default_budget() -> f64 {
@@ -207,6 +246,35 @@ fn refused(refusal: &Refusal) -> Response {
 ///
 /// The slot is taken only once the body is in and valid (see [`crate::bounds`]); its ticket
 /// moves into the job, so the slot is the job's for as long as it is queued or running.
+#[utoipa::path(
+    post,
+    path = "/execute",
+    operation_id = "createJob",
+    summary = "Queue an agent run as a job",
+    description = "Checks the body and the run options, takes a queue slot and answers 202 at once; the job runs in its own workspace, bounded by `timeout_seconds` and `max_budget_usd`.",
+    tag = "jobs",
+    security(("bearer" = [])),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 202, description = "The job is queued", body = Accepted,
+            headers(("Location" = String, description = "`/jobs/{job_id}`")),
+            links(
+                ("getJob" = (operation_id = "getJob", parameters(("job_id" = "$response.body#/job_id")))),
+                ("cancelJob" = (operation_id = "cancelJob", parameters(("job_id" = "$response.body#/job_id")))),
+                ("streamJobEvents" = (operation_id = "streamJobEvents", parameters(("job_id" = "$response.body#/job_id"))))
+            )),
+        JobAuthFailure,
+        (status = 403, description = "The operator's policy refuses an option; `detail` names it", body = Detail),
+        (status = 408, description = "The body did not arrive in time", body = Detail),
+        (status = 404, description = "`continue_from` names a job that is unknown, another caller's, or forgotten", body = Detail),
+        (status = 409, description = "`continue_from` names a job that cannot be resumed; `detail` says why (not finished, no session kept, sessions off)", body = Detail),
+        (status = 413, description = "The body is over `MAX_BODY_BYTES`", body = Detail),
+        (status = 422, description = "The body is invalid; `detail` says which field and why", body = Detail),
+        (status = 429, description = "The queue is full", body = Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        StoreFailure
+    )
+)]
 pub(crate) async fn execute(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -252,7 +320,11 @@ pub(crate) async fn execute(
     drop(body);
     match state.jobs.submit(job, Some(admitted.ticket)).await {
         Ok(record) => {
-            let mut response = (StatusCode::ACCEPTED, Json(record.id_and_status())).into_response();
+            let accepted = Accepted {
+                job_id: record.job_id.clone(),
+                status: record.status,
+            };
+            let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
             if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", record.job_id)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
@@ -267,11 +339,14 @@ pub(crate) async fn execute(
 }
 
 /// Query of `GET /jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
     /// Page size, 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -279,6 +354,22 @@ pub(crate) struct ListParams {
 
 /// `GET /jobs`: the caller's jobs, newest first, as summaries (no prompt, metadata, output,
 /// stderr or result): `{"jobs": [...], "next_cursor": "..." | null}`.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    operation_id = "listJobs",
+    summary = "List the caller's jobs",
+    description = "Newest first, as summaries (no `prompt`, `metadata`, `output`, `stderr` or `result`), a page at a time.",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of the caller's jobs, newest first", body = JobPage),
+        JobAuthFailure,
+        (status = 422, description = "A query parameter is invalid; `detail` says which", body = Detail),
+        StoreFailure
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -315,10 +406,10 @@ pub(crate) async fn list(
         cursor,
     };
     match state.jobs.list(query).await {
-        Ok(page) => Json(serde_json::json!({
-            "jobs": page.jobs,
-            "next_cursor": page.next_cursor.map(|c| c.encode()),
-        }))
+        Ok(page) => Json(JobPage {
+            jobs: page.jobs,
+            next_cursor: page.next_cursor.map(|c| c.encode()),
+        })
         .into_response(),
         Err(error) => store_failed(error),
     }
@@ -329,6 +420,22 @@ pub(crate) async fn list(
 /// The record is streamed a field at a time within the large-response budget; when other
 /// responses hold all of it, 503 with `Retry-After`. While it waits for its share it holds no
 /// copy of the record: the copy that told its size is dropped, and the record read again.
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}",
+    operation_id = "getJob",
+    summary = "Read a job's record",
+    description = "Only the token that created the job sees it; to any other it is unknown (404).",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    responses(
+        (status = 200, description = "The job's record", body = JobRecord),
+        JobAuthFailure,
+        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
+        StoreFailure
+    )
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -371,6 +478,23 @@ fn budget_spent() -> Response {
 
 /// `DELETE /jobs/{job_id}`: cancels a queued or running job and answers its final record (status
 /// `error`, saying it was cancelled) once its run is gone; 409 when it had already finished.
+#[utoipa::path(
+    delete,
+    path = "/jobs/{job_id}",
+    operation_id = "cancelJob",
+    summary = "Cancel a queued or running job",
+    description = "Kills the run's process group and answers the final record (status `error`, saying it was cancelled); 409 when the job had already finished.",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    responses(
+        (status = 200, description = "The job was cancelled: its final record", body = JobRecord),
+        JobAuthFailure,
+        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
+        (status = 409, description = "The job had already finished", body = Detail),
+        StoreFailure
+    )
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
@@ -390,6 +514,25 @@ pub(crate) async fn cancel(
 /// after `Last-Event-ID`) and followed live: `status` on each status change, `agent` for each
 /// stream-json event of the agent, `truncated` if the agent's events went past the output cap,
 /// and last `end` with the final record, after which the stream closes.
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}/events",
+    operation_id = "streamJobEvents",
+    summary = "Follow a job's events",
+    description = "Server-Sent Events replayed from the start (or after `Last-Event-ID`) and followed live: `status`, `agent` (the agent's stream-json events), `truncated`, and last `end` with the final status; then the stream closes.",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("job_id" = String, Path, description = "The id `POST /execute` answered"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `status`, `agent`, `truncated`, and last `end` with the final record", content_type = "text/event-stream", body = JobEvent),
+        JobAuthFailure,
+        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
+        StoreFailure
+    )
+)]
 pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,

@@ -9,6 +9,15 @@ use crate::metrics::{scrape, Scrape};
 use crate::state::AppState;
 
 /// Renders the gateway's metrics, the gauges read from the shared gauge and the job registry now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Open to all: counts only, never ids, tokens or prompts.",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(Scrape {
         gauge: state.gauge.snapshot(),

@@ -7,3 +7,4 @@ pub(crate) mod jobs;
 pub(crate) mod large;
 pub(crate) mod metrics;
 pub(crate) mod models;
+pub(crate) mod openapi;

@@ -6,6 +6,7 @@
 
 mod git;
 mod jobs;
+pub mod openai_schema;
 pub mod postgres;
 mod process;
 mod wait;
@@ -198,10 +199,38 @@ pub async fn send(request: RequestBuilder) -> Response {
     request.send().await.expect("request sent")
 }
 
-/// Reads a JSON body.
+/// Reads a JSON body; one from `/v1/…` must conform to OpenAI's schema of that answer.
 pub async fn json(response: Response) -> Value {
+    let (path, success) = (
+        response.url().path().to_owned(),
+        response.status().is_success(),
+    );
     let text = response.text().await.expect("body read");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    conforms(&path, success, false, &text);
+    body
+}
+
+/// Reads a streamed answer into its `data:` payloads; on `/v1/…` each event but `[DONE]` must
+/// conform to OpenAI's schema of a chunk (or of an error, for one that ends the stream).
+pub async fn sse_data(response: Response) -> Vec<String> {
+    let (path, success) = (
+        response.url().path().to_owned(),
+        response.status().is_success(),
+    );
+    let text = response.text().await.expect("body read");
+    conforms(&path, success, true, &text);
+    openai_schema::sse_payloads(&text)
+}
+
+/// Panics, naming the fields, unless the answer to `path` conforms to OpenAI's schema.
+fn conforms(path: &str, success: bool, streamed: bool, text: &str) {
+    let errors = openai_schema::answer_violations(path, success, streamed, text);
+    assert!(
+        errors.is_empty(),
+        "the answer to {path} does not conform to OpenAI's schema:\n  {}\nbody: {text}",
+        errors.join("\n  ")
+    );
 }
 
 /// A response's status and JSON body.

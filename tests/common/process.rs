@@ -100,3 +100,28 @@ pub async fn spawn_binary(
     .await;
     (child, url)
 }
+
+/// The directory of the pinned client tools (`tests/clients`: the OpenAI SDKs, Schemathesis).
+pub fn clients_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+}
+
+/// Runs `command` (one of the pinned client tools) to its end within `limit`, killing it past
+/// that, and answers its stdout; panics with both outputs unless it exits 0.
+pub async fn run_tool(
+    what: &str,
+    limit: std::time::Duration,
+    command: &mut tokio::process::Command,
+) -> String {
+    let output = tokio::time::timeout(limit, command.kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} finishes within {limit:?}"))
+        .unwrap_or_else(|e| panic!("{what} starts ({e}; run ./scripts/test to install it)"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}

@@ -60,7 +60,7 @@ impl ErrorDirective {
     pub fn applies_to(&self, model: &str) -> bool {
         self.model
             .as_deref()
-            .map_or(true, |name| model.contains(name))
+            .is_none_or(|name| model.contains(name))
     }
 }
 
