@@ -26,7 +26,7 @@ use crate::jobs::{
 use crate::metrics::Entry;
 use crate::routes::detail::{Detail, DetailError};
 use crate::routes::large::{record_cost, record_response};
-use crate::routes::openapi::{JobAuthFailure, JobEvent, StoreFailure};
+use crate::routes::openapi::{JobAuthFailure, JobEvent, JobLookupFailure, JobPath, StoreFailure};
 use crate::state::AppState;
 
 /// `max_budget_usd` when the body gives none (the contract's default).
@@ -428,12 +428,11 @@ pub(crate) async fn list(
     description = "Only the token that created the job sees it; to any other it is unknown (404).",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job's record", body = JobRecord),
         JobAuthFailure,
-        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
-        StoreFailure
+        JobLookupFailure
     )
 )]
 pub(crate) async fn get(
@@ -486,13 +485,12 @@ fn budget_spent() -> Response {
     description = "Kills the run's process group and answers the final record (status `error`, saying it was cancelled); 409 when the job had already finished.",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job was cancelled: its final record", body = JobRecord),
         JobAuthFailure,
-        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
         (status = 409, description = "The job had already finished", body = Detail),
-        StoreFailure
+        JobLookupFailure
     )
 )]
 pub(crate) async fn cancel(
@@ -523,14 +521,13 @@ pub(crate) async fn cancel(
     tag = "jobs",
     security(("bearer" = [])),
     params(
-        ("job_id" = String, Path, description = "The id `POST /execute` answered"),
+        JobPath,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `status`, `agent`, `truncated`, and last `end` with the final record", content_type = "text/event-stream", body = JobEvent),
         JobAuthFailure,
-        (status = 404, description = "No such job of this caller (`Job not found`)", body = Detail),
-        StoreFailure
+        JobLookupFailure
     )
 )]
 pub(crate) async fn events(

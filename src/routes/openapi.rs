@@ -76,6 +76,27 @@ pub(crate) enum StoreFailure {
     Unavailable(Detail),
 }
 
+/// The answers of a route about one job when it is not the caller's, or the store fails.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only its responses are used: the handlers answer through their error types.
+pub(crate) enum JobLookupFailure {
+    /// No such job of this caller (`Job not found`).
+    #[response(status = 404)]
+    NotFound(Detail),
+    /// The store cannot be read; try again after `Retry-After` seconds.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(Detail),
+}
+
+/// The path of a route about one job.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only its parameters are used: the handlers read the path with axum's `Path`.
+pub(crate) struct JobPath {
+    /// The id `POST /execute` answered.
+    job_id: String,
+}
+
 /// The answers of an OpenAI route to a request whose token is missing, malformed or not accepted.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Only its responses are used: the handlers answer through their error types.
