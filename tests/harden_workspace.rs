@@ -220,13 +220,22 @@ async fn a_stale_index_lock_does_not_pin_runs_to_an_old_base() {
 #[tokio::test]
 async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let repos = Repos::new();
-    let gw = readme_gateway(&repos.base).await;
+    let gw = Gateway::builder()
+        .base(&repos.base)
+        .claude(common::fake_claude("read-readme.sh"))
+        .arg("fetch-debounce-seconds", 0)
+        .arg("workspace-pool-size", 1)
+        .start()
+        .await;
     let first = submit(&gw, 60).await;
     assert_eq!(
         wait_end(&gw, &first, Duration::from_secs(60)).await["status"],
         "completed"
     );
-    assert_eq!(json(gw.get("/health").await).await["base"], "ok");
+    // Once the pool is full again nothing refreshes the base (each refill does, with no
+    // debounce): the deletion below does not race a fetch writing into it.
+    gw.wait_health(|h| h["base"] == "ok" && h["pool_ready"] == 1)
+        .await;
 
     std::fs::remove_dir_all(&repos.base).unwrap();
     let health = json(gw.get("/health").await).await;

@@ -26,7 +26,7 @@ use crate::jobs::{
 use crate::metrics::Entry;
 use crate::routes::detail::{Detail, DetailError};
 use crate::routes::large::{record_cost, record_response};
-use crate::routes::openapi::{JobAuthFailure, JobEvent, JobLookupFailure, JobPath, StoreFailure};
+use crate::routes::openapi::{JobAuthFailure, JobEvent, JobLookupFailure, StoreFailure};
 use crate::state::AppState;
 
 /// `max_budget_usd` when the body gives none (the contract's default).
@@ -428,7 +428,7 @@ pub(crate) async fn list(
     description = "Only the token that created the job sees it; to any other it is unknown (404).",
     tag = "jobs",
     security(("bearer" = [])),
-    params(JobPath),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
     responses(
         (status = 200, description = "The job's record", body = JobRecord),
         JobAuthFailure,
@@ -485,7 +485,7 @@ fn budget_spent() -> Response {
     description = "Kills the run's process group and answers the final record (status `error`, saying it was cancelled); 409 when the job had already finished.",
     tag = "jobs",
     security(("bearer" = [])),
-    params(JobPath),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
     responses(
         (status = 200, description = "The job was cancelled: its final record", body = JobRecord),
         JobAuthFailure,
@@ -521,7 +521,7 @@ pub(crate) async fn cancel(
     tag = "jobs",
     security(("bearer" = [])),
     params(
-        JobPath,
+        ("job_id" = String, Path, description = "The id `POST /execute` answered"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")
     ),
     responses(

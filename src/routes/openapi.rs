@@ -88,15 +88,6 @@ pub(crate) enum JobLookupFailure {
     Unavailable(Detail),
 }
 
-/// The path of a route about one job.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Only its parameters are used: the handlers read the path with axum's `Path`.
-pub(crate) struct JobPath {
-    /// The id `POST /execute` answered.
-    job_id: String,
-}
-
 /// The answers of an OpenAI route to a request whose token is missing, malformed or not accepted.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Only its responses are used: the handlers answer through their error types.
