@@ -423,6 +423,10 @@ pub struct Config {
     pub chat_timeout: Duration,
     /// The claude CLI.
     pub claude_bin: PathBuf,
+    /// The executable that serves a run's caller functions as an MCP server
+    /// (`<bin> functions-mcp …`): not a setting, the gateway's own executable; an embedder whose
+    /// process is not the gateway's binary points it at one.
+    pub functions_bin: PathBuf,
     /// Extra environment variable names passed to the agent.
     pub agent_env_passthrough: Vec<String>,
     /// Silence after which an agent is taken as hung.
@@ -587,6 +591,8 @@ impl Settings {
             chat_budget_usd: self.openai_compat_budget_usd,
             chat_timeout: Duration::from_secs(self.openai_compat_timeout_seconds),
             claude_bin: self.claude_bin,
+            functions_bin: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("claude-gateway")),
             agent_env_passthrough: split_list(&self.agent_env_passthrough),
             agent_inactivity_timeout: Duration::from_secs(self.agent_inactivity_timeout_seconds),
             max_body_bytes: self.max_body_bytes,

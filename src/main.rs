@@ -4,11 +4,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use claude_gateway::agent::functions;
 use claude_gateway::app::App;
 use claude_gateway::config::Settings;
 use claude_gateway::{serve, telemetry};
 
 fn main() -> ExitCode {
+    // Not a setting: how a run's CLI starts the MCP server of the caller's functions (see
+    // `claude_gateway::agent::functions`); hidden from `--help`.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(functions::SUBCOMMAND)) {
+        let definitions = args.next().unwrap_or_default();
+        return match functions::serve_stdio(&definitions.to_string_lossy()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("claude-gateway {}: {error}", functions::SUBCOMMAND);
+                ExitCode::FAILURE
+            }
+        };
+    }
     // clap itself exits with status 2 on a malformed flag or value.
     let config = match Settings::parse().validate() {
         Ok(config) => config,

@@ -183,7 +183,8 @@ impl RunFailure {
 /// How a run that came back from the stack ended, as the metrics label it.
 fn run_end(result: Result<&AgentOutcome, &RunFailure>) -> RunEnd {
     match result {
-        Ok(outcome) if outcome.succeeded() => RunEnd::Completed,
+        // A run ended on calls of the caller's functions did what was asked of it.
+        Ok(outcome) if outcome.succeeded() || !outcome.tool_calls.is_empty() => RunEnd::Completed,
         Ok(_) => RunEnd::Failed,
         Err(RunFailure::TimedOut(_) | RunFailure::TimedOutBeforeStart(_)) => RunEnd::Timeout,
         Err(_) => RunEnd::Error,

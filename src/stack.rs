@@ -7,13 +7,13 @@
 //!     /health, /metrics, /openapi.json ◄──────────────────────┤ (open)
 //!     /jobs… : auth (detail errors) ◄─────────────────────────┤
 //!     /v1/…  : auth (OpenAI errors) ◄─────────────────────────┘
-//!        /execute, /v1/chat/completions: handler ─► intake
+//!        /execute, /v1/chat/completions, /v1/responses: handler ─► intake
 //!            (body within size and deadline, checked, then a queue slot and queued bytes)
 //!            └─► Runs::run ─► record ─► concurrency ─► deadline ─► workspace ─► claude
 //! ```
 //!
 //! Auth is a route layer, below the router: each route group answers a failed check in its own
-//! callers' error shape. Admission is not a layer: the two routes that start runs take their slot
+//! callers' error shape. Admission is not a layer: the routes that start runs take their slot
 //! through [`crate::bounds::Intake`] only once the body is in and checked, so a slow or invalid
 //! body never holds one. The connection-level bounds (count, idle and write timeouts) are the
 //! server's, in `server.rs`.
@@ -35,7 +35,7 @@ use crate::metrics::{self as gateway_metrics};
 use crate::openai::error::OpenAiError;
 use crate::routes::detail::DetailError;
 use crate::routes::openapi::{ApiDoc, Published};
-use crate::routes::{chat, health, jobs, metrics, models, openapi};
+use crate::routes::{chat, health, jobs, metrics, models, openapi, responses};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -70,6 +70,7 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         .route_layer(job_auth);
     let openai_routes = OpenApiRouter::new()
         .routes(routes!(chat::chat_completions))
+        .routes(routes!(responses::create))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
         .route_layer(openai_auth);

@@ -41,6 +41,7 @@
 //! ```
 
 mod command;
+pub mod functions;
 mod home;
 mod options;
 mod outcome;
@@ -56,6 +57,7 @@ mod fixture_tests;
 pub(crate) use command::allowed_env;
 pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
+pub use functions::{CallerFunctions, Function, FunctionCall};
 pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
 pub use outcome::{AgentError, AgentOutcome, Usage};
 pub use service::{

@@ -57,6 +57,9 @@ pub struct AgentOutcome {
     pub session: Option<super::SavedSession>,
     /// Why the session asked for was not kept.
     pub session_not_kept: Option<String>,
+    /// The calls of the caller's functions the run ended on
+    /// ([`CallerFunctions`](super::CallerFunctions)); empty otherwise.
+    pub tool_calls: Vec<super::FunctionCall>,
 }
 
 impl AgentOutcome {

@@ -79,7 +79,8 @@ pub(crate) const MAX_REPORTED_TOKENS: u64 = 1 << 40;
 /// Most dollars a run may report; more (or a negative, or not a number) is bogus.
 pub(crate) const MAX_REPORTED_COST_USD: f64 = 1e6;
 
-fn usage(value: &Value) -> Option<Usage> {
+/// Token counts of a `usage` object (of a result event or of a message).
+pub(crate) fn usage(value: &Value) -> Option<Usage> {
     let obj = value.as_object()?;
     let count = |key: &str| {
         obj.get(key)

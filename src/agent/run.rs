@@ -17,6 +17,7 @@ use tokio::time::{sleep, Instant, Sleep};
 use crate::contain::{Capped, PlacedCell, Supervised};
 
 use super::command::{build_command, AgentRequest, ProgressSink};
+use super::functions::{calls_in, FunctionCall};
 use super::outcome::{AgentError, AgentOutcome};
 use super::output::{self, Line, LineSplitter};
 use super::service::ClaudeConfig;
@@ -32,7 +33,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Runs the CLI for `request` in `workspace` and waits for it to end.
 ///
 /// Every stream-json event goes to `progress` as it arrives. Dropping the returned future kills the
-/// agent's process group.
+/// agent's process group. With `stop_at_calls`, the run ends at the first `assistant` event that
+/// calls the caller's functions (see [`super::functions`]): the group is killed and the outcome
+/// holds the calls.
 pub(crate) async fn run(
     config: &ClaudeConfig,
     request: AgentRequest,
@@ -40,6 +43,7 @@ pub(crate) async fn run(
     progress: Option<ProgressSink>,
     placed: Option<&PlacedCell>,
     session: &SessionArgs,
+    stop_at_calls: bool,
 ) -> Result<AgentOutcome, AgentError> {
     let started = Instant::now();
     let mut cmd = build_command(config, &request, workspace, placed, session);
@@ -70,6 +74,7 @@ pub(crate) async fn run(
     let mut lines = LineSplitter::new(config.stdout_cap);
     let mut errors = Capped::new(config.stderr_cap);
     let mut events = Events::new(progress, config.stdout_cap);
+    events.watch_calls = stop_at_calls;
     let mut watchdog = Watchdog::new(config.inactivity_timeout);
 
     while stdout_open || stderr_open || status.is_none() {
@@ -83,6 +88,21 @@ pub(crate) async fn run(
                 }
                 watchdog.kick();
                 lines.push(&out_buf[..n], |line| events.line(line));
+                if !events.calls.is_empty() {
+                    // The caller runs the function: the run ends here, as a deadline ends it.
+                    if let Some(placed) = placed {
+                        if let Err(error) = placed.cell.kill_all().await {
+                            tracing::error!(pgid, %error, "processes of the run survived its agent");
+                        }
+                    }
+                    tracing::debug!(pgid, calls = events.calls.len(), "agent called the caller's functions; run ended");
+                    return Ok(AgentOutcome {
+                        tool_calls: std::mem::take(&mut events.calls),
+                        usage: events.call_usage.take(),
+                        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        ..AgentOutcome::default()
+                    });
+                }
             }
             read = stderr.read(&mut err_buf), if stderr_open => {
                 let n = read.map_err(AgentError::Io)?;
@@ -213,6 +233,12 @@ struct Events {
     limit: usize,
     /// Events not forwarded because the limit was reached.
     dropped: usize,
+    /// Look for calls of the caller's functions.
+    watch_calls: bool,
+    /// The calls of the caller's functions seen so far.
+    calls: Vec<FunctionCall>,
+    /// The usage of the message that made them.
+    call_usage: Option<super::outcome::Usage>,
 }
 
 impl Events {
@@ -224,6 +250,9 @@ impl Events {
             forwarded: 0,
             limit,
             dropped: 0,
+            watch_calls: false,
+            calls: Vec::new(),
+            call_usage: None,
         }
     }
 
@@ -238,6 +267,13 @@ impl Events {
         }
         match output::classify(line) {
             Line::Event(event) => {
+                if self.watch_calls {
+                    let calls = calls_in(&event);
+                    if !calls.is_empty() {
+                        self.call_usage = event.pointer("/message/usage").and_then(output::usage);
+                        self.calls.extend(calls);
+                    }
+                }
                 if output::is_result(&event) {
                     self.result = Some((event, String::from_utf8_lossy(line).into_owned()));
                 }

@@ -16,6 +16,7 @@ use http::Request;
 use crate::contain::Cells;
 
 use super::command::{allowed_env, AgentRequest, ProgressSink};
+use super::functions::{CallerFunctions, SERVER};
 use super::home::{agent_home, HomeLeftovers};
 use super::outcome::{AgentError, AgentOutcome};
 use super::run::run;
@@ -90,6 +91,14 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
         let progress = parts.extensions.remove::<ProgressSink>();
         let keep = parts.extensions.remove::<KeepSession>();
         let resume = parts.extensions.remove::<ResumeSession>();
+        let functions = parts.extensions.remove::<CallerFunctions>();
+        let mut body = body;
+        if let Some(functions) = &functions {
+            body.options
+                .mcp_servers
+                .get_or_insert_with(Default::default)
+                .insert(SERVER.to_owned(), functions.server_config());
+        }
         Box::pin(async move {
             let WorkspacePath(dir) = workspace.ok_or(AgentError::NoWorkspace)?;
             let placed = cells.and_then(|cells| cells.get(&dir));
@@ -104,6 +113,7 @@ impl tower::Service<Request<AgentRequest>> for ClaudeService {
                 progress,
                 placed.as_deref(),
                 &sessions.args,
+                functions.is_some(),
             )
             .await?;
             sessions.finish(&mut outcome).await;

@@ -1,6 +1,8 @@
 //! Errors on `/v1/*` in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 //! status codes the OpenAI SDKs map to their exception classes.
 
+use std::borrow::Cow;
+
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue, StatusCode};
@@ -22,7 +24,7 @@ struct Fields {
     status: StatusCode,
     message: String,
     kind: &'static str,
-    param: Option<&'static str>,
+    param: Option<Cow<'static, str>>,
     code: Option<&'static str>,
     retry_after: Option<u64>,
     /// Kept beside `error` for callers of the replaced service: why a run failed.
@@ -102,10 +104,21 @@ impl OpenAiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
-    /// Names the request field at fault.
-    pub(crate) fn param(mut self, param: &'static str) -> Self {
-        self.0.param = Some(param);
+    /// Names the request field at fault (`tools[0].function.name`).
+    pub(crate) fn param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.0.param = Some(param.into());
         self
+    }
+
+    /// The message, for a person.
+    pub(crate) fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The request field at fault, if any.
+    #[cfg(test)]
+    pub(crate) fn param_str(&self) -> Option<&str> {
+        self.0.param.as_deref()
     }
 
     /// Sets the machine-readable `code`.
@@ -144,7 +157,7 @@ impl OpenAiError {
             error: ErrorObject {
                 message: self.0.message.clone(),
                 kind: self.0.kind.to_owned(),
-                param: self.0.param.map(str::to_owned),
+                param: self.0.param.as_deref().map(str::to_owned),
                 code: self.0.code.map(str::to_owned),
             },
             detail: self.0.detail.clone(),

@@ -3,7 +3,9 @@
 pub(crate) mod error;
 pub(crate) mod format;
 pub(crate) mod prompt;
+pub(crate) mod responses;
 pub(crate) mod stream;
+pub(crate) mod tools;
 pub(crate) mod wire;
 
 use crate::agent::AgentOutcome;
@@ -21,8 +23,12 @@ pub(crate) fn completion_id() -> String {
 /// | exit 0, `subtype: success`, not `is_error`          | 200, `stop`                     |
 /// | `subtype: error_max_turns` with an answer           | 200, `length`                   |
 /// | `subtype: error_max_budget_usd` with an answer      | 200, `length`                   |
+/// | ended on calls of the caller's functions            | 200, `tool_calls`               |
 /// | any other error, non-zero exit, or no answer        | 503 `agent_failed`              |
 pub(crate) fn finish_reason(outcome: &AgentOutcome) -> Option<&'static str> {
+    if !outcome.tool_calls.is_empty() {
+        return Some("tool_calls");
+    }
     if outcome.succeeded() {
         return Some("stop");
     }

@@ -2,7 +2,10 @@
 //!
 //! System and developer messages become a preamble. A single-turn request renders exactly as the
 //! replaced service did (`Request:` followed by the user text); a multi-turn one keeps every
-//! earlier turn, each marked with its role, so the agent sees the conversation so far.
+//! earlier turn, each marked with its role, so the agent sees the conversation so far: the
+//! assistant's calls of the caller's functions and their results included, so a conversation
+//! that ends on results goes on from them. Chat messages and Responses input items both become
+//! [`Turn`]s first.
 
 use serde_json::Value;
 
@@ -11,75 +14,215 @@ use super::wire::ChatMessage;
 
 const SECTION_BREAK: &str = "\n\n---\n\n";
 
-/// Renders `messages` as a prompt, or says which message cannot be served.
-pub(crate) fn render(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
+/// One turn of a conversation, whichever API it came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// System or developer text: the preamble.
+    System(String),
+    /// What the user said.
+    User(String),
+    /// What the assistant said.
+    Assistant(String),
+    /// The assistant called one of the caller's functions.
+    Call {
+        /// The call's id (`call_…`).
+        id: String,
+        /// The function.
+        name: String,
+        /// Its arguments, JSON text.
+        arguments: String,
+    },
+    /// The caller's result of a call.
+    Result {
+        /// The call's id.
+        id: String,
+        /// The function, found from the call.
+        name: String,
+        /// What the function returned.
+        output: String,
+    },
+}
+
+/// Renders `messages` as a prompt, or says which message cannot be served. `functions` is what
+/// the agent is told about the caller's functions, when some are offered.
+pub(crate) fn render(
+    messages: &[ChatMessage],
+    functions: Option<&str>,
+) -> Result<String, OpenAiError> {
     if messages.is_empty() {
         return Err(
             OpenAiError::bad_request("messages must hold at least one message").param("messages"),
         );
     }
-    let mut system = Vec::new();
-    let mut turns: Vec<(&'static str, String)> = Vec::new();
+    let mut turns = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
-        if message.tool_calls.is_some() {
-            return Err(unsupported(index, "assistant tool_calls are not supported"));
-        }
         let text = content_text(index, message.content.as_ref())?;
         match message.role.as_str() {
-            "system" | "developer" => system.push(text),
+            "system" | "developer" => turns.push(Turn::System(text)),
             "user" if text.trim().is_empty() => {
                 return Err(OpenAiError::bad_request(format!(
                     "messages[{index}].content must hold some text"
                 ))
                 .param("messages"))
             }
-            "user" => turns.push(("User", text)),
-            "assistant" => turns.push(("Assistant", text)),
-            "tool" | "function" => {
+            "user" => turns.push(Turn::User(text)),
+            "assistant" => {
+                if !text.is_empty() {
+                    turns.push(Turn::Assistant(text));
+                }
+                turns.extend(tool_calls(index, message.tool_calls.as_ref())?);
+            }
+            "tool" => {
+                let id = message.tool_call_id.as_deref().ok_or_else(|| {
+                    OpenAiError::bad_request(format!(
+                        "messages[{index}].tool_call_id must name the call this result answers"
+                    ))
+                    .param(format!("messages[{index}].tool_call_id"))
+                })?;
+                let name = called(&turns, id).ok_or_else(|| {
+                    OpenAiError::bad_request(format!(
+                        "messages[{index}].tool_call_id {id:?} answers no tool call of an earlier assistant message"
+                    ))
+                    .param(format!("messages[{index}].tool_call_id"))
+                })?;
+                turns.push(Turn::Result {
+                    id: id.to_owned(),
+                    name,
+                    output: text,
+                });
+            }
+            "function" => {
                 return Err(unsupported(
                     index,
-                    "tool and function messages are not supported",
+                    "legacy function messages are not supported; use tool messages",
                 ))
             }
             other => {
                 return Err(OpenAiError::bad_request(format!(
-                "messages[{index}].role {other:?} is not one of system, developer, user, assistant"
+                "messages[{index}].role {other:?} is not one of system, developer, user, assistant, tool"
             ))
                 .param("messages"))
             }
         }
     }
+    render_turns(&turns, functions).ok_or_else(no_request)
+}
 
-    // The agent answers the last user message: a conversation with none, or that ends on the
-    // assistant, asks it nothing.
-    let Some(((last_role, request), history)) = turns.split_last() else {
-        return Err(no_request());
+/// The function a call id names, among the calls so far.
+pub(crate) fn called(turns: &[Turn], id: &str) -> Option<String> {
+    turns.iter().rev().find_map(|turn| match turn {
+        Turn::Call { id: call, name, .. } if call == id => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// The calls of an assistant message's `tool_calls`, as turns.
+fn tool_calls(index: usize, value: Option<&Value>) -> Result<Vec<Turn>, OpenAiError> {
+    let calls = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(calls)) => calls,
+        Some(_) => {
+            return Err(OpenAiError::bad_request(format!(
+                "messages[{index}].tool_calls must be an array"
+            ))
+            .param(format!("messages[{index}].tool_calls")))
+        }
     };
-    if *last_role != "User" {
-        return Err(no_request());
+    calls
+        .iter()
+        .enumerate()
+        .map(|(position, call)| {
+            let field = format!("messages[{index}].tool_calls[{position}]");
+            let text = |key: &str| call.pointer(key).and_then(Value::as_str).map(str::to_owned);
+            match (text("/id"), text("/function/name"), text("/function/arguments")) {
+                (Some(id), Some(name), Some(arguments)) => Ok(Turn::Call {
+                    id,
+                    name,
+                    arguments,
+                }),
+                _ => Err(OpenAiError::bad_request(format!(
+                    "{field} needs a string id, function.name and function.arguments"
+                ))
+                .param(field)),
+            }
+        })
+        .collect()
+}
+
+/// Renders turns as a prompt; `None` when they ask the agent nothing (no user turn, or the
+/// conversation ends on the assistant).
+pub(crate) fn render_turns(turns: &[Turn], functions: Option<&str>) -> Option<String> {
+    let mut system: Vec<&str> = turns
+        .iter()
+        .filter_map(|turn| match turn {
+            Turn::System(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    if let Some(functions) = functions {
+        system.push(functions);
+    }
+    let talk: Vec<&Turn> = turns
+        .iter()
+        .filter(|turn| !matches!(turn, Turn::System(_)))
+        .collect();
+    let (last, history) = talk.split_last()?;
+    if !talk.iter().any(|turn| matches!(turn, Turn::User(_))) {
+        return None;
     }
     let mut sections = Vec::new();
     if !system.is_empty() {
         sections.push(format!("System instructions:\n{}", system.join("\n\n")));
     }
-    let has_assistant = turns.iter().any(|(role, _)| *role == "Assistant");
-    if has_assistant {
+    let only_users = talk.iter().all(|turn| matches!(turn, Turn::User(_)));
+    match last {
+        Turn::User(_) if only_users => {
+            let users: Vec<&str> = talk
+                .iter()
+                .filter_map(|turn| match turn {
+                    Turn::User(text) => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect();
+            sections.push(format!("Request:\n{}", users.join("\n\n")));
+        }
         // The request is the conversation's last turn (a user's); everything before it is
         // context.
-        let history: Vec<String> = history
-            .iter()
-            .map(|(role, text)| format!("[{role}]\n{text}"))
-            .collect();
-        sections.push(format!("Conversation so far:\n\n{}", history.join("\n\n")));
-        sections.push(format!("Request:\n{request}"));
-    } else if !turns.is_empty() {
-        let users: Vec<&str> = turns.iter().map(|(_, text)| text.as_str()).collect();
-        sections.push(format!("Request:\n{}", users.join("\n\n")));
+        Turn::User(request) => {
+            sections.push(history_section(history));
+            sections.push(format!("Request:\n{request}"));
+        }
+        // The conversation ends on the results of the functions the agent called: it goes on.
+        Turn::Result { .. } => {
+            sections.push(history_section(&talk));
+            sections.push(
+                "Request:\nGo on: the results of the functions you called are above. Answer the user's last request.".to_owned(),
+            );
+        }
+        _ => return None,
     }
-    if sections.is_empty() {
-        return Err(OpenAiError::bad_request("messages hold no text").param("messages"));
+    Some(sections.join(SECTION_BREAK))
+}
+
+fn history_section(turns: &[&Turn]) -> String {
+    let history: Vec<String> = turns.iter().map(|turn| render_turn(turn)).collect();
+    format!("Conversation so far:\n\n{}", history.join("\n\n"))
+}
+
+/// One turn of the history. Function results take the form the mock's `tool` directive reads
+/// (`[Function result NAME ID]`), which is also plain enough for a model.
+fn render_turn(turn: &Turn) -> String {
+    match turn {
+        Turn::System(text) => format!("[System]\n{text}"),
+        Turn::User(text) => format!("[User]\n{text}"),
+        Turn::Assistant(text) => format!("[Assistant]\n{text}"),
+        Turn::Call {
+            id,
+            name,
+            arguments,
+        } => format!("[Function call {name} {id}]\n{arguments}"),
+        Turn::Result { id, name, output } => format!("[Function result {name} {id}]\n{output}"),
     }
-    Ok(sections.join(SECTION_BREAK))
 }
 
 fn no_request() -> OpenAiError {
@@ -138,10 +281,13 @@ mod tests {
 
     #[test]
     fn single_turn_matches_the_replaced_service() {
-        let prompt = render(&messages(json!([
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "hello"}
-        ])))
+        let prompt = render(
+            &messages(json!([
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hello"}
+            ])),
+            None,
+        )
         .unwrap();
         assert_eq!(
             prompt,
@@ -151,11 +297,14 @@ mod tests {
 
     #[test]
     fn assistant_turns_are_kept_with_roles() {
-        let prompt = render(&messages(json!([
-            {"role": "user", "content": "my name is Ada"},
-            {"role": "assistant", "content": "Hello Ada"},
-            {"role": "user", "content": "what is my name?"}
-        ])))
+        let prompt = render(
+            &messages(json!([
+                {"role": "user", "content": "my name is Ada"},
+                {"role": "assistant", "content": "Hello Ada"},
+                {"role": "user", "content": "what is my name?"}
+            ])),
+            None,
+        )
         .unwrap();
         assert!(prompt.contains("[User]\nmy name is Ada"), "{prompt}");
         assert!(prompt.contains("[Assistant]\nHello Ada"), "{prompt}");
@@ -164,15 +313,49 @@ mod tests {
 
     #[test]
     fn developer_is_system_and_parts_are_joined() {
-        let prompt = render(&messages(json!([
-            {"role": "developer", "content": [{"type": "text", "text": "rule"}]},
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
-        ])))
+        let prompt = render(
+            &messages(json!([
+                {"role": "developer", "content": [{"type": "text", "text": "rule"}]},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+            ])),
+            None,
+        )
         .unwrap();
         assert_eq!(
             prompt,
             "System instructions:\nrule\n\n---\n\nRequest:\na\nb"
         );
+    }
+
+    #[test]
+    fn tool_calls_and_results_are_rendered_and_the_run_goes_on() {
+        let prompt = render(
+            &messages(json!([
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+            ])),
+            Some("functions here"),
+        )
+        .unwrap();
+        assert!(prompt.starts_with("System instructions:\nfunctions here"), "{prompt}");
+        assert!(prompt.contains("[User]\nweather in Paris?"), "{prompt}");
+        assert!(
+            prompt.contains("[Function call get_weather call_1]\n{\"city\":\"Paris\"}"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("[Function result get_weather call_1]\nsunny"), "{prompt}");
+        assert!(prompt.contains("Request:\nGo on"), "{prompt}");
+        let orphan = render(
+            &messages(json!([
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "call_9", "content": "x"}
+            ])),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(orphan.param_str(), Some("messages[1].tool_call_id"));
     }
 
     #[test]
@@ -189,7 +372,7 @@ mod tests {
             json!([{"role": "system", "content": "only a preamble"}]),
             json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]),
         ] {
-            let err = render(&messages(bad)).unwrap_err();
+            let err = render(&messages(bad), None).unwrap_err();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         }
     }

@@ -25,10 +25,20 @@ pub(crate) struct ChatCompletionRequest {
     /// Number of choices; only 1 is possible.
     #[serde(default)]
     pub(crate) n: Option<u32>,
-    /// Tool definitions: not supported yet.
+    /// Function definitions the agent may call (`{"type": "function", "function": {…}}`); the
+    /// answer then carries `tool_calls`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tools: Option<Value>,
-    /// Legacy function definitions: not supported yet.
+    /// `auto`, `none`, `required` or `{"type": "function", "function": {"name": …}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) tool_choice: Option<Value>,
+    /// `false` answers only the first of several calls made at once.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub(crate) parallel_tool_calls: Option<Value>,
+    /// Legacy function definitions: not supported (use `tools`).
     #[serde(default)]
     pub(crate) functions: Option<Value>,
     /// Output format: `text`, `json_object` or `json_schema` (see [`super::format`]).
@@ -59,9 +69,13 @@ pub(crate) struct ChatMessage {
     /// A string, an array of content parts, or null (assistant tool calls).
     #[serde(default)]
     pub(crate) content: Option<Value>,
-    /// Tool calls of an assistant turn: refused until tools are supported.
+    /// The calls of an assistant turn, as an earlier answer carried them.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tool_calls: Option<Value>,
+    /// Of a `tool` message: the call it answers.
+    #[serde(default)]
+    pub(crate) tool_call_id: Option<String>,
 }
 
 /// A non-streamed answer: an OpenAI `chat.completion` object.
@@ -105,11 +119,49 @@ pub(crate) struct Choice {
 pub(crate) struct AssistantMessage {
     /// Always `assistant`.
     pub(crate) role: &'static str,
-    /// The agent's answer text.
-    pub(crate) content: String,
+    /// The agent's answer text; `null` when the answer is calls of the caller's functions.
+    pub(crate) content: Option<String>,
     /// Always `null`: the agent does not refuse through this field. OpenAI requires it and sends
     /// `null` when the model did not refuse.
     pub(crate) refusal: Option<String>,
+    /// The agent's calls of the caller's functions (with `finish_reason: "tool_calls"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// A call of one of the caller's functions, as an answer carries it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ToolCall {
+    /// `call_…`: what the `tool` message with the result names as `tool_call_id`.
+    pub(crate) id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    /// The function and its arguments.
+    pub(crate) function: FunctionCallBody,
+}
+
+/// The function of a [`ToolCall`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct FunctionCallBody {
+    /// The function's name.
+    pub(crate) name: String,
+    /// Its arguments, as JSON text.
+    pub(crate) arguments: String,
+}
+
+impl ToolCall {
+    /// The answer's form of a call the agent made.
+    pub(crate) fn from_call(call: &crate::agent::FunctionCall) -> Self {
+        Self {
+            id: super::tools::call_id(call),
+            kind: "function",
+            function: FunctionCallBody {
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            },
+        }
+    }
 }
 
 /// One streamed `chat.completion.chunk`: a Server-Sent Event's data.

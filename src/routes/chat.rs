@@ -10,11 +10,12 @@ use axum::{Extension, Json};
 use gateway_layers::auth::AuthenticatedCaller;
 use gateway_layers::deadline::Deadline;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::agent::{
-    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions,
+    AgentOutcome, AgentRequest, CallerFunctions, KeepSession, ProgressSink, ResumeSession,
+    RunOptions,
 };
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{new_job_id, ContinueError};
@@ -22,8 +23,9 @@ use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
 use crate::openai::format::{self, structured_content};
 use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
+use crate::openai::tools::{Api, Tools};
 use crate::openai::wire::{
-    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage,
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ToolCall,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
 use crate::routes::jobs::owner;
@@ -44,6 +46,8 @@ struct ChatRun {
     structured: bool,
     /// The session handle the body presented (`session_id`).
     presented: Option<String>,
+    /// Function calling: which calls are answered.
+    tools: Tools,
 }
 
 /// The header that carries a chat conversation's session handle, in a request and its answer.
@@ -189,12 +193,13 @@ pub(crate) async fn chat_completions(
         model,
         request,
         structured,
+        tools,
         ..
     } = run;
     match state.runs.run(Entry::Chat, request).await {
         Ok(mut outcome) => {
             let handle = keep_session(&state, &owner, handle, &mut outcome).await;
-            match completion(&model, &outcome, structured) {
+            match completion(&model, &outcome, structured, &tools) {
                 Ok(mut completion) => {
                     completion.session_id.clone_from(&handle);
                     with_handle(Json(completion).into_response(), handle.as_deref())
@@ -213,6 +218,7 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
         mut request,
         include_usage,
         structured,
+        tools,
         ..
     } = run;
     let (sink, mut events) = mpsc::unbounded_channel();
@@ -259,6 +265,23 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
         }
         match result {
             Ok(outcome) => match finish_reason(&outcome) {
+                Some(reason @ "tool_calls") => {
+                    let calls: Vec<Value> = tools
+                        .answered(&outcome.tool_calls)
+                        .iter()
+                        .enumerate()
+                        .map(|(index, call)| {
+                            let call = ToolCall::from_call(call);
+                            json!({"index": index, "id": call.id, "type": call.kind, "function": call.function})
+                        })
+                        .collect();
+                    yield Ok(chunks.event(json!({"tool_calls": calls}), None));
+                    yield Ok(chunks.event(json!({}), Some(reason)));
+                    if include_usage {
+                        let usage = outcome.usage.as_ref().map(CompletionUsage::from).unwrap_or_default();
+                        yield Ok(chunks.usage_event(usage));
+                    }
+                }
                 Some(_) if structured => match structured_content(&outcome) {
                     Ok(content) => {
                         yield Ok(chunks.event(json!({"content": content}), None));
@@ -301,7 +324,7 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
 
 /// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
 /// body that cannot be taken in keeps its own status (408, 413, 400).
-fn refused(refusal: &Refusal) -> OpenAiError {
+pub(crate) fn refused(refusal: &Refusal) -> OpenAiError {
     if refusal.is_overload() {
         let detail = match refusal {
             Refusal::ShuttingDown => "shutting down",
@@ -340,15 +363,19 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
     if chat.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::bad_request("only n=1 is supported").param("n"));
     }
-    if chat.tools.as_ref().is_some_and(|t| !t.is_null())
-        || chat.functions.as_ref().is_some_and(|f| !f.is_null())
-    {
+    if chat.functions.as_ref().is_some_and(|f| !f.is_null()) {
         return Err(OpenAiError::bad_request(
-            "tools and functions are not supported: the agent uses its own tools",
+            "the legacy functions field is not supported: define functions in tools",
         )
-        .param("tools")
+        .param("functions")
         .code("unsupported_parameter"));
     }
+    let tools = Tools::read(
+        Api::Chat,
+        chat.tools.as_ref(),
+        chat.tool_choice.as_ref(),
+        chat.parallel_tool_calls.as_ref(),
+    )?;
     let mut options = RunOptions::default();
     format::response_format(chat.response_format.as_ref(), &mut options)?;
     format::reasoning_effort(chat.reasoning_effort.as_ref(), &mut options)?;
@@ -356,7 +383,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         .check(&config.supported_models, &config.option_policy)
         .map_err(|e| format::option_error(&e))?;
     let structured = options.json_schema.is_some();
-    let prompt = prompt::render(&chat.messages)?;
+    let prompt = prompt::render(&chat.messages, tools.instructions().as_deref())?;
     let streaming = chat.stream.unwrap_or(false);
     let mut request = http::Request::new(AgentRequest {
         prompt,
@@ -369,6 +396,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
     request
         .extensions_mut()
         .insert(Deadline(config.chat_timeout));
+    offer_functions(&mut request, config, &tools);
     let include_usage = chat
         .stream_options
         .map(|o| o.include_usage)
@@ -380,7 +408,23 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         include_usage,
         structured,
         presented: chat.session_id,
+        tools,
     })
+}
+
+/// Offers the agent the functions `tools` asks for, served by the gateway's own executable.
+pub(crate) fn offer_functions(
+    request: &mut http::Request<AgentRequest>,
+    config: &crate::config::Config,
+    tools: &Tools,
+) {
+    let functions = tools.offered();
+    if !functions.is_empty() {
+        request.extensions_mut().insert(CallerFunctions {
+            bin: config.functions_bin.clone(),
+            functions,
+        });
+    }
 }
 
 /// The error of a run asked for structured output that did not succeed: the CLI giving up on the
@@ -400,8 +444,23 @@ fn completion(
     model: &str,
     outcome: &AgentOutcome,
     structured: bool,
+    tools: &Tools,
 ) -> Result<ChatCompletion, OpenAiError> {
     let reason = match finish_reason(outcome) {
+        Some(reason @ "tool_calls") => {
+            let calls = tools.answered(&outcome.tool_calls);
+            return Ok(chat_completion(
+                model,
+                outcome,
+                AssistantMessage {
+                    role: "assistant",
+                    content: None,
+                    refusal: None,
+                    tool_calls: Some(calls.iter().map(ToolCall::from_call).collect()),
+                },
+                reason,
+            ));
+        }
         Some(_) if structured => "stop",
         Some(reason) => reason,
         None if structured => return Err(structured_or_outcome_error(outcome)),
@@ -412,18 +471,34 @@ fn completion(
     } else {
         outcome.text.clone().unwrap_or_default()
     };
-    Ok(ChatCompletion {
+    Ok(chat_completion(
+        model,
+        outcome,
+        AssistantMessage {
+            role: "assistant",
+            content: Some(content),
+            refusal: None,
+            tool_calls: None,
+        },
+        reason,
+    ))
+}
+
+/// A `chat.completion` holding `message`.
+fn chat_completion(
+    model: &str,
+    outcome: &AgentOutcome,
+    message: AssistantMessage,
+    reason: &'static str,
+) -> ChatCompletion {
+    ChatCompletion {
         id: completion_id(),
         object: "chat.completion",
         created: chrono::Utc::now().timestamp(),
         model: model.to_owned(),
         choices: vec![Choice {
             index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content,
-                refusal: None,
-            },
+            message,
             finish_reason: reason,
             logprobs: None,
         }],
@@ -433,10 +508,10 @@ fn completion(
             .map(CompletionUsage::from)
             .unwrap_or_default(),
         session_id: None,
-    })
+    }
 }
 
 /// A forwarded event, parsed to read its text delta.
-fn parsed(event: &str) -> Option<serde_json::Value> {
+pub(crate) fn parsed(event: &str) -> Option<serde_json::Value> {
     serde_json::from_str(event).ok()
 }

@@ -8,3 +8,4 @@ pub(crate) mod large;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod openapi;
+pub(crate) mod responses;

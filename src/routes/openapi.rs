@@ -17,6 +17,7 @@ use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::openai::error::ErrorBody;
+use crate::openai::responses::ResponseObject;
 use crate::openai::wire::ChatCompletionChunk;
 use crate::routes::detail::Detail;
 
@@ -30,12 +31,12 @@ pub(crate) const BEARER: &str = "bearer";
 #[openapi(
     info(
         title = "claude-gateway",
-        description = "Runs the Claude Code CLI behind HTTP: as queued, isolated jobs (`/execute`, `/jobs`) and as an OpenAI-compatible chat API (`/v1`). Every route but `/health`, `/metrics` and `/openapi.json` takes `Authorization: Bearer <token>`."
+        description = "Runs the Claude Code CLI behind HTTP: as queued, isolated jobs (`/execute`, `/jobs`) and as OpenAI-compatible chat completions and Responses APIs with function calling (`/v1`). Every route but `/health`, `/metrics` and `/openapi.json` takes `Authorization: Bearer <token>`."
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "jobs", description = "Queued agent runs and their records"),
-        (name = "openai", description = "The OpenAI-compatible chat API"),
+        (name = "openai", description = "The OpenAI-compatible chat completions and Responses APIs"),
         (name = "operations", description = "Health, metrics and this document; open to all")
     )
 )]
@@ -155,6 +156,41 @@ impl ToSchema for ChatEvent {
             schemas.push((name.into_owned(), schema));
             more(schemas);
         }
+    }
+}
+
+/// An event of a streamed response: OpenAI's typed events (`response.created`,
+/// `response.output_text.delta`, …, `response.completed` or `response.failed`), each with its
+/// `type` as the SSE event name and a `sequence_number` counting up from 0.
+pub(crate) struct ResponseEvent;
+
+impl PartialSchema for ResponseEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("type", ObjectBuilder::new().schema_type(Type::String))
+            .property(
+                "sequence_number",
+                ObjectBuilder::new().schema_type(Type::Integer),
+            )
+            .property(
+                "response",
+                Ref::from_schema_name(ResponseObject::name()),
+            )
+            .required("type")
+            .required("sequence_number");
+        sse_event(
+            "A typed event; `response.completed` (or `response.incomplete`, `response.failed`) ends the stream",
+            data.into(),
+            false,
+        )
+    }
+}
+
+impl ToSchema for ResponseEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ResponseObject::name().into_owned(), ResponseObject::schema()));
+        ResponseObject::schemas(schemas);
     }
 }
 

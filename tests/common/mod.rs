@@ -137,6 +137,11 @@ impl GatewayBuilder {
             .validate()
             .expect("valid test config");
         config.agent_env_overrides = agent_env(&backing.mock.url(), backing.home.path());
+        // The harness runs in the test binary: the gateway's own executable serves the caller's
+        // functions (examples, which have no such variable, offer none).
+        if let Some(bin) = option_env!("CARGO_BIN_EXE_claude-gateway") {
+            config.functions_bin = bin.into();
+        }
         let app = App::build(config).await.expect("the gateway builds");
         (app, backing)
     }

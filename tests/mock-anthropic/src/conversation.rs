@@ -16,6 +16,8 @@ pub(crate) struct Conversation {
     pub(crate) tool_outputs: Vec<String>,
     /// The request's `model`, which an `[[mock:error ... model=NAME]]` directive matches.
     pub(crate) model: String,
+    /// The names of the tools the request offers, in order.
+    pub(crate) tools: Vec<String>,
 }
 
 impl Conversation {
@@ -45,6 +47,14 @@ impl Conversation {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
+            tools: body
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }

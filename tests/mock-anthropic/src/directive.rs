@@ -32,6 +32,41 @@ pub struct Directives {
     /// `[[mock:structured JSON]]` / `[[mock:structured refuse]]`: answer the CLI's
     /// `StructuredOutput` tool (offered under `--json-schema`) with a value, or never call it.
     pub structured: Option<Structured>,
+    /// `[[mock:tool NAME JSON]]`: call the first offered tool whose name ends with NAME, with the
+    /// JSON as its input; once the conversation holds its result, answer with that result.
+    pub tool: Option<ToolDirective>,
+}
+
+/// An `[[mock:tool NAME JSON]]` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolDirective {
+    /// The end of the tool's name (`get_weather` matches `mcp__caller__get_weather`).
+    pub name: String,
+    /// The tool's input.
+    pub input: serde_json::Value,
+}
+
+/// How a gateway that renders a whole conversation as one prompt writes a function's result
+/// there: a line `[Function result NAME CALL_ID]`, then the result, then a blank line before the
+/// next `[` section (or the end). What the `tool` directive reads as "the result is back".
+pub const RESULT_MARKER: &str = "[Function result ";
+
+/// The result of the function whose name ends with `name`, as a prompt renders it (see
+/// [`RESULT_MARKER`]); the last one when there are several.
+pub fn rendered_result<'a>(prompt: &'a str, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    let mut rest = prompt;
+    while let Some(start) = rest.find(RESULT_MARKER) {
+        let after = &rest[start + RESULT_MARKER.len()..];
+        let (header, body) = after.split_once('\n').unwrap_or((after, ""));
+        let called = header.split_whitespace().next().unwrap_or("");
+        let end = body.find("\n\n[").or_else(|| body.find("\n\n---")).unwrap_or(body.len());
+        if called.ends_with(name) {
+            found = Some(body[..end].trim());
+        }
+        rest = after;
+    }
+    found
 }
 
 /// An `[[mock:structured ...]]` directive.
@@ -111,6 +146,7 @@ impl Directives {
             }
             "error" => self.error = Some(parse_error(args)?),
             "usage" => self.usage = Some(parse_usage(args)?),
+            "tool" => self.tool = Some(parse_tool(args)?),
             "structured" if args == "refuse" => self.structured = Some(Structured::Refuse),
             "structured" => {
                 let value = serde_json::from_str(args).map_err(|e| {
@@ -122,7 +158,7 @@ impl Directives {
             }
             other => {
                 return Err(DirectiveError(format!(
-                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage, structured)"
+                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage, structured, tool)"
                 )))
             }
         }
@@ -166,6 +202,22 @@ fn spans(text: &str) -> impl Iterator<Item = Result<(usize, &str), DirectiveErro
                 ))))
             }
         }
+    })
+}
+
+fn parse_tool(args: &str) -> Result<ToolDirective, DirectiveError> {
+    let bad = |why: String| DirectiveError(format!("`[[mock:tool {args}]]`: {why}"));
+    let (name, input) = args
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| bad("expected a tool name and its JSON input".into()))?;
+    let input: serde_json::Value = serde_json::from_str(input.trim())
+        .map_err(|e| bad(format!("the input is not JSON: {e}")))?;
+    if !input.is_object() {
+        return Err(bad("the input must be a JSON object".into()));
+    }
+    Ok(ToolDirective {
+        name: name.to_owned(),
+        input,
     })
 }
 
@@ -265,6 +317,40 @@ mod tests {
         let d = Directives::parse("[[mock:structured refuse]]").unwrap();
         assert_eq!(d.structured, Some(Structured::Refuse));
         assert!(Directives::parse("[[mock:structured {oops]]").is_err());
+    }
+
+    #[test]
+    fn tool_takes_a_name_and_a_json_object() {
+        let d = Directives::parse(r#"[[mock:tool get_weather {"city": "Paris"}]]"#).unwrap();
+        assert_eq!(
+            d.tool,
+            Some(ToolDirective {
+                name: "get_weather".into(),
+                input: serde_json::json!({"city": "Paris"})
+            })
+        );
+        for bad in [
+            "[[mock:tool get_weather]]",
+            "[[mock:tool get_weather {oops]]",
+            "[[mock:tool get_weather [1]]]",
+        ] {
+            assert!(Directives::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn rendered_results_are_found_by_name_suffix() {
+        let prompt = "[User]\nweather? [[mock:tool get_weather {}]]\n\n[Function result get_weather call_1]\n21C and sunny\nno wind\n\n[Assistant]\nok\n\n---\n\nRequest:\ngo on";
+        assert_eq!(
+            rendered_result(prompt, "get_weather"),
+            Some("21C and sunny\nno wind")
+        );
+        assert_eq!(
+            rendered_result("[Function result x_get_weather c]\nrain", "get_weather"),
+            Some("rain")
+        );
+        assert_eq!(rendered_result(prompt, "get_time"), None);
+        assert_eq!(rendered_result("no results here", "get_weather"), None);
     }
 
     #[test]

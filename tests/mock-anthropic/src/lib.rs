@@ -30,6 +30,7 @@
 //! | `[[mock:usage IN OUT]]` | report `IN` input and `OUT` output tokens (e.g. to exceed `--max-budget-usd`) |
 //! | `[[mock:structured JSON]]` | after any `bash` calls, the answer is a `StructuredOutput` tool call (the tool the CLI offers under `--json-schema`) with `JSON` (which cannot contain `]]`) as its input; once its result comes back, the answer is text |
 //! | `[[mock:structured refuse]]` | never call `StructuredOutput`, answering prose as a model that cannot fit the schema would |
+//! | `[[mock:tool NAME JSON]]` | call the first offered tool whose name ends with `NAME` (an MCP tool `mcp__caller__get_weather` for `get_weather`) with the JSON object as its input; once the conversation holds the result (a `tool_result`, or in the prompt a `[Function result NAME …]` section as a gateway renders one), answer `The result of NAME: RESULT` |
 //! | none | `mock answer: <first 80 characters of the prompt, directives removed>` (or the [`Script`]'s default reply) |
 //!
 //! Later directives of a kind win, except `bash`, which accumulates. An unknown or malformed

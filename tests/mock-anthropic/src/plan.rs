@@ -65,6 +65,15 @@ pub(crate) enum Block {
         /// The tool's input: the structured value itself.
         input: serde_json::Value,
     },
+    /// A `tool_use` block calling an offered tool by its full name (`[[mock:tool]]`).
+    Tool {
+        /// `id` the tool result will refer to.
+        id: String,
+        /// The offered tool's full name.
+        name: String,
+        /// The tool's input.
+        input: serde_json::Value,
+    },
 }
 
 impl Reply {
@@ -149,6 +158,32 @@ fn reply(
             );
         }
     }
+    if let Some(tool) = &directives.tool {
+        let result = conversation
+            .tool_outputs
+            .last()
+            .map(String::as_str)
+            .or_else(|| directive::rendered_result(&conversation.prompt, &tool.name));
+        let text = match (result, conversation.tools.iter().find(|t| t.ends_with(&tool.name))) {
+            (Some(result), _) => format!("The result of {}: {}", tool.name, result.trim_end()),
+            (None, Some(name)) => {
+                return Reply::tool_call(
+                    Block::Tool {
+                        id: tool_id(),
+                        name: name.clone(),
+                        input: tool.input.clone(),
+                    },
+                    usage,
+                )
+            }
+            (None, None) => format!("mock: no offered tool ends with {}", tool.name),
+        };
+        return Reply {
+            blocks: vec![Block::Text(text)],
+            stop_reason: "end_turn",
+            usage,
+        };
+    }
     let text = if let Some(text) = &directives.text {
         text.clone()
     } else if !conversation.tool_outputs.is_empty() {
@@ -183,7 +218,40 @@ mod tests {
             prompt: prompt.to_owned(),
             tool_outputs: tool_outputs.iter().map(|s| (*s).to_owned()).collect(),
             model: "claude-sonnet-4-5".to_owned(),
+            tools: vec!["Bash".into(), "mcp__caller__get_weather".into()],
         }
+    }
+
+    #[test]
+    fn tool_directive_calls_the_offered_tool_then_answers_its_result() {
+        let prompt = r#"weather? [[mock:tool get_weather {"city": "Paris"}]]"#;
+        let call = plan(&conversation(prompt, &[]), &Script::new(), || "t1".into());
+        match &call.outcome {
+            Outcome::Message(Reply {
+                blocks,
+                stop_reason: "tool_use",
+                ..
+            }) => assert_eq!(
+                blocks.as_slice(),
+                [Block::Tool {
+                    id: "t1".into(),
+                    name: "mcp__caller__get_weather".into(),
+                    input: serde_json::json!({"city": "Paris"})
+                }]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let answered = plan(&conversation(prompt, &["sunny"]), &Script::new(), String::new);
+        assert_eq!(text_of(&answered), "The result of get_weather: sunny");
+        let rendered = format!("{prompt}\n\n[Function result get_weather call_1]\nrainy");
+        let answered = plan(&conversation(&rendered, &[]), &Script::new(), String::new);
+        assert_eq!(text_of(&answered), "The result of get_weather: rainy");
+        let missing = plan(
+            &conversation("[[mock:tool get_time {}]]", &[]),
+            &Script::new(),
+            String::new,
+        );
+        assert_eq!(text_of(&missing), "mock: no offered tool ends with get_time");
     }
 
     fn text_of(plan: &Plan) -> &str {

@@ -356,6 +356,7 @@ fn summary(outcome: &Outcome) -> String {
                 Block::Text(text) => format!("text {text:?}"),
                 Block::Bash { command, .. } => format!("Bash {command:?}"),
                 Block::Structured { input, .. } => format!("StructuredOutput {input}"),
+                Block::Tool { name, input, .. } => format!("{name} {input}"),
             })
             .collect::<Vec<_>>()
             .join(", "),

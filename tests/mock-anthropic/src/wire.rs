@@ -52,7 +52,7 @@ pub(crate) fn events(id: &str, model: &str, reply: &Reply) -> Vec<Value> {
                     .map(|w| json!({"type": "text_delta", "text": w}))
                     .collect::<Vec<_>>(),
             ),
-            Block::Bash { id, .. } | Block::Structured { id, .. } => (
+            Block::Bash { id, .. } | Block::Structured { id, .. } | Block::Tool { id, .. } => (
                 json!({"type": "tool_use", "id": id, "name": tool_name(b), "input": {}}),
                 thirds(&tool_input(b).to_string())
                     .map(|part| json!({"type": "input_json_delta", "partial_json": part}))
@@ -114,15 +114,16 @@ fn error_type(status: u16) -> &'static str {
 fn block(b: &Block) -> Value {
     match b {
         Block::Text(text) => json!({"type": "text", "text": text}),
-        Block::Bash { id, .. } | Block::Structured { id, .. } => {
+        Block::Bash { id, .. } | Block::Structured { id, .. } | Block::Tool { id, .. } => {
             json!({"type": "tool_use", "id": id, "name": tool_name(b), "input": tool_input(b)})
         }
     }
 }
 
-fn tool_name(b: &Block) -> &'static str {
+fn tool_name(b: &Block) -> &str {
     match b {
         Block::Structured { .. } => STRUCTURED_OUTPUT_TOOL,
+        Block::Tool { name, .. } => name,
         Block::Bash { .. } | Block::Text(_) => "Bash",
     }
 }
@@ -130,7 +131,7 @@ fn tool_name(b: &Block) -> &'static str {
 fn tool_input(b: &Block) -> Value {
     match b {
         Block::Bash { command, .. } => json!({"command": command, "description": BASH_DESCRIPTION}),
-        Block::Structured { input, .. } => input.clone(),
+        Block::Structured { input, .. } | Block::Tool { input, .. } => input.clone(),
         Block::Text(_) => json!({}),
     }
 }

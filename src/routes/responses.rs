@@ -1,0 +1,420 @@
+//! `POST /v1/responses`: OpenAI's Responses API answered by one agent run, plain or as typed
+//! stream events; `previous_response_id` continues the session an earlier response left.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use gateway_layers::auth::AuthenticatedCaller;
+use gateway_layers::deadline::Deadline;
+use http::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::agent::{AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
+use crate::jobs::{new_job_id, ContinueError};
+use crate::metrics::Entry;
+use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
+use crate::openai::responses::{
+    call_item, item_id, message_item, text_part, CreateResponseRequest, ResponseObject, Sequence,
+};
+use crate::openai::stream::text_delta;
+use crate::openai::tools::{Api, Tools};
+use crate::openai::{finish_reason, format, prompt};
+use crate::routes::chat::{offer_functions, parsed, refused};
+use crate::routes::jobs::owner;
+use crate::routes::openapi::{OpenAiAuthFailure, ResponseEvent};
+use crate::state::AppState;
+
+/// The prefix of a response id; what follows is the handle its session is kept under.
+const ID_PREFIX: &str = "resp_";
+
+/// A validated request, ready to run.
+struct ResponseRun {
+    request: http::Request<AgentRequest>,
+    streaming: bool,
+    tools: Tools,
+    /// The response as it starts: `in_progress`, no output.
+    response: ResponseObject,
+    /// The handle its session is kept under, when it is.
+    handle: Option<String>,
+}
+
+/// Handles one response; the run is killed if the client goes away.
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    operation_id = "createResponse",
+    summary = "Create a model response",
+    description = "OpenAI's Responses API, answered by one agent run; `stream: true` answers typed Server-Sent Events (`response.created` … `response.completed`). `previous_response_id` continues an earlier response's session. Functions in `tools` may be called: the answer then holds `function_call` items.",
+    tag = "openai",
+    security(("bearer" = [])),
+    request_body = CreateResponseRequest,
+    responses(
+        (status = 200, description = "The answer: a `response` object, or with `stream: true` its typed events (`response.failed` for a run that failed once the stream began)", content(
+            (ResponseObject = "application/json"),
+            (ResponseEvent = "text/event-stream")
+        )),
+        OpenAiAuthFailure,
+        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
+        (status = 404, description = "`previous_response_id` is unknown, another caller's, expired, or kept nothing (`previous_response_not_found`); nothing ran", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "The previous response's session cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
+        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
+        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
+        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
+    )
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Option<Extension<AuthenticatedCaller>>,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match state.intake.read(Entry::Chat, &headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(&refusal).into_response(),
+    };
+    let owner = owner(caller);
+    let mut run = match prepare(&state, &owner, &body).await {
+        Ok(run) => run,
+        Err(error) => return error.into_response(),
+    };
+    match state.intake.admit(Entry::Chat, body.len()) {
+        Ok(admitted) => {
+            run.request.extensions_mut().insert(admitted.ticket);
+        }
+        Err(refusal) => return refused(&refusal).into_response(),
+    }
+    drop(body);
+    if run.streaming {
+        return stream(&state, run, owner);
+    }
+    let ResponseRun {
+        request,
+        tools,
+        mut response,
+        handle,
+        ..
+    } = run;
+    match state.runs.run(Entry::Chat, request).await {
+        Ok(mut outcome) => {
+            keep(&state, &owner, handle.as_deref(), &mut outcome).await;
+            let Some(reason) = finish_reason(&outcome) else {
+                return outcome_error(&outcome).into_response();
+            };
+            let output = if reason == "tool_calls" {
+                tools
+                    .answered(&outcome.tool_calls)
+                    .iter()
+                    .map(|call| call_item(&item_id("fc"), call, "completed"))
+                    .collect()
+            } else {
+                let text = outcome.text.clone().unwrap_or_default();
+                vec![message_item(&item_id("msg"), &text, "completed")]
+            };
+            response.finish(&outcome, reason, output);
+            Json(response).into_response()
+        }
+        Err(failure) => failure_error(failure).into_response(),
+    }
+}
+
+/// Keeps the session the run left under `handle`, when one is kept.
+async fn keep(state: &AppState, owner: &str, handle: Option<&str>, outcome: &mut AgentOutcome) {
+    if let (Some(handle), Some(session)) = (handle, outcome.session.take()) {
+        state.jobs.keep_chat_session(owner, handle, session).await;
+    }
+}
+
+/// Parses and checks the body, finds the session to continue, and builds the run.
+async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseRun, OpenAiError> {
+    let asked = CreateResponseRequest::parse(body)?;
+    let config = &state.config;
+    let model = asked
+        .model
+        .clone()
+        .unwrap_or_else(|| config.default_model.clone());
+    if !config.supported_models.contains(&model) {
+        return Err(OpenAiError::bad_request(format!(
+            "unsupported model {model:?}; supported models: {}",
+            config.supported_models.join(", ")
+        ))
+        .param("model")
+        .code("model_not_found")
+        .supported(&config.supported_models));
+    }
+    let tools = Tools::read(
+        Api::Responses,
+        asked.tools.as_ref(),
+        asked.tool_choice.as_ref(),
+        asked.parallel_tool_calls.as_ref(),
+    )?;
+    let mut options = RunOptions::default();
+    let effort = asked.reasoning.as_ref().and_then(|r| r.get("effort"));
+    format::reasoning_effort(effort, &mut options).map_err(|e| e.param("reasoning.effort"))?;
+    options
+        .check(&config.supported_models, &config.option_policy)
+        .map_err(|e| format::option_error(&e))?;
+    let turns = asked.turns()?;
+    let prompt = prompt::render_turns(&turns, tools.instructions().as_deref()).ok_or_else(|| {
+        OpenAiError::bad_request(
+            "input must end with a user message or with function_call_output items",
+        )
+        .param("input")
+    })?;
+    let streaming = asked.stream.unwrap_or(false);
+    let mut request = http::Request::new(AgentRequest {
+        prompt,
+        agent: config.chat_agent.clone(),
+        model: Some(model.clone()),
+        max_budget_usd: config.chat_budget_usd,
+        partial_messages: streaming,
+        options,
+    });
+    request
+        .extensions_mut()
+        .insert(Deadline(config.chat_timeout));
+    offer_functions(&mut request, config, &tools);
+    if let Some(previous) = &asked.previous_response_id {
+        let saved = previous_session(state, owner, previous).await?;
+        request.extensions_mut().insert(ResumeSession(saved));
+    }
+    let handle = new_job_id();
+    let store = asked.store.unwrap_or(true) && state.jobs.session_cap() > 0;
+    if store {
+        request.extensions_mut().insert(KeepSession {
+            max_bytes: state.jobs.session_cap(),
+        });
+    }
+    let response = ResponseObject {
+        id: format!("{ID_PREFIX}{handle}"),
+        object: "response",
+        created_at: chrono::Utc::now().timestamp(),
+        status: "in_progress",
+        completed_at: None,
+        error: None,
+        incomplete_details: None,
+        instructions: asked.instructions.clone(),
+        max_output_tokens: asked.max_output_tokens.clone().unwrap_or(Value::Null),
+        model,
+        output: Vec::new(),
+        parallel_tool_calls: tools.parallel,
+        previous_response_id: asked.previous_response_id.clone(),
+        reasoning: json!({"effort": effort.cloned().unwrap_or(Value::Null), "summary": null}),
+        store,
+        temperature: None,
+        text: json!({"format": {"type": "text"}}),
+        tool_choice: tools.choice_echo.clone(),
+        tools: tools.echo.clone(),
+        top_p: None,
+        truncation: "disabled",
+        usage: None,
+        metadata: asked
+            .metadata
+            .clone()
+            .filter(|m| !m.is_null())
+            .unwrap_or_else(|| json!({})),
+    };
+    Ok(ResponseRun {
+        request,
+        streaming,
+        tools,
+        response,
+        handle: store.then_some(handle),
+    })
+}
+
+/// The session `previous` (`resp_…`) left for `owner`; 404 when there is none to continue.
+async fn previous_session(
+    state: &AppState,
+    owner: &str,
+    previous: &str,
+) -> Result<crate::agent::SavedSession, OpenAiError> {
+    let not_found = || {
+        OpenAiError::not_found(format!(
+            "Previous response with id '{previous}' not found: unknown, another caller's, expired (sessions are kept JOB_TTL_SECONDS), stored with store=false, or it ended in function calls (those keep no session: send the conversation as input items)"
+        ))
+        .param("previous_response_id")
+        .code("previous_response_not_found")
+    };
+    let handle = previous.strip_prefix(ID_PREFIX).ok_or_else(not_found)?;
+    match state.jobs.chat_session(owner, handle).await {
+        Ok(saved) => Ok(saved),
+        Err(ContinueError::NotFound) => Err(not_found()),
+        Err(ContinueError::NotResumable(reason)) => Err(OpenAiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!("response {previous:?} cannot be continued: {reason}"),
+        )
+        .param("previous_response_id")
+        .code("session_not_resumable")),
+        Err(ContinueError::Store(error)) => Err(OpenAiError::unavailable(
+            error.to_string(),
+            "store_unavailable",
+        )),
+    }
+}
+
+/// The open `message` output item of a streamed response: its id and the text so far.
+struct OpenMessage {
+    id: String,
+    text: String,
+}
+
+/// Answers a streaming response: typed events, the text deltas as the agent produces them.
+fn stream(state: &AppState, run: ResponseRun, owner: String) -> Response {
+    let ResponseRun {
+        mut request,
+        tools,
+        mut response,
+        handle,
+        ..
+    } = run;
+    let (sink, mut events) = mpsc::unbounded_channel();
+    request.extensions_mut().insert(ProgressSink(sink));
+    let run = state.runs.run(Entry::Chat, request);
+    let state = state.clone();
+
+    let body = async_stream::stream! {
+        // The run lives in the body: a client that goes away drops it unfinished.
+        let mut run = std::pin::pin!(run);
+        let mut sequence = Sequence::default();
+        yield Ok::<_, Infallible>(sequence.event("response.created", json!({"response": response})));
+        yield Ok(sequence.event("response.in_progress", json!({"response": response})));
+        let mut message: Option<OpenMessage> = None;
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(event) = events.recv() => {
+                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
+                        for event in delta(&mut sequence, &mut message, text) {
+                            yield Ok(event);
+                        }
+                    }
+                }
+                result = &mut run => break result,
+            }
+        };
+        let mut result = result;
+        if let Ok(outcome) = &mut result {
+            keep(&state, &owner, handle.as_deref(), outcome).await;
+        }
+        // Events sent just before the run ended are still in the channel.
+        while let Ok(event) = events.try_recv() {
+            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
+                for event in delta(&mut sequence, &mut message, text) {
+                    yield Ok(event);
+                }
+            }
+        }
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                response.fail(&failure_error(failure));
+                yield Ok(sequence.event("response.failed", json!({"response": response})));
+                return;
+            }
+        };
+        let Some(reason) = finish_reason(&outcome) else {
+            response.fail(&outcome_error(&outcome));
+            yield Ok(sequence.event("response.failed", json!({"response": response})));
+            return;
+        };
+        let mut output = Vec::new();
+        let calls = if reason == "tool_calls" { tools.answered(&outcome.tool_calls) } else { &[] };
+        if calls.is_empty() && message.is_none() {
+            // Nothing was streamed: the whole answer is one delta.
+            let text = outcome.text.clone().unwrap_or_default();
+            for event in delta(&mut sequence, &mut message, &text) {
+                yield Ok(event);
+            }
+        }
+        if let Some(open) = message.take() {
+            for event in close_message(&mut sequence, &open) {
+                yield Ok(event);
+            }
+            output.push(message_item(&open.id, &open.text, "completed"));
+        }
+        for call in calls {
+            let index = output.len();
+            let id = item_id("fc");
+            yield Ok(sequence.event("response.output_item.added", json!({
+                "output_index": index, "item": call_item(&id, call, "in_progress"),
+            })));
+            yield Ok(sequence.event("response.function_call_arguments.delta", json!({
+                "item_id": id, "output_index": index, "delta": call.arguments,
+            })));
+            yield Ok(sequence.event("response.function_call_arguments.done", json!({
+                "item_id": id, "output_index": index, "name": call.name, "arguments": call.arguments,
+            })));
+            let item = call_item(&id, call, "completed");
+            yield Ok(sequence.event("response.output_item.done", json!({
+                "output_index": index, "item": item,
+            })));
+            output.push(item);
+        }
+        response.finish(&outcome, reason, output);
+        let kind = if response.status == "incomplete" { "response.incomplete" } else { "response.completed" };
+        yield Ok(sequence.event(kind, json!({"response": response})));
+    };
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The events of one text delta: the message item and its text part opened first when this is
+/// the first text.
+fn delta(
+    sequence: &mut Sequence,
+    message: &mut Option<OpenMessage>,
+    text: &str,
+) -> Vec<axum::response::sse::Event> {
+    let mut events = Vec::with_capacity(3);
+    let open = match message {
+        Some(open) => open,
+        None => {
+            let id = item_id("msg");
+            events.push(sequence.event(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": message_item(&id, "", "in_progress")}),
+            ));
+            events.push(sequence.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": 0, "content_index": 0, "part": text_part("")}),
+            ));
+            message.insert(OpenMessage {
+                id,
+                text: String::new(),
+            })
+        }
+    };
+    open.text.push_str(text);
+    events.push(sequence.event(
+        "response.output_text.delta",
+        json!({"item_id": open.id, "output_index": 0, "content_index": 0, "delta": text, "logprobs": []}),
+    ));
+    events
+}
+
+/// The events that close the message item: its text, its part, the item.
+fn close_message(sequence: &mut Sequence, open: &OpenMessage) -> Vec<axum::response::sse::Event> {
+    vec![
+        sequence.event(
+            "response.output_text.done",
+            json!({"item_id": open.id, "output_index": 0, "content_index": 0, "text": open.text, "logprobs": []}),
+        ),
+        sequence.event(
+            "response.content_part.done",
+            json!({"item_id": open.id, "output_index": 0, "content_index": 0, "part": text_part(&open.text)}),
+        ),
+        sequence.event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": message_item(&open.id, &open.text, "completed")}),
+        ),
+    ]
+}
