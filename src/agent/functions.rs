@@ -61,6 +61,10 @@ impl CallerFunctions {
             "type": "stdio",
             "command": self.bin,
             "args": [SUBCOMMAND, definitions],
+            // The CLI (2.1.x) otherwise connects MCP servers in the background and defers their
+            // tools behind its tool search: the first request to the model could go out without
+            // them. `alwaysLoad` makes it wait for the server and offer its tools directly.
+            "alwaysLoad": true,
         })
     }
 }
