@@ -425,14 +425,15 @@ pub(crate) struct ResponseObject {
     /// The request's `tool_choice` (default `auto`).
     #[schema(value_type = Object)]
     pub(crate) tool_choice: Value,
-    /// The request's `tools` (default `[]`).
+    /// The request's functions, normalized as OpenAI echoes them (default `[]`).
     #[schema(value_type = Vec<Object>)]
     pub(crate) tools: Value,
     /// Always `null`.
     pub(crate) top_p: Option<f64>,
     /// Always `disabled`.
     pub(crate) truncation: &'static str,
-    /// Tokens, once finished.
+    /// Tokens, once finished (absent before: OpenAI's schema has no `null` for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) usage: Option<ResponseUsage>,
     /// The request's `metadata` (default `{}`).
     #[schema(value_type = Object)]

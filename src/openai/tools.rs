@@ -48,7 +48,8 @@ pub(crate) struct Tools {
     pub(crate) choice: Choice,
     /// `parallel_tool_calls` (default true): false answers only the first call.
     pub(crate) parallel: bool,
-    /// The request's `tools` as sent, echoed by a Responses object.
+    /// The functions as a Responses object echoes them (`type`, `name`, `description`,
+    /// `parameters`, `strict`: OpenAI's normalized form).
     pub(crate) echo: Value,
     /// The request's `tool_choice` as sent (or `"auto"`), echoed by a Responses object.
     pub(crate) choice_echo: Value,
@@ -63,6 +64,7 @@ impl Tools {
         choice: Option<&Value>,
         parallel: Option<&Value>,
     ) -> Result<Self, OpenAiError> {
+        let mut echo = Vec::new();
         let functions = match tools {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => {
@@ -74,13 +76,20 @@ impl Tools {
                 }
                 let mut functions: Vec<Function> = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
-                    let function = function(api, index, item)?;
+                    let (function, strict) = function(api, index, item)?;
                     if functions.iter().any(|f| f.name == function.name) {
                         return Err(bad(
                             name_field(api, index),
                             format!("the function name {:?} is given twice", function.name),
                         ));
                     }
+                    echo.push(json!({
+                        "type": "function",
+                        "name": function.name,
+                        "description": function.description,
+                        "parameters": function.parameters,
+                        "strict": strict,
+                    }));
                     functions.push(function);
                 }
                 let size = serde_json::to_string(&functions).map_or(usize::MAX, |s| s.len());
@@ -112,7 +121,7 @@ impl Tools {
             }
         };
         Ok(Self {
-            echo: tools.filter(|t| !t.is_null()).cloned().unwrap_or(json!([])),
+            echo: Value::Array(echo),
             choice_echo: choice_value.cloned().unwrap_or(json!("auto")),
             functions,
             choice,
@@ -193,8 +202,13 @@ fn name_field(api: Api, index: usize) -> String {
     }
 }
 
-/// One entry of `tools`, which must define a function.
-fn function(api: Api, index: usize, item: &Value) -> Result<Function, OpenAiError> {
+/// One entry of `tools`, which must define a function; with its `strict` (accepted, not
+/// enforced: the agent's arguments are not checked against the schema).
+fn function(
+    api: Api,
+    index: usize,
+    item: &Value,
+) -> Result<(Function, Option<bool>), OpenAiError> {
     let kind = item.get("type").and_then(Value::as_str);
     if kind != Some("function") {
         return Err(bad(
@@ -258,11 +272,24 @@ fn function(api: Api, index: usize, item: &Value) -> Result<Function, OpenAiErro
         }
     };
     let parameters = parameters(&prefix, definition.get("parameters"))?;
-    Ok(Function {
-        name: name.to_owned(),
-        description,
-        parameters,
-    })
+    let strict = match definition.get("strict") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(strict)) => Some(*strict),
+        Some(_) => {
+            return Err(bad(
+                format!("{prefix}.strict"),
+                format!("{prefix}.strict must be a boolean"),
+            ))
+        }
+    };
+    Ok((
+        Function {
+            name: name.to_owned(),
+            description,
+            parameters,
+        },
+        strict,
+    ))
 }
 
 /// `parameters`: a JSON Schema of an object (none means no arguments).

@@ -4,8 +4,9 @@
 //! it, with the path of the field.
 //!
 //! The schemas are `tests/fixtures/openai-schema/schemas.json`, extracted verbatim from OpenAI's
-//! document (see the README beside it). A new OpenAI-shaped answer (Responses objects, their
-//! stream events) is a new [`Answer`], its schema a root in the extraction script.
+//! document (see the README beside it). A new OpenAI-shaped answer is a new [`Answer`], its schema
+//! a root in the extraction script. Streams of `/v1/responses` are checked event by event, each
+//! against the schema of its `type`; an event type the gateway should not send is a violation.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -28,16 +29,54 @@ pub enum Answer {
     Model,
     /// Any error body, `{"error": {…}}`, answered or streamed.
     Error,
+    /// A `response` object of `/v1/responses`.
+    Response,
+    /// One typed event of a streamed response, named by its schema.
+    ResponseEvent(&'static str),
 }
 
+/// The stream events of `/v1/responses` the gateway may send: `type` and schema name.
+const RESPONSE_EVENTS: [(&str, &str); 14] = [
+    ("response.created", "ResponseCreatedEvent"),
+    ("response.in_progress", "ResponseInProgressEvent"),
+    ("response.output_item.added", "ResponseOutputItemAddedEvent"),
+    ("response.content_part.added", "ResponseContentPartAddedEvent"),
+    ("response.output_text.delta", "ResponseTextDeltaEvent"),
+    ("response.output_text.done", "ResponseTextDoneEvent"),
+    ("response.content_part.done", "ResponseContentPartDoneEvent"),
+    ("response.output_item.done", "ResponseOutputItemDoneEvent"),
+    (
+        "response.function_call_arguments.delta",
+        "ResponseFunctionCallArgumentsDeltaEvent",
+    ),
+    (
+        "response.function_call_arguments.done",
+        "ResponseFunctionCallArgumentsDoneEvent",
+    ),
+    ("response.completed", "ResponseCompletedEvent"),
+    ("response.incomplete", "ResponseIncompleteEvent"),
+    ("response.failed", "ResponseFailedEvent"),
+    ("error", "ResponseErrorEvent"),
+];
+
 impl Answer {
-    const ALL: [Answer; 5] = [
-        Answer::ChatCompletion,
-        Answer::ChatCompletionChunk,
-        Answer::ModelList,
-        Answer::Model,
-        Answer::Error,
-    ];
+    /// Every answer, each compiled once.
+    fn all() -> Vec<Answer> {
+        let mut all = vec![
+            Answer::ChatCompletion,
+            Answer::ChatCompletionChunk,
+            Answer::ModelList,
+            Answer::Model,
+            Answer::Error,
+            Answer::Response,
+        ];
+        all.extend(
+            RESPONSE_EVENTS
+                .iter()
+                .map(|(_, schema)| Answer::ResponseEvent(schema)),
+        );
+        all
+    }
 
     /// The name of its schema in OpenAI's `components/schemas`.
     pub fn schema(self) -> &'static str {
@@ -47,6 +86,8 @@ impl Answer {
             Answer::ModelList => "ListModelsResponse",
             Answer::Model => "Model",
             Answer::Error => "ErrorResponse",
+            Answer::Response => "Response",
+            Answer::ResponseEvent(schema) => schema,
         }
     }
 
@@ -59,10 +100,21 @@ impl Answer {
         }
         Some(match route {
             "chat/completions" => Answer::ChatCompletion,
+            "responses" => Answer::Response,
             "models" => Answer::ModelList,
             model if model.starts_with("models/") => Answer::Model,
             _ => Answer::Error,
         })
+    }
+
+    /// What one streamed event of a response must be, by its `type`; `None` for a type the
+    /// gateway does not send.
+    pub fn of_response_event(event: &Value) -> Option<Answer> {
+        let kind = event.get("type")?.as_str()?;
+        RESPONSE_EVENTS
+            .iter()
+            .find(|(name, _)| *name == kind)
+            .map(|(_, schema)| Answer::ResponseEvent(schema))
     }
 
     /// What one streamed chat event must be: a chunk, or an error that ended the stream.
@@ -81,7 +133,7 @@ fn validators() -> &'static HashMap<Answer, jsonschema::Validator> {
     VALIDATORS.get_or_init(|| {
         let document: Value = serde_json::from_str(SCHEMAS).expect("the vendored schemas parse");
         let components = or_null(document["components"].clone());
-        Answer::ALL
+        Answer::all()
             .into_iter()
             .map(|answer| {
                 let root = json!({
@@ -158,6 +210,10 @@ pub fn answer_violations(path: &str, success: bool, streamed: bool, text: &str) 
         .iter()
         .filter(|data| *data != "[DONE]")
         .flat_map(|data| match parse(data) {
+            Ok(event) if answer == Answer::Response => match Answer::of_response_event(&event) {
+                Some(kind) => violations(kind, &event),
+                None => vec![format!("an event type OpenAI does not send here: {event}")],
+            },
             Ok(event) => violations(Answer::of_chat_event(&event), &event),
             Err(errors) => errors,
         })
