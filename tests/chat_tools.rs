@@ -169,3 +169,28 @@ async fn bad_tools_are_400s_naming_the_field() {
     assert!(gw.mock.requests().is_empty(), "nothing ran");
 }
 
+
+/// Under uid isolation (a uid per run, as the suite runs it as root) the run's CLI starts the
+/// gateway's executable as the caller's function server, and ending the run at the call stops
+/// the server with the rest of the run.
+#[tokio::test]
+async fn a_contained_run_starts_the_function_server_and_leaves_nothing() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "uid isolation needs root (CI runs as root)"
+    );
+    let gw = common::GatewayBuilder::default()
+        .arg("isolation", "uid")
+        .start()
+        .await;
+    assert_eq!(gw.health().await["isolation"], "uid");
+    let body = json!({"model": "haiku", "messages": [{"role": "user", "content": ASK}],
+        "tools": weather_tools()});
+    let called = json(gw.post(CHAT, &body).await).await;
+    assert_eq!(called["choices"][0]["finish_reason"], "tool_calls", "{called}");
+    assert!(offered_tools(&gw)
+        .iter()
+        .any(|t| t == "mcp__caller__get_weather"));
+    gw.wait_no_agent_process().await;
+    gw.wait_idle().await;
+}
