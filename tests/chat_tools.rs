@@ -66,12 +66,16 @@ async fn a_tool_loop_calls_the_function_and_answers_with_its_result() {
         .as_array_mut()
         .unwrap()
         .push(choice["message"].clone());
-    messages.as_array_mut().unwrap().push(
-        json!({"role": "tool", "tool_call_id": call["id"], "content": "sunny and 21C"}),
-    );
+    messages
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "tool", "tool_call_id": call["id"], "content": "sunny and 21C"}));
     let body = json!({"model": "haiku", "messages": messages, "tools": weather_tools()});
     let answered = json(gw.post(CHAT, &body).await).await;
-    assert_eq!(answered["choices"][0]["finish_reason"], "stop", "{answered}");
+    assert_eq!(
+        answered["choices"][0]["finish_reason"], "stop",
+        "{answered}"
+    );
     assert_eq!(
         answered["choices"][0]["message"]["content"],
         "The result of get_weather: sunny and 21C"
@@ -109,7 +113,12 @@ async fn a_streamed_tool_call_arrives_as_tool_call_deltas() {
         .filter(|f| !f.is_null())
         .collect();
     assert_eq!(finish, [&json!("tool_calls")]);
-    assert!(events.last().unwrap()["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        events.last().unwrap()["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[tokio::test]
@@ -123,7 +132,9 @@ async fn tool_choice_none_offers_nothing_and_the_agent_answers() {
         answer["choices"][0]["message"]["content"],
         "mock: no offered tool ends with get_weather"
     );
-    assert!(!offered_tools(&gw).iter().any(|t| t.starts_with("mcp__caller__")));
+    assert!(!offered_tools(&gw)
+        .iter()
+        .any(|t| t.starts_with("mcp__caller__")));
 }
 
 #[tokio::test]
@@ -165,10 +176,12 @@ async fn bad_tools_are_400s_naming_the_field() {
         {"role": "tool", "tool_call_id": "call_x", "content": "x"}]});
     let response = gw.post(CHAT, &orphan).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(json(response).await["error"]["param"], "messages[1].tool_call_id");
+    assert_eq!(
+        json(response).await["error"]["param"],
+        "messages[1].tool_call_id"
+    );
     assert!(gw.mock.requests().is_empty(), "nothing ran");
 }
-
 
 /// Under uid isolation (a uid per run, as the suite runs it as root) the run's CLI starts the
 /// gateway's executable as the caller's function server, and ending the run at the call stops
@@ -187,7 +200,10 @@ async fn a_contained_run_starts_the_function_server_and_leaves_nothing() {
     let body = json!({"model": "haiku", "messages": [{"role": "user", "content": ASK}],
         "tools": weather_tools()});
     let called = json(gw.post(CHAT, &body).await).await;
-    assert_eq!(called["choices"][0]["finish_reason"], "tool_calls", "{called}");
+    assert_eq!(
+        called["choices"][0]["finish_reason"], "tool_calls",
+        "{called}"
+    );
     assert!(offered_tools(&gw)
         .iter()
         .any(|t| t == "mcp__caller__get_weather"));

@@ -41,12 +41,21 @@ fn offered_get_weather(gw: &Gateway) -> bool {
 async fn the_python_sdk_speaks_responses_and_tool_calls() {
     let gw = Gateway::start().await;
     let python = clients_dir().join(".venv/bin/python");
-    run_client(python.to_str().unwrap(), "python_responses.py", &gw, "heron61").await;
+    run_client(
+        python.to_str().unwrap(),
+        "python_responses.py",
+        &gw,
+        "heron61",
+    )
+    .await;
     assert!(
         mock_saw(&gw, "heron61-responses"),
         "the turn before previous_response_id reached the API"
     );
-    assert!(offered_get_weather(&gw), "the caller's function was offered as a tool");
+    assert!(
+        offered_get_weather(&gw),
+        "the caller's function was offered as a tool"
+    );
 }
 
 #[tokio::test]
@@ -57,5 +66,8 @@ async fn the_node_sdk_speaks_responses_and_tool_calls() {
         mock_saw(&gw, "ibis29-node-responses"),
         "the turn before previous_response_id reached the API"
     );
-    assert!(offered_get_weather(&gw), "the caller's function was offered as a tool");
+    assert!(
+        offered_get_weather(&gw),
+        "the caller's function was offered as a tool"
+    );
 }

@@ -75,7 +75,10 @@ async fn a_response_holds_the_answer_in_openai_shape() {
         usage["total_tokens"].as_u64().unwrap(),
         usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
     );
-    assert!(mock_saw(&gw, "instructions-marker"), "instructions reached the model");
+    assert!(
+        mock_saw(&gw, "instructions-marker"),
+        "instructions reached the model"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +120,10 @@ async fn a_streamed_response_sends_typed_events_in_order() {
         .map(|e| e["delta"].as_str().unwrap())
         .collect();
     assert_eq!(joined, "one two three four");
-    let done = events.iter().find(|e| e["type"] == "response.output_text.done").unwrap();
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "response.output_text.done")
+        .unwrap();
     assert_eq!(done["text"], joined);
     let completed = &events.last().unwrap()["response"];
     assert_eq!(completed["status"], "completed");
@@ -140,7 +146,10 @@ async fn a_run_that_fails_mid_stream_ends_with_response_failed() {
     assert_eq!(last["response"]["status"], "failed");
     assert_eq!(last["response"]["error"]["code"], "server_error");
     let plain = gw
-        .post(RESPONSES, &json!({"model": "haiku", "input": "[[mock:error 400]] fail"}))
+        .post(
+            RESPONSES,
+            &json!({"model": "haiku", "input": "[[mock:error 400]] fail"}),
+        )
         .await;
     assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(plain).await["error"]["code"], "agent_failed");
@@ -261,10 +270,16 @@ async fn a_function_call_over_responses_streams_its_item_and_the_loop_goes_on() 
 async fn bad_input_is_a_400_naming_the_field() {
     let gw = Gateway::start().await;
     for (body, param) in [
-        (json!({"model": "haiku", "input": "hi", "frobnicate": true}), "frobnicate"),
+        (
+            json!({"model": "haiku", "input": "hi", "frobnicate": true}),
+            "frobnicate",
+        ),
         (json!({"model": "haiku", "input": 7}), "input"),
         (json!({"model": "haiku", "input": []}), "input"),
-        (json!({"model": "haiku", "input": [{"type": "reasoning", "summary": []}]}), "input[0].type"),
+        (
+            json!({"model": "haiku", "input": [{"type": "reasoning", "summary": []}]}),
+            "input[0].type",
+        ),
         (
             json!({"model": "haiku", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}),
             "input[0].content",
@@ -284,7 +299,10 @@ async fn bad_input_is_a_400_naming_the_field() {
                 {"role": "assistant", "content": "hello"}]}),
             "input",
         ),
-        (json!({"model": "haiku", "input": "hi", "tools": [{"type": "file_search"}]}), "tools[0].type"),
+        (
+            json!({"model": "haiku", "input": "hi", "tools": [{"type": "file_search"}]}),
+            "tools[0].type",
+        ),
         (
             json!({"model": "haiku", "input": "hi", "tools": [{"type": "function", "name": "f g"}]}),
             "tools[0].name",
@@ -299,7 +317,10 @@ async fn bad_input_is_a_400_naming_the_field() {
             "tool_choice",
         ),
         (json!({"model": "gpt-4o", "input": "hi"}), "model"),
-        (json!({"model": "haiku", "input": "hi", "background": true}), "background"),
+        (
+            json!({"model": "haiku", "input": "hi", "background": true}),
+            "background",
+        ),
     ] {
         let response = gw.post(RESPONSES, &body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");

@@ -86,10 +86,7 @@ pub(crate) fn calls_in(event: &Value) -> Vec<FunctionCall> {
     if event.get("type").and_then(Value::as_str) != Some("assistant") {
         return Vec::new();
     }
-    let Some(blocks) = event
-        .pointer("/message/content")
-        .and_then(Value::as_array)
-    else {
+    let Some(blocks) = event.pointer("/message/content").and_then(Value::as_array) else {
         return Vec::new();
     };
     blocks

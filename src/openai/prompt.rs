@@ -134,7 +134,11 @@ fn tool_calls(index: usize, value: Option<&Value>) -> Result<Vec<Turn>, OpenAiEr
         .map(|(position, call)| {
             let field = format!("messages[{index}].tool_calls[{position}]");
             let text = |key: &str| call.pointer(key).and_then(Value::as_str).map(str::to_owned);
-            match (text("/id"), text("/function/name"), text("/function/arguments")) {
+            match (
+                text("/id"),
+                text("/function/name"),
+                text("/function/arguments"),
+            ) {
                 (Some(id), Some(name), Some(arguments)) => Ok(Turn::Call {
                     id,
                     name,
@@ -339,13 +343,19 @@ mod tests {
             Some("functions here"),
         )
         .unwrap();
-        assert!(prompt.starts_with("System instructions:\nfunctions here"), "{prompt}");
+        assert!(
+            prompt.starts_with("System instructions:\nfunctions here"),
+            "{prompt}"
+        );
         assert!(prompt.contains("[User]\nweather in Paris?"), "{prompt}");
         assert!(
             prompt.contains("[Function call get_weather call_1]\n{\"city\":\"Paris\"}"),
             "{prompt}"
         );
-        assert!(prompt.contains("[Function result get_weather call_1]\nsunny"), "{prompt}");
+        assert!(
+            prompt.contains("[Function result get_weather call_1]\nsunny"),
+            "{prompt}"
+        );
         assert!(prompt.contains("Request:\nGo on"), "{prompt}");
         let orphan = render(
             &messages(json!([

@@ -121,9 +121,11 @@ impl CreateResponseRequest {
         let fields: Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))?;
         if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-            return Err(OpenAiError::bad_request(format!("Unknown parameter: '{unknown}'."))
-                .param(unknown.clone())
-                .code("unknown_parameter"));
+            return Err(
+                OpenAiError::bad_request(format!("Unknown parameter: '{unknown}'."))
+                    .param(unknown.clone())
+                    .code("unknown_parameter"),
+            );
         }
         let request: Self = serde_json::from_value(Value::Object(fields))
             .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))?;
@@ -132,7 +134,11 @@ impl CreateResponseRequest {
                 .param(field)
                 .code("unsupported_parameter"))
         };
-        if request.background.as_ref().is_some_and(|b| *b == json!(true)) {
+        if request
+            .background
+            .as_ref()
+            .is_some_and(|b| *b == json!(true))
+        {
             return unsupported(
                 "background",
                 "responses are not run in the background here; stream instead",
@@ -175,7 +181,7 @@ impl CreateResponseRequest {
             Value::String(text) => turns.push(Turn::User(text.clone())),
             Value::Array(items) if items.is_empty() => {
                 return Err(
-                    OpenAiError::bad_request("input must hold at least one item").param("input")
+                    OpenAiError::bad_request("input must hold at least one item").param("input"),
                 )
             }
             Value::Array(items) => {
@@ -209,7 +215,11 @@ fn bad_item(index: usize, field: &str, message: String) -> OpenAiError {
 /// One input item as a turn.
 fn item_turn(index: usize, item: &Value, earlier: &[Turn]) -> Result<Turn, OpenAiError> {
     let Some(object) = item.as_object() else {
-        return Err(bad_item(index, "", "an input item must be an object".into()));
+        return Err(bad_item(
+            index,
+            "",
+            "an input item must be an object".into(),
+        ));
     };
     let text = |key: &str| object.get(key).and_then(Value::as_str);
     let kind = match object.get("type") {
@@ -441,14 +451,9 @@ pub(crate) struct ResponseObject {
 }
 
 impl ResponseObject {
-    /// Finishes the response of a run that ended with `outcome`: `text` is the answer (the
-    /// joined deltas when streamed), `calls` the calls of the caller's functions to answer.
-    pub(crate) fn finish(
-        &mut self,
-        outcome: &AgentOutcome,
-        reason: &str,
-        output: Vec<Value>,
-    ) {
+    /// Finishes the response of a run that ended with `outcome` for `reason` (see
+    /// [`super::finish_reason`]), holding `output` (the message, or the function calls).
+    pub(crate) fn finish(&mut self, outcome: &AgentOutcome, reason: &str, output: Vec<Value>) {
         self.status = if reason == "length" {
             "incomplete"
         } else {
@@ -586,7 +591,10 @@ mod tests {
             (json!({"input": 5}), "input"),
             (json!({"input": []}), "input"),
             (json!({"input": [{"type": "reasoning"}]}), "input[0].type"),
-            (json!({"input": [{"role": "wizard", "content": "x"}]}), "input[0].role"),
+            (
+                json!({"input": [{"role": "wizard", "content": "x"}]}),
+                "input[0].role",
+            ),
             (
                 json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
                 "input[0].content",
@@ -608,7 +616,12 @@ mod tests {
             let error = request(body.clone())
                 .and_then(|r| r.turns().map(|_| ()))
                 .unwrap_err();
-            assert_eq!(error.param_str(), Some(param), "{body}: {}", error.message());
+            assert_eq!(
+                error.param_str(),
+                Some(param),
+                "{body}: {}",
+                error.message()
+            );
         }
     }
 

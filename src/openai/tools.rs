@@ -204,11 +204,7 @@ fn name_field(api: Api, index: usize) -> String {
 
 /// One entry of `tools`, which must define a function; with its `strict` (accepted, not
 /// enforced: the agent's arguments are not checked against the schema).
-fn function(
-    api: Api,
-    index: usize,
-    item: &Value,
-) -> Result<(Function, Option<bool>), OpenAiError> {
+fn function(api: Api, index: usize, item: &Value) -> Result<(Function, Option<bool>), OpenAiError> {
     let kind = item.get("type").and_then(Value::as_str);
     if kind != Some("function") {
         return Err(bad(
@@ -221,12 +217,14 @@ fn function(
     }
     let (definition, prefix) = match api {
         Api::Chat => (
-            item.get("function").and_then(Value::as_object).ok_or_else(|| {
-                bad(
-                    format!("tools[{index}].function"),
-                    format!("tools[{index}].function must be an object"),
-                )
-            })?,
+            item.get("function")
+                .and_then(Value::as_object)
+                .ok_or_else(|| {
+                    bad(
+                        format!("tools[{index}].function"),
+                        format!("tools[{index}].function must be an object"),
+                    )
+                })?,
             format!("tools[{index}].function"),
         ),
         Api::Responses => (
@@ -429,16 +427,8 @@ mod tests {
     fn bad_tools_name_their_field() {
         for (tools, choice, param) in [
             (json!({}), None, "tools"),
-            (
-                json!([{"type": "web_search"}]),
-                None,
-                "tools[0].type",
-            ),
-            (
-                json!([{"type": "function"}]),
-                None,
-                "tools[0].function",
-            ),
+            (json!([{"type": "web_search"}]), None, "tools[0].type"),
+            (json!([{"type": "function"}]), None, "tools[0].function"),
             (
                 json!([{"type": "function", "function": {"name": "bad name"}}]),
                 None,
@@ -473,7 +463,12 @@ mod tests {
             (json!([]), Some(json!("required")), "tool_choice"),
         ] {
             let error = chat_tools(tools.clone(), choice).unwrap_err();
-            assert_eq!(error.param_str(), Some(param), "{tools}: {}", error.message());
+            assert_eq!(
+                error.param_str(),
+                Some(param),
+                "{tools}: {}",
+                error.message()
+            );
             assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         }
     }

@@ -173,10 +173,7 @@ impl PartialSchema for ResponseEvent {
                 "sequence_number",
                 ObjectBuilder::new().schema_type(Type::Integer),
             )
-            .property(
-                "response",
-                Ref::from_schema_name(ResponseObject::name()),
-            )
+            .property("response", Ref::from_schema_name(ResponseObject::name()))
             .required("type")
             .required("sequence_number");
         sse_event(
@@ -189,7 +186,10 @@ impl PartialSchema for ResponseEvent {
 
 impl ToSchema for ResponseEvent {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((ResponseObject::name().into_owned(), ResponseObject::schema()));
+        schemas.push((
+            ResponseObject::name().into_owned(),
+            ResponseObject::schema(),
+        ));
         ResponseObject::schemas(schemas);
     }
 }

@@ -14,7 +14,9 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
+use crate::agent::{
+    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions,
+};
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
@@ -161,12 +163,13 @@ async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseR
         .check(&config.supported_models, &config.option_policy)
         .map_err(|e| format::option_error(&e))?;
     let turns = asked.turns()?;
-    let prompt = prompt::render_turns(&turns, tools.instructions().as_deref()).ok_or_else(|| {
-        OpenAiError::bad_request(
-            "input must end with a user message or with function_call_output items",
-        )
-        .param("input")
-    })?;
+    let prompt =
+        prompt::render_turns(&turns, tools.instructions().as_deref()).ok_or_else(|| {
+            OpenAiError::bad_request(
+                "input must end with a user message or with function_call_output items",
+            )
+            .param("input")
+        })?;
     let streaming = asked.stream.unwrap_or(false);
     let mut request = http::Request::new(AgentRequest {
         prompt,

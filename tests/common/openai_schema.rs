@@ -40,7 +40,10 @@ const RESPONSE_EVENTS: [(&str, &str); 14] = [
     ("response.created", "ResponseCreatedEvent"),
     ("response.in_progress", "ResponseInProgressEvent"),
     ("response.output_item.added", "ResponseOutputItemAddedEvent"),
-    ("response.content_part.added", "ResponseContentPartAddedEvent"),
+    (
+        "response.content_part.added",
+        "ResponseContentPartAddedEvent",
+    ),
     ("response.output_text.delta", "ResponseTextDeltaEvent"),
     ("response.output_text.done", "ResponseTextDoneEvent"),
     ("response.content_part.done", "ResponseContentPartDoneEvent"),

@@ -60,7 +60,10 @@ pub fn rendered_result<'a>(prompt: &'a str, name: &str) -> Option<&'a str> {
         let after = &rest[start + RESULT_MARKER.len()..];
         let (header, body) = after.split_once('\n').unwrap_or((after, ""));
         let called = header.split_whitespace().next().unwrap_or("");
-        let end = body.find("\n\n[").or_else(|| body.find("\n\n---")).unwrap_or(body.len());
+        let end = body
+            .find("\n\n[")
+            .or_else(|| body.find("\n\n---"))
+            .unwrap_or(body.len());
         if called.ends_with(name) {
             found = Some(body[..end].trim());
         }

@@ -164,7 +164,10 @@ fn reply(
             .last()
             .map(String::as_str)
             .or_else(|| directive::rendered_result(&conversation.prompt, &tool.name));
-        let text = match (result, conversation.tools.iter().find(|t| t.ends_with(&tool.name))) {
+        let text = match (
+            result,
+            conversation.tools.iter().find(|t| t.ends_with(&tool.name)),
+        ) {
             (Some(result), _) => format!("The result of {}: {}", tool.name, result.trim_end()),
             (None, Some(name)) => {
                 return Reply::tool_call(
@@ -241,7 +244,11 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        let answered = plan(&conversation(prompt, &["sunny"]), &Script::new(), String::new);
+        let answered = plan(
+            &conversation(prompt, &["sunny"]),
+            &Script::new(),
+            String::new,
+        );
         assert_eq!(text_of(&answered), "The result of get_weather: sunny");
         let rendered = format!("{prompt}\n\n[Function result get_weather call_1]\nrainy");
         let answered = plan(&conversation(&rendered, &[]), &Script::new(), String::new);
@@ -251,7 +258,10 @@ mod tests {
             &Script::new(),
             String::new,
         );
-        assert_eq!(text_of(&missing), "mock: no offered tool ends with get_time");
+        assert_eq!(
+            text_of(&missing),
+            "mock: no offered tool ends with get_time"
+        );
     }
 
     fn text_of(plan: &Plan) -> &str {
