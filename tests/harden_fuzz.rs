@@ -244,6 +244,66 @@ fn execute_bodies_never_get_a_5xx() {
     fuzz("/execute", execute_body());
 }
 
+/// Near-valid `POST /v1/responses` bodies: `input` as a string or items (messages, function
+/// calls and outputs, anything), tools that may or may not be functions.
+fn responses_body() -> impl Strategy<Value = Vec<u8>> {
+    let item = prop_oneof![
+        message(),
+        "\\PC{0,10}".prop_map(
+            |id| json!({"type": "function_call", "call_id": id, "name": "f", "arguments": "{}"})
+        ),
+        "\\PC{0,10}"
+            .prop_map(|id| json!({"type": "function_call_output", "call_id": id, "output": "x"})),
+        any_json(),
+    ];
+    let input = prop_oneof![
+        "\\PC{1,30}".prop_map(Value::String),
+        (prop::collection::vec(item, 0..3), "\\PC{1,20}").prop_map(|(mut items, last)| {
+            items.push(json!({"role": "user", "content": format!("q {last}")}));
+            Value::Array(items)
+        }),
+        any_json(),
+    ];
+    let tools = prop_oneof![
+        Just(
+            json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}])
+        ),
+        any_json(),
+    ];
+    let near_valid = (
+        field(prop_oneof![Just(json!("haiku")), any_json()]),
+        field(input),
+        field(any::<bool>().prop_map(Value::Bool)),
+        field(tools),
+        field(prop_oneof![
+            Just(json!("auto")),
+            Just(json!("none")),
+            any_json()
+        ]),
+        field(any::<bool>().prop_map(Value::Bool)),
+    )
+        .prop_map(|(model, input, stream, tools, choice, store)| {
+            object(vec![
+                ("model", model),
+                ("input", input),
+                ("stream", stream),
+                ("tools", tools),
+                ("tool_choice", choice),
+                ("store", store),
+            ])
+        });
+    prop_oneof![
+        1 => prop::collection::vec(any::<u8>(), 0..256),
+        2 => any_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        6 => near_valid,
+    ]
+}
+
+#[test]
+fn responses_bodies_never_get_a_5xx() {
+    fuzz("/v1/responses", responses_body());
+}
+
 #[test]
 fn chat_bodies_never_get_a_5xx() {
     fuzz("/v1/chat/completions", chat_body());
