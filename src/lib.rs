@@ -2,20 +2,21 @@
 //!
 //! A stack of tower layers (from the `gateway-layers` crate) ends in [`agent::ClaudeService`],
 //! which runs `claude -p` in a fresh workspace. Two entry points share that stack:
-//! `POST /v1/chat/completions` awaits a run, `POST /execute` starts one as a job.
+//! `POST /v1/chat/completions` and `POST /v1/responses` await a run, `POST /execute` starts one as
+//! a job.
 //!
 //! The modules, from the bottom of the house up (each imports only from below it):
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | `contain` | run containment: per-run uids or markers, kill-everything, per-run directories |
-//! | [`agent`] | the claude service: command line, allow-listed environment, process, output |
+//! | [`agent`] | the claude service: command line, allow-listed environment, process, output, the caller's functions as MCP tools |
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run |
 //! | `metrics` | Prometheus counters and the run timer |
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job |
-//! | `openai` | OpenAI wire types, prompt rendering, errors, stream chunks |
+//! | `openai` | OpenAI wire types (chat, Responses), function calling, prompt rendering, errors, streaming |
 //! | `bounds` | what a caller can make the gateway hold: the intake of run requests (body deadline, queue slot, queued bytes) and the budget of large responses |
 //! | `state`, `routes`, `telemetry`, `stack` | the HTTP side: handlers and the stack around them |
 //! | [`app`], [`server`] | the composition root, and serving it with graceful shutdown |
