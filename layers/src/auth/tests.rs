@@ -244,7 +244,11 @@ async fn with_an_api_key_source_bearer_still_works() {
 async fn differing_or_repeated_api_keys_are_ambiguous() {
     let ambiguous = Outcome::Refused(StatusCode::UNAUTHORIZED, AuthFailure::Ambiguous.to_string());
     assert_eq!(
-        send_api_key(&[("authorization", "Bearer s3cret"), ("x-api-key", "another-secret")]).await,
+        send_api_key(&[
+            ("authorization", "Bearer s3cret"),
+            ("x-api-key", "another-secret")
+        ])
+        .await,
         ambiguous
     );
     assert_eq!(
