@@ -355,3 +355,85 @@ async fn a_conversation_continues_by_its_session_handle() {
         "not found",
     );
 }
+
+/// The Messages calls the mock received whose prompt carries `marker`.
+fn calls_with(gw: &Gateway, marker: &str) -> Vec<mock_anthropic::RecordedRequest> {
+    gw.mock
+        .message_requests()
+        .into_iter()
+        .filter(|r| r.prompt_text().contains(marker))
+        .collect()
+}
+
+#[tokio::test]
+async fn output_config_sets_effort_and_a_json_schema() {
+    let gw = Gateway::start().await;
+    let config = json!({"effort": "low", "format": {"type": "json_schema", "schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+    }}});
+    let mut body = ask(r#"msg-schema [[mock:structured {"n": 7}]] [[mock:text prose]]"#);
+    body["output_config"] = config.clone();
+    let (status, answer) = status_and_body(send(messages(&gw, &body)).await).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let text = answer["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap(),
+        json!({"n": 7})
+    );
+    let calls = calls_with(&gw, "msg-schema");
+    let call = calls.first().expect("the prompt reached the API");
+    assert_eq!(
+        call.body["output_config"]["effort"], "low",
+        "--effort reached the API"
+    );
+    let tools: Vec<&str> = call.body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"StructuredOutput"), "{tools:?}");
+
+    // Streamed: the value whole, never the prose around it.
+    let mut streamed = ask(r#"msg-stream [[mock:structured {"n": 8}]] [[mock:text prose]]"#);
+    streamed["output_config"] = config.clone();
+    streamed["stream"] = json!(true);
+    let events = events(&send(messages(&gw, &streamed)).await.text().await.unwrap());
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .map(|(_, data)| data["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"n": 8})
+    );
+
+    // A model that never fits the schema: 422, never prose.
+    let mut refused = ask("[[mock:structured refuse]] [[mock:text no JSON here]]");
+    refused["output_config"] = config;
+    let (status, answer) = status_and_body(send(messages(&gw, &refused)).await).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request_error",
+        "output_config.format",
+    );
+}
+
+#[tokio::test]
+async fn effort_over_the_operators_cap_is_a_permission_error() {
+    let gw = Gateway::builder().arg("max-effort", "low").start().await;
+    let mut body = ask("hi");
+    body["output_config"] = json!({"effort": "high"});
+    let (status, answer) = status_and_body(send(messages(&gw, &body)).await).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "output_config.effort",
+    );
+    assert!(gw.mock.message_requests().is_empty(), "nothing ran");
+}
