@@ -163,6 +163,20 @@ async fn a_run_that_fails_mid_stream_ends_with_an_error_event() {
 }
 
 #[tokio::test]
+async fn a_run_that_fails_is_a_500_api_error() {
+    let gw = Gateway::start().await;
+    let (status, body) =
+        status_and_body(send(messages(&gw, &ask("[[mock:error 500]]"))).await).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        "execution failed",
+    );
+}
+
+#[tokio::test]
 async fn bearer_and_x_api_key_are_both_accepted_and_checked() {
     let gw = Gateway::start().await;
     let body = ask("[[mock:text by bearer]]");
