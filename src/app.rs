@@ -191,6 +191,7 @@ impl App {
                 jobs,
                 metrics,
                 isolation: containment.mode_name(),
+                run_cgroups: containment.cgroup_parent().is_some(),
                 started_at: chrono::Utc::now().timestamp(),
                 intake,
                 responses,
