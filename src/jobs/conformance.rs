@@ -113,6 +113,8 @@ pub(super) fn job(n: u32, owner: &str, created: i64) -> JobRecord {
             options: Default::default(),
             max_attempts: 1,
             continue_from: None,
+            callback_url: None,
+            deliver: None,
         },
         at(created),
     )
