@@ -230,7 +230,8 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
 
     let job = gw
         .submit(
-            "[[mock:bash cat secret.txt && echo 'a NEW-PLAINTEXT-SECRET' > secret.txt && echo visible > other.txt]] [[mock:text done]]",
+            // The prompt is in the record: the new secret is only put together by the shell.
+            "[[mock:bash cat secret.txt && printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && echo visible > other.txt]] [[mock:text done]]",
             json!({"deliver": {"branch": "gateway/crypt"}}),
         )
         .await;
