@@ -191,7 +191,11 @@ pub struct Settings {
     pub max_diff_bytes: usize,
 
     /// Author (and committer) of the commits delivery makes, as `Name <email>`.
-    #[arg(long, env = "DELIVERY_AUTHOR", default_value = "claude-gateway <claude-gateway@localhost>")]
+    #[arg(
+        long,
+        env = "DELIVERY_AUTHOR",
+        default_value = "claude-gateway <claude-gateway@localhost>"
+    )]
     pub delivery_author: String,
 
     /// Whether `deliver` may push to the base branch itself.
@@ -505,7 +509,7 @@ impl WebhookAllow {
     /// Whether `host` is listed by name.
     pub fn lists_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// Whether a webhook may connect to `addr` of a host that is (`listed`) or is not listed by

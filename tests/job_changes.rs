@@ -26,7 +26,12 @@ use store_support::*;
 const AUTHOR: &str = "Gate Way <gate@example.com>";
 
 /// A gateway over `base`, with its jobs in `jobs_dir`.
-fn gateway(mock: &MockAnthropic, base: &Path, jobs_dir: &Path, home: &Path) -> Vec<(String, String)> {
+fn gateway(
+    mock: &MockAnthropic,
+    base: &Path,
+    jobs_dir: &Path,
+    home: &Path,
+) -> Vec<(String, String)> {
     let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir, home);
     set(&mut settings, "WORKSPACE_DIR", base.display());
     set(&mut settings, "DELIVERY_AUTHOR", AUTHOR);
@@ -94,13 +99,20 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
         .await;
     let record = gw.wait_end(&job).await;
     assert_eq!(record["status"], "completed", "{record}");
-    assert!(record.get("patch").is_none(), "the patch is not in the record: {record}");
+    assert!(
+        record.get("patch").is_none(),
+        "the patch is not in the record: {record}"
+    );
     let changes = &record["changes"];
     assert_eq!(changes["base_commit"], base_commit, "{record}");
     assert_eq!(changes["truncated"], false, "{record}");
     let head = changes["head_commit"].as_str().expect("a head commit");
     assert_ne!(head, base_commit);
-    assert_eq!(changes["commits"], json!([head]), "one commit of the agent's: {record}");
+    assert_eq!(
+        changes["commits"],
+        json!([head]),
+        "one commit of the agent's: {record}"
+    );
     let mut files: Vec<(String, String, Value, Value)> = changes["files"]
         .as_array()
         .expect("files")
@@ -129,7 +141,14 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
     assert_eq!(status, StatusCode::OK, "{patch}");
     assert_eq!(kind, "text/x-diff");
     assert_eq!(cut, "false");
-    for needle in ["+TWO", "-two", "+new", "+committed", "added.txt", "committed.txt"] {
+    for needle in [
+        "+TWO",
+        "-two",
+        "+new",
+        "+committed",
+        "added.txt",
+        "committed.txt",
+    ] {
         assert!(patch.contains(needle), "{needle} in the patch: {patch}");
     }
 
@@ -143,7 +162,10 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
         })
         .expect("the agent printed its final tree");
     let fresh = fx.root.path().join("fresh");
-    git(fx.root.path(), &["clone", "--quiet", &fx.remote_url(), "fresh"]);
+    git(
+        fx.root.path(),
+        &["clone", "--quiet", &fx.remote_url(), "fresh"],
+    );
     git(&fresh, &["checkout", "--quiet", &base_commit]);
     let patch_file = fx.root.path().join("job.patch");
     std::fs::write(&patch_file, &patch).unwrap();
@@ -164,7 +186,10 @@ async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
             .execute(json!({"prompt": "hi", "deliver": {"branch": branch}}))
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{branch}: {body}");
-        assert!(body["detail"].as_str().unwrap().contains("deliver"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("deliver"),
+            "{body}"
+        );
     }
 
     let job = gw
@@ -183,18 +208,33 @@ async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
 
     // The origin has the branch: the agent's commit, then the gateway's of what it left.
     let remote = &fx.remote;
-    assert_eq!(git(remote, &["rev-parse", "refs/heads/gateway/delivered"]), commit);
     assert_eq!(
-        git(remote, &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", &commit]),
+        git(remote, &["rev-parse", "refs/heads/gateway/delivered"]),
+        commit
+    );
+    assert_eq!(
+        git(
+            remote,
+            &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", &commit]
+        ),
         format!("{AUTHOR}|{AUTHOR}|What the job left")
     );
     assert_eq!(
         git(remote, &["rev-parse", &format!("{commit}^")]),
         record["changes"]["head_commit"].as_str().unwrap()
     );
-    assert_eq!(git(remote, &["show", &format!("{commit}:tracked.txt")]), "one\nTWO");
-    assert_eq!(git(remote, &["show", &format!("{commit}:added.txt")]), "new");
-    assert_eq!(git(remote, &["show", &format!("{commit}:committed.txt")]), "committed");
+    assert_eq!(
+        git(remote, &["show", &format!("{commit}:tracked.txt")]),
+        "one\nTWO"
+    );
+    assert_eq!(
+        git(remote, &["show", &format!("{commit}:added.txt")]),
+        "new"
+    );
+    assert_eq!(
+        git(remote, &["show", &format!("{commit}:committed.txt")]),
+        "committed"
+    );
 
     // The origin refuses the next push: a delivery error, and the job still completed.
     let hook = remote.join("hooks/pre-receive");
@@ -212,7 +252,10 @@ async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
     assert_eq!(delivery["pushed_at"], Value::Null, "{record}");
     let error = delivery["error"].as_str().expect("a delivery error");
     assert!(error.contains("refused"), "{error}");
-    assert!(error.contains("pre-receive hook declined") || error.contains("no pushes today"), "{error}");
+    assert!(
+        error.contains("pre-receive hook declined") || error.contains("no pushes today"),
+        "{error}"
+    );
     let branches = git(remote, &["branch", "--list"]);
     assert!(!branches.contains("gateway/refused"), "{branches}");
 }
@@ -238,7 +281,9 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let record = gw.wait_end(&job).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert!(
-        tool_outputs(&mock).iter().any(|o| o.contains("the plaintext secret")),
+        tool_outputs(&mock)
+            .iter()
+            .any(|o| o.contains("the plaintext secret")),
         "the workspace was unlocked for the agent"
     );
     let text = record.to_string();
@@ -255,7 +300,10 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
         .expect("secret.txt is listed");
     assert_eq!(secret["encrypted"], true, "{record}");
     assert_eq!(secret["additions"], Value::Null, "{record}");
-    assert!(patch.contains("other.txt") && !patch.contains("secret.txt"), "{patch}");
+    assert!(
+        patch.contains("other.txt") && !patch.contains("secret.txt"),
+        "{patch}"
+    );
 
     // Delivered encrypted: the pushed blob is git-crypt's ciphertext.
     assert_eq!(record["delivery"]["error"], Value::Null, "{record}");
@@ -266,6 +314,9 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
         .output()
         .unwrap();
     assert!(blob.status.success());
-    assert!(blob.stdout.starts_with(b"\0GITCRYPT\0"), "ciphertext pushed");
+    assert!(
+        blob.stdout.starts_with(b"\0GITCRYPT\0"),
+        "ciphertext pushed"
+    );
     assert!(!String::from_utf8_lossy(&blob.stdout).contains("NEW-PLAINTEXT-SECRET"));
 }

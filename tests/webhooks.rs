@@ -26,7 +26,10 @@ use store_support::*;
 const KEY: &[u8] = b"a webhook key of the test";
 
 fn secret() -> String {
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(KEY))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    )
 }
 
 /// One request the receiver got.
@@ -119,9 +122,17 @@ async fn hook(State(receiver): State<Receiver>, headers: HeaderMap, body: String
 
 /// A gateway whose webhooks may go to 127.0.0.1 (and, to show it changes nothing, to the
 /// link-local network).
-fn gateway(mock: &MockAnthropic, jobs_dir: &std::path::Path, home: &std::path::Path) -> Vec<(String, String)> {
+fn gateway(
+    mock: &MockAnthropic,
+    jobs_dir: &std::path::Path,
+    home: &std::path::Path,
+) -> Vec<(String, String)> {
     let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir, home);
-    set(&mut settings, "WEBHOOK_ALLOW", "127.0.0.1/32,169.254.0.0/16");
+    set(
+        &mut settings,
+        "WEBHOOK_ALLOW",
+        "127.0.0.1/32,169.254.0.0/16",
+    );
     set(&mut settings, "WEBHOOK_SECRET", secret());
     set(&mut settings, "WEBHOOK_RETRY_MS", 300);
     set(&mut settings, "WEBHOOK_MAX_ATTEMPTS", 20);
@@ -142,40 +153,60 @@ async fn a_receiver_verifies_signatures_sees_retries_and_gets_the_end_across_a_r
         .submit("[[mock:text done]]", json!({"callback_url": url}))
         .await;
     // The end is refused twice (500) and retried; then the gateway is killed between tries.
-    eventually("the receiver refused the end twice", Duration::from_secs(60), || async {
-        (receiver.of("job.ended").len() >= 2).then_some(())
-    })
+    eventually(
+        "the receiver refused the end twice",
+        Duration::from_secs(60),
+        || async { (receiver.of("job.ended").len() >= 2).then_some(()) },
+    )
     .await;
     first.kill9().await;
     receiver.failing.store(false, Ordering::SeqCst);
 
     let second = Binary::start(&settings).await;
-    let delivered = eventually("the restarted gateway delivered the end", Duration::from_secs(60), || async {
-        receiver
-            .of("job.ended")
-            .into_iter()
-            .find(|s| s.answered == 200)
-    })
+    let delivered = eventually(
+        "the restarted gateway delivered the end",
+        Duration::from_secs(60),
+        || async {
+            receiver
+                .of("job.ended")
+                .into_iter()
+                .find(|s| s.answered == 200)
+        },
+    )
     .await;
 
     let seen = receiver.seen();
-    assert!(seen.iter().all(|s| s.signed), "every request is signed: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s.signed),
+        "every request is signed: {seen:?}"
+    );
     let ended = receiver.of("job.ended");
     assert!(ended.len() >= 3, "{ended:?}");
-    assert!(ended.iter().all(|s| s.id == delivered.id), "one id for every try: {ended:?}");
+    assert!(
+        ended.iter().all(|s| s.id == delivered.id),
+        "one id for every try: {ended:?}"
+    );
     assert_eq!(delivered.body["job_id"], job.as_str());
     assert_eq!(delivered.body["status"], "completed");
-    assert!(delivered.body["finished_at"].is_string(), "{:?}", delivered.body);
+    assert!(
+        delivered.body["finished_at"].is_string(),
+        "{:?}",
+        delivered.body
+    );
     let started = receiver.of("job.started");
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0].body["status"], "running");
     assert_eq!(started[0].answered, 200);
 
     // The record shows every try of both.
-    let record = eventually("the record shows the delivery", Duration::from_secs(30), || async {
-        let record = second.record(&job).await;
-        (record["webhooks"][1]["state"] == "delivered").then_some(record)
-    })
+    let record = eventually(
+        "the record shows the delivery",
+        Duration::from_secs(30),
+        || async {
+            let record = second.record(&job).await;
+            (record["webhooks"][1]["state"] == "delivered").then_some(record)
+        },
+    )
     .await;
     assert_eq!(record["callback_url"], url.as_str());
     let hooks = record["webhooks"].as_array().expect("webhooks");
@@ -186,7 +217,10 @@ async fn a_receiver_verifies_signatures_sees_retries_and_gets_the_end_across_a_r
     let tries = hooks[1]["attempts"].as_array().expect("attempts");
     assert_eq!(tries.len(), ended.len(), "{record}");
     assert_eq!(tries[0]["status_code"], 500, "{record}");
-    assert!(tries[0]["error"].as_str().unwrap().contains("500"), "{record}");
+    assert!(
+        tries[0]["error"].as_str().unwrap().contains("500"),
+        "{record}"
+    );
     assert_eq!(tries.last().unwrap()["status_code"], 200, "{record}");
     assert_eq!(tries.last().unwrap()["error"], Value::Null, "{record}");
 }
@@ -200,7 +234,10 @@ async fn a_callback_to_a_refused_address_is_refused_at_submission() {
         // Link-local (the metadata service), even though WEBHOOK_ALLOW lists its network.
         ("http://169.254.169.254/latest/meta-data/", "never go to"),
         ("http://127.0.0.2:9/hook", "not on WEBHOOK_ALLOW"),
-        ("http://hooks.not-allowed.invalid/hook", "not on WEBHOOK_ALLOW"),
+        (
+            "http://hooks.not-allowed.invalid/hook",
+            "not on WEBHOOK_ALLOW",
+        ),
         ("file:///etc/passwd", "only http and https"),
         ("not a url", "not a URL"),
     ] {
@@ -209,7 +246,10 @@ async fn a_callback_to_a_refused_address_is_refused_at_submission() {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
         let detail = body["detail"].as_str().unwrap();
-        assert!(detail.contains("callback_url") && detail.contains(why), "{url}: {detail}");
+        assert!(
+            detail.contains("callback_url") && detail.contains(why),
+            "{url}: {detail}"
+        );
     }
     let (status, page) = gw.call(reqwest::Method::GET, "/jobs").await;
     assert_eq!(status, StatusCode::OK);

@@ -235,7 +235,10 @@ impl Jobs {
     }
 
     /// The job's webhooks with their tries, for its record.
-    pub(crate) async fn webhooks_of(&self, job_id: &str) -> Result<Vec<record::WebhookView>, StoreError> {
+    pub(crate) async fn webhooks_of(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<record::WebhookView>, StoreError> {
         self.shared.store.webhooks(job_id.to_owned()).await
     }
 

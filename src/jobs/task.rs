@@ -315,8 +315,12 @@ impl JobTask {
             .map(|patch| base64::engine::general_purpose::STANDARD.encode(patch));
         if let Some(delivery) = &harvest.delivery {
             match &delivery.error {
-                Some(error) => tracing::warn!(job_id = %self.record.job_id, branch = %delivery.branch, %error, "delivery failed"),
-                None => tracing::info!(job_id = %self.record.job_id, branch = %delivery.branch, "delivered"),
+                Some(error) => {
+                    tracing::warn!(job_id = %self.record.job_id, branch = %delivery.branch, %error, "delivery failed")
+                }
+                None => {
+                    tracing::info!(job_id = %self.record.job_id, branch = %delivery.branch, "delivered")
+                }
             }
         }
         self.record.delivery = harvest.delivery;

@@ -708,7 +708,11 @@ impl JobStore for Filling {
     ) -> store::StoreFuture<'_, Vec<store::DueWebhook>> {
         self.write(|store| store.claim_webhooks(now, lease_until, limit))
     }
-    fn webhook_tried(&self, id: String, tried: store::WebhookTried) -> store::StoreFuture<'_, bool> {
+    fn webhook_tried(
+        &self,
+        id: String,
+        tried: store::WebhookTried,
+    ) -> store::StoreFuture<'_, bool> {
         self.write(|store| store.webhook_tried(id, tried))
     }
     fn webhooks(&self, job_id: String) -> store::StoreFuture<'_, Vec<record::WebhookView>> {

@@ -157,7 +157,11 @@ pub(crate) async fn check_url(allow: &WebhookAllow, text: &str) -> Result<(), St
             let addrs: Vec<SocketAddr> = match resolved {
                 Ok(Ok(addrs)) => addrs.collect(),
                 _ if listed => return Ok(()), // Listed by name: it may resolve later.
-                _ => return Err(format!("{name} is not on WEBHOOK_ALLOW and does not resolve")),
+                _ => {
+                    return Err(format!(
+                        "{name} is not on WEBHOOK_ALLOW and does not resolve"
+                    ))
+                }
             };
             if let Some(bad) = addrs.iter().find(|a| crate::config::never_called(a.ip())) {
                 return Err(format!(
@@ -177,7 +181,9 @@ pub(crate) async fn check_url(allow: &WebhookAllow, text: &str) -> Result<(), St
 /// Whether `ip` may be called, in the caller's words.
 fn permitted_ip(allow: &WebhookAllow, ip: IpAddr) -> Result<(), String> {
     if crate::config::never_called(ip) {
-        return Err(format!("{ip} is an address webhooks never go to (link-local or metadata)"));
+        return Err(format!(
+            "{ip} is an address webhooks never go to (link-local or metadata)"
+        ));
     }
     if !allow.permits(ip, false) {
         return Err(format!("{ip} is not on WEBHOOK_ALLOW"));
@@ -248,7 +254,9 @@ impl Inner {
         let tried = self.try_once(&webhook).await;
         match tried.state {
             "delivered" => tracing::info!(id = %webhook.id, "webhook delivered"),
-            "failed" => tracing::warn!(id = %webhook.id, attempts = webhook.attempts + 1, "webhook given up"),
+            "failed" => {
+                tracing::warn!(id = %webhook.id, attempts = webhook.attempts + 1, "webhook given up")
+            }
             _ => {}
         }
         if let Err(error) = self.store.webhook_tried(webhook.id.clone(), tried).await {
@@ -281,11 +289,13 @@ impl Inner {
                 sign(&secret.0, &webhook.id, &timestamp, &body),
             );
         }
-        let refused = match url::Url::parse(&webhook.url).ok().and_then(|u| match u.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        }) {
+        let refused = match url::Url::parse(&webhook.url)
+            .ok()
+            .and_then(|u| match u.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            }) {
             // An address in the URL is not resolved, so the resolver cannot check it.
             Some(ip) => permitted_ip(&self.allow, ip).err(),
             None => None,
@@ -315,7 +325,10 @@ impl Inner {
             ("failed", now)
         } else {
             let wait = backoff(self.settings.first_retry, tries);
-            ("pending", now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX))
+            (
+                "pending",
+                now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX),
+            )
         };
         WebhookTried {
             attempt: Some(attempt),
@@ -390,8 +403,8 @@ mod tests {
     #[test]
     fn signatures_match_the_standard_webhooks_example() {
         // The example of the Standard Webhooks specification.
-        let secret = crate::config::WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-            .unwrap();
+        let secret =
+            crate::config::WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let signature = sign(
             &secret.0,
             "msg_p5jXN8AQM9LWM0D4loKWxJek",

@@ -19,7 +19,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::agent::{check_agent_name, check_budget, OptionError, OptionPolicy, RunOptions};
-use crate::workspace::{check_branch, DeliverRequest, MAX_COMMIT_MESSAGE};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::jobs::{
     CancelError, ContinueError, Cursor, EventKind, JobRecord, JobStatus, JobSummary, ListQuery,
@@ -30,6 +29,7 @@ use crate::routes::detail::{Detail, DetailError};
 use crate::routes::large::{record_cost, record_response};
 use crate::routes::openapi::{JobAuthFailure, JobEvent, JobLookupFailure, StoreFailure};
 use crate::state::AppState;
+use crate::workspace::{check_branch, DeliverRequest, MAX_COMMIT_MESSAGE};
 
 /// `max_budget_usd` when the body gives none (the contract's default).
 const DEFAULT_BUDGET_USD: f64 = 5.0;
@@ -566,12 +566,18 @@ pub(crate) async fn diff(
         .into_response();
     };
     let Ok(patch) = base64::engine::general_purpose::STANDARD.decode(patch) else {
-        return DetailError::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored patch is unreadable")
-            .into_response();
+        return DetailError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored patch is unreadable",
+        )
+        .into_response();
     };
     let mut response = (StatusCode::OK, patch).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/x-diff"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/x-diff"),
+    );
     headers.insert(
         "x-diff-truncated",
         HeaderValue::from_static(if changes.truncated { "true" } else { "false" }),

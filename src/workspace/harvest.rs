@@ -157,7 +157,10 @@ impl Harvester {
             if let Err(error) = placed.cell.kill_all().await {
                 tracing::warn!(%error, "the run's processes could not all be stopped; its changes are not taken");
                 return Harvest {
-                    delivery: asked.deliver.as_ref().map(|d| failed(d, None, "the run's processes could not be stopped")),
+                    delivery: asked
+                        .deliver
+                        .as_ref()
+                        .map(|d| failed(d, None, "the run's processes could not be stopped")),
                     ..Harvest::default()
                 };
             }
@@ -215,7 +218,9 @@ impl Harvester {
         } else {
             repo.without(base, &tree, &encrypted).await?
         };
-        let (patch, patch_cut) = repo.patch(base, &public, self.settings.max_diff_bytes).await?;
+        let (patch, patch_cut) = repo
+            .patch(base, &public, self.settings.max_diff_bytes)
+            .await?;
         let commits = match &head {
             Some(head) if head != base => repo.commits(base, head).await?,
             _ => Vec::new(),
@@ -231,8 +236,17 @@ impl Harvester {
         };
         let delivery = match &asked.deliver {
             Some(deliver) => Some(
-                self.deliver(&repo, deliver, asked, base, head.as_deref(), &tree, &encrypted, filter.is_empty())
-                    .await,
+                self.deliver(
+                    &repo,
+                    deliver,
+                    asked,
+                    base,
+                    head.as_deref(),
+                    &tree,
+                    &encrypted,
+                    filter.is_empty(),
+                )
+                .await,
             ),
             None => None,
         };
@@ -255,7 +269,12 @@ impl Harvester {
             .await
             .and(tokio::fs::copy(key, dir.join("default")).await.map(drop))
             .map_err(|e| format!("cannot place the git-crypt key: {e}"))?;
-        let program = self.source.git_crypt.program().to_string_lossy().replace('\'', "'\\''");
+        let program = self
+            .source
+            .git_crypt
+            .program()
+            .to_string_lossy()
+            .replace('\'', "'\\''");
         Ok(vec![
             "-c".into(),
             format!("filter.git-crypt.clean='{program}' clean"),
@@ -283,23 +302,44 @@ impl Harvester {
         if !self.settings.allow_base_branch {
             match self.base_branch().await {
                 Some(branch) if branch == deliver.branch => {
-                    return failed(deliver, None, "pushing to the base branch is not allowed (DELIVERY_ALLOW_BASE_BRANCH)")
+                    return failed(
+                        deliver,
+                        None,
+                        "pushing to the base branch is not allowed (DELIVERY_ALLOW_BASE_BRANCH)",
+                    )
                 }
-                None => return failed(deliver, None, "the base branch cannot be told, so no branch can be checked against it"),
+                None => {
+                    return failed(
+                        deliver,
+                        None,
+                        "the base branch cannot be told, so no branch can be checked against it",
+                    )
+                }
                 Some(_) => {}
             }
         }
         if !encrypted.is_empty() && no_key {
-            return failed(deliver, None, "the run changed git-crypt files and the gateway has no key to encrypt them");
+            return failed(
+                deliver,
+                None,
+                "the run changed git-crypt files and the gateway has no key to encrypt them",
+            );
         }
         let parent = head.unwrap_or(base);
-        let parent_tree = match repo.line(&["rev-parse", &format!("{parent}^{{tree}}")], &repo.index).await {
+        let parent_tree = match repo
+            .line(&["rev-parse", &format!("{parent}^{{tree}}")], &repo.index)
+            .await
+        {
             Ok(t) => t,
             Err(why) => return failed(deliver, None, &why),
         };
         let commit = if parent_tree == tree {
             if parent == base {
-                return failed(deliver, None, "the run changed nothing, so there is nothing to deliver");
+                return failed(
+                    deliver,
+                    None,
+                    "the run changed nothing, so there is nothing to deliver",
+                );
             }
             parent.to_owned()
         } else {
@@ -323,7 +363,9 @@ impl Harvester {
             Ok(()) => Delivery {
                 branch: deliver.branch.clone(),
                 commit: Some(commit),
-                pushed_at: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                pushed_at: Some(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                ),
                 error: None,
             },
             Err(why) => failed(deliver, Some(commit), &why),
@@ -463,7 +505,10 @@ impl<'a> Repo<'a> {
                 if stderr.is_empty() {
                     e.to_string()
                 } else {
-                    format!("{e}: {}", stderr.lines().rev().take(4).collect::<Vec<_>>().join(" / "))
+                    format!(
+                        "{e}: {}",
+                        stderr.lines().rev().take(4).collect::<Vec<_>>().join(" / ")
+                    )
                 }
             })?;
         let truncated = out.truncated();
@@ -478,7 +523,10 @@ impl<'a> Repo<'a> {
     async fn git_owned(&self, args: &[String], index: &Path) -> Result<Vec<u8>, String> {
         let (out, cut) = self.output(args, index, false, &[], LIST_CAP).await?;
         if cut {
-            return Err(format!("git {} answered more than {LIST_CAP} bytes", args.join(" ")));
+            return Err(format!(
+                "git {} answered more than {LIST_CAP} bytes",
+                args.join(" ")
+            ));
         }
         Ok(out)
     }
@@ -492,10 +540,32 @@ impl<'a> Repo<'a> {
     /// The files that differ between `base` and `tree`, with their line counts.
     async fn changed_files(&self, base: &str, tree: &str) -> Result<Vec<ChangedFile>, String> {
         let status = self
-            .git(&["diff-tree", "-r", "-z", "--no-renames", "--name-status", base, tree], &self.index)
+            .git(
+                &[
+                    "diff-tree",
+                    "-r",
+                    "-z",
+                    "--no-renames",
+                    "--name-status",
+                    base,
+                    tree,
+                ],
+                &self.index,
+            )
             .await?;
         let numstat = self
-            .git(&["diff-tree", "-r", "-z", "--no-renames", "--numstat", base, tree], &self.index)
+            .git(
+                &[
+                    "diff-tree",
+                    "-r",
+                    "-z",
+                    "--no-renames",
+                    "--numstat",
+                    base,
+                    tree,
+                ],
+                &self.index,
+            )
             .await?;
         let mut files = Vec::new();
         let mut fields = status.split(|b| *b == 0).filter(|f| !f.is_empty());
@@ -576,16 +646,27 @@ impl<'a> Repo<'a> {
             .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
         self.git(&["read-tree", tree], &index).await?;
         let from = format!("--pathspec-from-file={}", list.display());
-        self.git(&["reset", "--quiet", &from, "--pathspec-file-nul", base], &index)
-            .await?;
+        self.git(
+            &["reset", "--quiet", &from, "--pathspec-file-nul", base],
+            &index,
+        )
+        .await?;
         self.line(&["write-tree"], &index).await
     }
 
     /// The patch from `base` to `tree`, at most `cap` bytes, cut at a file boundary.
     async fn patch(&self, base: &str, tree: &str, cap: usize) -> Result<(Vec<u8>, bool), String> {
         let args: Vec<String> = [
-            "diff-tree", "-p", "--binary", "--full-index", "--no-renames", "--no-ext-diff",
-            "--no-textconv", "--no-color", base, tree,
+            "diff-tree",
+            "-p",
+            "--binary",
+            "--full-index",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            base,
+            tree,
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -610,7 +691,10 @@ impl<'a> Repo<'a> {
         let limit = format!("--max-count={MAX_COMMITS}");
         let not_base = format!("^{base}");
         let out = self
-            .git(&["rev-list", "--reverse", &limit, head, &not_base], &self.index)
+            .git(
+                &["rev-list", "--reverse", &limit, head, &not_base],
+                &self.index,
+            )
             .await?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
@@ -654,7 +738,10 @@ impl<'a> Repo<'a> {
     async fn check_ciphertext(&self, commit: &str, paths: &[String]) -> Result<(), String> {
         for path in paths {
             let spec = format!("{commit}:{path}");
-            let Ok(blob) = self.line(&["rev-parse", "--verify", "--quiet", &spec], &self.index).await else {
+            let Ok(blob) = self
+                .line(&["rev-parse", "--verify", "--quiet", &spec], &self.index)
+                .await
+            else {
                 continue; // Deleted: nothing to leak.
             };
             let args: Vec<String> = vec!["cat-file".into(), "blob".into(), blob];
@@ -748,9 +835,10 @@ where
             let harvest = match base {
                 Some(base) => harvester.harvest(&workspace, &base, &asked).await,
                 None => Harvest {
-                    delivery: asked.deliver.as_ref().map(|d| {
-                        failed(d, None, "the checkout had no commit to start from")
-                    }),
+                    delivery: asked
+                        .deliver
+                        .as_ref()
+                        .map(|d| failed(d, None, "the checkout had no commit to start from")),
                     ..Harvest::default()
                 },
             };

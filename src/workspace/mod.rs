@@ -50,9 +50,11 @@ mod harvest;
 mod pool;
 mod provisioner;
 
-pub use changes::{check_branch, ChangedFile, Changes, DeliverRequest, Delivery, MAX_COMMIT_MESSAGE};
-pub(crate) use harvest::{Harvest, HarvestLayer, Harvester, Harvesting};
+pub use changes::{
+    check_branch, ChangedFile, Changes, DeliverRequest, Delivery, MAX_COMMIT_MESSAGE,
+};
 pub use harvest::HarvestSettings;
+pub(crate) use harvest::{Harvest, HarvestLayer, Harvester, Harvesting};
 
 pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};
