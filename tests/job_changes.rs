@@ -320,3 +320,68 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     );
     assert!(!String::from_utf8_lossy(&blob.stdout).contains("NEW-PLAINTEXT-SECRET"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_the_push() {
+    let fx = repos();
+    let mock = MockAnthropic::start().await;
+    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A directory anyone may write to: a marker there means something the agent set up ran.
+    let markers = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        markers.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let m = markers.path().display();
+    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
+    // No session is kept, so no git runs as the run after it: only the gateway's harvest could
+    // set off what the agent left.
+    set(&mut settings, "MAX_SESSION_BYTES", 0);
+    let gw = Binary::start(&settings).await;
+
+    let decoy = fx.root.path().join("decoy.git");
+    git(fx.root.path(), &["init", "--quiet", "--bare", "decoy.git"]);
+    let hostile = format!(
+        "echo changed > tracked.txt && mkdir -p .git/evil-hooks && \
+         printf '#!/bin/sh\\ntouch {m}/hook\\n' > .git/evil-hooks/pre-commit && \
+         cp .git/evil-hooks/pre-commit .git/evil-hooks/pre-push && \
+         cp .git/evil-hooks/pre-commit .git/hooks/pre-commit && chmod +x .git/evil-hooks/* .git/hooks/pre-commit && \
+         git config core.hooksPath .git/evil-hooks && \
+         git config core.fsmonitor 'touch {m}/fsmonitor' && \
+         git config filter.evil.clean 'touch {m}/filter; cat' && git config filter.evil.required true && \
+         git config diff.external 'touch {m}/diff' && \
+         echo '* filter=evil diff=evil' > .gitattributes && git config diff.evil.textconv 'touch {m}/textconv; cat' && \
+         git remote set-url origin {decoy} && git remote set-url --push origin {decoy} && \
+         ln -s /etc/passwd passwd-link",
+        decoy = decoy.display()
+    );
+    let job = gw
+        .submit(
+            &format!("[[mock:bash {hostile}]] [[mock:text done]]"),
+            json!({"deliver": {"branch": "gateway/hostile"}}),
+        )
+        .await;
+    let record = gw.wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    let left: Vec<_> = std::fs::read_dir(markers.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "something the agent set up ran: {left:?}");
+
+    // Delivered to the base's origin, not where the agent pointed its checkout.
+    assert_eq!(record["delivery"]["error"], Value::Null, "{record}");
+    let commit = record["delivery"]["commit"].as_str().unwrap();
+    assert_eq!(
+        git(&fx.remote, &["rev-parse", "refs/heads/gateway/hostile"]),
+        commit
+    );
+    assert_eq!(git(&decoy, &["for-each-ref"]), "");
+    // The symlink is a symlink in the commit and in the patch, not the file it points to.
+    let listing = git(&fx.remote, &["ls-tree", commit, "passwd-link"]);
+    assert!(listing.starts_with("120000 "), "{listing}");
+    let (_, _, _, patch) = diff(&gw, &job).await;
+    assert!(patch.contains("new file mode 120000"), "{patch}");
+    assert!(!patch.contains("root:x:0:0"), "{patch}");
+}
