@@ -385,3 +385,42 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
     assert!(patch.contains("new file mode 120000"), "{patch}");
     assert!(!patch.contains("root:x:0:0"), "{patch}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
+    let (fx, key) = git_crypt_fixture();
+    let mock = MockAnthropic::start().await;
+    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
+    set(&mut settings, "GIT_CRYPT_KEY", key.display());
+    let gw = Binary::start(&settings).await;
+
+    // The agent unmarks the file, so git would take it as plain text.
+    let job = gw
+        .submit(
+            "[[mock:bash printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && : > .gitattributes]] [[mock:text done]]",
+            json!({"deliver": {"branch": "gateway/unmarked"}}),
+        )
+        .await;
+    let record = gw.wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    let (_, _, _, patch) = diff(&gw, &job).await;
+    for secret in ["NEW-PLAINTEXT-SECRET", "the plaintext secret"] {
+        assert!(
+            !record.to_string().contains(secret),
+            "{secret} in the record: {record}"
+        );
+        assert!(!patch.contains(secret), "{secret} in the patch: {patch}");
+    }
+    assert!(
+        patch.contains("diff --git a/.gitattributes") && !patch.contains("diff --git a/secret.txt"),
+        "{patch}"
+    );
+    let error = record["delivery"]["error"].as_str().expect("not delivered");
+    assert!(
+        error.contains("secret.txt") && error.contains("unencrypted"),
+        "{error}"
+    );
+    assert_eq!(record["delivery"]["pushed_at"], Value::Null);
+    assert!(!git(&fx.remote, &["branch", "--list"]).contains("gateway/unmarked"));
+}

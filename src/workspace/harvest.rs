@@ -30,11 +30,11 @@ use http::Request;
 use tower::{Layer, Service};
 
 use crate::agent::{AgentOutcome, AgentRequest};
-use crate::contain::{remove_tree_async, Cells};
+use crate::contain::Cells;
 
 use super::changes::{check_branch, ChangedFile, Changes, DeliverRequest, Delivery};
 use super::checkout::Source;
-use super::cleanup::fresh_name;
+use super::cleanup::{fresh_name, PendingDir};
 use super::git::Tool;
 
 /// Files listed in `changes` at most.
@@ -165,11 +165,13 @@ impl Harvester {
                 };
             }
         }
-        let scratch = self.jobs_dir.join(fresh_name());
-        let result = self.harvest_in(&scratch, workspace, base, asked).await;
-        if let Err(error) = remove_tree_async(scratch.clone()).await {
-            tracing::warn!(path = %scratch.display(), %error, "could not remove a harvest's private repository");
-        }
+        // Removed however the harvest ends, a deadline dropping it midway included (and by the
+        // start-up sweep after a crash: it is named like a workspace).
+        let scratch = PendingDir::new(self.jobs_dir.join(fresh_name()));
+        let result = self
+            .harvest_in(scratch.path(), workspace, base, asked)
+            .await;
+        drop(scratch);
         match result {
             Ok(harvest) => harvest,
             Err(why) => {
@@ -605,19 +607,23 @@ impl<'a> Repo<'a> {
     }
 
     /// The changed paths that are git-crypt files: marked `filter=git-crypt` by the base
-    /// commit's attributes or by those of the final tree (the private index).
+    /// commit's attributes or by those of the final tree (the private index). Attributes are
+    /// read from an index (`--cached`), never from the checkout's files; the base's from an
+    /// index of its own (`check-attr --source` is younger than the git of Debian 12).
     async fn encrypted(&self, base: &str, files: &[ChangedFile]) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
+        if files.is_empty() {
+            return Ok(found);
+        }
+        let base_index = self.dir.join("base.index");
+        self.git(&["read-tree", base], &base_index).await?;
         for chunk in files.chunks(256) {
-            for source in [Some(base), None] {
-                let mut args: Vec<String> = vec!["check-attr".into(), "-z".into()];
-                match source {
-                    Some(base) => args.push(format!("--source={base}")),
-                    None => args.push("--cached".into()),
-                }
+            for index in [&base_index, &self.index] {
+                let mut args: Vec<String> =
+                    vec!["check-attr".into(), "-z".into(), "--cached".into()];
                 args.extend(["filter".into(), "--".into()]);
                 args.extend(chunk.iter().map(|f| f.path.clone()));
-                let out = self.git_owned(&args, &self.index).await?;
+                let out = self.git_owned(&args, index).await?;
                 let parts: Vec<&[u8]> = out.split(|b| *b == 0).collect();
                 for entry in parts.chunks(3) {
                     if let [path, _, value] = entry {
