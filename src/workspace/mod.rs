@@ -48,6 +48,7 @@ mod error;
 mod git;
 mod harvest;
 mod pool;
+mod private_repo;
 mod provisioner;
 
 pub use changes::{
