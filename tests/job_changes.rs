@@ -424,3 +424,44 @@ async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
     assert_eq!(record["delivery"]["pushed_at"], Value::Null);
     assert!(!git(&fx.remote, &["branch", "--list"]).contains("gateway/unmarked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_crypt_file_committed_in_plaintext_along_the_way_is_never_pushed() {
+    let (fx, key) = git_crypt_fixture();
+    let mock = MockAnthropic::start().await;
+    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
+    set(&mut settings, "GIT_CRYPT_KEY", key.display());
+    let gw = Binary::start(&settings).await;
+
+    // With git-crypt's filters bypassed, the agent commits the file in plaintext, then commits
+    // the ciphertext back: the final tree is the base's, the history is not.
+    let plain = "-c filter.git-crypt.clean=cat -c filter.git-crypt.smudge=cat -c filter.git-crypt.required=false \
+                 -c user.name=Agent -c user.email=agent@example.com";
+    let script = format!(
+        "printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && git {plain} commit -qam leak && \
+         git {plain} checkout HEAD~1 -- secret.txt && git {plain} commit -qam hide && \
+         echo visible > other.txt"
+    );
+    let job = gw
+        .submit(
+            &format!("[[mock:bash {script}]] [[mock:text done]]"),
+            json!({"deliver": {"branch": "gateway/laundered"}}),
+        )
+        .await;
+    let record = gw.wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(
+        record["changes"]["commits"].as_array().map(Vec::len),
+        Some(2),
+        "the agent's two commits: {record}"
+    );
+    let error = record["delivery"]["error"].as_str().expect("not delivered");
+    assert!(
+        error.contains("secret.txt") && error.contains("unencrypted"),
+        "{error}"
+    );
+    assert!(!git(&fx.remote, &["branch", "--list"]).contains("gateway/laundered"));
+    let (_, _, _, patch) = diff(&gw, &job).await;
+    assert!(!patch.contains("NEW-PLAINTEXT-SECRET"), "{patch}");
+}

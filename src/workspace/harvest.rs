@@ -182,7 +182,8 @@ impl Harvester {
         let tree = repo.line(&["write-tree"], &repo.index).await?;
 
         let mut files = repo.changed_files(base, &tree).await?;
-        let encrypted = repo.encrypted(base, &files).await?;
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let encrypted = repo.encrypted(base, &paths).await?;
         for file in &mut files {
             if encrypted.contains(&file.path) {
                 file.encrypted = true;
@@ -330,7 +331,7 @@ impl Harvester {
                 Err(why) => return failed(deliver, None, &why),
             }
         };
-        if let Err(why) = repo.check_ciphertext(&commit, encrypted).await {
+        if let Err(why) = repo.check_ciphertext(base, &commit).await {
             return failed(deliver, Some(commit), &why);
         }
         let Some(origin) = self.source.base.origin_url().await else {

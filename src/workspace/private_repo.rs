@@ -16,6 +16,8 @@ use super::harvest::HarvestSettings;
 const MAX_COMMITS: usize = 100;
 /// Bytes of a file list or of other git answers read at most.
 const LIST_CAP: usize = 8 * 1024 * 1024;
+/// Versions of git-crypt files a delivery checks at most.
+const MAX_CHECKED: usize = 1000;
 /// What every git-crypt encrypted blob starts with.
 const GIT_CRYPT_HEADER: &[u8] = b"\0GITCRYPT\0";
 /// The options every git command of a harvest runs with: nothing in the checkout may make git
@@ -268,20 +270,20 @@ impl<'a> Repo<'a> {
     pub(super) async fn encrypted(
         &self,
         base: &str,
-        files: &[ChangedFile],
+        paths: &[String],
     ) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
-        if files.is_empty() {
+        if paths.is_empty() {
             return Ok(found);
         }
         let base_index = self.dir.join("base.index");
         self.git(&["read-tree", base], &base_index).await?;
-        for chunk in files.chunks(256) {
+        for chunk in paths.chunks(256) {
             for index in [&base_index, &self.index] {
                 let mut args: Vec<String> =
                     vec!["check-attr".into(), "-z".into(), "--cached".into()];
                 args.extend(["filter".into(), "--".into()]);
-                args.extend(chunk.iter().map(|f| f.path.clone()));
+                args.extend(chunk.iter().cloned());
                 let out = self.git_owned(&args, index).await?;
                 let parts: Vec<&[u8]> = out.split(|b| *b == 0).collect();
                 for entry in parts.chunks(3) {
@@ -409,27 +411,71 @@ impl<'a> Repo<'a> {
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
-    /// Refuses a commit whose git-crypt files (any of `paths` it holds) are not ciphertext.
-    pub(super) async fn check_ciphertext(
-        &self,
-        commit: &str,
-        paths: &[String],
-    ) -> Result<(), String> {
-        for path in paths {
-            let spec = format!("{commit}:{path}");
-            let Ok(blob) = self
-                .line(&["rev-parse", "--verify", "--quiet", &spec], &self.index)
-                .await
-            else {
-                continue; // Deleted: nothing to leak.
+    /// Refuses `commit` when any commit from `base` to it (the agent's and the gateway's) holds
+    /// a git-crypt file that is not ciphertext: every version of every path they touch is
+    /// checked, so plaintext committed along the way and reverted later is caught too.
+    pub(super) async fn check_ciphertext(&self, base: &str, commit: &str) -> Result<(), String> {
+        let range = format!("{base}..{commit}");
+        let log = self
+            .git(
+                &[
+                    "log",
+                    "--format=",
+                    "--raw",
+                    "-z",
+                    "-m",
+                    "--no-abbrev",
+                    "--no-renames",
+                    &range,
+                ],
+                &self.index,
+            )
+            .await?;
+        // `-z --raw`: ":<mode> <mode> <old> <new> <status>\0<path>\0" per change.
+        let mut versions: Vec<(String, String)> = Vec::new();
+        let mut fields = log.split(|b| *b == 0);
+        while let Some(field) = fields.next() {
+            // Commits are separated by newlines, which stick to the next entry.
+            let raw = String::from_utf8_lossy(field);
+            let raw = raw.trim_start_matches('\n');
+            if !raw.starts_with(':') {
+                continue;
+            }
+            let Some(path) = fields.next() else {
+                break;
             };
-            let args: Vec<String> = vec!["cat-file".into(), "blob".into(), blob];
+            let Some(new) = raw.split(' ').nth(3) else {
+                continue;
+            };
+            if new.bytes().all(|b| b == b'0') {
+                continue; // Deleted: nothing to leak.
+            }
+            let version = (String::from_utf8_lossy(path).into_owned(), new.to_owned());
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
+        }
+        let mut paths: Vec<String> = versions.iter().map(|(p, _)| p.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        let encrypted = self.encrypted(base, &paths).await?;
+        let checked: Vec<&(String, String)> = versions
+            .iter()
+            .filter(|(path, _)| encrypted.contains(path))
+            .collect();
+        if checked.len() > MAX_CHECKED {
+            return Err(format!(
+                "the commits hold more than {MAX_CHECKED} versions of git-crypt files to check; nothing was pushed"
+            ));
+        }
+        for (path, blob) in checked {
+            let args: Vec<String> = vec!["cat-file".into(), "blob".into(), blob.clone()];
             let (head, _) = self
                 .output(&args, &self.index, false, &[], GIT_CRYPT_HEADER.len())
                 .await?;
             if head != GIT_CRYPT_HEADER {
                 return Err(format!(
-                    "{path} is a git-crypt file but the commit holds it unencrypted; nothing was pushed"
+                    "{path} is a git-crypt file but a commit holds it unencrypted; nothing was pushed"
                 ));
             }
         }
