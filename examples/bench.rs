@@ -963,7 +963,7 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
     )?;
     writeln!(
         out,
-        "| isolation | workspaces | min | median | p90 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|"
+        "| isolation | run cgroups | workspaces | min | median | p90 | p99 | max |\n|---|---|---|---:|---:|---:|---:|---:|"
     )?;
     let root = nix::unistd::geteuid().is_root();
     let modes: &[&str] = if root {
@@ -971,16 +971,24 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
     } else {
         &["process"]
     };
+    // `auto` gives each run a cgroup where the machine allows it (root on a cgroup v2 host);
+    // `off` is the /proc path every other machine takes.
     for (label, base) in [("scratch", None), ("5,000-file base", Some(base))] {
         for mode in modes {
-            let mut gateway = gateway(instant, base, 1, 100, 3600)
-                .arg("isolation", mode)
-                .start()
-                .await;
-            let latencies = warm_then_time(runs, chats(&gateway)).await?;
-            gateway.shutdown().await;
-            let s = Summary::of(&latencies);
-            writeln!(out, "| {mode} | {label} | {} |", s.tail_cells())?;
+            for cgroups in ["auto", "off"] {
+                let mut gateway = gateway(instant, base, 1, 100, 3600)
+                    .arg("isolation", mode)
+                    .arg("run-cgroup", cgroups)
+                    .start()
+                    .await;
+                let latencies = warm_then_time(runs, chats(&gateway)).await?;
+                let health: Value = gateway.get_open("/health").await.json().await?;
+                let used = health["run_cgroups"] == Value::Bool(true);
+                gateway.shutdown().await;
+                let s = Summary::of(&latencies);
+                let cgroups = if used { "yes" } else { "no" };
+                writeln!(out, "| {mode} | {cgroups} | {label} | {} |", s.tail_cells())?;
+            }
         }
     }
     if !root {

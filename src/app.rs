@@ -41,8 +41,18 @@ async fn contain_runs(config: &Config) -> Result<(Arc<Containment>, Recovery), B
         isolation: config.isolation,
         uid_range: config.run_uid_range,
         lock_dir: config.run_lock_dir.clone(),
+        cgroup: config.run_cgroup.clone(),
         instance_key: instance_key_for(&config.jobs_dir),
     })?;
+    match containment.cgroup_parent() {
+        Some(parent) => tracing::info!(
+            parent = %parent.display(),
+            "each run gets a cgroup of its own: its processes are listed and killed by the kernel"
+        ),
+        None => tracing::info!(
+            "runs get no cgroup (RUN_CGROUP); their processes are found through /proc"
+        ),
+    }
     match containment.mode() {
         Mode::Uid => {
             tracing::info!(range = %config.run_uid_range, "runs are isolated: each has a uid of its own");
@@ -188,6 +198,7 @@ impl App {
                 jobs,
                 metrics,
                 isolation: containment.mode_name(),
+                run_cgroups: containment.cgroup_parent().is_some(),
                 started_at: chrono::Utc::now().timestamp(),
                 intake,
                 responses,

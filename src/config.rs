@@ -12,7 +12,9 @@ use clap::{Parser, ValueEnum};
 use gateway_layers::auth::Tokens;
 
 use crate::agent::{check_budget, Effort, OptionPolicy};
-use crate::contain::{IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR};
+use crate::contain::{
+    CgroupSetting, IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR,
+};
 
 /// The models the OpenAI-compatible route accepts unless `SUPPORTED_MODELS` says otherwise.
 pub const DEFAULT_SUPPORTED_MODELS: &str =
@@ -377,6 +379,13 @@ pub struct Settings {
     /// (made 0700 if missing; refused if others can write it).
     #[arg(long, env = "RUN_LOCK_DIR", default_value = DEFAULT_LOCK_DIR)]
     pub run_lock_dir: PathBuf,
+
+    /// Where each run gets a cgroup (v2) of its own, which holds every process of the run and
+    /// kills them all at once: `auto` (under the gateway's own cgroup when it is writable, as for
+    /// root on a host or a delegated subtree; else runs are found through /proc), `off`, or a
+    /// cgroup v2 directory (refuses to start if run cgroups cannot be made there).
+    #[arg(long, env = "RUN_CGROUP", default_value = "auto")]
+    pub run_cgroup: String,
 }
 
 impl fmt::Debug for Settings {
@@ -655,6 +664,8 @@ pub struct Config {
     pub(crate) run_uid_range: RunUidRange,
     /// Where the per-uid locks live.
     pub(crate) run_lock_dir: PathBuf,
+    /// Where run cgroups are made.
+    pub(crate) run_cgroup: CgroupSetting,
     /// Variables set in the agent's environment on top of what the allow-list picks from the
     /// gateway's own. Not a setting: for embedders and tests that run several gateways in one
     /// process, each against its own API endpoint.
@@ -735,6 +746,10 @@ impl Settings {
             .run_uid_range
             .parse()
             .map_err(|e: SettingError| invalid(format!("RUN_UID_RANGE: {e}")))?;
+        let run_cgroup: CgroupSetting = self
+            .run_cgroup
+            .parse()
+            .map_err(|e: SettingError| invalid(e.to_string()))?;
         let base_dir = self.workspace_dir.is_dir().then_some(self.workspace_dir);
         let chat_agent = match self.openai_compat_agent {
             Some(agent) => {
@@ -820,6 +835,7 @@ impl Settings {
             isolation,
             run_uid_range,
             run_lock_dir: self.run_lock_dir,
+            run_cgroup,
             agent_env_overrides: Vec::new(),
         })
     }

@@ -17,6 +17,7 @@
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job, webhooks |
 //! | `openai` | OpenAI wire types, prompt rendering, errors, stream chunks |
 //! | `bounds` | what a caller can make the gateway hold: the intake of run requests (body deadline, queue slot, queued bytes) and the budget of large responses |
+//! | `anthropic` | Anthropic Messages wire types, prompt rendering, errors, stream events |
 //! | `state`, `routes`, `telemetry`, `stack` | the HTTP side: handlers and the stack around them |
 //! | [`app`], [`server`] | the composition root, and serving it with graceful shutdown |
 //!
@@ -30,6 +31,7 @@
 )]
 
 pub mod agent;
+mod anthropic;
 pub mod app;
 mod bounds;
 pub mod config;

@@ -6,8 +6,9 @@
 //!                                                             │
 //!     /health, /metrics, /openapi.json ◄──────────────────────┤ (open)
 //!     /jobs… : auth (detail errors) ◄─────────────────────────┤
+//!     /v1/messages: auth, bearer or x-api-key (Anthropic errors) ◄┤
 //!     /v1/…  : auth (OpenAI errors) ◄─────────────────────────┘
-//!        /execute, /v1/chat/completions: handler ─► intake
+//!        /execute, /v1/chat/completions, /v1/messages: handler ─► intake
 //!            (body within size and deadline, checked, then a queue slot and queued bytes)
 //!            └─► Runs::run ─► record ─► concurrency ─► deadline ─► workspace ─► claude
 //! ```
@@ -21,7 +22,7 @@
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
-use gateway_layers::auth::{AuthFailure, BearerAuthLayer};
+use gateway_layers::auth::{AuthFailure, BearerAuthLayer, TokenSource};
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -31,11 +32,12 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::anthropic::error::AnthropicError;
 use crate::metrics::{self as gateway_metrics};
 use crate::openai::error::OpenAiError;
 use crate::routes::detail::DetailError;
 use crate::routes::openapi::{ApiDoc, Published};
-use crate::routes::{chat, health, jobs, metrics, models, openapi};
+use crate::routes::{chat, health, jobs, messages, metrics, models, openapi};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -60,6 +62,20 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         }
         OpenAiError::unauthorized(failure.to_string()).into_response()
     });
+    // Anthropic's SDKs send the token alone in `x-api-key`; the same tokens, checked the same way.
+    let anthropic_auth = BearerAuthLayer::new(config.tokens.clone(), |failure: AuthFailure| {
+        if failure.is_malformed() {
+            return AnthropicError::invalid(failure.to_string()).into_response();
+        }
+        let message = match failure {
+            AuthFailure::Missing => "Missing API key: send x-api-key or Authorization: Bearer",
+            _ => "Invalid token",
+        };
+        AnthropicError::authentication(message).into_response()
+    })
+    .token_source(TokenSource::BearerOrHeader(http::HeaderName::from_static(
+        "x-api-key",
+    )));
     // Each `routes!` registers its handlers' routes and adds their `#[utoipa::path]` to the
     // document in the same call: a route is served only if it is documented (`/openapi.json`).
     let job_routes = OpenApiRouter::new()
@@ -74,12 +90,16 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         .routes(routes!(models::list))
         .routes(routes!(models::get))
         .route_layer(openai_auth);
+    let anthropic_routes = OpenApiRouter::new()
+        .routes(routes!(messages::create_message))
+        .route_layer(anthropic_auth);
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::document))
         .merge(job_routes)
         .merge(openai_routes)
+        .merge(anthropic_routes)
         .split_for_parts();
 
     router

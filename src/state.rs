@@ -27,6 +27,8 @@ pub struct AppState {
     pub(crate) metrics: Metrics,
     /// The isolation mode in force (`uid` or `process`), for `/health` and `/metrics`.
     pub(crate) isolation: &'static str,
+    /// Whether each run gets a cgroup of its own (`RUN_CGROUP`), for `/health`.
+    pub(crate) run_cgroups: bool,
     /// Unix seconds at start-up, shown as the models' `created`.
     pub(crate) started_at: i64,
     /// Reads, checks and admits the requests that start runs.

@@ -502,10 +502,17 @@ async fn the_mode_in_force_is_reported() {
             .start()
             .await;
         assert_eq!(gw.health().await["isolation"], mode);
+        // As root on a cgroup v2 host (CI) runs get cgroups unless turned off.
+        assert_eq!(gw.health().await["run_cgroups"], true);
         let metrics = gw.get_open("/metrics").await.text().await.unwrap();
         assert!(
             metrics.contains(&format!("claude_gateway_isolation{{mode=\"{mode}\"}} 1")),
             "{metrics}"
         );
     }
+    let off = GatewayBuilder::default()
+        .arg("run-cgroup", "off")
+        .start()
+        .await;
+    assert_eq!(off.health().await["run_cgroups"], false);
 }

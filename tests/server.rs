@@ -10,7 +10,13 @@ async fn health_is_open_and_has_the_contract_shape() {
     let gw = Gateway::with("max-concurrency", 3).await;
     let response = gw.get_open("/health").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = json(response).await;
+    let mut body = json(response).await;
+    // Whether runs get cgroups depends on the host's cgroups (see containment.rs for both).
+    let run_cgroups = body
+        .as_object_mut()
+        .and_then(|b| b.remove("run_cgroups"))
+        .expect("run_cgroups");
+    assert!(run_cgroups.is_boolean(), "{run_cgroups}");
     // As root (CI) each run gets a uid of its own; otherwise runs share the gateway's.
     let isolation = if nix::unistd::geteuid().is_root() {
         "uid"

@@ -6,7 +6,7 @@
 //!
 //! | module | layer | reads | inserts | rejects with |
 //! |---|---|---|---|---|
-//! | [`auth`] | [`BearerAuthLayer`](auth::BearerAuthLayer) | `Authorization` | [`AuthenticatedCaller`](auth::AuthenticatedCaller) | a response you shape ([`OnAuthFailure`](auth::OnAuthFailure)) |
+//! | [`auth`] | [`BearerAuthLayer`](auth::BearerAuthLayer) | `Authorization` (or an API-key header: [`TokenSource`](auth::TokenSource)) | [`AuthenticatedCaller`](auth::AuthenticatedCaller) | a response you shape ([`OnAuthFailure`](auth::OnAuthFailure)) |
 //! | [`admission`] | [`AdmissionLayer`](admission::AdmissionLayer) | the shared [`Gauge`](admission::Gauge) | [`Ticket`](admission::Ticket) | a response you shape ([`OnOverload`](admission::OnOverload)) |
 //! | [`concurrency`] | [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer) | [`Ticket`](admission::Ticket) | (holds a permit) | never: it waits, FIFO |
 //! | [`deadline`] | [`DeadlineLayer`](deadline::DeadlineLayer) | [`Deadline`](deadline::Deadline) | | [`Elapsed`](deadline::Elapsed) |

@@ -2,8 +2,9 @@
 //!
 //! A [`RunCell`] is everything that makes one run separable from the others and from the gateway:
 //! in uid mode a uid of its own (locked in the pool), in both modes a marker every process of the
-//! run inherits. Everything the run starts is made through the cell, and killing the run means
-//! killing the cell's uid (atomically) or the cell's marker (best effort).
+//! run inherits and, where the gateway may make cgroups, a cgroup of its own. Everything the run
+//! starts is made through the cell, and killing the run means killing its cgroup (atomically,
+//! see [`super::cgroup`]), else the cell's uid (atomically) or its marker (best effort).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::process::Command;
 
+use super::cgroup::{RunGroup, RunGroups};
 use super::dirs;
 use super::mode::{self, Mode, Unavailable};
 use super::pool::{self, LockDir, UidLock};
@@ -38,6 +40,8 @@ struct Shared {
     uid_range: RunUidRange,
     /// The lock directory (uid mode only).
     locks: Option<LockDir>,
+    /// Where run cgroups are made, when the gateway may make them.
+    groups: Option<RunGroups>,
     /// The instance key of the markers, from the jobs directory.
     instance_key: String,
     /// This gateway process, as `<pid>-<start time>`; part of every marker.
@@ -66,6 +70,7 @@ impl Containment {
             Mode::Uid => Some(LockDir::open(&settings.lock_dir)?),
             Mode::Process => None,
         };
+        let groups = RunGroups::discover(&settings.cgroup)?;
         // Both modes kill through pidfds (Linux 5.3); find out now rather than at the first kill.
         sys::pidfd_open(std::process::id() as i32).map_err(|e| Unavailable::Kernel {
             reason: format!("pidfd_open (Linux 5.3) failed: {e}"),
@@ -87,6 +92,7 @@ impl Containment {
                 mode,
                 uid_range: settings.uid_range,
                 locks,
+                groups,
                 instance_key,
                 tag,
                 cursor: AtomicU32::new(0),
@@ -102,6 +108,11 @@ impl Containment {
     /// The mode's stable lowercase name, for `/health`: `"uid"` or `"process"`.
     pub(crate) fn mode_name(&self) -> &'static str {
         self.shared.mode.as_str()
+    }
+
+    /// The cgroup v2 directory the runs' cgroups are made in, if runs get cgroups.
+    pub(crate) fn cgroup_parent(&self) -> Option<&Path> {
+        self.shared.groups.as_ref().map(RunGroups::parent)
     }
 
     /// The configured uid range (used in uid mode only).
@@ -123,32 +134,44 @@ impl Containment {
                 Some(taken)
             }
         };
-        let marker = format!(
-            "{}/{}/{}",
-            self.shared.instance_key,
-            self.shared.tag,
-            uuid::Uuid::new_v4().simple()
-        );
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let marker = format!("{}/{}/{run}", self.shared.instance_key, self.shared.tag);
+        let group = match &self.shared.groups {
+            Some(groups) => Some(
+                groups
+                    .make(&self.shared.instance_key, &self.shared.tag, &run)
+                    .map_err(LeaseError::Io)?,
+            ),
+            None => None,
+        };
         Ok(RunCell {
             shared: Arc::clone(&self.shared),
             marker,
             uid,
+            group,
             released: false,
         })
     }
 
     /// Start-up crash recovery: kills what the runs of a gateway process that is gone left behind.
     ///
-    /// Uid mode: every uid of the range that has live processes, whose lock nobody holds (so no
+    /// Run cgroups first: each one whose gateway process no longer runs is killed and removed.
+    /// Then, uid mode: every uid of the range that has live processes, whose lock nobody holds (so no
     /// live gateway process owns it) and that is no account's, is killed. Process mode: every
     /// process of our uid whose marker names this instance (the same jobs directory) and a gateway
     /// process that no longer runs. After `kill -9` of the gateway, the next start stops whatever
     /// the previous process's runs left.
     pub(crate) async fn recover(&self) -> Recovery {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || match shared.mode {
-            Mode::Uid => recover_uids(&shared),
-            Mode::Process => recover_marked(&shared),
+        tokio::task::spawn_blocking(move || {
+            let groups = recover_groups(&shared);
+            let mut recovery = match shared.mode {
+                Mode::Uid => recover_uids(&shared),
+                Mode::Process => recover_marked(&shared),
+            };
+            recovery.killed += groups.killed;
+            recovery.failures.extend(groups.failures);
+            recovery
         })
         .await
         .unwrap_or_else(|e| Recovery {
@@ -186,7 +209,13 @@ fn take_uid(shared: &Shared) -> Result<UidLock, LeaseError> {
             exhausted.accounts += 1;
             continue;
         }
-        match reap::kill_uid(uid, KILL_DEADLINE) {
+        // Only a holder that did not end cleanly (a crash) can have left something running.
+        let leftovers = if lock.left_clean() {
+            Ok(false)
+        } else {
+            reap::kill_uid(uid, KILL_DEADLINE)
+        };
+        match leftovers {
             Ok(false) => {}
             Ok(true) => tracing::warn!(
                 uid,
@@ -198,6 +227,7 @@ fn take_uid(shared: &Shared) -> Result<UidLock, LeaseError> {
                 continue;
             }
         }
+        lock.mark_held().map_err(LeaseError::Io)?;
         shared
             .cursor
             .store(index.wrapping_add(1), Ordering::Relaxed);
@@ -255,6 +285,30 @@ fn recover_uids(shared: &Shared) -> Recovery {
                 run: format!("uid {uid}"),
                 source,
             }),
+        }
+    }
+    recovery
+}
+
+/// Cgroup recovery (blocking): kills and removes the run cgroups of gateway processes that no
+/// longer run (never this process's, never a live sibling's).
+fn recover_groups(shared: &Shared) -> Recovery {
+    let mut recovery = Recovery::default();
+    let Some(groups) = &shared.groups else {
+        return recovery;
+    };
+    let mut liveness = GatewayLiveness::default();
+    let mut orphaned = |tag: &[u8]| tag != shared.tag.as_bytes() && !liveness.alive(tag);
+    for group in groups.orphans(&shared.instance_key, &mut orphaned) {
+        let found = group.pids().len();
+        match group.kill(KILL_DEADLINE) {
+            Ok(_) => {
+                recovery.killed += found;
+                if let Err(error) = group.remove() {
+                    tracing::warn!(cgroup = %group, %error, "could not remove a leftover run cgroup");
+                }
+            }
+            Err(error) => recovery.failures.push(error),
         }
     }
     recovery
@@ -353,6 +407,8 @@ pub(crate) struct RunCell {
     marker: String,
     /// The locked uid (uid mode).
     uid: Option<UidLock>,
+    /// The run's cgroup, when runs get cgroups: then every process of the run is in it.
+    group: Option<RunGroup>,
     /// Set by `release`, which did the killing already.
     released: bool,
 }
@@ -391,9 +447,14 @@ impl RunCell {
             .env(MARKER_VAR, &self.marker)
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(uid) = self.uid() {
+        match (&self.group, self.uid()) {
+            // Joins the cgroup first, then drops to the uid (and its groups).
+            (Some(group), uid) => sys::enter_run(&mut command, group.procs(), uid),
             // std drops the supplementary groups itself when it switches uid and none are set.
-            command.uid(uid).gid(uid);
+            (None, Some(uid)) => {
+                command.uid(uid).gid(uid);
+            }
+            (None, None) => {}
         }
         sys::forbid_new_privileges(&mut command);
         command
@@ -402,8 +463,9 @@ impl RunCell {
     /// Kills every process of the run and waits until none is alive (at most
     /// [`KILL_DEADLINE`]); returns whether anything of the run was still running.
     ///
-    /// Uid mode: atomic, complete, and nothing of another uid is touched. Process mode: every
-    /// process that carries the run's marker (see [`reap::kill_marked`] for what escapes).
+    /// With a cgroup: atomic and complete, one write and one read when nothing is left. Else, uid
+    /// mode: atomic, complete, and nothing of another uid is touched; process mode: every process
+    /// that carries the run's marker (see [`reap::kill_marked`] for what escapes).
     pub(crate) async fn kill_all(&self) -> Result<bool, KillError> {
         let target = self.target();
         tokio::task::spawn_blocking(move || target.kill(KILL_DEADLINE))
@@ -420,6 +482,7 @@ impl RunCell {
     pub(crate) async fn release(mut self) -> Result<(), KillError> {
         let killed = self.kill_all().await;
         self.released = true;
+        self.ended(killed.is_ok());
         killed.map(drop)
     }
 
@@ -430,7 +493,18 @@ impl RunCell {
     pub(crate) fn release_blocking(mut self) -> Result<(), KillError> {
         let killed = self.target().kill(KILL_DEADLINE);
         self.released = true;
+        self.ended(killed.is_ok());
         killed.map(drop)
+    }
+
+    /// After the last kill: when nothing is left (`clean`), records it in the uid's lock and
+    /// removes the cgroup. Otherwise both stay as they are, so the uid's next lease looks for
+    /// leftovers and the cgroup stays for the recovery of a later start.
+    fn ended(&self, clean: bool) {
+        if !clean {
+            return;
+        }
+        end_clean(self.uid.as_ref(), self.group.as_ref());
     }
 
     /// Creates the run's HOME at `path`: a fresh directory, mode 0700, owned by the run's uid in uid
@@ -458,10 +532,17 @@ impl RunCell {
 
     /// What a kill of this run needs, detached from the cell so it can move to another thread.
     fn target(&self) -> Target {
-        match self.uid() {
-            Some(uid) => Target::Uid(uid),
-            None => Target::Marker(self.marker.clone()),
+        match (&self.group, self.uid()) {
+            (Some(group), _) => Target::Group(group.clone()),
+            (None, Some(uid)) => Target::Uid(uid),
+            (None, None) => Target::Marker(self.marker.clone()),
         }
+    }
+
+    /// Test hook: the run's cgroup directory, if it has one.
+    #[cfg(test)]
+    pub(crate) fn cgroup_dir(&self) -> Option<PathBuf> {
+        self.group.as_ref().map(RunGroup::dir)
     }
 
     /// Test hook: gives the uid back without killing anything, as a crashed gateway would.
@@ -479,20 +560,45 @@ impl Drop for RunCell {
         let target = self.target();
         // The lock moves along, so the uid stays taken until its processes are gone.
         let lock = self.uid.take();
+        let group = self.group.take();
+        // An empty cgroup (the common case: a pooled checkout's identity, a run that ended) is
+        // ended here, in two system calls, rather than on a blocking thread that a runtime
+        // shutting down may never run.
+        if let Some(empty) = group
+            .as_ref()
+            .filter(|g| matches!(g.populated(), Ok(false)))
+        {
+            end_clean(lock.as_ref(), Some(empty));
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn_blocking(move || {
-                    if let Err(error) = target.kill(KILL_DEADLINE) {
-                        tracing::warn!(%error, "a dropped run left processes behind");
+                    match target.kill(KILL_DEADLINE) {
+                        Ok(_) => end_clean(lock.as_ref(), group.as_ref()),
+                        Err(error) => tracing::warn!(%error, "a dropped run left processes behind"),
                     }
                     drop(lock);
                 });
             }
-            Err(_) => {
-                if let Err(error) = target.kill(std::time::Duration::ZERO) {
-                    tracing::warn!(%error, "a dropped run may have left processes behind");
+            Err(_) => match target.kill(std::time::Duration::ZERO) {
+                Ok(_) => end_clean(lock.as_ref(), group.as_ref()),
+                Err(error) => {
+                    tracing::warn!(%error, "a dropped run may have left processes behind")
                 }
-            }
+            },
+        }
+    }
+}
+
+/// Records a run's clean end: its uid's lock says nothing is left, its cgroup goes.
+fn end_clean(lock: Option<&UidLock>, group: Option<&RunGroup>) {
+    if let Some(lock) = lock {
+        lock.mark_clean();
+    }
+    if let Some(group) = group {
+        if let Err(error) = group.remove() {
+            tracing::warn!(cgroup = %group, %error, "could not remove a run's cgroup");
         }
     }
 }
@@ -500,6 +606,8 @@ impl Drop for RunCell {
 /// Whom a kill is for.
 #[derive(Debug, Clone)]
 enum Target {
+    /// Every process in this cgroup.
+    Group(RunGroup),
     /// Every process of this uid.
     Uid(u32),
     /// Every process of our uid carrying exactly this marker.
@@ -510,6 +618,7 @@ impl Target {
     /// Kills and waits up to `deadline` (blocking); whether there was anything to kill.
     fn kill(&self, deadline: std::time::Duration) -> Result<bool, KillError> {
         match self {
+            Self::Group(group) => group.kill(deadline),
             Self::Uid(uid) => reap::kill_uid(*uid, deadline),
             Self::Marker(marker) => {
                 let run = format!("run {marker}");

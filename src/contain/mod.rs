@@ -17,6 +17,11 @@
 //!   marker variable, and killing the run kills every process carrying its marker, through pidfds.
 //!   This contains cleanup, not access, and a process that scrubs its environment escapes.
 //!
+//! In both modes, where the gateway may make cgroups (v2, writable), each run also gets a cgroup
+//! of its own ([`cgroup`]): every process of the run is in it and cannot leave it, so ending the
+//! run is one write to `cgroup.kill` and checking that nothing is left one read, with no look
+//! through `/proc` on the run's path; the modes' own kills are the fallback.
+//!
 //! Also here, for both the agent and git to share: [`Supervised`] (a child whose process group
 //! dies with it), [`read_capped`], [`gateway_command`] for the gateway's own helpers, per-run
 //! directories ([`RunCell::make_home`], [`RunCell::hand_over`], [`RunCell::install_credentials`])
@@ -29,6 +34,8 @@
 
 /// The containment and its per-run cells: lease, spawn, kill-all, release, recovery.
 mod cell;
+/// Per-run cgroups: the kernel's list of a run's processes and its atomic kill.
+mod cgroup;
 /// Per-run HOME, workspace hand-over, credentials, tree removal.
 mod dirs;
 /// Mode detection from the setting and the process's capabilities.
@@ -56,6 +63,7 @@ mod tests;
 pub(crate) use cell::{
     tmpdir_of, Cells, Containment, Exhausted, LeaseError, PlacedCell, Recovery, RunCell,
 };
+pub(crate) use cgroup::CgroupSetting;
 #[allow(unused_imports)]
 pub(crate) use dirs::{operator_credentials, remove_tree, remove_tree_async};
 #[allow(unused_imports)]

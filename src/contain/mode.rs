@@ -132,6 +132,13 @@ pub(crate) enum Unavailable {
         /// What is wrong with it.
         reason: String,
     },
+    /// `RUN_CGROUP` names a directory where run cgroups cannot be made.
+    Cgroup {
+        /// The configured directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The kernel lacks what process mode relies on (`pidfd_open`, Linux 5.3).
     Kernel {
         /// The missing facility and the operating system's answer.
@@ -151,6 +158,11 @@ impl fmt::Display for Unavailable {
             Self::LockDir { path, reason } => {
                 write!(f, "run uid lock directory {}: {reason}", path.display())
             }
+            Self::Cgroup { path, reason } => write!(
+                f,
+                "RUN_CGROUP={}: cannot make run cgroups there: {reason}; set RUN_CGROUP=auto or off",
+                path.display()
+            ),
             Self::Kernel { reason } => write!(f, "cannot contain runs on this kernel: {reason}"),
         }
     }

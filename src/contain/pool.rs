@@ -9,7 +9,7 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -94,10 +94,41 @@ pub(super) struct UidLock {
     _lock: Flock<File>,
 }
 
+/// What the first byte of a lock file says about the uid when nobody holds it.
+///
+/// A holder writes [`HELD`] when it takes the uid and [`CLEAN`] only once it has seen that nothing
+/// of its run is left. A crashed holder never gets to write [`CLEAN`], so the next lease of the
+/// uid sees [`HELD`] (or a new, empty file) and looks for leftovers in `/proc`; after a clean end
+/// that look, a read of every process's status on the run's path, is skipped.
+const CLEAN: u8 = b'c';
+/// See [`CLEAN`].
+const HELD: u8 = b'h';
+
 impl UidLock {
     /// The uid this lock holds.
     pub(super) fn uid(&self) -> u32 {
         self.uid
+    }
+
+    /// Whether the previous holder ended cleanly (nothing of its run left), as it recorded; a
+    /// new file, a crashed holder or an unreadable file all answer no.
+    pub(super) fn left_clean(&self) -> bool {
+        let mut state = [0u8; 1];
+        matches!(self._lock.read_at(&mut state, 0), Ok(1)) && state[0] == CLEAN
+    }
+
+    /// Records that the uid is in use: from now on only [`mark_clean`](Self::mark_clean) says
+    /// nothing of it is left.
+    pub(super) fn mark_held(&self) -> io::Result<()> {
+        self._lock.write_all_at(&[HELD], 0)
+    }
+
+    /// Records that nothing of the run is left under the uid.
+    pub(super) fn mark_clean(&self) {
+        if let Err(error) = self._lock.write_all_at(&[CLEAN], 0) {
+            // Harmless: the next lease looks in /proc instead of trusting the file.
+            tracing::debug!(uid = self.uid, %error, "could not record a clean end in the uid's lock");
+        }
     }
 }
 

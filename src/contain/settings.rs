@@ -149,6 +149,8 @@ pub(crate) struct ContainSettings {
     /// Where the per-uid lock files live (uid mode): shared by every gateway process on the host,
     /// so they never hand out the same uid twice.
     pub(crate) lock_dir: PathBuf,
+    /// Where run cgroups are made (`RUN_CGROUP`).
+    pub(crate) cgroup: super::CgroupSetting,
     /// Names this gateway's jobs directory in every run's marker, so that after a crash the next
     /// start finds what the previous process of the same instance left (process mode).
     pub(crate) instance_key: String,
@@ -162,6 +164,7 @@ impl ContainSettings {
             isolation: IsolationSetting::default(),
             uid_range: RunUidRange::default(),
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
+            cgroup: super::CgroupSetting::default(),
             instance_key: instance_key_for(jobs_dir),
         }
     }
@@ -205,7 +208,7 @@ impl Hasher for Fnv1a {
 
 /// A setting that could not be parsed: one line naming the setting and the expected form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SettingError(String);
+pub(crate) struct SettingError(pub(super) String);
 
 impl fmt::Display for SettingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

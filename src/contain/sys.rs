@@ -5,6 +5,7 @@
 //! survived; another thread may have held the allocator's or stdio's lock at the fork. So each
 //! closure here makes plain system calls only: no allocation, no locks, no panics.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
@@ -26,6 +27,44 @@ pub(super) fn forbid_new_privileges(command: &mut tokio::process::Command) {
             } else {
                 Err(io::Error::last_os_error())
             }
+        });
+    }
+}
+
+/// Makes the child join its run's cgroup, by writing itself (`0`) into `procs`, and then, when
+/// `uid` is given, become that uid and gid with no supplementary groups.
+///
+/// In that order, and here rather than through std's `uid`/`gid` (which switch before any
+/// pre-exec hook runs): only the gateway's identity may move a process into the cgroup. A child
+/// that cannot join fails to spawn; it never runs outside its run's cgroup.
+pub(super) fn enter_run(command: &mut tokio::process::Command, procs: CString, uid: Option<u32>) {
+    // SAFETY: the closure runs in the forked child before exec. It makes plain system calls
+    // (open, write, close, setgroups, setresgid, setresuid) on memory prepared before the fork
+    // (`procs`, a constant byte) and builds errors from errno, which does not allocate: all
+    // async-signal-safe, so the single-threaded copy of the parent cannot deadlock.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let joined = if written == 1 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            };
+            libc::close(fd);
+            joined?;
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(uid, uid, uid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
         });
     }
 }

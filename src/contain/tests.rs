@@ -34,6 +34,7 @@ fn settings_for(
         isolation,
         uid_range: range_for(test, count),
         lock_dir: lock_dir.to_path_buf(),
+        cgroup: CgroupSetting::default(),
         instance_key: format!("test{test}"),
     }
 }
@@ -206,6 +207,167 @@ async fn uid_mode_kill_all_stops_setsid_nohup_daemons_and_loops() {
     let cell = containment.lease().await.expect("lease");
     assert!(range_for(1, 4).contains(cell.uid().expect("a uid")));
     kill_all_stops_everything(cell).await;
+}
+
+/// [`uid_containment`] with cgroups off: runs are found and killed through `/proc`.
+fn uid_containment_without_cgroups(test: u32, count: u32) -> (Containment, tempfile::TempDir) {
+    require_root();
+    let locks = tempfile::tempdir().expect("lock dir");
+    let settings = ContainSettings {
+        cgroup: CgroupSetting::Off,
+        ..settings_for(test, count, locks.path(), IsolationSetting::Uid)
+    };
+    let containment = Containment::new(&settings).expect("uid mode as root");
+    assert_eq!(containment.cgroup_parent(), None);
+    (containment, locks)
+}
+
+/// The cgroup v2 directory a process is in, from its `/proc/<pid>/cgroup`.
+fn cgroup_of(pid: i32) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn uid_mode_without_cgroups_kill_all_stops_setsid_nohup_daemons_and_loops() {
+    let (containment, _locks) = uid_containment_without_cgroups(20, 4);
+    let cell = containment.lease().await.expect("lease");
+    kill_all_stops_everything(cell).await;
+}
+
+#[tokio::test]
+async fn process_mode_without_cgroups_kill_all_stops_setsid_nohup_daemons_and_loops() {
+    let unused = std::env::temp_dir().join("claude-gateway-contain-unused");
+    let settings = ContainSettings {
+        cgroup: CgroupSetting::Off,
+        ..settings_for(21, 1, &unused, IsolationSetting::Process)
+    };
+    let containment = Containment::new(&settings).expect("process mode");
+    assert_eq!(containment.cgroup_parent(), None);
+    kill_all_stops_everything(containment.lease().await.expect("lease")).await;
+}
+
+#[tokio::test]
+async fn as_root_every_process_of_a_run_is_in_its_cgroup_and_cannot_leave_it() {
+    let (containment, _locks) = uid_containment(22, 2);
+    let parent = containment
+        .cgroup_parent()
+        .expect("as root on a cgroup v2 host, runs get cgroups (RUN_CGROUP=auto)")
+        .to_path_buf();
+    let cell = containment.lease().await.expect("lease");
+    let workspace = open_tempdir();
+    // The run tries to move itself to its parent cgroup, and to make a cgroup of its own.
+    let script = format!(
+        "setsid sleep 300 >/dev/null 2>&1 &\n\
+         if echo $$ > {procs} 2>/dev/null; then echo moved; else echo refused; fi\n\
+         if mkdir {parent}/escape 2>/dev/null; then echo made; else echo refused; fi",
+        procs = parent.join("cgroup.procs").display(),
+        parent = parent.display(),
+    );
+    let out = sh(&cell, &script, workspace.path())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\nrefused\n");
+    eventually("the setsid'd sleep runs", || {
+        live_processes_of(&cell).len() == 1
+    })
+    .await;
+    let daemon = live_processes_of(&cell)[0];
+    let group = cgroup_of(daemon).expect("the daemon's cgroup");
+    assert!(
+        group.contains("/claude-gateway."),
+        "the daemon is in {group}, not in its run's cgroup"
+    );
+    let dir = parent.join(group.rsplit('/').next().unwrap());
+    assert!(dir.is_dir(), "{} is the run's cgroup", dir.display());
+
+    assert!(cell.kill_all().await.expect("kill-all"), "found the daemon");
+    assert!(!alive(daemon));
+    cell.release().await.expect("release");
+    assert!(!dir.exists(), "the run's cgroup is removed at its end");
+}
+
+#[tokio::test]
+async fn recover_kills_and_removes_the_cgroups_a_crashed_gateway_left() {
+    require_root();
+    let locks = tempfile::tempdir().expect("lock dir");
+    let settings = settings_for(23, 2, locks.path(), IsolationSetting::Uid);
+    // A gateway process that has since died: a tag no live process has.
+    let crashed =
+        Containment::with_mode(Mode::Uid, &settings, "1-1".into()).expect("crashed gateway");
+    let parent = crashed
+        .cgroup_parent()
+        .expect("cgroups as root")
+        .to_path_buf();
+    let orphan = crashed.lease().await.expect("lease");
+    let out = sh(
+        &orphan,
+        "setsid sleep 300 >/dev/null 2>&1 &",
+        Path::new("/"),
+    )
+    .output()
+    .await
+    .expect("start a daemon");
+    assert!(out.status.success());
+    eventually("the daemon runs", || live_processes_of(&orphan).len() == 1).await;
+    let daemon = live_processes_of(&orphan)[0];
+    let dir = parent.join(cgroup_of(daemon).unwrap().rsplit('/').next().unwrap());
+    orphan.abandon();
+    drop(crashed);
+
+    let restarted = Containment::new(&settings).expect("the next start");
+    let recovery = restarted.recover().await;
+    assert!(recovery.failures.is_empty(), "{:?}", recovery.failures);
+    assert!(
+        !alive(daemon),
+        "the crashed gateway's daemon survived recovery"
+    );
+    assert!(!dir.exists(), "the crashed run's cgroup is removed");
+    assert!(recovery.killed >= 1);
+}
+
+#[tokio::test]
+async fn a_uid_whose_holder_crashed_is_searched_again_and_a_clean_one_is_not() {
+    let (containment, locks) = uid_containment_without_cgroups(24, 1);
+    let uid = range_for(24, 1).first();
+    let lock_file = locks.path().join(format!("uid-{uid}.lock"));
+    let state = || std::fs::read(&lock_file).expect("lock file")[0];
+
+    let cell = containment.lease().await.expect("lease");
+    assert_eq!(state(), b'h', "a held uid is marked held");
+    cell.release().await.expect("release");
+    assert_eq!(state(), b'c', "a clean end is recorded");
+
+    // A crash: the holder's daemon stays, its lock goes, the file still says held.
+    let crashed = containment.lease().await.expect("lease");
+    let out = sh(
+        &crashed,
+        "setsid sleep 300 >/dev/null 2>&1 &",
+        Path::new("/"),
+    )
+    .output()
+    .await
+    .expect("start a daemon");
+    assert!(out.status.success());
+    eventually("the daemon runs", || {
+        procfs::live_pids_of_uid(uid).unwrap().len() == 1
+    })
+    .await;
+    let daemon = procfs::live_pids_of_uid(uid).unwrap()[0];
+    crashed.abandon();
+    assert_eq!(state(), b'h');
+
+    let next = containment.lease().await.expect("lease");
+    assert_eq!(next.uid(), Some(uid));
+    assert!(
+        !alive(daemon),
+        "the next lease killed the crashed holder's daemon"
+    );
+    next.release().await.expect("release");
 }
 
 #[tokio::test]
@@ -397,6 +559,7 @@ async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs
     })
     .await;
     // kill -9 of the gateway: its locks vanish, its runs' processes stay.
+    let orphan_group = orphan.cgroup_dir();
     orphan.abandon();
     drop(crashed);
 
@@ -415,6 +578,11 @@ async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs
         "recovery killed a live run"
     );
     busy.release().await.expect("release");
+    // This test process plays the crashed gateway and is still alive, so no recovery removes the
+    // orphan's (now empty) cgroup.
+    if let Some(dir) = orphan_group {
+        std::fs::remove_dir(dir).expect("the orphan's emptied cgroup");
+    }
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ pub(crate) enum Entry {
     Chat,
     /// `POST /execute`.
     Job,
+    /// `POST /v1/messages`.
+    Messages,
 }
 
 impl Entry {
@@ -29,6 +31,7 @@ impl Entry {
         match self {
             Entry::Chat => "chat",
             Entry::Job => "job",
+            Entry::Messages => "messages",
         }
     }
 }

@@ -106,7 +106,7 @@ async fn attach_session(
 }
 
 /// Keeps the session the run left under `handle`; answers the handle when it was kept.
-async fn keep_session(
+pub(crate) async fn keep_session(
     state: &AppState,
     owner: &str,
     handle: Option<String>,
@@ -119,7 +119,7 @@ async fn keep_session(
 }
 
 /// Adds the session handle header to an answer.
-fn with_handle(mut response: Response, handle: Option<&str>) -> Response {
+pub(crate) fn with_handle(mut response: Response, handle: Option<&str>) -> Response {
     if let Some(value) = handle.and_then(|h| HeaderValue::from_str(h).ok()) {
         response.headers_mut().insert(SESSION_HEADER, value);
     }

@@ -29,6 +29,9 @@ pub(crate) struct Health {
     /// How runs are kept apart: `uid` (each run its own uid) or `process` (runs share the
     /// gateway's uid; their processes are still contained).
     pub isolation: &'static str,
+    /// Whether each run has a cgroup of its own, which holds every process of the run and kills
+    /// them all at once (`RUN_CGROUP`; needs a writable cgroup v2).
+    pub run_cgroups: bool,
     /// The workspace base: `ok`, `missing` (deleted at runtime: runs fail until the next
     /// refresh clones it again from its origin), or `none` (no base configured: scratch
     /// workspaces).
@@ -70,6 +73,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         queued: gauge.queued + service_queued,
         capacity: gauge.capacity,
         isolation: state.isolation,
+        run_cgroups: state.run_cgroups,
         base: match &state.config.base_dir {
             None => "none",
             Some(dir) if tokio::fs::metadata(dir.join(".git")).await.is_ok() => "ok",

@@ -5,6 +5,7 @@ pub(crate) mod detail;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod large;
+pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod openapi;

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http::header::CONTENT_TYPE;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
+use crate::anthropic::error::AnthropicErrorBody;
 use crate::openai::error::ErrorBody;
 use crate::openai::wire::ChatCompletionChunk;
 use crate::routes::detail::Detail;
@@ -24,18 +25,23 @@ use crate::routes::detail::Detail;
 /// name in their `security`.
 pub(crate) const BEARER: &str = "bearer";
 
+/// The name of the `x-api-key` scheme (the token alone in that header, as the Anthropic SDKs
+/// send it), which the Messages route accepts beside bearer.
+pub(crate) const API_KEY: &str = "api_key";
+
 /// The document's header: title, description, the security scheme, the tags. The paths are added
 /// as the routes are registered.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "claude-gateway",
-        description = "Runs the Claude Code CLI behind HTTP: as queued, isolated jobs (`/execute`, `/jobs`) and as an OpenAI-compatible chat API (`/v1`). Every route but `/health`, `/metrics` and `/openapi.json` takes `Authorization: Bearer <token>`."
+        description = "Runs the Claude Code CLI behind HTTP: as queued, isolated jobs (`/execute`, `/jobs`) and as an OpenAI-compatible chat API (`/v1`) and as the Anthropic Messages API (`/v1/messages`). Every route but `/health`, `/metrics` and `/openapi.json` takes `Authorization: Bearer <token>`; `/v1/messages` also takes `x-api-key: <token>`."
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "jobs", description = "Queued agent runs and their records"),
         (name = "openai", description = "The OpenAI-compatible chat API"),
+        (name = "anthropic", description = "The Anthropic Messages API"),
         (name = "operations", description = "Health, metrics and this document; open to all")
     )
 )]
@@ -50,6 +56,13 @@ impl Modify for BearerScheme {
         components.add_security_scheme(
             BEARER,
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "The token alone, as the Anthropic SDKs send it; accepted by `/v1/messages`",
+            ))),
         );
     }
 }
@@ -99,6 +112,20 @@ pub(crate) enum OpenAiAuthFailure {
     /// No token, or one that is not accepted (`invalid_api_key`).
     #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
     Unauthorized(ErrorBody),
+}
+
+/// The answers of the Messages route to a request whose token is missing, malformed or not
+/// accepted, in Anthropic's error shape.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only its responses are used: the handlers answer through their error types.
+pub(crate) enum AnthropicAuthFailure {
+    /// The request is malformed (`invalid_request_error`): its credentials (several that
+    /// differ), or its body.
+    #[response(status = 400)]
+    Malformed(AnthropicErrorBody),
+    /// No token, or one that is not accepted (`authentication_error`).
+    #[response(status = 401)]
+    Unauthorized(AnthropicErrorBody),
 }
 
 /// One Server-Sent Event, as OpenAPI 3.1 describes an event stream's item: an `event` name, an
@@ -157,6 +184,23 @@ impl ToSchema for ChatEvent {
         }
     }
 }
+
+/// An event of a streamed Messages answer: its `event` line names its type (`message_start`,
+/// `content_block_start`, `ping`, `content_block_delta`, `content_block_stop`, `message_delta`,
+/// `message_stop`, or `error`), and its data is a JSON object with the same `type`.
+pub(crate) struct MessagesEvent;
+
+impl PartialSchema for MessagesEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("type", ObjectBuilder::new().schema_type(Type::String))
+            .required("type");
+        sse_event("An Anthropic stream event", data.into(), false)
+    }
+}
+
+impl ToSchema for MessagesEvent {}
 
 /// An event of a job's stream: `status` (`{"job_id", "status", "at", "error"}`), `agent` (one
 /// stream-json event of the agent, as it printed it), `truncated`, and last `end`.

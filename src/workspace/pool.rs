@@ -18,7 +18,8 @@
 //! - **Disk.** While free space on `JOBS_DIR` is below the pool's reserve, the pool makes no
 //!   checkouts and removes the ready ones, oldest first; runs still clone their own.
 //! - **Refill.** A task keeps the pool at its size, making up to one checkout per core at once,
-//!   woken by each take. It holds the pool weakly and ends with it.
+//!   woken by each take, once runs have stopped arriving for a moment (a burst starts on idle
+//!   cores). It holds the pool weakly and ends with it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,13 @@ use super::error::WorkspaceError;
 /// How often the refill task looks again at free space and the pool's size when nothing woke it.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// How long after the last take the refill waits before it starts making checkouts. Runs that
+/// come in a burst start while nothing else competes for the cores: a clone and its hand-over
+/// are the heaviest work the gateway does, and started at the first take they would slow every
+/// other run of the burst. A checkout takes far longer than this to make, so the pool is barely
+/// later full again.
+const QUIET_AFTER_TAKE: Duration = Duration::from_millis(100);
+
 /// Pause after a failed checkout, so a broken base costs one clone attempt per core per pause.
 const FAILURE_PAUSE: Duration = Duration::from_secs(2);
 
@@ -54,6 +62,8 @@ pub(crate) struct Pool {
     ready: Mutex<VecDeque<Pooled>>,
     /// Checkouts being made now.
     making: AtomicUsize,
+    /// When a run last took (or asked for) a checkout.
+    last_take: Mutex<Option<Instant>>,
     /// Wakes the refill task: a take, a finished checkout. Shared with that task, which holds
     /// the pool itself only weakly.
     wake: Arc<Notify>,
@@ -123,6 +133,7 @@ impl Pool {
             min_free_bytes,
             ready: Mutex::new(VecDeque::new()),
             making: AtomicUsize::new(0),
+            last_take: Mutex::new(None),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -170,8 +181,23 @@ impl Pool {
             );
         }
         drop(stale);
+        *self
+            .last_take
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.wake.notify_one();
         taken
+    }
+
+    /// How much longer the refill should wait for runs to stop arriving (see
+    /// [`QUIET_AFTER_TAKE`]).
+    fn quiet_left(&self) -> Duration {
+        self.last_take
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(Duration::ZERO, |at| {
+                QUIET_AFTER_TAKE.saturating_sub(at.elapsed())
+            })
     }
 
     fn ready_len(&self) -> usize {
@@ -254,6 +280,12 @@ async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
                 continue;
             }
         } else {
+            let quiet = this.quiet_left();
+            if !quiet.is_zero() {
+                drop(this);
+                tokio::time::sleep(quiet).await;
+                continue;
+            }
             let making = this.making.load(Ordering::Acquire);
             let missing = this.size.saturating_sub(this.ready_len() + making);
             for _ in 0..missing.min(cores.saturating_sub(making)) {

@@ -8,12 +8,14 @@ use http::Response;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthFailure {
     /// No credential: no `Authorization` header, a scheme other than `Bearer`, or `Bearer` with an
-    /// empty token.
+    /// empty token (and, with [`TokenSource::BearerOrHeader`](super::TokenSource), no token in
+    /// its header either).
     Missing,
     /// A bearer token that matches none of the accepted tokens.
     Invalid,
-    /// More than one `Authorization` header: which one counts would be a guess (proxies and
-    /// servers disagree), so none does. A malformed request (400) rather than a wrong credential.
+    /// More than one `Authorization` header (or API-key header), or a bearer token and an API key
+    /// that differ: which one counts would be a guess (proxies and servers disagree), so none
+    /// does. A malformed request (400) rather than a wrong credential.
     Ambiguous,
 }
 
@@ -29,7 +31,9 @@ impl fmt::Display for AuthFailure {
         f.write_str(match self {
             Self::Missing => "Missing bearer token",
             Self::Invalid => "Invalid token",
-            Self::Ambiguous => "Several Authorization headers; send exactly one",
+            Self::Ambiguous => {
+                "Several Authorization headers, or API keys that differ; send exactly one"
+            }
         })
     }
 }

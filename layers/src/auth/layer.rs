@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{OnAuthFailure, Tokens};
+use super::{OnAuthFailure, TokenSource, Tokens};
 use crate::accessors::inner_accessors;
 use crate::reject::ResponseFuture;
 
@@ -19,6 +19,8 @@ use crate::reject::ResponseFuture;
 pub struct BearerAuthLayer<R> {
     /// The accepted tokens, shared by every service this layer builds.
     tokens: Arc<Tokens>,
+    /// Where the token is read from.
+    source: TokenSource,
     /// Builds the rejection response.
     on_failure: R,
 }
@@ -28,8 +30,15 @@ impl<R> BearerAuthLayer<R> {
     pub fn new(tokens: Tokens, on_failure: R) -> Self {
         Self {
             tokens: Arc::new(tokens),
+            source: TokenSource::Bearer,
             on_failure,
         }
+    }
+
+    /// Reads the token where `source` says (`Authorization: Bearer` by default).
+    pub fn token_source(mut self, source: TokenSource) -> Self {
+        self.source = source;
+        self
     }
 }
 
@@ -40,6 +49,7 @@ impl<S, R: Clone> Layer<S> for BearerAuthLayer<R> {
         BearerAuth {
             inner,
             tokens: self.tokens.clone(),
+            source: self.source.clone(),
             on_failure: self.on_failure.clone(),
         }
     }
@@ -49,6 +59,7 @@ impl<R> fmt::Debug for BearerAuthLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuthLayer")
             .field("tokens", &self.tokens)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +72,8 @@ pub struct BearerAuth<S, R> {
     inner: S,
     /// The accepted tokens.
     tokens: Arc<Tokens>,
+    /// Where the token is read from.
+    source: TokenSource,
     /// Builds the rejection response.
     on_failure: R,
 }
@@ -71,6 +84,7 @@ impl<S, R> BearerAuth<S, R> {
         Self {
             inner,
             tokens: Arc::new(tokens),
+            source: TokenSource::Bearer,
             on_failure,
         }
     }
@@ -106,7 +120,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match self.tokens.authorize(req.headers()) {
+        match self.tokens.authorize_from(req.headers(), &self.source) {
             Ok(caller) => {
                 // Names the caller in the request's log lines when the current span declares a
                 // `caller` field (a no-op otherwise). The name, never the token.

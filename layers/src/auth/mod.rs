@@ -13,6 +13,10 @@
 //! strategy (any `Fn(AuthFailure) -> Response<B>` is one), given the reason: an absent
 //! credential ([`AuthFailure::Missing`]) or a wrong one ([`AuthFailure::Invalid`]).
 //!
+//! [`BearerAuthLayer::token_source`] also accepts the token alone in a header of its own
+//! ([`TokenSource::BearerOrHeader`]), as API-key clients send it (`x-api-key: <token>`); the
+//! same tokens, digests and constant-time check apply.
+//!
 //! # Example
 //!
 //! ```
@@ -64,6 +68,7 @@ mod tokens;
 mod tests;
 
 pub use self::failure::{AuthFailure, OnAuthFailure};
+pub use self::header::TokenSource;
 pub use self::layer::{BearerAuth, BearerAuthLayer};
 pub use self::tokens::{AuthenticatedCaller, Tokens};
 pub use crate::reject::ResponseFuture;

@@ -1,4 +1,4 @@
-use http::header::AUTHORIZATION;
+use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderValue, Request, Response, StatusCode};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower_test::mock;
@@ -151,7 +151,7 @@ fn debug_shows_names_but_no_secret_or_digest() {
     );
     assert_eq!(
         format!("{:?}", layer()),
-        r#"BearerAuthLayer { tokens: Tokens { names: ["ci", "alice"] }, .. }"#
+        r#"BearerAuthLayer { tokens: Tokens { names: ["ci", "alice"] }, source: Bearer, .. }"#
     );
 }
 
@@ -169,5 +169,104 @@ fn verify_and_len() {
     assert_eq!(
         Tokens::single("x", "y").names().collect::<Vec<_>>(),
         vec!["x"]
+    );
+}
+
+/// Sends one request with `headers` through a layer that also reads `x-api-key`.
+async fn send_api_key(headers: &[(&'static str, &'static str)]) -> Outcome {
+    let layer = layer().token_source(TokenSource::BearerOrHeader(HeaderName::from_static(
+        "x-api-key",
+    )));
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer);
+    let mut req = Request::new(());
+    for &(name, value) in headers {
+        req.headers_mut()
+            .append(name, HeaderValue::from_static(value));
+    }
+    assert_ready_ok!(svc.poll_ready());
+    let fut = svc.call(req);
+    let responder = async {
+        let (req, send) = handle.next_request().await.expect("inner service called");
+        let caller = req.extensions().get::<AuthenticatedCaller>().cloned();
+        send.send_response(Response::new("inner".to_string()));
+        caller
+    };
+    tokio::select! {
+        res = fut => {
+            let res = res.expect("rejections are responses");
+            assert_pending!(handle.poll_request());
+            Outcome::Refused(res.status(), res.into_body())
+        }
+        caller = responder => {
+            Outcome::Accepted(caller.expect("caller extension set").name.to_string())
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_header_is_checked_against_the_same_tokens() {
+    assert_eq!(
+        send_api_key(&[("x-api-key", "another-secret")]).await,
+        Outcome::Accepted("alice".into())
+    );
+    assert_eq!(
+        send_api_key(&[("x-api-key", " s3cret ")]).await,
+        Outcome::Accepted("ci".into())
+    );
+    assert_eq!(send_api_key(&[("x-api-key", "s3cre")]).await, invalid());
+    assert_eq!(send_api_key(&[("x-api-key", "  ")]).await, missing());
+    assert_eq!(send_api_key(&[]).await, missing());
+}
+
+#[tokio::test]
+async fn with_an_api_key_source_bearer_still_works() {
+    assert_eq!(
+        send_api_key(&[("authorization", "Bearer s3cret")]).await,
+        Outcome::Accepted("ci".into())
+    );
+    assert_eq!(
+        send_api_key(&[("authorization", "Bearer nope")]).await,
+        invalid()
+    );
+    // The same token in both headers is one credential.
+    assert_eq!(
+        send_api_key(&[("authorization", "Bearer s3cret"), ("x-api-key", "s3cret")]).await,
+        Outcome::Accepted("ci".into())
+    );
+    // A wrong bearer beside a right key is still a wrong credential, never a fallback.
+    assert!(matches!(
+        send_api_key(&[("authorization", "Bearer nope"), ("x-api-key", "s3cret")]).await,
+        Outcome::Refused(StatusCode::UNAUTHORIZED, _)
+    ));
+}
+
+#[tokio::test]
+async fn differing_or_repeated_api_keys_are_ambiguous() {
+    let ambiguous = Outcome::Refused(StatusCode::UNAUTHORIZED, AuthFailure::Ambiguous.to_string());
+    assert_eq!(
+        send_api_key(&[
+            ("authorization", "Bearer s3cret"),
+            ("x-api-key", "another-secret")
+        ])
+        .await,
+        ambiguous
+    );
+    assert_eq!(
+        send_api_key(&[("x-api-key", "s3cret"), ("x-api-key", "s3cret")]).await,
+        ambiguous
+    );
+}
+
+#[test]
+fn the_bearer_source_ignores_an_api_key_header() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", HeaderValue::from_static("s3cret"));
+    assert_eq!(tokens().authorize(&headers), Err(AuthFailure::Missing));
+    let source = TokenSource::BearerOrHeader(HeaderName::from_static("x-api-key"));
+    assert_eq!(
+        tokens()
+            .authorize_from(&headers, &source)
+            .map(|c| c.name.to_string()),
+        Ok("ci".to_string())
     );
 }

@@ -7,8 +7,7 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
-use super::header::bearer_token;
-use super::AuthFailure;
+use super::{AuthFailure, TokenSource};
 
 /// Request extension inserted by [`BearerAuth`](super::BearerAuth): who the caller is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +85,16 @@ impl Tokens {
 
     /// Checks the `Authorization` header of a request, as [`BearerAuth`](super::BearerAuth) does.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<AuthenticatedCaller, AuthFailure> {
-        let token = bearer_token(headers)?;
+        self.authorize_from(headers, &TokenSource::Bearer)
+    }
+
+    /// Checks the token a request presents where `source` says to look for it.
+    pub fn authorize_from(
+        &self,
+        headers: &HeaderMap,
+        source: &TokenSource,
+    ) -> Result<AuthenticatedCaller, AuthFailure> {
+        let token = source.token(headers)?;
         self.verify(token).ok_or(AuthFailure::Invalid)
     }
 
