@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;
-use crate::workspace::{Contained, GitProvisioner, WorkspaceConfig};
+use crate::workspace::{Contained, GitProvisioner, HarvestLayer, HarvestSettings, WorkspaceConfig};
 
 /// Decides how runs are contained, and stops whatever runs of an earlier gateway on the same
 /// `JOBS_DIR` left behind (a crash, kill -9) before anything sweeps their workspaces.
@@ -156,6 +156,12 @@ impl App {
         )
         .await?;
         drop(recovery);
+        let harvester = provisioner.harvester(HarvestSettings {
+            max_diff_bytes: config.max_diff_bytes,
+            author_name: config.delivery_author.0.clone(),
+            author_email: config.delivery_author.1.clone(),
+            allow_base_branch: config.delivery_allow_base_branch,
+        });
         let provisioner: Arc<dyn Provision> = Arc::new(provisioner);
         let claude = ClaudeService::new(ClaudeConfig {
             bin: config.claude_bin.clone(),
@@ -172,6 +178,7 @@ impl App {
             gauge.clone(),
             provisioner,
             claude,
+            HarvestLayer::new(harvester.clone()),
             config.chat_timeout,
             metrics.clone(),
         );
@@ -195,6 +202,7 @@ impl App {
                 started_at: chrono::Utc::now().timestamp(),
                 intake,
                 responses,
+                harvester,
             },
         })
     }

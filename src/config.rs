@@ -187,6 +187,51 @@ pub struct Settings {
     #[arg(long, env = "MAX_SESSION_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_session_bytes: usize,
 
+    /// Bytes of a job's patch (`GET /jobs/{id}/diff`) kept; a longer one is cut at a file
+    /// boundary and `changes.truncated` says so.
+    #[arg(long, env = "MAX_DIFF_BYTES", default_value_t = 1024 * 1024)]
+    pub max_diff_bytes: usize,
+
+    /// Author (and committer) of the commits delivery makes, as `Name <email>`.
+    #[arg(
+        long,
+        env = "DELIVERY_AUTHOR",
+        default_value = "claude-gateway <claude-gateway@localhost>"
+    )]
+    pub delivery_author: String,
+
+    /// Whether `deliver` may push to the base branch itself.
+    #[arg(long, env = "DELIVERY_ALLOW_BASE_BRANCH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub delivery_allow_base_branch: bool,
+
+    /// Webhook URL for jobs that give no `callback_url`; unset: none.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Secret webhooks are signed with (Standard Webhooks): `whsec_<base64>`, or any other text
+    /// used as it is. Unset: webhooks are sent unsigned.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Where webhooks may go, comma-separated: host names (exact) and networks (`10.0.0.0/8`,
+    /// `127.0.0.1/32`). Empty: no webhooks. Link-local and metadata addresses are refused
+    /// whatever it says.
+    #[arg(long, env = "WEBHOOK_ALLOW", default_value = "")]
+    pub webhook_allow: String,
+
+    /// Tries of one webhook before it is given up.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+
+    /// Milliseconds before a failed webhook's first retry; each later wait doubles (at most an
+    /// hour).
+    #[arg(long, env = "WEBHOOK_RETRY_MS", default_value_t = 5000)]
+    pub webhook_retry_ms: u64,
+
+    /// Seconds one webhook request may take.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub webhook_timeout_seconds: u64,
+
     /// A burst of runs shares one `git fetch` of the base within this many seconds.
     #[arg(long, env = "FETCH_DEBOUNCE_SECONDS", default_value_t = 15)]
     pub fetch_debounce_seconds: u64,
@@ -377,6 +422,143 @@ fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError(message.into())
 }
 
+/// `Name <email>` split in two.
+fn parse_author(text: &str) -> Result<(String, String), ConfigError> {
+    let bad = || invalid(format!("DELIVERY_AUTHOR {text:?} is not `Name <email>`"));
+    let (name, rest) = text.split_once('<').ok_or_else(bad)?;
+    let email = rest.strip_suffix('>').ok_or_else(bad)?;
+    let name = name.trim();
+    if name.is_empty() || email.trim().is_empty() || email.contains(['<', '>', '\n']) {
+        return Err(bad());
+    }
+    Ok((name.to_owned(), email.trim().to_owned()))
+}
+
+/// The webhook settings.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_URL`: for jobs that give no `callback_url`.
+    pub default_url: Option<String>,
+    /// `WEBHOOK_SECRET`.
+    pub secret: Option<WebhookSecret>,
+    /// `WEBHOOK_ALLOW`.
+    pub allow: WebhookAllow,
+    /// `WEBHOOK_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// `WEBHOOK_RETRY_MS`.
+    pub first_retry: Duration,
+    /// `WEBHOOK_TIMEOUT_SECONDS`.
+    pub timeout: Duration,
+}
+
+/// The key webhooks are signed with. Its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub Vec<u8>);
+
+impl WebhookSecret {
+    /// `whsec_<base64>` is the Standard Webhooks form (the key is the decoded bytes); any other
+    /// text is the key as it is.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        use base64::Engine as _;
+        match text.strip_prefix("whsec_") {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map(Self)
+                .map_err(|_| {
+                    invalid("WEBHOOK_SECRET starts with whsec_ but the rest is not base64")
+                }),
+            None => Ok(Self(text.as_bytes().to_vec())),
+        }
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// Where webhooks may go (`WEBHOOK_ALLOW`): host names, matched exactly, and networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookAllow {
+    /// Host names, lowercase.
+    pub hosts: Vec<String>,
+    /// Networks an address may be in.
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl WebhookAllow {
+    /// Reads the comma-separated list.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut allow = Self::default();
+        for item in split_list(text) {
+            if let Ok(net) = item.parse::<ipnet::IpNet>() {
+                allow.networks.push(net);
+            } else if let Ok(ip) = item.parse::<std::net::IpAddr>() {
+                allow.networks.push(ipnet::IpNet::from(ip));
+            } else if item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            {
+                allow.hosts.push(item.to_ascii_lowercase());
+            } else {
+                return Err(invalid(format!(
+                    "WEBHOOK_ALLOW: {item:?} is neither a host name nor a network"
+                )));
+            }
+        }
+        Ok(allow)
+    }
+
+    /// Whether nothing is allowed (no webhooks at all).
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.networks.is_empty()
+    }
+
+    /// Whether `host` is listed by name.
+    pub fn lists_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.contains(&host)
+    }
+
+    /// Whether a webhook may connect to `addr` of a host that is (`listed`) or is not listed by
+    /// name: never a link-local, metadata, unspecified, multicast or broadcast address; else
+    /// when the host is listed or the address is in a listed network.
+    pub fn permits(&self, addr: std::net::IpAddr, listed: bool) -> bool {
+        if never_called(addr) {
+            return false;
+        }
+        listed || self.networks.iter().any(|net| net.contains(&addr))
+    }
+}
+
+/// Addresses no webhook ever goes to: link-local (the cloud metadata services live there), the
+/// other known metadata addresses, and addresses that are not one host.
+pub fn never_called(addr: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr {
+        IpAddr::V4(v4) => {
+            v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+                // Alibaba Cloud's metadata service.
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return never_called(IpAddr::V4(v4));
+            }
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // AWS's metadata service over IPv6.
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -410,6 +592,14 @@ pub struct Config {
     pub max_output_bytes: usize,
     /// Bytes of session (transcript and changes) kept per job; 0 keeps none.
     pub max_session_bytes: usize,
+    /// Bytes of a job's patch kept.
+    pub max_diff_bytes: usize,
+    /// Name and e-mail of delivery commits' author.
+    pub delivery_author: (String, String),
+    /// Whether delivery may push to the base branch.
+    pub delivery_allow_base_branch: bool,
+    /// Webhooks: default URL, secret, allow-list, retries.
+    pub webhooks: WebhookSettings,
     /// Where jobs are stored.
     pub store: StoreConfig,
     /// Most starts a job may be allowed.
@@ -595,6 +785,21 @@ impl Settings {
             max_stored_bytes: self.max_stored_bytes,
             max_output_bytes: self.max_output_bytes,
             max_session_bytes: self.max_session_bytes,
+            max_diff_bytes: self.max_diff_bytes,
+            delivery_author: parse_author(&self.delivery_author)?,
+            delivery_allow_base_branch: self.delivery_allow_base_branch,
+            webhooks: WebhookSettings {
+                default_url: self.webhook_url.filter(|u| !u.trim().is_empty()),
+                secret: self
+                    .webhook_secret
+                    .filter(|s| !s.is_empty())
+                    .map(|s| WebhookSecret::parse(&s))
+                    .transpose()?,
+                allow: WebhookAllow::parse(&self.webhook_allow)?,
+                max_attempts: self.webhook_max_attempts.max(1),
+                first_retry: Duration::from_millis(self.webhook_retry_ms.max(1)),
+                timeout: Duration::from_secs(self.webhook_timeout_seconds.max(1)),
+            },
             store,
             max_job_attempts: self.max_job_attempts,
             replica_id,

@@ -12,10 +12,10 @@
 //! | `contain` | run containment: per-run uids or markers, kill-everything, per-run directories |
 //! | [`agent`] | the claude service: command line, allow-listed environment, process, output, the caller's functions as MCP tools |
 //! | [`config`] | the settings, as flags and environment variables |
-//! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run |
+//! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run; what a run changed, and its delivery |
 //! | `metrics` | Prometheus counters and the run timer |
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
-//! | [`jobs`] | job records, stores, event logs, the task that runs a job |
+//! | [`jobs`] | job records, stores, event logs, the task that runs a job, webhooks |
 //! | `openai` | OpenAI wire types (chat, Responses), function calling, prompt rendering, errors, streaming |
 //! | `bounds` | what a caller can make the gateway hold: the intake of run requests (body deadline, queue slot, queued bytes) and the budget of large responses |
 //! | `anthropic` | Anthropic Messages wire types, prompt rendering, errors, stream events |

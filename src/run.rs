@@ -6,9 +6,9 @@
 //! too, so no entry point can forget either.
 //!
 //! ```text
-//!  record ─► concurrency-limit ─► deadline ─► workspace ─► ClaudeService
-//!  (metrics,  (queued → active,    (run only)  (clone in,   (spawn, stream,
-//!   errors)    FIFO)                            clean out)   kill on drop)
+//!  record ─► concurrency-limit ─► deadline ─► workspace ─► harvest ─► ClaudeService
+//!  (metrics,  (queued → active,    (run only)  (clone in,   (changes,   (spawn, stream,
+//!   errors)    FIFO)                            clean out)   delivery)   kill on drop)
 //! ```
 //!
 //! Dropping a run's future at any point (a cancelled job, a client gone, shutdown) frees its
@@ -35,6 +35,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
 use crate::metrics::{Entry, Metrics, RunEnd};
+use crate::workspace::HarvestLayer;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +51,7 @@ impl Runs {
         gauge: Gauge,
         provisioner: Arc<dyn Provision>,
         claude: ClaudeService,
+        harvest: HarvestLayer,
         default_deadline: Duration,
         metrics: Metrics,
     ) -> Self {
@@ -63,6 +65,9 @@ impl Runs {
             // Provisioned only once the run may start (a queued run holds no checkout) and
             // removed in the background when the run's future ends or is dropped.
             .layer(WorkspaceLayer::new(provisioner))
+            // Inside the workspace, so what the run changed is taken (and delivered) before the
+            // checkout is removed, and after the agent is gone.
+            .layer(harvest)
             // The workspace is ready and the agent is about to start: marked, so a deadline
             // that passes before this point is told apart from one the agent ran into.
             .map_request(|request: Request<AgentRequest>| {

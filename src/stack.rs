@@ -83,6 +83,7 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::events))
+        .routes(routes!(jobs::diff))
         .route_layer(job_auth);
     let openai_routes = OpenApiRouter::new()
         .routes(routes!(chat::chat_completions))

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::run::Runs;
+use crate::workspace::Harvester;
 
 /// The state the routes share. Cheap to clone: everything is shared.
 #[derive(Clone, Debug)]
@@ -34,4 +35,6 @@ pub struct AppState {
     pub(crate) intake: Intake,
     /// The bytes large responses may hold while they are sent.
     pub(crate) responses: ResponseBudget,
+    /// What takes runs' changes and delivers them; `None` without a base repository.
+    pub(crate) harvester: Option<Harvester>,
 }

@@ -124,6 +124,8 @@ async fn after_shutdown_begins_execute_is_refused() {
                 options: Default::default(),
                 max_attempts: 1,
                 continue_from: None,
+                callback_url: None,
+                deliver: None,
             },
             None,
         )

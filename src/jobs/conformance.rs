@@ -14,9 +14,12 @@ use super::events::{EventKind, JobEvent};
 use super::memory::{MemoryStore, StoreLimits};
 use super::postgres::testdb::TestDb;
 use super::postgres::PgStore;
+use super::record::WebhookAttempt;
 use super::record::{JobRecord, JobStatus, NewJob};
 use super::sqlite::SqliteStore;
-use super::store::{ChatSession, Cursor, JobStore, ListQuery, LogPosition};
+use super::store::{
+    ChatSession, Cursor, JobStore, ListQuery, LogPosition, WebhookKind, WebhookTried,
+};
 use crate::agent::Usage;
 use crate::config::SqliteSync;
 
@@ -113,6 +116,8 @@ pub(super) fn job(n: u32, owner: &str, created: i64) -> JobRecord {
             options: Default::default(),
             max_attempts: 1,
             continue_from: None,
+            callback_url: None,
+            deliver: None,
         },
         at(created),
     )
@@ -190,6 +195,8 @@ conformance!(
     many_concurrent_writers_lose_nothing,
     a_kept_session_reads_back_counts_in_the_byte_budget_and_goes_with_its_job,
     chat_sessions_read_back_and_are_forgotten_past_the_ttl_and_the_count_bound,
+    webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease,
+    webhooks_go_with_their_job,
 );
 
 async fn a_record_reads_back_whole_and_an_unknown_id_is_none(kind: Kind) {
@@ -678,4 +685,144 @@ async fn chat_sessions_read_back_and_are_forgotten_past_the_ttl_and_the_count_bo
     assert_eq!(store.chat_session(id(1)).await.unwrap(), None);
     assert!(store.chat_session(id(2)).await.unwrap().is_some());
     assert!(store.chat_session(id(3)).await.unwrap().is_some());
+}
+
+/// A job of `owner` whose webhooks go to a receiver.
+fn hooked(n: u32, created: i64) -> JobRecord {
+    let mut record = job(n, "o", created);
+    record.callback_url = Some("http://127.0.0.1:9/hook".into());
+    record
+}
+
+/// A try that the receiver answered with `status`.
+fn answered(status: u16, at_s: i64, state: &'static str, next: i64) -> WebhookTried {
+    WebhookTried {
+        attempt: Some(WebhookAttempt {
+            at: super::record::format_iso(&at(at_s)),
+            status_code: Some(status),
+            error: (status != 200).then(|| format!("the receiver answered {status}")),
+        }),
+        state,
+        next_at: at(next),
+    }
+}
+
+async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kind: Kind) {
+    let store = roomy(kind).await;
+    store.insert(hooked(1, 0), Vec::new()).await.unwrap();
+    store.insert(job(2, "o", 0), Vec::new()).await.unwrap();
+    assert!(
+        store.webhooks(id(2)).await.unwrap().is_empty(),
+        "no callback_url, no webhooks"
+    );
+    let views = store.webhooks(id(1)).await.unwrap();
+    let kinds: Vec<(&str, &str)> = views
+        .iter()
+        .map(|v| (v.kind.as_str(), v.state.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("job.started", "pending"), ("job.ended", "pending")]
+    );
+    let started_id = WebhookKind::Started.id_for(&id(1));
+    assert_eq!(views[0].id, started_id);
+
+    // Queued: nothing is due yet.
+    assert!(store
+        .claim_webhooks(at(1), at(100), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut running = hooked(1, 0);
+    running.status = JobStatus::Running;
+    running.started_at = Some(at(1));
+    store.update(running, Vec::new()).await.unwrap();
+    let due = store.claim_webhooks(at(1), at(100), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(
+        (due[0].id.as_str(), due[0].kind),
+        (started_id.as_str(), WebhookKind::Started)
+    );
+    assert_eq!(due[0].job.status, JobStatus::Running);
+    assert_eq!(due[0].attempts, 0);
+    // Leased: no one else gets it until the lease runs out.
+    assert!(store
+        .claim_webhooks(at(2), at(100), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_webhooks(at(100), at(200), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A refused try: pending again, due at its next time and not before.
+    assert!(store
+        .webhook_tried(started_id.clone(), answered(500, 100, "pending", 105))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_webhooks(at(101), at(300), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_webhook(at(101)).await.unwrap(), Some(at(105)));
+    let due = store.claim_webhooks(at(105), at(300), 10).await.unwrap();
+    assert_eq!(due[0].attempts, 1);
+    store
+        .webhook_tried(started_id.clone(), answered(200, 105, "delivered", 105))
+        .await
+        .unwrap();
+
+    // Ended: the end is due, with the job's final status.
+    store
+        .update(finish(hooked(1, 0), 110), Vec::new())
+        .await
+        .unwrap();
+    let due = store.claim_webhooks(at(110), at(300), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].kind, WebhookKind::Ended);
+    assert_eq!(due[0].job.status, JobStatus::Completed);
+    store
+        .webhook_tried(due[0].id.clone(), answered(503, 110, "failed", 110))
+        .await
+        .unwrap();
+    assert!(store
+        .claim_webhooks(at(1000), at(2000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_webhook(at(0)).await.unwrap(), None);
+
+    let views = store.webhooks(id(1)).await.unwrap();
+    assert_eq!(views[0].state, "delivered");
+    let codes: Vec<Option<u16>> = views[0].attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(200)]);
+    assert_eq!(views[0].next_attempt_at, None);
+    assert_eq!(views[1].state, "failed");
+    assert_eq!(views[1].attempts.len(), 1);
+    assert!(!store
+        .webhook_tried("msg_unknown".into(), answered(200, 1, "delivered", 1))
+        .await
+        .unwrap());
+}
+
+async fn webhooks_go_with_their_job(kind: Kind) {
+    let store = open(kind, limits(10, 100, usize::MAX)).await;
+    store.insert(hooked(1, 0), Vec::new()).await.unwrap();
+    store
+        .update(finish(hooked(1, 0), 1), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.remove_expired(at(100)).await.unwrap(), [id(1)]);
+    assert!(store.webhooks(id(1)).await.unwrap().is_empty());
+    assert!(store
+        .claim_webhooks(at(100), at(200), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -174,6 +174,8 @@ mod tests {
                 options: Default::default(),
                 max_attempts: 1,
                 continue_from: None,
+                callback_url: None,
+                deliver: None,
             },
             Utc::now(),
         )

@@ -16,9 +16,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::events::{EventKind, JobEvent};
-use super::record::JobRecord;
+use super::record::{JobRecord, JobStatus, WebhookAttempt, WebhookView};
 use super::store::{
-    ChatSession, Cursor, JobStore, ListQuery, LogPosition, Page, StoreFuture, Unfinished,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, LogPosition, Page, StoreFuture,
+    Unfinished, WebhookKind, WebhookTried,
 };
 
 /// How much a store keeps of finished jobs.
@@ -102,6 +103,20 @@ struct State {
     next_order: u64,
     /// Chat sessions by handle.
     chats: HashMap<String, ChatSession>,
+    /// Webhooks by id.
+    webhooks: HashMap<String, Webhook>,
+}
+
+/// One webhook of a job.
+#[derive(Debug)]
+struct Webhook {
+    job_id: String,
+    kind: WebhookKind,
+    url: String,
+    state: &'static str,
+    tries: Vec<WebhookAttempt>,
+    next_at: DateTime<Utc>,
+    lease_until: Option<DateTime<Utc>>,
 }
 
 impl MemoryStore {
@@ -164,6 +179,7 @@ impl State {
     }
 
     fn remove(&mut self, job_id: &str) {
+        self.webhooks.retain(|_, w| w.job_id != job_id);
         if let Some(entry) = self.entries.remove(job_id) {
             self.unaccount(finished_key(&entry.record), entry.bytes());
             self.by_created
@@ -196,6 +212,22 @@ impl JobStore for MemoryStore {
             session: None,
         };
         entry.append(events);
+        if let Some(url) = &entry.record.callback_url {
+            for kind in [WebhookKind::Started, WebhookKind::Ended] {
+                state.webhooks.insert(
+                    kind.id_for(&job_id),
+                    Webhook {
+                        job_id: job_id.clone(),
+                        kind,
+                        url: url.clone(),
+                        state: "pending",
+                        tries: Vec::new(),
+                        next_at: entry.record.created_at,
+                        lease_until: None,
+                    },
+                );
+            }
+        }
         state.entries.insert(job_id.clone(), entry);
         state.account(&job_id);
         Box::pin(async { Ok(()) })
@@ -361,5 +393,99 @@ impl JobStore for MemoryStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+        let mut state = self.lock();
+        let State {
+            webhooks, entries, ..
+        } = &mut *state;
+        let mut due: Vec<(&String, &mut Webhook)> = webhooks
+            .iter_mut()
+            .filter(|(_, w)| {
+                let Some(entry) = entries.get(&w.job_id) else {
+                    return false;
+                };
+                let come = match w.kind {
+                    WebhookKind::Started => entry.record.status != JobStatus::Queued,
+                    WebhookKind::Ended => entry.record.status.is_terminal(),
+                };
+                w.state == "pending"
+                    && w.next_at <= now
+                    && w.lease_until.is_none_or(|until| until <= now)
+                    && come
+            })
+            .collect();
+        due.sort_by_key(|(_, w)| w.next_at);
+        let claimed: Vec<DueWebhook> = due
+            .into_iter()
+            .take(limit)
+            .filter_map(|(id, w)| {
+                w.lease_until = Some(lease_until);
+                Some(DueWebhook {
+                    id: id.clone(),
+                    kind: w.kind,
+                    url: w.url.clone(),
+                    attempts: u32::try_from(w.tries.len()).unwrap_or(u32::MAX),
+                    job: entries.get(&w.job_id)?.record.summary.clone(),
+                })
+            })
+            .collect();
+        Box::pin(async move { Ok(claimed) })
+    }
+
+    fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool> {
+        let found = match self.lock().webhooks.get_mut(&id) {
+            Some(w) => {
+                w.tries.extend(tried.attempt);
+                w.state = tried.state;
+                w.next_at = tried.next_at;
+                w.lease_until = None;
+                true
+            }
+            None => false,
+        };
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
+        let state = self.lock();
+        let mut views: Vec<(WebhookKind, WebhookView)> = state
+            .webhooks
+            .iter()
+            .filter(|(_, w)| w.job_id == job_id)
+            .map(|(id, w)| {
+                (
+                    w.kind,
+                    WebhookView {
+                        id: id.clone(),
+                        kind: format!("job.{}", w.kind.as_str()),
+                        state: w.state.to_owned(),
+                        attempts: w.tries.clone(),
+                        next_attempt_at: (w.state == "pending")
+                            .then(|| super::record::format_iso(&w.next_at)),
+                    },
+                )
+            })
+            .collect();
+        views.sort_by_key(|(kind, _)| *kind != WebhookKind::Started);
+        let views = views.into_iter().map(|(_, v)| v).collect();
+        Box::pin(async move { Ok(views) })
+    }
+
+    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
+        let next = self
+            .lock()
+            .webhooks
+            .values()
+            .filter(|w| w.state == "pending" && w.next_at > now)
+            .map(|w| w.next_at)
+            .min();
+        Box::pin(async move { Ok(next) })
     }
 }

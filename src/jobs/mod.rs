@@ -34,6 +34,7 @@ mod rows;
 mod sqlite;
 mod store;
 mod task;
+mod webhooks;
 
 #[cfg(test)]
 mod conformance;
@@ -116,6 +117,8 @@ struct Shared {
     replica: String,
     /// With a PostgreSQL store: the shared queue, the notices and the lease.
     replication: Option<Replication>,
+    /// Sends the jobs' webhooks; `None` when `WEBHOOK_ALLOW` allows none.
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 /// Why a job was not accepted.
@@ -191,9 +194,17 @@ impl Jobs {
                 (pg, Some(replication))
             }
         };
-        Ok(Self::assemble(
+        let webhooks = if config.webhooks.allow.is_empty() {
+            None
+        } else {
+            let sender = webhooks::Webhooks::new(Arc::clone(&store), config.webhooks.clone())
+                .map_err(StoreError::unavailable)?;
+            sender.start();
+            Some(sender)
+        };
+        let jobs = Self::assemble(
             store,
-            replication,
+            (replication, webhooks),
             runs,
             gauge,
             (
@@ -202,7 +213,33 @@ impl Jobs {
                 config.replica_id.clone(),
             ),
             eviction_period(config.job_ttl),
-        ))
+        );
+        Ok(jobs)
+    }
+
+    /// Checks a job's `callback_url` (or the default one) against `WEBHOOK_ALLOW`; says why
+    /// it is refused.
+    pub(crate) async fn check_callback(&self, url: &str) -> Result<(), String> {
+        match &self.shared.webhooks {
+            Some(webhooks) => webhooks.check_url(url).await,
+            None => Err("webhooks are off: WEBHOOK_ALLOW lists no destination".into()),
+        }
+    }
+
+    /// `WEBHOOK_URL`, for jobs that give no `callback_url`.
+    pub(crate) fn default_callback(&self) -> Option<String> {
+        self.shared
+            .webhooks
+            .as_ref()
+            .and_then(|w| w.default_url().map(str::to_owned))
+    }
+
+    /// The job's webhooks with their tries, for its record.
+    pub(crate) async fn webhooks_of(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<record::WebhookView>, StoreError> {
+        self.shared.store.webhooks(job_id.to_owned()).await
     }
 
     /// A registry over any store. `output_cap` bounds each of a record's `output`, `result` and
@@ -219,14 +256,14 @@ impl Jobs {
         evict_every: Duration,
     ) -> Self {
         let this_host = (output_cap, session_cap, String::new());
-        Self::assemble(store, None, runs, gauge, this_host, evict_every)
+        Self::assemble(store, (None, None), runs, gauge, this_host, evict_every)
     }
 
     /// [`with_store`](Self::with_store), with the replica's name beside the output and session caps, and
     /// the replication of a shared store.
     fn assemble(
         store: Arc<dyn JobStore>,
-        replication: Option<Replication>,
+        (replication, webhooks): (Option<Replication>, Option<webhooks::Webhooks>),
         runs: Runs,
         gauge: Gauge,
         (output_cap, session_cap, replica): (usize, usize, String),
@@ -241,6 +278,7 @@ impl Jobs {
             session_cap,
             replica,
             replication,
+            webhooks,
         });
         spawn_evictor(Arc::downgrade(&shared), evict_every);
         Self { shared }
@@ -716,6 +754,9 @@ impl Jobs {
 
     /// Releases the store once nothing writes to it any more: the last step of a shutdown.
     pub async fn close(&self) {
+        if let Some(webhooks) = &self.shared.webhooks {
+            webhooks.stop();
+        }
         if let Some(replication) = &self.shared.replication {
             replication.leave().await;
         }

@@ -7,6 +7,7 @@
 //! [`JobStore`]: super::JobStore
 
 use crate::agent::{RunOptions, Usage};
+use crate::workspace::{Changes, DeliverRequest, Delivery};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -135,6 +136,54 @@ pub struct JobRecord {
     /// The earlier job whose session this one continues (`continue_from` of `POST /execute`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_from: Option<String>,
+    /// The delivery asked for (`deliver` of `POST /execute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<DeliverRequest>,
+    /// What the run changed in its checkout; `null` until it ended, and for a run without a
+    /// base repository or that never got to end by itself (timeout, cancel).
+    #[serde(default)]
+    pub changes: Option<Changes>,
+    /// What delivery did, when it was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// Where the job's webhooks go (`callback_url` of `POST /execute`, else `WEBHOOK_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The job's webhooks and every try of them (read from the store with the record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookView>,
+    /// The patch (base64), kept with the record and answered by `GET /jobs/{id}/diff` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub patch: Option<String>,
+}
+
+/// One webhook of a job, as the record shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookView {
+    /// Its `webhook-id`, the same for every try.
+    pub id: String,
+    /// `job.started` or `job.ended`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `delivered`, `failed` (given up after `WEBHOOK_MAX_ATTEMPTS`) or `skipped`
+    /// (the job ended without starting).
+    pub state: String,
+    /// Every try so far, oldest first.
+    pub attempts: Vec<WebhookAttempt>,
+    /// When the next try is due, while pending (RFC 3339).
+    pub next_attempt_at: Option<String>,
+}
+
+/// One try of a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAttempt {
+    /// When it was sent (RFC 3339).
+    pub at: String,
+    /// The receiver's status code, when it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong: no answer in time, a refused address, a status that is not 2xx.
+    pub error: Option<String>,
 }
 
 impl JobSummary {
@@ -193,6 +242,10 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// The earlier job of the same owner whose session this one continues.
     pub continue_from: Option<String>,
+    /// Delivery asked for.
+    pub deliver: Option<DeliverRequest>,
+    /// Where its webhooks go.
+    pub callback_url: Option<String>,
 }
 
 impl JobRecord {
@@ -215,6 +268,10 @@ impl JobRecord {
             + self.session_id.as_ref().map_or(0, String::len)
             + metadata
             + self.options.approx_bytes()
+            + self.patch.as_ref().map_or(0, String::len)
+            + self.changes.as_ref().map_or(0, |c| {
+                c.files.iter().map(|f| f.path.len() + 64).sum::<usize>() + 64 * c.commits.len()
+            })
             + self
                 .structured_output
                 .as_ref()
@@ -257,6 +314,12 @@ impl JobRecord {
             options: job.options,
             structured_output: None,
             continue_from: job.continue_from,
+            deliver: job.deliver,
+            changes: None,
+            delivery: None,
+            patch: None,
+            callback_url: job.callback_url,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -450,6 +513,8 @@ mod record_tests {
                 options: Default::default(),
                 max_attempts: 1,
                 continue_from: None,
+                callback_url: None,
+                deliver: None,
             },
             created,
         )

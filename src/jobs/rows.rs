@@ -6,8 +6,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 
 use super::events::{EventKind, JobEvent};
-use super::record::JobRecord;
-use super::store::{ChatSession, Cursor, LogPosition, Page, StoreError, Unfinished};
+use super::record::{JobRecord, WebhookAttempt, WebhookView};
+use super::store::{
+    ChatSession, Cursor, DueWebhook, LogPosition, Page, StoreError, Unfinished, WebhookKind,
+};
 
 /// A count read from a database, never negative.
 pub(super) fn count(n: i64) -> usize {
@@ -99,6 +101,47 @@ where
     fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         self.try_get(i).map_err(unreadable)
     }
+}
+
+/// The webhooks a new job gets: `(id, kind, url)` of each, none without a `callback_url`.
+pub(super) fn new_webhooks(record: &JobRecord) -> Vec<(String, &'static str, String)> {
+    let Some(url) = &record.callback_url else {
+        return Vec::new();
+    };
+    [WebhookKind::Started, WebhookKind::Ended]
+        .into_iter()
+        .map(|kind| (kind.id_for(&record.job_id), kind.as_str(), url.clone()))
+        .collect()
+}
+
+/// A claimed webhook from a row of `id, kind, url, attempts, summary`.
+pub(super) fn due_webhook<R: SqlRow>(row: &R) -> Result<DueWebhook, StoreError> {
+    Ok(DueWebhook {
+        id: row.text(0)?,
+        kind: WebhookKind::parse(&row.text(1)?)
+            .ok_or_else(|| StoreError::unavailable("unreadable row: unknown webhook kind"))?,
+        url: row.text(2)?,
+        attempts: u32::try_from(row.int(3)?).unwrap_or(u32::MAX),
+        job: from_json(&row.text(4)?)?,
+    })
+}
+
+/// A webhook as the record shows it, from a row of `id, kind, state, tries, next_at`.
+pub(super) fn webhook_view<R: SqlRow>(row: &R) -> Result<WebhookView, StoreError> {
+    let state = row.text(2)?;
+    let next = DateTime::from_timestamp_micros(row.int(4)?).unwrap_or_default();
+    Ok(WebhookView {
+        id: row.text(0)?,
+        kind: format!("job.{}", row.text(1)?),
+        attempts: from_json::<Vec<WebhookAttempt>>(&row.text(3)?)?,
+        next_attempt_at: (state == "pending").then(|| super::record::format_iso(&next)),
+        state,
+    })
+}
+
+/// One try as stored in the `tries` array.
+pub(super) fn attempt_json(attempt: &WebhookAttempt) -> String {
+    serde_json::to_string(attempt).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The chat session `handle` from a row of `owner, updated_at, session`.

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use super::events::JobEvent;
-use super::record::{JobRecord, JobStatus, JobSummary};
+use super::record::{JobRecord, JobStatus, JobSummary, WebhookAttempt, WebhookView};
 
 /// What a store method returns: a boxed future, so the trait can be used as `dyn JobStore`.
 pub(crate) type StoreFuture<'a, T> =
@@ -191,6 +191,68 @@ pub(crate) struct ChatSession {
     pub session: Vec<u8>,
 }
 
+/// Which moment of a job a webhook tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebhookKind {
+    /// The job got a run slot (`job.started`).
+    Started,
+    /// The job reached a terminal status (`job.ended`).
+    Ended,
+}
+
+impl WebhookKind {
+    /// Its stored name, also the second half of the `type` sent (`job.<name>`).
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::Started => "started",
+            WebhookKind::Ended => "ended",
+        }
+    }
+
+    /// Reads back [`as_str`](Self::as_str).
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "started" => Some(WebhookKind::Started),
+            "ended" => Some(WebhookKind::Ended),
+            _ => None,
+        }
+    }
+
+    /// The `webhook-id` of this webhook of `job_id`: the same for every try, so a receiver
+    /// can tell a retry from a new message.
+    pub(crate) fn id_for(self, job_id: &str) -> String {
+        format!("msg_{job_id}_{}", self.as_str())
+    }
+}
+
+/// A webhook whose moment has come and whose next try is due, claimed for one sender for a
+/// while (its lease), so other senders (replicas) skip it meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DueWebhook {
+    /// Its `webhook-id`.
+    pub id: String,
+    /// Which moment.
+    pub kind: WebhookKind,
+    /// Where it goes.
+    pub url: String,
+    /// Tries so far.
+    pub attempts: u32,
+    /// The job as it is now, for the body.
+    pub job: JobSummary,
+}
+
+/// What one try of a webhook came to, and what follows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WebhookTried {
+    /// The try, as the record shows it; `None` when nothing was sent (skipped).
+    pub attempt: Option<WebhookAttempt>,
+    /// What the webhook is now: `delivered`, `pending` (tried again at `next_at`), `failed`
+    /// or `skipped`.
+    pub state: &'static str,
+    /// When a pending webhook is tried next.
+    pub next_at: DateTime<Utc>,
+}
+
 /// Keeps job records and their event logs.
 ///
 /// Only the task running a job writes its record and its events, so
@@ -268,6 +330,28 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// Finishes pending writes and refuses later ones; called once, at shutdown. Reads still
     /// answer.
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    // Webhooks: a job inserted with a `callback_url` gets its two webhooks (`started`, `ended`)
+    // in the same step, pending, so no restart can lose one; they are forgotten with the job.
+
+    /// Claims up to `limit` webhooks that are due at `now` (pending, next try due, no live
+    /// lease, and their moment has come: the job left the queue, or ended), leasing them until
+    /// `lease_until`.
+    fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DueWebhook>>;
+
+    /// Records a try of the webhook `id` (and ends its lease); `false` when it is gone.
+    fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool>;
+
+    /// The job's webhooks with their tries, `started` first.
+    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>>;
+
+    /// The earliest next try of a pending webhook that is later than `now`.
+    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>>;
 }
 
 #[cfg(test)]

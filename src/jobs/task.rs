@@ -24,6 +24,7 @@ use crate::agent::{
 };
 use crate::metrics::Entry;
 use crate::run::RunFailure;
+use crate::workspace::{Harvest, Harvesting};
 
 use super::events::{EventKind, EventLog, JobEvent};
 use super::finish;
@@ -145,6 +146,13 @@ impl JobTask {
         if let Some(resume) = resume {
             extensions.insert(resume);
         }
+        // What the run changed is taken before its checkout goes, and delivered when asked.
+        let harvested = Arc::new(std::sync::Mutex::new(None));
+        extensions.insert(Harvesting {
+            job_id: self.record.job_id.clone(),
+            deliver: self.record.deliver.clone(),
+            slot: Arc::clone(&harvested),
+        });
         // Watches for the run getting its permit (queued -> running) without holding the slot.
         let mut activation = self.ticket.as_ref().map(Ticket::activation);
         if let Some(ticket) = self.ticket.take() {
@@ -212,6 +220,13 @@ impl JobTask {
                 // Events still in flight when the run ended belong before its end.
                 while let Ok(event) = progress.try_recv() {
                     self.agent_event(event);
+                }
+                let harvest = harvested
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(harvest) = harvest {
+                    self.take_harvest(harvest);
                 }
                 match *result {
                     Ok(mut outcome) => {
@@ -291,6 +306,26 @@ impl JobTask {
         }
     }
 
+    /// Puts what the run changed, and what delivery did, on the record.
+    fn take_harvest(&mut self, harvest: Harvest) {
+        use base64::Engine as _;
+        self.record.changes = harvest.changes;
+        self.record.patch = harvest
+            .patch
+            .map(|patch| base64::engine::general_purpose::STANDARD.encode(patch));
+        if let Some(delivery) = &harvest.delivery {
+            match &delivery.error {
+                Some(error) => {
+                    tracing::warn!(job_id = %self.record.job_id, branch = %delivery.branch, %error, "delivery failed")
+                }
+                None => {
+                    tracing::info!(job_id = %self.record.job_id, branch = %delivery.branch, "delivered")
+                }
+            }
+        }
+        self.record.delivery = harvest.delivery;
+    }
+
     /// Numbers one agent event into the pending batch.
     fn agent_event(&mut self, event: Box<str>) {
         self.log
@@ -330,6 +365,9 @@ impl JobTask {
         let event = self.record.status_event().to_string();
         self.log.record(EventKind::Status, event, &mut self.pending);
         self.save(false).await;
+        if let Some(webhooks) = &self.shared.webhooks {
+            webhooks.poke();
+        }
     }
 
     /// Records a terminal record with its last status and the end marker, then lets the store
@@ -337,6 +375,9 @@ impl JobTask {
     async fn conclude(&mut self) {
         self.log.record_end(&self.record, &mut self.pending);
         self.save(true).await;
+        if let Some(webhooks) = &self.shared.webhooks {
+            webhooks.poke();
+        }
         tracing::info!(
             job_id = %self.record.job_id,
             status = %self.record.status,

@@ -158,6 +158,8 @@ fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
         options: Default::default(),
         max_attempts: 1,
         continue_from: None,
+        callback_url: None,
+        deliver: None,
     }
 }
 
@@ -697,6 +699,27 @@ impl JobStore for Filling {
     }
     fn close(&self) -> store::StoreFuture<'_, ()> {
         self.inner.close()
+    }
+    fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> store::StoreFuture<'_, Vec<store::DueWebhook>> {
+        self.write(|store| store.claim_webhooks(now, lease_until, limit))
+    }
+    fn webhook_tried(
+        &self,
+        id: String,
+        tried: store::WebhookTried,
+    ) -> store::StoreFuture<'_, bool> {
+        self.write(|store| store.webhook_tried(id, tried))
+    }
+    fn webhooks(&self, job_id: String) -> store::StoreFuture<'_, Vec<record::WebhookView>> {
+        self.inner.webhooks(job_id)
+    }
+    fn next_webhook(&self, now: DateTime<Utc>) -> store::StoreFuture<'_, Option<DateTime<Utc>>> {
+        self.inner.next_webhook(now)
     }
 }
 

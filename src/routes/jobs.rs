@@ -1,4 +1,5 @@
-//! `POST /execute`, `GET /jobs`, `GET|DELETE /jobs/{job_id}` and `GET /jobs/{job_id}/events`.
+//! `POST /execute`, `GET /jobs`, `GET|DELETE /jobs/{job_id}`, `GET /jobs/{job_id}/events` and
+//! `GET /jobs/{job_id}/diff`.
 //!
 //! Bodies and errors keep the replaced service's shapes (`{"detail": ...}`, 202 with
 //! `{"job_id", "status": "queued"}`, 404 `Job not found`). A job is visible only to the token
@@ -28,6 +29,7 @@ use crate::routes::detail::{Detail, DetailError};
 use crate::routes::large::{record_cost, record_response};
 use crate::routes::openapi::{JobAuthFailure, JobEvent, JobLookupFailure, StoreFailure};
 use crate::state::AppState;
+use crate::workspace::{check_branch, DeliverRequest, MAX_COMMIT_MESSAGE};
 
 /// `max_budget_usd` when the body gives none (the contract's default).
 const DEFAULT_BUDGET_USD: f64 = 5.0;
@@ -63,6 +65,16 @@ struct ExecuteBody {
     /// An earlier job of the caller's whose session this one continues.
     #[serde(default)]
     continue_from: Option<String>,
+    /// Once the run's processes are gone, commit what it left uncommitted (author
+    /// `DELIVERY_AUTHOR`) and push `branch` to the base's origin with the gateway's credentials.
+    /// A push the remote refuses is recorded in `delivery`; the job's status does not change.
+    #[serde(default)]
+    deliver: Option<DeliverRequest>,
+    /// Where to POST when the job starts and when it ends (`WEBHOOK_URL` when absent): an http
+    /// or https URL whose host `WEBHOOK_ALLOW` permits (never a link-local or metadata address).
+    /// Signed as Standard Webhooks does it, retried, and recorded in `webhooks`.
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 /// The whole body of `POST /execute`, as documented: [`ExecuteBody`] and the run's options,
@@ -229,7 +241,45 @@ fn new_job(owner: String, body: &[u8], bounds: JobBounds<'_>) -> Result<NewJob, 
         options,
         max_attempts,
         continue_from: body.continue_from,
+        deliver: body.deliver,
+        callback_url: body.callback_url,
     })
+}
+
+/// Checks `deliver`: a base repository to deliver from, a usable branch that is not the base
+/// branch (unless `DELIVERY_ALLOW_BASE_BRANCH`), a bounded commit message.
+async fn check_deliver(state: &AppState, deliver: &DeliverRequest) -> Result<(), DetailError> {
+    let Some(harvester) = &state.harvester else {
+        return Err(invalid(
+            "deliver: there is no base repository to deliver from (WORKSPACE_DIR)",
+        ));
+    };
+    check_branch(&deliver.branch).map_err(|why| invalid(format!("deliver.branch: {why}")))?;
+    if deliver
+        .commit_message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_COMMIT_MESSAGE)
+    {
+        return Err(invalid(format!(
+            "deliver.commit_message must be at most {MAX_COMMIT_MESSAGE} bytes"
+        )));
+    }
+    if !harvester.allows_base_branch() {
+        match harvester.base_branch().await {
+            Some(base) if base == deliver.branch => {
+                return Err(invalid(format!(
+                    "deliver.branch: {base:?} is the base branch; pushing to it is not allowed (DELIVERY_ALLOW_BASE_BRANCH)"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                return Err(invalid(
+                    "deliver: the base branch cannot be told, so the branch cannot be checked against it",
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A refusal of the intake in this route's shape.
@@ -296,6 +346,22 @@ pub(crate) async fn execute(
         Ok(job) => job,
         Err(error) => return error.into_response(),
     };
+    let mut job = job;
+    if let Some(deliver) = &job.deliver {
+        if let Err(error) = check_deliver(&state, deliver).await {
+            return error.into_response();
+        }
+    }
+    match &job.callback_url {
+        Some(url) => {
+            if let Err(why) = state.jobs.check_callback(url).await {
+                return unprocessable(format!("callback_url is refused: {why}"));
+            }
+        }
+        None => {
+            job.callback_url = state.jobs.default_callback();
+        }
+    }
     if let Some(from) = &job.continue_from {
         match state.jobs.continuable(&job.owner, from).await {
             Ok(()) => {}
@@ -450,10 +516,73 @@ pub(crate) async fn get(
         return budget_spent();
     };
     match state.jobs.get(&owner, &job_id).await {
-        Ok(Some(record)) => record_response(record, share),
+        Ok(Some(mut record)) => {
+            record.patch = None;
+            match state.jobs.webhooks_of(&job_id).await {
+                Ok(webhooks) => record.webhooks = webhooks,
+                Err(error) => return store_failed(error),
+            }
+            record_response(record, share)
+        }
         Ok(None) => not_found(),
         Err(error) => store_failed(error),
     }
+}
+
+/// `GET /jobs/{job_id}/diff`: the patch of what the run changed, as `git apply` takes it on the
+/// record's `changes.base_commit`.
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}/diff",
+    operation_id = "getJobDiff",
+    summary = "The patch of what a job's run changed",
+    description = "A binary git patch (`text/x-diff`) from `changes.base_commit` to the run's final tree (its commits and what it left uncommitted, untracked files included, ignored ones not); `git apply` takes it on the base commit. Bounded by `MAX_DIFF_BYTES` (cut at a file boundary; `changes.truncated` says so). git-crypt files are left out. 404 also while the job has no changes (not ended, no base repository).",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    responses(
+        (status = 200, description = "The patch; empty when the run changed nothing", content_type = "text/x-diff", body = String,
+            headers(("X-Diff-Truncated" = bool, description = "Whether the patch was cut at `MAX_DIFF_BYTES`"))),
+        JobAuthFailure,
+        JobLookupFailure
+    )
+)]
+pub(crate) async fn diff(
+    State(state): State<AppState>,
+    caller: Option<Extension<AuthenticatedCaller>>,
+    Path(job_id): Path<String>,
+) -> Response {
+    use base64::Engine as _;
+    let record = match state.jobs.get(&owner(caller), &job_id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return not_found(),
+        Err(error) => return store_failed(error),
+    };
+    let (Some(changes), Some(patch)) = (&record.changes, &record.patch) else {
+        return DetailError::new(
+            StatusCode::NOT_FOUND,
+            "the job has no changes (it has not ended, ran without a base repository, or its changes could not be read)",
+        )
+        .into_response();
+    };
+    let Ok(patch) = base64::engine::general_purpose::STANDARD.decode(patch) else {
+        return DetailError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored patch is unreadable",
+        )
+        .into_response();
+    };
+    let mut response = (StatusCode::OK, patch).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/x-diff"),
+    );
+    headers.insert(
+        "x-diff-truncated",
+        HeaderValue::from_static(if changes.truncated { "true" } else { "false" }),
+    );
+    response
 }
 
 /// A whole record as the answer, streamed within the large-response budget; when other
@@ -499,7 +628,10 @@ pub(crate) async fn cancel(
     Path(job_id): Path<String>,
 ) -> Response {
     match state.jobs.cancel(&owner(caller), &job_id).await {
-        Ok(record) => answer_record(&state, record).await,
+        Ok(mut record) => {
+            record.patch = None;
+            answer_record(&state, record).await
+        }
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished) => {
             DetailError::new(StatusCode::CONFLICT, "Job already finished").into_response()
@@ -580,7 +712,9 @@ pub(crate) async fn events(
 }
 
 fn record_json(record: &JobRecord) -> String {
-    serde_json::to_string(record).unwrap_or_else(|_| "null".to_owned())
+    let mut record = record.clone();
+    record.patch = None;
+    serde_json::to_string(&record).unwrap_or_else(|_| "null".to_owned())
 }
 
 #[cfg(test)]

@@ -122,6 +122,8 @@ mod tests {
                 metadata: Some(metadata),
                 max_attempts: 1,
                 continue_from: None,
+                callback_url: None,
+                deliver: None,
                 options: Default::default(),
             },
             chrono::Utc::now(),

@@ -361,7 +361,7 @@ impl Base {
     /// The branch the base follows: the configured one, else the remote's default branch as
     /// recorded in `origin/HEAD`, else as the remote advertises it, else the upstream of the
     /// base's current branch.
-    async fn remote_branch(&self) -> Option<String> {
+    pub(crate) async fn remote_branch(&self) -> Option<String> {
         if let Some(branch) = &self.branch {
             return Some(branch.clone());
         }

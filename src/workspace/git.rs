@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 
-use crate::contain::{gateway_command, read_capped, Supervised};
+use crate::contain::{gateway_command, read_capped, Capped, Supervised};
 
 /// How much of a command's stdout and stderr is kept. Git's answers to the commands the
 /// provisioner runs are a line or two; a misbehaving remote helper must not grow memory.
@@ -44,12 +44,37 @@ impl Tool {
         Self { program, timeout }
     }
 
+    /// The executable.
+    pub(crate) fn program(&self) -> &Path {
+        &self.program
+    }
+
     /// Runs the program in `cwd` with `args` and returns its output when it exits with 0.
     ///
     /// The child runs in its own process group with stdin closed and `GIT_TERMINAL_PROMPT=0`,
     /// so it can never wait on a password prompt. If the timeout fires or the returned future is
     /// dropped, the whole group is killed: a fetch's `ssh` or remote helper dies with it.
     pub(crate) async fn run<I, S>(&self, cwd: &Path, args: I) -> Result<Output, CommandError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.output(cwd, args, &[], OUTPUT_CAP).await?;
+        Ok(Output {
+            stdout: out.lossy(),
+        })
+    }
+
+    /// [`run`](Self::run) with `env` added to the child's environment (after the repository
+    /// overrides are dropped, so `GIT_DIR` and friends can be set here), keeping at most `cap`
+    /// bytes of stdout; [`Capped::truncated`] says whether more came.
+    pub(crate) async fn output<I, S>(
+        &self,
+        cwd: &Path,
+        args: I,
+        env: &[(&str, &OsStr)],
+        cap: usize,
+    ) -> Result<Capped, CommandError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -69,6 +94,9 @@ impl Tool {
         for var in REPOSITORY_OVERRIDES {
             command.env_remove(var);
         }
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let describe = || Invocation {
             program: self.program.clone(),
             args: args.clone(),
@@ -84,7 +112,7 @@ impl Tool {
         let stderr = child.take_stderr();
         let run = async {
             // Both pipes are drained while waiting, so a chatty child cannot fill one and stall.
-            tokio::join!(child.wait(), drain(stdout), drain(stderr))
+            tokio::join!(child.wait(), drain(stdout, cap), drain(stderr, OUTPUT_CAP))
         };
         let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, run).await {
             Ok(done) => done,
@@ -100,25 +128,24 @@ impl Tool {
             source,
         })?;
         if status.success() {
-            Ok(Output { stdout })
+            Ok(stdout)
         } else {
             Err(CommandError::Failed {
                 invocation: describe(),
                 status,
-                stderr,
+                stderr: stderr.lossy(),
             })
         }
     }
 }
 
-/// Reads a child's pipe to its end, keeping at most [`OUTPUT_CAP`] bytes (see [`read_capped`]).
-async fn drain<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
+/// Reads a child's pipe to its end, keeping at most `cap` bytes (see [`read_capped`]).
+async fn drain<R: AsyncRead + Unpin>(reader: Option<R>, cap: usize) -> Capped {
     match reader {
-        Some(reader) => read_capped(reader, OUTPUT_CAP)
+        Some(reader) => read_capped(reader, cap)
             .await
-            .map(|capped| capped.lossy())
-            .unwrap_or_default(),
-        None => String::new(),
+            .unwrap_or_else(|_| Capped::new(cap)),
+        None => Capped::new(cap),
     }
 }
 

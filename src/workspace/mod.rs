@@ -41,12 +41,21 @@
 //! ```
 
 mod base;
+mod changes;
 mod checkout;
 mod cleanup;
 mod error;
 mod git;
+mod harvest;
 mod pool;
+mod private_repo;
 mod provisioner;
+
+pub use changes::{
+    check_branch, ChangedFile, Changes, DeliverRequest, Delivery, MAX_COMMIT_MESSAGE,
+};
+pub use harvest::HarvestSettings;
+pub(crate) use harvest::{Harvest, HarvestLayer, Harvester, Harvesting};
 
 pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};

@@ -192,6 +192,20 @@ impl GitProvisioner {
         })
     }
 
+    /// What takes runs' changes from this provisioner's checkouts (and delivers them); `None`
+    /// in scratch mode, where there is no repository to take them from.
+    pub(crate) fn harvester(&self, settings: super::HarvestSettings) -> Option<super::Harvester> {
+        match &self.inner.mode {
+            Mode::Scratch => None,
+            Mode::Git(source) => Some(super::Harvester::new(
+                Arc::clone(source),
+                self.inner.jobs_dir.clone(),
+                self.inner.contained.as_ref().map(|c| Arc::clone(&c.cells)),
+                settings,
+            )),
+        }
+    }
+
     /// Whether jobs get empty directories because there is no base repository.
     pub fn is_scratch(&self) -> bool {
         matches!(self.inner.mode, Mode::Scratch)

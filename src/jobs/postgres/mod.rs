@@ -26,10 +26,11 @@ use sqlx::Row;
 
 use super::events::JobEvent;
 use super::memory::StoreLimits;
-use super::record::JobRecord;
-use super::rows::{self, count, encode, finished_micros, from_json, micros};
+use super::record::{JobRecord, WebhookView};
+use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
 use super::store::{
-    ChatSession, Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, StoreError, StoreFuture,
+    Unfinished, WebhookTried,
 };
 
 /// The schema, embedded in the binary.
@@ -251,6 +252,23 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(failed)?;
+        if inserted > 0 {
+            // With the job, in its transaction: no webhook is lost between the two.
+            for (id, kind, url) in new_webhooks(record) {
+                sqlx::query(
+                    "INSERT INTO webhooks (id, job_id, kind, url, next_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&record.job_id)
+                .bind(kind)
+                .bind(url)
+                .bind(micros(&record.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            }
+        }
         tx.commit().await.map_err(failed)?;
         if inserted > 0 {
             self.jobs.fetch_add(1, Ordering::Relaxed);
@@ -688,6 +706,89 @@ impl JobStore for PgStore {
             .map_err(failed)?;
             self.recount().await?;
             Ok(result)
+        })
+    }
+
+    fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+        Box::pin(async move {
+            // Replicas claiming at once skip each other's rows; the lease keeps a claimed
+            // webhook from every other sender until it runs out (a crashed sender's included).
+            let rows = sqlx::query(
+                "WITH claimed AS (UPDATE webhooks SET lease_until = $1 WHERE id IN ( \
+                     SELECT w.id FROM webhooks w JOIN jobs j ON j.job_id = w.job_id \
+                     WHERE w.state = 'pending' AND w.next_at <= $2 \
+                       AND (w.lease_until IS NULL OR w.lease_until <= $2) \
+                       AND ((w.kind = 'started' AND j.status <> 'queued') \
+                            OR (w.kind = 'ended' AND j.finished_at IS NOT NULL)) \
+                     ORDER BY w.next_at LIMIT $3 FOR UPDATE OF w SKIP LOCKED) \
+                   RETURNING id, kind, url, attempts, job_id) \
+                 SELECT c.id, c.kind, c.url, c.attempts, j.summary \
+                 FROM claimed c JOIN jobs j ON j.job_id = c.job_id",
+            )
+            .bind(micros(&lease_until))
+            .bind(micros(&now))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            rows.iter().map(rows::due_webhook).collect()
+        })
+    }
+
+    fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let counted = i64::from(tried.attempt.is_some());
+            let attempt = tried
+                .attempt
+                .as_ref()
+                .map(|a| format!("[{}]", rows::attempt_json(a)));
+            let done = sqlx::query(
+                "UPDATE webhooks SET attempts = attempts + $1, \
+                     tries = tries || COALESCE($2::jsonb, '[]'::jsonb), \
+                     state = $3, next_at = $4, lease_until = NULL \
+                 WHERE id = $5",
+            )
+            .bind(counted)
+            .bind(&attempt)
+            .bind(tried.state)
+            .bind(micros(&tried.next_at))
+            .bind(&id)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, kind, state, tries::text, next_at FROM webhooks WHERE job_id = $1 \
+                 ORDER BY kind DESC",
+            )
+            .bind(&job_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            rows.iter().map(rows::webhook_view).collect()
+        })
+    }
+
+    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
+        Box::pin(async move {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending' AND next_at > $1",
+            )
+            .bind(micros(&now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed)?;
+            Ok(next.and_then(DateTime::from_timestamp_micros))
         })
     }
 

@@ -123,3 +123,48 @@ async fn the_queue_bound_counts_the_whole_service_and_expired_leases_are_found()
     assert_eq!(orphans[0].holder.as_deref(), Some("b"));
     assert!(a.orphans(Some("a")).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn replicas_claiming_webhooks_at_once_never_take_the_same_one() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let mut replicas = Vec::new();
+    for n in 0..4 {
+        replicas.push(
+            PgStore::open(&url, &format!("r{n}"), limits())
+                .await
+                .unwrap(),
+        );
+    }
+    for n in 0..30 {
+        let mut record = job(n, "o", 0);
+        record.callback_url = Some("http://127.0.0.1:9/hook".into());
+        replicas[0]
+            .insert(record.clone(), queued_event())
+            .await
+            .unwrap();
+        record.status = JobStatus::Completed;
+        record.started_at = Some(record.created_at);
+        record.finished_at = Some(record.created_at);
+        replicas[0].update(record, Vec::new()).await.unwrap();
+    }
+    let now = chrono::Utc::now();
+    let lease = now + chrono::TimeDelta::seconds(60);
+    // Each replica claims in small batches, all at once, until nothing is left.
+    let claimed = futures_util::future::join_all(replicas.iter().map(|store| async move {
+        let mut mine = Vec::new();
+        loop {
+            let due = store.claim_webhooks(now, lease, 3).await.unwrap();
+            if due.is_empty() {
+                return mine;
+            }
+            mine.extend(due.into_iter().map(|d| d.id));
+        }
+    }))
+    .await;
+    let mut all: Vec<String> = claimed.into_iter().flatten().collect();
+    assert_eq!(all.len(), 60, "every webhook claimed once: {all:?}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 60, "no webhook claimed twice");
+}

@@ -32,10 +32,11 @@ use crate::config::SqliteSync;
 
 use super::events::JobEvent;
 use super::memory::StoreLimits;
-use super::record::JobRecord;
-use super::rows::{self, count, encode, finished_micros, from_json, micros};
+use super::record::{JobRecord, WebhookView};
+use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
 use super::store::{
-    ChatSession, Cursor, JobStore, ListQuery, Page, StoreError, StoreFuture, Unfinished,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, StoreError, StoreFuture,
+    Unfinished, WebhookTried,
 };
 
 /// The schema, embedded in the binary.
@@ -163,6 +164,11 @@ impl SqliteStore {
             .await
             .map_err(opening)?;
         migrate(&writer, path).await?;
+        // One process owns the file: a lease on a webhook is a claim of a sender that is gone.
+        sqlx::query("UPDATE webhooks SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            .execute(&writer)
+            .await
+            .map_err(failed)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
@@ -444,6 +450,19 @@ impl JobStore for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
                 append_events(conn, &record.job_id, &events).await?;
+                for (id, kind, url) in new_webhooks(&record) {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO webhooks (id, job_id, kind, url, next_at) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(&record.job_id)
+                    .bind(kind)
+                    .bind(url)
+                    .bind(micros(&record.created_at))
+                    .execute(&mut *conn)
+                    .await?;
+                }
                 let after = Footprint {
                     finished: record.status.is_terminal(),
                     bytes: encoded.record_bytes + event_bytes,
@@ -756,6 +775,104 @@ impl JobStore for SqliteStore {
                 self.give_space_back().await;
             }
             Ok(removed)
+        })
+    }
+
+    fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+        Box::pin(async move {
+            let claimed: Vec<String> = self
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let ids: Vec<String> = sqlx::query_scalar(
+                            "UPDATE webhooks SET lease_until = ?1 WHERE id IN ( \
+                                 SELECT w.id FROM webhooks w JOIN jobs j ON j.job_id = w.job_id \
+                                 WHERE w.state = 'pending' AND w.next_at <= ?2 \
+                                   AND (w.lease_until IS NULL OR w.lease_until <= ?2) \
+                                   AND ((w.kind = 'started' AND j.status <> 'queued') \
+                                        OR (w.kind = 'ended' AND j.finished_at IS NOT NULL)) \
+                                 ORDER BY w.next_at LIMIT ?3) \
+                             RETURNING id",
+                        )
+                        .bind(micros(&lease_until))
+                        .bind(micros(&now))
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        Ok((ids, Delta::default()))
+                    })
+                })
+                .await?;
+            let mut due = Vec::with_capacity(claimed.len());
+            for id in claimed {
+                let row = sqlx::query(
+                    "SELECT w.id, w.kind, w.url, w.attempts, j.summary \
+                     FROM webhooks w JOIN jobs j ON j.job_id = w.job_id WHERE w.id = ?",
+                )
+                .bind(&id)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(failed)?;
+                if let Some(row) = row {
+                    due.push(rows::due_webhook(&row)?);
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |conn| {
+            Box::pin(async move {
+                let counted = i64::from(tried.attempt.is_some());
+                let attempt = tried.attempt.as_ref().map(rows::attempt_json);
+                let done = sqlx::query(
+                    "UPDATE webhooks SET attempts = attempts + ?, \
+                         tries = CASE WHEN ? IS NULL THEN tries ELSE json_insert(tries, '$[#]', json(?)) END, \
+                         state = ?, next_at = ?, lease_until = NULL \
+                     WHERE id = ?",
+                )
+                .bind(counted)
+                .bind(&attempt)
+                .bind(&attempt)
+                .bind(tried.state)
+                .bind(micros(&tried.next_at))
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+                Ok((done.rows_affected() > 0, Delta::default()))
+            })
+        }))
+    }
+
+    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, kind, state, tries, next_at FROM webhooks WHERE job_id = ? \
+                 ORDER BY kind DESC",
+            )
+            .bind(&job_id)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(failed)?;
+            rows.iter().map(rows::webhook_view).collect()
+        })
+    }
+
+    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
+        Box::pin(async move {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending' AND next_at > ?",
+            )
+            .bind(micros(&now))
+            .fetch_one(&self.readers)
+            .await
+            .map_err(failed)?;
+            Ok(next.and_then(DateTime::from_timestamp_micros))
         })
     }
 
