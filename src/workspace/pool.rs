@@ -39,11 +39,12 @@ use super::error::WorkspaceError;
 /// How often the refill task looks again at free space and the pool's size when nothing woke it.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// How long after the last take the refill waits before it starts making checkouts. Runs that
-/// come in a burst start while nothing else competes for the cores: a clone and its hand-over
-/// are the heaviest work the gateway does, and started at the first take they would slow every
-/// other run of the burst. A checkout takes far longer than this to make, so the pool is barely
-/// later full again.
+/// How long after a take the refill waits before it starts making checkouts, once per wake-up.
+/// Runs that come in a burst start while nothing else competes for the cores: a clone and its
+/// hand-over are the heaviest work the gateway does, and started at the first take they would
+/// slow every other run of the burst. Only once per wake-up, so steady traffic (a take every few
+/// milliseconds) delays the refill by this much at most and never starves it; a checkout takes
+/// far longer than this to make.
 const QUIET_AFTER_TAKE: Duration = Duration::from_millis(100);
 
 /// Pause after a failed checkout, so a broken base costs one clone attempt per core per pause.
@@ -263,6 +264,8 @@ struct Maker {
 async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let jobs_dir = &maker.jobs_dir;
+    // Whether this wake-up already waited for a burst to start (see [`QUIET_AFTER_TAKE`]).
+    let mut waited = false;
     loop {
         let Some(this) = pool.upgrade() else {
             return;
@@ -281,11 +284,13 @@ async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
             }
         } else {
             let quiet = this.quiet_left();
-            if !quiet.is_zero() {
+            if !waited && !quiet.is_zero() {
+                waited = true;
                 drop(this);
                 tokio::time::sleep(quiet).await;
                 continue;
             }
+            waited = false;
             let making = this.making.load(Ordering::Acquire);
             let missing = this.size.saturating_sub(this.ready_len() + making);
             for _ in 0..missing.min(cores.saturating_sub(making)) {
