@@ -28,9 +28,9 @@ fn turn(mock: &MockAnthropic, marker: &str) -> Vec<RecordedRequest> {
         .collect()
 }
 
-/// Runs a first job that writes `notes.txt` and answers `first answer`, then (after `between`,
-/// which may restart the gateway) a follow-up that reads the file back; checks what the
-/// follow-up's agent received.
+/// Runs a first job that writes `notes.txt` (and, with a base, rewrites the tracked
+/// `tracked.txt` to content of the same size) and answers `first answer`, then, after a restart,
+/// a follow-up that reads both back; checks what the follow-up's agent received.
 async fn first_then_follow_up(base: Option<&Path>) {
     let mock = MockAnthropic::start().await;
     let jobs_dir = tempfile::tempdir().unwrap();
@@ -42,7 +42,7 @@ async fn first_then_follow_up(base: Option<&Path>) {
     let first = Binary::start(&settings).await;
     let earlier = first
         .submit(
-            "first-turn-marker [[mock:bash echo carried-over > notes.txt]] [[mock:text the first answer]]",
+            "first-turn-marker [[mock:bash echo carried-over > notes.txt; if [ -f tracked.txt ]; then echo after > tracked.txt; fi]] [[mock:text the first answer]]",
             Value::Null,
         )
         .await;
@@ -55,7 +55,7 @@ async fn first_then_follow_up(base: Option<&Path>) {
     let second = Binary::start(&settings).await;
     let follow_up = second
         .submit(
-            "second-turn-marker [[mock:bash cat notes.txt]] [[mock:text the second answer]]",
+            "second-turn-marker [[mock:bash cat notes.txt; cat tracked.txt 2>/dev/null]] [[mock:text the second answer]]",
             json!({"continue_from": earlier}),
         )
         .await;
@@ -79,6 +79,14 @@ async fn first_then_follow_up(base: Option<&Path>) {
         outputs.iter().any(|o| o.contains("carried-over")),
         "the follow-up's workspace holds the earlier job's file: {outputs:?}"
     );
+    if base.is_some() {
+        // Same size as the committed `befor`: only the content (and the time) tell the edit.
+        assert!(
+            outputs.iter().any(|o| o.contains("after"))
+                && !outputs.iter().any(|o| o.contains("befor")),
+            "the follow-up's checkout holds the earlier job's edit of a tracked file: {outputs:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -89,6 +97,7 @@ async fn a_follow_up_job_resumes_the_session_and_the_scratch_workspace_after_a_r
 #[tokio::test]
 async fn a_follow_up_job_resumes_on_a_fresh_checkout_with_the_earlier_changes() {
     let repos = Repos::new();
+    repos.push("tracked.txt", "befor\n");
     first_then_follow_up(Some(&repos.base)).await;
 }
 

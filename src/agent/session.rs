@@ -213,9 +213,21 @@ async fn changes(
     // the workspace's own index is left as the agent left it.
     let tmp = placed.tmpdir();
     let index = tmp.join("gateway-session.index");
-    let mut extra: Vec<(&str, PathBuf)> = vec![("GIT_INDEX_FILE", index)];
+    let mut extra: Vec<(&str, PathBuf)> = vec![("GIT_INDEX_FILE", index.clone())];
     let against = match start {
-        Some(commit) => commit.to_owned(),
+        Some(commit) => {
+            // The private index starts as a copy of the checkout's own (copied by the run, so a
+            // link planted in `.git` reaches nothing the run could not read itself), `-p` keeping
+            // its time for git's racy-entry check: `add` then hashes only the files whose size or
+            // time changed, not the whole tree. Without a copy it still works, hashing every file.
+            let copied = git
+                .program("cp", &["-p", ".git/index", &index.to_string_lossy()])
+                .await;
+            if let Err(why) = copied {
+                tracing::debug!(%why, "no copy of the checkout's index; hashing the whole tree");
+            }
+            commit.to_owned()
+        }
         None => {
             let dir = tmp.join("gateway-session.git");
             git.run(
@@ -304,6 +316,30 @@ struct Git<'a> {
 }
 
 impl Git<'_> {
+    /// Runs `program args` as the run in its workspace, with no input and its output dropped;
+    /// a failure is its exit status.
+    async fn program(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let status = self
+            .placed
+            .cell
+            .command(program)
+            .envs(self.env.iter().cloned())
+            .args(args)
+            .current_dir(self.workspace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{program} ended with {status}"))
+        }
+    }
+
     /// Runs `git args` with `extra_env`, feeding it `stdin`, and answers its stdout, at most
     /// `cap` bytes (more is an error); a failure is git's first line of stderr.
     async fn run(
@@ -335,6 +371,14 @@ impl Git<'_> {
                 "core.fsmonitor=false",
                 "-c",
                 "safe.directory=*",
+                // The checkout was handed to the run (chowned) after its index was written, which
+                // changes every file's owner and ctime: compared on those, every entry of the
+                // copied index would look changed and be hashed again. Size, mode and mtime (and
+                // git's check of entries as new as the index) still catch every edit.
+                "-c",
+                "core.checkStat=minimal",
+                "-c",
+                "core.trustctime=false",
             ])
             .args(args)
             .current_dir(self.workspace)
