@@ -98,7 +98,7 @@ pub(crate) async fn create_message(
         Ok(handle) => handle,
         Err(error) => return error.into_response(),
     };
-    match state.intake.admit(Entry::Messages, body.len()) {
+    match state.intake.admit(Entry::Messages, body.len(), &owner) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
         }

@@ -86,7 +86,7 @@ pub(crate) async fn create(
         Ok(run) => run,
         Err(error) => return error.into_response(),
     };
-    match state.intake.admit(Entry::Chat, body.len()) {
+    match state.intake.admit(Entry::Chat, body.len(), &owner) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
         }
