@@ -21,21 +21,24 @@ use mock_anthropic::{MockAnthropic, RecordedRequest};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
+use tempfile::TempDir;
 
 /// The author delivery commits get in these tests.
 const AUTHOR: &str = "Gate Way <gate@example.com>";
 
-/// A gateway over `base`, with its jobs in `jobs_dir`.
-fn gateway(
-    mock: &MockAnthropic,
-    base: &Path,
-    jobs_dir: &Path,
-    home: &Path,
-) -> Vec<(String, String)> {
-    let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir, home);
+/// The mock API, and the built gateway over `base` in front of it with `extra` settings; its jobs
+/// and home directories live as long as the last item.
+async fn start(base: &Path, extra: &[(&str, String)]) -> (MockAnthropic, Binary, [TempDir; 2]) {
+    let mock = MockAnthropic::start().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut settings = settings(&claude_bin(), &mock.url(), dirs[0].path(), dirs[1].path());
     set(&mut settings, "WORKSPACE_DIR", base.display());
     set(&mut settings, "DELIVERY_AUTHOR", AUTHOR);
-    settings
+    for (name, value) in extra {
+        set(&mut settings, name, value);
+    }
+    let gw = Binary::start(&settings).await;
+    (mock, gw, dirs)
 }
 
 /// What the agent's bash commands printed, over every API call.
@@ -87,9 +90,7 @@ fn repos() -> Repos {
 async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_diff_applies() {
     let fx = repos();
     let base_commit = git(&fx.base, &["rev-parse", "HEAD"]);
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let gw = Binary::start(&gateway(&mock, &fx.base, jobs_dir.path(), home.path())).await;
+    let (mock, gw, _dirs) = start(&fx.base, &[]).await;
 
     let job = gw
         .submit(
@@ -176,9 +177,7 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
     let fx = repos();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let gw = Binary::start(&gateway(&mock, &fx.base, jobs_dir.path(), home.path())).await;
+    let (_mock, gw, _dirs) = start(&fx.base, &[]).await;
 
     // Refused at submission: names git would refuse, and the base branch.
     for branch in ["bad..name", "-x", "a b", "main"] {
@@ -265,11 +264,7 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let (fx, key) = git_crypt_fixture();
     // The base is the fixture's clone from before git-crypt's files: bring it up to date.
     git(&fx.base, &["pull", "--quiet", "--ff-only"]);
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
 
     let job = gw
         .submit(
@@ -324,8 +319,6 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_the_push() {
     let fx = repos();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A directory anyone may write to: a marker there means something the agent set up ran.
     let markers = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -334,11 +327,9 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
     )
     .unwrap();
     let m = markers.path().display();
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
     // No session is kept, so no git runs as the run after it: only the gateway's harvest could
     // set off what the agent left.
-    set(&mut settings, "MAX_SESSION_BYTES", 0);
-    let gw = Binary::start(&settings).await;
+    let (_mock, gw, _dirs) = start(&fx.base, &[("MAX_SESSION_BYTES", "0".into())]).await;
 
     let decoy = fx.root.path().join("decoy.git");
     git(fx.root.path(), &["init", "--quiet", "--bare", "decoy.git"]);
@@ -389,11 +380,7 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
     let (fx, key) = git_crypt_fixture();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (_mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
 
     // The agent unmarks the file, so git would take it as plain text.
     let job = gw
@@ -428,11 +415,7 @@ async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_committed_in_plaintext_along_the_way_is_never_pushed() {
     let (fx, key) = git_crypt_fixture();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (_mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
 
     // With git-crypt's filters bypassed, the agent commits the file in plaintext, then commits
     // the ciphertext back: the final tree is the base's, the history is not.

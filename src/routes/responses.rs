@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::agent::{
-    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions,
-};
+use crate::agent::{AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
@@ -27,8 +25,10 @@ use crate::openai::stream::text_delta;
 use crate::openai::tools::{Api, Tools};
 use crate::openai::{finish_reason, format, prompt};
 use crate::routes::chat::{offer_functions, parsed, refused};
+use crate::routes::intake::take_in;
 use crate::routes::jobs::owner;
 use crate::routes::openapi::{OpenAiAuthFailure, ResponseEvent};
+use crate::routes::session::{keep_session, run_keeping};
 use crate::state::AppState;
 
 /// The prefix of a response id; what follows is the handle its session is kept under.
@@ -77,24 +77,25 @@ pub(crate) async fn create(
     headers: http::HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match state.intake.read(Entry::Chat, &headers, body).await {
-        Ok(body) => body,
-        Err(refusal) => return refused(&refusal).into_response(),
-    };
-    let owner = owner(caller);
-    let mut run = match prepare(&state, &owner, &body).await {
-        Ok(run) => run,
-        Err(error) => return error.into_response(),
-    };
-    match state.intake.admit(Entry::Chat, body.len()) {
-        Ok(admitted) => {
-            run.request.extensions_mut().insert(admitted.ticket);
-        }
-        Err(refusal) => return refused(&refusal).into_response(),
-    }
-    drop(body);
+    answer(state, owner(caller), headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Takes the call in and runs it; a refusal before the run is the error.
+async fn answer(
+    state: AppState,
+    owner: String,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Result<Response, OpenAiError> {
+    let ready = async |body: &Bytes| prepare(&state, &owner, body).await;
+    let run = take_in(&state, Entry::Chat, &headers, body, refused, ready, |run| {
+        &mut run.request
+    })
+    .await?;
     if run.streaming {
-        return stream(&state, run, owner);
+        return Ok(stream(&state, run, owner));
     }
     let ResponseRun {
         request,
@@ -103,34 +104,22 @@ pub(crate) async fn create(
         handle,
         ..
     } = run;
-    match state.runs.run(Entry::Chat, request).await {
-        Ok(mut outcome) => {
-            keep(&state, &owner, handle.as_deref(), &mut outcome).await;
-            let Some(reason) = finish_reason(&outcome) else {
-                return outcome_error(&outcome).into_response();
-            };
-            let output = if reason == "tool_calls" {
-                tools
-                    .answered(&outcome.tool_calls)
-                    .iter()
-                    .map(|call| call_item(&item_id("fc"), call, "completed"))
-                    .collect()
-            } else {
-                let text = outcome.text.clone().unwrap_or_default();
-                vec![message_item(&item_id("msg"), &text, "completed")]
-            };
-            response.finish(&outcome, reason, output);
-            Json(response).into_response()
-        }
-        Err(failure) => failure_error(failure).into_response(),
-    }
-}
-
-/// Keeps the session the run left under `handle`, when one is kept.
-async fn keep(state: &AppState, owner: &str, handle: Option<&str>, outcome: &mut AgentOutcome) {
-    if let (Some(handle), Some(session)) = (handle, outcome.session.take()) {
-        state.jobs.keep_chat_session(owner, handle, session).await;
-    }
+    let (outcome, _) = run_keeping(&state, Entry::Chat, &owner, handle, request)
+        .await
+        .map_err(failure_error)?;
+    let reason = finish_reason(&outcome).ok_or_else(|| outcome_error(&outcome))?;
+    let output = if reason == "tool_calls" {
+        tools
+            .answered(&outcome.tool_calls)
+            .iter()
+            .map(|call| call_item(&item_id("fc"), call, "completed"))
+            .collect()
+    } else {
+        let text = outcome.text.clone().unwrap_or_default();
+        vec![message_item(&item_id("msg"), &text, "completed")]
+    };
+    response.finish(&outcome, reason, output);
+    Ok(Json(response).into_response())
 }
 
 /// Parses and checks the body, finds the session to continue, and builds the run.
@@ -305,7 +294,7 @@ fn stream(state: &AppState, run: ResponseRun, owner: String) -> Response {
         };
         let mut result = result;
         if let Ok(outcome) = &mut result {
-            keep(&state, &owner, handle.as_deref(), outcome).await;
+            keep_session(&state, &owner, handle, outcome).await;
         }
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {
