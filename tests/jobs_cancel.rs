@@ -113,10 +113,7 @@ async fn after_shutdown_begins_execute_is_refused() {
     let jobs = app.state().jobs.clone();
     app.begin_shutdown();
     let refused = jobs
-        .submit(
-            NewJob::new("default", "p", AGENT, 1.0, 60),
-            None,
-        )
+        .submit(NewJob::new("default", "p", AGENT, 1.0, 60), None)
         .await;
     assert!(matches!(refused, Err(SubmitError::ShuttingDown)));
 }
