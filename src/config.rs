@@ -15,6 +15,7 @@ use crate::agent::{check_budget, Effort, OptionPolicy};
 use crate::contain::{
     CgroupSetting, IsolationSetting, RunUidRange, SettingError, DEFAULT_LOCK_DIR,
 };
+use crate::policy::{Policies, PolicyBook};
 
 /// The models the OpenAI-compatible route accepts unless `SUPPORTED_MODELS` says otherwise.
 pub const DEFAULT_SUPPORTED_MODELS: &str =
@@ -96,6 +97,12 @@ pub struct Settings {
     /// allowed. Several tokens at once allow rotation without downtime.
     #[arg(long, env = "API_BEARER_TOKENS_FILE")]
     pub api_bearer_tokens_file: Option<PathBuf>,
+
+    /// TOML file of per-key policy (weight, max_concurrent, max_queued, budgets), keyed by the
+    /// tokens' names; reloaded on SIGHUP and when it changes. Without it every key has weight 1
+    /// and only the global bounds.
+    #[arg(long, env = "API_KEY_POLICY_FILE")]
+    pub api_key_policy_file: Option<PathBuf>,
 
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
@@ -397,6 +404,7 @@ impl fmt::Debug for Settings {
                 &self.api_bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .field("api_bearer_tokens_file", &self.api_bearer_tokens_file)
+            .field("api_key_policy_file", &self.api_key_policy_file)
             .field("listen_addr", &self.listen_addr)
             .field("workspace_dir", &self.workspace_dir)
             .field("jobs_dir", &self.jobs_dir)
@@ -564,6 +572,8 @@ pub fn never_called(addr: std::net::IpAddr) -> bool {
 pub struct Config {
     /// Accepted tokens, by name.
     pub tokens: Tokens,
+    /// Per-key policy, read from `API_KEY_POLICY_FILE` (every key on the defaults without it).
+    pub policies: Arc<Policies>,
     /// Address to listen on.
     pub listen_addr: SocketAddr,
     /// The warm base clone, when it exists; `None` means scratch workspaces.
@@ -683,6 +693,14 @@ impl Settings {
             self.api_bearer_token.as_deref(),
             self.api_bearer_tokens_file.as_deref(),
         )?;
+        let policies = match &self.api_key_policy_file {
+            Some(path) => {
+                let known = tokens.names().map(str::to_owned).collect();
+                Policies::load(path, known)
+                    .map_err(|e| invalid(format!("API_KEY_POLICY_FILE {}: {e}", path.display())))?
+            }
+            None => Policies::fixed(PolicyBook::default()),
+        };
         positive("MAX_CONCURRENCY", self.max_concurrency as u64)?;
         positive("MAX_QUEUE_DEPTH", self.max_queue_depth as u64)?;
         positive("JOB_TTL_SECONDS", self.job_ttl_seconds)?;
@@ -769,6 +787,7 @@ impl Settings {
         };
         Ok(Config {
             tokens,
+            policies: Arc::new(policies),
             listen_addr: self.listen_addr,
             base_dir,
             jobs_dir: self.jobs_dir,

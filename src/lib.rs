@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `contain` | run containment: per-run uids or markers, kill-everything, per-run directories |
 //! | [`agent`] | the claude service: command line, allow-listed environment, process, output, the caller's functions as MCP tools |
+//! | [`policy`] | per-key policy (weights, per-key limits, budgets) from `API_KEY_POLICY_FILE`, reloaded while running |
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run; what a run changed, and its delivery |
 //! | `metrics` | Prometheus counters and the run timer |
@@ -40,6 +41,7 @@ mod contain;
 pub mod jobs;
 mod metrics;
 mod openai;
+pub mod policy;
 mod routes;
 mod run;
 pub mod server;
