@@ -14,6 +14,7 @@
 mod common;
 mod store_support;
 
+use std::fmt::Display;
 use std::path::Path;
 
 use common::{git, git_crypt_fixture, Repos};
@@ -21,24 +22,17 @@ use mock_anthropic::{MockAnthropic, RecordedRequest};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
-use tempfile::TempDir;
 
 /// The author delivery commits get in these tests.
 const AUTHOR: &str = "Gate Way <gate@example.com>";
 
-/// The mock API, and the built gateway over `base` in front of it with `extra` settings; its jobs
-/// and home directories live as long as the last item.
-async fn start(base: &Path, extra: &[(&str, String)]) -> (MockAnthropic, Binary, [TempDir; 2]) {
-    let mock = MockAnthropic::start().await;
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut settings = settings(&claude_bin(), &mock.url(), dirs[0].path(), dirs[1].path());
+/// The built gateway over `base`, with `extra` settings, and what it runs against.
+async fn start(base: &Path, extra: &[(&str, &dyn Display)]) -> (Binary, Backing) {
+    let backing = Backing::start().await;
+    let mut settings = backing.settings(extra);
     set(&mut settings, "WORKSPACE_DIR", base.display());
     set(&mut settings, "DELIVERY_AUTHOR", AUTHOR);
-    for (name, value) in extra {
-        set(&mut settings, name, value);
-    }
-    let gw = Binary::start(&settings).await;
-    (mock, gw, dirs)
+    (Binary::start(&settings).await, backing)
 }
 
 /// What the agent's bash commands printed, over every API call.
@@ -90,7 +84,7 @@ fn repos() -> Repos {
 async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_diff_applies() {
     let fx = repos();
     let base_commit = git(&fx.base, &["rev-parse", "HEAD"]);
-    let (mock, gw, _dirs) = start(&fx.base, &[]).await;
+    let (gw, backing) = start(&fx.base, &[]).await;
 
     let job = gw
         .submit(
@@ -154,7 +148,7 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
     }
 
     // The patch on the base commit, in a fresh clone, gives the tree the agent left.
-    let final_tree = tool_outputs(&mock)
+    let final_tree = tool_outputs(&backing.mock)
         .iter()
         .find_map(|out| {
             out.split("FINAL-TREE=")
@@ -177,7 +171,7 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
     let fx = repos();
-    let (_mock, gw, _dirs) = start(&fx.base, &[]).await;
+    let (gw, _backing) = start(&fx.base, &[]).await;
 
     // Refused at submission: names git would refuse, and the base branch.
     for branch in ["bad..name", "-x", "a b", "main"] {
@@ -264,7 +258,7 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let (fx, key) = git_crypt_fixture();
     // The base is the fixture's clone from before git-crypt's files: bring it up to date.
     git(&fx.base, &["pull", "--quiet", "--ff-only"]);
-    let (mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
+    let (gw, backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     let job = gw
         .submit(
@@ -276,7 +270,7 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let record = gw.wait_end(&job).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert!(
-        tool_outputs(&mock)
+        tool_outputs(&backing.mock)
             .iter()
             .any(|o| o.contains("the plaintext secret")),
         "the workspace was unlocked for the agent"
@@ -329,7 +323,7 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
     let m = markers.path().display();
     // No session is kept, so no git runs as the run after it: only the gateway's harvest could
     // set off what the agent left.
-    let (_mock, gw, _dirs) = start(&fx.base, &[("MAX_SESSION_BYTES", "0".into())]).await;
+    let (gw, _backing) = start(&fx.base, &[("MAX_SESSION_BYTES", &0)]).await;
 
     let decoy = fx.root.path().join("decoy.git");
     git(fx.root.path(), &["init", "--quiet", "--bare", "decoy.git"]);
@@ -380,7 +374,7 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
     let (fx, key) = git_crypt_fixture();
-    let (_mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
+    let (gw, _backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     // The agent unmarks the file, so git would take it as plain text.
     let job = gw
@@ -415,7 +409,7 @@ async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_committed_in_plaintext_along_the_way_is_never_pushed() {
     let (fx, key) = git_crypt_fixture();
-    let (_mock, gw, _dirs) = start(&fx.base, &[("GIT_CRYPT_KEY", key.display().to_string())]).await;
+    let (gw, _backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     // With git-crypt's filters bypassed, the agent commits the file in plaintext, then commits
     // the ciphertext back: the final tree is the base's, the history is not.

@@ -5,26 +5,27 @@ mod common;
 
 use common::sdk::{gateways, run_client, Sdk};
 
+/// Runs the client `script` with `marker`, then checks that each of `turns` (a text the script
+/// sent, and which turn it was) reached the API.
+async fn check_sdk(sdk: Sdk, script: &str, marker: &str, turns: &[(&str, &str)]) {
+    let (gw, full) = gateways().await;
+    run_client(sdk, script, &gw, Some(&full), marker).await;
+    for (needle, what) in turns {
+        assert!(gw.mock_saw(needle), "{what} reached the API");
+    }
+}
+
 #[tokio::test]
 async fn the_python_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    run_client(Sdk::Python, "python_sdk.py", &gw, Some(&full), "pelican42").await;
-    assert!(
-        gw.mock_saw("pelican42"),
-        "the earlier user turn reached the API"
-    );
-    assert!(
-        gw.mock_saw("pelican42-assistant"),
-        "the earlier assistant turn reached the API"
-    );
+    let turns = [
+        ("pelican42", "the earlier user turn"),
+        ("pelican42-assistant", "the earlier assistant turn"),
+    ];
+    check_sdk(Sdk::Python, "python_sdk.py", "pelican42", &turns).await;
 }
 
 #[tokio::test]
 async fn the_node_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    run_client(Sdk::Node, "node_sdk.mjs", &gw, Some(&full), "walrus17").await;
-    assert!(
-        gw.mock_saw("walrus17-node"),
-        "the earlier user turn reached the API"
-    );
+    let turns = [("walrus17-node", "the earlier user turn")];
+    check_sdk(Sdk::Node, "node_sdk.mjs", "walrus17", &turns).await;
 }
