@@ -2,12 +2,11 @@
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
@@ -24,9 +23,8 @@ use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ToolCall,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
-use crate::routes::intake::take_in;
-use crate::routes::jobs::owner;
-use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure};
+use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure, OpenAiRunFailure};
 use crate::routes::session::{
     attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
 };
@@ -69,75 +67,74 @@ struct ChatRun {
             (ChatEvent = "text/event-stream")
         ), headers(("x-session-id" = String, description = "The handle that continues this conversation (also `session_id` of a `chat.completion`); present it as `session_id` or in this header with only the new messages"))),
         OpenAiAuthFailure,
-        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        OpenAiRunFailure,
         (status = 404, description = "The session handle presented is unknown, another caller's, or expired (`session_not_found`); nothing ran", body = ErrorBody),
         (status = 409, description = "The session handle presented cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
-        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
         (status = 422, description = "The agent could not produce output that fits `response_format` (`structured_output_failed`)", body = ErrorBody),
-        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
-        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
     )
 )]
-pub(crate) async fn chat_completions(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    answer(state, owner(caller), headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn chat_completions(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Chat>(state).await
 }
 
-/// Takes the call in and runs it; a refusal before the run is the error.
-async fn answer(
-    state: AppState,
-    owner: String,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, OpenAiError> {
-    // Checked and with its session attached before it takes a queue slot.
-    let ready = async |body: &Bytes| {
-        let mut run = prepare(&state, body)?;
+/// The chat completion route's own ways: OpenAI's shape, the session handle in the body or the
+/// `x-session-id` header, and a `chat.completion` (or its chunks) for an answer.
+struct Chat;
+
+impl RunRoute for Chat {
+    type Run = (ChatRun, Option<String>);
+    type Error = OpenAiError;
+    const ENTRY: Entry = Entry::Chat;
+
+    fn refused(refusal: &Refusal) -> OpenAiError {
+        refused(refusal)
+    }
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self::Run, OpenAiError> {
+        let mut run = prepare(state, body)?;
         let presented = run.presented.take();
         let session = &mut run.request;
         let handle =
-            attach_session(&state, &owner, presented, &headers, session, session_error).await?;
+            attach_session(state, owner, presented, headers, session, session_error).await?;
         Ok((run, handle))
-    };
-    let (run, handle) = take_in(
-        &state,
-        Entry::Chat,
-        &headers,
-        body,
-        refused,
-        ready,
-        |(run, _)| &mut run.request,
-    )
-    .await?;
-    if run.streaming {
-        return Ok(stream(&state, run, owner, handle));
     }
-    let ChatRun {
-        model,
-        request,
-        structured,
-        tools,
-        ..
-    } = run;
-    let (outcome, handle) = run_keeping(&state, Entry::Chat, &owner, handle, request)
-        .await
-        .map_err(failure_error)?;
-    let answer = match completion(&model, &outcome, structured, &tools) {
-        Ok(mut completion) => {
-            completion.session_id.clone_from(&handle);
-            Json(completion).into_response()
+
+    fn request((run, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        (run, handle): Self::Run,
+    ) -> Result<Response, OpenAiError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner, handle));
         }
-        Err(error) => error.into_response(),
-    };
-    Ok(with_handle(answer, handle.as_deref()))
+        let ChatRun {
+            model,
+            request,
+            structured,
+            tools,
+            ..
+        } = run;
+        let (outcome, handle) = run_keeping(state, Entry::Chat, &owner, handle, request)
+            .await
+            .map_err(failure_error)?;
+        let answer = match completion(&model, &outcome, structured, &tools) {
+            Ok(mut completion) => {
+                completion.session_id.clone_from(&handle);
+                Json(completion).into_response()
+            }
+            Err(error) => error.into_response(),
+        };
+        Ok(with_handle(answer, handle.as_deref()))
+    }
 }
 
 /// A refused session handle as an OpenAI error, naming `session_id`.

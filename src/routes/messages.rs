@@ -5,12 +5,11 @@
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -23,10 +22,10 @@ use crate::anthropic::error::{
 use crate::anthropic::stream::Events;
 use crate::anthropic::wire::{Message, MessagesRequest, OutputConfig, TextBlock, Usage};
 use crate::anthropic::{message_id, prompt, stop_reason};
+use crate::bounds::Refusal;
 use crate::metrics::Entry;
 use crate::openai::stream::text_delta;
-use crate::routes::intake::take_in;
-use crate::routes::jobs::owner;
+use crate::routes::intake::{RunCall, RunRoute};
 use crate::routes::openapi::{AnthropicAuthFailure, MessagesEvent};
 use crate::routes::session::{
     attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
@@ -79,59 +78,63 @@ struct MessagesRun {
         (status = 504, description = "The run outlived its deadline (`timeout_error`)", body = AnthropicErrorBody)
     )
 )]
-pub(crate) async fn create_message(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    answer(state, owner(caller), headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn create_message(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Messages>(state).await
 }
 
-/// Takes the call in and runs it; a refusal before the run is the error.
-async fn answer(
-    state: AppState,
-    owner: String,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, AnthropicError> {
-    // Checked and with its session attached before it takes a queue slot.
-    let ready = async |body: &Bytes| {
-        let mut run = prepare(&state, body)?;
+/// The Messages route's own ways: Anthropic's shape, the session handle in the `x-session-id`
+/// header, and a `message` (or Anthropic's events) for an answer.
+struct Messages;
+
+impl RunRoute for Messages {
+    type Run = (MessagesRun, Option<String>);
+    type Error = AnthropicError;
+    const ENTRY: Entry = Entry::Messages;
+
+    fn refused(refusal: &Refusal) -> AnthropicError {
+        refused(refusal)
+    }
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self::Run, AnthropicError> {
+        let mut run = prepare(state, body)?;
         // The Messages API has no body field for it: only the header presents a handle.
         let session = &mut run.request;
-        let handle = attach_session(&state, &owner, None, &headers, session, session_error).await?;
+        let handle = attach_session(state, owner, None, headers, session, session_error).await?;
         Ok((run, handle))
-    };
-    let (run, handle) = take_in(
-        &state,
-        Entry::Messages,
-        &headers,
-        body,
-        refused,
-        ready,
-        |(run, _)| &mut run.request,
-    )
-    .await?;
-    if run.streaming {
-        return Ok(stream(&state, run, owner, handle));
     }
-    let MessagesRun {
-        model,
-        request,
-        structured,
-        ..
-    } = run;
-    let (outcome, handle) = run_keeping(&state, Entry::Messages, &owner, handle, request)
-        .await
-        .map_err(|failure| failure_error(&failure))?;
-    let answer = match message(&model, &outcome, structured) {
-        Ok(message) => Json(message).into_response(),
-        Err(error) => error.into_response(),
-    };
-    Ok(with_handle(answer, handle.as_deref()))
+
+    fn request((run, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        (run, handle): Self::Run,
+    ) -> Result<Response, AnthropicError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner, handle));
+        }
+        let MessagesRun {
+            model,
+            request,
+            structured,
+            ..
+        } = run;
+        let (outcome, handle) = run_keeping(state, Entry::Messages, &owner, handle, request)
+            .await
+            .map_err(|failure| failure_error(&failure))?;
+        let answer = match message(&model, &outcome, structured) {
+            Ok(message) => Json(message).into_response(),
+            Err(error) => error.into_response(),
+        };
+        Ok(with_handle(answer, handle.as_deref()))
+    }
 }
 
 /// A refused session handle as an Anthropic error.

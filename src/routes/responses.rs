@@ -3,18 +3,18 @@
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::agent::{AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
+use crate::bounds::Refusal;
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
@@ -25,9 +25,8 @@ use crate::openai::stream::text_delta;
 use crate::openai::tools::{Api, Tools};
 use crate::openai::{finish_reason, format, prompt};
 use crate::routes::chat::{offer_functions, parsed, refused};
-use crate::routes::intake::take_in;
-use crate::routes::jobs::owner;
-use crate::routes::openapi::{OpenAiAuthFailure, ResponseEvent};
+use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::openapi::{OpenAiAuthFailure, OpenAiRunFailure, ResponseEvent};
 use crate::routes::session::{keep_session, run_keeping};
 use crate::state::AppState;
 
@@ -61,65 +60,73 @@ struct ResponseRun {
             (ResponseEvent = "text/event-stream")
         )),
         OpenAiAuthFailure,
-        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
+        OpenAiRunFailure,
         (status = 404, description = "`previous_response_id` is unknown, another caller's, expired, or kept nothing (`previous_response_not_found`); nothing ran", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The previous response's session cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
-        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
-        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
-        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
     )
 )]
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: http::HeaderMap,
-    body: Body,
-) -> Response {
-    answer(state, owner(caller), headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn create(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Responses>(state).await
 }
 
-/// Takes the call in and runs it; a refusal before the run is the error.
-async fn answer(
-    state: AppState,
-    owner: String,
-    headers: http::HeaderMap,
-    body: Body,
-) -> Result<Response, OpenAiError> {
-    let ready = async |body: &Bytes| prepare(&state, &owner, body).await;
-    let run = take_in(&state, Entry::Chat, &headers, body, refused, ready, |run| {
-        &mut run.request
-    })
-    .await?;
-    if run.streaming {
-        return Ok(stream(&state, run, owner));
+/// The Responses route's own ways: OpenAI's shape, the session continued by
+/// `previous_response_id`, and a `response` (or its typed events) for an answer.
+struct Responses;
+
+impl RunRoute for Responses {
+    type Run = ResponseRun;
+    type Error = OpenAiError;
+    const ENTRY: Entry = Entry::Chat;
+
+    fn refused(refusal: &Refusal) -> OpenAiError {
+        refused(refusal)
     }
-    let ResponseRun {
-        request,
-        tools,
-        mut response,
-        handle,
-        ..
-    } = run;
-    let (outcome, _) = run_keeping(&state, Entry::Chat, &owner, handle, request)
-        .await
-        .map_err(failure_error)?;
-    let reason = finish_reason(&outcome).ok_or_else(|| outcome_error(&outcome))?;
-    let output = if reason == "tool_calls" {
-        tools
-            .answered(&outcome.tool_calls)
-            .iter()
-            .map(|call| call_item(&item_id("fc"), call, "completed"))
-            .collect()
-    } else {
-        let text = outcome.text.clone().unwrap_or_default();
-        vec![message_item(&item_id("msg"), &text, "completed")]
-    };
-    response.finish(&outcome, reason, output);
-    Ok(Json(response).into_response())
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        _: &http::HeaderMap,
+        body: &Bytes,
+    ) -> Result<ResponseRun, OpenAiError> {
+        prepare(state, owner, body).await
+    }
+
+    fn request(run: &mut ResponseRun) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        run: ResponseRun,
+    ) -> Result<Response, OpenAiError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner));
+        }
+        let ResponseRun {
+            request,
+            tools,
+            mut response,
+            handle,
+            ..
+        } = run;
+        let (outcome, _) = run_keeping(state, Entry::Chat, &owner, handle, request)
+            .await
+            .map_err(failure_error)?;
+        let reason = finish_reason(&outcome).ok_or_else(|| outcome_error(&outcome))?;
+        let output = if reason == "tool_calls" {
+            tools
+                .answered(&outcome.tool_calls)
+                .iter()
+                .map(|call| call_item(&item_id("fc"), call, "completed"))
+                .collect()
+        } else {
+            let text = outcome.text.clone().unwrap_or_default();
+            vec![message_item(&item_id("msg"), &text, "completed")]
+        };
+        response.finish(&outcome, reason, output);
+        Ok(Json(response).into_response())
+    }
 }
 
 /// Parses and checks the body, finds the session to continue, and builds the run.
