@@ -8,13 +8,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use mock_anthropic::MockAnthropic;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
 pub use crate::common::{
-    agent_env, claude_bin, fake_claude, json as read_json, processes_under, TOKEN,
+    agent_env, claude_bin, eventually, fake_claude, json as read_json, processes_under, TOKEN,
 };
 #[allow(unused_imports)]
 pub use crate::common::{is_terminal, parse_event, script, Sse, AGENT};
@@ -48,30 +50,46 @@ pub fn settings(
     settings
 }
 
+/// What a built gateway runs against: the mock Anthropic API, and the gateway's jobs and home
+/// directories; they live as long as this, across the gateway's restarts.
+pub struct Backing {
+    /// The mock API behind the real CLI.
+    pub mock: MockAnthropic,
+    /// `JOBS_DIR` (and the default store's place).
+    pub jobs_dir: TempDir,
+    /// The agent's HOME.
+    pub home: TempDir,
+}
+
+impl Backing {
+    /// A fresh mock API and fresh directories.
+    pub async fn start() -> Backing {
+        Backing {
+            mock: MockAnthropic::start().await,
+            jobs_dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The settings of a gateway in front of the real CLI over this backing, with `extra` set.
+    pub fn settings(&self, extra: &[(&str, &dyn std::fmt::Display)]) -> Vec<(String, String)> {
+        let mut settings = settings(
+            &claude_bin(),
+            &self.mock.url(),
+            self.jobs_dir.path(),
+            self.home.path(),
+        );
+        for (name, value) in extra {
+            set(&mut settings, name, value);
+        }
+        settings
+    }
+}
+
 /// Replaces or adds `name=value` in `settings`.
 pub fn set(settings: &mut Vec<(String, String)>, name: &str, value: impl ToString) {
     settings.retain(|(n, _)| n != name);
     settings.push((name.to_owned(), value.to_string()));
-}
-
-/// Polls `check` every 25 ms until it answers `Some`, for at most `limit`; panics saying `what`
-/// otherwise.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// One run of the built binary.
