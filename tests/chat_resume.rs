@@ -6,8 +6,6 @@
 mod common;
 mod store_support;
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
@@ -130,12 +128,7 @@ async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
     // is the session.
     let later = gw.submit("later [[mock:text done]]", Value::Null).await;
     gw.wait_end(&later).await;
-    eventually(
-        "the later job is forgotten",
-        Duration::from_secs(30),
-        || async { (gw.get(&later).await.0 == StatusCode::NOT_FOUND).then_some(()) },
-    )
-    .await;
+    gw.wait_forgotten(&later).await;
     let (status, _, expired) = chat(
         &gw,
         one_message("after expiry [[mock:text never]]"),
