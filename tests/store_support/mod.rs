@@ -240,6 +240,16 @@ impl Binary {
             .await
     }
 
+    /// Waits (bounded) until the job is forgotten: its record answers 404.
+    pub async fn wait_forgotten(&self, job_id: &str) {
+        eventually(
+            format!("job {job_id} is forgotten"),
+            Duration::from_secs(30),
+            || async { self.get(job_id).await.0 == StatusCode::NOT_FOUND },
+        )
+        .await;
+    }
+
     /// `GET /health` as JSON.
     pub async fn health(&self) -> Value {
         let response = self
