@@ -39,6 +39,15 @@ fn settings_for(
     }
 }
 
+/// As root: the uid-mode settings of test number `test` (`count` uids), over a fresh lock
+/// directory that lives as long as the first item.
+fn uid_settings(test: u32, count: u32) -> (tempfile::TempDir, ContainSettings) {
+    require_root();
+    let locks = tempfile::tempdir().expect("lock dir");
+    let settings = settings_for(test, count, locks.path(), IsolationSetting::Uid);
+    (locks, settings)
+}
+
 /// Fails (never skips) a test that needs root when not run as root.
 fn require_root() {
     assert!(
@@ -50,15 +59,8 @@ fn require_root() {
 
 /// A uid-mode containment for test `test`, with `count` uids and a fresh lock directory.
 fn uid_containment(test: u32, count: u32) -> (Containment, tempfile::TempDir) {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let containment = Containment::new(&settings_for(
-        test,
-        count,
-        locks.path(),
-        IsolationSetting::Uid,
-    ))
-    .expect("uid mode as root");
+    let (locks, settings) = uid_settings(test, count);
+    let containment = Containment::new(&settings).expect("uid mode as root");
     assert_eq!(containment.mode(), Mode::Uid);
     assert_eq!(containment.mode_name(), "uid");
     (containment, locks)
@@ -211,11 +213,10 @@ async fn uid_mode_kill_all_stops_setsid_nohup_daemons_and_loops() {
 
 /// [`uid_containment`] with cgroups off: runs are found and killed through `/proc`.
 fn uid_containment_without_cgroups(test: u32, count: u32) -> (Containment, tempfile::TempDir) {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
+    let (locks, settings) = uid_settings(test, count);
     let settings = ContainSettings {
         cgroup: CgroupSetting::Off,
-        ..settings_for(test, count, locks.path(), IsolationSetting::Uid)
+        ..settings
     };
     let containment = Containment::new(&settings).expect("uid mode as root");
     assert_eq!(containment.cgroup_parent(), None);
@@ -293,9 +294,7 @@ async fn as_root_every_process_of_a_run_is_in_its_cgroup_and_cannot_leave_it() {
 
 #[tokio::test]
 async fn recover_kills_and_removes_the_cgroups_a_crashed_gateway_left() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(23, 2, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(23, 2);
     // A gateway process that has since died: a tag no live process has.
     let crashed =
         Containment::with_mode(Mode::Uid, &settings, "1-1".into()).expect("crashed gateway");
@@ -477,9 +476,7 @@ async fn uid_mode_run_cannot_read_another_runs_home() {
 
 #[tokio::test]
 async fn uid_mode_leases_are_exclusive_across_gateway_processes() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(6, 2, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(6, 2);
     // Two containments on one lock directory stand for two gateway processes on one host.
     let gateway_a = Containment::new(&settings).expect("a");
     let gateway_b = Containment::new(&settings).expect("b");
@@ -536,9 +533,7 @@ async fn uid_mode_kill_all_of_one_run_spares_another() {
 
 #[tokio::test]
 async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(8, 3, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(8, 3);
     let crashed = Containment::new(&settings).expect("crashed gateway");
     let living = Containment::new(&settings).expect("living gateway");
 
@@ -587,9 +582,7 @@ async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs
 
 #[tokio::test]
 async fn uid_mode_lease_kills_leftovers_under_the_uid_it_takes() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(9, 1, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(9, 1);
     let uid = settings.uid_range.first();
     // A leftover started directly under the uid, as an older gateway version might have.
     let mut leftover = gateway_command("sleep");
