@@ -85,6 +85,15 @@ fn open_tempdir() -> tempfile::TempDir {
 }
 
 /// `sh -c script` in the run, with a PATH, in `cwd`, output captured.
+/// Starts a daemon in `cell`: a `sleep` in a session of its own, which outlives the shell.
+async fn start_daemon(cell: &RunCell) {
+    let out = sh(cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
+        .output()
+        .await
+        .expect("start a daemon");
+    assert!(out.status.success());
+}
+
 fn sh(cell: &RunCell, script: &str, cwd: &Path) -> tokio::process::Command {
     let mut command = cell.command("/bin/sh");
     command
@@ -303,15 +312,7 @@ async fn recover_kills_and_removes_the_cgroups_a_crashed_gateway_left() {
         .expect("cgroups as root")
         .to_path_buf();
     let orphan = crashed.lease().await.expect("lease");
-    let out = sh(
-        &orphan,
-        "setsid sleep 300 >/dev/null 2>&1 &",
-        Path::new("/"),
-    )
-    .output()
-    .await
-    .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&orphan).await;
     eventually("the daemon runs", || live_processes_of(&orphan).len() == 1).await;
     let daemon = live_processes_of(&orphan)[0];
     let dir = parent.join(cgroup_of(daemon).unwrap().rsplit('/').next().unwrap());
@@ -343,15 +344,7 @@ async fn a_uid_whose_holder_crashed_is_searched_again_and_a_clean_one_is_not() {
 
     // A crash: the holder's daemon stays, its lock goes, the file still says held.
     let crashed = containment.lease().await.expect("lease");
-    let out = sh(
-        &crashed,
-        "setsid sleep 300 >/dev/null 2>&1 &",
-        Path::new("/"),
-    )
-    .output()
-    .await
-    .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&crashed).await;
     eventually("the daemon runs", || {
         procfs::live_pids_of_uid(uid).unwrap().len() == 1
     })
@@ -707,11 +700,7 @@ async fn process_mode_recover_kills_only_orphans_of_this_instance() {
     let mut cells = Vec::new();
     for containment in [&crashed, &sibling, &stranger] {
         let cell = containment.lease().await.expect("lease");
-        let out = sh(&cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
-            .output()
-            .await
-            .expect("start a daemon");
-        assert!(out.status.success());
+        start_daemon(&cell).await;
         cells.push(cell);
     }
     eventually("the three daemons run", || {
@@ -749,11 +738,7 @@ async fn dropping_a_cell_kills_its_run() {
     let containment = process_containment(15);
     let cell = containment.lease().await.expect("lease");
     let marker = cell.marker_env().1.to_owned();
-    let out = sh(&cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
-        .output()
-        .await
-        .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&cell).await;
     eventually("the daemon runs", || live_marked(&marker).len() == 1).await;
     drop(cell);
     eventually("the dropped run's daemon is gone", || {
