@@ -41,6 +41,7 @@ mod contain;
 pub mod jobs;
 mod metrics;
 mod openai;
+mod quota;
 pub mod policy;
 mod routes;
 mod run;

@@ -35,6 +35,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
 use crate::metrics::{Entry, Metrics, RunEnd};
+use crate::quota::{ChargeTo, HeldSlot, Quota};
 use crate::workspace::HarvestLayer;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
@@ -54,11 +55,19 @@ impl Runs {
         harvest: HarvestLayer,
         default_deadline: Duration,
         metrics: Metrics,
+        quota: Quota,
     ) -> Self {
         let stack = ServiceBuilder::new()
             // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
             // however it ends. Nothing below runs before a slot is free.
             .layer(ConcurrencyLimitLayer::new(gauge))
+            // The run holds a slot: its key's count moves from queued to running.
+            .map_request(|request: Request<AgentRequest>| {
+                if let Some(KeySlot(slot)) = request.extensions().get() {
+                    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).start();
+                }
+                request
+            })
             // Inside the permit, so time in the queue never counts against a run's deadline;
             // around the workspace, so a clone that hangs is bounded by the same deadline.
             .layer(DeadlineLayer::new(default_deadline))
@@ -77,7 +86,7 @@ impl Runs {
                 request
             })
             .service(claude);
-        Self::with_record(BoxCloneSyncService::new(stack), metrics, true)
+        Self::with_record(BoxCloneSyncService::new(stack), metrics, quota, true)
     }
 
     /// Puts the top of the stack (metrics and error classification) around `stack`: what
@@ -87,7 +96,14 @@ impl Runs {
         stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
         metrics: Metrics,
     ) -> Self {
-        Self::with_record(stack, metrics, false)
+        Self::with_record(
+            stack,
+            metrics,
+            Quota::new(Arc::new(crate::policy::Policies::fixed(
+                crate::policy::PolicyBook::default(),
+            ))),
+            false,
+        )
     }
 
     /// [`around`](Self::around), saying whether `stack` marks the start of its agent
@@ -95,12 +111,14 @@ impl Runs {
     fn with_record(
         stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
         metrics: Metrics,
+        quota: Quota,
         marks_start: bool,
     ) -> Self {
         // Outermost, so a run's duration counts its time in the queue, and every way a run comes
         // back (or is dropped) is recorded once.
         let stack = RecordLayer {
             metrics,
+            quota,
             marks_start,
         }
         .layer(stack);
@@ -131,6 +149,11 @@ impl fmt::Debug for Runs {
 /// is started: whether the run got that far.
 #[derive(Clone, Debug, Default)]
 struct AgentStarting(Arc<AtomicBool>);
+
+/// A request extension the top of the stack inserts for a run charged to a key: its place in the
+/// key's queued and running counts, moved to running once the run holds a slot.
+#[derive(Clone, Debug)]
+struct KeySlot(Arc<std::sync::Mutex<HeldSlot>>);
 
 /// Why a run produced no outcome.
 #[derive(Debug)]
@@ -230,6 +253,8 @@ pub(crate) fn one_line(text: &str, limit: usize) -> String {
 #[derive(Clone)]
 struct RecordLayer {
     metrics: Metrics,
+    /// Budgets (charged at each run's end, the per-run cap) and the upstream pause.
+    quota: Quota,
     /// Whether the stack below marks the start of its agent.
     marks_start: bool,
 }
@@ -241,6 +266,7 @@ impl<S> Layer<S> for RecordLayer {
         Record {
             inner,
             metrics: self.metrics.clone(),
+            quota: self.quota.clone(),
             marks_start: self.marks_start,
         }
     }
@@ -251,13 +277,18 @@ impl<S> Layer<S> for RecordLayer {
 struct Record<S> {
     inner: S,
     metrics: Metrics,
+    /// See [`RecordLayer`].
+    quota: Quota,
     /// Whether the stack below marks the start of its agent.
     marks_start: bool,
 }
 
 impl<S> Service<Request<AgentRequest>> for Record<S>
 where
-    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>,
+    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = AgentOutcome;
@@ -278,11 +309,24 @@ where
             .unwrap_or(Entry::Job);
         let starting = AgentStarting::default();
         request.extensions_mut().insert(starting.clone());
+        let key = request.extensions().get::<ChargeTo>().cloned();
+        if let Some(ChargeTo(key)) = &key {
+            let asked = request.body().max_budget_usd;
+            request.body_mut().max_budget_usd = self.quota.cap_run_budget(key, asked);
+            let slot = Arc::new(std::sync::Mutex::new(self.quota.hold(key)));
+            request.extensions_mut().insert(KeySlot(slot));
+        }
         let marks_start = self.marks_start;
         let timer = self.metrics.start_run(entry);
-        let run = self.inner.call(request);
+        let quota = self.quota.clone();
+        let metrics = self.metrics.clone();
+        // The service that was made ready goes with this call; a clone stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let result = run.await.map_err(|error| {
+            // While the account is rate-limited, nothing new is dispatched.
+            quota.dispatch().wait_open().await;
+            let result = inner.call(request).await.map_err(|error| {
                 let started = !marks_start || starting.0.load(Ordering::Relaxed);
                 RunFailure::classify(error, started)
             });
@@ -291,6 +335,20 @@ where
             {
                 // The operator's problem (the base, git, the disk), not the caller's.
                 tracing::warn!(error = %failure, "a run could not get its workspace");
+            }
+            if let Ok(outcome) = &result {
+                // Charged before the caller hears back, so its next submission sees the spend.
+                if let Some(ChargeTo(key)) = &key {
+                    metrics.record_key_spend(key, crate::quota::spend_of(outcome));
+                    quota.charge(key, outcome).await;
+                }
+                match crate::quota::upstream_limit(outcome) {
+                    Some(reset) => {
+                        quota.dispatch().pause(reset);
+                    }
+                    None if outcome.succeeded() => quota.dispatch().succeeded(),
+                    None => {}
+                }
             }
             timer.finish(run_end(result.as_ref()), result.as_ref().ok());
             result

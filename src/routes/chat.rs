@@ -182,6 +182,9 @@ pub(crate) async fn chat_completions(
     match state.intake.admit(Entry::Chat, body.len()) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
+            run.request
+                .extensions_mut()
+                .insert(crate::quota::ChargeTo(owner.clone()));
         }
         Err(refusal) => return refused(&refusal).into_response(),
     }

@@ -587,7 +587,15 @@ pub(crate) async fn diff(
 
 /// A whole record as the answer, streamed within the large-response budget; when other
 /// responses hold all of it, 503 with `Retry-After`.
-async fn answer_record(state: &AppState, record: JobRecord) -> Response {
+async fn answer_record(state: &AppState, mut record: JobRecord) -> Response {
+    if record.status == JobStatus::Queued {
+        if let Some(until) = state.quota.dispatch().paused_until() {
+            record.queued_reason = Some(format!(
+                "upstream rate limit: dispatch paused until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ));
+        }
+    }
     match state.responses.reserve(record_cost(&record)).await {
         Ok(share) => record_response(record, share),
         Err(_) => budget_spent(),

@@ -101,6 +101,9 @@ pub(crate) async fn create_message(
     match state.intake.admit(Entry::Messages, body.len()) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
+            run.request
+                .extensions_mut()
+                .insert(crate::quota::ChargeTo(owner.clone()));
         }
         Err(refusal) => return refused(&refusal).into_response(),
     }

@@ -9,4 +9,5 @@ pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod openapi;
+pub(crate) mod quota;
 pub(crate) mod responses;

@@ -89,6 +89,9 @@ pub(crate) async fn create(
     match state.intake.admit(Entry::Chat, body.len()) {
         Ok(admitted) => {
             run.request.extensions_mut().insert(admitted.ticket);
+            run.request
+                .extensions_mut()
+                .insert(crate::quota::ChargeTo(owner.clone()));
         }
         Err(refusal) => return refused(&refusal).into_response(),
     }
