@@ -231,6 +231,32 @@ fn is_caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool
     false
 }
 
+/// How many characters of why a run failed an API error body holds.
+const DETAIL_MAX: usize = 300;
+
+/// One line saying why a run that ended did not succeed, for an API error body: claude's own
+/// error text, else stderr, else the exit code.
+pub(crate) fn outcome_detail(outcome: &AgentOutcome) -> String {
+    let text = outcome
+        .is_error
+        .then(|| outcome.text.clone())
+        .flatten()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
+    let detail = match (outcome.exit_code, text) {
+        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
+        (None, None) => "the agent was killed by a signal".to_owned(),
+        (Some(_), Some(text)) => text,
+        (Some(code), None) => format!("exit {code}"),
+    };
+    one_line(&detail, DETAIL_MAX)
+}
+
+/// One line saying why a run produced no outcome, for an API error body.
+pub(crate) fn failure_detail(failure: &RunFailure) -> String {
+    one_line(&failure.to_string(), DETAIL_MAX)
+}
+
 /// Collapses whitespace and cuts to `limit` characters, so a reason fits on one line of a
 /// record, an error body or a log. A long reason loses its middle (marked `…`), never its end:
 /// messages name what failed first and why last (`clone of … into … failed: … fatal: Invalid

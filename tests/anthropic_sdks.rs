@@ -5,34 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{clients_dir, run_tool, Gateway, TOKEN};
-
-async fn run_client(program: &str, script: &str, gw: &Gateway, full: &Gateway, marker: &str) {
-    let stdout = run_tool(
-        script,
-        Duration::from_secs(240),
-        tokio::process::Command::new(program)
-            .arg(clients_dir().join(script))
-            .current_dir(clients_dir())
-            .env("GATEWAY_URL", &gw.url)
-            .env("GATEWAY_TOKEN", TOKEN)
-            .env("FULL_GATEWAY_URL", &full.url)
-            .env("MARKER", marker),
-    )
-    .await;
-    assert!(stdout.contains("all checks passed"), "{stdout}");
-}
-
-/// A gateway for the client's calls, and a full one (one slot, a queue of one) for its full-queue check.
-async fn gateways() -> (Gateway, Gateway) {
-    let full = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 1)
-        .start();
-    tokio::join!(Gateway::start(), full)
-}
+use common::sdk::{gateways, run_client, Sdk};
+use common::Gateway;
 
 /// Whether a Messages call the CLI made to the mock carried `needle` anywhere in its text.
 fn mock_saw(gw: &Gateway, needle: &str) -> bool {
@@ -42,15 +16,18 @@ fn mock_saw(gw: &Gateway, needle: &str) -> bool {
         .any(|request| request.all_text().contains(needle))
 }
 
-/// What the client script's system-prompt and multi-turn calls must have brought to the model.
-fn assert_mock_saw_the_conversation(gw: &Gateway, marker: &str) {
+/// Runs the client `script` with `marker`, and checks that its system-prompt and multi-turn calls
+/// brought the whole conversation to the model.
+async fn check_sdk(sdk: Sdk, script: &str, marker: &str) {
+    let (gw, full) = gateways().await;
+    run_client(sdk, script, &gw, Some(&full), marker).await;
     for (needle, what) in [
         ("-system", "the system prompt"),
         ("-user", "the earlier user turn"),
         ("-assistant", "the earlier assistant turn"),
     ] {
         assert!(
-            mock_saw(gw, &format!("{marker}{needle}")),
+            mock_saw(&gw, &format!("{marker}{needle}")),
             "{what} reached the API"
         );
     }
@@ -58,22 +35,10 @@ fn assert_mock_saw_the_conversation(gw: &Gateway, marker: &str) {
 
 #[tokio::test]
 async fn the_anthropic_python_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    let python = clients_dir().join(".venv/bin/python");
-    run_client(
-        python.to_str().unwrap(),
-        "anthropic_python.py",
-        &gw,
-        &full,
-        "heron61",
-    )
-    .await;
-    assert_mock_saw_the_conversation(&gw, "heron61");
+    check_sdk(Sdk::Python, "anthropic_python.py", "heron61").await;
 }
 
 #[tokio::test]
 async fn the_anthropic_node_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    run_client("node", "anthropic_node.mjs", &gw, &full, "otter23").await;
-    assert_mock_saw_the_conversation(&gw, "otter23");
+    check_sdk(Sdk::Node, "anthropic_node.mjs", "otter23").await;
 }

@@ -8,7 +8,6 @@ mod store_support;
 
 use std::time::Duration;
 
-use mock_anthropic::MockAnthropic;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
@@ -51,10 +50,9 @@ fn answer(body: &Value) -> &str {
 
 #[tokio::test]
 async fn a_conversation_continues_by_its_handle_with_only_the_new_turn_after_a_restart() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let settings = settings(&claude_bin(), &mock.url(), jobs_dir.path(), home.path());
+    let backing = Backing::start().await;
+    let mock = &backing.mock;
+    let settings = backing.settings(&[]);
     let first = Binary::start(&settings).await;
     let (status, header, body) = chat(
         &first,
@@ -114,12 +112,9 @@ async fn a_conversation_continues_by_its_handle_with_only_the_new_turn_after_a_r
 
 #[tokio::test]
 async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir.path(), home.path());
-    set(&mut settings, "JOB_TTL_SECONDS", 1);
-    let gw = Binary::start(&settings).await;
+    let backing = Backing::start().await;
+    let mock = &backing.mock;
+    let gw = Binary::start(&backing.settings(&[("JOB_TTL_SECONDS", &1)])).await;
 
     let mut unknown = one_message("never run");
     unknown["session_id"] = json!("0123456789abcdef0123456789abcdef");

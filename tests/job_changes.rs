@@ -14,6 +14,7 @@
 mod common;
 mod store_support;
 
+use std::fmt::Display;
 use std::path::Path;
 
 use common::{git, git_crypt_fixture, Repos};
@@ -25,17 +26,13 @@ use store_support::*;
 /// The author delivery commits get in these tests.
 const AUTHOR: &str = "Gate Way <gate@example.com>";
 
-/// A gateway over `base`, with its jobs in `jobs_dir`.
-fn gateway(
-    mock: &MockAnthropic,
-    base: &Path,
-    jobs_dir: &Path,
-    home: &Path,
-) -> Vec<(String, String)> {
-    let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir, home);
+/// The built gateway over `base`, with `extra` settings, and what it runs against.
+async fn start(base: &Path, extra: &[(&str, &dyn Display)]) -> (Binary, Backing) {
+    let backing = Backing::start().await;
+    let mut settings = backing.settings(extra);
     set(&mut settings, "WORKSPACE_DIR", base.display());
     set(&mut settings, "DELIVERY_AUTHOR", AUTHOR);
-    settings
+    (Binary::start(&settings).await, backing)
 }
 
 /// What the agent's bash commands printed, over every API call.
@@ -87,9 +84,7 @@ fn repos() -> Repos {
 async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_diff_applies() {
     let fx = repos();
     let base_commit = git(&fx.base, &["rev-parse", "HEAD"]);
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let gw = Binary::start(&gateway(&mock, &fx.base, jobs_dir.path(), home.path())).await;
+    let (gw, backing) = start(&fx.base, &[]).await;
 
     let job = gw
         .submit(
@@ -153,7 +148,7 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
     }
 
     // The patch on the base commit, in a fresh clone, gives the tree the agent left.
-    let final_tree = tool_outputs(&mock)
+    let final_tree = tool_outputs(&backing.mock)
         .iter()
         .find_map(|out| {
             out.split("FINAL-TREE=")
@@ -176,9 +171,7 @@ async fn the_record_and_the_diff_show_an_edit_an_addition_and_a_commit_and_the_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
     let fx = repos();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let gw = Binary::start(&gateway(&mock, &fx.base, jobs_dir.path(), home.path())).await;
+    let (gw, _backing) = start(&fx.base, &[]).await;
 
     // Refused at submission: names git would refuse, and the base branch.
     for branch in ["bad..name", "-x", "a b", "main"] {
@@ -265,11 +258,7 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let (fx, key) = git_crypt_fixture();
     // The base is the fixture's clone from before git-crypt's files: bring it up to date.
     git(&fx.base, &["pull", "--quiet", "--ff-only"]);
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (gw, backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     let job = gw
         .submit(
@@ -281,7 +270,7 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     let record = gw.wait_end(&job).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert!(
-        tool_outputs(&mock)
+        tool_outputs(&backing.mock)
             .iter()
             .any(|o| o.contains("the plaintext secret")),
         "the workspace was unlocked for the agent"
@@ -324,8 +313,6 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_the_push() {
     let fx = repos();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A directory anyone may write to: a marker there means something the agent set up ran.
     let markers = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -334,11 +321,9 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
     )
     .unwrap();
     let m = markers.path().display();
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
     // No session is kept, so no git runs as the run after it: only the gateway's harvest could
     // set off what the agent left.
-    set(&mut settings, "MAX_SESSION_BYTES", 0);
-    let gw = Binary::start(&settings).await;
+    let (gw, _backing) = start(&fx.base, &[("MAX_SESSION_BYTES", &0)]).await;
 
     let decoy = fx.root.path().join("decoy.git");
     git(fx.root.path(), &["init", "--quiet", "--bare", "decoy.git"]);
@@ -389,11 +374,7 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
     let (fx, key) = git_crypt_fixture();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (gw, _backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     // The agent unmarks the file, so git would take it as plain text.
     let job = gw
@@ -428,11 +409,7 @@ async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_crypt_file_committed_in_plaintext_along_the_way_is_never_pushed() {
     let (fx, key) = git_crypt_fixture();
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut settings = gateway(&mock, &fx.base, jobs_dir.path(), home.path());
-    set(&mut settings, "GIT_CRYPT_KEY", key.display());
-    let gw = Binary::start(&settings).await;
+    let (gw, _backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     // With git-crypt's filters bypassed, the agent commits the file in plaintext, then commits
     // the ciphertext back: the final tree is the base's, the history is not.

@@ -113,22 +113,7 @@ async fn after_shutdown_begins_execute_is_refused() {
     let jobs = app.state().jobs.clone();
     app.begin_shutdown();
     let refused = jobs
-        .submit(
-            NewJob {
-                owner: "default".into(),
-                prompt: "p".into(),
-                agent: AGENT.into(),
-                max_budget_usd: 1.0,
-                timeout_seconds: 60,
-                metadata: None,
-                options: Default::default(),
-                max_attempts: 1,
-                continue_from: None,
-                callback_url: None,
-                deliver: None,
-            },
-            None,
-        )
+        .submit(NewJob::new("default", "p", AGENT, 1.0, 60), None)
         .await;
     assert!(matches!(refused, Err(SubmitError::ShuttingDown)));
 }

@@ -13,15 +13,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
 
-/// A gateway's settings for these tests, over `jobs_dir`.
-fn gateway(
-    mock: &MockAnthropic,
-    jobs_dir: &std::path::Path,
-    home: &std::path::Path,
-) -> Vec<(String, String)> {
-    settings(&claude_bin(), &mock.url(), jobs_dir, home)
-}
-
 /// Positions of the first Messages API call of each marker among the mock's requests: the order
 /// their runs started in, when they ran one at a time.
 fn start_order(mock: &MockAnthropic, markers: &[&str]) -> Vec<String> {
@@ -41,12 +32,9 @@ fn start_order(mock: &MockAnthropic, markers: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut first_settings = gateway(&mock, jobs_dir.path(), home.path());
-    set(&mut first_settings, "MAX_CONCURRENCY", 2);
-    let first = Binary::start(&first_settings).await;
+    let backing = Backing::start().await;
+    let Backing { mock, jobs_dir, .. } = &backing;
+    let first = Binary::start(&backing.settings(&[("MAX_CONCURRENCY", &2)])).await;
 
     // One finished.
     let finished = first
@@ -76,7 +64,7 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
         eventually(
             "the agent calls the API",
             Duration::from_secs(60),
-            || async { start_order(&mock, &[marker]).first().cloned() },
+            || async { start_order(mock, &[marker]).first().cloned() },
         )
         .await;
     }
@@ -119,9 +107,7 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
     );
 
     // Started again on the same JOBS_DIR, now one run at a time so the start order shows.
-    let mut second_settings = gateway(&mock, jobs_dir.path(), home.path());
-    set(&mut second_settings, "MAX_CONCURRENCY", 1);
-    let second = Binary::start(&second_settings).await;
+    let second = Binary::start(&backing.settings(&[("MAX_CONCURRENCY", &1)])).await;
 
     // Every job answered 202 still answers.
     for job in [&finished, &once, &twice].into_iter().chain(queued.iter()) {
@@ -179,7 +165,7 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
     let restarted_order = {
         // The first process started `running-twice` once already; count from the restart on.
         let markers = ["queued-1", "queued-2", "queued-3"];
-        start_order(&mock, &markers)
+        start_order(mock, &markers)
     };
     assert_eq!(restarted_order, ["queued-1", "queued-2", "queued-3"]);
     let started = |record: &Value| record["started_at"].as_str().unwrap().to_owned();
@@ -208,12 +194,9 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
 
 #[tokio::test]
 async fn sigterm_stores_what_finishes_in_the_drain_and_leaves_the_queue_for_the_next_start() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
-    set(&mut settings, "MAX_CONCURRENCY", 2);
-    set(&mut settings, "SHUTDOWN_GRACE_SECONDS", 3);
+    let backing = Backing::start().await;
+    let mock = &backing.mock;
+    let settings = backing.settings(&[("MAX_CONCURRENCY", &2), ("SHUTDOWN_GRACE_SECONDS", &3)]);
     let first = Binary::start(&settings).await;
 
     // Finishes within the grace period; runs past it, allowing another start; waits in the queue.
@@ -237,7 +220,7 @@ async fn sigterm_stores_what_finishes_in_the_drain_and_leaves_the_queue_for_the_
     eventually(
         "both agents call the API",
         Duration::from_secs(60),
-        || async { (start_order(&mock, &["drains", "too-long"]).len() == 2).then_some(()) },
+        || async { (start_order(mock, &["drains", "too-long"]).len() == 2).then_some(()) },
     )
     .await;
     let waiting = first

@@ -15,11 +15,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
 
-/// A gateway's settings for these tests, over `jobs_dir`.
-fn gateway(mock: &MockAnthropic, jobs_dir: &Path, home: &Path) -> Vec<(String, String)> {
-    settings(&claude_bin(), &mock.url(), jobs_dir, home)
-}
-
 /// The Messages API calls of the turn whose prompt holds `marker`, in order.
 fn turn(mock: &MockAnthropic, marker: &str) -> Vec<RecordedRequest> {
     mock.message_requests()
@@ -32,10 +27,9 @@ fn turn(mock: &MockAnthropic, marker: &str) -> Vec<RecordedRequest> {
 /// `tracked.txt` to content of the same size) and answers `first answer`, then, after a restart,
 /// a follow-up that reads both back; checks what the follow-up's agent received.
 async fn first_then_follow_up(base: Option<&Path>) {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
+    let backing = Backing::start().await;
+    let mock = &backing.mock;
+    let mut settings = backing.settings(&[]);
     if let Some(base) = base {
         set(&mut settings, "WORKSPACE_DIR", base.display());
     }
@@ -64,7 +58,7 @@ async fn first_then_follow_up(base: Option<&Path>) {
     assert_eq!(record["result"], "the second answer", "{record}");
     assert_eq!(record["continue_from"], earlier, "{record}");
 
-    let calls = turn(&mock, "second-turn-marker");
+    let calls = turn(mock, "second-turn-marker");
     let opening = calls.first().expect("the follow-up called the API");
     let text = opening.all_text();
     assert!(
@@ -103,12 +97,8 @@ async fn a_follow_up_job_resumes_on_a_fresh_checkout_with_the_earlier_changes() 
 
 #[tokio::test]
 async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
-    set(&mut settings, "JOB_TTL_SECONDS", 2);
-    let gw = Binary::start(&settings).await;
+    let backing = Backing::start().await;
+    let gw = Binary::start(&backing.settings(&[("JOB_TTL_SECONDS", &2)])).await;
 
     // Unknown.
     let unknown = "0123456789abcdef0123456789abcdef";
@@ -160,12 +150,8 @@ async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
 
 #[tokio::test]
 async fn a_session_over_its_cap_is_not_kept_and_says_so() {
-    let mock = MockAnthropic::start().await;
-    let jobs_dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut settings = gateway(&mock, jobs_dir.path(), home.path());
-    set(&mut settings, "MAX_SESSION_BYTES", 16);
-    let gw = Binary::start(&settings).await;
+    let backing = Backing::start().await;
+    let gw = Binary::start(&backing.settings(&[("MAX_SESSION_BYTES", &16)])).await;
     let earlier = gw.submit("short [[mock:text done]]", Value::Null).await;
     assert_eq!(gw.wait_end(&earlier).await["status"], "completed");
     let (status, body) = gw

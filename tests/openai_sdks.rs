@@ -3,70 +3,29 @@
 
 mod common;
 
-use std::time::Duration;
+use common::sdk::{gateways, run_client, Sdk};
 
-use common::{clients_dir, run_tool, Gateway, TOKEN};
-
-async fn run_client(program: &str, script: &str, gw: &Gateway, full: &Gateway, marker: &str) {
-    let stdout = run_tool(
-        script,
-        Duration::from_secs(240),
-        tokio::process::Command::new(program)
-            .arg(clients_dir().join(script))
-            .current_dir(clients_dir())
-            .env("GATEWAY_URL", &gw.url)
-            .env("GATEWAY_TOKEN", TOKEN)
-            .env("FULL_GATEWAY_URL", &full.url)
-            .env("MARKER", marker),
-    )
-    .await;
-    assert!(stdout.contains("all checks passed"), "{stdout}");
-}
-
-/// A gateway for the client's calls, and a full one (one slot, a queue of one) for its full-queue check.
-async fn gateways() -> (Gateway, Gateway) {
-    let full = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 1)
-        .start();
-    tokio::join!(Gateway::start(), full)
-}
-
-fn mock_saw(gw: &Gateway, needle: &str) -> bool {
-    gw.mock
-        .requests()
-        .iter()
-        .any(|request| request.body.to_string().contains(needle))
+/// Runs the client `script` with `marker`, then checks that each of `turns` (a text the script
+/// sent, and which turn it was) reached the API.
+async fn check_sdk(sdk: Sdk, script: &str, marker: &str, turns: &[(&str, &str)]) {
+    let (gw, full) = gateways().await;
+    run_client(sdk, script, &gw, Some(&full), marker).await;
+    for (needle, what) in turns {
+        assert!(gw.mock_saw(needle), "{what} reached the API");
+    }
 }
 
 #[tokio::test]
 async fn the_python_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    let python = clients_dir().join(".venv/bin/python");
-    run_client(
-        python.to_str().unwrap(),
-        "python_sdk.py",
-        &gw,
-        &full,
-        "pelican42",
-    )
-    .await;
-    assert!(
-        mock_saw(&gw, "pelican42"),
-        "the earlier user turn reached the API"
-    );
-    assert!(
-        mock_saw(&gw, "pelican42-assistant"),
-        "the earlier assistant turn reached the API"
-    );
+    let turns = [
+        ("pelican42", "the earlier user turn"),
+        ("pelican42-assistant", "the earlier assistant turn"),
+    ];
+    check_sdk(Sdk::Python, "python_sdk.py", "pelican42", &turns).await;
 }
 
 #[tokio::test]
 async fn the_node_sdk_works_against_the_gateway() {
-    let (gw, full) = gateways().await;
-    run_client("node", "node_sdk.mjs", &gw, &full, "walrus17").await;
-    assert!(
-        mock_saw(&gw, "walrus17-node"),
-        "the earlier user turn reached the API"
-    );
+    let turns = [("walrus17-node", "the earlier user turn")];
+    check_sdk(Sdk::Node, "node_sdk.mjs", "walrus17", &turns).await;
 }

@@ -42,14 +42,6 @@ fn output_text(response: &Value) -> String {
         .collect()
 }
 
-/// Whether a request the mock received holds `needle`.
-fn mock_saw(gw: &Gateway, needle: &str) -> bool {
-    gw.mock
-        .requests()
-        .iter()
-        .any(|request| request.body.to_string().contains(needle))
-}
-
 #[tokio::test]
 async fn a_response_holds_the_answer_in_openai_shape() {
     let gw = Gateway::start().await;
@@ -76,7 +68,7 @@ async fn a_response_holds_the_answer_in_openai_shape() {
         usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
     );
     assert!(
-        mock_saw(&gw, "instructions-marker"),
+        gw.mock_saw("instructions-marker"),
         "instructions reached the model"
     );
 }

@@ -16,7 +16,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use mock_anthropic::MockAnthropic;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -122,21 +121,13 @@ async fn hook(State(receiver): State<Receiver>, headers: HeaderMap, body: String
 
 /// A gateway whose webhooks may go to 127.0.0.1 (and, to show it changes nothing, to the
 /// link-local network).
-fn gateway(
-    mock: &MockAnthropic,
-    jobs_dir: &std::path::Path,
-    home: &std::path::Path,
-) -> Vec<(String, String)> {
-    let mut settings = settings(&claude_bin(), &mock.url(), jobs_dir, home);
-    set(
-        &mut settings,
-        "WEBHOOK_ALLOW",
-        "127.0.0.1/32,169.254.0.0/16",
-    );
-    set(&mut settings, "WEBHOOK_SECRET", secret());
-    set(&mut settings, "WEBHOOK_RETRY_MS", 300);
-    set(&mut settings, "WEBHOOK_MAX_ATTEMPTS", 20);
-    settings
+fn gateway(backing: &Backing) -> Vec<(String, String)> {
+    backing.settings(&[
+        ("WEBHOOK_ALLOW", &"127.0.0.1/32,169.254.0.0/16"),
+        ("WEBHOOK_SECRET", &secret()),
+        ("WEBHOOK_RETRY_MS", &300),
+        ("WEBHOOK_MAX_ATTEMPTS", &20),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,9 +135,8 @@ async fn a_receiver_verifies_signatures_sees_retries_and_gets_the_end_across_a_r
     let receiver = Receiver::default();
     receiver.failing.store(true, Ordering::SeqCst);
     let url = receiver.start().await;
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let settings = gateway(&mock, jobs_dir.path(), home.path());
+    let backing = Backing::start().await;
+    let settings = gateway(&backing);
     let first = Binary::start(&settings).await;
 
     let job = first
@@ -227,9 +217,8 @@ async fn a_receiver_verifies_signatures_sees_retries_and_gets_the_end_across_a_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_to_a_refused_address_is_refused_at_submission() {
-    let mock = MockAnthropic::start().await;
-    let (jobs_dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let gw = Binary::start(&gateway(&mock, jobs_dir.path(), home.path())).await;
+    let backing = Backing::start().await;
+    let gw = Binary::start(&gateway(&backing)).await;
     for (url, why) in [
         // Link-local (the metadata service), even though WEBHOOK_ALLOW lists its network.
         ("http://169.254.169.254/latest/meta-data/", "never go to"),

@@ -179,6 +179,16 @@ impl OptionError {
         }
     }
 
+    /// The request field at fault as an API names it: the API's own fields for the effort and
+    /// the JSON Schema of structured output, the shared name for the rest.
+    pub fn field_named(&self, effort: &'static str, json_schema: &'static str) -> &'static str {
+        match self.field() {
+            "effort" => effort,
+            "json_schema" => json_schema,
+            other => other,
+        }
+    }
+
     /// Whether the operator's policy refused it (403), as opposed to it being malformed (422).
     pub fn is_refusal(&self) -> bool {
         matches!(self, Self::Refused { .. })

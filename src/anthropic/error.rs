@@ -12,10 +12,7 @@ use utoipa::ToSchema;
 
 use crate::agent::{AgentOutcome, OptionError};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
-use crate::run::{one_line, RunFailure};
-
-/// Longest message of a failed run.
-const DETAIL_MAX: usize = 300;
+use crate::run::{failure_detail, outcome_detail, RunFailure};
 
 /// An Anthropic-shaped error response.
 #[derive(Debug, Clone)]
@@ -150,11 +147,7 @@ pub(crate) fn refused(refusal: &Refusal) -> AnthropicError {
 
 /// An option the operator's policy refused (403 `permission_error`) or that is malformed (400).
 pub(crate) fn option_error(error: &OptionError) -> AnthropicError {
-    let field = match error.field() {
-        "effort" => "output_config.effort",
-        "json_schema" => "output_config.format",
-        other => other,
-    };
+    let field = error.field_named("output_config.effort", "output_config.format");
     if error.is_refusal() {
         return AnthropicError::new(
             StatusCode::FORBIDDEN,
@@ -167,28 +160,13 @@ pub(crate) fn option_error(error: &OptionError) -> AnthropicError {
 
 /// The error for a run that ended but did not succeed: 500 `api_error` with why.
 pub(crate) fn outcome_error(outcome: &AgentOutcome) -> AnthropicError {
-    let text = outcome
-        .is_error
-        .then(|| outcome.text.clone())
-        .flatten()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
-    let detail = match (outcome.exit_code, text) {
-        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
-        (None, None) => "the agent was killed by a signal".to_owned(),
-        (Some(_), Some(text)) => text,
-        (Some(code), None) => format!("exit {code}"),
-    };
-    AnthropicError::api(format!(
-        "execution failed: {}",
-        one_line(&detail, DETAIL_MAX)
-    ))
+    AnthropicError::api(format!("execution failed: {}", outcome_detail(outcome)))
 }
 
 /// The error for a run that produced no outcome: 504 `timeout_error` for a deadline, 500
 /// `api_error` otherwise.
 pub(crate) fn failure_error(failure: &RunFailure) -> AnthropicError {
-    let detail = one_line(&failure.to_string(), DETAIL_MAX);
+    let detail = failure_detail(failure);
     match failure {
         RunFailure::TimedOut(_) | RunFailure::TimedOutBeforeStart(_) => {
             AnthropicError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", detail)

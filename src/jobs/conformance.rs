@@ -104,23 +104,7 @@ fn id(n: u32) -> String {
 
 /// A queued job `n` of `owner`, created `created` seconds after the suite's epoch.
 pub(super) fn job(n: u32, owner: &str, created: i64) -> JobRecord {
-    JobRecord::queued(
-        id(n),
-        NewJob {
-            owner: owner.into(),
-            prompt: "p".into(),
-            agent: "a".into(),
-            max_budget_usd: 1.0,
-            timeout_seconds: 60,
-            metadata: None,
-            options: Default::default(),
-            max_attempts: 1,
-            continue_from: None,
-            callback_url: None,
-            deliver: None,
-        },
-        at(created),
-    )
+    JobRecord::queued(id(n), NewJob::new(owner, "p", "a", 1.0, 60), at(created))
 }
 
 fn finish(mut record: JobRecord, finished: i64) -> JobRecord {

@@ -266,19 +266,7 @@ mod tests {
         });
         let record = JobRecord::queued(
             id.to_owned(),
-            NewJob {
-                owner: "o".into(),
-                prompt: "p".into(),
-                agent: "a".into(),
-                max_budget_usd: 1.0,
-                timeout_seconds: 1,
-                metadata: None,
-                options: Default::default(),
-                max_attempts: 1,
-                continue_from: None,
-                callback_url: None,
-                deliver: None,
-            },
+            NewJob::new("o", "p", "a", 1.0, 1),
             chrono::Utc::now(),
         );
         futures_util::FutureExt::now_or_never(store.insert(record, Vec::new()))

@@ -164,19 +164,7 @@ mod tests {
     fn record() -> JobRecord {
         JobRecord::queued(
             "0".repeat(32),
-            NewJob {
-                owner: "o".into(),
-                prompt: "p".into(),
-                agent: "a".into(),
-                max_budget_usd: 1.0,
-                timeout_seconds: 7,
-                metadata: None,
-                options: Default::default(),
-                max_attempts: 1,
-                continue_from: None,
-                callback_url: None,
-                deliver: None,
-            },
+            NewJob::new("o", "p", "a", 1.0, 7),
             Utc::now(),
         )
     }

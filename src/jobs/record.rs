@@ -253,6 +253,33 @@ pub struct NewJob {
     pub callback_url: Option<String>,
 }
 
+impl NewJob {
+    /// A job with only the required fields set: no metadata, the default options, one attempt,
+    /// no earlier session to continue, no delivery and no webhooks. Callers set the rest with
+    /// struct update syntax.
+    pub fn new(
+        owner: impl Into<String>,
+        prompt: impl Into<String>,
+        agent: impl Into<String>,
+        max_budget_usd: f64,
+        timeout_seconds: u64,
+    ) -> Self {
+        Self {
+            owner: owner.into(),
+            prompt: prompt.into(),
+            agent: agent.into(),
+            max_budget_usd,
+            timeout_seconds,
+            metadata: None,
+            options: RunOptions::default(),
+            max_attempts: 1,
+            continue_from: None,
+            deliver: None,
+            callback_url: None,
+        }
+    }
+}
+
 impl JobRecord {
     /// Roughly what the record holds in memory, for the store's byte budget: its variable-size
     /// text, which dwarfs the fixed fields.
@@ -509,19 +536,7 @@ mod record_tests {
         let created = Utc.with_ymd_and_hms(2025, 1, 31, 9, 15, 2).unwrap();
         JobRecord::queued(
             "0123456789abcdef0123456789abcdef".into(),
-            NewJob {
-                owner: "ci".into(),
-                prompt: "hi".into(),
-                agent: "general-purpose".into(),
-                max_budget_usd: 5.0,
-                timeout_seconds: 2700,
-                metadata: None,
-                options: Default::default(),
-                max_attempts: 1,
-                continue_from: None,
-                callback_url: None,
-                deliver: None,
-            },
+            NewJob::new("ci", "hi", "general-purpose", 5.0, 2700),
             created,
         )
     }

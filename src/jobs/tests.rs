@@ -148,19 +148,7 @@ async fn durable(dir: &std::path::Path, concurrency: usize) -> Fixture {
 }
 
 fn new_job(owner: &str, prompt: &str, timeout_seconds: u64) -> NewJob {
-    NewJob {
-        owner: owner.into(),
-        prompt: prompt.into(),
-        agent: "agent".into(),
-        max_budget_usd: 1.0,
-        timeout_seconds,
-        metadata: None,
-        options: Default::default(),
-        max_attempts: 1,
-        continue_from: None,
-        callback_url: None,
-        deliver: None,
-    }
+    NewJob::new(owner, prompt, "agent", 1.0, timeout_seconds)
 }
 
 impl Fixture {

@@ -10,10 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::agent::AgentOutcome;
-use crate::run::{one_line, RunFailure};
-
-/// Longest `detail` of a failed run.
-const DETAIL_MAX: usize = 300;
+use crate::run::{failure_detail, outcome_detail, RunFailure};
 
 /// An OpenAI-shaped error response. Boxed inside, so `Result<T, OpenAiError>` stays small.
 #[derive(Debug, Clone)]
@@ -189,26 +186,9 @@ pub(crate) fn outcome_error(outcome: &AgentOutcome) -> OpenAiError {
     OpenAiError::unavailable(format!("execution failed: {detail}"), "agent_failed").detail(detail)
 }
 
-/// One line saying why a run failed: claude's own error text, else stderr, else the exit code.
-fn outcome_detail(outcome: &AgentOutcome) -> String {
-    let text = outcome
-        .is_error
-        .then(|| outcome.text.clone())
-        .flatten()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| Some(outcome.stderr.clone()).filter(|s| !s.trim().is_empty()));
-    let detail = match (outcome.exit_code, text) {
-        (None, Some(text)) => format!("the agent was killed by a signal: {text}"),
-        (None, None) => "the agent was killed by a signal".to_owned(),
-        (Some(_), Some(text)) => text,
-        (Some(code), None) => format!("exit {code}"),
-    };
-    one_line(&detail, DETAIL_MAX)
-}
-
 /// The error for a run that produced no outcome.
 pub(crate) fn failure_error(failure: RunFailure) -> OpenAiError {
-    let detail = one_line(&failure.to_string(), DETAIL_MAX);
+    let detail = failure_detail(&failure);
     let error = match &failure {
         RunFailure::TimedOut(_) | RunFailure::TimedOutBeforeStart(_) => {
             OpenAiError::unavailable(detail.clone(), "timeout")

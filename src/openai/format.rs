@@ -89,11 +89,7 @@ pub(crate) fn reasoning_effort(
 /// An option the operator's policy refused (403) or that is malformed (400), in OpenAI's shape.
 /// `effort` is named by its chat name, `reasoning_effort`.
 pub(crate) fn option_error(error: &OptionError) -> OpenAiError {
-    let param = match error.field() {
-        "effort" => "reasoning_effort",
-        "json_schema" => "response_format",
-        other => other,
-    };
+    let param = error.field_named("reasoning_effort", "response_format");
     if error.is_refusal() {
         return OpenAiError::new(
             http::StatusCode::FORBIDDEN,

@@ -2,23 +2,18 @@
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::agent::{
-    AgentOutcome, AgentRequest, CallerFunctions, KeepSession, ProgressSink, ResumeSession,
-    RunOptions,
-};
+use crate::agent::{AgentOutcome, AgentRequest, CallerFunctions, ProgressSink, RunOptions};
 use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
-use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
 use crate::openai::format::{self, structured_content};
@@ -28,8 +23,11 @@ use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ToolCall,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
-use crate::routes::jobs::owner;
-use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure};
+use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure, OpenAiRunFailure};
+use crate::routes::session::{
+    attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
+};
 use crate::state::AppState;
 
 /// A validated chat request, ready to run.
@@ -48,86 +46,6 @@ struct ChatRun {
     presented: Option<String>,
     /// Function calling: which calls are answered.
     tools: Tools,
-}
-
-/// The header that carries a chat conversation's session handle, in a request and its answer.
-pub(crate) const SESSION_HEADER: &str = "x-session-id";
-
-/// Continues the session the request presents (body `session_id` or the `x-session-id` header),
-/// and has the run keep its session; answers the conversation's handle (`None` when sessions are
-/// not kept). A handle that is unknown, another caller's or expired is a 404, never a fresh start.
-async fn attach_session(
-    state: &AppState,
-    owner: &str,
-    headers: &HeaderMap,
-    run: &mut ChatRun,
-) -> Result<Option<String>, OpenAiError> {
-    let presented = match (run.presented.take(), headers.get(SESSION_HEADER)) {
-        (Some(handle), _) => Some(handle),
-        (None, Some(value)) => Some(
-            value
-                .to_str()
-                .map_err(|_| OpenAiError::bad_request("x-session-id is not text"))?
-                .to_owned(),
-        ),
-        (None, None) => None,
-    };
-    let extensions = run.request.extensions_mut();
-    let handle = match presented {
-        Some(handle) => {
-            let saved = match state.jobs.chat_session(owner, &handle).await {
-                Ok(saved) => saved,
-                Err(ContinueError::NotFound) => {
-                    return Err(OpenAiError::not_found(format!(
-                        "session {handle:?} not found: unknown, another caller's, or expired (sessions are kept JOB_TTL_SECONDS after their last turn); start a new conversation with the whole history"
-                    ))
-                    .param("session_id")
-                    .code("session_not_found"))
-                }
-                Err(ContinueError::NotResumable(reason)) => {
-                    return Err(OpenAiError::new(
-                        StatusCode::CONFLICT,
-                        "invalid_request_error",
-                        format!("session {handle:?} cannot be resumed: {reason}"),
-                    )
-                    .param("session_id")
-                    .code("session_not_resumable"))
-                }
-                Err(ContinueError::Store(error)) => {
-                    return Err(OpenAiError::unavailable(error.to_string(), "store_unavailable"))
-                }
-            };
-            extensions.insert(ResumeSession(saved));
-            handle
-        }
-        None if state.jobs.session_cap() == 0 => return Ok(None),
-        None => new_job_id(),
-    };
-    extensions.insert(KeepSession {
-        max_bytes: state.jobs.session_cap(),
-    });
-    Ok(Some(handle))
-}
-
-/// Keeps the session the run left under `handle`; answers the handle when it was kept.
-pub(crate) async fn keep_session(
-    state: &AppState,
-    owner: &str,
-    handle: Option<String>,
-    outcome: &mut AgentOutcome,
-) -> Option<String> {
-    let handle = handle?;
-    let session = outcome.session.take()?;
-    state.jobs.keep_chat_session(owner, &handle, session).await;
-    Some(handle)
-}
-
-/// Adds the session handle header to an answer.
-pub(crate) fn with_handle(mut response: Response, handle: Option<&str>) -> Response {
-    if let Some(value) = handle.and_then(|h| HeaderValue::from_str(h).ok()) {
-        response.headers_mut().insert(SESSION_HEADER, value);
-    }
-    response
 }
 
 /// Handles one chat completion; the run is killed if the client goes away, because dropping
@@ -149,68 +67,90 @@ pub(crate) fn with_handle(mut response: Response, handle: Option<&str>) -> Respo
             (ChatEvent = "text/event-stream")
         ), headers(("x-session-id" = String, description = "The handle that continues this conversation (also `session_id` of a `chat.completion`); present it as `session_id` or in this header with only the new messages"))),
         OpenAiAuthFailure,
-        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        OpenAiRunFailure,
         (status = 404, description = "The session handle presented is unknown, another caller's, or expired (`session_not_found`); nothing ran", body = ErrorBody),
         (status = 409, description = "The session handle presented cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
-        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
         (status = 422, description = "The agent could not produce output that fits `response_format` (`structured_output_failed`)", body = ErrorBody),
-        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
-        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
     )
 )]
-pub(crate) async fn chat_completions(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match state.intake.read(Entry::Chat, &headers, body).await {
-        Ok(body) => body,
-        Err(refusal) => return refused(&refusal).into_response(),
-    };
-    let mut run = match prepare(&state, &body) {
-        Ok(prepared) => prepared,
-        Err(error) => return error.into_response(),
-    };
-    let owner = owner(caller);
-    let handle = match attach_session(&state, &owner, &headers, &mut run).await {
-        Ok(handle) => handle,
-        Err(error) => return error.into_response(),
-    };
-    match state.intake.admit(Entry::Chat, body.len()) {
-        Ok(admitted) => {
-            run.request.extensions_mut().insert(admitted.ticket);
-            run.request
-                .extensions_mut()
-                .insert(crate::quota::ChargeTo(owner.clone()));
+pub(crate) async fn chat_completions(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Chat>(state).await
+}
+
+/// The chat completion route's own ways: OpenAI's shape, the session handle in the body or the
+/// `x-session-id` header, and a `chat.completion` (or its chunks) for an answer.
+struct Chat;
+
+impl RunRoute for Chat {
+    type Run = (ChatRun, Option<String>);
+    type Error = OpenAiError;
+    const ENTRY: Entry = Entry::Chat;
+
+    fn refused(refusal: &Refusal) -> OpenAiError {
+        refused(refusal)
+    }
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self::Run, OpenAiError> {
+        let mut run = prepare(state, body)?;
+        let presented = run.presented.take();
+        let session = &mut run.request;
+        let handle =
+            attach_session(state, owner, presented, headers, session, session_error).await?;
+        Ok((run, handle))
+    }
+
+    fn request((run, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        (run, handle): Self::Run,
+    ) -> Result<Response, OpenAiError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner, handle));
         }
-        Err(refusal) => return refused(&refusal).into_response(),
-    }
-    drop(body);
-    if run.streaming {
-        return stream(&state, run, owner, handle);
-    }
-    let ChatRun {
-        model,
-        request,
-        structured,
-        tools,
-        ..
-    } = run;
-    match state.runs.run(Entry::Chat, request).await {
-        Ok(mut outcome) => {
-            let handle = keep_session(&state, &owner, handle, &mut outcome).await;
-            match completion(&model, &outcome, structured, &tools) {
-                Ok(mut completion) => {
-                    completion.session_id.clone_from(&handle);
-                    with_handle(Json(completion).into_response(), handle.as_deref())
-                }
-                Err(error) => with_handle(error.into_response(), handle.as_deref()),
+        let ChatRun {
+            model,
+            request,
+            structured,
+            tools,
+            ..
+        } = run;
+        let (outcome, handle) = run_keeping(state, Entry::Chat, &owner, handle, request)
+            .await
+            .map_err(failure_error)?;
+        let answer = match completion(&model, &outcome, structured, &tools) {
+            Ok(mut completion) => {
+                completion.session_id.clone_from(&handle);
+                Json(completion).into_response()
             }
+            Err(error) => error.into_response(),
+        };
+        Ok(with_handle(answer, handle.as_deref()))
+    }
+}
+
+/// A refused session handle as an OpenAI error, naming `session_id`.
+fn session_error(refusal: SessionRefusal) -> OpenAiError {
+    let message = refusal.to_string();
+    match refusal {
+        SessionRefusal::NotText => OpenAiError::bad_request(message),
+        SessionRefusal::NotFound(_) => OpenAiError::not_found(message)
+            .param("session_id")
+            .code("session_not_found"),
+        SessionRefusal::NotResumable(..) => {
+            OpenAiError::new(StatusCode::CONFLICT, "invalid_request_error", message)
+                .param("session_id")
+                .code("session_not_resumable")
         }
-        Err(failure) => failure_error(failure).into_response(),
+        SessionRefusal::Store(_) => OpenAiError::unavailable(message, "store_unavailable"),
     }
 }
 

@@ -114,17 +114,8 @@ mod tests {
         let mut record = JobRecord::queued(
             "0123456789abcdef0123456789abcdef".into(),
             NewJob {
-                owner: "ci".into(),
-                prompt: "a \"quoted\"\nprompt".into(),
-                agent: "general-purpose".into(),
-                max_budget_usd: 5.0,
-                timeout_seconds: 60,
                 metadata: Some(metadata),
-                max_attempts: 1,
-                continue_from: None,
-                callback_url: None,
-                deliver: None,
-                options: Default::default(),
+                ..NewJob::new("ci", "a \"quoted\"\nprompt", "general-purpose", 5.0, 60)
             },
             chrono::Utc::now(),
         );

@@ -5,32 +5,31 @@
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::agent::{
-    AgentOutcome, AgentRequest, Effort, KeepSession, ProgressSink, ResumeSession, RunOptions,
-};
+use crate::agent::{AgentOutcome, AgentRequest, Effort, ProgressSink, RunOptions};
 use crate::anthropic::error::{
     failure_error, option_error, outcome_error, refused, AnthropicError, AnthropicErrorBody,
 };
 use crate::anthropic::stream::Events;
 use crate::anthropic::wire::{Message, MessagesRequest, OutputConfig, TextBlock, Usage};
 use crate::anthropic::{message_id, prompt, stop_reason};
-use crate::jobs::{new_job_id, ContinueError};
+use crate::bounds::Refusal;
 use crate::metrics::Entry;
 use crate::openai::stream::text_delta;
-use crate::routes::chat::{keep_session, with_handle, SESSION_HEADER};
-use crate::routes::jobs::owner;
+use crate::routes::intake::{RunCall, RunRoute};
 use crate::routes::openapi::{AnthropicAuthFailure, MessagesEvent};
+use crate::routes::session::{
+    attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
+};
 use crate::state::AppState;
 
 /// A validated Messages request, ready to run.
@@ -79,109 +78,78 @@ struct MessagesRun {
         (status = 504, description = "The run outlived its deadline (`timeout_error`)", body = AnthropicErrorBody)
     )
 )]
-pub(crate) async fn create_message(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match state.intake.read(Entry::Messages, &headers, body).await {
-        Ok(body) => body,
-        Err(refusal) => return refused(&refusal).into_response(),
-    };
-    let mut run = match prepare(&state, &body) {
-        Ok(prepared) => prepared,
-        Err(error) => return error.into_response(),
-    };
-    let owner = owner(caller);
-    let handle = match attach_session(&state, &owner, &headers, &mut run.request).await {
-        Ok(handle) => handle,
-        Err(error) => return error.into_response(),
-    };
-    match state.intake.admit(Entry::Messages, body.len()) {
-        Ok(admitted) => {
-            run.request.extensions_mut().insert(admitted.ticket);
-            run.request
-                .extensions_mut()
-                .insert(crate::quota::ChargeTo(owner.clone()));
-        }
-        Err(refusal) => return refused(&refusal).into_response(),
+pub(crate) async fn create_message(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Messages>(state).await
+}
+
+/// The Messages route's own ways: Anthropic's shape, the session handle in the `x-session-id`
+/// header, and a `message` (or Anthropic's events) for an answer.
+struct Messages;
+
+impl RunRoute for Messages {
+    type Run = (MessagesRun, Option<String>);
+    type Error = AnthropicError;
+    const ENTRY: Entry = Entry::Messages;
+
+    fn refused(refusal: &Refusal) -> AnthropicError {
+        refused(refusal)
     }
-    drop(body);
-    if run.streaming {
-        return stream(&state, run, owner, handle);
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self::Run, AnthropicError> {
+        let mut run = prepare(state, body)?;
+        // The Messages API has no body field for it: only the header presents a handle.
+        let session = &mut run.request;
+        let handle = attach_session(state, owner, None, headers, session, session_error).await?;
+        Ok((run, handle))
     }
-    let MessagesRun {
-        model,
-        request,
-        structured,
-        ..
-    } = run;
-    match state.runs.run(Entry::Messages, request).await {
-        Ok(mut outcome) => {
-            let handle = keep_session(&state, &owner, handle, &mut outcome).await;
-            let answer = match message(&model, &outcome, structured) {
-                Ok(message) => Json(message).into_response(),
-                Err(error) => error.into_response(),
-            };
-            with_handle(answer, handle.as_deref())
+
+    fn request((run, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        (run, handle): Self::Run,
+    ) -> Result<Response, AnthropicError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner, handle));
         }
-        Err(failure) => failure_error(&failure).into_response(),
+        let MessagesRun {
+            model,
+            request,
+            structured,
+            ..
+        } = run;
+        let (outcome, handle) = run_keeping(state, Entry::Messages, &owner, handle, request)
+            .await
+            .map_err(|failure| failure_error(&failure))?;
+        let answer = match message(&model, &outcome, structured) {
+            Ok(message) => Json(message).into_response(),
+            Err(error) => error.into_response(),
+        };
+        Ok(with_handle(answer, handle.as_deref()))
     }
 }
 
-/// Continues the session the `x-session-id` header presents, and has the run keep its session;
-/// answers the conversation's handle (`None` when sessions are not kept). A handle that is
-/// unknown, another caller's or expired is a 404, never a fresh start.
-async fn attach_session(
-    state: &AppState,
-    owner: &str,
-    headers: &HeaderMap,
-    request: &mut http::Request<AgentRequest>,
-) -> Result<Option<String>, AnthropicError> {
-    let presented = headers
-        .get(SESSION_HEADER)
-        .map(|value| {
-            value
-                .to_str()
-                .map(str::to_owned)
-                .map_err(|_| AnthropicError::invalid("x-session-id is not text"))
-        })
-        .transpose()?;
-    let handle = match presented {
-        Some(handle) => {
-            let saved = match state.jobs.chat_session(owner, &handle).await {
-                Ok(saved) => saved,
-                Err(ContinueError::NotFound) => {
-                    return Err(AnthropicError::not_found(format!(
-                        "session {handle:?} not found: unknown, another caller's, or expired (sessions are kept JOB_TTL_SECONDS after their last turn); start a new conversation with the whole history"
-                    )))
-                }
-                Err(ContinueError::NotResumable(reason)) => {
-                    return Err(AnthropicError::new(
-                        StatusCode::CONFLICT,
-                        "invalid_request_error",
-                        format!("session {handle:?} cannot be resumed: {reason}"),
-                    ))
-                }
-                Err(ContinueError::Store(error)) => {
-                    return Err(AnthropicError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "api_error",
-                        error.to_string(),
-                    ))
-                }
-            };
-            request.extensions_mut().insert(ResumeSession(saved));
-            handle
+/// A refused session handle as an Anthropic error.
+fn session_error(refusal: SessionRefusal) -> AnthropicError {
+    let message = refusal.to_string();
+    match refusal {
+        SessionRefusal::NotText => AnthropicError::invalid(message),
+        SessionRefusal::NotFound(_) => AnthropicError::not_found(message),
+        SessionRefusal::NotResumable(..) => {
+            AnthropicError::new(StatusCode::CONFLICT, "invalid_request_error", message)
         }
-        None if state.jobs.session_cap() == 0 => return Ok(None),
-        None => new_job_id(),
-    };
-    request.extensions_mut().insert(KeepSession {
-        max_bytes: state.jobs.session_cap(),
-    });
-    Ok(Some(handle))
+        SessionRefusal::Store(_) => {
+            AnthropicError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+        }
+    }
 }
 
 /// Parses and checks the body and builds the run; says what is wrong with the request if anything.

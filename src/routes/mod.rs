@@ -3,6 +3,7 @@
 pub(crate) mod chat;
 pub(crate) mod detail;
 pub(crate) mod health;
+pub(crate) mod intake;
 pub(crate) mod jobs;
 pub(crate) mod large;
 pub(crate) mod messages;
@@ -11,3 +12,4 @@ pub(crate) mod models;
 pub(crate) mod openapi;
 pub(crate) mod quota;
 pub(crate) mod responses;
+pub(crate) mod session;

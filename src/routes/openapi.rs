@@ -115,6 +115,28 @@ pub(crate) enum OpenAiAuthFailure {
     Unauthorized(ErrorBody),
 }
 
+/// The answers of an OpenAI run route (chat completions, Responses) to a call it does not run, or
+/// whose run failed: an option refused, a body it cannot take in, the queue full, a bug.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only its responses are used: the handlers answer through their error types.
+pub(crate) enum OpenAiRunFailure {
+    /// The operator's policy refuses an option (`option_not_allowed`)
+    #[response(status = 403)]
+    OptionRefused(ErrorBody),
+    /// The body did not arrive in time
+    #[response(status = 408)]
+    SlowBody(ErrorBody),
+    /// The body is over `MAX_BODY_BYTES` (`request_too_large`)
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The gateway hit a bug
+    #[response(status = 500)]
+    Bug(ErrorBody),
+    /// The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))]
+    Unavailable(ErrorBody),
+}
+
 /// The answers of the Messages route to a request whose token is missing, malformed or not
 /// accepted, in Anthropic's error shape.
 #[derive(IntoResponses)]

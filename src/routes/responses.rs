@@ -3,20 +3,18 @@
 
 use std::convert::Infallible;
 
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use gateway_layers::auth::AuthenticatedCaller;
+use axum::Json;
 use gateway_layers::deadline::Deadline;
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::agent::{
-    AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions,
-};
+use crate::agent::{AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
+use crate::bounds::Refusal;
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
@@ -27,8 +25,9 @@ use crate::openai::stream::text_delta;
 use crate::openai::tools::{Api, Tools};
 use crate::openai::{finish_reason, format, prompt};
 use crate::routes::chat::{offer_functions, parsed, refused};
-use crate::routes::jobs::owner;
-use crate::routes::openapi::{OpenAiAuthFailure, ResponseEvent};
+use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::openapi::{OpenAiAuthFailure, OpenAiRunFailure, ResponseEvent};
+use crate::routes::session::{keep_session, run_keeping};
 use crate::state::AppState;
 
 /// The prefix of a response id; what follows is the handle its session is kept under.
@@ -61,78 +60,72 @@ struct ResponseRun {
             (ResponseEvent = "text/event-stream")
         )),
         OpenAiAuthFailure,
-        (status = 403, description = "The operator's policy refuses an option (`option_not_allowed`)", body = ErrorBody),
+        OpenAiRunFailure,
         (status = 404, description = "`previous_response_id` is unknown, another caller's, expired, or kept nothing (`previous_response_not_found`); nothing ran", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The previous response's session cannot be resumed (`session_not_resumable`); nothing ran", body = ErrorBody),
-        (status = 413, description = "The body is over `MAX_BODY_BYTES` (`request_too_large`)", body = ErrorBody),
-        (status = 500, description = "The gateway hit a bug", body = ErrorBody),
-        (status = 503, description = "The queue is full or the gateway is shutting down (`queue_full`, with `Retry-After`), or the run failed (`agent_failed`, `timeout`, `workspace_failed`)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when retrying may help")))
     )
 )]
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-    headers: http::HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match state.intake.read(Entry::Chat, &headers, body).await {
-        Ok(body) => body,
-        Err(refusal) => return refused(&refusal).into_response(),
-    };
-    let owner = owner(caller);
-    let mut run = match prepare(&state, &owner, &body).await {
-        Ok(run) => run,
-        Err(error) => return error.into_response(),
-    };
-    match state.intake.admit(Entry::Chat, body.len()) {
-        Ok(admitted) => {
-            run.request.extensions_mut().insert(admitted.ticket);
-            run.request
-                .extensions_mut()
-                .insert(crate::quota::ChargeTo(owner.clone()));
-        }
-        Err(refusal) => return refused(&refusal).into_response(),
-    }
-    drop(body);
-    if run.streaming {
-        return stream(&state, run, owner);
-    }
-    let ResponseRun {
-        request,
-        tools,
-        mut response,
-        handle,
-        ..
-    } = run;
-    match state.runs.run(Entry::Chat, request).await {
-        Ok(mut outcome) => {
-            keep(&state, &owner, handle.as_deref(), &mut outcome).await;
-            let Some(reason) = finish_reason(&outcome) else {
-                return outcome_error(&outcome).into_response();
-            };
-            let output = if reason == "tool_calls" {
-                tools
-                    .answered(&outcome.tool_calls)
-                    .iter()
-                    .map(|call| call_item(&item_id("fc"), call, "completed"))
-                    .collect()
-            } else {
-                let text = outcome.text.clone().unwrap_or_default();
-                vec![message_item(&item_id("msg"), &text, "completed")]
-            };
-            response.finish(&outcome, reason, output);
-            Json(response).into_response()
-        }
-        Err(failure) => failure_error(failure).into_response(),
-    }
+pub(crate) async fn create(State(state): State<AppState>, call: RunCall) -> Response {
+    call.answer::<Responses>(state).await
 }
 
-/// Keeps the session the run left under `handle`, when one is kept.
-async fn keep(state: &AppState, owner: &str, handle: Option<&str>, outcome: &mut AgentOutcome) {
-    if let (Some(handle), Some(session)) = (handle, outcome.session.take()) {
-        state.jobs.keep_chat_session(owner, handle, session).await;
+/// The Responses route's own ways: OpenAI's shape, the session continued by
+/// `previous_response_id`, and a `response` (or its typed events) for an answer.
+struct Responses;
+
+impl RunRoute for Responses {
+    type Run = ResponseRun;
+    type Error = OpenAiError;
+    const ENTRY: Entry = Entry::Chat;
+
+    fn refused(refusal: &Refusal) -> OpenAiError {
+        refused(refusal)
+    }
+
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        _: &http::HeaderMap,
+        body: &Bytes,
+    ) -> Result<ResponseRun, OpenAiError> {
+        prepare(state, owner, body).await
+    }
+
+    fn request(run: &mut ResponseRun) -> &mut http::Request<AgentRequest> {
+        &mut run.request
+    }
+
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        run: ResponseRun,
+    ) -> Result<Response, OpenAiError> {
+        if run.streaming {
+            return Ok(stream(state, run, owner));
+        }
+        let ResponseRun {
+            request,
+            tools,
+            mut response,
+            handle,
+            ..
+        } = run;
+        let (outcome, _) = run_keeping(state, Entry::Chat, &owner, handle, request)
+            .await
+            .map_err(failure_error)?;
+        let reason = finish_reason(&outcome).ok_or_else(|| outcome_error(&outcome))?;
+        let output = if reason == "tool_calls" {
+            tools
+                .answered(&outcome.tool_calls)
+                .iter()
+                .map(|call| call_item(&item_id("fc"), call, "completed"))
+                .collect()
+        } else {
+            let text = outcome.text.clone().unwrap_or_default();
+            vec![message_item(&item_id("msg"), &text, "completed")]
+        };
+        response.finish(&outcome, reason, output);
+        Ok(Json(response).into_response())
     }
 }
 
@@ -308,7 +301,7 @@ fn stream(state: &AppState, run: ResponseRun, owner: String) -> Response {
         };
         let mut result = result;
         if let Ok(outcome) = &mut result {
-            keep(&state, &owner, handle.as_deref(), outcome).await;
+            keep_session(&state, &owner, handle, outcome).await;
         }
         // Events sent just before the run ended are still in the channel.
         while let Ok(event) = events.try_recv() {

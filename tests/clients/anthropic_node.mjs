@@ -3,29 +3,10 @@
 // and MARKER.
 import Anthropic from "@anthropic-ai/sdk";
 
-const url = process.env.GATEWAY_URL;
-const token = process.env.GATEWAY_TOKEN;
-const marker = process.env.MARKER;
+import { check, marker, raises, token, untilRunning, url } from "./checks.mjs";
+
 // The SDK sends the key as `x-api-key`, and `anthropic-version`.
 const client = new Anthropic({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000 });
-
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    process.exit(1);
-  }
-  console.log(`ok: ${message}`);
-}
-
-async function raises(promise, errorClass, what) {
-  try {
-    await promise;
-  } catch (error) {
-    check(error instanceof errorClass, `${what}: ${error}`);
-    return error;
-  }
-  check(false, `${what} raised`);
-}
 
 const message = await client.messages.create({
   model: "haiku",
@@ -91,12 +72,7 @@ const slow = full.messages.create({
   max_tokens: 8,
   messages: [{ role: "user", content: "[[mock:delay 3000]] hold the only slot" }],
 });
-const deadline = Date.now() + 30_000;
-while (Date.now() < deadline) {
-  const health = await (await fetch(fullUrl + "/health")).json();
-  if (health.active === 1) break;
-  await new Promise((resolve) => setTimeout(resolve, 50));
-}
+await untilRunning(fullUrl);
 const limited = await raises(
   full.messages.create({ model: "haiku", max_tokens: 8, messages: [{ role: "user", content: "one too many" }] }),
   Anthropic.RateLimitError,

@@ -4,27 +4,15 @@ the first failure.
 Run by tests/anthropic_sdks.rs with GATEWAY_URL, GATEWAY_TOKEN, FULL_GATEWAY_URL (a gateway whose
 queue holds one run) and MARKER (a word the test then looks for in what reached the mock API).
 """
-import json
 import os
-import sys
 import threading
-import time
-import urllib.request
 
 import anthropic
 
-URL = os.environ["GATEWAY_URL"]
-TOKEN = os.environ["GATEWAY_TOKEN"]
-MARKER = os.environ["MARKER"]
+from checks import MARKER, TOKEN, URL, check, until_running
+
 # The SDK sends the key as `x-api-key`, and `anthropic-version`.
 client = anthropic.Anthropic(base_url=URL, api_key=TOKEN, max_retries=0, timeout=120)
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {message}")
 
 
 # A message.
@@ -99,12 +87,7 @@ slow = threading.Thread(
     )
 )
 slow.start()
-deadline = time.time() + 30
-while time.time() < deadline:
-    with urllib.request.urlopen(full_url + "/health") as response:
-        if json.load(response)["active"] == 1:
-            break
-    time.sleep(0.05)
+until_running(full_url)
 try:
     full.messages.create(model="haiku", max_tokens=8, messages=[{"role": "user", "content": "one too many"}])
     check(False, "full queue raised")

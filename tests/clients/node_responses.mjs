@@ -3,18 +3,9 @@
 // GATEWAY_TOKEN and MARKER.
 import OpenAI from "openai";
 
-const url = process.env.GATEWAY_URL + "/v1";
-const token = process.env.GATEWAY_TOKEN;
-const marker = process.env.MARKER;
-const client = new OpenAI({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000 });
+import { check, marker, token, url } from "./checks.mjs";
 
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    process.exit(1);
-  }
-  console.log(`ok: ${message}`);
-}
+const client = new OpenAI({ baseURL: url + "/v1", apiKey: token, maxRetries: 0, timeout: 120_000 });
 
 // responses.create
 const response = await client.responses.create({

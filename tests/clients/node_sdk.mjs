@@ -4,18 +4,10 @@ import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 import { z } from "zod";
 
-const url = process.env.GATEWAY_URL + "/v1";
-const token = process.env.GATEWAY_TOKEN;
-const marker = process.env.MARKER;
-const client = new OpenAI({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000 });
+import { check, marker, token, untilRunning, url as gatewayUrl } from "./checks.mjs";
 
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    process.exit(1);
-  }
-  console.log(`ok: ${message}`);
-}
+const url = gatewayUrl + "/v1";
+const client = new OpenAI({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000 });
 
 const answer = await client.chat.completions.create({
   model: "haiku",
@@ -102,12 +94,7 @@ const slow = full.chat.completions.create({
   model: "haiku",
   messages: [{ role: "user", content: "[[mock:delay 3000]] hold the only slot" }],
 });
-const deadline = Date.now() + 30_000;
-while (Date.now() < deadline) {
-  const health = await (await fetch(fullUrl + "/health")).json();
-  if (health.active === 1) break;
-  await new Promise((resolve) => setTimeout(resolve, 50));
-}
+await untilRunning(fullUrl);
 try {
   await full.chat.completions.create({ model: "haiku", messages: [{ role: "user", content: "one too many" }] });
   check(false, "full queue raised");

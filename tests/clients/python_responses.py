@@ -5,22 +5,14 @@ Run by tests/openai_sdks_responses.rs with GATEWAY_URL, GATEWAY_TOKEN and MARKER
 then looks for in what reached the mock API).
 """
 import json
-import os
-import sys
 
 from openai import OpenAI
 
-URL = os.environ["GATEWAY_URL"] + "/v1"
-TOKEN = os.environ["GATEWAY_TOKEN"]
-MARKER = os.environ["MARKER"]
+import checks
+from checks import MARKER, TOKEN, check
+
+URL = checks.URL + "/v1"
 client = OpenAI(base_url=URL, api_key=TOKEN, max_retries=0, timeout=120)
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {message}")
 
 
 # responses.create

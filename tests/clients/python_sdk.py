@@ -4,27 +4,17 @@ Run by tests/openai_sdks.rs with GATEWAY_URL, GATEWAY_TOKEN, FULL_GATEWAY_URL (a
 queue holds one run) and MARKER (a word the test then looks for in what reached the mock API).
 """
 import os
-import sys
 import threading
-import time
-import urllib.request
-import json
 
 import openai
 from openai import OpenAI
 from pydantic import BaseModel
 
-URL = os.environ["GATEWAY_URL"] + "/v1"
-TOKEN = os.environ["GATEWAY_TOKEN"]
-MARKER = os.environ["MARKER"]
+import checks
+from checks import MARKER, TOKEN, check, until_running
+
+URL = checks.URL + "/v1"
 client = OpenAI(base_url=URL, api_key=TOKEN, max_retries=0, timeout=120)
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {message}")
 
 
 # A completion.
@@ -125,12 +115,7 @@ slow = threading.Thread(
     )
 )
 slow.start()
-deadline = time.time() + 30
-while time.time() < deadline:
-    with urllib.request.urlopen(full_url + "/health") as response:
-        if json.load(response)["active"] == 1:
-            break
-    time.sleep(0.05)
+until_running(full_url)
 try:
     full.chat.completions.create(model="haiku", messages=[{"role": "user", "content": "one too many"}])
     check(False, "full queue raised")

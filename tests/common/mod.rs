@@ -9,6 +9,7 @@ mod jobs;
 pub mod openai_schema;
 pub mod postgres;
 mod process;
+pub mod sdk;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -257,6 +258,14 @@ pub async fn status_and_json(response: Response) -> (StatusCode, Value) {
 }
 
 impl Gateway {
+    /// Whether a request the mock API received holds `needle` anywhere in its body.
+    pub fn mock_saw(&self, needle: &str) -> bool {
+        self.mock
+            .requests()
+            .iter()
+            .any(|request| request.body.to_string().contains(needle))
+    }
+
     /// A gateway with default settings in front of the real CLI.
     pub async fn start() -> Gateway {
         GatewayBuilder::default().start().await

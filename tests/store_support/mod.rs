@@ -8,8 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use mock_anthropic::MockAnthropic;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
@@ -46,6 +48,42 @@ pub fn settings(
     .collect();
     settings.extend(agent_env(mock_url, home));
     settings
+}
+
+/// What a built gateway runs against: the mock Anthropic API, and the gateway's jobs and home
+/// directories; they live as long as this, across the gateway's restarts.
+pub struct Backing {
+    /// The mock API behind the real CLI.
+    pub mock: MockAnthropic,
+    /// `JOBS_DIR` (and the default store's place).
+    pub jobs_dir: TempDir,
+    /// The agent's HOME.
+    pub home: TempDir,
+}
+
+impl Backing {
+    /// A fresh mock API and fresh directories.
+    pub async fn start() -> Backing {
+        Backing {
+            mock: MockAnthropic::start().await,
+            jobs_dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The settings of a gateway in front of the real CLI over this backing, with `extra` set.
+    pub fn settings(&self, extra: &[(&str, &dyn std::fmt::Display)]) -> Vec<(String, String)> {
+        let mut settings = settings(
+            &claude_bin(),
+            &self.mock.url(),
+            self.jobs_dir.path(),
+            self.home.path(),
+        );
+        for (name, value) in extra {
+            set(&mut settings, name, value);
+        }
+        settings
+    }
 }
 
 /// Replaces or adds `name=value` in `settings`.

@@ -30,11 +30,22 @@ fn layer() -> BearerAuthLayer<impl Fn(AuthFailure) -> Response<String> + Clone> 
 }
 
 async fn send(authorization: Option<HeaderValue>) -> Outcome {
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer());
-    let mut req = Request::new(());
+    let mut headers = http::HeaderMap::new();
     if let Some(value) = authorization {
-        req.headers_mut().insert(AUTHORIZATION, value);
+        headers.insert(AUTHORIZATION, value);
     }
+    send_through(layer(), headers).await
+}
+
+/// Sends one request with `headers` through `layer`, in front of an inner service that answers
+/// when called: what the client sees, and who the inner service was told the caller is.
+async fn send_through<R>(layer: BearerAuthLayer<R>, headers: http::HeaderMap) -> Outcome
+where
+    R: OnAuthFailure<String> + Clone,
+{
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer);
+    let mut req = Request::new(());
+    *req.headers_mut() = headers;
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(req);
     let responder = async {
@@ -177,30 +188,11 @@ async fn send_api_key(headers: &[(&'static str, &'static str)]) -> Outcome {
     let layer = layer().token_source(TokenSource::BearerOrHeader(HeaderName::from_static(
         "x-api-key",
     )));
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer);
-    let mut req = Request::new(());
+    let mut map = http::HeaderMap::new();
     for &(name, value) in headers {
-        req.headers_mut()
-            .append(name, HeaderValue::from_static(value));
+        map.append(name, HeaderValue::from_static(value));
     }
-    assert_ready_ok!(svc.poll_ready());
-    let fut = svc.call(req);
-    let responder = async {
-        let (req, send) = handle.next_request().await.expect("inner service called");
-        let caller = req.extensions().get::<AuthenticatedCaller>().cloned();
-        send.send_response(Response::new("inner".to_string()));
-        caller
-    };
-    tokio::select! {
-        res = fut => {
-            let res = res.expect("rejections are responses");
-            assert_pending!(handle.poll_request());
-            Outcome::Refused(res.status(), res.into_body())
-        }
-        caller = responder => {
-            Outcome::Accepted(caller.expect("caller extension set").name.to_string())
-        }
-    }
+    send_through(layer, map).await
 }
 
 #[tokio::test]

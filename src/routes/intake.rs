@@ -1,0 +1,102 @@
+//! The one flow of the run routes (chat completions, Messages, Responses): the body is read
+//! within its bounds and checked, with the session it continues attached, and only then is a
+//! queue slot taken (see [`crate::bounds`]); then the run answers, whole or streamed. What differs
+//! between the routes (the checks, the error shape, the answer) is their [`RunRoute`].
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use gateway_layers::auth::AuthenticatedCaller;
+use http::HeaderMap;
+
+use crate::agent::AgentRequest;
+use crate::bounds::Refusal;
+use crate::metrics::Entry;
+use crate::routes::jobs::owner;
+use crate::state::AppState;
+
+/// What a run route does its own way.
+pub(crate) trait RunRoute {
+    /// The run, checked and ready to take a queue slot.
+    type Run;
+    /// The route's error shape.
+    type Error: IntoResponse;
+    /// The route's entry in the metrics and the intake.
+    const ENTRY: Entry;
+
+    /// A refusal of the intake in the route's error shape.
+    fn refused(refusal: &Refusal) -> Self::Error;
+
+    /// Checks the body and builds the run, with the session it continues attached.
+    async fn prepare(
+        state: &AppState,
+        owner: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self::Run, Self::Error>;
+
+    /// The agent request of the run, which carries its queue ticket.
+    fn request(run: &mut Self::Run) -> &mut http::Request<AgentRequest>;
+
+    /// Runs it and answers, whole or streamed.
+    async fn answer(
+        state: &AppState,
+        owner: String,
+        run: Self::Run,
+    ) -> Result<Response, Self::Error>;
+}
+
+/// A call to a run route as it arrives: who made it, its headers, and its body, not yet read.
+pub(crate) struct RunCall {
+    owner: String,
+    headers: HeaderMap,
+    body: Body,
+}
+
+impl FromRequest<AppState> for RunCall {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, _: &AppState) -> Result<Self, Infallible> {
+        let (parts, body) = request.into_parts();
+        let caller = parts.extensions.get::<AuthenticatedCaller>().cloned();
+        Ok(RunCall {
+            owner: owner(caller.map(Extension)),
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+impl RunCall {
+    /// Takes the call in as route `R` and runs it; a refusal before the run is `R`'s error. The
+    /// body is dropped once its size has been charged, so that it is not held through the run.
+    pub(crate) async fn answer<R: RunRoute>(self, state: AppState) -> Response {
+        let RunCall {
+            owner,
+            headers,
+            body,
+        } = self;
+        let answered = async {
+            let body = state
+                .intake
+                .read(R::ENTRY, &headers, body)
+                .await
+                .map_err(|refusal| R::refused(&refusal))?;
+            let mut run = R::prepare(&state, &owner, &headers, &body).await?;
+            let admitted = state
+                .intake
+                .admit(R::ENTRY, body.len())
+                .map_err(|refusal| R::refused(&refusal))?;
+            let extensions = R::request(&mut run).extensions_mut();
+            extensions.insert(admitted.ticket);
+            // The run's cost is charged to the caller's key when it ends.
+            extensions.insert(crate::quota::ChargeTo(owner.clone()));
+            drop(body);
+            R::answer(&state, owner, run).await
+        };
+        answered.await.unwrap_or_else(IntoResponse::into_response)
+    }
+}
