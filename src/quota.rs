@@ -120,7 +120,10 @@ impl Window {
     /// Whole seconds from `now` to the window's end, at least 1 (for `Retry-After`).
     pub(crate) fn seconds_to_reset(&self, now: DateTime<Utc>) -> u64 {
         let micros = (self.end - now).num_microseconds().unwrap_or(i64::MAX);
-        u64::try_from(micros.max(0)).unwrap_or(0).div_ceil(1_000_000).max(1)
+        u64::try_from(micros.max(0))
+            .unwrap_or(0)
+            .div_ceil(1_000_000)
+            .max(1)
     }
 
     /// Tokens left in the window, when tokens are limited.
@@ -277,7 +280,10 @@ impl Quota {
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-        self.inner.held.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -431,17 +437,29 @@ impl Dispatch {
 /// `api_error_type: rate_limit_error`: what the pinned CLI reports when a request is refused with
 /// 429; it does not pass on the reset time of a refused request, so that case backs off).
 pub(crate) fn upstream_limit(outcome: &AgentOutcome) -> Option<Option<DateTime<Utc>>> {
-    let reset = outcome.rate_limit.as_ref().and_then(|limit| limit.resets_at);
-    if outcome.rate_limit.as_ref().is_some_and(|limit| limit.rejected) {
+    let reset = outcome
+        .rate_limit
+        .as_ref()
+        .and_then(|limit| limit.resets_at);
+    if outcome
+        .rate_limit
+        .as_ref()
+        .is_some_and(|limit| limit.rejected)
+    {
         return Some(reset);
     }
     if !outcome.is_error {
         return None;
     }
     let result: serde_json::Value = serde_json::from_str(outcome.result_line.as_deref()?).ok()?;
-    let failed_on_limit = result.get("api_error_type").and_then(serde_json::Value::as_str)
+    let failed_on_limit = result
+        .get("api_error_type")
+        .and_then(serde_json::Value::as_str)
         == Some("rate_limit_error")
-        || result.get("api_error_status").and_then(serde_json::Value::as_u64) == Some(429);
+        || result
+            .get("api_error_status")
+            .and_then(serde_json::Value::as_u64)
+            == Some(429);
     failed_on_limit.then_some(reset)
 }
 
@@ -499,7 +517,10 @@ mod tests {
         let left = (first - Utc::now()).num_milliseconds();
         assert!((4_000..=5_000).contains(&left), "{left}");
         let second = dispatch.pause(None);
-        assert!(second - Utc::now() > chrono::TimeDelta::seconds(9), "doubled");
+        assert!(
+            second - Utc::now() > chrono::TimeDelta::seconds(9),
+            "doubled"
+        );
         // An earlier reset does not shorten the pause in force.
         let earlier = Utc::now() + chrono::TimeDelta::seconds(1);
         assert_eq!(dispatch.pause(Some(earlier)), second);

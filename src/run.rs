@@ -61,10 +61,27 @@ impl Runs {
             // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
             // however it ends. Nothing below runs before a slot is free.
             .layer(ConcurrencyLimitLayer::new(gauge))
+            // Inside the slot, so a run refused by the account's rate limit pauses dispatch
+            // before its slot is freed: no queued run slips into it meanwhile.
+            .map_response({
+                let quota = quota.clone();
+                move |outcome: AgentOutcome| {
+                    match crate::quota::upstream_limit(&outcome) {
+                        Some(reset) => {
+                            quota.dispatch().pause(reset);
+                        }
+                        None if outcome.succeeded() => quota.dispatch().succeeded(),
+                        None => {}
+                    }
+                    outcome
+                }
+            })
             // The run holds a slot: its key's count moves from queued to running.
             .map_request(|request: Request<AgentRequest>| {
                 if let Some(KeySlot(slot)) = request.extensions().get() {
-                    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).start();
+                    slot.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .start();
                 }
                 request
             })
@@ -367,13 +384,6 @@ where
                 if let Some(ChargeTo(key)) = &key {
                     metrics.record_key_spend(key, crate::quota::spend_of(outcome));
                     quota.charge(key, outcome).await;
-                }
-                match crate::quota::upstream_limit(outcome) {
-                    Some(reset) => {
-                        quota.dispatch().pause(reset);
-                    }
-                    None if outcome.succeeded() => quota.dispatch().succeeded(),
-                    None => {}
                 }
             }
             timer.finish(run_end(result.as_ref()), result.as_ref().ok());

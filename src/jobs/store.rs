@@ -18,8 +18,8 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use super::events::JobEvent;
-use crate::policy::Spend;
 use super::record::{JobRecord, JobStatus, JobSummary, WebhookAttempt, WebhookView};
+use crate::policy::Spend;
 
 /// What a store method returns: a boxed future, so the trait can be used as `dyn JobStore`.
 pub(crate) type StoreFuture<'a, T> =

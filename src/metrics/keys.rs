@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use ::metrics::{counter, gauge};
 
-use super::names::{KEY_BUDGET_REFUSALS, KEY_COST_USD, KEY_RUNS_QUEUED, KEY_RUNS_RUNNING, KEY_TOKENS};
+use super::names::{
+    KEY_BUDGET_REFUSALS, KEY_COST_USD, KEY_RUNS_QUEUED, KEY_RUNS_RUNNING, KEY_TOKENS,
+};
 use super::Metrics;
 use crate::policy::Spend;
 
@@ -22,13 +24,19 @@ impl KeyCosts {
         if !(usd.is_finite() && usd > 0.0) {
             return;
         }
-        let mut costs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut costs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *costs.entry(key.to_owned()).or_default() += usd;
     }
 
     /// Appends `claude_gateway_key_cost_usd_total{key}` to `text`.
     pub(crate) fn render_into(&self, text: &mut String) {
-        let costs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let costs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if costs.is_empty() {
             return;
         }

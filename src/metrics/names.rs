@@ -128,8 +128,14 @@ pub(crate) fn describe() {
         KEY_BUDGET_REFUSALS,
         "Submissions refused (429 insufficient_quota) because the key's budget was spent."
     );
-    describe_gauge!(KEY_RUNS_QUEUED, "Runs of each key waiting for a slot on this gateway.");
-    describe_gauge!(KEY_RUNS_RUNNING, "Runs of each key holding a slot on this gateway.");
+    describe_gauge!(
+        KEY_RUNS_QUEUED,
+        "Runs of each key waiting for a slot on this gateway."
+    );
+    describe_gauge!(
+        KEY_RUNS_RUNNING,
+        "Runs of each key holding a slot on this gateway."
+    );
     describe_gauge!(
         DISPATCH_PAUSED,
         "1 while dispatch is paused because the account behind the CLI is rate-limited."

@@ -5,7 +5,8 @@ use ::metrics::gauge;
 use gateway_layers::admission::GaugeSnapshot;
 
 use super::names::{
-    DISPATCH_PAUSED, ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, REPLICA, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY,
+    DISPATCH_PAUSED, ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, REPLICA, RUNS_ACTIVE,
+    RUNS_QUEUED, RUN_CAPACITY,
 };
 use super::Metrics;
 

@@ -147,7 +147,12 @@ pub(crate) async fn guard(
 }
 
 /// Adds the rate-limit headers of `key`'s `standing` (see the [module docs](self)).
-pub(crate) fn add_headers(state: &AppState, key: &str, standing: &Standing, headers: &mut HeaderMap) {
+pub(crate) fn add_headers(
+    state: &AppState,
+    key: &str,
+    standing: &Standing,
+    headers: &mut HeaderMap,
+) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
@@ -166,7 +171,10 @@ pub(crate) fn add_headers(state: &AppState, key: &str, standing: &Standing, head
         if let (Some(limit), Some(left)) = (window.budget.tokens, window.tokens_left()) {
             put("x-ratelimit-limit-tokens", limit.to_string());
             put("x-ratelimit-remaining-tokens", left.to_string());
-            put("x-ratelimit-reset-tokens", openai_duration(window.end - Utc::now()));
+            put(
+                "x-ratelimit-reset-tokens",
+                openai_duration(window.end - Utc::now()),
+            );
         }
     }
 }
