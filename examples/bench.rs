@@ -21,7 +21,9 @@
 //! (sequential provisions, default 10), `BENCH_ROUNDS` (rounds of eight provisions at once,
 //! default 2), `BENCH_JOBS` (jobs in the memory measurements, default 1000) and
 //! `BENCH_SUSTAIN_SECONDS` (each sustained-throughput measurement of 6, default 30).
-//! `BENCH_ONLY=2,5` runs only the sections named.
+//! `BENCH_ONLY=2,5` runs only the sections named. `BENCH_BASELINE_BIN`, the path of a gateway
+//! binary built before containment (commit 7a8aef4), adds to 5 the same chats against it, next to
+//! this build's binary (`cargo build --release --bin claude-gateway` first).
 //!
 //! Temporary directories (workspaces, the base repository) go where `TMPDIR` says; the figures
 //! of 2 and 3 are mostly the cost of creating and removing 5,000 files on that filesystem.
@@ -185,6 +187,8 @@ Sizes come from the environment (positive whole numbers):
   BENCH_JOBS           jobs in each memory measurement (default 1000)
   BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
   BENCH_ONLY=2,5       run only the sections named (comma-separated, 1 to 6)
+  BENCH_BASELINE_BIN   a gateway binary from before containment: 5 also times it, next to
+                       target/release/claude-gateway (build that first)
   BENCH_SUBMISSIONS    submissions per row of the durable mode (default 4000)
   BENCH_REPLICA_JOBS   jobs per row of the replicas mode (default 600)
   BENCH_STARTS         idle submit-to-start samples of the replicas mode (default 100)
@@ -995,7 +999,114 @@ async fn containment(instant: &Path, base: &Path, runs: usize) -> Result<String,
         writeln!(out, "\n(uid isolation needs root: not measured.)")?;
     }
     out.push('\n');
+    out.push_str(&against_baseline(instant, runs).await?);
     Ok(out)
+}
+
+/// The gateways [`against_baseline`] compares: a label, the binary, and its extra settings.
+type Contender = (
+    &'static str,
+    PathBuf,
+    &'static [(&'static str, &'static str)],
+);
+
+/// With `BENCH_BASELINE_BIN` set to a gateway binary built before containment (commit 7a8aef4,
+/// whose runs shared the gateway's uid and were killed by process group only), the same
+/// sequential chats against it and against this build's binary (`target/release/claude-gateway`,
+/// next to this example), both as processes on scratch workspaces, in alternating rounds so that
+/// a change in the machine's load falls on every contender alike. The difference of the medians
+/// is what containment costs a run.
+async fn against_baseline(instant: &Path, runs: usize) -> Result<String, BoxError> {
+    let Some(baseline) = std::env::var_os("BENCH_BASELINE_BIN").map(PathBuf::from) else {
+        return Ok(
+            "(Set BENCH_BASELINE_BIN to a gateway binary built before containment, e.g. \
+                   commit 7a8aef4, to compare against it.)\n\n"
+                .to_owned(),
+        );
+    };
+    let current = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("claude-gateway"))
+        .filter(|bin| bin.is_file())
+        .ok_or("BENCH_BASELINE_BIN needs this build's binary beside the example: cargo build --release --bin claude-gateway")?;
+    let contenders: [Contender; 3] = [
+        ("baseline (before containment)", baseline, &[]),
+        (
+            "this build, ISOLATION=uid, RUN_CGROUP=auto",
+            current.clone(),
+            &[("ISOLATION", "uid")],
+        ),
+        (
+            "this build, ISOLATION=process, RUN_CGROUP=auto",
+            current,
+            &[("ISOLATION", "process")],
+        ),
+    ];
+    const ROUNDS: usize = 4;
+    let per_round = runs.div_ceil(ROUNDS);
+    let mut latencies = vec![Vec::new(); contenders.len()];
+    for _ in 0..ROUNDS {
+        for ((_, bin, settings), into) in contenders.iter().zip(latencies.iter_mut()) {
+            into.extend(time_binary(bin, settings, instant, per_round).await?);
+        }
+    }
+    let mut out = format!(
+        "Against the gateway before containment, both as processes on scratch workspaces, {ROUNDS} alternating rounds of {per_round} chats after a warm-up each:\n\n{LATENCY_HEADER}"
+    );
+    let summaries: Vec<Summary> = latencies.iter().map(|l| Summary::of(l)).collect();
+    for ((label, _, _), summary) in contenders.iter().zip(&summaries) {
+        out.push_str(&latency_row(label, summary));
+    }
+    let base = summaries[0].median.as_secs_f64();
+    out.push('\n');
+    for ((label, _, _), summary) in contenders.iter().zip(&summaries).skip(1) {
+        writeln!(
+            out,
+            "Containment's cost at the median, {label}: {:+.1} ms (target: under 5 ms).",
+            (summary.median.as_secs_f64() - base) * 1000.0
+        )?;
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// Starts the gateway binary `bin` with the instant agent and `settings`, times `runs`
+/// sequential chats after one warm-up, and stops it with SIGTERM.
+async fn time_binary(
+    bin: &Path,
+    settings: &[(&str, &str)],
+    instant: &Path,
+    runs: usize,
+) -> Result<Vec<Duration>, BoxError> {
+    let jobs = tempfile::tempdir()?;
+    let home = tempfile::tempdir()?;
+    let mut env: Vec<(String, String)> = [
+        ("API_BEARER_TOKEN", TOKEN),
+        ("CLAUDE_BIN", &*instant.to_string_lossy()),
+        ("JOBS_DIR", &*jobs.path().to_string_lossy()),
+        ("HOME", &*home.path().to_string_lossy()),
+        ("WORKSPACE_DIR", "/nonexistent/claude-gateway-base"),
+        ("GIT_CRYPT_KEY", "/nonexistent/git-crypt-key"),
+        ("MAX_CONCURRENCY", "1"),
+        ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ("RUST_LOG", "warn"),
+    ]
+    .iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect();
+    env.extend(settings.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    let (mut child, url) = common::spawn_binary(&bin.to_string_lossy(), env).await;
+    let http = reqwest::Client::new();
+    let latencies = warm_then_time(runs, || chat(http.clone(), url.clone())).await;
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    latencies
 }
 
 // ---------------------------------------------------------------------------------------------

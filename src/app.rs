@@ -114,10 +114,25 @@ fn cli_login(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<std::pa
         .map(|(_, home)| std::path::Path::new(home).join(".claude/.credentials.json"))
 }
 
+/// How often the policy file is checked for a change (SIGHUP reloads at once).
+const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A built gateway, ready to serve.
 #[derive(Debug)]
 pub struct App {
     state: AppState,
+    /// Reloads `API_KEY_POLICY_FILE` on SIGHUP and on change for as long as the app lives.
+    policy_watch: Option<PolicyWatch>,
+}
+
+/// The policy watcher's task, stopped when the app goes (a dropped handle would leave it running).
+#[derive(Debug)]
+struct PolicyWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for PolicyWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl App {
@@ -193,8 +208,10 @@ impl App {
         jobs.recover().await?;
         let intake = Intake::new(&config, gauge.clone(), metrics.clone());
         let responses = ResponseBudget::new(config.max_response_bytes_in_flight);
+        let policy_watch = config.policies.watch(POLICY_POLL).map(PolicyWatch);
         let config = Arc::new(config);
         Ok(Self {
+            policy_watch,
             state: AppState {
                 config,
                 gauge,
@@ -241,6 +258,9 @@ impl App {
     /// Stops whatever is still running and records why (interrupted, or queued again for the
     /// next start when the job allows another attempt), then closes the store.
     pub async fn finish_shutdown(&self) {
+        if let Some(watch) = &self.policy_watch {
+            watch.0.abort();
+        }
         self.state
             .jobs
             .abort_all("the gateway shut down before the job finished")

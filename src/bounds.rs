@@ -13,8 +13,10 @@
 //! 2. the body is read whole, within `MAX_BODY_BYTES` (413) and `BODY_READ_TIMEOUT_SECONDS`
 //!    (408), holding no queue slot while it arrives;
 //! 3. the route checks it (4xx);
-//! 4. only then is a queue slot taken, and the body's bytes are charged to the queued-bytes
-//!    budget (`MAX_QUEUED_BYTES`) until the run leaves the queue.
+//! 4. only then is a queue slot taken, for the caller's key under its policy
+//!    (`API_KEY_POLICY_FILE`: the key's `max_queued` is checked here, its weight and
+//!    `max_concurrent` go with the ticket to the gauge's fair dispatch), and the body's bytes are
+//!    charged to the queued-bytes budget (`MAX_QUEUED_BYTES`) until the run leaves the queue.
 //!
 //! Refusals are typed ([`Refusal`]); each route shapes them in its callers' error format.
 
@@ -23,13 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use gateway_layers::admission::{Gauge, Ticket};
+use gateway_layers::admission::{AdmitError, Gauge, KeyLimits, Ticket};
 use http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::{Entry, Metrics};
+use crate::policy::{KeyPolicy, Policies};
 
 /// Seconds a turned-away caller is told to wait before trying again.
 pub(crate) const RETRY_AFTER_SECONDS: u64 = 5;
@@ -47,6 +50,8 @@ pub(crate) struct Intake {
     body_deadline: Duration,
     /// Counts runs turned away.
     metrics: Metrics,
+    /// Per-key policy in force (weights and limits), read at each admission.
+    policies: Arc<Policies>,
 }
 
 /// Why a request that would start a run was not taken in.
@@ -56,6 +61,14 @@ pub(crate) enum Refusal {
     ShuttingDown,
     /// Queued and running work is at `MAX_QUEUE_DEPTH` (429 on `/execute`, 503 on chat).
     QueueFull,
+    /// The caller's key already has its `max_queued` runs waiting (429 everywhere); other keys
+    /// are still taken in.
+    KeyQueueFull {
+        /// The key's name.
+        key: String,
+        /// Its `max_queued`.
+        max_queued: usize,
+    },
     /// Queued prompts hold all of `MAX_QUEUED_BYTES` (like a full queue).
     QueuedBytes,
     /// The body is over `MAX_BODY_BYTES` (413).
@@ -77,7 +90,9 @@ impl Refusal {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::QueueFull | Refusal::QueuedBytes => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::QueueFull | Refusal::QueuedBytes | Refusal::KeyQueueFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::SlowBody { .. } => StatusCode::REQUEST_TIMEOUT,
             Refusal::Unreadable(_) => StatusCode::BAD_REQUEST,
@@ -88,7 +103,10 @@ impl Refusal {
     pub(crate) fn is_overload(&self) -> bool {
         matches!(
             self,
-            Refusal::ShuttingDown | Refusal::QueueFull | Refusal::QueuedBytes
+            Refusal::ShuttingDown
+                | Refusal::QueueFull
+                | Refusal::QueuedBytes
+                | Refusal::KeyQueueFull { .. }
         )
     }
 }
@@ -98,6 +116,10 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::ShuttingDown => f.write_str("shutting down"),
             Refusal::QueueFull => f.write_str("Queue full"),
+            Refusal::KeyQueueFull { key, max_queued } => write!(
+                f,
+                "Queue full for key {key:?}: it already has {max_queued} runs queued, its max_queued limit; other keys are not affected"
+            ),
             Refusal::QueuedBytes => {
                 f.write_str("Queue full: queued prompts hold all the bytes the queue may hold")
             }
@@ -133,6 +155,7 @@ impl Intake {
             body_limit: config.max_body_bytes,
             body_deadline: config.body_read_timeout,
             metrics,
+            policies: config.policies.clone(),
         }
     }
 
@@ -177,11 +200,20 @@ impl Intake {
         }
     }
 
-    /// Step 4: a queue slot for a checked request whose body holds `bytes`.
-    pub(crate) fn admit(&self, entry: Entry, bytes: usize) -> Result<Admitted, Refusal> {
-        let ticket = match self.gauge.admit() {
+    /// Step 4: a queue slot for a checked request of the key `key` whose body holds `bytes`.
+    pub(crate) fn admit(&self, entry: Entry, bytes: usize, key: &str) -> Result<Admitted, Refusal> {
+        let policy = self.policies.current();
+        let limits = key_limits(policy.for_key(key));
+        let ticket = match self.gauge.admit_for(Arc::from(key), limits) {
             Ok(ticket) => ticket,
-            Err(_) => {
+            Err(AdmitError::KeyFull { max_queued, .. }) => {
+                self.metrics.record_rejected(entry);
+                return Err(Refusal::KeyQueueFull {
+                    key: key.to_owned(),
+                    max_queued,
+                });
+            }
+            Err(AdmitError::Full(_)) => {
                 self.metrics.record_rejected(entry);
                 return Err(self.overloaded().unwrap_or(Refusal::QueueFull));
             }
@@ -208,6 +240,15 @@ impl Intake {
         }
         let now = self.gauge.snapshot();
         (now.active + now.queued >= now.queue_depth).then_some(Refusal::QueueFull)
+    }
+}
+
+/// A key's policy as the gauge's dispatch reads it.
+pub(crate) fn key_limits(policy: &KeyPolicy) -> KeyLimits {
+    KeyLimits {
+        weight: policy.weight,
+        max_concurrent: policy.max_concurrent,
+        max_queued: policy.max_queued,
     }
 }
 

@@ -281,6 +281,9 @@ pub struct Policies {
     /// What the file looked like when it was last read, so the watcher rereads it only when it
     /// changed.
     seen: RwLock<Option<FileStamp>>,
+    /// The file as it was when a reload last failed, so one bad file is reported once even when
+    /// both SIGHUP and the watcher's poll read it.
+    failed: RwLock<Option<Option<FileStamp>>>,
 }
 
 /// Enough of a file's metadata to notice a change (a ConfigMap update swaps a symlink, which
@@ -312,6 +315,7 @@ impl Policies {
             known: Vec::new(),
             current: RwLock::new(Arc::new(book)),
             seen: RwLock::new(None),
+            failed: RwLock::new(None),
         }
     }
 
@@ -325,6 +329,7 @@ impl Policies {
             known,
             current: RwLock::new(Arc::new(book)),
             seen: RwLock::new(stamp),
+            failed: RwLock::new(None),
         })
     }
 
@@ -412,13 +417,28 @@ impl Policies {
     fn log_reload(&self, asked: bool) {
         let path = self.path.as_deref().unwrap_or(Path::new("")).display();
         let why = if asked { "SIGHUP" } else { "file changed" };
+        let stamp = self.path.as_deref().map(FileStamp::of);
+        let mut failed = self
+            .failed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.reload() {
-            Ok(_) => tracing::info!(%path, why, "key policy reloaded"),
-            Err(e) => tracing::error!(
-                %path,
-                why,
-                "API_KEY_POLICY_FILE not reloaded, the policy in force stays: {e}"
-            ),
+            Ok(_) => {
+                *failed = None;
+                tracing::info!(%path, why, "key policy reloaded");
+            }
+            // The same bad file read again (a SIGHUP after the poll saw it): said already.
+            Err(e) if failed.as_ref() == stamp.as_ref() => {
+                tracing::debug!(%path, why, "API_KEY_POLICY_FILE still not valid: {e}");
+            }
+            Err(e) => {
+                *failed = stamp;
+                tracing::error!(
+                    %path,
+                    why,
+                    "API_KEY_POLICY_FILE not reloaded, the policy in force stays: {e}"
+                );
+            }
         }
     }
 }

@@ -4,15 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, json, secs, Gateway, Repos, CHAT, TOKEN};
+use common::{answer, assert_openai_error, eventually, json, secs, Gateway, Repos, CHAT, TOKEN};
 use reqwest::StatusCode;
 use serde_json::json;
-
-fn answer(body: &serde_json::Value) -> &str {
-    body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no answer: {body}"))
-}
 
 #[tokio::test]
 async fn the_answer_and_usage_come_back_and_the_model_reaches_the_api() {
@@ -329,14 +323,7 @@ async fn a_workspace_that_cannot_be_made_is_a_clear_503_and_frees_the_slot() {
     let response = gw.chat("hi").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json(response).await;
-    assert_eq!(body["error"]["code"], "workspace_failed", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("workspace"),
-        "{body}"
-    );
+    assert_openai_error(&body, "workspace_failed", "workspace");
     assert!(gw.mock.requests().is_empty(), "no agent ran");
     gw.wait_idle().await;
 

@@ -6,8 +6,7 @@
 mod common;
 mod store_support;
 
-use std::time::Duration;
-
+use common::{answer, assert_openai_error};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use store_support::*;
@@ -39,13 +38,6 @@ async fn chat(
 /// A body with one user message.
 fn one_message(content: &str) -> Value {
     json!({"model": "sonnet", "messages": [{"role": "user", "content": content}]})
-}
-
-/// The answer text of a completion.
-fn answer(body: &Value) -> &str {
-    body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -130,12 +122,7 @@ async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
     // is the session.
     let later = gw.submit("later [[mock:text done]]", Value::Null).await;
     gw.wait_end(&later).await;
-    eventually(
-        "the later job is forgotten",
-        Duration::from_secs(30),
-        || async { (gw.get(&later).await.0 == StatusCode::NOT_FOUND).then_some(()) },
-    )
-    .await;
+    gw.wait_forgotten(&later).await;
     let (status, _, expired) = chat(
         &gw,
         one_message("after expiry [[mock:text never]]"),
@@ -143,14 +130,7 @@ async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{expired}");
-    assert_eq!(expired["error"]["code"], "session_not_found", "{expired}");
-    assert!(
-        expired["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
-        "{expired}"
-    );
+    assert_openai_error(&expired, "session_not_found", "expired");
     assert!(
         !mock
             .message_requests()

@@ -82,6 +82,13 @@ fn execute_body() -> impl Strategy<Value = Vec<u8>> {
                 ("metadata", metadata),
             ])
         });
+    bodies_around(near_valid)
+}
+
+/// Bodies for a route: mostly `near_valid` ones, some arbitrary JSON, a few arbitrary bytes.
+fn bodies_around(
+    near_valid: impl Strategy<Value = Vec<u8>> + 'static,
+) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         1 => prop::collection::vec(any::<u8>(), 0..256),
         2 => any_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
@@ -158,11 +165,7 @@ fn chat_body() -> impl Strategy<Value = Vec<u8>> {
                 ("stream_options", options),
             ])
         });
-    prop_oneof![
-        1 => prop::collection::vec(any::<u8>(), 0..256),
-        2 => any_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        6 => near_valid,
-    ]
+    bodies_around(near_valid)
 }
 
 /// Posts each generated body to `path` and checks the answer.
@@ -292,11 +295,7 @@ fn responses_body() -> impl Strategy<Value = Vec<u8>> {
                 ("store", store),
             ])
         });
-    prop_oneof![
-        1 => prop::collection::vec(any::<u8>(), 0..256),
-        2 => any_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        6 => near_valid,
-    ]
+    bodies_around(near_valid)
 }
 
 #[test]

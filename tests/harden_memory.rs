@@ -6,6 +6,7 @@ mod harden_support;
 
 use std::time::Duration;
 
+use common::{eventually, secs};
 use harden_support::{read_all, Binary};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -103,13 +104,10 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
     );
 
     drop(readers);
-    let settled = harden_support::wait_for(Duration::from_secs(30), || {
-        (gw.connections() == 0).then_some(())
-    });
-    assert!(
-        settled.await.is_some(),
-        "readers that left are still connected"
-    );
+    eventually("readers that left are disconnected", secs(30), || async {
+        gw.connections() == 0
+    })
+    .await;
 
     // A reader that stops reading is cut off by the write timeout. Five records asked for on one
     // connection (35 MB, more than its socket buffers hold) and not read: the connection is
@@ -126,22 +124,17 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         stream.write_all(request.as_bytes()).await.unwrap();
     }
     // Served before anything is judged: under load the accept itself can take a while.
-    let accepted = harden_support::wait_for(Duration::from_secs(30), || {
-        (gw.connections() >= 1).then_some(())
-    });
-    assert!(
-        accepted.await.is_some(),
-        "the connection was not accepted: {} connections",
-        gw.connections()
-    );
+    eventually("the connection is accepted", secs(30), || async {
+        gw.connections() >= 1
+    })
+    .await;
     // Not reading meanwhile: the gateway's side of the connection goes away by itself.
-    let closed = harden_support::wait_for(Duration::from_secs(30), || {
-        (gw.connections() == 0).then_some(())
-    });
-    assert!(
-        closed.await.is_some(),
-        "the connection that stopped reading is still open"
-    );
+    eventually(
+        "the connection that stopped reading is closed",
+        secs(30),
+        || async { gw.connections() == 0 },
+    )
+    .await;
     let got = read_all(&mut stream, Duration::from_secs(20)).await;
     // Served (some of it arrived), and cut off before all of it did.
     assert!(

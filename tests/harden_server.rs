@@ -7,8 +7,8 @@ mod harden_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{fake_gateway, json, Gateway, TOKEN};
-use harden_support::{wait_for, Binary, BIN};
+use common::{eventually, fake_gateway, json, secs, Gateway, TOKEN};
+use harden_support::{Binary, BIN};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -27,30 +27,26 @@ async fn during_the_drain_health_says_shutting_down_and_new_runs_get_503() {
     )
     .await;
     let job = gw.submit(json!({"prompt": "p", "agent": AGENT})).await;
-    wait_for(Duration::from_secs(10), || {
+    eventually("the job's workspace appears", secs(10), || async {
         std::fs::read_dir(gw.jobs_dir()).ok()?.next().map(|_| ())
     })
-    .await
-    .expect("the job's workspace appears");
+    .await;
     gw.sigterm();
 
     // The probe fails first: 503 with the contract's body, while the gateway still answers.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let health = loop {
+    let health = eventually("health says so", secs(10), || async {
         let response = gw
             .http
             .get(format!("{}/health", gw.url))
             .send()
             .await
             .expect("still answering");
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break json(response).await;
+        match response.status() {
+            StatusCode::SERVICE_UNAVAILABLE => Ok(json(response).await),
+            status => Err(status),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never said so"
-        );
-    };
+    })
+    .await;
     assert_eq!(health["status"], "shutting_down", "{health}");
     // New runs are refused with the documented 503, on both routes.
     let refused = gw
@@ -96,10 +92,10 @@ async fn connections_past_the_cap_wait_until_one_is_free() {
         stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
         holders.push(stream);
     }
-    let sockets = wait_for(Duration::from_secs(10), || {
-        (gw.connections() == 3).then_some(())
-    });
-    assert!(sockets.await.is_some(), "three connections");
+    eventually("three connections", secs(10), || async {
+        gw.connections() == 3
+    })
+    .await;
     let waiting = tokio::spawn({
         let http = gw.http.clone();
         let url = format!("{}/health", gw.url);
@@ -133,13 +129,10 @@ async fn an_idle_http2_connection_that_answers_pings_is_closed() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(gw.connections(), before + 1, "the h2 connection is open");
     // The client keeps it alive with PINGs; the gateway still closes it once idle.
-    let closed = wait_for(Duration::from_secs(10), || {
-        (gw.connections() == before).then_some(())
-    });
-    assert!(
-        closed.await.is_some(),
-        "the idle h2 connection is still open"
-    );
+    eventually("the idle h2 connection is closed", secs(10), || async {
+        gw.connections() == before
+    })
+    .await;
     // An HTTP/1 keep-alive connection too.
     let mut stream = TcpStream::connect(&gw.addr).await.unwrap();
     stream
@@ -169,14 +162,15 @@ async fn accept_errors_back_off_and_the_gateway_recovers() {
             held.push(stream);
         }
     }
-    let failing = wait_for(Duration::from_secs(10), || {
-        gw.log_text().contains("accept failed").then_some(())
-    });
-    assert!(
-        failing.await.is_some(),
-        "accept never failed: {}",
-        gw.log_text()
-    );
+    eventually("accept fails", secs(10), || async {
+        let log = gw.log_text();
+        if log.contains("accept failed") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     // Three seconds of failing accepts: a handful of log lines, not one per 100 ms.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let warnings = gw.log_text().matches("accept failed").count();

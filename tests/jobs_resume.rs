@@ -7,7 +7,6 @@ mod common;
 mod store_support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::Repos;
 use mock_anthropic::{MockAnthropic, RecordedRequest};
@@ -132,12 +131,7 @@ async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
 
     // Expired: forgotten after JOB_TTL_SECONDS, with its session.
     gw.wait_end(&running).await;
-    eventually(
-        "the finished job is forgotten",
-        Duration::from_secs(30),
-        || async { (gw.get(&running).await.0 == StatusCode::NOT_FOUND).then_some(()) },
-    )
-    .await;
+    gw.wait_forgotten(&running).await;
     let (status, body) = gw
         .execute(json!({"prompt": "next", "continue_from": running}))
         .await;

@@ -18,6 +18,13 @@ fn messages(gw: &Gateway, body: &Value) -> RequestBuilder {
         .json(body)
 }
 
+/// A streamed Messages call asking `content`.
+fn streamed(content: &str) -> Value {
+    let mut body = ask(content);
+    body["stream"] = json!(true);
+    body
+}
+
 /// A body asking one user message, `content`, of haiku.
 fn ask(content: &str) -> Value {
     json!({"model": "haiku", "max_tokens": 1024, "messages": [{"role": "user", "content": content}]})
@@ -89,9 +96,7 @@ async fn a_message_is_answered_in_anthropics_shape() {
 #[tokio::test]
 async fn a_stream_sends_anthropics_events_in_order() {
     let gw = Gateway::start().await;
-    let mut body = ask("[[mock:text one two three four]]");
-    body["stream"] = json!(true);
-    let response = send(messages(&gw, &body)).await;
+    let response = send(messages(&gw, &streamed("[[mock:text one two three four]]"))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -146,9 +151,7 @@ async fn a_stream_sends_anthropics_events_in_order() {
 #[tokio::test]
 async fn a_run_that_fails_mid_stream_ends_with_an_error_event() {
     let gw = Gateway::start().await;
-    let mut body = ask("[[mock:error 500]]");
-    body["stream"] = json!(true);
-    let response = send(messages(&gw, &body)).await;
+    let response = send(messages(&gw, &streamed("[[mock:error 500]]"))).await;
     assert_eq!(response.status(), StatusCode::OK, "the stream had started");
     let events = events(&response.text().await.unwrap());
     let (name, data) = events.last().unwrap();

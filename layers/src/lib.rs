@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | [`auth`] | [`BearerAuthLayer`](auth::BearerAuthLayer) | `Authorization` (or an API-key header: [`TokenSource`](auth::TokenSource)) | [`AuthenticatedCaller`](auth::AuthenticatedCaller) | a response you shape ([`OnAuthFailure`](auth::OnAuthFailure)) |
 //! | [`admission`] | [`AdmissionLayer`](admission::AdmissionLayer) | the shared [`Gauge`](admission::Gauge) | [`Ticket`](admission::Ticket) | a response you shape ([`OnOverload`](admission::OnOverload)) |
-//! | [`concurrency`] | [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer) | [`Ticket`](admission::Ticket) | (holds a permit) | never: it waits, FIFO |
+//! | [`concurrency`] | [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer) | [`Ticket`](admission::Ticket) | (holds a permit) | never: it waits, in fair order (FIFO within a key) |
 //! | [`deadline`] | [`DeadlineLayer`](deadline::DeadlineLayer) | [`Deadline`](deadline::Deadline) | | [`Elapsed`](deadline::Elapsed) |
 //! | [`workspace`] | [`WorkspaceLayer`](workspace::WorkspaceLayer) | | [`WorkspacePath`](workspace::WorkspacePath) | [`ProvisionFailed`](workspace::ProvisionFailed) |
 //!
@@ -25,7 +25,7 @@
 //!   [`Ticket`](admission::Ticket) that counts the request as *queued* for as long as the request
 //!   (or a clone of the ticket) lives. It may sit in front of a router or of code that spawns the
 //!   rest of the stack in a background task: the ticket travels with the request.
-//! - **concurrency** waits, first come first served, for one of the gauge's permits, then turns the
+//! - **concurrency** waits, in the gauge's fair order (FIFO within a key), for one of its slots, then turns the
 //!   ticket from *queued* into *active*. Admission and concurrency share one
 //!   [`Gauge`](admission::Gauge), so a health endpoint reads both numbers from one place. Its
 //!   `poll_ready` never waits for a permit, so it exerts no back-pressure: a `LoadShed` or `Buffer`

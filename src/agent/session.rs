@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::contain::{read_capped, Capped, PlacedCell};
+use crate::contain::{read_capped, Capped, PlacedCell, GIT_SAFE_OPTIONS};
 
 use super::home::project_slug;
 
@@ -364,13 +364,8 @@ impl Git<'_> {
             )
             .envs(extra_env.iter().map(|(k, v)| (*k, v.as_os_str())))
             // The workspace is the agent's: nothing in it may make git run a program.
+            .args(GIT_SAFE_OPTIONS)
             .args([
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "core.fsmonitor=false",
-                "-c",
-                "safe.directory=*",
                 // The checkout was handed to the run (chowned) after its index was written, which
                 // changes every file's owner and ctime: compared on those, every entry of the
                 // copied index would look changed and be hashed again. Size, mode and mtime (and

@@ -132,6 +132,12 @@ pub(crate) fn refused(refusal: &Refusal) -> AnthropicError {
             format!("queue full: {refusal}"),
         )
         .retry_after(RETRY_AFTER_SECONDS),
+        Refusal::KeyQueueFull { .. } => AnthropicError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            refusal.to_string(),
+        )
+        .retry_after(RETRY_AFTER_SECONDS),
         Refusal::TooLarge { .. } => AnthropicError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",

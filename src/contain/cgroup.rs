@@ -39,6 +39,13 @@ use super::settings::SettingError;
 /// those of gateway processes that no longer run.
 const PREFIX: &str = "claude-gateway.";
 
+/// The first wait before `cgroup.events` is read again after a kill; each next one doubles, up
+/// to [`LAST_REREAD`] (see [`RunGroup::kill`] for why it is read at all).
+const FIRST_REREAD: Duration = Duration::from_millis(1);
+
+/// The longest wait between two reads of `cgroup.events` while a kill completes.
+const LAST_REREAD: Duration = Duration::from_millis(50);
+
 /// Where run cgroups are made (the `RUN_CGROUP` setting).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum CgroupSetting {
@@ -245,7 +252,12 @@ impl RunGroup {
     /// whether there was anything to kill. Blocking.
     ///
     /// The wait is on an inotify watch of `cgroup.events`, which the kernel modifies when the
-    /// cgroup empties: it ends the moment the last process exits, without polling in steps.
+    /// cgroup empties, and on short rereads: the kernel sends at most one notification per
+    /// cgroup file every 20 ms (`CGROUP_FILE_NOTIFY_MIN_INTV`, delaying the rest), so a run that
+    /// ends within 20 ms of its cgroup filling would wait out that timer (14 ms at the median,
+    /// measured) while `populated` already reads 0. The rereads start at [`FIRST_REREAD`] and
+    /// double, so a kill that frees the cgroup at once costs about a millisecond and a long one
+    /// still sleeps on the watch.
     pub(super) fn kill(&self, deadline: Duration) -> Result<bool, KillError> {
         let io_error = |source: io::Error| KillError::Io {
             run: format!("cgroup {}", self.name().to_string_lossy()),
@@ -262,6 +274,7 @@ impl RunGroup {
             .add_watch(&self.dir.join("cgroup.events"), AddWatchFlags::IN_MODIFY)
             .map_err(|e| io_error(e.into()))?;
         fs::write(self.dir.join("cgroup.kill"), b"1").map_err(io_error)?;
+        let mut reread = FIRST_REREAD;
         loop {
             if !self.populated().map_err(io_error)? {
                 return Ok(true);
@@ -274,7 +287,9 @@ impl RunGroup {
                     after: deadline,
                 });
             }
-            let millis = u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX);
+            let wait = left.min(reread);
+            reread = (reread * 2).min(LAST_REREAD);
+            let millis = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(
                 std::os::fd::AsFd::as_fd(&inotify),
                 PollFlags::POLLIN,

@@ -76,4 +76,4 @@ pub(crate) use settings::{
     DEFAULT_LOCK_DIR,
 };
 #[allow(unused_imports)]
-pub(crate) use supervise::{gateway_command, read_capped, Capped, Supervised};
+pub(crate) use supervise::{gateway_command, read_capped, Capped, Supervised, GIT_SAFE_OPTIONS};

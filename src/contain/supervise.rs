@@ -21,6 +21,18 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
+/// The options every git command on a checkout runs with, the agent's or the gateway's: nothing
+/// in the checkout may make git run a program (hooks, an fsmonitor), and a checkout handed to a
+/// run's uid is still read.
+pub(crate) const GIT_SAFE_OPTIONS: [&str; 6] = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "safe.directory=*",
+];
+
 /// A command for the gateway's own helpers (`git fetch`, `git clone`, `git-crypt`): it runs as the
 /// gateway's uid, with the gateway's environment, but in its own process group so that a
 /// cancelled fetch's `ssh` or remote helper can be killed with it, and the direct child is killed

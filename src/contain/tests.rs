@@ -39,6 +39,15 @@ fn settings_for(
     }
 }
 
+/// As root: the uid-mode settings of test number `test` (`count` uids), over a fresh lock
+/// directory that lives as long as the first item.
+fn uid_settings(test: u32, count: u32) -> (tempfile::TempDir, ContainSettings) {
+    require_root();
+    let locks = tempfile::tempdir().expect("lock dir");
+    let settings = settings_for(test, count, locks.path(), IsolationSetting::Uid);
+    (locks, settings)
+}
+
 /// Fails (never skips) a test that needs root when not run as root.
 fn require_root() {
     assert!(
@@ -50,15 +59,8 @@ fn require_root() {
 
 /// A uid-mode containment for test `test`, with `count` uids and a fresh lock directory.
 fn uid_containment(test: u32, count: u32) -> (Containment, tempfile::TempDir) {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let containment = Containment::new(&settings_for(
-        test,
-        count,
-        locks.path(),
-        IsolationSetting::Uid,
-    ))
-    .expect("uid mode as root");
+    let (locks, settings) = uid_settings(test, count);
+    let containment = Containment::new(&settings).expect("uid mode as root");
     assert_eq!(containment.mode(), Mode::Uid);
     assert_eq!(containment.mode_name(), "uid");
     (containment, locks)
@@ -83,6 +85,15 @@ fn open_tempdir() -> tempfile::TempDir {
 }
 
 /// `sh -c script` in the run, with a PATH, in `cwd`, output captured.
+/// Starts a daemon in `cell`: a `sleep` in a session of its own, which outlives the shell.
+async fn start_daemon(cell: &RunCell) {
+    let out = sh(cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
+        .output()
+        .await
+        .expect("start a daemon");
+    assert!(out.status.success());
+}
+
 fn sh(cell: &RunCell, script: &str, cwd: &Path) -> tokio::process::Command {
     let mut command = cell.command("/bin/sh");
     command
@@ -211,11 +222,10 @@ async fn uid_mode_kill_all_stops_setsid_nohup_daemons_and_loops() {
 
 /// [`uid_containment`] with cgroups off: runs are found and killed through `/proc`.
 fn uid_containment_without_cgroups(test: u32, count: u32) -> (Containment, tempfile::TempDir) {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
+    let (locks, settings) = uid_settings(test, count);
     let settings = ContainSettings {
         cgroup: CgroupSetting::Off,
-        ..settings_for(test, count, locks.path(), IsolationSetting::Uid)
+        ..settings
     };
     let containment = Containment::new(&settings).expect("uid mode as root");
     assert_eq!(containment.cgroup_parent(), None);
@@ -293,9 +303,7 @@ async fn as_root_every_process_of_a_run_is_in_its_cgroup_and_cannot_leave_it() {
 
 #[tokio::test]
 async fn recover_kills_and_removes_the_cgroups_a_crashed_gateway_left() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(23, 2, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(23, 2);
     // A gateway process that has since died: a tag no live process has.
     let crashed =
         Containment::with_mode(Mode::Uid, &settings, "1-1".into()).expect("crashed gateway");
@@ -304,15 +312,7 @@ async fn recover_kills_and_removes_the_cgroups_a_crashed_gateway_left() {
         .expect("cgroups as root")
         .to_path_buf();
     let orphan = crashed.lease().await.expect("lease");
-    let out = sh(
-        &orphan,
-        "setsid sleep 300 >/dev/null 2>&1 &",
-        Path::new("/"),
-    )
-    .output()
-    .await
-    .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&orphan).await;
     eventually("the daemon runs", || live_processes_of(&orphan).len() == 1).await;
     let daemon = live_processes_of(&orphan)[0];
     let dir = parent.join(cgroup_of(daemon).unwrap().rsplit('/').next().unwrap());
@@ -344,15 +344,7 @@ async fn a_uid_whose_holder_crashed_is_searched_again_and_a_clean_one_is_not() {
 
     // A crash: the holder's daemon stays, its lock goes, the file still says held.
     let crashed = containment.lease().await.expect("lease");
-    let out = sh(
-        &crashed,
-        "setsid sleep 300 >/dev/null 2>&1 &",
-        Path::new("/"),
-    )
-    .output()
-    .await
-    .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&crashed).await;
     eventually("the daemon runs", || {
         procfs::live_pids_of_uid(uid).unwrap().len() == 1
     })
@@ -477,9 +469,7 @@ async fn uid_mode_run_cannot_read_another_runs_home() {
 
 #[tokio::test]
 async fn uid_mode_leases_are_exclusive_across_gateway_processes() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(6, 2, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(6, 2);
     // Two containments on one lock directory stand for two gateway processes on one host.
     let gateway_a = Containment::new(&settings).expect("a");
     let gateway_b = Containment::new(&settings).expect("b");
@@ -536,9 +526,7 @@ async fn uid_mode_kill_all_of_one_run_spares_another() {
 
 #[tokio::test]
 async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(8, 3, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(8, 3);
     let crashed = Containment::new(&settings).expect("crashed gateway");
     let living = Containment::new(&settings).expect("living gateway");
 
@@ -587,9 +575,7 @@ async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs
 
 #[tokio::test]
 async fn uid_mode_lease_kills_leftovers_under_the_uid_it_takes() {
-    require_root();
-    let locks = tempfile::tempdir().expect("lock dir");
-    let settings = settings_for(9, 1, locks.path(), IsolationSetting::Uid);
+    let (_locks, settings) = uid_settings(9, 1);
     let uid = settings.uid_range.first();
     // A leftover started directly under the uid, as an older gateway version might have.
     let mut leftover = gateway_command("sleep");
@@ -714,11 +700,7 @@ async fn process_mode_recover_kills_only_orphans_of_this_instance() {
     let mut cells = Vec::new();
     for containment in [&crashed, &sibling, &stranger] {
         let cell = containment.lease().await.expect("lease");
-        let out = sh(&cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
-            .output()
-            .await
-            .expect("start a daemon");
-        assert!(out.status.success());
+        start_daemon(&cell).await;
         cells.push(cell);
     }
     eventually("the three daemons run", || {
@@ -756,11 +738,7 @@ async fn dropping_a_cell_kills_its_run() {
     let containment = process_containment(15);
     let cell = containment.lease().await.expect("lease");
     let marker = cell.marker_env().1.to_owned();
-    let out = sh(&cell, "setsid sleep 300 >/dev/null 2>&1 &", Path::new("/"))
-        .output()
-        .await
-        .expect("start a daemon");
-    assert!(out.status.success());
+    start_daemon(&cell).await;
     eventually("the daemon runs", || live_marked(&marker).len() == 1).await;
     drop(cell);
     eventually("the dropped run's daemon is gone", || {

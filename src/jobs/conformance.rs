@@ -113,6 +113,16 @@ fn finish(mut record: JobRecord, finished: i64) -> JobRecord {
     record
 }
 
+/// Finishes owner `a`'s jobs created at 0, in order: job `n` at `finished`, for each pair.
+async fn finish_in_order(store: &Subject, order: &[(u32, i64)]) {
+    for &(n, finished) in order {
+        store
+            .update(finish(job(n, "a", 0), finished), Vec::new())
+            .await
+            .unwrap();
+    }
+}
+
 fn event(seq: u64, kind: EventKind, data: &str) -> JobEvent {
     JobEvent {
         seq,
@@ -447,32 +457,14 @@ async fn past_the_count_bound_the_oldest_finished_go_first(kind: Kind) {
         store.insert(job(n, "a", 0), Vec::new()).await.unwrap();
     }
     // Finished in the order 3, 1, 2; job 4 is still running.
-    store
-        .update(finish(job(3, "a", 0), 1), Vec::new())
-        .await
-        .unwrap();
-    store
-        .update(finish(job(1, "a", 0), 2), Vec::new())
-        .await
-        .unwrap();
-    store
-        .update(finish(job(2, "a", 0), 3), Vec::new())
-        .await
-        .unwrap();
+    finish_in_order(&store, &[(3, 1), (1, 2), (2, 3)]).await;
 
     assert_eq!(store.remove_expired(at(4)).await.unwrap(), [id(3)]);
     assert_eq!(store.len(), 3);
     assert!(store.get(id(4)).await.unwrap().is_some());
     // Two more finish at once: the older two of the four finished go.
     store.insert(job(5, "a", 0), Vec::new()).await.unwrap();
-    store
-        .update(finish(job(5, "a", 0), 5), Vec::new())
-        .await
-        .unwrap();
-    store
-        .update(finish(job(4, "a", 0), 6), Vec::new())
-        .await
-        .unwrap();
+    finish_in_order(&store, &[(5, 5), (4, 6)]).await;
     assert_eq!(store.remove_expired(at(7)).await.unwrap(), [id(1), id(2)]);
     assert_eq!(ids(&store, "a", None).await, [id(5), id(4)]);
 }

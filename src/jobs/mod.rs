@@ -49,7 +49,9 @@ use gateway_layers::admission::{Gauge, Ticket};
 use tokio::time::MissedTickBehavior;
 
 use crate::agent::SavedSession;
+use crate::bounds::key_limits;
 use crate::config::{Config, StoreConfig};
+use crate::policy::Policies;
 use crate::run::Runs;
 
 pub(crate) use events::{EventKind, Subscription};
@@ -119,6 +121,8 @@ struct Shared {
     replication: Option<Replication>,
     /// Sends the jobs' webhooks; `None` when `WEBHOOK_ALLOW` allows none.
     webhooks: Option<webhooks::Webhooks>,
+    /// Per-key policy: a job picked up again takes its place under its owner's weight and limits.
+    policies: Arc<Policies>,
 }
 
 /// Why a job was not accepted.
@@ -213,6 +217,7 @@ impl Jobs {
                 config.replica_id.clone(),
             ),
             eviction_period(config.job_ttl),
+            config.policies.clone(),
         );
         Ok(jobs)
     }
@@ -261,7 +266,16 @@ impl Jobs {
         evict_every: Duration,
     ) -> Self {
         let this_host = (output_cap, session_cap, String::new());
-        Self::assemble(store, (None, None), runs, gauge, this_host, evict_every)
+        let policies = Arc::new(Policies::fixed(crate::policy::PolicyBook::default()));
+        Self::assemble(
+            store,
+            (None, None),
+            runs,
+            gauge,
+            this_host,
+            evict_every,
+            policies,
+        )
     }
 
     /// [`with_store`](Self::with_store), with the replica's name beside the output and session caps, and
@@ -273,6 +287,7 @@ impl Jobs {
         gauge: Gauge,
         (output_cap, session_cap, replica): (usize, usize, String),
         evict_every: Duration,
+        policies: Arc<Policies>,
     ) -> Self {
         let shared = Arc::new(Shared {
             store,
@@ -284,6 +299,7 @@ impl Jobs {
             replica,
             replication,
             webhooks,
+            policies,
         });
         spawn_evictor(Arc::downgrade(&shared), evict_every);
         Self { shared }
@@ -402,7 +418,9 @@ impl Jobs {
                 else {
                     continue;
                 };
-                let ticket = shared.gauge.admit_unchecked();
+                // Its owner's key and weight, so recovered jobs go on in fair order, each key's
+                // in the order they were accepted.
+                let ticket = shared.ticket_for(&record.owner);
                 if self.start(record, log, ticket).await.is_err() {
                     break;
                 }
@@ -457,7 +475,7 @@ impl Jobs {
         let Unfinished { mut record, log } = claimed;
         record.replica = Some(shared.replica.clone());
         let log = EventLog::new(shared.output_cap, log);
-        let ticket = shared.gauge.admit_unchecked();
+        let ticket = shared.ticket_for(&record.owner);
         let this = Jobs {
             shared: shared.clone(),
         };
@@ -561,7 +579,7 @@ impl Jobs {
             .map_err(SubmitError::Store)?;
         log.stored();
         tracing::info!(job_id = %record.job_id, agent = %record.agent, owner = %record.owner, "job queued");
-        let ticket = ticket.unwrap_or_else(|| shared.gauge.admit_unchecked());
+        let ticket = ticket.unwrap_or_else(|| shared.ticket_for(&record.owner));
         let in_queue =
             JobTask::new(shared.clone(), record.clone(), ticket, log, stops).spawn(guard);
         let _ = in_queue.await;
@@ -782,6 +800,14 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Shared {
+    /// A place in the local queue for a job of `owner` accepted earlier, beyond the depth: under
+    /// the owner's weight and `max_concurrent` in force now.
+    fn ticket_for(&self, owner: &str) -> Ticket {
+        let policy = self.policies.current();
+        self.gauge
+            .admit_unchecked_for(Arc::from(owner), key_limits(policy.for_key(owner)))
+    }
+
     /// The session job `job_id` left, for a job that continues it; `Err` says why there is none.
     async fn session_of(&self, job_id: &str) -> Result<SavedSession, String> {
         match self.store.session(job_id.to_owned()).await {

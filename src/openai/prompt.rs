@@ -240,33 +240,47 @@ fn unsupported(index: usize, what: &str) -> OpenAiError {
         .code("unsupported_message")
 }
 
+/// Why the parts of a content array cannot be joined into text.
+pub(crate) enum PartError<'a> {
+    /// A text part without a string `text`.
+    NoText,
+    /// A part of a type that is not text: the type.
+    Unsupported(&'a str),
+}
+
+/// The parts of a content array, all of a type in `kinds` (the API's names for text), joined by
+/// newlines.
+pub(crate) fn joined_text<'a>(parts: &'a [Value], kinds: &[&str]) -> Result<String, PartError<'a>> {
+    let mut texts = Vec::with_capacity(parts.len());
+    for part in parts {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        if !kinds.contains(&kind) {
+            return Err(PartError::Unsupported(kind));
+        }
+        texts.push(
+            part.get("text")
+                .and_then(Value::as_str)
+                .ok_or(PartError::NoText)?,
+        );
+    }
+    Ok(texts.join("\n"))
+}
+
 /// The text of a message's `content`: a string, or an array whose text parts are joined.
 fn content_text(index: usize, content: Option<&Value>) -> Result<String, OpenAiError> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for part in parts {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-                match (kind, part.get("text").and_then(Value::as_str)) {
-                    ("text", Some(text)) => texts.push(text),
-                    ("text", None) => {
-                        return Err(OpenAiError::bad_request(format!(
-                            "messages[{index}].content: a text part needs a string `text`"
-                        ))
-                        .param("messages"))
-                    }
-                    (other, _) => {
-                        return Err(unsupported(
-                            index,
-                            &format!("content parts of type {other:?} are not supported; only text parts are"),
-                        ))
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
+        Some(Value::Array(parts)) => joined_text(parts, &["text"]).map_err(|error| match error {
+            PartError::NoText => OpenAiError::bad_request(format!(
+                "messages[{index}].content: a text part needs a string `text`"
+            ))
+            .param("messages"),
+            PartError::Unsupported(other) => unsupported(
+                index,
+                &format!("content parts of type {other:?} are not supported; only text parts are"),
+            ),
+        }),
         Some(_) => Err(OpenAiError::bad_request(format!(
             "messages[{index}].content must be a string or an array of content parts"
         ))

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::agent::{AgentOutcome, FunctionCall};
 
 use super::error::OpenAiError;
-use super::prompt::{called, Turn};
+use super::prompt::{called, joined_text, PartError, Turn};
 use super::tools::call_id;
 
 /// Fields of OpenAI's `CreateResponse` that the gateway accepts; any other is refused as OpenAI
@@ -298,30 +298,16 @@ fn item_turn(index: usize, item: &Value, earlier: &[Turn]) -> Result<Turn, OpenA
 fn message_text(index: usize, content: Option<&Value>) -> Result<String, OpenAiError> {
     match content {
         Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for part in parts {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-                match (kind, part.get("text").and_then(Value::as_str)) {
-                    ("input_text" | "output_text" | "text", Some(text)) => texts.push(text),
-                    ("input_text" | "output_text" | "text", None) => {
-                        return Err(bad_item(
-                            index,
-                            "content",
-                            "a text part needs a string `text`".into(),
-                        ))
-                    }
-                    (other, _) => {
-                        return Err(bad_item(
-                            index,
-                            "content",
-                            format!("content parts of type {other:?} are not supported; only input_text and output_text are"),
-                        ))
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
+        Some(Value::Array(parts)) => joined_text(parts, &["input_text", "output_text", "text"])
+            .map_err(|error| {
+                let why = match error {
+                    PartError::NoText => "a text part needs a string `text`".into(),
+                    PartError::Unsupported(other) => format!(
+                        "content parts of type {other:?} are not supported; only input_text and output_text are"
+                    ),
+                };
+                bad_item(index, "content", why)
+            }),
         _ => Err(bad_item(
             index,
             "content",

@@ -266,8 +266,19 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
 }
 
 /// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
-/// body that cannot be taken in keeps its own status (408, 413, 400).
+/// body that cannot be taken in keeps its own status (408, 413, 400). A key at its own
+/// `max_queued` is OpenAI's 429 `rate_limit_exceeded`, with `Retry-After`: it is that caller's
+/// limit, not the gateway's.
 pub(crate) fn refused(refusal: &Refusal) -> OpenAiError {
+    if let Refusal::KeyQueueFull { .. } = refusal {
+        return OpenAiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            refusal.to_string(),
+        )
+        .code("rate_limit_exceeded")
+        .retry_after(RETRY_AFTER_SECONDS);
+    }
     if refusal.is_overload() {
         let detail = match refusal {
             Refusal::ShuttingDown => "shutting down",

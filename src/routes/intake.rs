@@ -88,7 +88,7 @@ impl RunCall {
             let mut run = R::prepare(&state, &owner, &headers, &body).await?;
             let admitted = state
                 .intake
-                .admit(R::ENTRY, body.len())
+                .admit(R::ENTRY, body.len(), &owner)
                 .map_err(|refusal| R::refused(&refusal))?;
             let extensions = R::request(&mut run).extensions_mut();
             extensions.insert(admitted.ticket);

@@ -379,7 +379,7 @@ pub(crate) async fn execute(
             Err(ContinueError::Store(error)) => return store_failed(error),
         }
     }
-    let admitted = match state.intake.admit(Entry::Job, body.len()) {
+    let admitted = match state.intake.admit(Entry::Job, body.len(), &job.owner) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
     };

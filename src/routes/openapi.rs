@@ -179,6 +179,14 @@ fn sse_event(description: &str, data: RefOr<Schema>, done: bool) -> RefOr<Schema
         .into()
 }
 
+/// The data of a typed stream event: a JSON object whose `type` names it.
+fn typed_object() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("type", ObjectBuilder::new().schema_type(Type::String))
+        .required("type")
+}
+
 /// An event of a streamed chat answer: a `chat.completion.chunk`, or an error that ends the
 /// stream, then `[DONE]`.
 pub(crate) struct ChatEvent;
@@ -215,15 +223,12 @@ pub(crate) struct ResponseEvent;
 
 impl PartialSchema for ResponseEvent {
     fn schema() -> RefOr<Schema> {
-        let data = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("type", ObjectBuilder::new().schema_type(Type::String))
+        let data = typed_object()
             .property(
                 "sequence_number",
                 ObjectBuilder::new().schema_type(Type::Integer),
             )
             .property("response", Ref::from_schema_name(ResponseObject::name()))
-            .required("type")
             .required("sequence_number");
         sse_event(
             "A typed event; `response.completed` (or `response.incomplete`, `response.failed`) ends the stream",
@@ -250,11 +255,7 @@ pub(crate) struct MessagesEvent;
 
 impl PartialSchema for MessagesEvent {
     fn schema() -> RefOr<Schema> {
-        let data = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("type", ObjectBuilder::new().schema_type(Type::String))
-            .required("type");
-        sse_event("An Anthropic stream event", data.into(), false)
+        sse_event("An Anthropic stream event", typed_object().into(), false)
     }
 }
 

@@ -2,10 +2,12 @@
 //! borrows the checkout's objects (`objects/info/alternates`) and reads its working tree
 //! (`GIT_WORK_TREE`), with the gateway's configuration only, so nothing the agent left in its
 //! checkout's `.git` (configuration, hooks, attribute drivers) is ever used. Every git command of
-//! a harvest runs here, with [`SAFE`] options, except reading the checkout's `HEAD`.
+//! a harvest runs here, with [`safe`] options, except reading the checkout's `HEAD`.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+
+use crate::contain::GIT_SAFE_OPTIONS;
 
 use super::changes::ChangedFile;
 use super::checkout::Source;
@@ -21,21 +23,18 @@ const MAX_CHECKED: usize = 1000;
 /// What every git-crypt encrypted blob starts with.
 const GIT_CRYPT_HEADER: &[u8] = b"\0GITCRYPT\0";
 /// The options every git command of a harvest runs with: nothing in the checkout may make git
-/// run a program.
-const SAFE: [&str; 12] = [
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "safe.directory=*",
-    "-c",
-    "core.untrackedCache=false",
-    "-c",
-    "diff.external=",
-    "-c",
-    "core.splitIndex=false",
-];
+/// run a program ([`GIT_SAFE_OPTIONS`], and no external diff), nor write to the checkout's index
+/// machinery.
+fn safe() -> impl Iterator<Item = &'static str> {
+    GIT_SAFE_OPTIONS.into_iter().chain([
+        "-c",
+        "core.untrackedCache=false",
+        "-c",
+        "diff.external=",
+        "-c",
+        "core.splitIndex=false",
+    ])
+}
 
 /// Whether `path` is a directory itself, not a symlink to one.
 pub(super) async fn is_real_dir(path: &Path) -> bool {
@@ -58,7 +57,7 @@ pub(super) async fn read_head(git: &Tool, workspace: &Path) -> Option<String> {
         ("GIT_CONFIG_NOSYSTEM", OsStr::new("1")),
         ("GIT_CONFIG_GLOBAL", OsStr::new("/dev/null")),
     ];
-    let mut args: Vec<&str> = SAFE.to_vec();
+    let mut args: Vec<&str> = safe().collect();
     args.extend(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
     let out = git.output(workspace, &args, &env, 256).await.ok()?;
     let id = out.lossy().trim().to_owned();
@@ -147,7 +146,7 @@ impl<'a> Repo<'a> {
             env.push(("GIT_CONFIG_GLOBAL", OsStr::new("/dev/null")));
         }
         env.extend_from_slice(extra);
-        let mut all: Vec<String> = SAFE.iter().map(|s| (*s).to_owned()).collect();
+        let mut all: Vec<String> = safe().map(str::to_owned).collect();
         // The private repository is bare; the checkout is its working tree.
         all.extend(["-c".to_owned(), "core.bare=false".to_owned()]);
         all.extend_from_slice(args);

@@ -217,6 +217,24 @@ pub async fn send(request: RequestBuilder) -> Response {
     request.send().await.expect("request sent")
 }
 
+/// The answer text of a chat completion; panics when it has none.
+pub fn answer(body: &Value) -> &str {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {body}"))
+}
+
+/// Asserts that `body` is an OpenAI error of `code` whose message says `says`.
+pub fn assert_openai_error(body: &Value, code: &str, says: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains(says)),
+        "{body}"
+    );
+}
+
 /// Reads a JSON body; one from `/v1/…` must conform to OpenAI's schema of that answer.
 pub async fn json(response: Response) -> Value {
     let (path, success) = (

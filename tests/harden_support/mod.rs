@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{fake_claude, get_with_token, post_json, TOKEN};
+use crate::common::{eventually, fake_claude, get_with_token, post_json, secs, TOKEN};
 
 /// The gateway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_claude-gateway");
@@ -71,19 +71,11 @@ impl Binary {
             command.env(name, value);
         }
         let child = command.spawn().expect("the binary starts");
-        let addr = wait_for(Duration::from_secs(30), || {
-            let text = std::fs::read_to_string(&log).ok()?;
-            let line = text.lines().find(|l| l.contains("listening"))?;
-            let at = line.find("addr=")? + "addr=".len();
-            Some(line[at..].split_whitespace().next()?.to_owned())
+        let addr = eventually("the gateway listens", secs(30), || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            listening_addr(&text).ok_or(text)
         })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "the gateway never listened: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
+        .await;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
@@ -176,8 +168,7 @@ impl Binary {
 
     /// Waits (bounded) until every job of the listing has a terminal status; answers them.
     pub async fn wait_all_finished(&self, count: usize, limit: Duration) -> Vec<serde_json::Value> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
+        eventually("the jobs finish", limit, || async {
             let page: serde_json::Value = self
                 .get("/jobs?limit=500")
                 .await
@@ -190,14 +181,12 @@ impl Binary {
                 .filter(|j| !matches!(j["status"].as_str(), Some("queued" | "running")))
                 .count();
             if jobs.len() == count && done == count {
-                return jobs;
+                Ok(jobs)
+            } else {
+                Err(page)
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "jobs did not finish: {page}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Sends SIGTERM.
@@ -221,18 +210,11 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `probe` every 25 ms until it answers `Some` or `limit` passes.
-pub async fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return Some(found);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+/// The address the gateway's log says it listens on, once it says so.
+fn listening_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("listening"))?;
+    let at = line.find("addr=")? + "addr=".len();
+    Some(line[at..].split_whitespace().next()?.to_owned())
 }
 
 /// A fake CLI script's path as a setting value.

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 // Each test crate uses some of these.
 #[allow(unused_imports)]
 pub use crate::common::{
-    agent_env, claude_bin, fake_claude, json as read_json, processes_under, TOKEN,
+    agent_env, claude_bin, eventually, fake_claude, json as read_json, processes_under, TOKEN,
 };
 #[allow(unused_imports)]
 pub use crate::common::{is_terminal, parse_event, script, Sse, AGENT};
@@ -90,26 +90,6 @@ impl Backing {
 pub fn set(settings: &mut Vec<(String, String)>, name: &str, value: impl ToString) {
     settings.retain(|(n, _)| n != name);
     settings.push((name.to_owned(), value.to_string()));
-}
-
-/// Polls `check` every 25 ms until it answers `Some`, for at most `limit`; panics saying `what`
-/// otherwise.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// One run of the built binary.
@@ -258,6 +238,16 @@ impl Binary {
     pub async fn wait_end(&self, job_id: &str) -> Value {
         self.wait_job(job_id, Duration::from_secs(120), is_terminal)
             .await
+    }
+
+    /// Waits (bounded) until the job is forgotten: its record answers 404.
+    pub async fn wait_forgotten(&self, job_id: &str) {
+        eventually(
+            format!("job {job_id} is forgotten"),
+            Duration::from_secs(30),
+            || async { self.get(job_id).await.0 == StatusCode::NOT_FOUND },
+        )
+        .await;
     }
 
     /// `GET /health` as JSON.

@@ -17,6 +17,46 @@
 //! the ones already admitted finish. Callers who admit by hand instead of through the layer use
 //! [`Gauge::admit`], which fails with the typed error [`Overloaded`].
 //!
+//! # Fair dispatch
+//!
+//! Every ticket is admitted for a key ([`Gauge::admit_for`]; [`Gauge::admit`] uses the key `""`)
+//! with [`KeyLimits`]: a weight, a `max_concurrent` and a `max_queued`. Free slots go to waiting
+//! tickets by start-time fair queueing (SFQ, Goyal, Vin and Cheng), multi-server form: each key
+//! keeps the finish tag of its last admitted run; the virtual time `V` is the least start tag of
+//! the runs holding a slot (the largest finish tag so far when none does); a run admitted gets
+//! the start tag `S = max(V, last_finish[key])` and the finish tag `S + 1/weight`. A freed slot
+//! goes to the waiting ticket with the least `(S, admission order)` among keys below their
+//! `max_concurrent`; a key at its limit is passed over, never blocking the others.
+//!
+//! So runs of one key start first come, first served; keys that compete share the slots in
+//! proportion to their weights; and a key that arrives behind another's long queue starts its
+//! first runs at the next releases (its tags start at `V`, level with what runs now). A weight
+//! changed between admissions applies to the runs admitted after it; nothing waiting moves.
+//! [`Gauge::pause_until`] holds all dispatch until an instant (an upstream quota exhausted, say)
+//! and resumes by itself.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use gateway_layers::admission::{AdmitError, Gauge, KeyLimits};
+//!
+//! let gauge = Gauge::new(2, 100);
+//! let limits = KeyLimits { weight: 1, max_concurrent: None, max_queued: Some(20) };
+//! let alice: Vec<_> = (0..20)
+//!     .map(|_| gauge.admit_for(Arc::from("alice"), limits))
+//!     .collect::<Result<_, _>>()
+//!     .expect("room");
+//! // Alice has 20 waiting, her limit: she is turned away, bob is not.
+//! assert!(matches!(
+//!     gauge.admit_for(Arc::from("alice"), limits),
+//!     Err(AdmitError::KeyFull { max_queued: 20, .. })
+//! ));
+//! let bob = gauge.admit_for(Arc::from("bob"), limits).expect("bob has room");
+//! assert_eq!(gauge.key_snapshot("alice").queued, 20);
+//! assert_eq!(bob.key(), "bob");
+//! # drop(alice);
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -58,15 +98,19 @@
 //! ```
 
 mod error;
+mod fair;
 mod gauge;
 mod layer;
 mod ticket;
 
 #[cfg(test)]
+mod fair_tests;
+#[cfg(test)]
 mod tests;
 
 pub use self::error::Overloaded;
-pub use self::gauge::{Gauge, GaugeSnapshot};
+pub(crate) use self::gauge::Slot;
+pub use self::gauge::{AdmitError, Gauge, GaugeSnapshot, KeyLimits, KeySnapshot};
 pub use self::layer::{Admission, AdmissionLayer, OnOverload};
 pub use self::ticket::{Activation, Ticket};
 pub use crate::reject::ResponseFuture;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::fair::Place;
 use super::gauge::Shared;
 use super::Gauge;
 
@@ -24,17 +25,20 @@ struct Inner {
     shared: Arc<Shared>,
     /// Whether the ticket moved from queued to active; only changed under the gauge's lock.
     active: AtomicBool,
+    /// The ticket's key and fair-queueing tag.
+    place: Place,
     /// Tells [`Activation`] watchers, who must not hold the slot themselves, that the run started.
     started: watch::Sender<bool>,
 }
 
 impl Ticket {
     /// Wraps a place the caller has just counted as queued.
-    pub(super) fn queued(shared: Arc<Shared>) -> Self {
+    pub(super) fn queued(shared: Arc<Shared>, place: Place) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
                 active: AtomicBool::new(false),
+                place,
                 started: watch::Sender::new(false),
             }),
         }
@@ -58,9 +62,21 @@ impl Ticket {
         }
     }
 
+    /// The key the ticket was admitted for (`""` for [`Gauge::admit`]).
+    pub fn key(&self) -> &str {
+        &self.inner.place.key
+    }
+
+    /// The ticket's key and tag.
+    pub(super) fn place(&self) -> &Place {
+        &self.inner.place
+    }
+
     /// Moves the ticket from queued to active; does nothing if it already is active.
     pub(crate) fn activate(&self) {
-        self.inner.shared.activate(&self.inner.active);
+        self.inner
+            .shared
+            .activate(&self.inner.active, &self.inner.place);
         self.inner.started.send_replace(true);
     }
 }
@@ -101,13 +117,14 @@ impl Activation {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.shared.release(&self.active);
+        self.shared.release(&self.active, &self.place);
     }
 }
 
 impl fmt::Debug for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ticket")
+            .field("key", &self.key())
             .field("active", &self.is_active())
             .finish()
     }

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::sync::oneshot::error::RecvError;
 use tower_service::Service;
 
-use crate::admission::Ticket;
+use crate::admission::{Slot, Ticket};
 use crate::staged::{Stage, StagedCall, Wait};
 use crate::BoxError;
 
@@ -37,18 +37,18 @@ pub(super) struct Activate {
 }
 
 impl<Req> Stage<Req> for Activate {
-    type Ready = OwnedSemaphorePermit;
-    type Error = AcquireError;
-    type Guard = OwnedSemaphorePermit;
+    type Ready = Slot;
+    type Error = RecvError;
+    type Guard = Slot;
 
-    fn start(&mut self, permit: OwnedSemaphorePermit, _req: &mut Req) -> OwnedSemaphorePermit {
+    fn start(&mut self, permit: Slot, _req: &mut Req) -> Slot {
         if let Some(ticket) = self.ticket.as_ref() {
             ticket.activate();
         }
         permit
     }
 
-    fn fail(&mut self, error: AcquireError) -> BoxError {
+    fn fail(&mut self, error: RecvError) -> BoxError {
         error.into()
     }
 
@@ -62,10 +62,10 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    /// Waits in the gauge's FIFO queue with `acquire`, then sends `req` to the service in
+    /// Waits in the gauge's fair queue with `acquire`, then sends `req` to the service in
     /// `inner`, which was polled ready.
     pub(super) fn new(
-        acquire: Wait<OwnedSemaphorePermit, AcquireError>,
+        acquire: Wait<Slot, RecvError>,
         ticket: Ticket,
         inner: &mut S,
         req: Req,

@@ -36,7 +36,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     }
 }
 
-/// Runs at most as many requests at once as its gauge has permits, FIFO; see the
+/// Runs at most as many requests at once as its gauge has slots, in fair order; see the
 /// [module docs](super).
 ///
 /// Its [`poll_ready`](#method.poll_ready) never waits for a permit, so it exerts no back-pressure:
@@ -100,7 +100,8 @@ where
                 self.gauge.admit_unchecked()
             }
         };
-        let acquire = Box::pin(self.gauge.semaphore().clone().acquire_owned());
+        // Takes its place in the gauge's fair order now; the slot arrives down the channel.
+        let acquire = Box::pin(self.gauge.slot(&ticket));
         // The service that was polled ready goes with the request; a fresh clone stays behind
         // to be polled for the next one.
         ResponseFuture::new(acquire, ticket, &mut self.inner, req)

@@ -1,4 +1,4 @@
-//! A FIFO concurrency limit that shares its counts with admission.
+//! A fair concurrency limit that shares its counts and its scheduler with admission.
 //!
 //! [`ConcurrencyLimitLayer`] is built on the same [`Gauge`](crate::admission::Gauge) as the
 //! [`AdmissionLayer`](crate::admission::AdmissionLayer) further out. For each request it takes the
@@ -7,8 +7,10 @@
 //! without one), waits for one of the gauge's run permits, marks the ticket active and only then
 //! calls the inner service.
 //!
-//! Requests get permits in the order their response futures are first polled: the gauge's
-//! semaphore is fair, so a burst is served first come, first served and no request starves.
+//! Requests get slots in the gauge's fair order (see
+//! [Fair dispatch](crate::admission#fair-dispatch)): first come, first served within a key, in
+//! proportion to the weights across keys, so no request starves. A request without a ticket
+//! counts as the default key `""`.
 //!
 //! The permit and the ticket live inside the [`ResponseFuture`]. They are released when the run
 //! completes, and equally when the future is dropped, whether it was still waiting or already
@@ -21,9 +23,9 @@
 //!
 //! [`ConcurrencyLimit`]'s `poll_ready` does **not** wait for a permit: it only passes on the inner
 //! service's readiness, so as far as the limit goes it is always ready, even with every permit
-//! taken. The wait happens inside the [`ResponseFuture`] instead, where the gauge's fair semaphore
-//! serves requests in arrival order. This is deliberate: waiting there keeps the queue first come,
-//! first served through the one gauge admission counts in, and lets a cancelled request give its
+//! taken. The wait happens inside the [`ResponseFuture`] instead, where the gauge's scheduler
+//! serves requests in fair order. This is deliberate: waiting there keeps the queue's order
+//! in the one gauge admission counts in, and lets a cancelled request give its
 //! place back at once; a permit taken in `poll_ready` would instead be held by whichever service
 //! was polled, whether or not a request follows.
 //!

@@ -181,7 +181,7 @@ async fn inner_error_is_boxed_and_frees_the_slot() {
     let err = assert_ready_err!(fut.poll());
     assert_eq!(err.to_string(), "agent failed");
     assert_eq!(counts(&gauge), (0, 0));
-    assert_eq!(gauge.semaphore().available_permits(), 1);
+    assert_eq!(gauge.free_slots(), 1);
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn panicking_service_releases_permit_and_ticket() {
     let joined = tokio::spawn(svc.oneshot(admitted(&gauge, "boom"))).await;
     assert!(joined.expect_err("the task panicked").is_panic());
     assert_eq!(counts(&gauge), (0, 0));
-    assert_eq!(gauge.semaphore().available_permits(), 1);
+    assert_eq!(gauge.free_slots(), 1);
 }
 
 #[test]
@@ -228,11 +228,8 @@ fn layers_share_the_gauge_they_were_built_with() {
     let layer = ConcurrencyLimitLayer::new(gauge.clone());
     let one = layer.layer(());
     let two = layer.layer(());
-    assert!(Arc::ptr_eq(
-        one.gauge().semaphore(),
-        two.gauge().semaphore()
-    ));
-    assert!(Arc::ptr_eq(one.gauge().semaphore(), gauge.semaphore()));
+    assert!(one.gauge().same_as(two.gauge()));
+    assert!(one.gauge().same_as(&gauge));
 }
 
 /// Records the gauge's counts when dropped.

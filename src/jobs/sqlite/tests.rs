@@ -14,6 +14,11 @@ fn limits() -> StoreLimits {
 }
 
 /// The conformance suite's job `n`, its prompt `prompt_bytes` long.
+/// The store at `path`, opened with the suite's limits.
+async fn open(path: &Path, sync: SqliteSync) -> SqliteStore {
+    SqliteStore::open(path, sync, limits()).await.unwrap()
+}
+
 fn job(n: u32, prompt_bytes: usize) -> JobRecord {
     let mut record = crate::jobs::conformance::job(n, "o", i64::from(n));
     record.prompt = "x".repeat(prompt_bytes);
@@ -42,9 +47,7 @@ fn bytes_on_disk(path: &Path) -> u64 {
 async fn what_was_written_is_there_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
-    let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-        .await
-        .unwrap();
+    let store = open(&path, SqliteSync::Normal).await;
     let event = JobEvent {
         seq: 0,
         kind: EventKind::Status,
@@ -57,9 +60,7 @@ async fn what_was_written_is_there_after_reopening() {
         .unwrap();
     // Not closed: as after kill -9, only what was committed counts.
     drop(store);
-    let store = SqliteStore::open(&path, SqliteSync::Full, limits())
-        .await
-        .unwrap();
+    let store = open(&path, SqliteSync::Full).await;
     assert_eq!(store.len(), 2);
     assert_eq!(
         store.get(format!("{:032x}", 1)).await.unwrap(),
@@ -75,9 +76,7 @@ async fn what_was_written_is_there_after_reopening() {
 #[tokio::test]
 async fn the_file_is_set_to_give_freed_pages_back_and_keeps_a_write_ahead_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("jobs.db"), SqliteSync::Normal, limits())
-        .await
-        .unwrap();
+    let store = open(&dir.path().join("jobs.db"), SqliteSync::Normal).await;
     let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
         .fetch_one(&store.writer)
         .await
@@ -142,9 +141,7 @@ async fn under_churn_the_file_gives_space_back_instead_of_growing() {
 async fn a_store_from_a_newer_gateway_is_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
-    let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-        .await
-        .unwrap();
+    let store = open(&path, SqliteSync::Normal).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from the future', TRUE, x'00', 0)",
@@ -195,9 +192,7 @@ async fn a_store_from_an_earlier_gateway_is_migrated_at_start() {
     .unwrap();
     pool.close().await;
 
-    let store = SqliteStore::open(&path, SqliteSync::Normal, limits())
-        .await
-        .unwrap();
+    let store = open(&path, SqliteSync::Normal).await;
     assert_eq!(
         store.get(record.job_id.clone()).await.unwrap(),
         Some(record.clone())
@@ -219,9 +214,7 @@ async fn a_store_from_an_earlier_gateway_is_migrated_at_start() {
 #[tokio::test]
 async fn a_full_database_fails_as_full_writes_nothing_and_recovers_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("jobs.db"), SqliteSync::Normal, limits())
-        .await
-        .unwrap();
+    let store = open(&dir.path().join("jobs.db"), SqliteSync::Normal).await;
     store.insert(job(1, 10), Vec::new()).await.unwrap();
     // The writer is the one connection that writes: capping its pages is a full disk to it.
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
