@@ -190,7 +190,7 @@ impl App {
         })
         .with_cells(cells);
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
-        let quota = Quota::new(Arc::clone(&config.policies));
+        let quota = Quota::new(Arc::clone(&config.policies), gauge.clone());
         let runs = Runs::new(
             gauge.clone(),
             provisioner,

@@ -22,7 +22,6 @@
 //! when it gave none: queued runs stay queued, running ones go on, and dispatch resumes by
 //! itself at that time. See [`Dispatch`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use gateway_layers::admission::Gauge;
 
 use crate::agent::AgentOutcome;
 use crate::policy::{Budget, KeyPolicy, Policies, Spend};
@@ -76,8 +75,11 @@ struct Inner {
     ledger: OnceLock<Arc<dyn Ledger>>,
     /// The upstream pause.
     dispatch: Dispatch,
-    /// Runs per key, queued and running, on this gateway.
-    held: Mutex<HashMap<String, Held>>,
+    /// The shared gauge: each key's queued and running runs.
+    gauge: Gauge,
+    /// Every key that has had runs here, so the per-key gauges fall back to zero rather than
+    /// keep their last value (the keys are the configured names, so few).
+    seen: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A key's runs on this gateway.
@@ -161,14 +163,16 @@ impl OverBudget {
 }
 
 impl Quota {
-    /// Budgets under `policies`; no ledger until [`attach`](Self::attach).
-    pub(crate) fn new(policies: Arc<Policies>) -> Self {
+    /// Budgets under `policies`, pausing dispatch of `gauge`; no ledger until
+    /// [`attach`](Self::attach).
+    pub(crate) fn new(policies: Arc<Policies>, gauge: Gauge) -> Self {
         Self {
             inner: Arc::new(Inner {
                 policies,
                 ledger: OnceLock::new(),
-                dispatch: Dispatch::new(),
-                held: Mutex::new(HashMap::new()),
+                dispatch: Dispatch::new(gauge.clone()),
+                gauge,
+                seen: Mutex::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -256,32 +260,37 @@ impl Quota {
         }
     }
 
-    /// `key`'s runs on this gateway.
+    /// `key`'s runs on this gateway, from the gauge.
     pub(crate) fn held(&self, key: &str) -> Held {
-        self.lock_held().get(key).copied().unwrap_or_default()
-    }
-
-    /// Every key with runs on this gateway.
-    pub(crate) fn held_by_key(&self) -> Vec<(String, Held)> {
-        self.lock_held()
-            .iter()
-            .map(|(key, held)| (key.clone(), *held))
-            .collect()
-    }
-
-    /// Counts a run of `key` as queued until the slot it returns is marked running or dropped.
-    pub(crate) fn hold(&self, key: &str) -> HeldSlot {
-        self.lock_held().entry(key.to_owned()).or_default().queued += 1;
-        HeldSlot {
-            quota: self.clone(),
-            key: key.to_owned(),
-            running: false,
+        let snapshot = self.inner.gauge.key_snapshot(key);
+        if snapshot.queued + snapshot.running > 0 {
+            self.lock_seen().insert(key.to_owned());
+        }
+        Held {
+            queued: snapshot.queued,
+            running: snapshot.running,
         }
     }
 
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    /// Every key that has had runs on this gateway, with its runs now.
+    pub(crate) fn held_by_key(&self) -> Vec<(String, Held)> {
+        let keys: Vec<String> = self.lock_seen().iter().cloned().collect();
+        keys.into_iter()
+            .map(|key| {
+                let held = self.held(&key);
+                (key, held)
+            })
+            .collect()
+    }
+
+    /// Notes that `key` has runs, for [`held_by_key`](Self::held_by_key).
+    pub(crate) fn saw(&self, key: &str) {
+        self.lock_seen().insert(key.to_owned());
+    }
+
+    fn lock_seen(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.inner
-            .held
+            .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -292,43 +301,6 @@ impl fmt::Debug for Quota {
         f.debug_struct("Quota")
             .field("paused_until", &self.inner.dispatch.paused_until())
             .finish_non_exhaustive()
-    }
-}
-
-/// One run counted in [`Quota::held`]; uncounted on drop.
-#[derive(Debug)]
-pub(crate) struct HeldSlot {
-    quota: Quota,
-    key: String,
-    running: bool,
-}
-
-impl HeldSlot {
-    /// The run got its slot.
-    pub(crate) fn start(&mut self) {
-        if self.running {
-            return;
-        }
-        self.running = true;
-        let mut held = self.quota.lock_held();
-        let entry = held.entry(self.key.clone()).or_default();
-        entry.queued = entry.queued.saturating_sub(1);
-        entry.running += 1;
-    }
-}
-
-impl Drop for HeldSlot {
-    fn drop(&mut self) {
-        let mut held = self.quota.lock_held();
-        if let Some(entry) = held.get_mut(&self.key) {
-            if self.running {
-                entry.running = entry.running.saturating_sub(1);
-            } else {
-                entry.queued = entry.queued.saturating_sub(1);
-            }
-            // Kept at zero (the keys are the configured names, so few), so the per-key gauges
-            // fall back to zero rather than keep their last value.
-        }
     }
 }
 
@@ -353,27 +325,32 @@ pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Whether dispatch is paused because the account is rate-limited, and until when.
 ///
-/// Runs wait in [`wait_open`](Self::wait_open) before they take a slot; a pause wakes them all at
-/// its end. A pause only ever moves later: a run that reports an earlier reset than one in force
-/// does not shorten it.
+/// The pause is the gauge's ([`Gauge::pause_until`]): queued runs stay queued, running ones go on,
+/// and the gauge resumes dispatch by itself at the end. This keeps the wall-clock end beside it,
+/// for `/health`, `/v1/quota` and the jobs' `queued_reason`. A pause only ever moves later: a run
+/// that reports an earlier reset than one in force does not shorten it.
 pub(crate) struct Dispatch {
-    /// The end of the pause in force, if any (`None`: open).
-    until: watch::Sender<Option<DateTime<Utc>>>,
+    /// Whose dispatch is paused.
+    gauge: Gauge,
+    /// The end of the last pause (`None`: never paused).
+    until: Mutex<Option<DateTime<Utc>>>,
     /// The back-off the next pause without a reset time gets.
     backoff: Mutex<Duration>,
 }
 
 impl Dispatch {
-    fn new() -> Self {
+    fn new(gauge: Gauge) -> Self {
         Self {
-            until: watch::Sender::new(None),
+            gauge,
+            until: Mutex::new(None),
             backoff: Mutex::new(BACKOFF_START),
         }
     }
 
     /// The end of the pause in force, if dispatch is paused now.
     pub(crate) fn paused_until(&self) -> Option<DateTime<Utc>> {
-        let until = (*self.until.borrow())?;
+        self.gauge.paused_until()?;
+        let until = (*self.until.lock().unwrap_or_else(PoisonError::into_inner))?;
         (until > Utc::now()).then_some(until)
     }
 
@@ -390,15 +367,15 @@ impl Dispatch {
                 now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::MAX)
             }
         };
-        let mut result = end;
-        self.until.send_modify(|until| {
-            let later = match *until {
-                Some(current) if current > end => current,
-                _ => end,
-            };
-            *until = Some(later);
-            result = later;
-        });
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = match *until {
+            Some(current) if current > end && self.gauge.paused_until().is_some() => current,
+            _ => end,
+        };
+        *until = Some(result);
+        let left = (result - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        self.gauge.pause_until(tokio::time::Instant::now() + left);
+        drop(until);
         tracing::warn!(paused_until = %result.to_rfc3339(), "the account is rate-limited: dispatch paused");
         result
     }
@@ -406,28 +383,6 @@ impl Dispatch {
     /// A run succeeded: the back-off starts over.
     pub(crate) fn succeeded(&self) {
         *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) = BACKOFF_START;
-    }
-
-    /// Waits while dispatch is paused (returns at once when it is not).
-    pub(crate) async fn wait_open(&self) {
-        let mut changes = self.until.subscribe();
-        loop {
-            let until = *changes.borrow_and_update();
-            let Some(until) = until else { return };
-            let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            if left.is_zero() {
-                return;
-            }
-            // Wakes at the end, or earlier when a later pause replaces this one.
-            tokio::select! {
-                () = tokio::time::sleep(left) => {}
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -509,9 +464,10 @@ mod tests {
         assert_eq!(upstream_limit(&outcome), None);
     }
 
-    #[test]
-    fn pauses_back_off_from_5_s_to_5_min_and_only_move_later() {
-        let dispatch = Dispatch::new();
+    #[tokio::test]
+    async fn pauses_back_off_from_5_s_to_5_min_and_only_move_later() {
+        let gauge = Gauge::new(1, 10);
+        let dispatch = Dispatch::new(gauge.clone());
         assert_eq!(dispatch.paused_until(), None);
         let first = dispatch.pause(None);
         let left = (first - Utc::now()).num_milliseconds();

@@ -35,7 +35,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
 use crate::metrics::{Entry, Metrics, RunEnd};
-use crate::quota::{ChargeTo, HeldSlot, Quota};
+use crate::quota::{ChargeTo, Quota};
 use crate::workspace::HarvestLayer;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
@@ -76,15 +76,6 @@ impl Runs {
                     outcome
                 }
             })
-            // The run holds a slot: its key's count moves from queued to running.
-            .map_request(|request: Request<AgentRequest>| {
-                if let Some(KeySlot(slot)) = request.extensions().get() {
-                    slot.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .start();
-                }
-                request
-            })
             // Inside the permit, so time in the queue never counts against a run's deadline;
             // around the workspace, so a clone that hangs is bounded by the same deadline.
             .layer(DeadlineLayer::new(default_deadline))
@@ -116,9 +107,12 @@ impl Runs {
         Self::with_record(
             stack,
             metrics,
-            Quota::new(Arc::new(crate::policy::Policies::fixed(
-                crate::policy::PolicyBook::default(),
-            ))),
+            Quota::new(
+                Arc::new(crate::policy::Policies::fixed(
+                    crate::policy::PolicyBook::default(),
+                )),
+                Gauge::new(1, 1),
+            ),
             false,
         )
     }
@@ -166,11 +160,6 @@ impl fmt::Debug for Runs {
 /// is started: whether the run got that far.
 #[derive(Clone, Debug, Default)]
 struct AgentStarting(Arc<AtomicBool>);
-
-/// A request extension the top of the stack inserts for a run charged to a key: its place in the
-/// key's queued and running counts, moved to running once the run holds a slot.
-#[derive(Clone, Debug)]
-struct KeySlot(Arc<std::sync::Mutex<HeldSlot>>);
 
 /// Why a run produced no outcome.
 #[derive(Debug)]
@@ -328,10 +317,7 @@ struct Record<S> {
 
 impl<S> Service<Request<AgentRequest>> for Record<S>
 where
-    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>,
     S::Future: Send + 'static,
 {
     type Response = AgentOutcome;
@@ -356,20 +342,15 @@ where
         if let Some(ChargeTo(key)) = &key {
             let asked = request.body().max_budget_usd;
             request.body_mut().max_budget_usd = self.quota.cap_run_budget(key, asked);
-            let slot = Arc::new(std::sync::Mutex::new(self.quota.hold(key)));
-            request.extensions_mut().insert(KeySlot(slot));
+            self.quota.saw(key);
         }
         let marks_start = self.marks_start;
         let timer = self.metrics.start_run(entry);
         let quota = self.quota.clone();
         let metrics = self.metrics.clone();
-        // The service that was made ready goes with this call; a clone stays for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let run = self.inner.call(request);
         Box::pin(async move {
-            // While the account is rate-limited, nothing new is dispatched.
-            quota.dispatch().wait_open().await;
-            let result = inner.call(request).await.map_err(|error| {
+            let result = run.await.map_err(|error| {
                 let started = !marks_start || starting.0.load(Ordering::Relaxed);
                 RunFailure::classify(error, started)
             });

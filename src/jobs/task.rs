@@ -266,7 +266,8 @@ impl JobTask {
             .record(EventKind::Status, event.to_string(), &mut self.pending);
         self.save(false).await;
         tracing::info!(job_id = %self.record.job_id, "job put back in the queue: the account is rate-limited");
-        self.ticket = Some(self.shared.gauge.admit_unchecked());
+        self.record.attempts = self.record.attempts.saturating_sub(1);
+        self.ticket = Some(self.shared.ticket_for(&self.record.owner));
         let (in_queue, _queued) = oneshot::channel();
         self.run(in_queue).await;
     }
