@@ -127,6 +127,18 @@ impl PolicyBook {
         self.keys.get(name).unwrap_or(&self.defaults)
     }
 
+    /// The policy of every key not named in the file.
+    pub fn defaults(&self) -> &KeyPolicy {
+        &self.defaults
+    }
+
+    /// The keys the file names, with their policies.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &KeyPolicy)> {
+        self.keys
+            .iter()
+            .map(|(name, policy)| (name.as_str(), policy))
+    }
+
     /// Reads a policy file's text. `known` are the names of the configured tokens: a table for
     /// any other name is a mistake (a typo would otherwise leave a key unlimited), so it is an
     /// error.

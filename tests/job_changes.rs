@@ -175,14 +175,12 @@ async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
 
     // Refused at submission: names git would refuse, and the base branch.
     for branch in ["bad..name", "-x", "a b", "main"] {
-        let (status, body) = gw
-            .execute(json!({"prompt": "hi", "deliver": {"branch": branch}}))
-            .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{branch}: {body}");
-        assert!(
-            body["detail"].as_str().unwrap().contains("deliver"),
-            "{body}"
-        );
+        gw.assert_refused(
+            json!({"prompt": "hi", "deliver": {"branch": branch}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "deliver",
+        )
+        .await;
     }
 
     let job = gw

@@ -101,14 +101,12 @@ async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
 
     // Unknown.
     let unknown = "0123456789abcdef0123456789abcdef";
-    let (status, body) = gw
-        .execute(json!({"prompt": "next", "continue_from": unknown}))
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("not found"),
-        "{body}"
-    );
+    gw.assert_refused(
+        json!({"prompt": "next", "continue_from": unknown}),
+        StatusCode::NOT_FOUND,
+        "not found",
+    )
+    .await;
 
     // Still running.
     let running = gw
@@ -117,29 +115,22 @@ async fn a_job_that_cannot_be_continued_is_refused_with_the_reason() {
             Value::Null,
         )
         .await;
-    let (status, body) = gw
-        .execute(json!({"prompt": "next", "continue_from": running}))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("has not finished"),
-        "{body}"
-    );
+    gw.assert_refused(
+        json!({"prompt": "next", "continue_from": running}),
+        StatusCode::CONFLICT,
+        "has not finished",
+    )
+    .await;
 
     // Expired: forgotten after JOB_TTL_SECONDS, with its session.
     gw.wait_end(&running).await;
     gw.wait_forgotten(&running).await;
-    let (status, body) = gw
-        .execute(json!({"prompt": "next", "continue_from": running}))
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("forgotten"),
-        "{body}"
-    );
+    gw.assert_refused(
+        json!({"prompt": "next", "continue_from": running}),
+        StatusCode::NOT_FOUND,
+        "forgotten",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -148,12 +139,10 @@ async fn a_session_over_its_cap_is_not_kept_and_says_so() {
     let gw = Binary::start(&backing.settings(&[("MAX_SESSION_BYTES", &16)])).await;
     let earlier = gw.submit("short [[mock:text done]]", Value::Null).await;
     assert_eq!(gw.wait_end(&earlier).await["status"], "completed");
-    let (status, body) = gw
-        .execute(json!({"prompt": "next", "continue_from": earlier}))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("left no session"),
-        "{body}"
-    );
+    gw.assert_refused(
+        json!({"prompt": "next", "continue_from": earlier}),
+        StatusCode::CONFLICT,
+        "left no session",
+    )
+    .await;
 }

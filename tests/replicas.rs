@@ -652,3 +652,57 @@ async fn a_chat_takes_its_replicas_slot_and_jobs_go_to_a_replica_with_room() {
     cluster.release();
     assert_eq!(chat.await.unwrap(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_newcomer_is_started_at_the_next_two_slot_releases_across_two_replicas() {
+    let mut cluster = Cluster::new().await;
+    let keys = cluster.state.path().join("tokens");
+    std::fs::write(&keys, "alice:alice-secret\nbob:bob-secret\n").unwrap();
+    let extra = [
+        ("MAX_CONCURRENCY", "1".to_owned()),
+        ("MAX_QUEUE_DEPTH", "100".to_owned()),
+        ("API_BEARER_TOKENS_FILE", keys.display().to_string()),
+    ];
+    let replicas = cluster.start(2, &extra).await;
+    let http = reqwest::Client::new();
+    let submit = |n: usize, token: &'static str, prompt: String| {
+        let request = http
+            .post(format!("{}/execute", replicas[n % 2].url))
+            .bearer_auth(token)
+            .json(&json!({"prompt": prompt, "agent": AGENT, "timeout_seconds": 60}));
+        async move {
+            let response = request.send().await.expect("answered");
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+    };
+    // Alice's twenty, from both replicas; her first two take the service's two slots and hold.
+    for i in 0..20 {
+        submit(i, "alice-secret", format!("alice{i} hold")).await;
+    }
+    eventually("two of alice's run", limit(30), || async {
+        cluster.runs().len() == 2
+    })
+    .await;
+    for i in 0..2 {
+        submit(i, "bob-secret", format!("bob{i}")).await;
+    }
+    cluster.release();
+    eventually("every job starts", limit(60), || async {
+        cluster.runs().len() == 22
+    })
+    .await;
+    let runs = cluster.runs();
+    let mut next_two: Vec<_> = runs[2..4].to_vec();
+    next_two.sort();
+    assert_eq!(next_two, ["bob0", "bob1"], "{runs:?}");
+    // Alice's in the order she submitted them, give or take the two replicas starting their
+    // claims at the same moment (their log lines may swap).
+    let alice: Vec<usize> = runs
+        .iter()
+        .filter_map(|r| r.strip_prefix("alice")?.strip_suffix(" hold")?.parse().ok())
+        .collect();
+    assert_eq!(alice.len(), 20, "{runs:?}");
+    for (place, n) in alice.iter().enumerate() {
+        assert!(place.abs_diff(*n) <= 1, "{runs:?}");
+    }
+}

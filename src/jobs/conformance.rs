@@ -113,6 +113,16 @@ fn finish(mut record: JobRecord, finished: i64) -> JobRecord {
     record
 }
 
+/// Inserts jobs `ns` of `owner`, job `n` created at `n` seconds.
+async fn insert_in_order(store: &Subject, owner: &str, ns: std::ops::RangeInclusive<u32>) {
+    for n in ns {
+        store
+            .insert(job(n, owner, i64::from(n)), Vec::new())
+            .await
+            .unwrap();
+    }
+}
+
 /// Finishes owner `a`'s jobs created at 0, in order: job `n` at `finished`, for each pair.
 async fn finish_in_order(store: &Subject, order: &[(u32, i64)]) {
     for &(n, finished) in order {
@@ -277,12 +287,7 @@ async fn statuses_move_from_queued_to_running_to_terminal_and_listings_follow(ki
 
 async fn listing_is_per_owner_newest_first_filtered_and_paginated(kind: Kind) {
     let store = roomy(kind).await;
-    for n in 1..=5 {
-        store
-            .insert(job(n, "alice", i64::from(n)), Vec::new())
-            .await
-            .unwrap();
-    }
+    insert_in_order(&store, "alice", 1..=5).await;
     // Two jobs created in the same microsecond are told apart by their ids.
     store.insert(job(7, "alice", 5), Vec::new()).await.unwrap();
     store.insert(job(6, "bob", 10), Vec::new()).await.unwrap();
@@ -347,12 +352,7 @@ async fn listing_is_per_owner_newest_first_filtered_and_paginated(kind: Kind) {
 
 async fn a_full_last_page_has_no_next_cursor(kind: Kind) {
     let store = roomy(kind).await;
-    for n in 1..=2 {
-        store
-            .insert(job(n, "a", i64::from(n)), Vec::new())
-            .await
-            .unwrap();
-    }
+    insert_in_order(&store, "a", 1..=2).await;
     let page = store
         .list(ListQuery {
             owner: "a".into(),

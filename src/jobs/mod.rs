@@ -65,7 +65,7 @@ pub use store::{StoreError, StoreErrorKind};
 
 use events::{EventLog, JobEvent};
 use live::{LiveSet, NotAccepting, Stop, StopKind};
-use postgres::{Fence, Held};
+use postgres::{ClaimCaps, Enqueued, FairAdmit, Fence, Held};
 use replicas::Replication;
 use store::{LogPosition, Unfinished};
 use task::JobTask;
@@ -132,6 +132,11 @@ pub enum SubmitError {
     ShuttingDown,
     /// The service's shared queue holds `MAX_QUEUE_DEPTH` jobs already.
     QueueFull,
+    /// The caller's key already has its `max_queued` jobs waiting in the shared queue.
+    KeyQueueFull {
+        /// The key's `max_queued`.
+        max_queued: usize,
+    },
     /// The store could not record it; nothing of it was kept.
     Store(StoreError),
 }
@@ -547,9 +552,12 @@ impl Jobs {
             }
             let enqueued = tokio::time::timeout(
                 ENQUEUE_WAIT,
-                replication
-                    .pg
-                    .enqueue(&record, &events, replication.max_queued),
+                replication.pg.enqueue(
+                    &record,
+                    &events,
+                    replication.max_queued,
+                    shared.fair(&record.owner),
+                ),
             )
             .await
             .unwrap_or_else(|_| {
@@ -558,11 +566,14 @@ impl Jobs {
                 ))
             });
             return match enqueued {
-                Ok(true) => {
+                Ok(Enqueued::Queued) => {
                     tracing::info!(job_id = %record.job_id, agent = %record.agent, owner = %record.owner, "job queued");
                     Ok(record)
                 }
-                Ok(false) => Err(SubmitError::QueueFull),
+                Ok(Enqueued::Full) => Err(SubmitError::QueueFull),
+                Ok(Enqueued::KeyFull { max_queued }) => {
+                    Err(SubmitError::KeyQueueFull { max_queued })
+                }
                 Err(error) => Err(SubmitError::Store(error)),
             };
         }
@@ -800,6 +811,31 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Shared {
+    /// How a job of `owner` enters the shared queue under the policy in force.
+    fn fair(&self, owner: &str) -> FairAdmit {
+        let policy = self.policies.current();
+        let key = policy.for_key(owner);
+        FairAdmit {
+            weight: key.weight,
+            max_queued: key.max_queued,
+        }
+    }
+
+    /// Every owner's `max_concurrent` under the policy in force, for a claim.
+    fn claim_caps(&self) -> ClaimCaps {
+        let policy = self.policies.current();
+        let cap =
+            |max: Option<usize>| max.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let (owners, caps) = policy
+            .named()
+            .map(|(name, key)| (name.to_owned(), cap(key.max_concurrent)))
+            .unzip();
+        ClaimCaps {
+            owners,
+            caps,
+            default: cap(policy.defaults().max_concurrent),
+        }
+    }
     /// A place in the local queue for a job of `owner` accepted earlier, beyond the depth: under
     /// the owner's weight and `max_concurrent` in force now.
     fn ticket_for(&self, owner: &str) -> Ticket {

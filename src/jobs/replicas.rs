@@ -199,7 +199,7 @@ async fn claim_free(shared: &Arc<Shared>) {
         if free == 0 {
             return;
         }
-        let claimed = match replication.pg.claim(free).await {
+        let claimed = match replication.pg.claim(free, &shared.claim_caps()).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 replication.mark(false);

@@ -379,6 +379,7 @@ pub(crate) async fn execute(
             Err(ContinueError::Store(error)) => return store_failed(error),
         }
     }
+    let key = job.owner.clone();
     let admitted = match state.intake.admit(Entry::Job, body.len(), &job.owner) {
         Ok(admitted) => admitted,
         Err(refusal) => return refused(&refusal),
@@ -400,6 +401,9 @@ pub(crate) async fn execute(
             DetailError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
         }
         Err(SubmitError::QueueFull) => refused(&Refusal::QueueFull),
+        Err(SubmitError::KeyQueueFull { max_queued }) => {
+            refused(&Refusal::KeyQueueFull { key, max_queued })
+        }
         Err(SubmitError::Store(error)) => store_failed(error),
     }
 }

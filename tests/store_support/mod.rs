@@ -181,6 +181,17 @@ impl Binary {
         (status, read_json(response).await)
     }
 
+    /// `POST /execute` with `body`, which must be refused with `status` and a `detail` that
+    /// says `says`.
+    pub async fn assert_refused(&self, body: Value, status: StatusCode, says: &str) {
+        let (got, answer) = self.execute(body.clone()).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert!(
+            answer["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{body} → {answer}"
+        );
+    }
+
     /// Submits `prompt` (with `extra` fields) and answers the job id, asserting a 202.
     pub async fn submit(&self, prompt: &str, extra: Value) -> String {
         let mut body = extra;

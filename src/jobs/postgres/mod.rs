@@ -111,6 +111,53 @@ pub(crate) struct PgStore {
 
 /// Sorts a database error: no room left, or anything else (the database unreachable, most
 /// likely). The message never holds the URL.
+/// How a new job of an owner takes its place in the shared queue: its key's weight and
+/// `max_queued` under the policy in force.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FairAdmit {
+    /// The owner's weight.
+    pub(crate) weight: u32,
+    /// The owner's limit on jobs waiting in the shared queue.
+    pub(crate) max_queued: Option<usize>,
+}
+
+/// What [`PgStore::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// The job is in the shared queue.
+    Queued,
+    /// The service's queue holds `MAX_QUEUE_DEPTH` jobs; nothing written.
+    Full,
+    /// The owner already has this many jobs waiting, its limit; nothing written.
+    KeyFull {
+        /// The owner's `max_queued`.
+        max_queued: usize,
+    },
+}
+
+/// Owners' `max_concurrent` for a claim: those the policy names, and the default for the rest
+/// (`i64::MAX` for no limit).
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimCaps {
+    /// Names the policy has a table for.
+    pub(crate) owners: Vec<String>,
+    /// Their limits, in the same order.
+    pub(crate) caps: Vec<i64>,
+    /// Every other owner's limit.
+    pub(crate) default: i64,
+}
+
+impl Default for ClaimCaps {
+    /// No owner is limited.
+    fn default() -> Self {
+        Self {
+            owners: Vec::new(),
+            caps: Vec::new(),
+            default: i64::MAX,
+        }
+    }
+}
+
 pub(super) fn failed(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some(DISK_FULL) => {
@@ -211,12 +258,18 @@ impl PgStore {
     /// Adds a new job to the shared queue unless `max_queued` jobs of the whole service already
     /// wait there; `false` (nothing written) when they do. Admissions take an advisory lock in
     /// turn, so the bound holds exactly across replicas.
+    ///
+    /// The job is tagged for fair dispatch (see `migrations/postgres/0004_fair_queue.sql`): its
+    /// start tag is GREATEST(V, the owner's last finish tag) and the owner's finish tag moves on
+    /// by `1/fair.weight`, in the same transaction. An owner with `fair.max_queued` jobs already
+    /// waiting is refused ([`Enqueued::KeyFull`]) while others are still taken.
     pub(crate) async fn enqueue(
         &self,
         record: &JobRecord,
         events: &[JobEvent],
         max_queued: usize,
-    ) -> Result<bool, StoreError> {
+        fair: FairAdmit,
+    ) -> Result<Enqueued, StoreError> {
         let encoded = encode(record).map_err(failed)?;
         let event_bytes: usize = events.iter().map(JobEvent::bytes).sum();
         let (seqs, kinds, data) = columns(events);
@@ -226,12 +279,32 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
+        let (mine, start): (i64, f64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM jobs \
+                      WHERE owner = $1 AND status = 'queued' AND replica IS NULL), \
+                    GREATEST( \
+                      COALESCE((SELECT MIN(vtag) FROM jobs \
+                                WHERE replica IS NOT NULL AND finished_at IS NULL), \
+                               (SELECT max_finish FROM dispatch_clock)), \
+                      COALESCE((SELECT last_finish FROM key_clock WHERE owner = $1), 0))",
+        )
+        .bind(&record.owner)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed)?;
+        if let Some(limit) = fair.max_queued {
+            if usize::try_from(mine).unwrap_or(usize::MAX) >= limit {
+                return Ok(Enqueued::KeyFull { max_queued: limit });
+            }
+        }
+        let finish = start + 1.0 / f64::from(fair.weight.max(1));
         let inserted: i64 = sqlx::query_scalar(&format!(
             "WITH room AS (SELECT COUNT(*) < $14 AS ok FROM jobs \
                            WHERE status = 'queued' AND replica IS NULL), \
                   fenced AS (INSERT INTO jobs (job_id, owner, status, created_at, finished_at, \
-                                               record_bytes, event_bytes, summary, record) \
-                             SELECT $1, $6, $7, $8, $9, $10, $11, $12, $13 FROM room WHERE room.ok \
+                                               record_bytes, event_bytes, summary, record, vtag) \
+                             SELECT $1, $6, $7, $8, $9, $10, $11, $12, $13, $15 \
+                             FROM room WHERE room.ok \
                              RETURNING job_id), \
                   {APPEND_EVENTS} \
              SELECT COUNT(*) FROM fenced WHERE $2::TEXT IS NULL"
@@ -250,10 +323,25 @@ impl PgStore {
         .bind(&encoded.summary)
         .bind(&encoded.record)
         .bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
+        .bind(start)
         .fetch_one(&mut *tx)
         .await
         .map_err(failed)?;
         if inserted > 0 {
+            sqlx::query(
+                "INSERT INTO key_clock (owner, last_finish) VALUES ($1, $2) \
+                 ON CONFLICT (owner) DO UPDATE SET last_finish = EXCLUDED.last_finish",
+            )
+            .bind(&record.owner)
+            .bind(finish)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            sqlx::query("UPDATE dispatch_clock SET max_finish = GREATEST(max_finish, $1)")
+                .bind(finish)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
             // With the job, in its transaction: no webhook is lost between the two.
             for (id, kind, url) in new_webhooks(record) {
                 sqlx::query(
@@ -273,8 +361,9 @@ impl PgStore {
         tx.commit().await.map_err(failed)?;
         if inserted > 0 {
             self.jobs.fetch_add(1, Ordering::Relaxed);
+            return Ok(Enqueued::Queued);
         }
-        Ok(inserted > 0)
+        Ok(Enqueued::Full)
     }
 
     /// Replaces the job's record and appends `events`, in one statement, if the row passes
@@ -315,27 +404,45 @@ impl PgStore {
         Ok(updated.rows_affected() > 0)
     }
 
-    /// Claims up to `n` jobs of the shared queue for this replica, oldest first, and answers
-    /// them with where their logs stand. One statement: replicas claiming at once skip each
-    /// other's rows instead of waiting for them.
-    pub(crate) async fn claim(&self, n: usize) -> Result<Vec<Unfinished>, StoreError> {
-        if n == 0 {
-            return Ok(Vec::new());
+    /// Claims up to `n` jobs of the shared queue for this replica, in fair order (least start
+    /// tag, then oldest), passing over owners that already hold their `max_concurrent` jobs on
+    /// any replica (`caps`), and answers them with where their logs stand. Each job is claimed
+    /// by one indexed statement (`jobs_fair_queue`, FOR UPDATE SKIP LOCKED): replicas claiming
+    /// at once skip each other's rows instead of waiting for them, and each claim counts the
+    /// ones before it against the owner's limit.
+    pub(crate) async fn claim(
+        &self,
+        n: usize,
+        caps: &ClaimCaps,
+    ) -> Result<Vec<Unfinished>, StoreError> {
+        let mut claimed = Vec::new();
+        for _ in 0..n {
+            let rows = sqlx::query(&format!(
+                "WITH claimed AS (UPDATE jobs SET replica = $1 WHERE seq IN ( \
+                     SELECT q.seq FROM jobs q WHERE q.status = 'queued' AND q.replica IS NULL \
+                       AND (SELECT COUNT(*) FROM jobs h WHERE h.owner = q.owner \
+                              AND h.replica IS NOT NULL AND h.finished_at IS NULL) \
+                           < COALESCE((SELECT c.cap FROM UNNEST($2::TEXT[], $3::BIGINT[]) \
+                                         AS c(owner, cap) WHERE c.owner = q.owner), $4) \
+                     ORDER BY q.vtag, q.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                   RETURNING seq, job_id, record) \
+                 {} ORDER BY j.seq",
+                UNFINISHED.replace("FROM jobs j", "FROM claimed j")
+            ))
+            .bind(&self.replica)
+            .bind(&caps.owners)
+            .bind(&caps.caps)
+            .bind(caps.default)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+            let mut one = rows::unfinished(&rows)?;
+            if one.is_empty() {
+                break;
+            }
+            claimed.append(&mut one);
         }
-        let rows = sqlx::query(&format!(
-            "WITH claimed AS (UPDATE jobs SET replica = $1 WHERE seq IN ( \
-                 SELECT seq FROM jobs WHERE status = 'queued' AND replica IS NULL \
-                 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
-               RETURNING seq, job_id, record) \
-             {} ORDER BY j.seq",
-            UNFINISHED.replace("FROM jobs j", "FROM claimed j")
-        ))
-        .bind(&self.replica)
-        .bind(i64::try_from(n).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(failed)?;
-        rows::unfinished(&rows)
+        Ok(claimed)
     }
 
     /// The job, where its log stands and who holds it, if it is not finished.
@@ -535,7 +642,11 @@ impl JobStore for PgStore {
 
     fn insert(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            if self.enqueue(&record, &events, usize::MAX).await? {
+            let fair = FairAdmit {
+                weight: 1,
+                max_queued: None,
+            };
+            if self.enqueue(&record, &events, usize::MAX, fair).await? == Enqueued::Queued {
                 Ok(())
             } else {
                 Err(StoreError::unavailable("the job could not be inserted"))

@@ -54,14 +54,15 @@ async fn claims_take_the_oldest_jobs_and_never_the_same_one_twice() {
             .unwrap();
     }
     assert_eq!(a.queued().await.unwrap(), 40);
-    let first = a.claim(3).await.unwrap();
+    let first = a.claim(3, &ClaimCaps::default()).await.unwrap();
     let ids: Vec<_> = first.iter().map(|u| u.record.job_id.clone()).collect();
     assert_eq!(ids, [0, 1, 2].map(|n| job(n, "o", 0).job_id.clone()));
     assert_eq!(first[0].log.next_seq, 1);
     // Two replicas claiming at once split the rest between them.
     let mut seen: Vec<String> = ids;
     loop {
-        let (x, y) = tokio::join!(a.claim(4), b.claim(4));
+        let none = ClaimCaps::default();
+        let (x, y) = tokio::join!(a.claim(4, &none), b.claim(4, &none));
         let (x, y) = (x.unwrap(), y.unwrap());
         if x.is_empty() && y.is_empty() {
             break;
@@ -81,7 +82,12 @@ async fn a_write_by_a_former_holder_lands_nowhere() {
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
     a.insert(job(1, "o", 0), queued_event()).await.unwrap();
-    let mut record = a.claim(1).await.unwrap().remove(0).record;
+    let mut record = a
+        .claim(1, &ClaimCaps::default())
+        .await
+        .unwrap()
+        .remove(0)
+        .record;
     record.replica = Some("a".into());
     record.status = JobStatus::Running;
     assert!(a.update(record.clone(), Vec::new()).await.unwrap());
@@ -107,12 +113,24 @@ async fn the_queue_bound_counts_the_whole_service_and_expired_leases_are_found()
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
     let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
-    assert!(a.enqueue(&job(1, "o", 0), &[], 2).await.unwrap());
-    assert!(b.enqueue(&job(2, "o", 0), &[], 2).await.unwrap());
-    assert!(!a.enqueue(&job(3, "o", 0), &[], 2).await.unwrap());
+    assert_eq!(
+        a.enqueue(&job(1, "o", 0), &[], 2, ONE).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(
+        b.enqueue(&job(2, "o", 0), &[], 2, ONE).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(
+        a.enqueue(&job(3, "o", 0), &[], 2, ONE).await.unwrap(),
+        Enqueued::Full
+    );
     // A claimed job no longer counts.
-    b.claim(1).await.unwrap();
-    assert!(a.enqueue(&job(3, "o", 0), &[], 2).await.unwrap());
+    b.claim(1, &ClaimCaps::default()).await.unwrap();
+    assert_eq!(
+        a.enqueue(&job(3, "o", 0), &[], 2, ONE).await.unwrap(),
+        Enqueued::Queued
+    );
 
     a.renew_lease(Duration::from_secs(60)).await.unwrap();
     b.renew_lease(Duration::from_millis(1)).await.unwrap();
@@ -167,4 +185,87 @@ async fn replicas_claiming_webhooks_at_once_never_take_the_same_one() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 60, "no webhook claimed twice");
+}
+
+/// Weight 1, no per-key queue limit.
+const ONE: FairAdmit = FairAdmit {
+    weight: 1,
+    max_queued: None,
+};
+
+/// The job ids `claimed` holds, by their number in [`job`].
+fn numbers(claimed: &[Unfinished], of: &[(u32, &str)]) -> Vec<u32> {
+    claimed
+        .iter()
+        .map(|u| {
+            of.iter()
+                .find(|(n, owner)| job(*n, owner, 0).job_id == u.record.job_id)
+                .expect("a known job")
+                .0
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passed_over() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
+    let mut all = Vec::new();
+    for n in 0..20 {
+        a.enqueue(&job(n, "alice", i64::from(n)), &[], 1000, ONE)
+            .await
+            .unwrap();
+        all.push((n, "alice"));
+    }
+    // Two of alice's run (one on each replica) when bob arrives.
+    assert_eq!(
+        numbers(&a.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
+        [0]
+    );
+    assert_eq!(
+        numbers(&b.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
+        [1]
+    );
+    for n in 20..22 {
+        b.enqueue(&job(n, "bob", i64::from(n)), &[], 1000, ONE)
+            .await
+            .unwrap();
+        all.push((n, "bob"));
+    }
+    // Bob's two go next, ahead of alice's 18.
+    assert_eq!(
+        numbers(&a.claim(2, &ClaimCaps::default()).await.unwrap(), &all),
+        [20, 21]
+    );
+    // Alice capped at the 2 she holds: nothing of hers is claimed.
+    let caps = ClaimCaps {
+        owners: vec!["alice".into()],
+        caps: vec![2],
+        default: i64::MAX,
+    };
+    assert!(b.claim(2, &caps).await.unwrap().is_empty());
+    // A limit of 3 lets exactly one more of hers go.
+    let caps = ClaimCaps {
+        caps: vec![3],
+        ..caps
+    };
+    assert_eq!(numbers(&b.claim(2, &caps).await.unwrap(), &all), [2]);
+    // Bob at his max_queued is refused while alice is still taken.
+    let capped = FairAdmit {
+        weight: 1,
+        max_queued: Some(0),
+    };
+    assert_eq!(
+        a.enqueue(&job(30, "bob", 30), &[], 1000, capped)
+            .await
+            .unwrap(),
+        Enqueued::KeyFull { max_queued: 0 }
+    );
+    assert_eq!(
+        a.enqueue(&job(31, "alice", 31), &[], 1000, ONE)
+            .await
+            .unwrap(),
+        Enqueued::Queued
+    );
 }
