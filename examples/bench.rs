@@ -12,7 +12,10 @@
 //! 5. what containment costs a run: sequential chat completions under each isolation mode;
 //! 6. the warm pool of checkouts: a chat at concurrency 1 on a warm pool against scratch, how
 //!    soon each agent of a burst of `MAX_CONCURRENCY` runs starts, and sustained throughput at
-//!    concurrency 8 next to the rate this machine makes checkouts (parallel `git clone --local`).
+//!    concurrency 8 next to the rate this machine makes checkouts (parallel `git clone --local`);
+//! 7. fair dispatch: the time to pick the next run with 1,000 keys and 100,000 queued runs, in the
+//!    gauge's scheduler (memory and SQLite stores, and chat) and in the PostgreSQL claim statement
+//!    (a temporary database on 127.0.0.1:5432 or `TEST_POSTGRES_URL`).
 //!
 //! Sizes can be changed in the environment (`--help` lists them): `BENCH_RUNS` (direct-vs-gateway
 //! runs, default 10),
@@ -186,7 +189,7 @@ Sizes come from the environment (positive whole numbers):
   BENCH_ROUNDS         rounds of 8 provisions at once (default 2)
   BENCH_JOBS           jobs in each memory measurement (default 1000)
   BENCH_SUSTAIN_SECONDS  each sustained measurement of the warm pool (default 30)
-  BENCH_ONLY=2,5       run only the sections named (comma-separated, 1 to 6)
+  BENCH_ONLY=2,5       run only the sections named (comma-separated, 1 to 7)
   BENCH_BASELINE_BIN   a gateway binary from before containment: 5 also times it, next to
                        target/release/claude-gateway (build that first)
   BENCH_SUBMISSIONS    submissions per row of the durable mode (default 4000)
@@ -266,6 +269,10 @@ async fn bench() -> Result<(), BoxError> {
         eprintln!("6/6 warm pool...");
         out.push_str(&warm_pool(&instant, &stamping, &repos.base, &sizes).await?);
     }
+    if only.has(7) {
+        eprintln!("7/7 fair dispatch...");
+        out.push_str(&fair_dispatch().await?);
+    }
     writeln!(
         out,
         "\nWhole bench: {:.0} s.",
@@ -286,9 +293,9 @@ impl Only {
         let sections = list
             .split(',')
             .map(|n| match n.trim().parse::<u8>() {
-                Ok(n @ 1..=6) => Ok(n),
+                Ok(n @ 1..=7) => Ok(n),
                 _ => Err(format!(
-                    "BENCH_ONLY={list}: expected section numbers 1 to 6, e.g. 2,5"
+                    "BENCH_ONLY={list}: expected section numbers 1 to 7, e.g. 2,5"
                 )),
             })
             .collect::<Result<_, _>>()?;
@@ -1616,4 +1623,172 @@ fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Keys and queued runs of section 7.
+const FAIR_KEYS: usize = 1_000;
+const FAIR_QUEUED: usize = 100_000;
+/// Claims timed in each store.
+const FAIR_CLAIMS: usize = 2_000;
+
+/// Section 7: how long picking the next run takes with [`FAIR_KEYS`] keys and [`FAIR_QUEUED`]
+/// queued runs, in each store's dispatcher.
+async fn fair_dispatch() -> Result<String, BoxError> {
+    let mut out = format!(
+        "\n### 7. Fair dispatch: picking the next run among {FAIR_QUEUED} queued runs of {FAIR_KEYS} keys\n\n| store | what is timed | claims | p50 | p99 |\n|---|---|---:|---:|---:|\n"
+    );
+    let mut gauge = fair_gauge().await?;
+    gauge.sort();
+    writeln!(
+        out,
+        "| memory, SQLite (and chat) | a slot freed to the next run's start, through the concurrency layer (one slot, every key weight 1-4, a third capped at 1 running) | {} | {} | {} |",
+        gauge.len(),
+        micros(percentile(&gauge, 50)),
+        micros(percentile(&gauge, 99)),
+    )?;
+    let mut pg = fair_claims_pg().await?;
+    pg.sort();
+    writeln!(
+        out,
+        "| PostgreSQL | the claim statement (one job, SKIP LOCKED, owners at max_concurrent passed over), from this process over loopback | {} | {} | {} |",
+        pg.len(),
+        micros(percentile(&pg, 50)),
+        micros(percentile(&pg, 99)),
+    )?;
+    Ok(out)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// The gauge: 100,000 runs of 1,000 keys queued behind one slot, through the concurrency layer;
+/// answers the gaps between one run's start and the next's (the run itself does nothing).
+async fn fair_gauge() -> Result<Vec<Duration>, BoxError> {
+    use gateway_layers::admission::{Gauge, KeyLimits};
+    use gateway_layers::concurrency::ConcurrencyLimitLayer;
+    use tower::{Layer as _, Service as _};
+
+    let gauge = Gauge::new(1, FAIR_QUEUED + 1);
+    let starts = Arc::new(std::sync::Mutex::new(Vec::with_capacity(FAIR_QUEUED)));
+    let record = starts.clone();
+    let svc = ConcurrencyLimitLayer::new(gauge.clone()).layer(tower::service_fn(
+        move |_req: http::Request<()>| {
+            record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Instant::now());
+            async { Ok::<_, std::convert::Infallible>(()) }
+        },
+    ));
+    // Hold the slot while the queue fills, so every run is queued before the first claim.
+    let hold = gauge.admit().map_err(|e| e.to_string())?;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(hold);
+        let released = release.clone();
+        let mut svc = ConcurrencyLimitLayer::new(gauge.clone()).layer(tower::service_fn(
+            move |_req: http::Request<()>| {
+                let released = released.clone();
+                async move {
+                    released.notified().await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            },
+        ));
+        tokio::spawn(svc.call(req))
+    };
+    let keys: Vec<Arc<str>> = (0..FAIR_KEYS)
+        .map(|k| Arc::from(format!("key{k}")))
+        .collect();
+    let mut runs = Vec::with_capacity(FAIR_QUEUED);
+    for i in 0..FAIR_QUEUED {
+        let k = (i * 7919) % FAIR_KEYS;
+        let limits = KeyLimits {
+            weight: 1 + (k % 4) as u32,
+            max_concurrent: k.is_multiple_of(3).then_some(1),
+            max_queued: None,
+        };
+        let ticket = gauge
+            .admit_for(keys[k].clone(), limits)
+            .map_err(|e| e.to_string())?;
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(ticket);
+        // The call takes the run's place in the line at once; the task then waits for its slot.
+        let mut svc = svc.clone();
+        runs.push(tokio::spawn(svc.call(req)));
+    }
+    release.notify_one();
+    held.await?.map_err(|e| e.to_string())?;
+    for run in runs {
+        run.await?.map_err(|e| e.to_string())?;
+    }
+    let starts = starts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .take(FAIR_QUEUED)
+        .collect())
+}
+
+/// PostgreSQL: 100,000 queued jobs of 1,000 owners in a database of its own, tagged as the
+/// gateway tags them; times the claim statement the replicas run (`src/jobs/postgres/mod.rs`),
+/// each claimed job then finished so the held counts stay as in a running service.
+async fn fair_claims_pg() -> Result<Vec<Duration>, BoxError> {
+    let db = common::postgres::TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url()).await?;
+    sqlx::migrate!("migrations/postgres").run(&pool).await?;
+    // Tags as SFQ gives them to 1,000 owners of weights 1-4 submitting in turn: the owner's nth
+    // job starts at n/weight.
+    sqlx::query(
+        "INSERT INTO jobs (job_id, owner, status, created_at, record_bytes, summary, record, vtag) \
+         SELECT 'job' || i, 'key' || (i % $2), 'queued', i, 2, '{}', '{}', \
+                (i / $2)::DOUBLE PRECISION / (1 + (i % $2) % 4) \
+         FROM generate_series(0, $1 - 1) AS i",
+    )
+    .bind(FAIR_QUEUED as i64)
+    .bind(FAIR_KEYS as i64)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    // A third of the owners capped at one running job, as in the gauge's run.
+    let (owners, caps): (Vec<String>, Vec<i64>) = (0..FAIR_KEYS)
+        .filter(|k| k.is_multiple_of(3))
+        .map(|k| (format!("key{k}"), 1))
+        .unzip();
+    let mut times = Vec::with_capacity(FAIR_CLAIMS);
+    for _ in 0..FAIR_CLAIMS {
+        let started = Instant::now();
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET replica = 'bench' WHERE seq IN ( \
+                 SELECT q.seq FROM jobs q WHERE q.status = 'queued' AND q.replica IS NULL \
+                   AND (SELECT COUNT(*) FROM jobs h WHERE h.owner = q.owner \
+                          AND h.replica IS NOT NULL AND h.finished_at IS NULL) \
+                       < COALESCE((SELECT c.cap FROM UNNEST($1::TEXT[], $2::BIGINT[]) \
+                                     AS c(owner, cap) WHERE c.owner = q.owner), $3) \
+                 ORDER BY q.vtag, q.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING seq",
+        )
+        .bind(&owners)
+        .bind(&caps)
+        .bind(i64::MAX)
+        .fetch_optional(&pool)
+        .await?;
+        times.push(started.elapsed());
+        let Some(seq) = claimed else { break };
+        sqlx::query("UPDATE jobs SET status = 'completed', finished_at = 1 WHERE seq = $1")
+            .bind(seq)
+            .execute(&pool)
+            .await?;
+    }
+    pool.close().await;
+    Ok(times)
 }

@@ -3,7 +3,9 @@
 //!
 //! - **Claim only what can start now.** The claim loop takes from the shared queue as many jobs
 //!   as this replica has free slots (its gauge's capacity less what runs or waits here, chat
-//!   included), oldest first, so no job waits behind a busy replica while another is idle. It
+//!   included), in fair order (FIFO within a key, weighted across keys, owners at their
+//!   `max_concurrent` on any replica passed over), so no job waits behind a busy replica while
+//!   another is idle. It
 //!   runs when a notice says a job joined the queue, when a job here ends, and every
 //!   [`POLL`] as the backstop for a lost notice.
 //! - **Notices.** One `LISTEN` connection per replica hears: a job queued (claim), a job here

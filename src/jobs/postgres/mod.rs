@@ -4,8 +4,10 @@
 //!   summary as JSON, its events rows of their own, and every change a caller must see whole is
 //!   one statement (a statement is atomic), so most writes are one round trip.
 //! - **One queue.** A job waits with `status = 'queued'` and no `replica`; a replica with free
-//!   slots [claims](PgStore::claim) the oldest with `FOR UPDATE SKIP LOCKED` over a partial index
-//!   on the queue, so replicas claiming at once never block each other nor take the same job.
+//!   slots [claims](PgStore::claim) the next in fair order (the start tag `vtag` given at
+//!   [enqueue](PgStore::enqueue), start-time fair queueing as in the gauge; then the oldest) with
+//!   `FOR UPDATE SKIP LOCKED` over a partial index on the queue, passing over owners at their
+//!   `max_concurrent`, so replicas claiming at once never block each other nor take the same job.
 //!   Triggers `NOTIFY` the replicas when a job joins the queue, when a caller cancels a job
 //!   another replica runs, and when a job's events are stored.
 //! - **Fenced writes.** A job's record is written only by the replica the row says holds it (the
