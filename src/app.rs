@@ -17,6 +17,7 @@ use crate::contain::{
 };
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;
@@ -189,6 +190,7 @@ impl App {
         })
         .with_cells(cells);
         let gauge = Gauge::new(config.max_concurrency, config.max_queue_depth);
+        let quota = Quota::new(Arc::clone(&config.policies), gauge.clone());
         let runs = Runs::new(
             gauge.clone(),
             provisioner,
@@ -196,11 +198,13 @@ impl App {
             HarvestLayer::new(harvester.clone()),
             config.chat_timeout,
             metrics.clone(),
+            quota.clone(),
         );
         // After the provisioner, which makes `JOBS_DIR` (the default store lives there) and
         // sweeps the workspaces an earlier process left; before serving, so the jobs it left
         // queued run before any new one.
         let jobs = Jobs::open(&config, runs.clone(), gauge.clone()).await?;
+        quota.attach(jobs.ledger());
         jobs.recover().await?;
         let intake = Intake::new(&config, gauge.clone(), metrics.clone());
         let responses = ResponseBudget::new(config.max_response_bytes_in_flight);
@@ -220,6 +224,7 @@ impl App {
                 intake,
                 responses,
                 harvester,
+                quota,
             },
         })
     }

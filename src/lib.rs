@@ -42,6 +42,7 @@ pub mod jobs;
 mod metrics;
 mod openai;
 pub mod policy;
+mod quota;
 mod routes;
 mod run;
 pub mod server;

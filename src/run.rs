@@ -35,6 +35,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
 use crate::metrics::{Entry, Metrics, RunEnd};
+use crate::quota::{ChargeTo, Quota};
 use crate::workspace::HarvestLayer;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
@@ -54,11 +55,27 @@ impl Runs {
         harvest: HarvestLayer,
         default_deadline: Duration,
         metrics: Metrics,
+        quota: Quota,
     ) -> Self {
         let stack = ServiceBuilder::new()
             // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
             // however it ends. Nothing below runs before a slot is free.
             .layer(ConcurrencyLimitLayer::new(gauge))
+            // Inside the slot, so a run refused by the account's rate limit pauses dispatch
+            // before its slot is freed: no queued run slips into it meanwhile.
+            .map_response({
+                let quota = quota.clone();
+                move |outcome: AgentOutcome| {
+                    match crate::quota::upstream_limit(&outcome) {
+                        Some(reset) => {
+                            quota.dispatch().pause(reset);
+                        }
+                        None if outcome.succeeded() => quota.dispatch().succeeded(),
+                        None => {}
+                    }
+                    outcome
+                }
+            })
             // Inside the permit, so time in the queue never counts against a run's deadline;
             // around the workspace, so a clone that hangs is bounded by the same deadline.
             .layer(DeadlineLayer::new(default_deadline))
@@ -77,7 +94,7 @@ impl Runs {
                 request
             })
             .service(claude);
-        Self::with_record(BoxCloneSyncService::new(stack), metrics, true)
+        Self::with_record(BoxCloneSyncService::new(stack), metrics, quota, true)
     }
 
     /// Puts the top of the stack (metrics and error classification) around `stack`: what
@@ -87,7 +104,17 @@ impl Runs {
         stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
         metrics: Metrics,
     ) -> Self {
-        Self::with_record(stack, metrics, false)
+        Self::with_record(
+            stack,
+            metrics,
+            Quota::new(
+                Arc::new(crate::policy::Policies::fixed(
+                    crate::policy::PolicyBook::default(),
+                )),
+                Gauge::new(1, 1),
+            ),
+            false,
+        )
     }
 
     /// [`around`](Self::around), saying whether `stack` marks the start of its agent
@@ -95,12 +122,14 @@ impl Runs {
     fn with_record(
         stack: BoxCloneSyncService<Request<AgentRequest>, AgentOutcome, BoxError>,
         metrics: Metrics,
+        quota: Quota,
         marks_start: bool,
     ) -> Self {
         // Outermost, so a run's duration counts its time in the queue, and every way a run comes
         // back (or is dropped) is recorded once.
         let stack = RecordLayer {
             metrics,
+            quota,
             marks_start,
         }
         .layer(stack);
@@ -256,6 +285,8 @@ pub(crate) fn one_line(text: &str, limit: usize) -> String {
 #[derive(Clone)]
 struct RecordLayer {
     metrics: Metrics,
+    /// Budgets (charged at each run's end, the per-run cap) and the upstream pause.
+    quota: Quota,
     /// Whether the stack below marks the start of its agent.
     marks_start: bool,
 }
@@ -267,6 +298,7 @@ impl<S> Layer<S> for RecordLayer {
         Record {
             inner,
             metrics: self.metrics.clone(),
+            quota: self.quota.clone(),
             marks_start: self.marks_start,
         }
     }
@@ -277,6 +309,8 @@ impl<S> Layer<S> for RecordLayer {
 struct Record<S> {
     inner: S,
     metrics: Metrics,
+    /// See [`RecordLayer`].
+    quota: Quota,
     /// Whether the stack below marks the start of its agent.
     marks_start: bool,
 }
@@ -304,8 +338,16 @@ where
             .unwrap_or(Entry::Job);
         let starting = AgentStarting::default();
         request.extensions_mut().insert(starting.clone());
+        let key = request.extensions().get::<ChargeTo>().cloned();
+        if let Some(ChargeTo(key)) = &key {
+            let asked = request.body().max_budget_usd;
+            request.body_mut().max_budget_usd = self.quota.cap_run_budget(key, asked);
+            self.quota.saw(key);
+        }
         let marks_start = self.marks_start;
         let timer = self.metrics.start_run(entry);
+        let quota = self.quota.clone();
+        let metrics = self.metrics.clone();
         let run = self.inner.call(request);
         Box::pin(async move {
             let result = run.await.map_err(|error| {
@@ -317,6 +359,13 @@ where
             {
                 // The operator's problem (the base, git, the disk), not the caller's.
                 tracing::warn!(error = %failure, "a run could not get its workspace");
+            }
+            if let Ok(outcome) = &result {
+                // Charged before the caller hears back, so its next submission sees the spend.
+                if let Some(ChargeTo(key)) = &key {
+                    metrics.record_key_spend(key, crate::quota::spend_of(outcome));
+                    quota.charge(key, outcome).await;
+                }
             }
             timer.finish(run_end(result.as_ref()), result.as_ref().ok());
             result

@@ -37,7 +37,7 @@ use crate::metrics::{self as gateway_metrics};
 use crate::openai::error::OpenAiError;
 use crate::routes::detail::DetailError;
 use crate::routes::openapi::{ApiDoc, Published};
-use crate::routes::{chat, health, jobs, messages, metrics, models, openapi, responses};
+use crate::routes::{chat, health, jobs, messages, metrics, models, openapi, quota, responses};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -76,6 +76,9 @@ pub(crate) fn http_stack(state: AppState) -> Router {
     .token_source(TokenSource::BearerOrHeader(http::HeaderName::from_static(
         "x-api-key",
     )));
+    // Under each auth layer (so the caller is known): budget refusals and rate-limit headers
+    // on the routes that start runs.
+    let budget = axum::middleware::from_fn_with_state(state.clone(), quota::guard);
     // Each `routes!` registers its handlers' routes and adds their `#[utoipa::path]` to the
     // document in the same call: a route is served only if it is documented (`/openapi.json`).
     let job_routes = OpenApiRouter::new()
@@ -84,15 +87,19 @@ pub(crate) fn http_stack(state: AppState) -> Router {
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::events))
         .routes(routes!(jobs::diff))
+        .route_layer(budget.clone())
         .route_layer(job_auth);
     let openai_routes = OpenApiRouter::new()
         .routes(routes!(chat::chat_completions))
         .routes(routes!(responses::create))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
+        .routes(routes!(quota::get_quota))
+        .route_layer(budget.clone())
         .route_layer(openai_auth);
     let anthropic_routes = OpenApiRouter::new()
         .routes(routes!(messages::create_message))
+        .route_layer(budget)
         .route_layer(anthropic_auth);
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))

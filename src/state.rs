@@ -9,6 +9,7 @@ use crate::bounds::ResponseBudget;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 use crate::run::Runs;
 use crate::workspace::Harvester;
 
@@ -37,4 +38,6 @@ pub struct AppState {
     pub(crate) responses: ResponseBudget,
     /// What takes runs' changes and delivers them; `None` without a base repository.
     pub(crate) harvester: Option<Harvester>,
+    /// Budgets per key and the upstream pause.
+    pub(crate) quota: Quota,
 }

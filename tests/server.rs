@@ -25,7 +25,7 @@ async fn health_is_open_and_has_the_contract_shape() {
     };
     assert_eq!(
         body,
-        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3, "isolation": isolation, "base": "none", "pool": "off", "pool_ready": 0, "store": "ok", "replica": gw.state.jobs.replica()})
+        serde_json::json!({"status": "ok", "busy": false, "active": 0, "queued": 0, "capacity": 3, "isolation": isolation, "base": "none", "pool": "off", "pool_ready": 0, "store": "ok", "replica": gw.state.jobs.replica(), "dispatch": {"paused_until": null}})
     );
 }
 

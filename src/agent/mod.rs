@@ -59,7 +59,7 @@ pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
 pub use functions::{CallerFunctions, Function, FunctionCall};
 pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
-pub use outcome::{AgentError, AgentOutcome, Usage};
+pub use outcome::{AgentError, AgentOutcome, RateLimit, Usage};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,
     DEFAULT_STDOUT_CAP,

@@ -60,6 +60,34 @@ pub struct AgentOutcome {
     /// The calls of the caller's functions the run ended on
     /// ([`CallerFunctions`](super::CallerFunctions)); empty otherwise.
     pub tool_calls: Vec<super::FunctionCall>,
+    /// The last `rate_limit_event` the CLI reported: what the account's rate limiter said.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// What the CLI's stream-json `rate_limit_event` says (`rate_limit_info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `status: rejected`: the account may not make requests until `resets_at`.
+    pub rejected: bool,
+    /// `resetsAt`: when the limit resets.
+    pub resets_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RateLimit {
+    /// Reads a `{"type":"rate_limit_event","rate_limit_info":{...}}` event.
+    pub fn from_event(event: &serde_json::Value) -> Option<Self> {
+        if event.get("type").and_then(serde_json::Value::as_str) != Some("rate_limit_event") {
+            return None;
+        }
+        let info = event.get("rate_limit_info")?;
+        Some(Self {
+            rejected: info.get("status").and_then(serde_json::Value::as_str) == Some("rejected"),
+            resets_at: info
+                .get("resetsAt")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)),
+        })
+    }
 }
 
 impl AgentOutcome {

@@ -36,6 +36,11 @@ pub(crate) fn may_be_result(line: &[u8]) -> bool {
     line.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
+/// Whether a line may be a `rate_limit_event`, which is read even past the forwarding limit.
+pub(crate) fn may_be_rate_limit(line: &[u8]) -> bool {
+    line.windows(16).any(|w| w == b"rate_limit_event")
+}
+
 /// Whether an event is the final `{"type":"result",...}`.
 pub(crate) fn is_result(event: &Value) -> bool {
     event.get("type").and_then(Value::as_str) == Some("result")

@@ -170,8 +170,10 @@ pub(crate) async fn run(
         result,
         garbage,
         dropped,
+        rate_limit,
         ..
     } = events;
+    outcome.rate_limit = rate_limit;
     if dropped > 0 {
         tracing::debug!(
             pgid,
@@ -239,6 +241,8 @@ struct Events {
     calls: Vec<FunctionCall>,
     /// The usage of the message that made them.
     call_usage: Option<super::outcome::Usage>,
+    /// The last `rate_limit_event`.
+    rate_limit: Option<super::outcome::RateLimit>,
 }
 
 impl Events {
@@ -253,12 +257,13 @@ impl Events {
             watch_calls: false,
             calls: Vec::new(),
             call_usage: None,
+            rate_limit: None,
         }
     }
 
     fn line(&mut self, line: &[u8]) {
         let within = self.forwarded.saturating_add(line.len()) <= self.limit;
-        if !within && !output::may_be_result(line) {
+        if !within && !output::may_be_result(line) && !output::may_be_rate_limit(line) {
             // Past the limit only the result matters: other lines are not even parsed.
             if !line.iter().all(u8::is_ascii_whitespace) {
                 self.drop_event();
@@ -273,6 +278,9 @@ impl Events {
                         self.call_usage = event.pointer("/message/usage").and_then(output::usage);
                         self.calls.extend(calls);
                     }
+                }
+                if let Some(limit) = super::outcome::RateLimit::from_event(&event) {
+                    self.rate_limit = Some(limit);
                 }
                 if output::is_result(&event) {
                     self.result = Some((event, String::from_utf8_lossy(line).into_owned()));

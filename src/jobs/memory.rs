@@ -18,9 +18,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::events::{EventKind, JobEvent};
 use super::record::{JobRecord, JobStatus, WebhookAttempt, WebhookView};
 use super::store::{
-    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, LogPosition, Page, StoreFuture,
-    Unfinished, WebhookKind, WebhookTried,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, LogPosition, Page, SpendWindow,
+    StoreFuture, Unfinished, WebhookKind, WebhookTried,
 };
+use crate::policy::Spend;
 
 /// How much a store keeps of finished jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,8 @@ struct State {
     chats: HashMap<String, ChatSession>,
     /// Webhooks by id.
     webhooks: HashMap<String, Webhook>,
+    /// What each key spent, by owner and window.
+    spend: HashMap<(String, SpendWindow), Spend>,
 }
 
 /// One webhook of a job.
@@ -393,6 +396,27 @@ impl JobStore for MemoryStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()> {
+        let mut state = self.lock();
+        state
+            .spend
+            .retain(|(who, (_, end)), _| *who != owner || *end > window.0);
+        let total = state.spend.entry((owner, window)).or_default();
+        total.usd += spend.usd;
+        total.tokens = total.tokens.saturating_add(spend.tokens);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
+        let spent = self
+            .lock()
+            .spend
+            .get(&(owner, window))
+            .copied()
+            .unwrap_or_default();
+        Box::pin(async move { Ok(spent) })
     }
 
     fn claim_webhooks(

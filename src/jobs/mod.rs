@@ -227,6 +227,11 @@ impl Jobs {
         Ok(jobs)
     }
 
+    /// The store as the ledger budgets are charged to.
+    pub(crate) fn ledger(&self) -> Arc<dyn crate::quota::Ledger> {
+        Arc::new(StoreLedger(Arc::clone(&self.shared.store)))
+    }
+
     /// Checks a job's `callback_url` (or the default one) against `WEBHOOK_ALLOW`; says why
     /// it is refused.
     pub(crate) async fn check_callback(&self, url: &str) -> Result<(), String> {
@@ -964,4 +969,31 @@ fn spawn_evictor(shared: Weak<Shared>, period: Duration) {
             }
         }
     });
+}
+
+/// The job store as the [`Ledger`](crate::quota::Ledger) of key spend.
+struct StoreLedger(Arc<dyn JobStore>);
+
+impl crate::quota::Ledger for StoreLedger {
+    fn charge(
+        &self,
+        owner: String,
+        window: store::SpendWindow,
+        spend: crate::policy::Spend,
+    ) -> crate::quota::LedgerFuture<'_, ()> {
+        Box::pin(async move {
+            self.0
+                .charge(owner, window, spend)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn spent(
+        &self,
+        owner: String,
+        window: store::SpendWindow,
+    ) -> crate::quota::LedgerFuture<'_, crate::policy::Spend> {
+        Box::pin(async move { self.0.spent(owner, window).await.map_err(|e| e.to_string()) })
+    }
 }

@@ -156,6 +156,11 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     pub patch: Option<String>,
+    /// Why a queued job is not dispatched now, when something holds it back (e.g. `upstream rate
+    /// limit: dispatch paused until <time>`); absent otherwise. Filled in when the record is
+    /// answered, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_reason: Option<String>,
 }
 
 /// One webhook of a job, as the record shows it.
@@ -347,6 +352,7 @@ impl JobRecord {
             patch: None,
             callback_url: job.callback_url,
             webhooks: Vec::new(),
+            queued_reason: None,
         }
     }
 }

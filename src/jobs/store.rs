@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::JobEvent;
 use super::record::{JobRecord, JobStatus, JobSummary, WebhookAttempt, WebhookView};
+use crate::policy::Spend;
 
 /// What a store method returns: a boxed future, so the trait can be used as `dyn JobStore`.
 pub(crate) type StoreFuture<'a, T> =
@@ -191,6 +192,10 @@ pub(crate) struct ChatSession {
     pub session: Vec<u8>,
 }
 
+/// One window of a key's budget: its start and its end (the reset time), as
+/// [`Budget::window_at`](crate::policy::Budget::window_at) gives them.
+pub(crate) type SpendWindow = (DateTime<Utc>, DateTime<Utc>);
+
 /// Which moment of a job a webhook tells of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WebhookKind {
@@ -352,6 +357,17 @@ pub(crate) trait JobStore: Send + Sync + 'static {
 
     /// The earliest next try of a pending webhook that is later than `now`.
     fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>>;
+
+    // Spend: what each key's runs cost, per budget window (`key_spend`).
+
+    /// Adds `spend` to what `owner` spent in `window`, by addition in the store (never read,
+    /// add, write back), so replicas charging at once all count. Windows that ended before
+    /// `window` started are forgotten for `owner` in the same step: only the current window is
+    /// ever read.
+    fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()>;
+
+    /// What `owner` spent in `window` (zero when nothing was charged).
+    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend>;
 }
 
 #[cfg(test)]

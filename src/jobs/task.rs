@@ -57,6 +57,9 @@ pub(super) struct JobTask {
     pending: Vec<JobEvent>,
     /// Stop requests (cancel, shutdown).
     stops: mpsc::UnboundedReceiver<Stop>,
+    /// Whether the run was already put back in the queue once because the account was
+    /// rate-limited (it is only once: a second refusal is the job's end).
+    requeued_on_limit: bool,
 }
 
 /// How the run loop ended.
@@ -83,6 +86,7 @@ impl JobTask {
             log,
             pending: Vec::new(),
             stops,
+            requeued_on_limit: false,
         }
     }
 
@@ -138,6 +142,7 @@ impl JobTask {
         let extensions = request.extensions_mut();
         extensions.insert(Deadline(Duration::from_secs(self.record.timeout_seconds)));
         extensions.insert(ProgressSink(progress_tx));
+        extensions.insert(crate::quota::ChargeTo(self.record.owner.clone()));
         if self.shared.session_cap > 0 {
             extensions.insert(KeepSession {
                 max_bytes: self.shared.session_cap,
@@ -221,6 +226,12 @@ impl JobTask {
                 while let Ok(event) = progress.try_recv() {
                     self.agent_event(event);
                 }
+                if let Ok(outcome) = result.as_ref() {
+                    if !self.requeued_on_limit && crate::quota::upstream_limit(outcome).is_some() {
+                        drop(run);
+                        return Box::pin(self.requeue_on_limit()).await;
+                    }
+                }
                 let harvest = harvested
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -238,6 +249,27 @@ impl JobTask {
                 self.conclude().await;
             }
         }
+    }
+
+    /// The run failed only because the account behind the CLI is rate-limited (dispatch is
+    /// paused meanwhile: see [`crate::quota`]): the job goes back to the queue once, with a status
+    /// event saying why, and runs again when dispatch resumes.
+    async fn requeue_on_limit(mut self) {
+        self.requeued_on_limit = true;
+        self.record.status = JobStatus::Queued;
+        self.record.started_at = None;
+        let mut event = self.record.status_event();
+        event["reason"] = serde_json::Value::from(
+            "upstream rate limit: the run was refused by the API's rate limit; put back in the queue once",
+        );
+        self.log
+            .record(EventKind::Status, event.to_string(), &mut self.pending);
+        self.save(false).await;
+        tracing::info!(job_id = %self.record.job_id, "job put back in the queue: the account is rate-limited");
+        self.record.attempts = self.record.attempts.saturating_sub(1);
+        self.ticket = Some(self.shared.ticket_for(&self.record.owner));
+        let (in_queue, _queued) = oneshot::channel();
+        self.run(in_queue).await;
     }
 
     /// Records a run stopped by `stop`, and answers whoever waits for it.

@@ -685,6 +685,21 @@ impl JobStore for Filling {
     fn remove_expired(&self, now: DateTime<Utc>) -> store::StoreFuture<'_, Vec<String>> {
         self.inner.remove_expired(now)
     }
+    fn charge(
+        &self,
+        owner: String,
+        window: store::SpendWindow,
+        spend: crate::policy::Spend,
+    ) -> store::StoreFuture<'_, ()> {
+        self.write(|store| store.charge(owner, window, spend))
+    }
+    fn spent(
+        &self,
+        owner: String,
+        window: store::SpendWindow,
+    ) -> store::StoreFuture<'_, crate::policy::Spend> {
+        self.inner.spent(owner, window)
+    }
     fn close(&self) -> store::StoreFuture<'_, ()> {
         self.inner.close()
     }

@@ -25,6 +25,7 @@
 
 pub(crate) mod cost;
 pub(crate) mod http;
+pub(crate) mod keys;
 pub(crate) mod names;
 pub(crate) mod pool;
 pub(crate) mod runs;
@@ -58,6 +59,8 @@ struct Inner {
     handle: PrometheusHandle,
     /// `claude_gateway_agent_cost_usd_total`, kept beside the recorder (see [`cost`]).
     cost_usd: FloatCounter,
+    /// `claude_gateway_key_cost_usd_total`, per key.
+    key_costs: keys::KeyCosts,
     /// The warm pool of checkouts, once the provisioner has one: read at each scrape.
     pool: std::sync::OnceLock<Arc<dyn PoolGauges>>,
 }
@@ -73,6 +76,7 @@ impl Metrics {
             recorder,
             handle,
             cost_usd: FloatCounter::default(),
+            key_costs: keys::KeyCosts::default(),
             pool: std::sync::OnceLock::new(),
         });
         let metrics = Self { inner };

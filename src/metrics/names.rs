@@ -27,6 +27,19 @@ pub(crate) const AGENT_TOKENS: &str = "claude_gateway_agent_tokens_total";
 /// Gauge: jobs this gateway holds, queued, running or finished and not yet forgotten.
 pub(crate) const JOBS_STORED: &str = "claude_gateway_jobs_stored";
 
+/// Counter `{key}`: dollars the runs of each key reported (rendered by hand: see `keys`).
+pub(crate) const KEY_COST_USD: &str = "claude_gateway_key_cost_usd_total";
+/// Counter `{key}`: input plus output tokens the runs of each key reported.
+pub(crate) const KEY_TOKENS: &str = "claude_gateway_key_tokens_total";
+/// Counter `{key}`: submissions refused because the key's budget was spent.
+pub(crate) const KEY_BUDGET_REFUSALS: &str = "claude_gateway_key_budget_refusals_total";
+/// Gauge `{key}`: the key's runs waiting for a slot on this gateway.
+pub(crate) const KEY_RUNS_QUEUED: &str = "claude_gateway_key_runs_queued";
+/// Gauge `{key}`: the key's runs holding a slot on this gateway.
+pub(crate) const KEY_RUNS_RUNNING: &str = "claude_gateway_key_runs_running";
+/// Gauge: 1 while dispatch is paused because the account behind the CLI is rate-limited.
+pub(crate) const DISPATCH_PAUSED: &str = "claude_gateway_dispatch_paused";
+
 /// Gauge: checkouts the warm pool keeps ready (`WORKSPACE_POOL_SIZE`).
 pub(crate) const POOL_SIZE: &str = "claude_gateway_workspace_pool_size";
 /// Gauge: checkouts ready in the pool now.
@@ -107,6 +120,26 @@ pub(crate) fn describe() {
         "Time from a run's submission (queue wait included) to its end, by entry point."
     );
     describe_counter!(AGENT_TOKENS, "Tokens the agents reported, by kind.");
+    describe_counter!(
+        KEY_TOKENS,
+        "Input plus output tokens the runs of each key (token name) reported."
+    );
+    describe_counter!(
+        KEY_BUDGET_REFUSALS,
+        "Submissions refused (429 insufficient_quota) because the key's budget was spent."
+    );
+    describe_gauge!(
+        KEY_RUNS_QUEUED,
+        "Runs of each key waiting for a slot on this gateway."
+    );
+    describe_gauge!(
+        KEY_RUNS_RUNNING,
+        "Runs of each key holding a slot on this gateway."
+    );
+    describe_gauge!(
+        DISPATCH_PAUSED,
+        "1 while dispatch is paused because the account behind the CLI is rate-limited."
+    );
     describe_gauge!(
         ISOLATION,
         "1 for the isolation mode in force: uid (a uid per run) or process (shared uid, processes still contained)."

@@ -5,7 +5,8 @@ use ::metrics::gauge;
 use gateway_layers::admission::GaugeSnapshot;
 
 use super::names::{
-    ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, REPLICA, RUNS_ACTIVE, RUNS_QUEUED, RUN_CAPACITY,
+    DISPATCH_PAUSED, ISOLATION, JOBS_STORED, POOL_READY, POOL_SIZE, REPLICA, RUNS_ACTIVE,
+    RUNS_QUEUED, RUN_CAPACITY,
 };
 use super::Metrics;
 
@@ -23,6 +24,8 @@ pub(crate) struct Scrape<'a> {
     pub isolation: &'static str,
     /// This replica's name (`REPLICA_ID`), so the metrics of replicas sharing a store tell apart.
     pub replica: &'a str,
+    /// Whether dispatch is paused by the upstream rate limit.
+    pub dispatch_paused: bool,
 }
 
 impl Metrics {
@@ -38,9 +41,11 @@ impl Metrics {
             let pool = self.pool().unwrap_or_default();
             gauge!(POOL_SIZE).set(pool.size as f64);
             gauge!(POOL_READY).set(pool.ready as f64);
+            gauge!(DISPATCH_PAUSED).set(f64::from(u8::from(scrape.dispatch_paused)));
         });
         let mut text = self.inner.handle.render();
         self.inner.cost_usd.render_into(&mut text);
+        self.inner.key_costs.render_into(&mut text);
         text
     }
 }
@@ -62,6 +67,7 @@ mod tests {
             jobs_stored: 7,
             isolation: "uid",
             replica: "r1",
+            dispatch_paused: false,
         }
     }
 

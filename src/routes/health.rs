@@ -46,6 +46,17 @@ pub(crate) struct Health {
     pub store: &'static str,
     /// This replica's name (`REPLICA_ID`).
     pub replica: String,
+    /// Dispatch of queued runs.
+    pub dispatch: DispatchHealth,
+}
+
+/// Whether queued runs are being started.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DispatchHealth {
+    /// Until when (RFC 3339) dispatch is paused because the account behind the CLI is
+    /// rate-limited; `null` while runs are started as slots free. Queued runs stay queued and
+    /// dispatch resumes by itself at that time.
+    pub paused_until: Option<String>,
 }
 
 /// Answers the gauge's current counts.
@@ -87,6 +98,13 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         pool_ready: pool.map_or(0, |pool| pool.ready),
         store: if store_up { "ok" } else { "down" },
         replica: state.jobs.replica().to_owned(),
+        dispatch: DispatchHealth {
+            paused_until: state
+                .quota
+                .dispatch()
+                .paused_until()
+                .map(|until| until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        },
     });
     if closed {
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();

@@ -90,9 +90,10 @@ impl RunCall {
                 .intake
                 .admit(R::ENTRY, body.len(), &owner)
                 .map_err(|refusal| R::refused(&refusal))?;
-            R::request(&mut run)
-                .extensions_mut()
-                .insert(admitted.ticket);
+            let extensions = R::request(&mut run).extensions_mut();
+            extensions.insert(admitted.ticket);
+            // The run's cost is charged to the caller's key when it ends.
+            extensions.insert(crate::quota::ChargeTo(owner.clone()));
             drop(body);
             R::answer(&state, owner, run).await
         };

@@ -526,6 +526,7 @@ pub(crate) async fn get(
                 Ok(webhooks) => record.webhooks = webhooks,
                 Err(error) => return store_failed(error),
             }
+            explain_queued(&state, &mut record);
             record_response(record, share)
         }
         Ok(None) => not_found(),
@@ -591,10 +592,24 @@ pub(crate) async fn diff(
 
 /// A whole record as the answer, streamed within the large-response budget; when other
 /// responses hold all of it, 503 with `Retry-After`.
-async fn answer_record(state: &AppState, record: JobRecord) -> Response {
+async fn answer_record(state: &AppState, mut record: JobRecord) -> Response {
+    explain_queued(state, &mut record);
     match state.responses.reserve(record_cost(&record)).await {
         Ok(share) => record_response(record, share),
         Err(_) => budget_spent(),
+    }
+}
+
+/// Says why a queued job is held back, when something holds dispatch (`queued_reason`).
+fn explain_queued(state: &AppState, record: &mut JobRecord) {
+    if record.status != JobStatus::Queued {
+        return;
+    }
+    if let Some(until) = state.quota.dispatch().paused_until() {
+        record.queued_reason = Some(format!(
+            "upstream rate limit: dispatch paused until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
     }
 }
 

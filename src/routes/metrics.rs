@@ -19,11 +19,19 @@ use crate::state::AppState;
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let held: Vec<_> = state
+        .quota
+        .held_by_key()
+        .into_iter()
+        .map(|(key, held)| (key, held.queued, held.running))
+        .collect();
+    state.metrics.set_key_runs(&held);
     let text = state.metrics.render(Scrape {
         gauge: state.gauge.snapshot(),
         jobs_stored: state.jobs.stored_count(),
         isolation: state.isolation,
         replica: state.jobs.replica(),
+        dispatch_paused: state.quota.dispatch().paused_until().is_some(),
     });
     ([(CONTENT_TYPE, scrape::CONTENT_TYPE)], text).into_response()
 }

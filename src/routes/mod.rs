@@ -10,5 +10,6 @@ pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod openapi;
+pub(crate) mod quota;
 pub(crate) mod responses;
 pub(crate) mod session;

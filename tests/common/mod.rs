@@ -73,6 +73,7 @@ pub struct GatewayBuilder {
     claude_bin: Option<PathBuf>,
     base_dir: Option<PathBuf>,
     git_crypt_key: Option<PathBuf>,
+    jobs_dir: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -100,6 +101,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Uses this `JOBS_DIR` (and so its store) instead of a fresh one: a gateway started again on
+    /// the directory of an earlier one.
+    pub fn jobs_dir(mut self, dir: &Path) -> Self {
+        self.jobs_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Clones runs from this base repository.
     pub fn base(mut self, dir: &Path) -> Self {
         self.base_dir = Some(dir.to_path_buf());
@@ -120,7 +128,11 @@ impl GatewayBuilder {
             "--api-bearer-token".into(),
             TOKEN.into(),
             "--jobs-dir".into(),
-            backing.jobs_dir.path().display().to_string(),
+            self.jobs_dir
+                .as_deref()
+                .unwrap_or(backing.jobs_dir.path())
+                .display()
+                .to_string(),
             "--claude-bin".into(),
             claude.display().to_string(),
             "--workspace-dir".into(),

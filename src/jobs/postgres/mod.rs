@@ -31,9 +31,10 @@ use super::memory::StoreLimits;
 use super::record::{JobRecord, WebhookView};
 use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
 use super::store::{
-    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, StoreError, StoreFuture,
-    Unfinished, WebhookTried,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, SpendWindow, StoreError,
+    StoreFuture, Unfinished, WebhookTried,
 };
+use crate::policy::Spend;
 
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -587,6 +588,52 @@ impl PgStore {
 }
 
 impl JobStore for PgStore {
+    fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(failed)?;
+            sqlx::query("DELETE FROM key_spend WHERE owner = $1 AND window_end <= $2")
+                .bind(&owner)
+                .bind(micros(&window.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query(
+                "INSERT INTO key_spend (owner, window_start, window_end, usd, tokens) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, window_start, window_end) \
+                 DO UPDATE SET usd = key_spend.usd + excluded.usd, \
+                 tokens = key_spend.tokens + excluded.tokens",
+            )
+            .bind(&owner)
+            .bind(micros(&window.0))
+            .bind(micros(&window.1))
+            .bind(spend.usd)
+            .bind(i64::try_from(spend.tokens).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)
+        })
+    }
+
+    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
+        Box::pin(async move {
+            let row: Option<(f64, i64)> = sqlx::query_as(
+                "SELECT usd, tokens FROM key_spend \
+                 WHERE owner = $1 AND window_start = $2 AND window_end = $3",
+            )
+            .bind(&owner)
+            .bind(micros(&window.0))
+            .bind(micros(&window.1))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)?;
+            Ok(row.map_or_else(Spend::default, |(usd, tokens)| Spend {
+                usd,
+                tokens: u64::try_from(tokens).unwrap_or(0),
+            }))
+        })
+    }
+
     fn is_durable(&self) -> bool {
         true
     }

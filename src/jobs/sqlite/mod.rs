@@ -35,9 +35,10 @@ use super::memory::StoreLimits;
 use super::record::{JobRecord, WebhookView};
 use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
 use super::store::{
-    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, StoreError, StoreFuture,
-    Unfinished, WebhookTried,
+    ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, SpendWindow, StoreError,
+    StoreFuture, Unfinished, WebhookTried,
 };
+use crate::policy::Spend;
 
 /// The schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -873,6 +874,50 @@ impl JobStore for SqliteStore {
             .await
             .map_err(failed)?;
             Ok(next.and_then(DateTime::from_timestamp_micros))
+        })
+    }
+
+    fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM key_spend WHERE owner = ? AND window_end <= ?")
+                    .bind(&owner)
+                    .bind(micros(&window.0))
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO key_spend (owner, window_start, window_end, usd, tokens) \
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, window_start, window_end) \
+                     DO UPDATE SET usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+                )
+                .bind(&owner)
+                .bind(micros(&window.0))
+                .bind(micros(&window.1))
+                .bind(spend.usd)
+                .bind(i64::try_from(spend.tokens).unwrap_or(i64::MAX))
+                .execute(&mut *conn)
+                .await?;
+                Ok(((), Delta::default()))
+            })
+        }))
+    }
+
+    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
+        Box::pin(async move {
+            let row: Option<(f64, i64)> = sqlx::query_as(
+                "SELECT usd, tokens FROM key_spend \
+                 WHERE owner = ? AND window_start = ? AND window_end = ?",
+            )
+            .bind(&owner)
+            .bind(micros(&window.0))
+            .bind(micros(&window.1))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(failed)?;
+            Ok(row.map_or_else(Spend::default, |(usd, tokens)| Spend {
+                usd,
+                tokens: u64::try_from(tokens).unwrap_or(0),
+            }))
         })
     }
 

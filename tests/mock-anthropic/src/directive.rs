@@ -35,6 +35,10 @@ pub struct Directives {
     /// `[[mock:tool NAME JSON]]`: call the first offered tool whose name ends with NAME, with the
     /// JSON as its input; once the conversation holds its result, answer with that result.
     pub tool: Option<ToolDirective>,
+    /// `[[mock:ratelimit UNTIL]]`: until the Unix time UNTIL (seconds), answer as an account whose
+    /// rate limit is used up: 429 `rate_limit_error` with `anthropic-ratelimit-unified-status:
+    /// rejected` and `anthropic-ratelimit-unified-reset: UNTIL`; from UNTIL on, answer as usual.
+    pub ratelimit: Option<u64>,
 }
 
 /// An `[[mock:tool NAME JSON]]` directive.
@@ -149,6 +153,14 @@ impl Directives {
             }
             "error" => self.error = Some(parse_error(args)?),
             "usage" => self.usage = Some(parse_usage(args)?),
+            "ratelimit" => {
+                let until: u64 = args.parse().map_err(|_| {
+                    DirectiveError(format!(
+                        "`[[mock:ratelimit {args}]]`: expected the Unix time (seconds) the limit resets at"
+                    ))
+                })?;
+                self.ratelimit = Some(until);
+            }
             "tool" => self.tool = Some(parse_tool(args)?),
             "structured" if args == "refuse" => self.structured = Some(Structured::Refuse),
             "structured" => {
@@ -161,7 +173,7 @@ impl Directives {
             }
             other => {
                 return Err(DirectiveError(format!(
-                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage, structured, tool)"
+                    "unknown directive `[[mock:{other}]]` (known: text, bash, delay, error, usage, structured, tool, ratelimit)"
                 )))
             }
         }

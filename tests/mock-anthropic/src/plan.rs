@@ -32,6 +32,11 @@ pub(crate) enum Outcome {
         /// `error.message` of the body.
         message: String,
     },
+    /// 429 as a rate-limited account gets it, with the unified rate-limit headers.
+    RateLimited {
+        /// Unix seconds the limit resets at.
+        reset: u64,
+    },
 }
 
 /// A successful assistant message.
@@ -109,7 +114,13 @@ pub(crate) fn plan(
             }
         }
     };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let outcome = match &directives.error {
+        _ if directives.ratelimit.is_some_and(|until| now < until) => Outcome::RateLimited {
+            reset: directives.ratelimit.unwrap_or_default(),
+        },
         Some(error) if error.applies_to(&conversation.model) => Outcome::Error {
             status: error.status,
             retry: error.retry,

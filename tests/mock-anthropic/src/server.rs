@@ -249,6 +249,30 @@ async fn messages(request: Incoming) -> Response {
             s.pause(plan.delay).await;
             error(status, &message, retry, &request_id)
         }
+        Outcome::RateLimited { reset } => {
+            s.pause(plan.delay).await;
+            let mut response = error(
+                429,
+                "mock-anthropic: this account's rate limit is used up ([[mock:ratelimit]])",
+                false,
+                &request_id,
+            );
+            let h = response.headers_mut();
+            let put = |h: &mut HeaderMap, name: &'static str, value: String| {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    h.insert(HeaderName::from_static(name), value);
+                }
+            };
+            put(h, "anthropic-ratelimit-unified-status", "rejected".into());
+            put(h, "anthropic-ratelimit-unified-reset", reset.to_string());
+            put(
+                h,
+                "anthropic-ratelimit-unified-representative-claim",
+                "five_hour".into(),
+            );
+            put(h, "retry-after", "1".into());
+            response
+        }
         Outcome::Message(reply) if stream => {
             let events = wire::events(&s.id("msg_mock_"), model, &reply);
             let mut response =
@@ -349,6 +373,7 @@ fn error(status: u16, message: &str, retry: bool, request_id: &str) -> Response 
 fn summary(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Error { status, .. } => format!("error {status}"),
+        Outcome::RateLimited { reset } => format!("rate-limited until {reset}"),
         Outcome::Message(reply) => reply
             .blocks
             .iter()
