@@ -139,9 +139,18 @@ impl Drop for Supervised {
 }
 
 /// SIGKILL to every member of the group; an already empty group is fine.
+///
+/// EPERM is expected, not a fault: an agent's group runs as its run's uid, which a gateway
+/// without `CAP_KILL` (the container's least privilege) may not signal. Those processes are the
+/// run cell's to kill (as the run's uid, see [`super::RunCell::kill_all`]), which every run does
+/// after its agent, so nothing is left behind.
 fn kill_group(pgid: Pid) {
     match killpg(pgid, Signal::SIGKILL) {
         Ok(()) | Err(Errno::ESRCH) => {}
+        Err(Errno::EPERM) => tracing::debug!(
+            pgid = pgid.as_raw(),
+            "a child's process group belongs to a run's uid; its cell kills it"
+        ),
         Err(err) => {
             tracing::warn!(pgid = pgid.as_raw(), %err, "could not kill a child's process group")
         }
