@@ -58,16 +58,7 @@ async fn run(gw: &Gateway, prompt: &str) -> Value {
 
 /// The value of the metric `name{key="default"}`, or 0.
 async fn key_metric(gw: &Gateway, name: &str) -> f64 {
-    let text = gw
-        .get_open("/metrics")
-        .await
-        .text()
-        .await
-        .expect("metrics text");
-    let wanted = format!("{name}{{key=\"default\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&wanted))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    gw.metric(&format!("{name}{{key=\"default\"}}")).await
 }
 
 /// Asserts every submission route refuses the spent key, `Retry-After` within `window`.

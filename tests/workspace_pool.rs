@@ -59,19 +59,6 @@ async fn wait_pool_ready(gw: &Gateway, ready: u64) {
         .await;
 }
 
-/// The value of one sample line of `/metrics`, 0 when absent.
-async fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = gw
-        .get_open("/metrics")
-        .await
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 const HITS: &str = "claude_gateway_workspace_pool_takes_total{result=\"hit\"}";
 const MISSES: &str = "claude_gateway_workspace_pool_takes_total{result=\"miss\"}";
 
@@ -94,8 +81,8 @@ async fn a_run_takes_a_ready_checkout_of_the_base_and_the_pool_refills() {
         "{}",
         run.dir
     );
-    assert_eq!(metric(&gw, HITS).await, 1.0);
-    assert_eq!(metric(&gw, MISSES).await, 0.0);
+    assert_eq!(gw.metric(HITS).await, 1.0);
+    assert_eq!(gw.metric(MISSES).await, 0.0);
     // The run's workspace was one of the ready checkouts, renamed; the pool made another.
     wait_pool_ready(&gw, 2).await;
     let pooled_after: HashSet<_> = gw.pooled().into_iter().collect();
@@ -128,10 +115,10 @@ async fn after_a_new_commit_reaches_the_origin_and_the_debounce_passes_the_next_
     assert_eq!(second.head, newer, "the run started from an older base");
     // The pool goes on with checkouts of the new base, and the next run takes one.
     wait_pool_ready(&gw, 2).await;
-    let hits = metric(&gw, HITS).await;
+    let hits = gw.metric(HITS).await;
     let third = probe(&gw).await;
     assert_eq!(third.head, newer);
-    assert_eq!(metric(&gw, HITS).await, hits + 1.0);
+    assert_eq!(gw.metric(HITS).await, hits + 1.0);
 }
 
 #[tokio::test]
@@ -171,8 +158,8 @@ async fn no_checkout_is_ever_handed_to_two_runs() {
         runs.iter().all(|r| r.claimed == "no"),
         "a run found another run's mark: {runs:?}"
     );
-    assert!(metric(&gw, HITS).await >= 1.0);
-    assert_eq!(metric(&gw, HITS).await + metric(&gw, MISSES).await, 12.0);
+    assert!(gw.metric(HITS).await >= 1.0);
+    assert_eq!(gw.metric(HITS).await + gw.metric(MISSES).await, 12.0);
     gw.wait_workspaces_gone().await;
 }
 
@@ -186,7 +173,7 @@ async fn when_jobs_dir_is_low_on_space_the_pool_holds_nothing_and_runs_still_get
     let run = probe(&gw).await;
 
     assert_eq!(run.head, head);
-    assert_eq!(metric(&gw, MISSES).await, 1.0);
+    assert_eq!(gw.metric(MISSES).await, 1.0);
     let health = gw.health().await;
     assert_eq!(health["pool"], "cold", "{health}");
     assert_eq!(health["pool_ready"], 0, "{health}");
@@ -204,7 +191,7 @@ async fn pool_size_zero_clones_each_run_as_before() {
     assert_eq!(run.head, head);
     assert_eq!(gw.health().await["pool"], "off");
     assert!(!gw.jobs_dir.path().join(".pool").exists());
-    assert_eq!(metric(&gw, MISSES).await, 0.0);
+    assert_eq!(gw.metric(MISSES).await, 0.0);
 }
 
 #[tokio::test]

@@ -354,6 +354,27 @@ impl Gateway {
         send(self.request_as(None, Method::GET, path)).await
     }
 
+    /// The value of one sample of `/metrics` (`series` is the name with its labels, e.g.
+    /// `claude_gateway_pool_takes_total{outcome="hit"}`), 0 when absent.
+    #[allow(dead_code)]
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .get_open("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// `GET /health` (no token needed), as JSON.
     pub async fn health(&self) -> Value {
         json(self.get_open("/health").await).await
