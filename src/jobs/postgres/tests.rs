@@ -172,7 +172,10 @@ async fn replicas_claiming_webhooks_at_once_never_take_the_same_one() {
     let claimed = futures_util::future::join_all(replicas.iter().map(|store| async move {
         let mut mine = Vec::new();
         loop {
-            let due = store.claim_webhooks(now, lease, 3).await.unwrap();
+            let due = store
+                .claim_webhooks(WebhookClaim::new(now, lease, 3))
+                .await
+                .unwrap();
             if due.is_empty() {
                 return mine;
             }
@@ -206,18 +209,30 @@ fn numbers(claimed: &[Unfinished], of: &[(u32, &str)]) -> Vec<u32> {
         .collect()
 }
 
+/// Queues jobs `numbers` of `owner` through `store` (each created at its number), noting them in
+/// `all`.
+async fn enqueue_all<'a>(
+    store: &PgStore,
+    owner: &'a str,
+    numbers: std::ops::Range<u32>,
+    all: &mut Vec<(u32, &'a str)>,
+) {
+    for n in numbers {
+        store
+            .enqueue(&job(n, owner, i64::from(n)), &[], 1000, ONE)
+            .await
+            .unwrap();
+        all.push((n, owner));
+    }
+}
+
 #[tokio::test]
 async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passed_over() {
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
     let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
     let mut all = Vec::new();
-    for n in 0..20 {
-        a.enqueue(&job(n, "alice", i64::from(n)), &[], 1000, ONE)
-            .await
-            .unwrap();
-        all.push((n, "alice"));
-    }
+    enqueue_all(&a, "alice", 0..20, &mut all).await;
     // Two of alice's run (one on each replica) when bob arrives.
     assert_eq!(
         numbers(&a.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
@@ -227,12 +242,7 @@ async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passe
         numbers(&b.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
         [1]
     );
-    for n in 20..22 {
-        b.enqueue(&job(n, "bob", i64::from(n)), &[], 1000, ONE)
-            .await
-            .unwrap();
-        all.push((n, "bob"));
-    }
+    enqueue_all(&b, "bob", 20..22, &mut all).await;
     // Bob's two go next, ahead of alice's 18.
     assert_eq!(
         numbers(&a.claim(2, &ClaimCaps::default()).await.unwrap(), &all),
