@@ -294,6 +294,15 @@ impl Gateway {
         GatewayBuilder::default().arg(flag, value).start().await
     }
 
+    /// A gateway that runs one run at a time and queues up to `depth`.
+    pub async fn one_slot(depth: usize) -> Gateway {
+        Self::builder()
+            .arg("max-concurrency", 1)
+            .arg("max-queue-depth", depth)
+            .start()
+            .await
+    }
+
     /// A builder for other settings.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
@@ -388,6 +397,13 @@ impl Gateway {
     /// `POST /v1/chat/completions` of one user message, `content`.
     pub async fn chat(&self, content: &str) -> Response {
         self.post(CHAT, &Self::chat_body(content)).await
+    }
+
+    /// [`chat`](Self::chat), asserting the answer's status; answers its JSON body.
+    pub async fn chat_json(&self, content: &str, status: StatusCode) -> Value {
+        let response = self.chat(content).await;
+        assert_eq!(response.status(), status);
+        json(response).await
     }
 
     /// A chat completion of one user message, not sent yet: `.send()` it (it can be spawned).
