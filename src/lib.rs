@@ -15,6 +15,7 @@
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run; what a run changed, and its delivery |
 //! | `metrics` | Prometheus counters and the run timer |
+//! | `requeue` | a chat run refused by the account's rate limit goes back to the queue once |
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job, webhooks |
 //! | `openai` | OpenAI wire types (chat, Responses), function calling, prompt rendering, errors, streaming |
@@ -43,6 +44,7 @@ mod metrics;
 mod openai;
 pub mod policy;
 mod quota;
+mod requeue;
 mod routes;
 mod run;
 pub mod server;
