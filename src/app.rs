@@ -205,6 +205,7 @@ impl App {
         // queued run before any new one.
         let jobs = Jobs::open(&config, runs.clone(), gauge.clone()).await?;
         quota.attach(jobs.ledger());
+        jobs.share_pause(&quota);
         jobs.recover().await?;
         let intake = Intake::new(&config, gauge.clone(), metrics.clone());
         let responses = ResponseBudget::new(config.max_response_bytes_in_flight);

@@ -15,6 +15,7 @@
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run; what a run changed, and its delivery |
 //! | `metrics` | Prometheus counters and the run timer |
+//! | `requeue` | a chat run refused by the account's rate limit goes back to the queue once |
 //! | `run` | one home for a run: the agent stack, its error classification, its metrics |
 //! | [`jobs`] | job records, stores, event logs, the task that runs a job, webhooks |
 //! | `openai` | OpenAI wire types (chat, Responses), function calling, prompt rendering, errors, streaming |
@@ -32,6 +33,25 @@
     rust_2018_idioms
 )]
 
+/// Writes `tower::Layer` for a layer whose services are the inner service beside a clone of each
+/// of the layer's fields (`$service { inner, field: layer.field.clone(), … }`): the gateway's own
+/// layers (metrics, harvest, requeue) are all of that kind. Defined before the modules, so every
+/// one of them can use it.
+macro_rules! layer_of_fields {
+    ($layer:ty => $service:ident { $($field:ident),+ $(,)? }) => {
+        impl<S> tower::Layer<S> for $layer {
+            type Service = $service<S>;
+
+            fn layer(&self, inner: S) -> Self::Service {
+                $service {
+                    inner,
+                    $($field: self.$field.clone(),)+
+                }
+            }
+        }
+    };
+}
+
 pub mod agent;
 mod anthropic;
 pub mod app;
@@ -43,6 +63,7 @@ mod metrics;
 mod openai;
 pub mod policy;
 mod quota;
+mod requeue;
 mod routes;
 mod run;
 pub mod server;

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gateway_layers::admission::Gauge;
+use gateway_layers::admission::{Gauge, Ticket};
 
 use crate::agent::AgentOutcome;
 use crate::policy::{Budget, KeyPolicy, Policies, Spend};
@@ -59,6 +59,13 @@ pub(crate) trait Ledger: Send + Sync + 'static {
         owner: String,
         window: (DateTime<Utc>, DateTime<Utc>),
     ) -> LedgerFuture<'_, Spend>;
+}
+
+/// Where the upstream pause is shared with the other replicas (the PostgreSQL store), so that a
+/// refusal seen by one stops dispatch on all; a single process has none.
+pub(crate) trait PauseBoard: Send + Sync + 'static {
+    /// Pauses dispatch on every replica until `until`, or later when a pause in force ends later.
+    fn publish(&self, until: DateTime<Utc>) -> LedgerFuture<'_, ()>;
 }
 
 /// Budgets and the upstream pause, shared by the routes (admission), the run stack (charging,
@@ -182,6 +189,12 @@ impl Quota {
         let _ = self.inner.ledger.set(ledger);
     }
 
+    /// Shares the upstream pause with the other replicas through `board`, once the store is
+    /// open. Later calls change nothing.
+    pub(crate) fn share_pause(&self, board: Arc<dyn PauseBoard>) {
+        let _ = self.inner.dispatch.board.set(board);
+    }
+
     /// The upstream pause.
     pub(crate) fn dispatch(&self) -> &Dispatch {
         &self.inner.dispatch
@@ -260,6 +273,13 @@ impl Quota {
         }
     }
 
+    /// A new place in the queue for a run of `key` accepted earlier (one going back to the queue),
+    /// beyond the depth, under the key's weight and `max_concurrent` in force now.
+    pub(crate) fn readmit(&self, key: &str) -> Ticket {
+        let limits = crate::bounds::key_limits(self.inner.policies.current().for_key(key));
+        self.inner.gauge.admit_unchecked_for(Arc::from(key), limits)
+    }
+
     /// `key`'s runs on this gateway, from the gauge.
     pub(crate) fn held(&self, key: &str) -> Held {
         let snapshot = self.inner.gauge.key_snapshot(key);
@@ -329,9 +349,14 @@ pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// and the gauge resumes dispatch by itself at the end. This keeps the wall-clock end beside it,
 /// for `/health`, `/v1/quota` and the jobs' `queued_reason`. A pause only ever moves later: a run
 /// that reports an earlier reset than one in force does not shorten it.
+///
+/// With replicas, a pause is published to the others ([`PauseBoard`]), and one they published
+/// is taken up here ([`adopt`](Self::adopt)), so every replica pauses together.
 pub(crate) struct Dispatch {
     /// Whose dispatch is paused.
     gauge: Gauge,
+    /// Where pauses are shared with the other replicas, when there are any.
+    board: OnceLock<Arc<dyn PauseBoard>>,
     /// The end of the last pause (`None`: never paused).
     until: Mutex<Option<DateTime<Utc>>>,
     /// The back-off the next pause without a reset time gets.
@@ -342,6 +367,7 @@ impl Dispatch {
     fn new(gauge: Gauge) -> Self {
         Self {
             gauge,
+            board: OnceLock::new(),
             until: Mutex::new(None),
             backoff: Mutex::new(BACKOFF_START),
         }
@@ -377,7 +403,33 @@ impl Dispatch {
         self.gauge.pause_until(tokio::time::Instant::now() + left);
         drop(until);
         tracing::warn!(paused_until = %result.to_rfc3339(), "the account is rate-limited: dispatch paused");
+        if let Some(board) = self.board.get().cloned() {
+            // In the background: the run's slot is freed only once this returns.
+            tokio::spawn(async move {
+                if let Err(error) = board.publish(result).await {
+                    tracing::warn!(%error, "could not share the upstream pause with the other replicas");
+                }
+            });
+        }
         result
+    }
+
+    /// Pauses dispatch here until `until`, a pause another replica published (see
+    /// [`PauseBoard`]): only ever later than a pause in force, and without a back-off step.
+    pub(crate) fn adopt(&self, until: DateTime<Utc>) {
+        let now = Utc::now();
+        if until <= now {
+            return;
+        }
+        let mut current = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*current, Some(end) if end >= until) && self.gauge.paused_until().is_some() {
+            return;
+        }
+        *current = Some(until);
+        let left = (until - now).to_std().unwrap_or(Duration::ZERO);
+        self.gauge.pause_until(tokio::time::Instant::now() + left);
+        drop(current);
+        tracing::warn!(paused_until = %until.to_rfc3339(), "another replica found the account rate-limited: dispatch paused");
     }
 
     /// A run succeeded: the back-off starts over.
@@ -416,6 +468,13 @@ pub(crate) fn upstream_limit(outcome: &AgentOutcome) -> Option<Option<DateTime<U
             .and_then(serde_json::Value::as_u64)
             == Some(429);
     failed_on_limit.then_some(reset)
+}
+
+/// Whether a run failed only because the account is rate-limited: it did not succeed, and it
+/// reported the limit ([`upstream_limit`]). Such a run goes back to the queue once (a job in its
+/// task, a chat run in [`crate::requeue`]).
+pub(crate) fn refused_upstream(outcome: &AgentOutcome) -> bool {
+    !outcome.succeeded() && upstream_limit(outcome).is_some()
 }
 
 #[cfg(test)]

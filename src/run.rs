@@ -6,9 +6,10 @@
 //! too, so no entry point can forget either.
 //!
 //! ```text
-//!  record ─► concurrency-limit ─► deadline ─► workspace ─► harvest ─► ClaudeService
-//!  (metrics,  (queued → active,    (run only)  (clone in,   (changes,   (spawn, stream,
-//!   errors)    FIFO)                            clean out)   delivery)   kill on drop)
+//!  record ─► requeue ─────► concurrency-limit ─► deadline ─► workspace ─► harvest ─► ClaudeService
+//!  (metrics,  (refused by   (queued → active,    (run only)  (clone in,   (changes,   (spawn, stream,
+//!   errors)    the account:  fair order)                      clean out)   delivery)   kill on drop)
+//!              queue again)
 //! ```
 //!
 //! Dropping a run's future at any point (a cancelled job, a client gone, shutdown) frees its
@@ -36,6 +37,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
 use crate::metrics::{Entry, Metrics, RunEnd};
 use crate::quota::{ChargeTo, Quota};
+use crate::requeue::RequeueOnLimitLayer;
 use crate::workspace::HarvestLayer;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
@@ -58,6 +60,9 @@ impl Runs {
         quota: Quota,
     ) -> Self {
         let stack = ServiceBuilder::new()
+            // Above the slot: a chat run refused by the account's rate limit lets go of its slot
+            // and takes a new place in the queue, to wait for the pause holding nothing.
+            .layer(RequeueOnLimitLayer::new(quota.clone(), default_deadline))
             // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
             // however it ends. Nothing below runs before a slot is free.
             .layer(ConcurrencyLimitLayer::new(gauge))
@@ -291,18 +296,7 @@ struct RecordLayer {
     marks_start: bool,
 }
 
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Record {
-            inner,
-            metrics: self.metrics.clone(),
-            quota: self.quota.clone(),
-            marks_start: self.marks_start,
-        }
-    }
-}
+layer_of_fields!(RecordLayer => Record { metrics, quota, marks_start });
 
 /// See [`RecordLayer`].
 #[derive(Clone)]

@@ -118,24 +118,9 @@ async fn starts_follow_the_weights_three_to_one() {
     submit_named(&gw, &mut jobs, (BOB, "bob"), 3, 600).await;
     let all: Vec<&str> = jobs.iter().map(|(n, ..)| n.as_str()).collect();
     let order = wait_started(&gw, &jobs, &all).await;
-    // FIFO within each key.
-    for key in ["alice", "bob"] {
-        let mine: Vec<_> = order
-            .iter()
-            .filter(|n| n.starts_with(key))
-            .cloned()
-            .collect();
-        let mut sorted = mine.clone();
-        sorted.sort_by_key(|n| n[key.len()..].parse::<u32>().unwrap());
-        assert_eq!(mine, sorted, "{order:?}");
-    }
-    // Rounds of four starts: three of alice's and one of bob's, within one job.
-    for round in order.chunks(4) {
-        let bob = round.iter().filter(|n| n.starts_with("bob")).count();
-        assert!((0..=2).contains(&bob), "round {round:?} of {order:?}");
-    }
-    // Over the whole queue the share is exactly 3:1 and the first round already has bob's.
-    assert!(order[..4].iter().any(|n| n.starts_with("bob")), "{order:?}");
+    // FIFO within each key; rounds of four starts: three of alice's and one of bob's, within one
+    // job; over the whole queue the share is exactly 3:1 and the first round already has bob's.
+    common::assert_three_to_one(&order);
 }
 
 #[tokio::test]

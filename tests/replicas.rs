@@ -700,3 +700,235 @@ async fn a_newcomer_is_started_at_the_next_two_slot_releases_across_two_replicas
     let alice = runs.iter().filter(|r| r.starts_with("alice")).count();
     assert_eq!(alice, 20, "{runs:?}");
 }
+
+// Fair share across replicas, with the real gateway in this process in front of the real CLI
+// (each replica with a mock API of its own), on one database.
+
+const ALICE: &str = "alice-secret";
+const BOB: &str = "bob-secret";
+
+/// Two replicas, `r0` and `r1`, on `db`, each running `concurrency` runs at once, with the keys
+/// alice and bob under `policy`.
+async fn fair_pair(
+    db: &TestDb,
+    dir: &Path,
+    concurrency: usize,
+    policy: &str,
+) -> (common::Gateway, common::Gateway) {
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("alice:{ALICE}\nbob:{BOB}\n")).unwrap();
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let replica = |name: &'static str| {
+        common::Gateway::builder()
+            .arg("max-concurrency", concurrency)
+            .arg("max-queue-depth", 100)
+            .arg("api-bearer-tokens-file", tokens.display())
+            .arg("api-key-policy-file", policy_file.display())
+            .arg("database-url", db.url())
+            .arg("replica-id", name)
+            .start()
+    };
+    tokio::join!(replica("r0"), replica("r1"))
+}
+
+/// A job of `token` named `name` (in its prompt) whose agent call takes `delay_ms` at the mock.
+struct FairJob {
+    name: String,
+    id: String,
+    token: &'static str,
+}
+
+/// Submits `name` for `token` on `gw`.
+async fn submit_named(
+    gw: &common::Gateway,
+    token: &'static str,
+    name: String,
+    delay_ms: u64,
+) -> FairJob {
+    let id = common::submit_as(gw, token, &format!("[[mock:delay {delay_ms}]] {name}"), 120).await;
+    FairJob { name, id, token }
+}
+
+/// Waits until every job has ended, completed; answers each with its start and end, by start.
+async fn ran(gw: &common::Gateway, jobs: &[FairJob]) -> Vec<(String, String, String)> {
+    let mut runs = Vec::new();
+    for job in jobs {
+        let record = eventually(format!("{} ends", job.name), limit(120), || async {
+            let (_, record) = common::get_job_as(gw, job.token, &job.id).await;
+            common::is_terminal(&record).then_some(record)
+        })
+        .await;
+        assert_eq!(record["status"], "completed", "{record}");
+        let at = |field: &str| record[field].as_str().expect(field).to_owned();
+        runs.push((at("started_at"), at("finished_at"), job.name.clone()));
+    }
+    runs.sort();
+    runs
+}
+
+#[tokio::test]
+async fn weights_three_to_one_hold_across_two_replicas() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[keys.alice]\nweight = 3\n[keys.bob]\nweight = 1\n";
+    let (r0, r1) = fair_pair(&db, dir.path(), 1, policy).await;
+    let replicas = [&r0, &r1];
+    let mut jobs = Vec::new();
+    // Submitted on both replicas; the service has two slots, one on each.
+    for i in 0..12 {
+        jobs.push(submit_named(replicas[i % 2], ALICE, format!("alice{i}"), 600).await);
+    }
+    for i in 0..4 {
+        jobs.push(submit_named(replicas[i % 2], BOB, format!("bob{i}"), 600).await);
+    }
+    let order: Vec<String> = ran(&r0, &jobs)
+        .await
+        .into_iter()
+        .map(|(_, _, n)| n)
+        .collect();
+    common::assert_three_to_one(&order);
+    // Both replicas ran jobs.
+    let mut by_replica = HashMap::new();
+    for job in &jobs {
+        let (_, record) = common::get_job_as(&r1, job.token, &job.id).await;
+        *by_replica.entry(record["replica"].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(by_replica.len(), 2, "{by_replica:?}");
+}
+
+#[tokio::test]
+async fn two_replicas_never_run_more_than_max_concurrent_of_one_key() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[keys.alice]\nmax_concurrent = 1\nmax_queued = 10\n";
+    let (r0, r1) = fair_pair(&db, dir.path(), 2, policy).await;
+    let replicas = [&r0, &r1];
+    let mut alice = Vec::new();
+    for i in 0..6 {
+        alice.push(submit_named(replicas[i % 2], ALICE, format!("alice{i}"), 400).await);
+    }
+    let mut bob = Vec::new();
+    for i in 0..2 {
+        bob.push(submit_named(replicas[i % 2], BOB, format!("bob{i}"), 400).await);
+    }
+    // While alice's jobs run one at a time, both replicas say so from the shared store.
+    let (quota, remaining) = eventually(
+        "alice has jobs queued and one running",
+        limit(60),
+        || async {
+            let response = r1
+                .request_as(Some(ALICE), reqwest::Method::GET, "/v1/quota")
+                .send()
+                .await
+                .unwrap();
+            let remaining = response.headers()["x-ratelimit-remaining-requests"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            let q: Value = response.json().await.unwrap();
+            (q["running"] == 1 && q["queued"].as_u64().is_some_and(|n| n >= 2))
+                .then_some((q, remaining))
+        },
+    )
+    .await;
+    // Counted across replicas: her six are spread over both and the shared queue.
+    let queued = quota["queued"].as_u64().unwrap();
+    assert!(queued <= 5, "{quota}");
+    assert_eq!(remaining, 10 - queued, "{quota}");
+    let alice_runs = ran(&r0, &alice).await;
+    // Each of alice's started after the one before had finished: never two at once, on any
+    // replica.
+    for pair in alice_runs.windows(2) {
+        let (before, next) = (&pair[0], &pair[1]);
+        assert!(
+            next.0 > before.1,
+            "{} started at {} before {} finished at {}",
+            next.2,
+            next.0,
+            before.2,
+            before.1
+        );
+    }
+    // Her limit held nobody else back: bob's both ran while she still had jobs waiting.
+    let bob_runs = ran(&r1, &bob).await;
+    let alice_last_start = &alice_runs.last().unwrap().0;
+    for (started, _, name) in &bob_runs {
+        assert!(
+            started < alice_last_start,
+            "{name} started at {started}, after alice's last"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_seen_by_one_replica_pauses_every_replica_until_it_ends() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (r0, r1) = fair_pair(&db, dir.path(), 1, "").await;
+    let replicas = [&r0, &r1];
+    // The account refuses requests for the next 3 seconds; the CLI reports the 429 without a
+    // reset time, so the replica that runs this backs off (5 s), past the refusal.
+    let until = chrono::Utc::now().timestamp() + 3;
+    let refused = common::submit_as(
+        &r0,
+        ALICE,
+        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
+        120,
+    )
+    .await;
+    let pauses = eventually("both replicas show the pause", limit(60), || async {
+        let (h0, h1) = tokio::join!(r0.health(), r1.health());
+        let p0 = h0["dispatch"]["paused_until"].as_str().map(str::to_owned);
+        let p1 = h1["dispatch"]["paused_until"].as_str().map(str::to_owned);
+        p0.zip(p1)
+    })
+    .await;
+    let paused_until = |at: &str| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let (p0, p1) = (paused_until(&pauses.0), paused_until(&pauses.1));
+    assert!((p0 - p1).num_milliseconds().abs() <= 1, "{pauses:?}");
+    // Jobs submitted meanwhile, on either replica, stay in the shared queue with the reason.
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(submit_named(replicas[i % 2], BOB, format!("after{i}"), 0).await);
+    }
+    for job in &others {
+        let (_, record) = common::get_job_as(replicas[1], BOB, &job.id).await;
+        assert!(
+            chrono::Utc::now() < p0,
+            "the pause lasts 5 s: this is read within it"
+        );
+        assert_eq!(record["status"], "queued", "{record}");
+        let reason = record["queued_reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("upstream rate limit"), "{record}");
+    }
+    // Dispatch resumes by itself everywhere, and nothing failed because of the pause.
+    let (_, record) = common::get_job_as(&r0, ALICE, &refused).await;
+    let record = if common::is_terminal(&record) {
+        record
+    } else {
+        eventually("the refused job ends", limit(120), || async {
+            let (_, record) = common::get_job_as(&r0, ALICE, &refused).await;
+            common::is_terminal(&record).then_some(record)
+        })
+        .await
+    };
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "refused first", "{record}");
+    let tolerance = chrono::TimeDelta::milliseconds(100);
+    for (started, _, name) in ran(&r1, &others).await {
+        let started = paused_until(&started);
+        assert!(
+            started + tolerance >= p0,
+            "{name} started at {started}, in the pause until {p0}"
+        );
+    }
+    for gw in replicas {
+        assert!(gw.health().await["dispatch"]["paused_until"].is_null());
+    }
+}

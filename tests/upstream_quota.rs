@@ -6,9 +6,11 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::{
-    eventually, get_job, open_events, read_events, secs, submit, wait_end, Gateway, TOKEN,
+    answer, eventually, get_job, json, open_events, read_events, secs, send, submit, wait_end,
+    Gateway, TOKEN,
 };
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 fn time(value: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(value.as_str().expect("a time"))
@@ -84,4 +86,114 @@ async fn a_rate_limited_account_pauses_dispatch_and_no_job_fails_because_of_it()
             .contains("upstream rate limit"),
         "{requeued}"
     );
+}
+
+/// How many requests the mock API received for the prompt holding `marker`: one per try.
+fn tries(gw: &Gateway, marker: &str) -> usize {
+    gw.mock
+        .message_requests()
+        .iter()
+        .filter(|request| request.prompt_text().contains(marker))
+        .count()
+}
+
+/// A chat run refused by the account's rate limit took one slot twice and ended once, completed.
+async fn assert_one_run_completed(gw: &Gateway, entry: &str) {
+    let series = |outcome: &str| {
+        format!(r#"claude_gateway_runs_total{{entry="{entry}",outcome="{outcome}"}}"#)
+    };
+    assert_eq!(gw.metric(&series("completed")).await, 1.0);
+    assert_eq!(gw.metric(&series("failed")).await, 0.0);
+    assert_eq!(gw.metric(&series("error")).await, 0.0);
+    assert!(gw.health().await["dispatch"]["paused_until"].is_null());
+}
+
+#[tokio::test]
+async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
+    let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
+    // Refused for the next 2 seconds; the CLI gives no reset time, so the pause is the 5 s back-off.
+    let until = Utc::now().timestamp() + 2;
+    let asked = std::time::Instant::now();
+    let body = gw
+        .chat_json(
+            &format!("[[mock:ratelimit {until}]] [[mock:text answered after the pause]] chat-once"),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(answer(&body), "answered after the pause", "{body}");
+    assert_eq!(tries(&gw, "chat-once"), 2, "refused once, then answered");
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_secs(4),
+        "the second try waited for the pause"
+    );
+    assert_one_run_completed(&gw, "chat").await;
+}
+
+#[tokio::test]
+async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stream() {
+    let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
+    let until = Utc::now().timestamp() + 2;
+    let body = json!({
+        "model": "haiku",
+        "stream": true,
+        "messages": [{"role": "user", "content": format!(
+            "[[mock:ratelimit {until}]] [[mock:text streamed after the pause]] stream-once"
+        )}],
+    });
+    let response = send(gw.request(Method::POST, "/v1/chat/completions").json(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let chunks = common::chat_chunks(response).await;
+    assert!(
+        chunks.iter().all(|chunk| chunk.get("error").is_none()),
+        "{chunks:?}"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "streamed after the pause");
+    assert_eq!(tries(&gw, "stream-once"), 2);
+    assert_one_run_completed(&gw, "chat").await;
+}
+
+#[tokio::test]
+async fn a_messages_call_refused_by_the_rate_limit_is_answered_after_the_pause() {
+    let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
+    let until = Utc::now().timestamp() + 2;
+    let body = json!({"model": "haiku", "max_tokens": 1024, "messages": [{"role": "user", "content": format!(
+        "[[mock:ratelimit {until}]] [[mock:text a message after the pause]] messages-once"
+    )}]});
+    let response = send(gw.request(Method::POST, "/v1/messages").json(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(
+        body["content"][0]["text"], "a message after the pause",
+        "{body}"
+    );
+    assert_eq!(tries(&gw, "messages-once"), 2);
+    assert_one_run_completed(&gw, "messages").await;
+}
+
+#[tokio::test]
+async fn a_chat_whose_deadline_ends_before_the_pause_gets_the_refusal() {
+    // A chat deadline of 3 s is shorter than the 5 s back-off: waiting could only fail later.
+    let gw = Gateway::builder()
+        .arg("max-concurrency", 1)
+        .arg("openai-compat-timeout-seconds", 3)
+        .start()
+        .await;
+    let until = Utc::now().timestamp() + 60;
+    // As before a run was ever tried again: the run failed, the error says why.
+    let body = gw
+        .chat_json(
+            &format!("[[mock:ratelimit {until}]] [[mock:text never]] refused-once"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
+    assert_eq!(body["error"]["code"], "agent_failed", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("429"),
+        "{body}"
+    );
+    assert_eq!(tries(&gw, "refused-once"), 1);
 }

@@ -227,6 +227,27 @@ impl Jobs {
         Ok(jobs)
     }
 
+    /// Shares `quota`'s upstream pause with the other replicas, when the store is shared
+    /// (PostgreSQL); nothing otherwise.
+    pub(crate) fn share_pause(&self, quota: &crate::quota::Quota) {
+        if let Some(replication) = &self.shared.replication {
+            replication.share_pause(quota);
+        }
+    }
+
+    /// `owner`'s unfinished jobs on other replicas and in the shared queue, as (queued,
+    /// running); `None` when the store is not shared (this gateway's gauge holds them all).
+    pub(crate) async fn held_elsewhere(&self, owner: &str) -> Option<(usize, usize)> {
+        let replication = self.shared.replication.as_ref()?;
+        match replication.pg.held_elsewhere(owner).await {
+            Ok(held) => Some(held),
+            Err(error) => {
+                tracing::warn!(owner, %error, "could not count a key's jobs on the other replicas");
+                None
+            }
+        }
+    }
+
     /// The store as the ledger budgets are charged to.
     pub(crate) fn ledger(&self) -> Arc<dyn crate::quota::Ledger> {
         Arc::new(StoreLedger(Arc::clone(&self.shared.store)))

@@ -20,12 +20,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+
+use crate::quota::{LedgerFuture, PauseBoard, Quota};
 
 use super::live::{Stop, StopKind};
 use super::postgres::PgStore;
@@ -62,6 +64,8 @@ pub(super) struct Replication {
     leaving: AtomicBool,
     /// Set once the loops run, so they are started once.
     running: AtomicBool,
+    /// The upstream pause of this replica, which takes up the pauses other replicas publish.
+    quota: OnceLock<Quota>,
 }
 
 impl Replication {
@@ -76,7 +80,15 @@ impl Replication {
             up: AtomicBool::new(true),
             leaving: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            quota: OnceLock::new(),
         }
+    }
+
+    /// Shares `quota`'s upstream pause with the other replicas: a pause here is published in
+    /// the store, and one published by another replica is taken up here by the claim loop.
+    pub(super) fn share_pause(&self, quota: &Quota) {
+        quota.share_pause(Arc::new(SharedPause(self.pg.clone())));
+        let _ = self.quota.set(quota.clone());
     }
 
     /// The map holds senders changed in one step each, so a poisoned lock is used as is.
@@ -168,6 +180,7 @@ async fn claim_loop(weak: Weak<Shared>) {
         let woken = claim.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
+        follow_pause(replication).await;
         claim_free(&shared).await;
         stop_cancelled(&shared).await;
         replication.wake_all();
@@ -180,13 +193,45 @@ async fn claim_loop(weak: Weak<Shared>) {
     }
 }
 
-/// Claims as many queued jobs as there are free slots here, and starts them.
+/// The upstream pause in the store, shared by the replicas.
+struct SharedPause(Arc<PgStore>);
+
+impl PauseBoard for SharedPause {
+    fn publish(&self, until: chrono::DateTime<chrono::Utc>) -> LedgerFuture<'_, ()> {
+        Box::pin(async move {
+            self.0
+                .pause_dispatch(until)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Takes up a pause another replica published in the store (see [`Replication::share_pause`]).
+async fn follow_pause(replication: &Replication) {
+    let Some(quota) = replication.quota.get() else {
+        return;
+    };
+    match replication
+        .pg
+        .dispatch_paused_until(chrono::Utc::now())
+        .await
+    {
+        Ok(Some(until)) => quota.dispatch().adopt(until),
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "could not read the shared upstream pause"),
+    }
+}
+
+/// Claims as many queued jobs as there are free slots here, and starts them. Nothing while
+/// dispatch is paused: the jobs stay in the shared queue (the claim itself also reads the
+/// shared pause, so a replica that has not taken it up yet claims nothing either).
 async fn claim_free(shared: &Arc<Shared>) {
     let Some(replication) = shared.replication.as_ref() else {
         return;
     };
     loop {
-        if !shared.live.is_accepting() {
+        if !shared.live.is_accepting() || shared.gauge.paused_until().is_some() {
             return;
         }
         let gauge = shared.gauge.snapshot();

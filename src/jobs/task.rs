@@ -227,7 +227,7 @@ impl JobTask {
                     self.agent_event(event);
                 }
                 if let Ok(outcome) = result.as_ref() {
-                    if !self.requeued_on_limit && crate::quota::upstream_limit(outcome).is_some() {
+                    if !self.requeued_on_limit && crate::quota::refused_upstream(outcome) {
                         drop(run);
                         return Box::pin(self.requeue_on_limit()).await;
                     }

@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 use crate::anthropic::error::AnthropicError;
 use crate::openai::error::OpenAiError;
-use crate::quota::{OverBudget, Standing};
+use crate::quota::{Held, OverBudget, Standing};
 use crate::routes::detail::DetailError;
 use crate::routes::jobs::owner;
 use crate::routes::openapi::OpenAiAuthFailure;
@@ -140,24 +140,44 @@ pub(crate) async fn guard(
         }
     };
     let mut response = next.run(request).await;
-    add_headers(&state, &key, &standing, response.headers_mut());
+    add_headers(&state, &key, &standing, response.headers_mut()).await;
     response
 }
 
+/// `key`'s runs: this replica's (jobs and chat, from its gauge) and, with replicas on
+/// PostgreSQL, its jobs in the shared queue and on the other replicas (one indexed query). A chat
+/// run lives on the replica holding its connection and is counted there only.
+async fn held(state: &AppState, key: &str) -> Held {
+    let mut held = state.quota.held(key);
+    if let Some((queued, running)) = state.jobs.held_elsewhere(key).await {
+        held.queued += queued;
+        held.running += running;
+    }
+    held
+}
+
 /// Adds the rate-limit headers of `key`'s `standing` (see the [module docs](self)).
-pub(crate) fn add_headers(
+pub(crate) async fn add_headers(
     state: &AppState,
     key: &str,
     standing: &Standing,
     headers: &mut HeaderMap,
 ) {
+    let queued = match standing.policy.max_queued {
+        Some(_) => held(state, key).await.queued,
+        None => 0,
+    };
+    put_headers(standing, queued, headers);
+}
+
+/// The rate-limit headers of a key's `standing`, with `queued` of its runs waiting.
+fn put_headers(standing: &Standing, queued: usize, headers: &mut HeaderMap) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     };
     if let Some(max_queued) = standing.policy.max_queued {
-        let queued = state.quota.held(key).queued;
         put("x-ratelimit-limit-requests", max_queued.to_string());
         put(
             "x-ratelimit-remaining-requests",
@@ -201,9 +221,10 @@ pub(crate) struct QuotaView {
     pub limits: Limits,
     /// The current budget window, when the key has a budget.
     pub window: Option<WindowView>,
-    /// The key's runs waiting for a slot on this gateway.
+    /// The key's runs waiting for a slot: on this gateway; with replicas on PostgreSQL, its jobs
+    /// on every replica and in the shared queue, and its chat runs on this replica.
     pub queued: usize,
-    /// The key's runs holding a slot on this gateway.
+    /// The key's runs holding a slot, counted as `queued` is.
     pub running: usize,
     /// When dispatch is paused because the account behind the CLI is rate-limited: until when
     /// (RFC 3339); `null` otherwise.
@@ -268,7 +289,7 @@ pub(crate) async fn get_quota(
 ) -> Response {
     let key = owner(caller);
     let standing = state.quota.standing(&key).await;
-    let held = state.quota.held(&key);
+    let held = held(&state, &key).await;
     let policy = &standing.policy;
     let budget = policy.budget.as_ref();
     let view = QuotaView {
@@ -294,7 +315,8 @@ pub(crate) async fn get_quota(
         dispatch_paused_until: state.quota.dispatch().paused_until().map(rfc3339),
     };
     let mut response = Json(view).into_response();
-    add_headers(&state, &key, &standing, response.headers_mut());
+    // The same count as the body's, so the two agree.
+    put_headers(&standing, held.queued, response.headers_mut());
     response
 }
 

@@ -65,6 +65,35 @@ const HELD: &str = concat!(
     ", j.replica FROM jobs j"
 );
 
+/// The claim of one job (see [`PgStore::claim`]): `$1` the replica, `$2`/`$3` the owners the
+/// policy names and their `max_concurrent`, `$4` everyone else's, `$5` now (Unix microseconds).
+/// Answers the claimed job as [`UNFINISHED`](rows::UNFINISHED) does, a row of NULLs when the job
+/// found could not be taken (its owner's last slot went to another replica first), nothing when
+/// none was found.
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH cand AS (SELECT q.seq, q.owner, \
+                   COALESCE((SELECT c.cap FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS c(owner, cap) \
+                             WHERE c.owner = q.owner), $4) AS cap \
+                 FROM jobs q WHERE q.status = 'queued' AND q.replica IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM dispatch_pause p WHERE p.until_at > $5) \
+                   AND COALESCE((SELECT k.running FROM key_running k WHERE k.owner = q.owner), 0) \
+                       < COALESCE((SELECT c.cap FROM UNNEST($2::TEXT[], $3::BIGINT[]) \
+                                     AS c(owner, cap) WHERE c.owner = q.owner), $4) \
+                 ORDER BY q.vtag, q.created_at LIMIT 1 FOR UPDATE OF q SKIP LOCKED), \
+              gate AS (SELECT k.owner FROM key_running k JOIN cand ON k.owner = cand.owner \
+                 WHERE k.running < cand.cap FOR UPDATE OF k), \
+              claimed AS (UPDATE jobs SET replica = $1 \
+                 WHERE seq IN (SELECT seq FROM cand) AND EXISTS (SELECT 1 FROM gate) \
+                 RETURNING seq, job_id, record) \
+         {}",
+        rows::UNFINISHED.replace(
+            "FROM jobs j",
+            "FROM cand LEFT JOIN claimed j ON j.seq = cand.seq"
+        )
+    )
+});
+
 /// Appends events to the job named by `$1` when the row says the writer may (`$2` holds the
 /// condition's parameter), skipping any already stored; answers the bytes added as `added`.
 /// Events travel as three arrays (`$3` seqs, `$4` kinds, `$5` data).
@@ -386,41 +415,45 @@ impl PgStore {
 
     /// Claims up to `n` jobs of the shared queue for this replica, in fair order (least start
     /// tag, then oldest), passing over owners that already hold their `max_concurrent` jobs on
-    /// any replica (`caps`), and answers them with where their logs stand. Each job is claimed
-    /// by one indexed statement (`jobs_fair_queue`, FOR UPDATE SKIP LOCKED): replicas claiming
-    /// at once skip each other's rows instead of waiting for them, and each claim counts the
-    /// ones before it against the owner's limit.
+    /// any replica (`caps`), and answers them with where their logs stand. Nothing is claimed
+    /// while the shared upstream pause (`dispatch_pause`) lasts.
+    ///
+    /// Each job is claimed by one indexed statement (`jobs_fair_queue`, FOR UPDATE SKIP LOCKED:
+    /// replicas claiming at once skip each other's rows instead of waiting for them). The owner's
+    /// `max_concurrent` is checked on its `key_running` row, locked by the claim: two replicas
+    /// claiming for one owner at once take turns on that row, and the second, seeing the count the
+    /// first's claim added (by the trigger of `0006_shared_dispatch.sql`), takes no job past the
+    /// limit; it tries the queue again, so another owner's job still gets the slot.
     pub(crate) async fn claim(
         &self,
         n: usize,
         caps: &ClaimCaps,
     ) -> Result<Vec<Unfinished>, StoreError> {
         let mut claimed = Vec::new();
-        for _ in 0..n {
-            let rows = sqlx::query(&format!(
-                "WITH claimed AS (UPDATE jobs SET replica = $1 WHERE seq IN ( \
-                     SELECT q.seq FROM jobs q WHERE q.status = 'queued' AND q.replica IS NULL \
-                       AND (SELECT COUNT(*) FROM jobs h WHERE h.owner = q.owner \
-                              AND h.replica IS NOT NULL AND h.finished_at IS NULL) \
-                           < COALESCE((SELECT c.cap FROM UNNEST($2::TEXT[], $3::BIGINT[]) \
-                                         AS c(owner, cap) WHERE c.owner = q.owner), $4) \
-                     ORDER BY q.vtag, q.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                   RETURNING seq, job_id, record) \
-                 {} ORDER BY j.seq",
-                rows::UNFINISHED.replace("FROM jobs j", "FROM claimed j")
-            ))
-            .bind(&self.replica)
-            .bind(&caps.owners)
-            .bind(&caps.caps)
-            .bind(caps.default)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed)?;
-            let mut one = rows::unfinished(&rows)?;
-            if one.is_empty() {
+        // A try lost to another replica's claim of the same owner's last slot is tried again,
+        // a few times at most (each loss means another replica took a job meanwhile).
+        let mut tries = n.saturating_mul(2).max(4);
+        while claimed.len() < n && tries > 0 {
+            tries -= 1;
+            let rows = sqlx::query(&CLAIM)
+                .bind(&self.replica)
+                .bind(&caps.owners)
+                .bind(&caps.caps)
+                .bind(caps.default)
+                .bind(micros(&Utc::now()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed)?;
+            // A row without a record: the job was found, but its owner's last slot went to
+            // another replica's claim first.
+            let (won, lost): (Vec<PgRow>, Vec<PgRow>) = rows.into_iter().partition(|row| {
+                row.try_get::<Option<String>, _>(0)
+                    .is_ok_and(|record| record.is_some())
+            });
+            if won.is_empty() && lost.is_empty() {
                 break;
             }
-            claimed.append(&mut one);
+            claimed.append(&mut rows::unfinished(&won)?);
         }
         Ok(claimed)
     }
@@ -524,6 +557,51 @@ impl PgStore {
         .await
         .map_err(failed)?;
         Ok(count(n))
+    }
+
+    /// Pauses dispatch on every replica until `until` (or later, when a pause in force ends
+    /// later), and wakes the replicas' claim loops to read it.
+    pub(crate) async fn pause_dispatch(&self, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH up AS (UPDATE dispatch_pause SET until_at = GREATEST(until_at, $1) RETURNING 1) \
+             SELECT pg_notify('claude_gateway_queue', '') FROM up",
+        )
+        .bind(micros(&until))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(failed)
+    }
+
+    /// The end of the shared upstream pause, if one is in force at `now`.
+    pub(crate) async fn dispatch_paused_until(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let until: Option<i64> =
+            sqlx::query_scalar("SELECT until_at FROM dispatch_pause WHERE until_at > $1")
+                .bind(micros(&now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed)?;
+        Ok(until.and_then(DateTime::from_timestamp_micros))
+    }
+
+    /// `owner`'s unfinished jobs that are not on this replica (in the shared queue, or claimed
+    /// by another one): how many wait (`queued`) and how many run, in one indexed statement.
+    pub(crate) async fn held_elsewhere(&self, owner: &str) -> Result<(usize, usize), StoreError> {
+        let (queued, running): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status = 'queued'), \
+                    COUNT(*) FILTER (WHERE status <> 'queued') \
+             FROM jobs WHERE owner = $1 AND finished_at IS NULL \
+               AND replica IS DISTINCT FROM $2",
+        )
+        .bind(owner)
+        .bind(&self.replica)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok((count(queued), count(running)))
     }
 
     /// One batch of eviction under the eviction lock (held by the caller's transaction): which

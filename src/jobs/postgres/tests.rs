@@ -209,6 +209,15 @@ fn numbers(claimed: &[Unfinished], of: &[(u32, &str)]) -> Vec<u32> {
         .collect()
 }
 
+/// Caps for a claim: alice at `max_concurrent`, everyone else unlimited.
+fn alice_capped_at(max_concurrent: i64) -> ClaimCaps {
+    ClaimCaps {
+        owners: vec!["alice".into()],
+        caps: vec![max_concurrent],
+        default: i64::MAX,
+    }
+}
+
 /// Queues jobs `numbers` of `owner` through `store` (each created at its number), noting them in
 /// `all`.
 async fn enqueue_all<'a>(
@@ -249,17 +258,10 @@ async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passe
         [20, 21]
     );
     // Alice capped at the 2 she holds: nothing of hers is claimed.
-    let caps = ClaimCaps {
-        owners: vec!["alice".into()],
-        caps: vec![2],
-        default: i64::MAX,
-    };
+    let caps = alice_capped_at(2);
     assert!(b.claim(2, &caps).await.unwrap().is_empty());
     // A limit of 3 lets exactly one more of hers go.
-    let caps = ClaimCaps {
-        caps: vec![3],
-        ..caps
-    };
+    let caps = alice_capped_at(3);
     assert_eq!(numbers(&b.claim(2, &caps).await.unwrap(), &all), [2]);
     // Bob at his max_queued is refused while alice is still taken.
     let capped = FairAdmit {
@@ -278,4 +280,105 @@ async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passe
             .unwrap(),
         Enqueued::Queued
     );
+}
+
+/// Marks every job a replica holds finished, as their ends would.
+async fn finish_held(store: &PgStore) {
+    sqlx::query(
+        "UPDATE jobs SET status = 'completed', finished_at = 1 \
+         WHERE replica IS NOT NULL AND finished_at IS NULL",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
+/// Forgets every job still waiting in the queue.
+async fn forget_queued(store: &PgStore) {
+    sqlx::query("DELETE FROM jobs WHERE status = 'queued' AND replica IS NULL")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn replicas_claiming_at_once_never_take_an_owner_past_its_max_concurrent() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
+    let caps = alice_capped_at(1);
+    let mut n = 0;
+    for round in 0..40 {
+        for owner in ["alice", "alice", "alice", "bob"] {
+            a.enqueue(&job(n, owner, i64::from(n)), &[], 1000, ONE)
+                .await
+                .unwrap();
+            n += 1;
+        }
+        // Both replicas claim at the same instant, each for two slots.
+        let (x, y) = tokio::join!(a.claim(2, &caps), b.claim(2, &caps));
+        let claimed: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+        let alice = claimed.iter().filter(|u| u.record.owner == "alice").count();
+        assert_eq!(alice, 1, "round {round}: alice's limit is 1");
+        // The other owner is not held back by alice's limit.
+        assert!(
+            claimed.iter().any(|u| u.record.owner == "bob"),
+            "round {round}"
+        );
+        finish_held(&a).await;
+        forget_queued(&a).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_going_back_to_the_queue_gives_its_owner_s_slot_back() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let caps = alice_capped_at(1);
+    for n in 0..2 {
+        a.enqueue(&job(n, "alice", i64::from(n)), &[], 1000, ONE)
+            .await
+            .unwrap();
+    }
+    assert_eq!(a.claim(2, &caps).await.unwrap().len(), 1);
+    assert!(a.claim(1, &caps).await.unwrap().is_empty(), "at her limit");
+    // Settled as after a restart: the claimed job is back in the queue, unheld.
+    sqlx::query("UPDATE jobs SET replica = NULL WHERE replica IS NOT NULL")
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(a.claim(1, &caps).await.unwrap().len(), 1);
+    assert!(
+        a.claim(1, &caps).await.unwrap().is_empty(),
+        "at her limit again"
+    );
+    // Finishing it frees the slot for her next.
+    finish_held(&a).await;
+    assert_eq!(a.claim(1, &caps).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_pause_published_by_one_replica_stops_every_replica_s_claims_until_it_ends() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
+    let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
+    a.enqueue(&job(0, "o", 0), &[], 1000, ONE).await.unwrap();
+    let now = Utc::now();
+    assert_eq!(b.dispatch_paused_until(now).await.unwrap(), None);
+    let until = now + chrono::TimeDelta::seconds(60);
+    a.pause_dispatch(until).await.unwrap();
+    // An earlier end does not shorten it.
+    b.pause_dispatch(now + chrono::TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let seen = b.dispatch_paused_until(now).await.unwrap().unwrap();
+    assert_eq!(seen.timestamp_micros(), until.timestamp_micros());
+    assert!(b.claim(1, &ClaimCaps::default()).await.unwrap().is_empty());
+    // Once its end has passed (here: moved back by hand) the queue is claimed again.
+    sqlx::query("UPDATE dispatch_pause SET until_at = 0")
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(b.dispatch_paused_until(Utc::now()).await.unwrap(), None);
+    assert_eq!(b.claim(1, &ClaimCaps::default()).await.unwrap().len(), 1);
 }
