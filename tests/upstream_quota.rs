@@ -113,8 +113,10 @@ async fn assert_one_run_completed(gw: &Gateway, entry: &str) {
 #[tokio::test]
 async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    // Refused for the next 2 seconds; the CLI gives no reset time, so the pause is the 5 s back-off.
-    let until = Utc::now().timestamp() + 2;
+    // Refused for the next 5 seconds (however long the CLI takes to start, its first request is
+    // refused); the CLI gives no reset time, so the pause is the 5 s back-off from the refusal,
+    // which ends after the refusals do.
+    let until = Utc::now().timestamp() + 5;
     let asked = std::time::Instant::now();
     let response = gw
         .chat(&format!(
@@ -135,7 +137,7 @@ async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
 #[tokio::test]
 async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stream() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    let until = Utc::now().timestamp() + 2;
+    let until = Utc::now().timestamp() + 5;
     let body = json!({
         "model": "haiku",
         "stream": true,
@@ -167,7 +169,7 @@ async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stre
 #[tokio::test]
 async fn a_messages_call_refused_by_the_rate_limit_is_answered_after_the_pause() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    let until = Utc::now().timestamp() + 2;
+    let until = Utc::now().timestamp() + 5;
     let body = json!({"model": "haiku", "max_tokens": 1024, "messages": [{"role": "user", "content": format!(
         "[[mock:ratelimit {until}]] [[mock:text a message after the pause]] messages-once"
     )}]});
