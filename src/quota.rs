@@ -441,8 +441,10 @@ impl Dispatch {
 /// Whether `outcome` says the account behind the CLI is rate-limited, and when the limit resets
 /// if it said: a `rate_limit_event` with `status: rejected` in its stream (which carries
 /// `resetsAt`), or a result that failed on the API's rate-limit error (`api_error_status: 429`,
-/// `api_error_type: rate_limit_error`: what the pinned CLI reports when a request is refused with
-/// 429; it does not pass on the reset time of a refused request, so that case backs off).
+/// `api_error_type: rate_limit_error`), which carries no reset time, so that case backs off. The
+/// pinned CLI sends the event only when it reads the API's unified rate-limit headers: for a
+/// claude.ai (OAuth) login, or a token issued for the `claude-gateway` audience in front of a base
+/// URL that is not Anthropic's; with an API key it reports the failed result alone.
 pub(crate) fn upstream_limit(outcome: &AgentOutcome) -> Option<Option<DateTime<Utc>>> {
     let reset = outcome
         .rate_limit

@@ -1,6 +1,8 @@
 //! The account behind the CLI is rate-limited: the real CLI against the mock API answering as a
 //! rate-limited account (`[[mock:ratelimit UNTIL]]`: 429 `rate_limit_error` with the unified
-//! rate-limit headers until UNTIL), real HTTP.
+//! rate-limit headers until UNTIL), real HTTP. The CLI logs in with an API key, and reports the
+//! refusal as a failed result; or with a `claude-gateway` token, and reports a `rate_limit_event`
+//! with the reset time too.
 
 mod common;
 
@@ -111,8 +113,10 @@ async fn assert_one_run_completed(gw: &Gateway, entry: &str) {
 #[tokio::test]
 async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    // Refused for the next 2 seconds; the CLI gives no reset time, so the pause is the 5 s back-off.
-    let until = Utc::now().timestamp() + 2;
+    // Refused for the next 5 seconds (however long the CLI takes to start, its first request is
+    // refused); the CLI gives no reset time, so the pause is the 5 s back-off from the refusal,
+    // which ends after the refusals do.
+    let until = Utc::now().timestamp() + 5;
     let asked = std::time::Instant::now();
     let body = gw
         .chat_json(
@@ -132,7 +136,7 @@ async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
 #[tokio::test]
 async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stream() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    let until = Utc::now().timestamp() + 2;
+    let until = Utc::now().timestamp() + 5;
     let body = json!({
         "model": "haiku",
         "stream": true,
@@ -159,7 +163,7 @@ async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stre
 #[tokio::test]
 async fn a_messages_call_refused_by_the_rate_limit_is_answered_after_the_pause() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
-    let until = Utc::now().timestamp() + 2;
+    let until = Utc::now().timestamp() + 5;
     let body = json!({"model": "haiku", "max_tokens": 1024, "messages": [{"role": "user", "content": format!(
         "[[mock:ratelimit {until}]] [[mock:text a message after the pause]] messages-once"
     )}]});
@@ -196,4 +200,81 @@ async fn a_chat_whose_deadline_ends_before_the_pause_gets_the_refusal() {
         "{body}"
     );
     assert_eq!(tries(&gw, "refused-once"), 1);
+}
+
+/// A bearer token the pinned CLI takes as issued for a Claude gateway: a JWT whose `aud` is
+/// `claude-gateway` (the CLI reads its claims without checking a signature). With it, and a base
+/// URL that is not Anthropic's, the CLI reads the API's `anthropic-ratelimit-unified-*` headers
+/// and reports a refused request as a stream-json `rate_limit_event` with `status: rejected` and
+/// its `resetsAt`; with a plain API key (the other tests) it reports only the 429.
+fn gateway_audience_token() -> String {
+    use base64::Engine as _;
+    let part = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    format!(
+        "{}.{}.unsigned",
+        part(r#"{"alg":"none","typ":"JWT"}"#),
+        part(r#"{"aud":"claude-gateway","sub":"test"}"#)
+    )
+}
+
+#[tokio::test]
+async fn dispatch_resumes_at_the_reset_time_the_cli_reported() {
+    let gw = Gateway::builder()
+        .arg("max-concurrency", 1)
+        .agent_var("ANTHROPIC_AUTH_TOKEN", gateway_audience_token())
+        .start()
+        .await;
+    // Refused for 8 s: longer than the first back-off (5 s), so resuming at the reported reset is
+    // told apart from backing off.
+    let until = Utc::now().timestamp() + 8;
+    let refused = submit(
+        &gw,
+        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
+        120,
+    )
+    .await;
+    let others = [
+        submit(&gw, "[[mock:text second]]", 120).await,
+        submit(&gw, "[[mock:text third]]", 120).await,
+    ];
+    let health = eventually("/health shows dispatch paused", secs(60), || async {
+        let health = gw.health().await;
+        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
+    })
+    .await;
+    let paused_until = time(&health["dispatch"]["paused_until"]);
+    assert_eq!(
+        paused_until.timestamp(),
+        until,
+        "the pause ends at the reset the CLI reported, not after a back-off: {health}"
+    );
+
+    let mut records = vec![wait_end(&gw, &refused).await];
+    for id in &others {
+        records.push(wait_end(&gw, id).await);
+    }
+    for record in &records {
+        assert_eq!(record["status"], "completed", "{record}");
+    }
+    let tolerance = chrono::TimeDelta::milliseconds(100);
+    for record in &records {
+        let started = time(&record["started_at"]);
+        assert!(
+            started + tolerance >= paused_until,
+            "started {started} before the reset at {paused_until}"
+        );
+    }
+    // The CLI's own report of the limit is in the refused job's events.
+    let events = read_events(open_events(&gw, TOKEN, &refused).await).await;
+    let reported = events
+        .iter()
+        .filter(|e| e.event == "agent")
+        .map(|e| e.json())
+        .find(|data| data["type"] == "rate_limit_event")
+        .expect("the CLI reported a rate_limit_event");
+    assert_eq!(
+        reported["rate_limit_info"]["status"], "rejected",
+        "{reported}"
+    );
+    assert_eq!(reported["rate_limit_info"]["resetsAt"], until, "{reported}");
 }

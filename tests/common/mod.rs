@@ -74,6 +74,7 @@ pub struct GatewayBuilder {
     base_dir: Option<PathBuf>,
     git_crypt_key: Option<PathBuf>,
     jobs_dir: Option<PathBuf>,
+    agent_vars: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -81,6 +82,13 @@ impl GatewayBuilder {
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
         self.args.push(format!("--{flag}"));
         self.args.push(value.to_string());
+        self
+    }
+
+    /// Gives the agent (the CLI) one more environment variable, beside those that point it at
+    /// the mock.
+    pub fn agent_var(mut self, name: &str, value: impl ToString) -> Self {
+        self.agent_vars.push((name.to_owned(), value.to_string()));
         self
     }
 
@@ -150,6 +158,7 @@ impl GatewayBuilder {
             .validate()
             .expect("valid test config");
         config.agent_env_overrides = agent_env(&backing.mock.url(), backing.home.path());
+        config.agent_env_overrides.extend(self.agent_vars);
         // The harness runs in the test binary: the gateway's own executable serves the caller's
         // functions (examples, which have no such variable, offer none).
         if let Some(bin) = option_env!("CARGO_BIN_EXE_claude-gateway") {

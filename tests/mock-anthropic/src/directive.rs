@@ -38,6 +38,9 @@ pub struct Directives {
     /// `[[mock:ratelimit UNTIL]]`: until the Unix time UNTIL (seconds), answer as an account whose
     /// rate limit is used up: 429 `rate_limit_error` with `anthropic-ratelimit-unified-status:
     /// rejected` and `anthropic-ratelimit-unified-reset: UNTIL`; from UNTIL on, answer as usual.
+    /// The real CLI reports this as a failed result (429) with an API key; with a token issued
+    /// for the `claude-gateway` audience (`ANTHROPIC_AUTH_TOKEN`) it also reads the headers and
+    /// reports a stream-json `rate_limit_event` (`status: rejected`, `resetsAt: UNTIL`).
     pub ratelimit: Option<u64>,
 }
 
