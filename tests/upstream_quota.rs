@@ -20,28 +20,35 @@ fn time(value: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Submits a job the account refuses until `until` (Unix seconds) and two behind it, and waits
+/// until `/health` shows dispatch paused; answers the refused job's id, the other two's, and
+/// `/health` then.
+async fn paused_by_a_refusal(gw: &Gateway, until: i64) -> (String, [String; 2], Value) {
+    let refused = submit(
+        gw,
+        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
+        120,
+    )
+    .await;
+    let others = [
+        submit(gw, "[[mock:text second]]", 120).await,
+        submit(gw, "[[mock:text third]]", 120).await,
+    ];
+    let health = eventually("/health shows dispatch paused", secs(60), || async {
+        let health = gw.health().await;
+        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
+    })
+    .await;
+    (refused, others, health)
+}
+
 #[tokio::test]
 async fn a_rate_limited_account_pauses_dispatch_and_no_job_fails_because_of_it() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
     // The account refuses requests for the next 3 seconds; the CLI reports the 429 without a
     // reset time, so the gateway backs off (5 s first), past the refusal.
     let until = Utc::now().timestamp() + 3;
-    let refused = submit(
-        &gw,
-        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
-        120,
-    )
-    .await;
-    let others = [
-        submit(&gw, "[[mock:text second]]", 120).await,
-        submit(&gw, "[[mock:text third]]", 120).await,
-    ];
-
-    let health = eventually("/health shows dispatch paused", secs(60), || async {
-        let health = gw.health().await;
-        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
-    })
-    .await;
+    let (refused, others, health) = paused_by_a_refusal(&gw, until).await;
     let paused_until = time(&health["dispatch"]["paused_until"]);
     assert!(paused_until > Utc::now(), "{health}");
     for id in &others {
@@ -227,21 +234,7 @@ async fn dispatch_resumes_at_the_reset_time_the_cli_reported() {
     // Refused for 8 s: longer than the first back-off (5 s), so resuming at the reported reset is
     // told apart from backing off.
     let until = Utc::now().timestamp() + 8;
-    let refused = submit(
-        &gw,
-        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
-        120,
-    )
-    .await;
-    let others = [
-        submit(&gw, "[[mock:text second]]", 120).await,
-        submit(&gw, "[[mock:text third]]", 120).await,
-    ];
-    let health = eventually("/health shows dispatch paused", secs(60), || async {
-        let health = gw.health().await;
-        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
-    })
-    .await;
+    let (refused, others, health) = paused_by_a_refusal(&gw, until).await;
     let paused_until = time(&health["dispatch"]["paused_until"]);
     assert_eq!(
         paused_until.timestamp(),
