@@ -6,12 +6,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use crate::contain::PlacedCell;
+use crate::contain::{Io, PlacedCell, RunCommand};
 
 use super::options::RunOptions;
 use super::service::ClaudeConfig;
@@ -67,28 +65,19 @@ pub(crate) fn build_command(
     workspace: &Path,
     placed: Option<&PlacedCell>,
     session: &SessionArgs,
-) -> Command {
+) -> RunCommand {
     let env = allowed_env(&config.env_source, &config.extra_env, &config.withheld_env);
     let mut cmd = match placed {
         // Starts from an empty environment holding only the run's marker.
         Some(placed) => placed.cell.command(&config.bin),
-        None => {
-            let mut cmd = Command::new(&config.bin);
-            cmd.env_clear();
-            cmd
-        }
+        None => RunCommand::plain(&config.bin),
     };
     cmd.args(session_args(request, session))
         .current_dir(workspace)
         .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // The child leads a new group whose id is its pid; killpg reaches every descendant that
-        // stays in it, and the run's cell every one that left it.
-        .process_group(0)
-        // The supervisor kills the whole group itself; tokio's kill_on_drop reaches the leader only.
-        .kill_on_drop(false);
+        .stdin(Io::Piped)
+        .stdout(Io::Piped)
+        .stderr(Io::Piped);
     if let Some(placed) = placed {
         cmd.env("HOME", &placed.home).env("TMPDIR", placed.tmpdir());
     }

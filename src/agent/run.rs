@@ -47,7 +47,7 @@ pub(crate) async fn run(
 ) -> Result<AgentOutcome, AgentError> {
     let started = Instant::now();
     let mut cmd = build_command(config, &request, workspace, placed, session);
-    let mut group = Supervised::spawn(&mut cmd).map_err(|source| AgentError::Spawn {
+    let mut group = Supervised::spawn_run(&mut cmd).map_err(|source| AgentError::Spawn {
         bin: config.bin.clone(),
         source,
     })?;

@@ -17,14 +17,12 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
-use crate::contain::{read_capped, Capped, PlacedCell, GIT_SAFE_OPTIONS};
+use crate::contain::{read_capped, Capped, Io, PlacedCell, RunCommand, GIT_SAFE_OPTIONS};
 
 use super::home::project_slug;
 
@@ -141,6 +139,11 @@ pub(crate) async fn start_commit(
     placed: &PlacedCell,
     env: &[(OsString, OsString)],
 ) -> Option<String> {
+    // A scratch directory holds no repository (GIT_CEILING_DIRECTORIES keeps git from looking
+    // above it): asking git would cost a process per run for nothing.
+    if std::fs::symlink_metadata(workspace.join(".git")).is_err() {
+        return None;
+    }
     let git = Git {
         workspace,
         placed,
@@ -326,10 +329,6 @@ impl Git<'_> {
             .envs(self.env.iter().cloned())
             .args(args)
             .current_dir(self.workspace)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
             .status()
             .await
             .map_err(|e| format!("cannot run {program}: {e}"))?;
@@ -350,7 +349,7 @@ impl Git<'_> {
         cap: usize,
     ) -> Result<Vec<u8>, String> {
         let what = args.first().copied().unwrap_or("git");
-        let mut cmd: Command = self.placed.cell.command("git");
+        let mut cmd: RunCommand = self.placed.cell.command("git");
         cmd.envs(self.env.iter().cloned())
             .env("HOME", &self.placed.home)
             .env("TMPDIR", self.placed.tmpdir())
@@ -377,14 +376,9 @@ impl Git<'_> {
             ])
             .args(args)
             .current_dir(self.workspace)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stdin(if stdin.is_some() { Io::Piped } else { Io::Null })
+            .stdout(Io::Piped)
+            .stderr(Io::Piped);
         let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
         let (input, out, err) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let work = async {

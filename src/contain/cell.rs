@@ -14,14 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::process::Command;
-
 use super::cgroup::{RunGroup, RunGroups};
 use super::dirs;
 use super::mode::{self, Mode, Unavailable};
 use super::pool::{self, LockDir, UidLock};
 use super::reap::{self, GatewayLiveness, KillError, KILL_DEADLINE, MARKER_VAR};
 use super::settings::{ContainSettings, RunUidRange};
+use super::spawn::RunCommand;
 use super::sys;
 
 /// How this gateway process contains its runs. Cheap to clone; clones share the pool.
@@ -433,30 +432,16 @@ impl RunCell {
     /// A command for a process of this run (the agent, or anything it runs on the run's behalf).
     ///
     /// It starts from an empty environment holding only the marker: add what the program needs
-    /// with `env`/`envs`, and do not call `env_clear` again, which would drop the marker (process
-    /// mode could then not find the process). It leads its own process group (for
+    /// with `env`/`envs`. With a cgroup, the child is born in it (see [`RunCommand`]). It leads its own process group (for
     /// [`Supervised`](super::Supervised)), is killed if the handle is dropped, and cannot gain
     /// privileges by exec (`PR_SET_NO_NEW_PRIVS`: setuid bits and file capabilities are ignored).
     /// In uid mode it runs as the run's uid and gid with no supplementary groups. Stdio and the
     /// working directory are the caller's; in uid mode the directory must be the run's (see
     /// [`hand_over`](Self::hand_over)).
-    pub(crate) fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new(program);
-        command
-            .env_clear()
-            .env(MARKER_VAR, &self.marker)
-            .process_group(0)
-            .kill_on_drop(true);
-        match (&self.group, self.uid()) {
-            // Joins the cgroup first, then drops to the uid (and its groups).
-            (Some(group), uid) => sys::enter_run(&mut command, group.procs(), uid),
-            // std drops the supplementary groups itself when it switches uid and none are set.
-            (None, Some(uid)) => {
-                command.uid(uid).gid(uid);
-            }
-            (None, None) => {}
-        }
-        sys::forbid_new_privileges(&mut command);
+    pub(crate) fn command(&self, program: impl AsRef<OsStr>) -> RunCommand {
+        let cgroup = self.group.as_ref().map(|group| group.path().to_path_buf());
+        let mut command = RunCommand::new(program, cgroup, self.uid());
+        command.env(MARKER_VAR, &self.marker);
         command
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Where the gateway may make cgroups (its cgroup v2 directory is writable: root on a host, or a
 //! subtree delegated to it), each run gets a child cgroup of its own. Every process of the run is
-//! started in it (the child joins it before it drops to the run's uid, see
-//! [`super::sys::enter_run`]), and no process of the run can leave it: moving a process needs write
+//! born in it (`clone3` with `CLONE_INTO_CGROUP`, before it drops to the run's uid, see
+//! [`super::RunCommand`]), and no process of the run can leave it: moving a process needs write
 //! access to a `cgroup.procs` file, and those belong to the gateway. Descendants inherit the
 //! cgroup whatever they do (`setsid`, double forks, daemons).
 //!
@@ -18,7 +18,7 @@
 //! processes" rule of cgroup v2 never applies and the gateway's own cgroup can hold both the
 //! gateway and its runs' cgroups.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -220,17 +220,15 @@ pub(super) struct RunGroup {
 }
 
 impl RunGroup {
-    /// The path of its `cgroup.procs`, for the spawned child to write itself into.
-    pub(super) fn procs(&self) -> CString {
-        let path = self.dir.join("cgroup.procs");
-        // A path built from a directory listing and a name without NULs has none.
-        CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
-    }
-
     /// Its directory.
     #[cfg(test)]
     pub(super) fn dir(&self) -> PathBuf {
         self.dir.clone()
+    }
+
+    /// Its directory, for a child to be born in (see [`super::RunCommand`]).
+    pub(super) fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// Its name, for messages.

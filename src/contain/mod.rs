@@ -48,6 +48,8 @@ mod procfs;
 mod reap;
 /// The operator's settings and their parsing.
 mod settings;
+/// Starting a run's processes: born in its cgroup where it has one.
+mod spawn;
 /// The supervised child, the capped pipe reader, the gateway's own commands.
 mod supervise;
 /// The only unsafe code: pre-exec hooks and pidfd system calls.
@@ -75,5 +77,6 @@ pub(crate) use settings::{
     instance_key_for, ContainSettings, IsolationSetting, RunUidRange, SettingError,
     DEFAULT_LOCK_DIR,
 };
+pub(crate) use spawn::{Io, RunCommand};
 #[allow(unused_imports)]
 pub(crate) use supervise::{gateway_command, read_capped, Capped, Supervised, GIT_SAFE_OPTIONS};

@@ -19,7 +19,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+
+use super::spawn::{RunChild, RunCommand};
 
 /// The options every git command on a checkout runs with, the agent's or the gateway's: nothing
 /// in the checkout may make git run a program (hooks, an fsmonitor), and a checkout handed to a
@@ -47,7 +49,7 @@ pub(crate) fn gateway_command(program: impl AsRef<OsStr>) -> Command {
 #[derive(Debug)]
 pub(crate) struct Supervised {
     /// `None` only while being dropped, when it moves to the reaper task.
-    child: Option<Child>,
+    child: Option<RunChild>,
     /// The group id, equal to the leader's pid.
     pgid: Pid,
     /// Set once `wait` reaped the leader: from then on the id may be reused, so no more signals.
@@ -58,7 +60,15 @@ impl Supervised {
     /// Spawns `command` as the leader of a new process group (set here, whatever the caller set).
     pub(crate) fn spawn(command: &mut Command) -> io::Result<Self> {
         command.process_group(0);
-        let mut child = command.spawn()?;
+        Self::adopt(RunChild::from_tokio(command.spawn()?))
+    }
+
+    /// Spawns a run's `command` (which always leads a process group of its own).
+    pub(crate) fn spawn_run(command: &mut RunCommand) -> io::Result<Self> {
+        Self::adopt(command.spawn()?)
+    }
+
+    fn adopt(mut child: RunChild) -> io::Result<Self> {
         let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
             // Only if the child was already reaped, which spawn never does; never leave it behind.
             let _ = child.start_kill();

@@ -94,16 +94,15 @@ async fn start_daemon(cell: &RunCell) {
     assert!(out.status.success());
 }
 
-fn sh(cell: &RunCell, script: &str, cwd: &Path) -> tokio::process::Command {
+fn sh(cell: &RunCell, script: &str, cwd: &Path) -> RunCommand {
     let mut command = cell.command("/bin/sh");
     command
         .arg("-c")
         .arg(script)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(Io::Piped)
+        .stderr(Io::Piped);
     command
 }
 
@@ -166,7 +165,7 @@ async fn kill_all_stops_everything(cell: RunCell) {
     std::fs::create_dir(&dir).expect("workspace");
     cell.hand_over(&dir).expect("hand over");
     let mut command = sh(&cell, ESCAPES, &dir);
-    let mut leader = Supervised::spawn(&mut command).expect("spawn");
+    let mut leader = Supervised::spawn_run(&mut command).expect("spawn");
 
     // setsid'd sleep, nohup'd sleep, daemonised sleep, loop shell, exec'd sleep: at least five.
     eventually("the run's five processes run and the loop writes", || {
@@ -505,7 +504,7 @@ async fn uid_mode_kill_all_of_one_run_spares_another() {
     let mut started = Vec::new();
     for cell in [&doomed, &spared] {
         let mut command = sh(cell, "setsid sleep 300 & exec sleep 300", Path::new("/"));
-        started.push(Supervised::spawn(&mut command).expect("spawn"));
+        started.push(Supervised::spawn_run(&mut command).expect("spawn"));
     }
     eventually("both runs have their two sleeps", || {
         live_processes_of(&doomed).len() == 2 && live_processes_of(&spared).len() == 2
@@ -540,7 +539,7 @@ async fn uid_mode_recover_kills_what_a_crashed_gateway_left_and_spares_live_runs
     assert!(daemon.status.success());
     let busy = living.lease().await.expect("lease");
     let mut command = sh(&busy, "exec sleep 300", Path::new("/"));
-    let _busy_leader = Supervised::spawn(&mut command).expect("spawn");
+    let _busy_leader = Supervised::spawn_run(&mut command).expect("spawn");
     eventually("the daemons and the live run's sleep run", || {
         procfs::live_pids_of_uid(orphan_uid).unwrap().len() == 2
             && live_processes_of(&busy).len() == 1
@@ -921,4 +920,98 @@ fn constructor_picks_uid_mode_as_root_and_process_mode_when_forced() {
         Mode::Process
     };
     assert_eq!(Containment::new(&auto).unwrap().mode(), expected);
+}
+
+#[tokio::test]
+async fn a_child_born_in_its_run_cgroup_behaves_as_a_spawned_one() {
+    use std::os::unix::process::ExitStatusExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (containment, _locks) = uid_containment(31, 1);
+    assert!(
+        containment.cgroup_parent().is_some(),
+        "as root on a cgroup v2 host, runs get cgroups (RUN_CGROUP=auto)"
+    );
+    let cell = containment.lease().await.expect("lease");
+    let group = cell.cgroup_dir().expect("the run's cgroup");
+    let group_name = group.file_name().unwrap().to_string_lossy().into_owned();
+
+    // A bare program name is found in the child's PATH; stdin and stdout are pipes.
+    let mut cat = cell.command("cat");
+    cat.env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .stdin(Io::Piped)
+        .stdout(Io::Piped);
+    let mut child = cat.spawn().expect("spawn cat");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(b"through the pipes").await.expect("write");
+    drop(stdin);
+    let mut echoed = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut echoed)
+        .await
+        .expect("read");
+    assert_eq!(echoed, "through the pipes");
+    assert!(child.wait().await.expect("wait").success());
+
+    // Its cgroup is the run's from its first instruction; no signal is blocked, and SIGPIPE is
+    // not ignored (the gateway ignores it); its exit code comes back.
+    let out = sh(
+        &cell,
+        "cat /proc/self/cgroup /proc/self/status; exit 3",
+        Path::new("/"),
+    )
+    .output()
+    .await
+    .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&group_name)),
+        "not in {group_name}: {text}"
+    );
+    let mask = |name: &str| {
+        let hex = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .trim();
+        u64::from_str_radix(hex, 16).expect("a hex mask")
+    };
+    assert_eq!(mask("SigBlk:"), 0, "signals blocked in the child");
+    assert_eq!(
+        mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored in the child"
+    );
+
+    // A child killed by a signal says so.
+    let out = sh(&cell, "kill -9 $$", Path::new("/"))
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+
+    // A program that cannot be found or run is an error at spawn, as with std.
+    let missing = cell
+        .command("no-such-program-anywhere")
+        .env("PATH", "/usr/bin:/bin")
+        .spawn()
+        .expect_err("not in PATH");
+    assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    let missing = cell
+        .command("/nonexistent/program")
+        .spawn()
+        .expect_err("no such file");
+    assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    let not_a_program = cell
+        .command("/etc/passwd")
+        .spawn()
+        .expect_err("not executable");
+    assert_eq!(not_a_program.kind(), std::io::ErrorKind::PermissionDenied);
+    cell.release().await.expect("release");
+    assert!(!group.exists(), "the run's cgroup is removed at its end");
 }
