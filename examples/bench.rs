@@ -14,7 +14,7 @@
 //!    soon each agent of a burst of `MAX_CONCURRENCY` runs starts, and sustained throughput at
 //!    concurrency 8 next to the rate this machine makes checkouts (parallel `git clone --local`);
 //! 7. fair dispatch: the time to pick the next run with 1,000 keys and 100,000 queued runs, in the
-//!    gauge's scheduler (memory and SQLite stores, and chat) and in the PostgreSQL claim statement
+//!    gauge's scheduler (memory and SQLite stores, and chat) and in the PostgreSQL store's own claim
 //!    (a temporary database on 127.0.0.1:5432 or `TEST_POSTGRES_URL`).
 //!
 //! Sizes can be changed in the environment (`--help` lists them): `BENCH_RUNS` (direct-vs-gateway
@@ -1654,7 +1654,7 @@ async fn fair_dispatch() -> Result<String, BoxError> {
     )?;
     row(
         "PostgreSQL",
-        "the claim statement (one job, SKIP LOCKED, owners at max_concurrent passed over), from this process over loopback",
+        "the store's claim of one job (`PgStore::claim`: one statement, SKIP LOCKED, owners at max_concurrent passed over on their locked `key_running` row, the record read back), from this process over loopback",
         fair_claims_pg().await?,
     )?;
     Ok(out)
@@ -1742,52 +1742,51 @@ async fn fair_gauge() -> Result<Vec<Duration>, BoxError> {
 }
 
 /// PostgreSQL: 100,000 queued jobs of 1,000 owners in a database of its own, tagged as the
-/// gateway tags them; times the claim statement the replicas run (`src/jobs/postgres/mod.rs`),
-/// each claimed job then finished so the held counts stay as in a running service.
+/// gateway tags them; times the store's own claim (`PgStore::claim` of one job, through
+/// `claude_gateway::jobs::bench`), each claimed job then finished so the held counts stay as in a
+/// running service.
 async fn fair_claims_pg() -> Result<Vec<Duration>, BoxError> {
+    use claude_gateway::jobs::bench::PgClaims;
+    use claude_gateway::jobs::{JobRecord, NewJob};
+
     let db = common::postgres::TestDb::create().await;
-    let pool = sqlx::PgPool::connect(&db.url()).await?;
-    sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    // Tags as SFQ gives them to 1,000 owners of weights 1-4 submitting in turn: the owner's nth
-    // job starts at n/weight.
-    sqlx::query(
-        "INSERT INTO jobs (job_id, owner, status, created_at, record_bytes, summary, record, vtag) \
-         SELECT 'job' || i, 'key' || (i % $2), 'queued', i, 2, '{}', '{}', \
-                (i / $2)::DOUBLE PRECISION / (1 + (i % $2) % 4) \
-         FROM generate_series(0, $1 - 1) AS i",
-    )
-    .bind(FAIR_QUEUED as i64)
-    .bind(FAIR_KEYS as i64)
-    .execute(&pool)
-    .await?;
-    sqlx::query("ANALYZE jobs").execute(&pool).await?;
     // A third of the owners capped at one running job, as in the gauge's run.
     let (owners, caps): (Vec<String>, Vec<i64>) = (0..FAIR_KEYS)
         .filter(|k| k.is_multiple_of(3))
         .map(|k| (format!("key{k}"), 1))
         .unzip();
+    // Opened as a replica opens it: the schema is migrated here.
+    let claims = PgClaims::open(&db.url(), "bench", owners, caps).await?;
+    let pool = sqlx::PgPool::connect(&db.url()).await?;
+    // Every row holds a record the claim reads back, naming its row's job.
+    let record = serde_json::to_string(&JobRecord::queued(
+        "JOBID".into(),
+        NewJob::new("key0", "p", "a", 1.0, 60),
+        chrono::Utc::now(),
+    ))?;
+    // Tags as SFQ gives them to 1,000 owners of weights 1-4 submitting in turn: the owner's nth
+    // job starts at n/weight.
+    sqlx::query(
+        "INSERT INTO jobs (job_id, owner, status, created_at, record_bytes, summary, record, vtag) \
+         SELECT 'job' || i, 'key' || (i % $2), 'queued', i, 2, '{}', \
+                replace($3, 'JOBID', 'job' || i), \
+                (i / $2)::DOUBLE PRECISION / (1 + (i % $2) % 4) \
+         FROM generate_series(0, $1 - 1) AS i",
+    )
+    .bind(FAIR_QUEUED as i64)
+    .bind(FAIR_KEYS as i64)
+    .bind(&record)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE jobs").execute(&pool).await?;
     let mut times = Vec::with_capacity(FAIR_CLAIMS);
     for _ in 0..FAIR_CLAIMS {
         let started = Instant::now();
-        let claimed: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET replica = 'bench' WHERE seq IN ( \
-                 SELECT q.seq FROM jobs q WHERE q.status = 'queued' AND q.replica IS NULL \
-                   AND (SELECT COUNT(*) FROM jobs h WHERE h.owner = q.owner \
-                          AND h.replica IS NOT NULL AND h.finished_at IS NULL) \
-                       < COALESCE((SELECT c.cap FROM UNNEST($1::TEXT[], $2::BIGINT[]) \
-                                     AS c(owner, cap) WHERE c.owner = q.owner), $3) \
-                 ORDER BY q.vtag, q.created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING seq",
-        )
-        .bind(&owners)
-        .bind(&caps)
-        .bind(i64::MAX)
-        .fetch_optional(&pool)
-        .await?;
+        let claimed = claims.claim_one().await?;
         times.push(started.elapsed());
-        let Some(seq) = claimed else { break };
-        sqlx::query("UPDATE jobs SET status = 'completed', finished_at = 1 WHERE seq = $1")
-            .bind(seq)
+        let Some(job_id) = claimed else { break };
+        sqlx::query("UPDATE jobs SET status = 'completed', finished_at = 1 WHERE job_id = $1")
+            .bind(job_id)
             .execute(&pool)
             .await?;
     }

@@ -23,6 +23,8 @@
 //!   [`abort_all`](Jobs::abort_all) and [`close`](Jobs::close) are the steps of a graceful
 //!   shutdown.
 
+#[doc(hidden)]
+pub mod bench;
 mod events;
 mod finish;
 mod live;
