@@ -707,17 +707,18 @@ async fn a_newcomer_is_started_at_the_next_two_slot_releases_across_two_replicas
 const ALICE: &str = "alice-secret";
 const BOB: &str = "bob-secret";
 
-/// Two replicas, `r0` and `r1`, on `db`, each running `concurrency` runs at once, with the keys
-/// alice and bob under `policy`.
+/// Two replicas, `r0` and `r1`, on a database of their own, each running `concurrency` runs at
+/// once, with the keys alice and bob under `policy`; answers the database and the directory of
+/// the key files too, to keep while the replicas run.
 async fn fair_pair(
-    db: &TestDb,
-    dir: &Path,
     concurrency: usize,
     policy: &str,
-) -> (common::Gateway, common::Gateway) {
-    let tokens = dir.join("tokens");
+) -> (TestDb, tempfile::TempDir, common::Gateway, common::Gateway) {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("alice:{ALICE}\nbob:{BOB}\n")).unwrap();
-    let policy_file = dir.join("policy.toml");
+    let policy_file = dir.path().join("policy.toml");
     std::fs::write(&policy_file, policy).unwrap();
     let replica = |name: &'static str| {
         common::Gateway::builder()
@@ -729,7 +730,8 @@ async fn fair_pair(
             .arg("replica-id", name)
             .start()
     };
-    tokio::join!(replica("r0"), replica("r1"))
+    let (r0, r1) = tokio::join!(replica("r0"), replica("r1"));
+    (db, dir, r0, r1)
 }
 
 /// A job of `token` named `name` (in its prompt) whose agent call takes `delay_ms` at the mock.
@@ -748,6 +750,20 @@ async fn submit_named(
 ) -> FairJob {
     let id = common::submit_as(gw, token, &format!("[[mock:delay {delay_ms}]] {name}"), 120).await;
     FairJob { name, id, token }
+}
+
+/// Submits `n` slow jobs as `token`, named `{name}0`, `{name}1`, …, to the two replicas in turn.
+async fn submit_in_turn(
+    replicas: [&common::Gateway; 2],
+    (token, name): (&'static str, &str),
+    n: usize,
+    delay_ms: u64,
+) -> Vec<FairJob> {
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        jobs.push(submit_named(replicas[i % 2], token, format!("{name}{i}"), delay_ms).await);
+    }
+    jobs
 }
 
 /// Waits until every job has ended, completed; answers each with its start and end, by start.
@@ -769,19 +785,12 @@ async fn ran(gw: &common::Gateway, jobs: &[FairJob]) -> Vec<(String, String, Str
 
 #[tokio::test]
 async fn weights_three_to_one_hold_across_two_replicas() {
-    let db = TestDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
     let policy = "[keys.alice]\nweight = 3\n[keys.bob]\nweight = 1\n";
-    let (r0, r1) = fair_pair(&db, dir.path(), 1, policy).await;
+    let (_db, _dir, r0, r1) = fair_pair(1, policy).await;
     let replicas = [&r0, &r1];
-    let mut jobs = Vec::new();
     // Submitted on both replicas; the service has two slots, one on each.
-    for i in 0..12 {
-        jobs.push(submit_named(replicas[i % 2], ALICE, format!("alice{i}"), 600).await);
-    }
-    for i in 0..4 {
-        jobs.push(submit_named(replicas[i % 2], BOB, format!("bob{i}"), 600).await);
-    }
+    let mut jobs = submit_in_turn(replicas, (ALICE, "alice"), 12, 600).await;
+    jobs.extend(submit_in_turn(replicas, (BOB, "bob"), 4, 600).await);
     let order: Vec<String> = ran(&r0, &jobs)
         .await
         .into_iter()
@@ -799,19 +808,11 @@ async fn weights_three_to_one_hold_across_two_replicas() {
 
 #[tokio::test]
 async fn two_replicas_never_run_more_than_max_concurrent_of_one_key() {
-    let db = TestDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
     let policy = "[keys.alice]\nmax_concurrent = 1\nmax_queued = 10\n";
-    let (r0, r1) = fair_pair(&db, dir.path(), 2, policy).await;
+    let (_db, _dir, r0, r1) = fair_pair(2, policy).await;
     let replicas = [&r0, &r1];
-    let mut alice = Vec::new();
-    for i in 0..6 {
-        alice.push(submit_named(replicas[i % 2], ALICE, format!("alice{i}"), 400).await);
-    }
-    let mut bob = Vec::new();
-    for i in 0..2 {
-        bob.push(submit_named(replicas[i % 2], BOB, format!("bob{i}"), 400).await);
-    }
+    let alice = submit_in_turn(replicas, (ALICE, "alice"), 6, 400).await;
+    let bob = submit_in_turn(replicas, (BOB, "bob"), 2, 400).await;
     // While alice's jobs run one at a time, both replicas say so from the shared store.
     let (quota, remaining) = eventually(
         "alice has jobs queued and one running",
@@ -864,9 +865,7 @@ async fn two_replicas_never_run_more_than_max_concurrent_of_one_key() {
 
 #[tokio::test]
 async fn a_rate_limit_seen_by_one_replica_pauses_every_replica_until_it_ends() {
-    let db = TestDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (r0, r1) = fair_pair(&db, dir.path(), 1, "").await;
+    let (_db, _dir, r0, r1) = fair_pair(1, "").await;
     let replicas = [&r0, &r1];
     // The account refuses requests for the next 3 seconds; the CLI reports the 429 without a
     // reset time, so the replica that runs this backs off (5 s), past the refusal.
@@ -893,10 +892,7 @@ async fn a_rate_limit_seen_by_one_replica_pauses_every_replica_until_it_ends() {
     let (p0, p1) = (paused_until(&pauses.0), paused_until(&pauses.1));
     assert!((p0 - p1).num_milliseconds().abs() <= 1, "{pauses:?}");
     // Jobs submitted meanwhile, on either replica, stay in the shared queue with the reason.
-    let mut others = Vec::new();
-    for i in 0..4 {
-        others.push(submit_named(replicas[i % 2], BOB, format!("after{i}"), 0).await);
-    }
+    let others = submit_in_turn(replicas, (BOB, "after"), 4, 0).await;
     for job in &others {
         let (_, record) = common::get_job_as(replicas[1], BOB, &job.id).await;
         assert!(
