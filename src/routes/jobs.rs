@@ -408,6 +408,14 @@ pub(crate) async fn execute(
     }
 }
 
+/// The job a route names, in its path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct JobPath {
+    /// The id `POST /execute` answered
+    job_id: String,
+}
+
 /// Query of `GET /jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -498,7 +506,7 @@ pub(crate) async fn list(
     description = "Only the token that created the job sees it; to any other it is unknown (404).",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job's record", body = JobRecord),
         JobAuthFailure,
@@ -508,7 +516,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
-    Path(job_id): Path<String>,
+    Path(JobPath { job_id }): Path<JobPath>,
 ) -> Response {
     let owner = owner(caller);
     let cost = match state.jobs.get(&owner, &job_id).await {
@@ -544,7 +552,7 @@ pub(crate) async fn get(
     description = "A binary git patch (`text/x-diff`) from `changes.base_commit` to the run's final tree (its commits and what it left uncommitted, untracked files included, ignored ones not); `git apply` takes it on the base commit. Bounded by `MAX_DIFF_BYTES` (cut at a file boundary; `changes.truncated` says so). git-crypt files are left out. 404 also while the job has no changes (not ended, no base repository).",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    params(JobPath),
     responses(
         (status = 200, description = "The patch; empty when the run changed nothing", content_type = "text/x-diff", body = String,
             headers(("X-Diff-Truncated" = bool, description = "Whether the patch was cut at `MAX_DIFF_BYTES`"))),
@@ -555,7 +563,7 @@ pub(crate) async fn get(
 pub(crate) async fn diff(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
-    Path(job_id): Path<String>,
+    Path(JobPath { job_id }): Path<JobPath>,
 ) -> Response {
     use base64::Engine as _;
     let record = match state.jobs.get(&owner(caller), &job_id).await {
@@ -633,7 +641,7 @@ fn budget_spent() -> Response {
     description = "Kills the run's process group and answers the final record (status `error`, saying it was cancelled); 409 when the job had already finished.",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("job_id" = String, Path, description = "The id `POST /execute` answered")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job was cancelled: its final record", body = JobRecord),
         JobAuthFailure,
@@ -644,7 +652,7 @@ fn budget_spent() -> Response {
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
-    Path(job_id): Path<String>,
+    Path(JobPath { job_id }): Path<JobPath>,
 ) -> Response {
     match state.jobs.cancel(&owner(caller), &job_id).await {
         Ok(mut record) => {
@@ -672,7 +680,7 @@ pub(crate) async fn cancel(
     tag = "jobs",
     security(("bearer" = [])),
     params(
-        ("job_id" = String, Path, description = "The id `POST /execute` answered"),
+        JobPath,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")
     ),
     responses(
@@ -684,7 +692,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Option<Extension<AuthenticatedCaller>>,
-    Path(job_id): Path<String>,
+    Path(JobPath { job_id }): Path<JobPath>,
     headers: HeaderMap,
 ) -> Response {
     let owner = owner(caller);
