@@ -340,7 +340,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
     let prompt = prompt::render(&chat.messages, tools.instructions().as_deref())?;
     let streaming = chat.stream.unwrap_or(false);
     let mut request = http::Request::new(AgentRequest {
-        prompt,
+        prompt: prompt.into(),
         agent: config.chat_agent.clone(),
         model: Some(model.clone()),
         max_budget_usd: config.chat_budget_usd,

@@ -187,7 +187,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<MessagesRun, AnthropicError
     let prompt = prompt::render(request.system.as_ref(), &request.messages)?;
     let streaming = request.stream.unwrap_or(false);
     let mut run = http::Request::new(AgentRequest {
-        prompt,
+        prompt: prompt.into(),
         agent: config.chat_agent.clone(),
         model: Some(model.clone()),
         max_budget_usd: config.chat_budget_usd,

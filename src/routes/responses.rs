@@ -168,7 +168,7 @@ async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseR
         })?;
     let streaming = asked.stream.unwrap_or(false);
     let mut request = http::Request::new(AgentRequest {
-        prompt,
+        prompt: prompt.into(),
         agent: config.chat_agent.clone(),
         model: Some(model.clone()),
         max_budget_usd: config.chat_budget_usd,
