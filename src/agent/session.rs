@@ -139,6 +139,9 @@ pub(crate) async fn start_commit(
     placed: &PlacedCell,
     env: &[(OsString, OsString)],
 ) -> Option<String> {
+    if let Some(commit) = &placed.start_commit {
+        return Some(commit.to_string());
+    }
     // A scratch directory holds no repository (GIT_CEILING_DIRECTORIES keeps git from looking
     // above it): asking git would cost a process per run for nothing.
     if std::fs::symlink_metadata(workspace.join(".git")).is_err() {

@@ -631,6 +631,9 @@ pub(crate) struct PlacedCell {
     pub(crate) cell: RunCell,
     /// The run's own HOME (and, inside it, its TMPDIR).
     pub(crate) home: PathBuf,
+    /// The commit the run's checkout was made at, when the provisioner knows it (`None` for a
+    /// scratch directory): read before the agent could move it, so nobody has to ask git.
+    pub(crate) start_commit: Option<Arc<str>>,
 }
 
 impl PlacedCell {
@@ -646,10 +649,20 @@ pub(crate) fn tmpdir_of(home: &Path) -> PathBuf {
 }
 
 impl Cells {
-    /// Files `cell` and `home` under `workspace`.
-    pub(crate) fn insert(&self, workspace: PathBuf, cell: RunCell, home: PathBuf) {
-        self.lock()
-            .insert(workspace, Arc::new(PlacedCell { cell, home }));
+    /// Files `cell`, `home` and the checkout's `start_commit` under `workspace`.
+    pub(crate) fn insert(
+        &self,
+        workspace: PathBuf,
+        cell: RunCell,
+        home: PathBuf,
+        start_commit: Option<Arc<str>>,
+    ) {
+        let placed = PlacedCell {
+            cell,
+            home,
+            start_commit,
+        };
+        self.lock().insert(workspace, Arc::new(placed));
     }
 
     /// The cell filed under `workspace`, if any.

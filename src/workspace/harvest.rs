@@ -122,6 +122,14 @@ impl Harvester {
 
     /// The commit the checkout in `workspace` stands at, read before the agent starts.
     async fn start_commit(&self, workspace: &Path) -> Option<String> {
+        let known = self
+            .cells
+            .as_ref()
+            .and_then(|cells| cells.get(workspace))
+            .and_then(|placed| placed.start_commit.as_deref().map(str::to_owned));
+        if known.is_some() {
+            return known;
+        }
         read_head(&self.source.git, workspace).await
     }
 

@@ -238,25 +238,26 @@ impl Inner {
         let pending = PendingDir::new(self.jobs_dir.join(fresh_name()));
         // A pooled checkout comes with its cell, already handed over; otherwise the run's cell is
         // leased before anything is made, so a run that cannot have an identity costs no clone.
-        let (cell, handed_over) = match &self.mode {
+        // `start`: the commit the checkout is made at, known here so no one has to ask git.
+        let (cell, handed_over, start) = match &self.mode {
             Mode::Scratch => {
                 let cell = self.lease().await?;
                 create_scratch(pending.path()).await?;
-                (cell, false)
+                (cell, false, None)
             }
             Mode::Git(source) => {
                 source.base.ensure_fresh().await;
                 match self.take_pooled(source, pending.path()).await {
-                    Some(Some(cell)) => (Some(cell), true),
-                    Some(None) => (self.lease().await?, false),
+                    Some((Some(cell), head)) => (Some(cell), true, head),
+                    Some((None, head)) => (self.lease().await?, false, head),
                     None => {
                         let cell = self.lease().await?;
                         let cloning = Instant::now();
-                        source.checkout(&self.jobs_dir, pending.path()).await?;
+                        let made = source.checkout(&self.jobs_dir, pending.path()).await?;
                         if let Some(metrics) = &self.metrics {
                             metrics.record_checkout(false, cloning.elapsed());
                         }
-                        (cell, false)
+                        (cell, false, made.head)
                     }
                 }
             }
@@ -281,7 +282,7 @@ impl Inner {
             }
             contained
                 .cells
-                .insert(pending.path().to_path_buf(), cell, home.keep());
+                .insert(pending.path().to_path_buf(), cell, home.keep(), start);
         }
         let path = pending.keep();
         tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "workspace provisioned");
@@ -302,13 +303,19 @@ impl Inner {
     }
 
     /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one, and
-    /// returns the cell it was handed over to (`Some(None)`: runs are not contained); `None` when
-    /// there was none (the caller clones).
-    async fn take_pooled(&self, source: &Source, dest: &Path) -> Option<Option<RunCell>> {
+    /// returns the cell it was handed over to (`None` when runs are not contained) and the commit
+    /// it stands at; `None` when there was none (the caller clones).
+    async fn take_pooled(
+        &self,
+        source: &Source,
+        dest: &Path,
+    ) -> Option<(Option<RunCell>, Option<Arc<str>>)> {
         let pool = self.pool.as_ref()?;
-        let taken = match pool.take(&source.now().await) {
+        let now = source.now().await;
+        let taken = match pool.take(&now) {
+            // Taken only when made at the commit the base is at now.
             Some(pooled) => match pooled.move_to(dest).await {
-                Ok(cell) => Some(cell),
+                Ok(cell) => Some((cell, now.head)),
                 Err(error) => {
                     tracing::warn!(%error, "a pooled checkout could not be used; the run clones its own");
                     None
