@@ -1637,23 +1637,25 @@ async fn fair_dispatch() -> Result<String, BoxError> {
     let mut out = format!(
         "\n### 7. Fair dispatch: picking the next run among {FAIR_QUEUED} queued runs of {FAIR_KEYS} keys\n\n| store | what is timed | claims | p50 | p99 |\n|---|---|---:|---:|---:|\n"
     );
-    let mut gauge = fair_gauge().await?;
-    gauge.sort();
-    writeln!(
-        out,
-        "| memory, SQLite (and chat) | a slot freed to the next run's start, through the concurrency layer (one slot, every key weight 1-4, a third capped at 1 running) | {} | {} | {} |",
-        gauge.len(),
-        micros(percentile(&gauge, 50)),
-        micros(percentile(&gauge, 99)),
+    let mut row = |store: &str, timed: &str, mut times: Vec<Duration>| {
+        times.sort();
+        writeln!(
+            out,
+            "| {store} | {timed} | {} | {} | {} |",
+            times.len(),
+            micros(percentile(&times, 50)),
+            micros(percentile(&times, 99)),
+        )
+    };
+    row(
+        "memory, SQLite (and chat)",
+        "a slot freed to the next run's start, through the concurrency layer (one slot, every key weight 1-4, a third capped at 1 running)",
+        fair_gauge().await?,
     )?;
-    let mut pg = fair_claims_pg().await?;
-    pg.sort();
-    writeln!(
-        out,
-        "| PostgreSQL | the store's claim of one job (`PgStore::claim`: one statement, SKIP LOCKED, owners at max_concurrent passed over on their locked `key_running` row, the record read back), from this process over loopback | {} | {} | {} |",
-        pg.len(),
-        micros(percentile(&pg, 50)),
-        micros(percentile(&pg, 99)),
+    row(
+        "PostgreSQL",
+        "the store's claim of one job (`PgStore::claim`: one statement, SKIP LOCKED, owners at max_concurrent passed over on their locked `key_running` row, the record read back), from this process over loopback",
+        fair_claims_pg().await?,
     )?;
     Ok(out)
 }

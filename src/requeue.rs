@@ -25,7 +25,7 @@ use gateway_layers::deadline::Deadline;
 use gateway_layers::BoxError;
 use http::Request;
 use tokio::sync::mpsc;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
 use crate::metrics::Entry;
@@ -51,17 +51,7 @@ impl RequeueOnLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RequeueOnLimitLayer {
-    type Service = RequeueOnLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequeueOnLimit {
-            inner,
-            quota: self.quota.clone(),
-            default_deadline: self.default_deadline,
-        }
-    }
-}
+layer_of_fields!(RequeueOnLimitLayer => RequeueOnLimit { quota, default_deadline });
 
 impl fmt::Debug for RequeueOnLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

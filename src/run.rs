@@ -296,18 +296,7 @@ struct RecordLayer {
     marks_start: bool,
 }
 
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Record {
-            inner,
-            metrics: self.metrics.clone(),
-            quota: self.quota.clone(),
-            marks_start: self.marks_start,
-        }
-    }
-}
+layer_of_fields!(RecordLayer => Record { metrics, quota, marks_start });
 
 /// See [`RecordLayer`].
 #[derive(Clone)]

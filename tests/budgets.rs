@@ -4,12 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::postgres::TestDb;
-use common::{clients_dir, eventually, run_tool, secs, status_and_json, Gateway, TOKEN};
+use common::{
+    clients_dir, eventually, run_tool, secs, status_and_json, Gateway, GatewayBuilder, TOKEN,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -20,11 +22,16 @@ const FOUR_TENTHS_OF_A_CENT: &str = "[[mock:text spent]] [[mock:usage 800 27]]";
 /// The same for a chat run, whose model the CLI prices lower.
 const CHAT_FOUR_TENTHS_OF_A_CENT: &str = "[[mock:text spent]] [[mock:usage 38000 400]]";
 
-/// Writes the policy file `text` into `dir`.
-fn policy(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// A policy file holding `text`, removed when dropped.
+fn policy(text: &str) -> tempfile::TempPath {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file.into_temp_path()
+}
+
+/// A gateway that reads its keys' policy from `policy`.
+fn with_policy(policy: &Path) -> GatewayBuilder {
+    Gateway::builder().arg("api-key-policy-file", policy.display())
 }
 
 /// `GET /v1/quota`.
@@ -102,18 +109,9 @@ async fn assert_refused_everywhere(gw: &Gateway, window: u64) {
 
 #[tokio::test]
 async fn a_spent_budget_refuses_submissions_until_its_window_resets_and_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
     let jobs_dir = tempfile::tempdir().unwrap();
-    let policy = policy(
-        dir.path(),
-        "[keys.default]\nbudget_usd = 0.01\nbudget_window = \"20s\"\n",
-    );
-    let start = || {
-        Gateway::builder()
-            .arg("api-key-policy-file", policy.display())
-            .jobs_dir(jobs_dir.path())
-            .start()
-    };
+    let policy = policy("[keys.default]\nbudget_usd = 0.01\nbudget_window = \"20s\"\n");
+    let start = || with_policy(&policy).jobs_dir(jobs_dir.path()).start();
     let mut gw = start().await;
     let before = fresh_window(&gw, Duration::from_secs(14)).await;
     assert_eq!(before["window"]["used_usd"], 0.0, "{before}");
@@ -188,14 +186,9 @@ async fn a_spent_budget_refuses_submissions_until_its_window_resets_and_survives
 #[tokio::test]
 async fn replicas_on_postgresql_share_one_key_s_spend() {
     let db = TestDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy(
-        dir.path(),
-        "[keys.default]\nbudget_usd = 0.01\nbudget_window = \"1d\"\n",
-    );
+    let policy = policy("[keys.default]\nbudget_usd = 0.01\nbudget_window = \"1d\"\n");
     let replica = |name: &'static str| {
-        Gateway::builder()
-            .arg("api-key-policy-file", policy.display())
+        with_policy(&policy)
             .arg("database-url", db.url())
             .arg("replica-id", name)
             .start()
@@ -217,15 +210,8 @@ async fn replicas_on_postgresql_share_one_key_s_spend() {
 
 #[tokio::test]
 async fn quota_and_rate_limit_headers_tell_a_key_its_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy(
-        dir.path(),
-        "[keys.default]\nmax_queued = 5\nmax_concurrent = 2\nweight = 3\nbudget_tokens = 100000\nbudget_window = \"1d\"\nmax_budget_usd_per_job = 0.5\n",
-    );
-    let gw = Gateway::builder()
-        .arg("api-key-policy-file", policy.display())
-        .start()
-        .await;
+    let policy = policy("[keys.default]\nmax_queued = 5\nmax_concurrent = 2\nweight = 3\nbudget_tokens = 100000\nbudget_window = \"1d\"\nmax_budget_usd_per_job = 0.5\n");
+    let gw = with_policy(&policy).start().await;
 
     let q = quota(&gw).await;
     assert_eq!(q["key"], "default");
@@ -288,15 +274,8 @@ async fn quota_and_rate_limit_headers_tell_a_key_its_limits() {
 
 #[tokio::test]
 async fn a_key_s_per_job_cap_bounds_each_run_s_max_budget_usd() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy(
-        dir.path(),
-        "[keys.default]\nmax_budget_usd_per_job = 0.001\n",
-    );
-    let gw = Gateway::builder()
-        .arg("api-key-policy-file", policy.display())
-        .start()
-        .await;
+    let policy = policy("[keys.default]\nmax_budget_usd_per_job = 0.001\n");
+    let gw = with_policy(&policy).start().await;
     // The job asks for 1 USD; its key's cap gives its run 0.001 USD, which the first turn (about
     // 0.004 USD) overruns: the CLI stops it there.
     let body = json!({

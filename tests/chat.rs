@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use common::{answer, assert_openai_error, eventually, json, secs, Gateway, Repos, CHAT, TOKEN};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// A gateway with default settings, and its answer (of `status`) to one chat message.
+async fn chatted(content: &str, status: StatusCode) -> (Gateway, Value) {
+    let gw = Gateway::start().await;
+    let body = gw.chat_json(content, status).await;
+    (gw, body)
+}
 
 #[tokio::test]
 async fn the_answer_and_usage_come_back_and_the_model_reaches_the_api() {
-    let gw = Gateway::start().await;
-    let response = gw.chat("[[mock:text the agent answers]]").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = json(response).await;
+    let (gw, body) = chatted("[[mock:text the agent answers]]", StatusCode::OK).await;
     assert_eq!(answer(&body), "the agent answers");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "haiku");
@@ -145,9 +149,12 @@ async fn the_agent_sees_none_of_the_gateways_secrets() {
 #[tokio::test]
 async fn a_run_past_its_deadline_is_503_and_leaves_no_process() {
     let gw = Gateway::with("openai-compat-timeout-seconds", 1).await;
-    let response = gw.chat("[[mock:delay 20000]] too slow").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let body = gw
+        .chat_json(
+            "[[mock:delay 20000]] too slow",
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
     assert_eq!(body["error"]["code"], "timeout", "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("timed out"),
@@ -158,11 +165,7 @@ async fn a_run_past_its_deadline_is_503_and_leaves_no_process() {
 
 #[tokio::test]
 async fn with_one_slot_a_second_run_waits_and_one_past_the_depth_is_refused() {
-    let gw = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 2)
-        .start()
-        .await;
+    let gw = Gateway::one_slot(2).await;
     let first = gw.chat("[[mock:delay 1500]] [[mock:text first done]]");
     let waits = async {
         gw.wait_health(|h| h["active"] == 1).await;
@@ -229,9 +232,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn an_unknown_agent_is_named_in_the_error() {
     let gw = Gateway::with("openai-compat-agent", "no-such-agent").await;
-    let response = gw.chat("hi").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let body = gw.chat_json("hi", StatusCode::SERVICE_UNAVAILABLE).await;
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("no-such-agent") && message.contains("general-purpose"),
@@ -241,10 +242,7 @@ async fn an_unknown_agent_is_named_in_the_error() {
 
 #[tokio::test]
 async fn an_api_error_is_503_with_the_reason() {
-    let gw = Gateway::start().await;
-    let response = gw.chat("[[mock:error 500]]").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let (gw, body) = chatted("[[mock:error 500]]", StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["error"]["code"], "agent_failed", "{body}");
     gw.wait_no_agent_process().await;
 }
@@ -320,9 +318,7 @@ async fn a_workspace_that_cannot_be_made_is_a_clear_503_and_frees_the_slot() {
     std::fs::remove_dir_all(&jobs_dir).unwrap();
     std::fs::write(&jobs_dir, "not a directory").unwrap();
 
-    let response = gw.chat("hi").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let body = gw.chat_json("hi", StatusCode::SERVICE_UNAVAILABLE).await;
     assert_openai_error(&body, "workspace_failed", "workspace");
     assert!(gw.mock.requests().is_empty(), "no agent ran");
     gw.wait_idle().await;

@@ -35,6 +35,15 @@ async fn chat(
     (status, handle, read_json(response).await)
 }
 
+/// Continues the conversation `handle` (by the header) with one user message.
+async fn continued(
+    gw: &Binary,
+    handle: &str,
+    content: &str,
+) -> (StatusCode, Option<String>, Value) {
+    chat(gw, one_message(content), &[("x-session-id", handle)]).await
+}
+
 /// A body with one user message.
 fn one_message(content: &str) -> Value {
     json!({"model": "sonnet", "messages": [{"role": "user", "content": content}]})
@@ -74,10 +83,10 @@ async fn a_conversation_continues_by_its_handle_with_only_the_new_turn_after_a_r
     assert_eq!(answer(&body), "the second reply");
     assert_eq!(header.as_deref(), Some(handle.as_str()));
     // So does the header, from the turn just kept.
-    let (status, _, body) = chat(
+    let (status, _, body) = continued(
         &second,
-        one_message("chat-third-marker [[mock:text the third reply]]"),
-        &[("x-session-id", &handle)],
+        &handle,
+        "chat-third-marker [[mock:text the third reply]]",
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -123,12 +132,7 @@ async fn an_unknown_or_expired_handle_is_a_404_never_a_fresh_start() {
     let later = gw.submit("later [[mock:text done]]", Value::Null).await;
     gw.wait_end(&later).await;
     gw.wait_forgotten(&later).await;
-    let (status, _, expired) = chat(
-        &gw,
-        one_message("after expiry [[mock:text never]]"),
-        &[("x-session-id", &handle)],
-    )
-    .await;
+    let (status, _, expired) = continued(&gw, &handle, "after expiry [[mock:text never]]").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{expired}");
     assert_openai_error(&expired, "session_not_found", "expired");
     assert!(

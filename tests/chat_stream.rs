@@ -30,12 +30,7 @@ async fn chunks_come_in_order_and_end_with_usage_and_done() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let data = sse_data(response).await;
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = common::chat_chunks(response).await;
     assert!(chunks
         .iter()
         .all(|c| c["object"] == "chat.completion.chunk"));

@@ -43,6 +43,21 @@ async fn submit_slow(gw: &Gateway, token: &str, name: &str, delay_ms: u64) -> St
     submit_as(gw, token, &format!("[[mock:delay {delay_ms}]] {name}"), 120).await
 }
 
+/// Submits `n` slow jobs as `token`, named `{name}0`, `{name}1`, …, and adds them to `jobs`.
+async fn submit_named(
+    gw: &Gateway,
+    jobs: &mut Vec<(String, String, &'static str)>,
+    (token, name): (&'static str, &str),
+    n: usize,
+    delay_ms: u64,
+) {
+    for i in 0..n {
+        let name = format!("{name}{i}");
+        let id = submit_slow(gw, token, &name, delay_ms).await;
+        jobs.push((name, id, token));
+    }
+}
+
 /// The jobs among `ids` (named by `names`) that have started, in the order they started.
 async fn start_order(gw: &Gateway, jobs: &[(String, String, &str)]) -> Vec<String> {
     let mut started = Vec::new();
@@ -79,14 +94,8 @@ async fn a_newcomer_starts_at_the_next_two_slot_releases_behind_a_long_queue() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(dir.path(), 2, "").await;
     let mut jobs = Vec::new();
-    for i in 0..20 {
-        let id = submit_slow(&gw, ALICE, &format!("alice{i}"), 1500).await;
-        jobs.push((format!("alice{i}"), id, ALICE));
-    }
-    for i in 0..2 {
-        let id = submit_slow(&gw, BOB, &format!("bob{i}"), 10).await;
-        jobs.push((format!("bob{i}"), id, BOB));
-    }
+    submit_named(&gw, &mut jobs, (ALICE, "alice"), 20, 1500).await;
+    submit_named(&gw, &mut jobs, (BOB, "bob"), 2, 10).await;
     let order = wait_started(&gw, &jobs, &["bob0", "bob1"]).await;
     // Alice's first two were running when bob came; bob's two take the next two slots.
     assert_eq!(
@@ -105,34 +114,13 @@ async fn starts_follow_the_weights_three_to_one() {
     let policy = "[keys.alice]\nweight = 3\n[keys.bob]\nweight = 1\n";
     let gw = gateway(dir.path(), 2, policy).await;
     let mut jobs = Vec::new();
-    for i in 0..9 {
-        let id = submit_slow(&gw, ALICE, &format!("alice{i}"), 600).await;
-        jobs.push((format!("alice{i}"), id, ALICE));
-    }
-    for i in 0..3 {
-        let id = submit_slow(&gw, BOB, &format!("bob{i}"), 600).await;
-        jobs.push((format!("bob{i}"), id, BOB));
-    }
+    submit_named(&gw, &mut jobs, (ALICE, "alice"), 9, 600).await;
+    submit_named(&gw, &mut jobs, (BOB, "bob"), 3, 600).await;
     let all: Vec<&str> = jobs.iter().map(|(n, ..)| n.as_str()).collect();
     let order = wait_started(&gw, &jobs, &all).await;
-    // FIFO within each key.
-    for key in ["alice", "bob"] {
-        let mine: Vec<_> = order
-            .iter()
-            .filter(|n| n.starts_with(key))
-            .cloned()
-            .collect();
-        let mut sorted = mine.clone();
-        sorted.sort_by_key(|n| n[key.len()..].parse::<u32>().unwrap());
-        assert_eq!(mine, sorted, "{order:?}");
-    }
-    // Rounds of four starts: three of alice's and one of bob's, within one job.
-    for round in order.chunks(4) {
-        let bob = round.iter().filter(|n| n.starts_with("bob")).count();
-        assert!((0..=2).contains(&bob), "round {round:?} of {order:?}");
-    }
-    // Over the whole queue the share is exactly 3:1 and the first round already has bob's.
-    assert!(order[..4].iter().any(|n| n.starts_with("bob")), "{order:?}");
+    // FIFO within each key; rounds of four starts: three of alice's and one of bob's, within one
+    // job; over the whole queue the share is exactly 3:1 and the first round already has bob's.
+    common::assert_three_to_one(&order);
 }
 
 #[tokio::test]
@@ -194,26 +182,25 @@ impl Binary {
         let mock = mock_anthropic::MockAnthropic::start().await;
         let jobs = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-gateway"))
-            .envs(common::agent_env(&mock.url(), home.path()))
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("API_BEARER_TOKENS_FILE", tokens)
-            .env("API_KEY_POLICY_FILE", policy)
-            .env("JOBS_DIR", jobs.path())
-            .env("WORKSPACE_DIR", "/nonexistent/base")
-            .env("CLAUDE_BIN", common::fake_claude("hang.sh"))
-            .env("MAX_CONCURRENCY", "1")
-            .env("SHUTDOWN_GRACE_SECONDS", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("binary starts");
+        let mut envs = common::agent_env(&mock.url(), home.path());
+        envs.extend(
+            [
+                ("API_BEARER_TOKENS_FILE", tokens.display().to_string()),
+                ("API_KEY_POLICY_FILE", policy.display().to_string()),
+                ("JOBS_DIR", jobs.path().display().to_string()),
+                ("WORKSPACE_DIR", "/nonexistent/base".to_owned()),
+                (
+                    "CLAUDE_BIN",
+                    common::fake_claude("hang.sh").display().to_string(),
+                ),
+                ("MAX_CONCURRENCY", "1".to_owned()),
+                ("SHUTDOWN_GRACE_SECONDS", "1".to_owned()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
+        let bin = env!("CARGO_BIN_EXE_claude-gateway");
+        let (mut child, url) =
+            common::spawn_binary_with(bin, envs, std::process::Stdio::piped()).await;
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
         tokio::spawn(async move {
@@ -221,12 +208,6 @@ impl Binary {
                 let _ = tx.send(line);
             }
         });
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        eventually("the gateway comes up", secs(10), || async {
-            http.get(format!("{url}/health")).send().await.is_ok()
-        })
-        .await;
         Self {
             child,
             url,

@@ -62,6 +62,16 @@ fn assert_refused(
     }
 }
 
+/// A gateway (in front of the stand-in `ok.sh`) that gives up on a body after 2 s, with `depth`
+/// queue slots.
+async fn slow_body_gateway(depth: u64) -> Gateway {
+    fake_gateway(
+        "ok.sh",
+        &[("max-queue-depth", depth), ("body-read-timeout-seconds", 2)],
+    )
+    .await
+}
+
 /// Nothing is queued, and a new job is taken.
 async fn assert_queue_free(gw: &Gateway) {
     let health = json(gw.get("/health").await).await;
@@ -74,11 +84,7 @@ async fn assert_queue_free(gw: &Gateway) {
 
 #[tokio::test]
 async fn slow_bodies_hold_no_queue_slot_and_get_408() {
-    let gw = fake_gateway(
-        "ok.sh",
-        &[("max-queue-depth", 3), ("body-read-timeout-seconds", 2)],
-    )
-    .await;
+    let gw = slow_body_gateway(3).await;
     // More slow uploads than the queue has slots, on both routes.
     let mut slow = Vec::new();
     for i in 0..6 {
@@ -107,11 +113,7 @@ async fn slow_bodies_hold_no_queue_slot_and_get_408() {
 
 #[tokio::test]
 async fn http2_streams_that_never_end_hold_no_queue_slot() {
-    let gw = fake_gateway(
-        "ok.sh",
-        &[("max-queue-depth", 2), ("body-read-timeout-seconds", 2)],
-    )
-    .await;
+    let gw = slow_body_gateway(2).await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

@@ -35,12 +35,7 @@ async fn during_the_drain_health_says_shutting_down_and_new_runs_get_503() {
 
     // The probe fails first: 503 with the contract's body, while the gateway still answers.
     let health = eventually("health says so", secs(10), || async {
-        let response = gw
-            .http
-            .get(format!("{}/health", gw.url))
-            .send()
-            .await
-            .expect("still answering");
+        let response = gw.get("/health").await;
         match response.status() {
             StatusCode::SERVICE_UNAVAILABLE => Ok(json(response).await),
             status => Err(status),

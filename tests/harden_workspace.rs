@@ -8,7 +8,7 @@ mod harden_support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::{git, json, Gateway, Repos};
+use common::{git, json, Gateway, GatewayBuilder, Repos};
 use harden_support::Binary;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -48,12 +48,15 @@ fn seconds_between(record: &Value, from: &str, to: &str) -> f64 {
 /// A gateway cloning runs from `base` (refreshed before every run), whose stand-in agent answers
 /// with the workspace's README.
 async fn readme_gateway(base: &Path) -> Gateway {
+    readme_builder(base).start().await
+}
+
+/// [`readme_gateway`], for more settings.
+fn readme_builder(base: &Path) -> GatewayBuilder {
     Gateway::builder()
         .base(base)
         .claude(common::fake_claude("read-readme.sh"))
         .arg("fetch-debounce-seconds", 0)
-        .start()
-        .await
 }
 
 /// Commits a new README to the remote of `repos`.
@@ -143,10 +146,7 @@ async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
     let repos = Repos::new();
     // The job store elsewhere (in memory): the tmpfs mounted over JOBS_DIR below would hide its
     // file from the gateway.
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .arg("fetch-debounce-seconds", 0)
+    let gw = readme_builder(&repos.base)
         .arg("database-url", "memory")
         .start()
         .await;
@@ -220,10 +220,7 @@ async fn a_stale_index_lock_does_not_pin_runs_to_an_old_base() {
 #[tokio::test]
 async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let repos = Repos::new();
-    let gw = Gateway::builder()
-        .base(&repos.base)
-        .claude(common::fake_claude("read-readme.sh"))
-        .arg("fetch-debounce-seconds", 0)
+    let gw = readme_builder(&repos.base)
         .arg("workspace-pool-size", 1)
         .start()
         .await;

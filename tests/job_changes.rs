@@ -73,6 +73,17 @@ const EDIT_ADD_COMMIT: &str = "printf 'one\\nTWO\\n' > tracked.txt && echo new >
      GIT_INDEX_FILE=/tmp/final-index-$$ git add -A && echo FINAL-TREE=$(GIT_INDEX_FILE=/tmp/final-index-$$ git write-tree)";
 
 /// Repos whose base holds `README.md` and `tracked.txt`.
+/// Runs `prompt` as a job that delivers to `branch`; answers its id and its record, the job
+/// completed.
+async fn delivered(gw: &Binary, prompt: &str, branch: &str) -> (String, Value) {
+    let job = gw
+        .submit(prompt, json!({"deliver": {"branch": branch}}))
+        .await;
+    let record = gw.wait_end(&job).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    (job, record)
+}
+
 fn repos() -> Repos {
     Repos::seeded(
         "main",
@@ -231,14 +242,12 @@ async fn delivery_pushes_a_branch_and_a_refused_push_is_a_delivery_error() {
     let hook = remote.join("hooks/pre-receive");
     std::fs::write(&hook, "#!/bin/sh\necho 'no pushes today' >&2\nexit 1\n").unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let job = gw
-        .submit(
-            "[[mock:bash echo more > more.txt]] [[mock:text done]]",
-            json!({"deliver": {"branch": "gateway/refused"}}),
-        )
-        .await;
-    let record = gw.wait_end(&job).await;
-    assert_eq!(record["status"], "completed", "{record}");
+    let (_, record) = delivered(
+        &gw,
+        "[[mock:bash echo more > more.txt]] [[mock:text done]]",
+        "gateway/refused",
+    )
+    .await;
     let delivery = &record["delivery"];
     assert_eq!(delivery["pushed_at"], Value::Null, "{record}");
     let error = delivery["error"].as_str().expect("a delivery error");
@@ -258,15 +267,9 @@ async fn a_changed_git_crypt_file_never_appears_in_plaintext() {
     git(&fx.base, &["pull", "--quiet", "--ff-only"]);
     let (gw, backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
-    let job = gw
-        .submit(
-            // The prompt is in the record: the new secret is only put together by the shell.
-            "[[mock:bash cat secret.txt && printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && echo visible > other.txt]] [[mock:text done]]",
-            json!({"deliver": {"branch": "gateway/crypt"}}),
-        )
-        .await;
-    let record = gw.wait_end(&job).await;
-    assert_eq!(record["status"], "completed", "{record}");
+    // The prompt is in the record: the new secret is only put together by the shell.
+    let prompt = "[[mock:bash cat secret.txt && printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && echo visible > other.txt]] [[mock:text done]]";
+    let (job, record) = delivered(&gw, prompt, "gateway/crypt").await;
     assert!(
         tool_outputs(&backing.mock)
             .iter()
@@ -339,14 +342,12 @@ async fn what_the_agent_leaves_in_its_git_config_never_runs_and_never_redirects_
          ln -s /etc/passwd passwd-link",
         decoy = decoy.display()
     );
-    let job = gw
-        .submit(
-            &format!("[[mock:bash {hostile}]] [[mock:text done]]"),
-            json!({"deliver": {"branch": "gateway/hostile"}}),
-        )
-        .await;
-    let record = gw.wait_end(&job).await;
-    assert_eq!(record["status"], "completed", "{record}");
+    let (job, record) = delivered(
+        &gw,
+        &format!("[[mock:bash {hostile}]] [[mock:text done]]"),
+        "gateway/hostile",
+    )
+    .await;
     let left: Vec<_> = std::fs::read_dir(markers.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -375,14 +376,8 @@ async fn a_git_crypt_file_stays_hidden_when_the_agent_drops_its_attribute() {
     let (gw, _backing) = start(&fx.base, &[("GIT_CRYPT_KEY", &key.display())]).await;
 
     // The agent unmarks the file, so git would take it as plain text.
-    let job = gw
-        .submit(
-            "[[mock:bash printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && : > .gitattributes]] [[mock:text done]]",
-            json!({"deliver": {"branch": "gateway/unmarked"}}),
-        )
-        .await;
-    let record = gw.wait_end(&job).await;
-    assert_eq!(record["status"], "completed", "{record}");
+    let prompt = "[[mock:bash printf 'a NEW-%s-SECRET\\n' PLAINTEXT > secret.txt && : > .gitattributes]] [[mock:text done]]";
+    let (job, record) = delivered(&gw, prompt, "gateway/unmarked").await;
     let (_, _, _, patch) = diff(&gw, &job).await;
     for secret in ["NEW-PLAINTEXT-SECRET", "the plaintext secret"] {
         assert!(
@@ -418,14 +413,12 @@ async fn a_git_crypt_file_committed_in_plaintext_along_the_way_is_never_pushed()
          git {plain} checkout HEAD~1 -- secret.txt && git {plain} commit -qam hide && \
          echo visible > other.txt"
     );
-    let job = gw
-        .submit(
-            &format!("[[mock:bash {script}]] [[mock:text done]]"),
-            json!({"deliver": {"branch": "gateway/laundered"}}),
-        )
-        .await;
-    let record = gw.wait_end(&job).await;
-    assert_eq!(record["status"], "completed", "{record}");
+    let (job, record) = delivered(
+        &gw,
+        &format!("[[mock:bash {script}]] [[mock:text done]]"),
+        "gateway/laundered",
+    )
+    .await;
     assert_eq!(
         record["changes"]["commits"].as_array().map(Vec::len),
         Some(2),

@@ -30,6 +30,33 @@ fn start_order(mock: &MockAnthropic, markers: &[&str]) -> Vec<String> {
     firsts.into_iter().map(|(_, marker)| marker).collect()
 }
 
+/// Submits two jobs to `gateway`, `once` allowed a single start (the default) and `twice` two, and
+/// waits until both run and their agents have called the API (each found by its prompt's first
+/// word); answers their ids.
+async fn two_running(
+    gateway: &Binary,
+    mock: &MockAnthropic,
+    once: &str,
+    twice: &str,
+) -> (String, String) {
+    let one = gateway.submit(once, Value::Null).await;
+    let two = gateway.submit(twice, json!({"max_attempts": 2})).await;
+    for (job, prompt) in [(&one, once), (&two, twice)] {
+        gateway
+            .wait_job(job, Duration::from_secs(60), |r| r["status"] == "running")
+            .await;
+        // Its agent is mid-run: the API has its request.
+        let marker = prompt.split_whitespace().next().expect("a marker");
+        eventually(
+            "the agent calls the API",
+            Duration::from_secs(60),
+            || async { start_order(mock, &[marker]).first().cloned() },
+        )
+        .await;
+    }
+    (one, two)
+}
+
 #[tokio::test]
 async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
     let backing = Backing::start().await;
@@ -44,30 +71,13 @@ async fn a_killed_gateway_starts_again_with_every_acknowledged_job() {
     assert_eq!(finished_record["status"], "completed", "{finished_record}");
 
     // Two running: one allows a single start (the default), one allows two.
-    let once = first
-        .submit(
-            "running-once [[mock:delay 4000]] [[mock:text never seen]]",
-            Value::Null,
-        )
-        .await;
-    let twice = first
-        .submit(
-            "running-twice [[mock:delay 2000]] [[mock:text the second try]]",
-            json!({"max_attempts": 2}),
-        )
-        .await;
-    for (job, marker) in [(&once, "running-once"), (&twice, "running-twice")] {
-        first
-            .wait_job(job, Duration::from_secs(60), |r| r["status"] == "running")
-            .await;
-        // Its agent is mid-run: the API has its request.
-        eventually(
-            "the agent calls the API",
-            Duration::from_secs(60),
-            || async { start_order(mock, &[marker]).first().cloned() },
-        )
-        .await;
-    }
+    let (once, twice) = two_running(
+        &first,
+        mock,
+        "running-once [[mock:delay 4000]] [[mock:text never seen]]",
+        "running-twice [[mock:delay 2000]] [[mock:text the second try]]",
+    )
+    .await;
 
     // Three queued behind them.
     let queued: Vec<String> = {
@@ -200,27 +210,11 @@ async fn sigterm_stores_what_finishes_in_the_drain_and_leaves_the_queue_for_the_
     let first = Binary::start(&settings).await;
 
     // Finishes within the grace period; runs past it, allowing another start; waits in the queue.
-    let drains = first
-        .submit(
-            "drains [[mock:delay 1000]] [[mock:text finished in the drain]]",
-            Value::Null,
-        )
-        .await;
-    let too_long = first
-        .submit(
-            "too-long [[mock:delay 8000]] [[mock:text finished after the restart]]",
-            json!({"max_attempts": 2}),
-        )
-        .await;
-    for job in [&drains, &too_long] {
-        first
-            .wait_job(job, Duration::from_secs(60), |r| r["status"] == "running")
-            .await;
-    }
-    eventually(
-        "both agents call the API",
-        Duration::from_secs(60),
-        || async { (start_order(mock, &["drains", "too-long"]).len() == 2).then_some(()) },
+    let (drains, too_long) = two_running(
+        &first,
+        mock,
+        "drains [[mock:delay 1000]] [[mock:text finished in the drain]]",
+        "too-long [[mock:delay 8000]] [[mock:text finished after the restart]]",
     )
     .await;
     let waiting = first

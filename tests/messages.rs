@@ -37,6 +37,13 @@ async fn status_and_body(response: Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Sends `request` and asserts that it is refused with `want` and an Anthropic error of `kind`
+/// whose message contains `says`.
+async fn assert_refused(request: RequestBuilder, want: StatusCode, kind: &str, says: &str) {
+    let (status, body) = status_and_body(send(request).await).await;
+    assert_error(status, &body, want, kind, says);
+}
+
 /// Asserts an Anthropic error body of `kind` whose message contains `says`.
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, kind: &str, says: &str) {
     assert_eq!(status, want, "{body}");
@@ -168,15 +175,13 @@ async fn a_run_that_fails_mid_stream_ends_with_an_error_event() {
 #[tokio::test]
 async fn a_run_that_fails_is_a_500_api_error() {
     let gw = Gateway::start().await;
-    let (status, body) =
-        status_and_body(send(messages(&gw, &ask("[[mock:error 500]]"))).await).await;
-    assert_error(
-        status,
-        &body,
+    assert_refused(
+        messages(&gw, &ask("[[mock:error 500]]")),
         StatusCode::INTERNAL_SERVER_ERROR,
         "api_error",
         "execution failed",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -226,8 +231,7 @@ async fn bearer_and_x_api_key_are_both_accepted_and_checked() {
         for (name, value) in &headers {
             request = request.header(*name, *value);
         }
-        let (got, body) = status_and_body(send(request).await).await;
-        assert_error(got, &body, status, kind, says);
+        assert_refused(request, status, kind, says).await;
     }
     // x-api-key is the Messages route's: the OpenAI routes still want a bearer token.
     let chat = send(
@@ -250,8 +254,13 @@ async fn what_cannot_be_served_is_an_anthropic_error() {
     };
     let bad = StatusCode::BAD_REQUEST;
     let invalid = "invalid_request_error";
-    let (status, body) = status_and_body(send(raw("{\"model\": \"haiku\",")).await).await;
-    assert_error(status, &body, bad, invalid, "invalid request body");
+    assert_refused(
+        raw("{\"model\": \"haiku\","),
+        bad,
+        invalid,
+        "invalid request body",
+    )
+    .await;
 
     let cases = [
         (
@@ -304,34 +313,25 @@ async fn what_cannot_be_served_is_an_anthropic_error() {
         ),
     ];
     for (request, says) in cases {
-        let (status, body) = status_and_body(send(messages(&gw, &request)).await).await;
-        assert_error(status, &body, bad, invalid, says);
+        assert_refused(messages(&gw, &request), bad, invalid, says).await;
     }
 
-    let (status, body) = status_and_body(
-        send(messages(
-            &gw,
-            &json!({"model": "claude-2.1", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
-        ))
-        .await,
-    )
-    .await;
-    assert_error(
-        status,
-        &body,
+    let unknown_model = json!({"model": "claude-2.1", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+    assert_refused(
+        messages(&gw, &unknown_model),
         StatusCode::NOT_FOUND,
         "not_found_error",
         "claude-2.1",
-    );
+    )
+    .await;
 
-    let (status, body) = status_and_body(send(messages(&gw, &ask(&"x".repeat(8000)))).await).await;
-    assert_error(
-        status,
-        &body,
+    assert_refused(
+        messages(&gw, &ask(&"x".repeat(8000))),
         StatusCode::PAYLOAD_TOO_LARGE,
         "request_too_large",
         "4096",
-    );
+    )
+    .await;
     // Nothing above reached the model.
     assert!(gw.mock.message_requests().is_empty());
 }
@@ -360,17 +360,13 @@ async fn a_conversation_continues_by_its_session_handle() {
         last.all_text()
     );
 
-    let (status, body) = status_and_body(
-        send(messages(&gw, &ask("hi")).header("x-session-id", "no-such-session")).await,
-    )
-    .await;
-    assert_error(
-        status,
-        &body,
+    assert_refused(
+        messages(&gw, &ask("hi")).header("x-session-id", "no-such-session"),
         StatusCode::NOT_FOUND,
         "not_found_error",
         "not found",
-    );
+    )
+    .await;
 }
 
 /// The Messages calls the mock received whose prompt carries `marker`.
@@ -429,14 +425,13 @@ async fn output_config_sets_effort_and_a_json_schema() {
     // A model that never fits the schema: 422, never prose.
     let mut refused = ask("[[mock:structured refuse]] [[mock:text no JSON here]]");
     refused["output_config"] = config;
-    let (status, answer) = status_and_body(send(messages(&gw, &refused)).await).await;
-    assert_error(
-        status,
-        &answer,
+    assert_refused(
+        messages(&gw, &refused),
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request_error",
         "output_config.format",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -444,13 +439,12 @@ async fn effort_over_the_operators_cap_is_a_permission_error() {
     let gw = Gateway::builder().arg("max-effort", "low").start().await;
     let mut body = ask("hi");
     body["output_config"] = json!({"effort": "high"});
-    let (status, answer) = status_and_body(send(messages(&gw, &body)).await).await;
-    assert_error(
-        status,
-        &answer,
+    assert_refused(
+        messages(&gw, &body),
         StatusCode::FORBIDDEN,
         "permission_error",
         "output_config.effort",
-    );
+    )
+    .await;
     assert!(gw.mock.message_requests().is_empty(), "nothing ran");
 }

@@ -183,11 +183,7 @@ async fn the_document_is_openapi_3_1_with_the_bearer_scheme_on_protected_routes(
 /// full queue answers `/execute` 429, which the document lists; on chat it would be a 503).
 #[tokio::test]
 async fn schemathesis_finds_nothing_the_document_does_not_allow() {
-    let jobs = Gateway::builder()
-        .arg("max-concurrency", 1)
-        .arg("max-queue-depth", 3)
-        .start()
-        .await;
+    let jobs = Gateway::one_slot(3).await;
     let summary = schemathesis(&jobs, &["--include-tag", "jobs"], ALL_PHASES).await;
     eprintln!("the job routes:\n{summary}");
     drop(jobs);

@@ -787,23 +787,7 @@ async fn weights_three_to_one_hold_across_two_replicas() {
         .into_iter()
         .map(|(_, _, n)| n)
         .collect();
-    // FIFO within each key.
-    for key in ["alice", "bob"] {
-        let mine: Vec<_> = order
-            .iter()
-            .filter(|n| n.starts_with(key))
-            .cloned()
-            .collect();
-        let mut sorted = mine.clone();
-        sorted.sort_by_key(|n| n[key.len()..].parse::<u32>().unwrap());
-        assert_eq!(mine, sorted, "{order:?}");
-    }
-    // Rounds of four starts: three of alice's and one of bob's, within one job.
-    for round in order.chunks(4) {
-        let bob = round.iter().filter(|n| n.starts_with("bob")).count();
-        assert!((0..=2).contains(&bob), "round {round:?} of {order:?}");
-    }
-    assert!(order[..4].iter().any(|n| n.starts_with("bob")), "{order:?}");
+    common::assert_three_to_one(&order);
     // Both replicas ran jobs.
     let mut by_replica = HashMap::new();
     for job in &jobs {

@@ -11,6 +11,15 @@ use serde_json::{json, Value};
 
 const RESPONSES: &str = "/v1/responses";
 
+/// The events of a streamed response to the text `input`.
+async fn streamed(gw: &Gateway, input: &str) -> Vec<Value> {
+    events(
+        gw,
+        &json!({"model": "haiku", "input": input, "stream": true}),
+    )
+    .await
+}
+
 /// The events of a streamed response, parsed.
 async fn events(gw: &Gateway, body: &Value) -> Vec<Value> {
     let response = gw.post(RESPONSES, body).await;
@@ -76,11 +85,7 @@ async fn a_response_holds_the_answer_in_openai_shape() {
 #[tokio::test]
 async fn a_streamed_response_sends_typed_events_in_order() {
     let gw = Gateway::start().await;
-    let events = events(
-        &gw,
-        &json!({"model": "haiku", "input": "[[mock:text one two three four]]", "stream": true}),
-    )
-    .await;
+    let events = streamed(&gw, "[[mock:text one two three four]]").await;
     let numbers: Vec<u64> = events
         .iter()
         .map(|e| e["sequence_number"].as_u64().unwrap())
@@ -128,11 +133,7 @@ async fn a_streamed_response_sends_typed_events_in_order() {
 #[tokio::test]
 async fn a_run_that_fails_mid_stream_ends_with_response_failed() {
     let gw = Gateway::start().await;
-    let events = events(
-        &gw,
-        &json!({"model": "haiku", "input": "[[mock:error 400]] fail", "stream": true}),
-    )
-    .await;
+    let events = streamed(&gw, "[[mock:error 400]] fail").await;
     let last = events.last().unwrap();
     assert_eq!(last["type"], "response.failed", "{events:?}");
     assert_eq!(last["response"]["status"], "failed");

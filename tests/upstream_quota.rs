@@ -8,8 +8,8 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::{
-    answer, eventually, get_job, json, open_events, read_events, secs, send, sse_data, submit,
-    wait_end, Gateway, TOKEN,
+    answer, eventually, get_job, json, open_events, read_events, secs, send, submit, wait_end,
+    Gateway, TOKEN,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -20,28 +20,35 @@ fn time(value: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Submits a job the account refuses until `until` (Unix seconds) and two behind it, and waits
+/// until `/health` shows dispatch paused; answers the refused job's id, the other two's, and
+/// `/health` then.
+async fn paused_by_a_refusal(gw: &Gateway, until: i64) -> (String, [String; 2], Value) {
+    let refused = submit(
+        gw,
+        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
+        120,
+    )
+    .await;
+    let others = [
+        submit(gw, "[[mock:text second]]", 120).await,
+        submit(gw, "[[mock:text third]]", 120).await,
+    ];
+    let health = eventually("/health shows dispatch paused", secs(60), || async {
+        let health = gw.health().await;
+        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
+    })
+    .await;
+    (refused, others, health)
+}
+
 #[tokio::test]
 async fn a_rate_limited_account_pauses_dispatch_and_no_job_fails_because_of_it() {
     let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
     // The account refuses requests for the next 3 seconds; the CLI reports the 429 without a
     // reset time, so the gateway backs off (5 s first), past the refusal.
     let until = Utc::now().timestamp() + 3;
-    let refused = submit(
-        &gw,
-        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
-        120,
-    )
-    .await;
-    let others = [
-        submit(&gw, "[[mock:text second]]", 120).await,
-        submit(&gw, "[[mock:text third]]", 120).await,
-    ];
-
-    let health = eventually("/health shows dispatch paused", secs(60), || async {
-        let health = gw.health().await;
-        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
-    })
-    .await;
+    let (refused, others, health) = paused_by_a_refusal(&gw, until).await;
     let paused_until = time(&health["dispatch"]["paused_until"]);
     assert!(paused_until > Utc::now(), "{health}");
     for id in &others {
@@ -118,13 +125,12 @@ async fn a_chat_refused_by_the_rate_limit_waits_for_the_pause_and_answers() {
     // which ends after the refusals do.
     let until = Utc::now().timestamp() + 5;
     let asked = std::time::Instant::now();
-    let response = gw
-        .chat(&format!(
-            "[[mock:ratelimit {until}]] [[mock:text answered after the pause]] chat-once"
-        ))
+    let body = gw
+        .chat_json(
+            &format!("[[mock:ratelimit {until}]] [[mock:text answered after the pause]] chat-once"),
+            StatusCode::OK,
+        )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = json(response).await;
     assert_eq!(answer(&body), "answered after the pause", "{body}");
     assert_eq!(tries(&gw, "chat-once"), 2, "refused once, then answered");
     assert!(
@@ -147,12 +153,7 @@ async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stre
     });
     let response = send(gw.request(Method::POST, "/v1/chat/completions").json(&body)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let data = sse_data(response).await;
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = common::chat_chunks(response).await;
     assert!(
         chunks.iter().all(|chunk| chunk.get("error").is_none()),
         "{chunks:?}"
@@ -217,14 +218,13 @@ async fn a_chat_whose_deadline_ends_before_the_pause_gets_the_refusal() {
         .start()
         .await;
     let until = Utc::now().timestamp() + 60;
-    let response = gw
-        .chat(&format!(
-            "[[mock:ratelimit {until}]] [[mock:text never]] refused-once"
-        ))
-        .await;
     // As before a run was ever tried again: the run failed, the error says why.
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let body = gw
+        .chat_json(
+            &format!("[[mock:ratelimit {until}]] [[mock:text never]] refused-once"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
     assert_eq!(body["error"]["code"], "agent_failed", "{body}");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("429"),
@@ -258,21 +258,7 @@ async fn dispatch_resumes_at_the_reset_time_the_cli_reported() {
     // Refused for 8 s: longer than the first back-off (5 s), so resuming at the reported reset is
     // told apart from backing off.
     let until = Utc::now().timestamp() + 8;
-    let refused = submit(
-        &gw,
-        &format!("[[mock:ratelimit {until}]] [[mock:text refused first]]"),
-        120,
-    )
-    .await;
-    let others = [
-        submit(&gw, "[[mock:text second]]", 120).await,
-        submit(&gw, "[[mock:text third]]", 120).await,
-    ];
-    let health = eventually("/health shows dispatch paused", secs(60), || async {
-        let health = gw.health().await;
-        (!health["dispatch"]["paused_until"].is_null()).then_some(health)
-    })
-    .await;
+    let (refused, others, health) = paused_by_a_refusal(&gw, until).await;
     let paused_until = time(&health["dispatch"]["paused_until"]);
     assert_eq!(
         paused_until.timestamp(),

@@ -63,6 +63,13 @@ fn http_request(req: AgentRequest, workspace: &Path) -> http::Request<AgentReque
     req
 }
 
+/// The outcome of a run of `script` (with the default config) asked `hi`, in `workspace`.
+async fn outcome_of(script: &str, workspace: &Path) -> AgentOutcome {
+    call(config(script), request("hi"), workspace)
+        .await
+        .unwrap()
+}
+
 async fn call(
     config: ClaudeConfig,
     req: AgentRequest,
@@ -120,6 +127,15 @@ fn alive(pid: i32) -> bool {
                 .map(|i| s[i + 1..].trim_start().starts_with('Z'))
         })
         .is_some_and(|zombie| !zombie)
+}
+
+/// Asserts that the run's process group and its background `grandchild` are gone.
+async fn assert_tree_gone(dir: &Path, grandchild: i32) {
+    assert_group_gone(dir).await;
+    assert!(
+        !alive(grandchild),
+        "background process {grandchild} survived the run"
+    );
 }
 
 /// Waits (bounded) until no live process of the group in `dir/pid` is left.
@@ -193,9 +209,7 @@ async fn a_successful_run_reports_text_usage_cost_and_every_event() {
 #[tokio::test]
 async fn a_crash_is_an_outcome_without_exit_code_and_with_stderr() {
     let dir = TempDir::new().unwrap();
-    let outcome = call(config("crash.sh"), request("hi"), dir.path())
-        .await
-        .unwrap();
+    let outcome = outcome_of("crash.sh", dir.path()).await;
     assert_eq!(outcome.exit_code, None, "killed by SIGSEGV");
     assert!(!outcome.succeeded());
     assert!(outcome.result_line.is_none());
@@ -222,11 +236,7 @@ async fn a_silent_agent_is_stopped_by_the_watchdog_with_its_grandchild() {
     );
     assert!(started.elapsed() < PATIENCE);
     let grandchild = read_pid(dir.path(), "grandchild.pid").expect("tree was up");
-    assert_group_gone(dir.path()).await;
-    assert!(
-        !alive(grandchild),
-        "background grandchild {grandchild} survived"
-    );
+    assert_tree_gone(dir.path(), grandchild).await;
 }
 
 #[tokio::test]
@@ -249,20 +259,14 @@ async fn dropping_the_run_kills_the_whole_process_group() {
     // What a timeout, a cancel or a client disconnect does to the future.
     drop(run);
 
-    assert_group_gone(dir.path()).await;
-    assert!(
-        !alive(grandchild),
-        "background grandchild {grandchild} survived"
-    );
+    assert_tree_gone(dir.path(), grandchild).await;
 }
 
 #[tokio::test]
 async fn a_normal_exit_kills_background_jobs_left_holding_the_pipes() {
     let dir = TempDir::new().unwrap();
     let started = Instant::now();
-    let outcome = call(config("leave-background.sh"), request("hi"), dir.path())
-        .await
-        .unwrap();
+    let outcome = outcome_of("leave-background.sh", dir.path()).await;
     assert!(outcome.succeeded(), "{outcome:?}");
     assert_eq!(outcome.text.as_deref(), Some("done, one job left running"));
     // The group was killed at exit, so the pipes closed at once: no wait for the drain grace.
@@ -272,11 +276,7 @@ async fn a_normal_exit_kills_background_jobs_left_holding_the_pipes() {
         started.elapsed()
     );
     let grandchild = read_pid(dir.path(), "grandchild.pid").unwrap();
-    assert_group_gone(dir.path()).await;
-    assert!(
-        !alive(grandchild),
-        "background job {grandchild} survived the run"
-    );
+    assert_tree_gone(dir.path(), grandchild).await;
 }
 
 #[tokio::test]
@@ -298,9 +298,7 @@ async fn a_stderr_flood_completes_with_stderr_cut_at_the_cap() {
 #[tokio::test]
 async fn a_stderr_flood_within_the_cap_is_kept_whole() {
     let dir = TempDir::new().unwrap();
-    let outcome = call(config("stderr-flood.sh"), request("hi"), dir.path())
-        .await
-        .unwrap();
+    let outcome = outcome_of("stderr-flood.sh", dir.path()).await;
     assert_eq!(outcome.stderr.len(), 1024 * 1024);
     assert!(!outcome.stderr_truncated);
 }
@@ -309,9 +307,7 @@ async fn a_stderr_flood_within_the_cap_is_kept_whole() {
 async fn a_stdout_flood_past_the_cap_still_ends_with_its_result() {
     let dir = TempDir::new().unwrap();
     let started = Instant::now();
-    let outcome = call(config("stdout-flood.sh"), request("hi"), dir.path())
-        .await
-        .unwrap();
+    let outcome = outcome_of("stdout-flood.sh", dir.path()).await;
     assert_eq!(outcome.text.as_deref(), Some("the result after the flood"));
     assert!(started.elapsed() < PATIENCE);
     assert_group_gone(dir.path()).await;

@@ -81,20 +81,13 @@ pub(crate) async fn run(
         tokio::select! {
             () = &mut feed, if feeding => feeding = false,
             read = stdout.read(&mut out_buf), if stdout_open => {
-                let n = read.map_err(AgentError::Io)?;
-                if n == 0 {
-                    stdout_open = false;
+                let Some(n) = pipe_read(read, &mut stdout_open, &mut watchdog)? else {
                     continue;
-                }
-                watchdog.kick();
+                };
                 lines.push(&out_buf[..n], |line| events.line(line));
                 if !events.calls.is_empty() {
                     // The caller runs the function: the run ends here, as a deadline ends it.
-                    if let Some(placed) = placed {
-                        if let Err(error) = placed.cell.kill_all().await {
-                            tracing::error!(pgid, %error, "processes of the run survived its agent");
-                        }
-                    }
+                    kill_the_rest(placed, pgid).await;
                     tracing::debug!(pgid, calls = events.calls.len(), "agent called the caller's functions; run ended");
                     return Ok(AgentOutcome {
                         tool_calls: std::mem::take(&mut events.calls),
@@ -105,12 +98,9 @@ pub(crate) async fn run(
                 }
             }
             read = stderr.read(&mut err_buf), if stderr_open => {
-                let n = read.map_err(AgentError::Io)?;
-                if n == 0 {
-                    stderr_open = false;
+                let Some(n) = pipe_read(read, &mut stderr_open, &mut watchdog)? else {
                     continue;
-                }
-                watchdog.kick();
+                };
                 // Past the cap the bytes are dropped, but reading goes on so the agent never
                 // blocks on a full pipe.
                 errors.push(&err_buf[..n]);
@@ -119,11 +109,7 @@ pub(crate) async fn run(
                 status = Some(waited.map_err(AgentError::Io)?);
                 // The group is dead now, and with the run's cell so is every process that left
                 // it (`setsid`, daemons): what is left in the pipes comes at once.
-                if let Some(placed) = placed {
-                    if let Err(error) = placed.cell.kill_all().await {
-                        tracing::error!(pgid, %error, "processes of the run survived its agent");
-                    }
-                }
+                kill_the_rest(placed, pgid).await;
                 feeding = false;
                 watchdog.set_period(DRAIN_GRACE.min(config.inactivity_timeout));
             }
@@ -207,6 +193,32 @@ pub(crate) async fn run(
         }
     }
     Ok(outcome)
+}
+
+/// What a read from one of the agent's pipes brought: `Some(bytes read)`, the agent being active
+/// (the watchdog is kicked), or `None` at the pipe's end (`open` is cleared).
+fn pipe_read(
+    read: io::Result<usize>,
+    open: &mut bool,
+    watchdog: &mut Watchdog,
+) -> Result<Option<usize>, AgentError> {
+    let n = read.map_err(AgentError::Io)?;
+    if n == 0 {
+        *open = false;
+        return Ok(None);
+    }
+    watchdog.kick();
+    Ok(Some(n))
+}
+
+/// Kills every process of the run's cell (what left the agent's group, `setsid`, daemons), if the
+/// run has one; a failure is logged.
+async fn kill_the_rest(placed: Option<&PlacedCell>, pgid: i32) {
+    if let Some(placed) = placed {
+        if let Err(error) = placed.cell.kill_all().await {
+            tracing::error!(pgid, %error, "processes of the run survived its agent");
+        }
+    }
 }
 
 /// Writes the whole prompt, then closes stdin so the CLI sees the end of it.
@@ -364,12 +376,17 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    /// How long after `start` `dog` fires.
+    async fn fires_after(mut dog: Watchdog, start: Instant) -> Duration {
+        dog.expired().await;
+        start.elapsed()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn fires_after_the_timeout_without_activity() {
         let start = Instant::now();
-        let mut dog = Watchdog::new(Duration::from_secs(10));
-        dog.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        let dog = Watchdog::new(Duration::from_secs(10));
+        assert_eq!(fires_after(dog, start).await, Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,8 +397,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(6)).await;
             dog.kick();
         }
-        dog.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(28));
+        assert_eq!(fires_after(dog, start).await, Duration::from_secs(28));
     }
 
     #[tokio::test(start_paused = true)]
@@ -390,7 +406,6 @@ mod tests {
         let mut dog = Watchdog::new(Duration::from_secs(600));
         tokio::time::advance(Duration::from_secs(5)).await;
         dog.set_period(Duration::from_secs(2));
-        dog.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(7));
+        assert_eq!(fires_after(dog, start).await, Duration::from_secs(7));
     }
 }

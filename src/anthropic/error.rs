@@ -118,36 +118,38 @@ impl IntoResponse for AnthropicError {
 /// with `Retry-After`, so the SDKs raise `RateLimitError` (and, with retries on, wait and retry);
 /// a draining gateway is a 503; a body that cannot be taken in keeps its own status (408, 413
 /// `request_too_large`, 400).
-pub(crate) fn refused(refusal: &Refusal) -> AnthropicError {
-    match refusal {
-        Refusal::ShuttingDown => AnthropicError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded_error",
-            "the gateway is shutting down; try again on another replica",
-        )
-        .retry_after(RETRY_AFTER_SECONDS),
-        Refusal::QueueFull | Refusal::QueuedBytes => AnthropicError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            format!("queue full: {refusal}"),
-        )
-        .retry_after(RETRY_AFTER_SECONDS),
-        Refusal::KeyQueueFull { .. } => AnthropicError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            refusal.to_string(),
-        )
-        .retry_after(RETRY_AFTER_SECONDS),
-        Refusal::TooLarge { .. } => AnthropicError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            refusal.to_string(),
-        ),
-        Refusal::SlowBody { .. } | Refusal::Unreadable(_) => AnthropicError::new(
-            refusal.status(),
-            "invalid_request_error",
-            refusal.to_string(),
-        ),
+impl From<&Refusal> for AnthropicError {
+    fn from(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::ShuttingDown => AnthropicError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                "the gateway is shutting down; try again on another replica",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
+            Refusal::QueueFull | Refusal::QueuedBytes => AnthropicError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!("queue full: {refusal}"),
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
+            Refusal::KeyQueueFull { .. } => AnthropicError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                refusal.to_string(),
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
+            Refusal::TooLarge { .. } => AnthropicError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                refusal.to_string(),
+            ),
+            Refusal::SlowBody { .. } | Refusal::Unreadable(_) => AnthropicError::new(
+                refusal.status(),
+                "invalid_request_error",
+                refusal.to_string(),
+            ),
+        }
     }
 }
 
@@ -188,7 +190,7 @@ mod tests {
 
     #[test]
     fn refusals_have_the_statuses_the_sdks_map() {
-        let full = refused(&Refusal::QueueFull);
+        let full = AnthropicError::from(&Refusal::QueueFull);
         assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
         let response = full.into_response();
         assert_eq!(
@@ -196,11 +198,11 @@ mod tests {
             RETRY_AFTER_SECONDS.to_string().as_str()
         );
         assert_eq!(
-            refused(&Refusal::TooLarge { limit: 1 }).status(),
+            AnthropicError::from(&Refusal::TooLarge { limit: 1 }).status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(
-            refused(&Refusal::SlowBody {
+            AnthropicError::from(&Refusal::SlowBody {
                 after: Duration::from_secs(1)
             })
             .status(),

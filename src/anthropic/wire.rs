@@ -23,45 +23,34 @@ pub(crate) struct MessagesRequest {
     pub(crate) messages: Vec<InputMessage>,
     /// System prompt: a string or text blocks. Joined into the prompt's preamble, as chat's
     /// system messages are.
-    #[serde(default)]
     pub(crate) system: Option<SystemPrompt>,
     /// Answer as Server-Sent Events.
-    #[serde(default)]
     pub(crate) stream: Option<bool>,
     /// `format` (a JSON Schema the answer must fit: `--json-schema`) and `effort` (`--effort`).
-    #[serde(default)]
     pub(crate) output_config: Option<OutputConfig>,
     /// Tool definitions: refused (400); the agent uses its own tools.
-    #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tools: Option<Value>,
     /// Tool choice: ignored, as no `tools` are served.
-    #[serde(default)]
     #[allow(dead_code)] // Accepted, not acted on.
     #[schema(value_type = Option<Object>)]
     pub(crate) tool_choice: Option<Value>,
     /// `user_id`: accepted and ignored.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only: documented and accepted, not acted on.
     pub(crate) metadata: Option<Metadata>,
     /// Accepted and ignored: the agent decides when its answer ends.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only: documented and accepted, not acted on.
     pub(crate) stop_sequences: Option<Vec<String>>,
     /// Accepted and ignored.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only: documented and accepted, not acted on.
     pub(crate) temperature: Option<f64>,
     /// Accepted and ignored.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only: documented and accepted, not acted on.
     pub(crate) top_p: Option<f64>,
     /// Accepted and ignored.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only: documented and accepted, not acted on.
     pub(crate) top_k: Option<u64>,
     /// Extended thinking: accepted and ignored (use `output_config.effort`).
-    #[serde(default)]
     #[allow(dead_code)] // Accepted, not acted on.
     #[schema(value_type = Option<Object>)]
     pub(crate) thinking: Option<Value>,
@@ -71,7 +60,6 @@ pub(crate) struct MessagesRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct Metadata {
     /// An opaque id of the end user: accepted and ignored.
-    #[serde(default)]
     #[allow(dead_code)] // Read for its type only.
     pub(crate) user_id: Option<String>,
 }
@@ -81,12 +69,10 @@ pub(crate) struct Metadata {
 pub(crate) struct OutputConfig {
     /// `low`, `medium`, `high`, `xhigh` or `max`: the CLI's `--effort` (403 above
     /// `MAX_EFFORT`).
-    #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub(crate) effort: Option<Value>,
     /// `{"type": "json_schema", "schema": {…}}`: the answer's text is a JSON value that fits
     /// `schema` (`--json-schema`).
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) format: Option<Value>,
 }
@@ -128,7 +114,6 @@ pub(crate) struct InputBlock {
     #[serde(rename = "type")]
     pub(crate) kind: String,
     /// The text of a `text` block.
-    #[serde(default)]
     pub(crate) text: Option<String>,
 }
 

@@ -41,14 +41,15 @@ pub(super) fn processes() -> io::Result<Vec<ProcInfo>> {
         else {
             continue;
         };
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        if let Some(info) = parse_status(pid, &status) {
-            found.push(info);
-        }
+        found.extend(process(pid));
     }
     Ok(found)
+}
+
+/// Process `pid`, if it exists (and its status file reads).
+pub(super) fn process(pid: i32) -> Option<ProcInfo> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(pid, &status)
 }
 
 /// The pids of live (not zombie) processes with `uid` as real, effective or saved uid.

@@ -129,14 +129,7 @@ fn live_marked(marker: &str) -> Vec<i32> {
 
 /// Whether `pid` is a live (not zombie) process.
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .is_some_and(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("State:"))
-                .is_some_and(|s| !matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
-        })
+    procfs::process(pid).is_some_and(|p| !p.dead)
 }
 
 /// Polls `check` every 10 ms until it holds, failing the test after 10 s.

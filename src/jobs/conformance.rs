@@ -18,7 +18,7 @@ use super::record::WebhookAttempt;
 use super::record::{JobRecord, JobStatus, NewJob};
 use super::sqlite::SqliteStore;
 use super::store::{
-    ChatSession, Cursor, JobStore, ListQuery, LogPosition, WebhookKind, WebhookTried,
+    ChatSession, Cursor, JobStore, ListQuery, LogPosition, WebhookClaim, WebhookKind, WebhookTried,
 };
 use crate::agent::Usage;
 use crate::config::SqliteSync;
@@ -113,6 +113,19 @@ fn finish(mut record: JobRecord, finished: i64) -> JobRecord {
     record
 }
 
+/// Stores `record` finished (completed) at `finished` seconds, with `events` appended.
+async fn store_finished(
+    store: &impl std::ops::Deref<Target = dyn JobStore>,
+    record: JobRecord,
+    finished: i64,
+    events: Vec<JobEvent>,
+) {
+    store
+        .update(finish(record, finished), events)
+        .await
+        .unwrap();
+}
+
 /// Inserts jobs `ns` of `owner`, job `n` created at `n` seconds.
 async fn insert_in_order(store: &Subject, owner: &str, ns: std::ops::RangeInclusive<u32>) {
     for n in ns {
@@ -126,10 +139,7 @@ async fn insert_in_order(store: &Subject, owner: &str, ns: std::ops::RangeInclus
 /// Finishes owner `a`'s jobs created at 0, in order: job `n` at `finished`, for each pair.
 async fn finish_in_order(store: &Subject, order: &[(u32, i64)]) {
     for &(n, finished) in order {
-        store
-            .update(finish(job(n, "a", 0), finished), Vec::new())
-            .await
-            .unwrap();
+        store_finished(store, job(n, "a", 0), finished, Vec::new()).await;
     }
 }
 
@@ -241,10 +251,7 @@ async fn an_update_replaces_the_record_and_never_revives_a_forgotten_job(kind: K
     assert!(store.update(running.clone(), Vec::new()).await.unwrap());
     assert_eq!(store.get(id(1)).await.unwrap(), Some(running));
 
-    store
-        .update(finish(job(1, "a", 0), 2), Vec::new())
-        .await
-        .unwrap();
+    store_finished(&store, job(1, "a", 0), 2, Vec::new()).await;
     assert_eq!(store.remove_expired(at(10)).await.unwrap(), [id(1)]);
     assert!(!store
         .update(
@@ -291,10 +298,7 @@ async fn listing_is_per_owner_newest_first_filtered_and_paginated(kind: Kind) {
     // Two jobs created in the same microsecond are told apart by their ids.
     store.insert(job(7, "alice", 5), Vec::new()).await.unwrap();
     store.insert(job(6, "bob", 10), Vec::new()).await.unwrap();
-    store
-        .update(finish(job(2, "alice", 2), 20), Vec::new())
-        .await
-        .unwrap();
+    store_finished(&store, job(2, "alice", 2), 20, Vec::new()).await;
 
     let all = ids(&store, "alice", None).await;
     let expected = [id(7), id(5), id(4), id(3), id(2), id(1)];
@@ -393,10 +397,7 @@ async fn unfinished_jobs_come_back_in_the_order_they_were_accepted_with_their_lo
         )
         .await
         .unwrap();
-    store
-        .update(finish(job(2, "a", 2), 5), Vec::new())
-        .await
-        .unwrap();
+    store_finished(&store, job(2, "a", 2), 5, Vec::new()).await;
 
     let unfinished = store.unfinished().await.unwrap();
     let order: Vec<_> = unfinished
@@ -433,10 +434,7 @@ async fn finished_jobs_are_forgotten_past_the_ttl_and_live_ones_never(kind: Kind
     let store = open(kind, limits(60, 100, usize::MAX)).await;
     store.insert(job(1, "a", 0), Vec::new()).await.unwrap();
     store.insert(job(2, "a", 0), Vec::new()).await.unwrap();
-    store
-        .update(finish(job(1, "a", 0), 10), Vec::new())
-        .await
-        .unwrap();
+    store_finished(&store, job(1, "a", 0), 10, Vec::new()).await;
 
     assert!(store.remove_expired(at(69)).await.unwrap().is_empty());
     assert_eq!(store.remove_expired(at(70)).await.unwrap(), [id(1)]);
@@ -493,13 +491,13 @@ async fn the_byte_budget_counts_records_and_events_and_forgets_the_oldest_finish
         .unwrap();
     // Unfinished: it neither counts nor is forgotten.
     assert!(store.remove_expired(at(10)).await.unwrap().is_empty());
-    store
-        .update(
-            finish(job(2, "o", 2), 2),
-            vec![event(1, EventKind::End, "{}")],
-        )
-        .await
-        .unwrap();
+    store_finished(
+        &store,
+        job(2, "o", 2),
+        2,
+        vec![event(1, EventKind::End, "{}")],
+    )
+    .await;
     assert_eq!(store.remove_expired(at(10)).await.unwrap(), [id(0)]);
     assert_eq!(ids(&store, "o", None).await, [id(2), id(1)]);
 }
@@ -588,13 +586,13 @@ async fn many_concurrent_writers_lose_nothing(kind: Kind) {
                         .append(id(n), vec![event(1, EventKind::Agent, "a")])
                         .await
                         .unwrap();
-                    store
-                        .update(
-                            finish(job(n, &owner, i64::from(j)), i64::from(j)),
-                            vec![event(2, EventKind::End, "e")],
-                        )
-                        .await
-                        .unwrap();
+                    store_finished(
+                        &store,
+                        job(n, &owner, i64::from(j)),
+                        i64::from(j),
+                        vec![event(2, EventKind::End, "e")],
+                    )
+                    .await;
                 }
             })
         })
@@ -623,10 +621,7 @@ async fn a_kept_session_reads_back_counts_in_the_byte_budget_and_goes_with_its_j
             .await
             .unwrap();
         assert!(store.keep_session(id(n), vec![b's'; 10_000]).await.unwrap());
-        store
-            .update(finish(job(n, "o", i64::from(n)), i64::from(n)), Vec::new())
-            .await
-            .unwrap();
+        store_finished(&store, job(n, "o", i64::from(n)), i64::from(n), Vec::new()).await;
     }
     assert_eq!(
         store.session(id(1)).await.unwrap(),
@@ -705,7 +700,7 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
 
     // Queued: nothing is due yet.
     assert!(store
-        .claim_webhooks(at(1), at(100), 10)
+        .claim_webhooks(WebhookClaim::new(at(1), at(100), 10))
         .await
         .unwrap()
         .is_empty());
@@ -713,7 +708,10 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
     running.status = JobStatus::Running;
     running.started_at = Some(at(1));
     store.update(running, Vec::new()).await.unwrap();
-    let due = store.claim_webhooks(at(1), at(100), 10).await.unwrap();
+    let due = store
+        .claim_webhooks(WebhookClaim::new(at(1), at(100), 10))
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(
         (due[0].id.as_str(), due[0].kind),
@@ -723,13 +721,13 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
     assert_eq!(due[0].attempts, 0);
     // Leased: no one else gets it until the lease runs out.
     assert!(store
-        .claim_webhooks(at(2), at(100), 10)
+        .claim_webhooks(WebhookClaim::new(at(2), at(100), 10))
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
         store
-            .claim_webhooks(at(100), at(200), 10)
+            .claim_webhooks(WebhookClaim::new(at(100), at(200), 10))
             .await
             .unwrap()
             .len(),
@@ -742,12 +740,15 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
         .await
         .unwrap());
     assert!(store
-        .claim_webhooks(at(101), at(300), 10)
+        .claim_webhooks(WebhookClaim::new(at(101), at(300), 10))
         .await
         .unwrap()
         .is_empty());
     assert_eq!(store.next_webhook(at(101)).await.unwrap(), Some(at(105)));
-    let due = store.claim_webhooks(at(105), at(300), 10).await.unwrap();
+    let due = store
+        .claim_webhooks(WebhookClaim::new(at(105), at(300), 10))
+        .await
+        .unwrap();
     assert_eq!(due[0].attempts, 1);
     store
         .webhook_tried(started_id.clone(), answered(200, 105, "delivered", 105))
@@ -755,11 +756,11 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
         .unwrap();
 
     // Ended: the end is due, with the job's final status.
-    store
-        .update(finish(hooked(1, 0), 110), Vec::new())
+    store_finished(&store, hooked(1, 0), 110, Vec::new()).await;
+    let due = store
+        .claim_webhooks(WebhookClaim::new(at(110), at(300), 10))
         .await
         .unwrap();
-    let due = store.claim_webhooks(at(110), at(300), 10).await.unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(due[0].kind, WebhookKind::Ended);
     assert_eq!(due[0].job.status, JobStatus::Completed);
@@ -768,7 +769,7 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
         .await
         .unwrap();
     assert!(store
-        .claim_webhooks(at(1000), at(2000), 10)
+        .claim_webhooks(WebhookClaim::new(at(1000), at(2000), 10))
         .await
         .unwrap()
         .is_empty());
@@ -790,14 +791,11 @@ async fn webhooks_are_held_with_their_job_and_claimed_when_due_under_a_lease(kin
 async fn webhooks_go_with_their_job(kind: Kind) {
     let store = open(kind, limits(10, 100, usize::MAX)).await;
     store.insert(hooked(1, 0), Vec::new()).await.unwrap();
-    store
-        .update(finish(hooked(1, 0), 1), Vec::new())
-        .await
-        .unwrap();
+    store_finished(&store, hooked(1, 0), 1, Vec::new()).await;
     assert_eq!(store.remove_expired(at(100)).await.unwrap(), [id(1)]);
     assert!(store.webhooks(id(1)).await.unwrap().is_empty());
     assert!(store
-        .claim_webhooks(at(100), at(200), 10)
+        .claim_webhooks(WebhookClaim::new(at(100), at(200), 10))
         .await
         .unwrap()
         .is_empty());

@@ -19,7 +19,7 @@ use super::events::{EventKind, JobEvent};
 use super::record::{JobRecord, JobStatus, WebhookAttempt, WebhookView};
 use super::store::{
     ChatSession, Cursor, DueWebhook, JobStore, ListQuery, LogPosition, Page, SpendWindow,
-    StoreFuture, Unfinished, WebhookKind, WebhookTried,
+    StoreFuture, Unfinished, WebhookClaim, WebhookKind, WebhookTried,
 };
 use crate::policy::Spend;
 
@@ -419,12 +419,7 @@ impl JobStore for MemoryStore {
         Box::pin(async move { Ok(spent) })
     }
 
-    fn claim_webhooks(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+    fn claim_webhooks(&self, claim: WebhookClaim) -> StoreFuture<'_, Vec<DueWebhook>> {
         let mut state = self.lock();
         let State {
             webhooks, entries, ..
@@ -440,17 +435,17 @@ impl JobStore for MemoryStore {
                     WebhookKind::Ended => entry.record.status.is_terminal(),
                 };
                 w.state == "pending"
-                    && w.next_at <= now
-                    && w.lease_until.is_none_or(|until| until <= now)
+                    && w.next_at <= claim.now
+                    && w.lease_until.is_none_or(|until| until <= claim.now)
                     && come
             })
             .collect();
         due.sort_by_key(|(_, w)| w.next_at);
         let claimed: Vec<DueWebhook> = due
             .into_iter()
-            .take(limit)
+            .take(claim.limit)
             .filter_map(|(id, w)| {
-                w.lease_until = Some(lease_until);
+                w.lease_until = Some(claim.lease_until);
                 Some(DueWebhook {
                     id: id.clone(),
                     kind: w.kind,

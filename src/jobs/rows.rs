@@ -202,3 +202,207 @@ pub(super) fn unfinished<R: SqlRow>(rows: &[R]) -> Result<Vec<Unfinished>, Store
         })
         .collect()
 }
+
+/// Where a job's event log stands, as three columns: the next `seq`, the bytes of its agent
+/// events, whether some were dropped (as both databases take it).
+macro_rules! log_position {
+    () => {
+        "(SELECT COALESCE(MAX(e.seq) + 1, 0) FROM job_events e WHERE e.job_id = j.job_id), \
+         CAST((SELECT COALESCE(SUM(octet_length(e.data)), 0) FROM job_events e \
+           WHERE e.job_id = j.job_id AND e.kind = 'agent') AS BIGINT), \
+         EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.job_id AND e.kind = 'truncated')"
+    };
+}
+pub(super) use log_position;
+
+/// The columns of an unfinished job, as [`unfinished`] reads them: its record and where its
+/// event log stands.
+pub(super) const UNFINISHED: &str = concat!("SELECT j.record, ", log_position!(), " FROM jobs j");
+
+/// The statement that keeps a chat session (an upsert on its handle), as both databases take it:
+/// `$n` placeholders are PostgreSQL's and SQLite reads them too. A macro, so that each store runs
+/// it on its own kind of connection.
+macro_rules! keep_chat_session {
+    ($session:expr) => {
+        sqlx::query(
+            "INSERT INTO chat_sessions (handle, owner, updated_at, session) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (handle) DO UPDATE SET \
+             owner = excluded.owner, updated_at = excluded.updated_at, \
+             session = excluded.session",
+        )
+        .bind(&$session.handle)
+        .bind(&$session.owner)
+        .bind($crate::jobs::rows::micros(&$session.updated_at))
+        .bind(&$session.session)
+    };
+}
+pub(super) use keep_chat_session;
+
+/// The statement that adds a new job's webhook `(id, kind, url)` (see [`new_webhooks`]), due at
+/// once, as both databases take it.
+macro_rules! insert_webhook {
+    ($record:expr, $webhook:expr) => {{
+        let (id, kind, url) = $webhook;
+        sqlx::query(
+            "INSERT INTO webhooks (id, job_id, kind, url, next_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&$record.job_id)
+        .bind(kind)
+        .bind(url)
+        .bind($crate::jobs::rows::micros(&$record.created_at))
+    }};
+}
+pub(super) use insert_webhook;
+
+/// The two statements that charge `spend` to `owner` in `window`, as both databases take them:
+/// the first forgets the owner's windows that have ended, the second adds to this one.
+macro_rules! charge {
+    ($owner:expr, $window:expr, $spend:expr) => {
+        (
+            sqlx::query("DELETE FROM key_spend WHERE owner = $1 AND window_end <= $2")
+                .bind($owner)
+                .bind($crate::jobs::rows::micros(&$window.0)),
+            sqlx::query(
+                "INSERT INTO key_spend (owner, window_start, window_end, usd, tokens) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, window_start, window_end) \
+                 DO UPDATE SET usd = key_spend.usd + excluded.usd, \
+                 tokens = key_spend.tokens + excluded.tokens",
+            )
+            .bind($owner)
+            .bind($crate::jobs::rows::micros(&$window.0))
+            .bind($crate::jobs::rows::micros(&$window.1))
+            .bind($spend.usd)
+            .bind(i64::try_from($spend.tokens).unwrap_or(i64::MAX)),
+        )
+    };
+}
+pub(super) use charge;
+
+/// The [`JobStore`](super::store::JobStore) reads that are one statement each, the same in both
+/// databases, run on the store's pool of readers (`$readers`, a field of the store; unfinished
+/// jobs, read at start, on `$unfinished_from`) with the store's own error mapping (`$failed`). Expands to trait methods: invoke it inside the store's
+/// `impl JobStore`.
+macro_rules! shared_reads {
+    (readers: $readers:ident, unfinished_from: $unfinished_from:ident, failed: $failed:path) => {
+        fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>> {
+            Box::pin(async move {
+                let text: Option<String> =
+                    sqlx::query_scalar("SELECT record FROM jobs WHERE job_id = $1")
+                        .bind(&job_id)
+                        .fetch_optional(&self.$readers)
+                        .await
+                        .map_err($failed)?;
+                text.as_deref().map(rows::from_json).transpose()
+            })
+        }
+
+        fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+            Box::pin(async move {
+                let session: Option<Option<Vec<u8>>> =
+                    sqlx::query_scalar("SELECT session FROM jobs WHERE job_id = $1")
+                        .bind(&job_id)
+                        .fetch_optional(&self.$readers)
+                        .await
+                        .map_err($failed)?;
+                Ok(session.flatten())
+            })
+        }
+
+        fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "SELECT owner, updated_at, session FROM chat_sessions WHERE handle = $1",
+                )
+                .bind(&handle)
+                .fetch_optional(&self.$readers)
+                .await
+                .map_err($failed)?;
+                row.map(|row| rows::chat_session(&row, handle)).transpose()
+            })
+        }
+
+        fn events(
+            &self,
+            job_id: String,
+            from: u64,
+            limit: usize,
+        ) -> StoreFuture<'_, Vec<JobEvent>> {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT seq, kind, data FROM job_events WHERE job_id = $1 AND seq >= $2 \
+                     ORDER BY seq LIMIT $3",
+                )
+                .bind(&job_id)
+                .bind(i64::try_from(from).unwrap_or(i64::MAX))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.$readers)
+                .await
+                .map_err($failed)?;
+                rows::events(&rows)
+            })
+        }
+
+        fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
+            Box::pin(async move {
+                // CAST: `tries` is JSON text in SQLite and jsonb in PostgreSQL.
+                let rows = sqlx::query(
+                    "SELECT id, kind, state, CAST(tries AS TEXT), next_at FROM webhooks \
+                     WHERE job_id = $1 ORDER BY kind DESC",
+                )
+                .bind(&job_id)
+                .fetch_all(&self.$readers)
+                .await
+                .map_err($failed)?;
+                rows.iter().map(rows::webhook_view).collect()
+            })
+        }
+
+        fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
+            Box::pin(async move {
+                let next: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending' AND next_at > $1",
+                )
+                .bind(rows::micros(&now))
+                .fetch_one(&self.$readers)
+                .await
+                .map_err($failed)?;
+                Ok(next.and_then(DateTime::from_timestamp_micros))
+            })
+        }
+
+        fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>> {
+            Box::pin(async move {
+                let rows = sqlx::query(&format!(
+                    "{} WHERE j.finished_at IS NULL ORDER BY j.seq",
+                    rows::UNFINISHED
+                ))
+                .fetch_all(&self.$unfinished_from)
+                .await
+                .map_err($failed)?;
+                rows::unfinished(&rows)
+            })
+        }
+
+        fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
+            Box::pin(async move {
+                let row: Option<(f64, i64)> = sqlx::query_as(
+                    "SELECT usd, tokens FROM key_spend \
+                     WHERE owner = $1 AND window_start = $2 AND window_end = $3",
+                )
+                .bind(&owner)
+                .bind(rows::micros(&window.0))
+                .bind(rows::micros(&window.1))
+                .fetch_optional(&self.$readers)
+                .await
+                .map_err($failed)?;
+                Ok(row.map_or_else(Spend::default, |(usd, tokens)| Spend {
+                    usd,
+                    tokens: u64::try_from(tokens).unwrap_or(0),
+                }))
+            })
+        }
+    };
+}
+pub(super) use shared_reads;

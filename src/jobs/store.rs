@@ -246,6 +246,30 @@ pub(crate) struct DueWebhook {
     pub job: JobSummary,
 }
 
+/// A claim of due webhooks: up to `limit` of those due at `now` (pending, next try due, no live
+/// lease, and their moment has come: the job left the queue, or ended), leased until
+/// `lease_until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WebhookClaim {
+    /// The moment they are due by.
+    pub now: DateTime<Utc>,
+    /// When the lease of those claimed runs out.
+    pub lease_until: DateTime<Utc>,
+    /// Most webhooks claimed at once.
+    pub limit: usize,
+}
+
+impl WebhookClaim {
+    /// Up to `limit` webhooks due at `now`, leased until `lease_until`.
+    pub(crate) fn new(now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Self {
+        Self {
+            now,
+            lease_until,
+            limit,
+        }
+    }
+}
+
 /// What one try of a webhook came to, and what follows.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WebhookTried {
@@ -339,15 +363,8 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     // Webhooks: a job inserted with a `callback_url` gets its two webhooks (`started`, `ended`)
     // in the same step, pending, so no restart can lose one; they are forgotten with the job.
 
-    /// Claims up to `limit` webhooks that are due at `now` (pending, next try due, no live
-    /// lease, and their moment has come: the job left the queue, or ended), leasing them until
-    /// `lease_until`.
-    fn claim_webhooks(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueWebhook>>;
+    /// Claims the webhooks `claim` asks for (see [`WebhookClaim`]).
+    fn claim_webhooks(&self, claim: WebhookClaim) -> StoreFuture<'_, Vec<DueWebhook>>;
 
     /// Records a try of the webhook `id` (and ends its lease); `false` when it is gone.
     fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool>;

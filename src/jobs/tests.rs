@@ -11,7 +11,9 @@ use gateway_layers::deadline::DeadlineLayer;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
-use super::store::Unfinished;
+use super::events::JobEvent;
+use super::record::WebhookView;
+use super::store::{DueWebhook, SpendWindow, StoreFuture, Unfinished, WebhookClaim, WebhookTried};
 use super::*;
 use crate::agent::{AgentOutcome, AgentRequest, ProgressSink, Usage};
 use crate::run::Runs;
@@ -172,14 +174,31 @@ impl Fixture {
         tokio::time::timeout(Duration::from_secs(10), follow)
             .await
             .expect("the job ended");
-        let record = self.jobs.get("me", job_id).await.unwrap().unwrap();
-        (seen, record)
+        (seen, self.record(job_id).await)
+    }
+
+    /// Submits `prompt` and follows the job to its end.
+    async fn run(&self, prompt: &str) -> (Vec<(EventKind, String)>, JobRecord) {
+        let job = self.submit(prompt).await;
+        self.follow(&job.job_id).await
+    }
+
+    /// A job that runs until it is stopped and, the one slot taken, a job queued behind it.
+    async fn running_and_queued(&self) -> (JobRecord, JobRecord) {
+        let running = self.submit("block").await;
+        self.wait_status(&running.job_id, JobStatus::Running).await;
+        (running, self.submit("ok").await)
+    }
+
+    /// The job's record as it stands.
+    async fn record(&self, job_id: &str) -> JobRecord {
+        self.jobs.get("me", job_id).await.unwrap().unwrap()
     }
 
     /// Waits (bounded) until the job's status is `status`.
     async fn wait_status(&self, job_id: &str, status: JobStatus) -> JobRecord {
         for _ in 0..400 {
-            let record = self.jobs.get("me", job_id).await.unwrap().unwrap();
+            let record = self.record(job_id).await;
             if record.status == status {
                 return record;
             }
@@ -187,6 +206,14 @@ impl Fixture {
         }
         panic!("job {job_id} never became {status}");
     }
+}
+
+/// Asserts that `record`'s error says `says`.
+fn assert_error_says(record: &JobRecord, says: &str) {
+    assert!(
+        record.error.as_deref().is_some_and(|e| e.contains(says)),
+        "{record:?}"
+    );
 }
 
 #[tokio::test]
@@ -226,8 +253,7 @@ async fn whole_story(f: Fixture) {
 #[tokio::test]
 async fn a_failing_agent_ends_failed_with_its_exit_code_and_stderr() {
     let f = fixture(1);
-    let job = f.submit("fail").await;
-    let (_, record) = f.follow(&job.job_id).await;
+    let (_, record) = f.run("fail").await;
     assert_eq!(record.status, JobStatus::Failed);
     assert_eq!(record.exit_code, Some(2));
     assert_eq!(record.stderr.as_deref(), Some("it broke\n"));
@@ -249,17 +275,12 @@ async fn a_job_is_running_as_soon_as_it_has_a_slot_even_before_the_agent_speaks(
 #[tokio::test]
 async fn cancelling_frees_a_queued_slot_at_once_and_stops_a_running_run() {
     let f = fixture(1);
-    let first = f.submit("block").await;
-    f.wait_status(&first.job_id, JobStatus::Running).await;
-    let second = f.submit("ok").await;
+    let (first, second) = f.running_and_queued().await;
     assert_eq!(f.gauge.snapshot().queued, 1);
 
     let cancelled = f.jobs.cancel("me", &second.job_id).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Error);
-    assert!(cancelled
-        .error
-        .as_deref()
-        .is_some_and(|e| e.contains("cancelled")));
+    assert_error_says(&cancelled, "cancelled");
     assert_eq!(cancelled.started_at, None);
     assert_eq!(f.gauge.snapshot().queued, 0);
 
@@ -300,39 +321,23 @@ async fn cancelling_frees_a_queued_slot_at_once_and_stops_a_running_run() {
 #[tokio::test]
 async fn shutdown_stops_queued_jobs_then_aborts_running_ones_with_the_reason() {
     let f = fixture(1);
-    let running = f.submit("block").await;
-    f.wait_status(&running.job_id, JobStatus::Running).await;
-    let queued = f.submit("ok").await;
+    let (running, queued) = f.running_and_queued().await;
 
     f.jobs.stop_accepting();
     let record = f.follow(&queued.job_id).await.1;
     assert_eq!(record.status, JobStatus::Error);
-    assert!(
-        record
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("gateway shut down")),
-        "{record:?}"
-    );
+    assert_error_says(&record, "gateway shut down");
     assert!(matches!(
         f.jobs.submit(new_job("me", "ok", 60), None).await,
         Err(SubmitError::ShuttingDown)
     ));
     // The running one carries on through the grace period.
-    assert_eq!(
-        f.jobs
-            .get("me", &running.job_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        JobStatus::Running
-    );
+    assert_eq!(f.record(&running.job_id).await.status, JobStatus::Running);
 
     f.jobs
         .abort_all("the gateway shut down before the job finished")
         .await;
-    let record = f.jobs.get("me", &running.job_id).await.unwrap().unwrap();
+    let record = f.record(&running.job_id).await;
     assert_eq!(record.status, JobStatus::Error);
     assert_eq!(
         record.error.as_deref(),
@@ -356,23 +361,16 @@ async fn a_run_past_its_timeout_ends_timeout() {
         .unwrap();
     let (_, record) = f.follow(&job.job_id).await;
     assert_eq!(record.status, JobStatus::Timeout);
-    assert!(record
-        .error
-        .as_deref()
-        .is_some_and(|e| e.contains("timeout of 1 seconds")));
+    assert_error_says(&record, "timeout of 1 seconds");
     assert_eq!(f.running.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_panicking_run_is_recorded_as_an_error_not_left_running() {
     let f = fixture(1);
-    let job = f.submit("panic").await;
-    let (events, record) = f.follow(&job.job_id).await;
+    let (events, record) = f.run("panic").await;
     assert_eq!(record.status, JobStatus::Error);
-    assert!(record
-        .error
-        .as_deref()
-        .is_some_and(|e| e.contains("internal error")));
+    assert_error_says(&record, "internal error");
     assert_eq!(events.last().map(|e| e.0), Some(EventKind::End));
     tokio::time::timeout(Duration::from_secs(5), f.jobs.drained())
         .await
@@ -481,8 +479,8 @@ fn left_behind(n: u32, status: JobStatus, attempts: u32, max_attempts: u32) -> J
     record
 }
 
-fn status_event(seq: u64, record: &JobRecord) -> events::JobEvent {
-    events::JobEvent {
+fn status_event(seq: u64, record: &JobRecord) -> JobEvent {
+    JobEvent {
         seq,
         kind: EventKind::Status,
         data: record.status_event().to_string().into(),
@@ -539,16 +537,10 @@ async fn after_a_crash_queued_jobs_run_in_their_order_and_running_ones_end_inter
         }
     );
 
-    let record = f.jobs.get("me", interrupted).await.unwrap().unwrap();
+    let record = f.record(interrupted).await;
     assert_eq!(record.status, JobStatus::Error);
     assert!(record.interrupted);
-    assert!(
-        record
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("the gateway stopped while the job was running")),
-        "{record:?}"
-    );
+    assert_error_says(&record, "the gateway stopped while the job was running");
     let (events, _) = f.follow(interrupted).await;
     let kinds: Vec<_> = events.iter().map(|e| e.0).collect();
     use EventKind::*;
@@ -591,14 +583,14 @@ async fn a_durable_shutdown_keeps_queued_jobs_and_requeues_running_ones_with_att
         })
         .await
         .expect("the queued job left the queue");
-        let record = f.jobs.get("me", &second).await.unwrap().unwrap();
+        let record = f.record(&second).await;
         assert_eq!(record.status, JobStatus::Queued);
         assert_eq!(record.error, None);
 
         f.jobs
             .abort_all("the gateway shut down before the job finished")
             .await;
-        let record = f.jobs.get("me", &first).await.unwrap().unwrap();
+        let record = f.record(&first).await;
         assert_eq!(record.status, JobStatus::Queued, "{record:?}");
         assert_eq!((record.attempts, record.started_at), (1, None));
         assert_eq!(f.running.load(Ordering::SeqCst), 0);
@@ -627,8 +619,8 @@ impl Filling {
     /// `write`, or a full-disk error while `full` is set.
     fn write<'a, T: Send + 'a>(
         &'a self,
-        write: impl FnOnce(&'a MemoryStore) -> store::StoreFuture<'a, T>,
-    ) -> store::StoreFuture<'a, T> {
+        write: impl FnOnce(&'a MemoryStore) -> StoreFuture<'a, T>,
+    ) -> StoreFuture<'a, T> {
         if self.full.load(Ordering::SeqCst) {
             self.failures.fetch_add(1, Ordering::SeqCst);
             return Box::pin(async { Err(StoreError::full("no space left on device (injected)")) });
@@ -644,84 +636,54 @@ impl JobStore for Filling {
     fn len(&self) -> usize {
         self.inner.len()
     }
-    fn insert(
-        &self,
-        record: JobRecord,
-        events: Vec<events::JobEvent>,
-    ) -> store::StoreFuture<'_, ()> {
+    fn insert(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, ()> {
         self.write(|store| store.insert(record, events))
     }
-    fn get(&self, job_id: String) -> store::StoreFuture<'_, Option<JobRecord>> {
+    fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>> {
         self.inner.get(job_id)
     }
-    fn update(
-        &self,
-        record: JobRecord,
-        events: Vec<events::JobEvent>,
-    ) -> store::StoreFuture<'_, bool> {
+    fn update(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
         self.write(|store| store.update(record, events))
     }
-    fn append(
-        &self,
-        job_id: String,
-        events: Vec<events::JobEvent>,
-    ) -> store::StoreFuture<'_, bool> {
+    fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
         self.write(|store| store.append(job_id, events))
     }
-    fn events(
-        &self,
-        job_id: String,
-        from: u64,
-        limit: usize,
-    ) -> store::StoreFuture<'_, Vec<events::JobEvent>> {
+    fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>> {
         self.inner.events(job_id, from, limit)
     }
-    fn list(&self, query: ListQuery) -> store::StoreFuture<'_, Page> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
         self.inner.list(query)
     }
-    fn unfinished(&self) -> store::StoreFuture<'_, Vec<Unfinished>> {
+    fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>> {
         self.inner.unfinished()
     }
-    fn remove_expired(&self, now: DateTime<Utc>) -> store::StoreFuture<'_, Vec<String>> {
+    fn remove_expired(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<String>> {
         self.inner.remove_expired(now)
     }
     fn charge(
         &self,
         owner: String,
-        window: store::SpendWindow,
+        window: SpendWindow,
         spend: crate::policy::Spend,
-    ) -> store::StoreFuture<'_, ()> {
+    ) -> StoreFuture<'_, ()> {
         self.write(|store| store.charge(owner, window, spend))
     }
-    fn spent(
-        &self,
-        owner: String,
-        window: store::SpendWindow,
-    ) -> store::StoreFuture<'_, crate::policy::Spend> {
+    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, crate::policy::Spend> {
         self.inner.spent(owner, window)
     }
-    fn close(&self) -> store::StoreFuture<'_, ()> {
+    fn close(&self) -> StoreFuture<'_, ()> {
         self.inner.close()
     }
-    fn claim_webhooks(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> store::StoreFuture<'_, Vec<store::DueWebhook>> {
-        self.write(|store| store.claim_webhooks(now, lease_until, limit))
+    fn claim_webhooks(&self, claim: WebhookClaim) -> StoreFuture<'_, Vec<DueWebhook>> {
+        self.write(|store| store.claim_webhooks(claim))
     }
-    fn webhook_tried(
-        &self,
-        id: String,
-        tried: store::WebhookTried,
-    ) -> store::StoreFuture<'_, bool> {
+    fn webhook_tried(&self, id: String, tried: WebhookTried) -> StoreFuture<'_, bool> {
         self.write(|store| store.webhook_tried(id, tried))
     }
-    fn webhooks(&self, job_id: String) -> store::StoreFuture<'_, Vec<record::WebhookView>> {
+    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
         self.inner.webhooks(job_id)
     }
-    fn next_webhook(&self, now: DateTime<Utc>) -> store::StoreFuture<'_, Option<DateTime<Utc>>> {
+    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
         self.inner.next_webhook(now)
     }
 }
@@ -759,23 +721,12 @@ async fn a_full_store_refuses_new_jobs_and_keeps_retrying_the_end_of_running_one
     })
     .await
     .expect("the end was tried");
-    assert_eq!(
-        f.jobs
-            .get("me", &running.job_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        JobStatus::Running
-    );
+    assert_eq!(f.record(&running.job_id).await.status, JobStatus::Running);
     store.full.store(false, Ordering::SeqCst);
     let record = cancel.await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Error);
-    let stored = f.jobs.get("me", &running.job_id).await.unwrap().unwrap();
+    let stored = f.record(&running.job_id).await;
     assert_eq!(stored, record);
     // And new jobs are accepted again.
-    assert_eq!(
-        f.follow(&f.submit("ok").await.job_id).await.1.status,
-        JobStatus::Completed
-    );
+    assert_eq!(f.run("ok").await.1.status, JobStatus::Completed);
 }

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use crate::config::{WebhookAllow, WebhookSettings};
 
 use super::record::{format_iso, JobStatus, JobSummary, WebhookAttempt};
-use super::store::{DueWebhook, JobStore, WebhookKind, WebhookTried};
+use super::store::{DueWebhook, JobStore, WebhookClaim, WebhookKind, WebhookTried};
 
 /// Webhooks claimed in one go.
 const BATCH: usize = 16;
@@ -226,7 +226,11 @@ fn send_loop(weak: Weak<Inner>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
             let now = Utc::now();
             let lease = TimeDelta::from_std(inner.settings.timeout + LEASE_MARGIN)
                 .unwrap_or(TimeDelta::MAX);
-            match inner.store.claim_webhooks(now, now + lease, BATCH).await {
+            match inner
+                .store
+                .claim_webhooks(WebhookClaim::new(now, now + lease, BATCH))
+                .await
+            {
                 Ok(due) if !due.is_empty() => {
                     let sends = due.into_iter().map(|webhook| inner.send(webhook));
                     futures_util::future::join_all(sends).await;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::agent::AgentOutcome;
+use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
 use crate::run::{failure_detail, outcome_detail, RunFailure};
 
 /// An OpenAI-shaped error response. Boxed inside, so `Result<T, OpenAiError>` stays small.
@@ -177,6 +178,39 @@ impl IntoResponse for OpenAiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
+/// body that cannot be taken in keeps its own status (408, 413, 400). A key at its own
+/// `max_queued` is OpenAI's 429 `rate_limit_exceeded`, with `Retry-After`: it is that caller's
+/// limit, not the gateway's.
+impl From<&Refusal> for OpenAiError {
+    fn from(refusal: &Refusal) -> Self {
+        if let Refusal::KeyQueueFull { .. } = refusal {
+            return OpenAiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                refusal.to_string(),
+            )
+            .code("rate_limit_exceeded")
+            .retry_after(RETRY_AFTER_SECONDS);
+        }
+        if refusal.is_overload() {
+            let detail = match refusal {
+                Refusal::ShuttingDown => "shutting down",
+                _ => "queue full",
+            };
+            return OpenAiError::unavailable(format!("execution failed: {detail}"), "queue_full")
+                .retry_after(RETRY_AFTER_SECONDS)
+                .detail(detail);
+        }
+        let status = refusal.status();
+        let error = OpenAiError::new(status, "invalid_request_error", refusal.to_string());
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return error.code("request_too_large");
+        }
+        error
     }
 }
 

@@ -1,21 +1,49 @@
-//! `response_format` and `reasoning_effort` of a chat request, as run options: a JSON Schema for
-//! the CLI's `--json-schema`, and its `--effort`.
+//! The fields of an OpenAI run request that become the run's model and options: `model`, and
+//! `response_format` and `reasoning_effort` as a JSON Schema for the CLI's `--json-schema` and its
+//! `--effort`.
 
 use serde_json::{json, Map, Value};
 
 use crate::agent::{AgentOutcome, Effort, OptionError, RunOptions};
+use crate::config::Config;
 
 use super::error::OpenAiError;
 
-/// Reads `response_format` into `options.json_schema`: `text` (or none) asks for nothing,
+/// The model a request asks for (`model`, else the default), if the gateway serves it.
+pub(crate) fn model(asked: Option<String>, config: &Config) -> Result<String, OpenAiError> {
+    let model = asked.unwrap_or_else(|| config.default_model.clone());
+    if !config.supported_models.contains(&model) {
+        return Err(OpenAiError::bad_request(format!(
+            "unsupported model {model:?}; supported models: {}",
+            config.supported_models.join(", ")
+        ))
+        .param("model")
+        .code("model_not_found")
+        .supported(&config.supported_models));
+    }
+    Ok(model)
+}
+
+/// Checks `options` against the models served and the operator's policy.
+pub(crate) fn check_options(options: &RunOptions, config: &Config) -> Result<(), OpenAiError> {
+    options
+        .check(&config.supported_models, &config.option_policy)
+        .map_err(|e| option_error(&e))
+}
+
+/// A request field as read: absent and `null` alike ask for nothing.
+fn given(field: Option<&Value>) -> Option<&Value> {
+    field.filter(|value| !value.is_null())
+}
+
+/// Reads `response_format` as the run's `json_schema`: `text` (or none) asks for nothing,
 /// `json_object` for any JSON object, `json_schema` for its `schema` (any JSON value without
 /// one). Says what is wrong otherwise.
 pub(crate) fn response_format(
     format: Option<&Value>,
-    options: &mut RunOptions,
-) -> Result<(), OpenAiError> {
-    let Some(format) = format.filter(|f| !f.is_null()) else {
-        return Ok(());
+) -> Result<Option<Map<String, Value>>, OpenAiError> {
+    let Some(format) = given(format) else {
+        return Ok(None);
     };
     let bad = |message: String| {
         OpenAiError::bad_request(message)
@@ -23,11 +51,8 @@ pub(crate) fn response_format(
             .code("invalid_response_format")
     };
     match format.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(()),
-        Some("json_object") => {
-            options.json_schema = Some(object(json!({"type": "object"})));
-            Ok(())
-        }
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(object(json!({"type": "object"})))),
         Some("json_schema") => {
             let spec = format
                 .get("json_schema")
@@ -47,8 +72,7 @@ pub(crate) fn response_format(
                     ))
                 }
             };
-            options.json_schema = Some(schema);
-            Ok(())
+            Ok(Some(schema))
         }
         other => Err(bad(format!(
             "response_format type {} is not supported; use text, json_object or json_schema",
@@ -64,26 +88,22 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Reads `reasoning_effort` into `options.effort`. OpenAI's `none` and `minimal` are the CLI's
+/// Reads `reasoning_effort` as the run's `effort`. OpenAI's `none` and `minimal` are the CLI's
 /// `low`; the rest keep their names.
-pub(crate) fn reasoning_effort(
-    effort: Option<&Value>,
-    options: &mut RunOptions,
-) -> Result<(), OpenAiError> {
-    let Some(effort) = effort.filter(|e| !e.is_null()) else {
-        return Ok(());
+pub(crate) fn reasoning_effort(effort: Option<&Value>) -> Result<Option<Effort>, OpenAiError> {
+    let Some(effort) = given(effort) else {
+        return Ok(None);
     };
     let level = match effort.as_str() {
         Some("none" | "minimal") => Ok(Effort::Low),
         Some(name) => name.parse::<Effort>(),
         None => Err("must be a string".to_owned()),
     };
-    options.effort = Some(level.map_err(|why| {
+    level.map(Some).map_err(|why| {
         OpenAiError::bad_request(format!("reasoning_effort: {why}"))
             .param("reasoning_effort")
             .code("invalid_value")
-    })?);
-    Ok(())
+    })
 }
 
 /// An option the operator's policy refused (403) or that is malformed (400), in OpenAI's shape.
@@ -132,8 +152,7 @@ mod tests {
     use super::*;
 
     fn read(format: Value) -> Result<Option<Map<String, Value>>, OpenAiError> {
-        let mut options = RunOptions::default();
-        response_format(Some(&format), &mut options).map(|()| options.json_schema)
+        response_format(Some(&format))
     }
 
     #[test]
@@ -171,12 +190,11 @@ mod tests {
 
     #[test]
     fn reasoning_effort_maps_to_effort() {
-        let mut options = RunOptions::default();
-        reasoning_effort(Some(&json!("minimal")), &mut options).unwrap();
-        assert_eq!(options.effort, Some(Effort::Low));
-        reasoning_effort(Some(&json!("high")), &mut options).unwrap();
-        assert_eq!(options.effort, Some(Effort::High));
-        assert!(reasoning_effort(Some(&json!("hard")), &mut options).is_err());
+        let effort = reasoning_effort(Some(&json!("minimal"))).unwrap();
+        assert_eq!(effort, Some(Effort::Low));
+        let effort = reasoning_effort(Some(&json!("high"))).unwrap();
+        assert_eq!(effort, Some(Effort::High));
+        assert!(reasoning_effort(Some(&json!("hard"))).is_err());
     }
 
     #[test]

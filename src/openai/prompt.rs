@@ -297,16 +297,17 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    /// The prompt of the conversation `value`, offering no functions.
+    fn rendered(value: Value) -> String {
+        render(&messages(value), None).unwrap()
+    }
+
     #[test]
     fn single_turn_matches_the_replaced_service() {
-        let prompt = render(
-            &messages(json!([
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": "hello"}
-            ])),
-            None,
-        )
-        .unwrap();
+        let prompt = rendered(json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello"}
+        ]));
         assert_eq!(
             prompt,
             "System instructions:\nbe brief\n\n---\n\nRequest:\nhello"
@@ -315,15 +316,11 @@ mod tests {
 
     #[test]
     fn assistant_turns_are_kept_with_roles() {
-        let prompt = render(
-            &messages(json!([
-                {"role": "user", "content": "my name is Ada"},
-                {"role": "assistant", "content": "Hello Ada"},
-                {"role": "user", "content": "what is my name?"}
-            ])),
-            None,
-        )
-        .unwrap();
+        let prompt = rendered(json!([
+            {"role": "user", "content": "my name is Ada"},
+            {"role": "assistant", "content": "Hello Ada"},
+            {"role": "user", "content": "what is my name?"}
+        ]));
         assert!(prompt.contains("[User]\nmy name is Ada"), "{prompt}");
         assert!(prompt.contains("[Assistant]\nHello Ada"), "{prompt}");
         assert!(prompt.ends_with("Request:\nwhat is my name?"), "{prompt}");
@@ -331,14 +328,10 @@ mod tests {
 
     #[test]
     fn developer_is_system_and_parts_are_joined() {
-        let prompt = render(
-            &messages(json!([
-                {"role": "developer", "content": [{"type": "text", "text": "rule"}]},
-                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
-            ])),
-            None,
-        )
-        .unwrap();
+        let prompt = rendered(json!([
+            {"role": "developer", "content": [{"type": "text", "text": "rule"}]},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+        ]));
         assert_eq!(
             prompt,
             "System instructions:\nrule\n\n---\n\nRequest:\na\nb"

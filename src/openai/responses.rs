@@ -10,7 +10,7 @@ use crate::agent::{AgentOutcome, FunctionCall};
 
 use super::error::OpenAiError;
 use super::prompt::{called, joined_text, PartError, Turn};
-use super::tools::call_id;
+use super::tools::{call_id, FunctionFields};
 
 /// Fields of OpenAI's `CreateResponse` that the gateway accepts; any other is refused as OpenAI
 /// refuses it (400 `Unknown parameter`). Some are accepted and ignored (see the README).
@@ -52,64 +52,43 @@ const KNOWN_FIELDS: &[&str] = &[
 #[schema(example = json!({"model": "haiku", "input": "Say hello"}))]
 pub(crate) struct CreateResponseRequest {
     /// Model id; `DEFAULT_MODEL` when absent.
-    #[serde(default)]
     pub(crate) model: Option<String>,
     /// A string (one user message) or a list of items: messages (`input_text` content),
     /// `function_call` and `function_call_output` items.
     #[schema(value_type = Object)]
     pub(crate) input: Value,
     /// System (developer) text put before the conversation.
-    #[serde(default)]
     pub(crate) instructions: Option<String>,
     /// Answer as typed Server-Sent Events.
-    #[serde(default)]
     pub(crate) stream: Option<bool>,
     /// Continue the conversation of this earlier response (`resp_…`) of the same caller:
     /// `input` then holds only the new turn.
-    #[serde(default)]
     pub(crate) previous_response_id: Option<String>,
     /// Keep this response's session so that `previous_response_id` can continue it (default
     /// true); the response object itself is not kept.
-    #[serde(default)]
     pub(crate) store: Option<bool>,
-    /// Function definitions (`{"type": "function", "name", "parameters", …}`).
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub(crate) tools: Option<Value>,
-    /// `auto`, `none`, `required` or `{"type": "function", "name": …}`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub(crate) tool_choice: Option<Value>,
-    /// `false` answers only the first of several calls made at once.
-    #[serde(default)]
-    #[schema(value_type = Option<bool>)]
-    pub(crate) parallel_tool_calls: Option<Value>,
+    /// Function calling: `tools`, `tool_choice`, `parallel_tool_calls`.
+    #[serde(flatten)]
+    pub(crate) calling: FunctionFields,
     /// `{"effort": …}`: the CLI's `--effort`.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) reasoning: Option<Value>,
     /// `{"format": {"type": "text"}}`: only text answers.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) text: Option<Value>,
     /// Accepted and echoed; not acted on.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) metadata: Option<Value>,
     /// Accepted and echoed; not acted on.
-    #[serde(default)]
     #[schema(value_type = Option<u64>)]
     pub(crate) max_output_tokens: Option<Value>,
     /// Only `false`: the gateway does not run responses in the background.
-    #[serde(default)]
     #[schema(value_type = Option<bool>)]
     pub(crate) background: Option<Value>,
     /// Not supported: conversations are continued by `previous_response_id`.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) conversation: Option<Value>,
     /// Not supported: prompt templates.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) prompt: Option<Value>,
 }
@@ -349,10 +328,7 @@ pub(crate) struct OutputTokensDetails {
 
 impl From<&crate::agent::Usage> for ResponseUsage {
     fn from(usage: &crate::agent::Usage) -> Self {
-        let input = usage
-            .input_tokens
-            .saturating_add(usage.cache_read_input_tokens)
-            .saturating_add(usage.cache_creation_input_tokens);
+        let input = super::wire::prompt_tokens(usage);
         Self {
             input_tokens: input,
             input_tokens_details: InputTokensDetails {

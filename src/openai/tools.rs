@@ -2,7 +2,9 @@
 //! shape or the Responses API's flat one), `tool_choice` and `parallel_tool_calls`, checked and
 //! turned into the functions a run offers its agent (see [`crate::agent::functions`]).
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use crate::agent::functions::SERVER;
 use crate::agent::{Function, FunctionCall};
@@ -39,6 +41,25 @@ pub(crate) enum Choice {
     Named(String),
 }
 
+/// The function-calling fields of an OpenAI run request: the same three in chat completions and in
+/// the Responses API, where only the shape of a definition differs (see [`Api`]).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(crate) struct FunctionFields {
+    /// Function definitions the agent may call: in chat `{"type": "function", "function": {…}}`,
+    /// in the Responses API `{"type": "function", "name", "parameters", …}`; the answer then
+    /// carries the calls.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub(crate) tools: Option<Value>,
+    /// `auto`, `none`, `required` or one function by name (in chat
+    /// `{"type": "function", "function": {"name": …}}`, in the Responses API
+    /// `{"type": "function", "name": …}`).
+    #[schema(value_type = Option<Object>)]
+    pub(crate) tool_choice: Option<Value>,
+    /// `false` answers only the first of several calls made at once.
+    #[schema(value_type = Option<bool>)]
+    pub(crate) parallel_tool_calls: Option<Value>,
+}
+
 /// What a request asks of function calling.
 #[derive(Debug, Clone)]
 pub(crate) struct Tools {
@@ -58,14 +79,9 @@ pub(crate) struct Tools {
 impl Tools {
     /// Reads and checks `tools`, `tool_choice` and `parallel_tool_calls`, naming the field at
     /// fault in a 400.
-    pub(crate) fn read(
-        api: Api,
-        tools: Option<&Value>,
-        choice: Option<&Value>,
-        parallel: Option<&Value>,
-    ) -> Result<Self, OpenAiError> {
+    pub(crate) fn read(api: Api, fields: &FunctionFields) -> Result<Self, OpenAiError> {
         let mut echo = Vec::new();
-        let functions = match tools {
+        let functions = match &fields.tools {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => {
                 if items.len() > MAX_FUNCTIONS {
@@ -105,12 +121,12 @@ impl Tools {
             }
             Some(_) => return Err(bad("tools".into(), "tools must be an array".into())),
         };
-        let choice_value = choice.filter(|c| !c.is_null());
+        let choice_value = fields.tool_choice.as_ref().filter(|c| !c.is_null());
         let choice = match choice_value {
             None => Choice::Auto,
             Some(value) => read_choice(api, value, &functions)?,
         };
-        let parallel = match parallel {
+        let parallel = match &fields.parallel_tool_calls {
             None | Some(Value::Null) => true,
             Some(Value::Bool(parallel)) => *parallel,
             Some(_) => {
@@ -388,7 +404,12 @@ mod tests {
     use super::*;
 
     fn chat_tools(tools: Value, choice: Option<Value>) -> Result<Tools, OpenAiError> {
-        Tools::read(Api::Chat, Some(&tools), choice.as_ref(), None)
+        let fields = FunctionFields {
+            tools: Some(tools),
+            tool_choice: choice,
+            parallel_tool_calls: None,
+        };
+        Tools::read(Api::Chat, &fields)
     }
 
     fn weather() -> Value {
@@ -401,13 +422,12 @@ mod tests {
         let tools = chat_tools(weather(), None).unwrap();
         assert_eq!(tools.functions[0].name, "get_weather");
         assert_eq!(tools.choice, Choice::Auto);
-        let flat = Tools::read(
-            Api::Responses,
-            Some(&json!([{"type": "function", "name": "f"}])),
-            Some(&json!({"type": "function", "name": "f"})),
-            Some(&json!(false)),
-        )
-        .unwrap();
+        let fields = FunctionFields {
+            tools: Some(json!([{"type": "function", "name": "f"}])),
+            tool_choice: Some(json!({"type": "function", "name": "f"})),
+            parallel_tool_calls: Some(json!(false)),
+        };
+        let flat = Tools::read(Api::Responses, &fields).unwrap();
         assert_eq!(flat.choice, Choice::Named("f".into()));
         assert_eq!(flat.functions[0].parameters["type"], "object");
         assert!(!flat.parallel);

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::tools::FunctionFields;
+
 /// A `POST /v1/chat/completions` body: the fields the gateway acts on. Any other field is
 /// accepted and ignored (`tool_choice`, `max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
 /// `user`, … as listed in the README), so that stock clients, which send them routinely, are not
@@ -12,44 +14,26 @@ use utoipa::ToSchema;
 #[schema(example = json!({"model": "haiku", "messages": [{"role": "user", "content": "Say hello"}]}))]
 pub(crate) struct ChatCompletionRequest {
     /// Model id; `DEFAULT_MODEL` when absent.
-    #[serde(default)]
     pub(crate) model: Option<String>,
     /// The conversation; at least one message.
     pub(crate) messages: Vec<ChatMessage>,
     /// Answer as Server-Sent Events.
-    #[serde(default)]
     pub(crate) stream: Option<bool>,
     /// Streaming options (`include_usage`).
-    #[serde(default)]
     pub(crate) stream_options: Option<StreamOptions>,
     /// Number of choices; only 1 is possible.
-    #[serde(default)]
     pub(crate) n: Option<u32>,
-    /// Function definitions the agent may call (`{"type": "function", "function": {…}}`); the
-    /// answer then carries `tool_calls`.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub(crate) tools: Option<Value>,
-    /// `auto`, `none`, `required` or `{"type": "function", "function": {"name": …}}`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub(crate) tool_choice: Option<Value>,
-    /// `false` answers only the first of several calls made at once.
-    #[serde(default)]
-    #[schema(value_type = Option<bool>)]
-    pub(crate) parallel_tool_calls: Option<Value>,
+    /// Function calling: `tools`, `tool_choice`, `parallel_tool_calls`.
+    #[serde(flatten)]
+    pub(crate) calling: FunctionFields,
     /// Legacy function definitions: not supported (use `tools`).
-    #[serde(default)]
     pub(crate) functions: Option<Value>,
     /// Output format: `text`, `json_object` or `json_schema` (see [`super::format`]).
-    #[serde(default)]
     pub(crate) response_format: Option<Value>,
     /// How hard the model thinks: the CLI's `--effort`.
-    #[serde(default)]
     pub(crate) reasoning_effort: Option<Value>,
     /// The handle of an earlier answer's session to continue (the gateway's extension; also the
     /// `x-session-id` header): `messages` then holds only the new turn.
-    #[serde(default)]
     pub(crate) session_id: Option<String>,
 }
 
@@ -67,14 +51,11 @@ pub(crate) struct ChatMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub(crate) role: String,
     /// A string, an array of content parts, or null (assistant tool calls).
-    #[serde(default)]
     pub(crate) content: Option<Value>,
     /// The calls of an assistant turn, as an earlier answer carried them.
-    #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tool_calls: Option<Value>,
     /// Of a `tool` message: the call it answers.
-    #[serde(default)]
     pub(crate) tool_call_id: Option<String>,
 }
 
@@ -227,13 +208,18 @@ pub(crate) struct CompletionUsage {
     pub(crate) total_tokens: u64,
 }
 
+/// Input tokens as OpenAI counts them: uncached, read from the cache and written to it
+/// (saturating: the counts come from the agent's output).
+pub(crate) fn prompt_tokens(usage: &crate::agent::Usage) -> u64 {
+    usage
+        .input_tokens
+        .saturating_add(usage.cache_read_input_tokens)
+        .saturating_add(usage.cache_creation_input_tokens)
+}
+
 impl From<&crate::agent::Usage> for CompletionUsage {
     fn from(usage: &crate::agent::Usage) -> Self {
-        // Saturating: the counts come from the agent's output.
-        let prompt_tokens = usage
-            .input_tokens
-            .saturating_add(usage.cache_read_input_tokens)
-            .saturating_add(usage.cache_creation_input_tokens);
+        let prompt_tokens = prompt_tokens(usage);
         Self {
             prompt_tokens,
             completion_tokens: usage.output_tokens,

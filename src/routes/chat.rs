@@ -4,44 +4,34 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gateway_layers::deadline::Deadline;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, CallerFunctions, ProgressSink, RunOptions};
-use crate::bounds::{Refusal, RETRY_AFTER_SECONDS};
+use crate::agent::{AgentOutcome, AgentRequest, CallerFunctions, RunOptions};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
 use crate::openai::format::{self, structured_content};
-use crate::openai::stream::{done_event, error_event, text_delta, Chunks};
+use crate::openai::stream::{done_event, error_event, Chunks};
 use crate::openai::tools::{Api, Tools};
 use crate::openai::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ToolCall,
 };
 use crate::openai::{completion_id, finish_reason, prompt};
-use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::intake::{Conversation, RunCall, RunRoute, TakenIn};
 use crate::routes::openapi::{ChatEvent, OpenAiAuthFailure, OpenAiRunFailure};
 use crate::routes::session::{
-    attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
+    attach_session, events_answer, run_keeping, with_handle, SessionRefusal, StreamedRun,
 };
 use crate::state::AppState;
 
 /// A validated chat request, ready to run.
 struct ChatRun {
-    /// The model as requested (or the default).
-    model: String,
-    /// What goes down the agent stack.
-    request: http::Request<AgentRequest>,
-    /// Answer as Server-Sent Events.
-    streaming: bool,
+    /// The run.
+    run: Conversation,
     /// Send a usage chunk at the end of a stream.
     include_usage: bool,
-    /// The answer is the run's structured output (`response_format` asked for JSON), not its text.
-    structured: bool,
     /// The session handle the body presented (`session_id`).
     presented: Option<String>,
     /// Function calling: which calls are answered.
@@ -86,54 +76,44 @@ impl RunRoute for Chat {
     type Error = OpenAiError;
     const ENTRY: Entry = Entry::Chat;
 
-    fn refused(refusal: &Refusal) -> OpenAiError {
-        refused(refusal)
+    async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<Self::Run, OpenAiError> {
+        let mut chat = prepare(state, call.body)?;
+        let presented = chat.presented.take();
+        let session = &mut chat.run.request;
+        let handle = attach_session(
+            state,
+            call.owner,
+            presented,
+            call.headers,
+            session,
+            session_error,
+        )
+        .await?;
+        Ok((chat, handle))
     }
 
-    async fn prepare(
-        state: &AppState,
-        owner: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Self::Run, OpenAiError> {
-        let mut run = prepare(state, body)?;
-        let presented = run.presented.take();
-        let session = &mut run.request;
-        let handle =
-            attach_session(state, owner, presented, headers, session, session_error).await?;
-        Ok((run, handle))
-    }
-
-    fn request((run, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
-        &mut run.request
+    fn request((chat, _): &mut Self::Run) -> &mut http::Request<AgentRequest> {
+        &mut chat.run.request
     }
 
     async fn answer(
         state: &AppState,
         owner: String,
-        (run, handle): Self::Run,
+        (chat, handle): Self::Run,
     ) -> Result<Response, OpenAiError> {
-        if run.streaming {
-            return Ok(stream(state, run, owner, handle));
+        if chat.run.streaming {
+            return Ok(stream(state, chat, owner, handle));
         }
-        let ChatRun {
-            model,
-            request,
-            structured,
-            tools,
-            ..
-        } = run;
-        let (outcome, handle) = run_keeping(state, Entry::Chat, &owner, handle, request)
+        let (outcome, handle) = run_keeping(state, Entry::Chat, &owner, handle, chat.run.request)
             .await
             .map_err(failure_error)?;
-        let answer = match completion(&model, &outcome, structured, &tools) {
-            Ok(mut completion) => {
+        let answer = completion(&chat.run.model, &outcome, chat.run.structured, &chat.tools).map(
+            |mut completion| {
                 completion.session_id.clone_from(&handle);
-                Json(completion).into_response()
-            }
-            Err(error) => error.into_response(),
-        };
-        Ok(with_handle(answer, handle.as_deref()))
+                Json(completion)
+            },
+        );
+        Ok(with_handle(answer.into_response(), handle.as_deref()))
     }
 }
 
@@ -155,57 +135,23 @@ fn session_error(refusal: SessionRefusal) -> OpenAiError {
 }
 
 /// Answers a streaming chat completion: the run's text deltas as chunks as they come.
-fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>) -> Response {
-    let ChatRun {
-        model,
-        mut request,
-        include_usage,
-        structured,
-        tools,
-        ..
-    } = run;
-    let (sink, mut events) = mpsc::unbounded_channel();
-    request.extensions_mut().insert(ProgressSink(sink));
-    let run = state.runs.run(Entry::Chat, request);
-    let chunks = Chunks::new(model);
-    let state = state.clone();
+fn stream(state: &AppState, chat: ChatRun, owner: String, handle: Option<String>) -> Response {
+    let (structured, include_usage, tools) = (chat.run.structured, chat.include_usage, chat.tools);
+    let chunks = Chunks::new(chat.run.model);
     let header = handle.clone();
+    let mut run = StreamedRun::start(state, Entry::Chat, owner, handle, chat.run.request);
 
     let body = async_stream::stream! {
-        // The run lives in the body: a client that goes away drops it unfinished.
-        let mut run = std::pin::pin!(run);
         yield Ok::<_, Infallible>(chunks.event(json!({"role": "assistant", "content": ""}), None));
         let mut streamed_text = false;
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(event) = events.recv() => {
-                    // Structured output is one value, sent whole at the end; prose around it is not the answer.
-                    if structured {
-                        continue;
-                    }
-                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
-                        streamed_text = true;
-                        yield Ok(chunks.event(json!({"content": text}), None));
-                    }
-                }
-                result = &mut run => break result,
-            }
-        };
-        let mut result = result;
-        if let Ok(outcome) = &mut result {
-            keep_session(&state, &owner, handle, outcome).await;
-        }
-        // Events sent just before the run ended are still in the channel.
-        while let Ok(event) = events.try_recv() {
-            if structured {
-                continue;
-            }
-            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
+        while let Some(text) = run.text().await {
+            // Structured output is one value, sent whole at the end; prose around it is not the answer.
+            if !structured {
                 streamed_text = true;
                 yield Ok(chunks.event(json!({"content": text}), None));
             }
         }
+        let result = run.ended().await;
         match result {
             Ok(outcome) => match finish_reason(&outcome) {
                 Some(reason @ "tool_calls") => {
@@ -257,43 +203,7 @@ fn stream(state: &AppState, run: ChatRun, owner: String, handle: Option<String>)
     };
     // The handle is announced before the answer; should the session not be kept, presenting it
     // later is a 404 like any expired one.
-    with_handle(
-        Sse::new(body)
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-        header.as_deref(),
-    )
-}
-
-/// A refusal of the intake as an OpenAI error: load is a 503 (the contract's "queue full"), a
-/// body that cannot be taken in keeps its own status (408, 413, 400). A key at its own
-/// `max_queued` is OpenAI's 429 `rate_limit_exceeded`, with `Retry-After`: it is that caller's
-/// limit, not the gateway's.
-pub(crate) fn refused(refusal: &Refusal) -> OpenAiError {
-    if let Refusal::KeyQueueFull { .. } = refusal {
-        return OpenAiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "requests",
-            refusal.to_string(),
-        )
-        .code("rate_limit_exceeded")
-        .retry_after(RETRY_AFTER_SECONDS);
-    }
-    if refusal.is_overload() {
-        let detail = match refusal {
-            Refusal::ShuttingDown => "shutting down",
-            _ => "queue full",
-        };
-        return OpenAiError::unavailable(format!("execution failed: {detail}"), "queue_full")
-            .retry_after(RETRY_AFTER_SECONDS)
-            .detail(detail);
-    }
-    let status = refusal.status();
-    let error = OpenAiError::new(status, "invalid_request_error", refusal.to_string());
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return error.code("request_too_large");
-    }
-    error
+    events_answer(body, header.as_deref())
 }
 
 /// Parses and checks the body and builds the run; says what is wrong with the request if anything.
@@ -301,19 +211,7 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
     let chat: ChatCompletionRequest = serde_json::from_slice(body)
         .map_err(|e| OpenAiError::bad_request(format!("invalid request body: {e}")))?;
     let config = &state.config;
-    let model = chat
-        .model
-        .clone()
-        .unwrap_or_else(|| config.default_model.clone());
-    if !config.supported_models.contains(&model) {
-        return Err(OpenAiError::bad_request(format!(
-            "unsupported model {model:?}; supported models: {}",
-            config.supported_models.join(", ")
-        ))
-        .param("model")
-        .code("model_not_found")
-        .supported(&config.supported_models));
-    }
+    let model = format::model(chat.model.clone(), config)?;
     if chat.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::bad_request("only n=1 is supported").param("n"));
     }
@@ -324,43 +222,24 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<ChatRun, OpenAiError> {
         .param("functions")
         .code("unsupported_parameter"));
     }
-    let tools = Tools::read(
-        Api::Chat,
-        chat.tools.as_ref(),
-        chat.tool_choice.as_ref(),
-        chat.parallel_tool_calls.as_ref(),
-    )?;
-    let mut options = RunOptions::default();
-    format::response_format(chat.response_format.as_ref(), &mut options)?;
-    format::reasoning_effort(chat.reasoning_effort.as_ref(), &mut options)?;
-    options
-        .check(&config.supported_models, &config.option_policy)
-        .map_err(|e| format::option_error(&e))?;
-    let structured = options.json_schema.is_some();
+    let tools = Tools::read(Api::Chat, &chat.calling)?;
+    let options = RunOptions {
+        json_schema: format::response_format(chat.response_format.as_ref())?,
+        effort: format::reasoning_effort(chat.reasoning_effort.as_ref())?,
+        ..RunOptions::default()
+    };
+    format::check_options(&options, config)?;
     let prompt = prompt::render(&chat.messages, tools.instructions().as_deref())?;
     let streaming = chat.stream.unwrap_or(false);
-    let mut request = http::Request::new(AgentRequest {
-        prompt: prompt.into(),
-        agent: config.chat_agent.clone(),
-        model: Some(model.clone()),
-        max_budget_usd: config.chat_budget_usd,
-        partial_messages: streaming,
-        options,
-    });
-    request
-        .extensions_mut()
-        .insert(Deadline(config.chat_timeout));
-    offer_functions(&mut request, config, &tools);
+    let mut run = Conversation::new(config, model, prompt, streaming, options);
+    offer_functions(&mut run.request, config, &tools);
     let include_usage = chat
         .stream_options
         .map(|o| o.include_usage)
         .unwrap_or(false);
     Ok(ChatRun {
-        model,
-        request,
-        streaming,
+        run,
         include_usage,
-        structured,
         presented: chat.session_id,
         tools,
     })
@@ -463,9 +342,4 @@ fn chat_completion(
             .unwrap_or_default(),
         session_id: None,
     }
-}
-
-/// A forwarded event, parsed to read its text delta.
-pub(crate) fn parsed(event: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(event).ok()
 }

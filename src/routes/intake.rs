@@ -10,10 +10,12 @@ use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use gateway_layers::auth::AuthenticatedCaller;
+use gateway_layers::deadline::Deadline;
 use http::HeaderMap;
 
-use crate::agent::AgentRequest;
+use crate::agent::{AgentRequest, RunOptions};
 use crate::bounds::Refusal;
+use crate::config::Config;
 use crate::metrics::Entry;
 use crate::routes::jobs::owner;
 use crate::state::AppState;
@@ -22,21 +24,13 @@ use crate::state::AppState;
 pub(crate) trait RunRoute {
     /// The run, checked and ready to take a queue slot.
     type Run;
-    /// The route's error shape.
-    type Error: IntoResponse;
+    /// The route's error shape, which a refusal of the intake is worded in too.
+    type Error: IntoResponse + for<'a> From<&'a Refusal>;
     /// The route's entry in the metrics and the intake.
     const ENTRY: Entry;
 
-    /// A refusal of the intake in the route's error shape.
-    fn refused(refusal: &Refusal) -> Self::Error;
-
     /// Checks the body and builds the run, with the session it continues attached.
-    async fn prepare(
-        state: &AppState,
-        owner: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Self::Run, Self::Error>;
+    async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<Self::Run, Self::Error>;
 
     /// The agent request of the run, which carries its queue ticket.
     fn request(run: &mut Self::Run) -> &mut http::Request<AgentRequest>;
@@ -47,6 +41,60 @@ pub(crate) trait RunRoute {
         owner: String,
         run: Self::Run,
     ) -> Result<Response, Self::Error>;
+}
+
+/// A conversation route's run (chat completions, Messages, Responses), checked and built: the
+/// chat agent on the model asked for, within the chat budget and deadline.
+pub(crate) struct Conversation {
+    /// The model as requested (or the default).
+    pub(crate) model: String,
+    /// What goes down the agent stack.
+    pub(crate) request: http::Request<AgentRequest>,
+    /// Answer as Server-Sent Events.
+    pub(crate) streaming: bool,
+    /// The answer is the run's structured output (a JSON Schema was asked for), not its text.
+    pub(crate) structured: bool,
+}
+
+impl Conversation {
+    /// The run of `prompt` on `model` with `options` (already checked against the policy);
+    /// `streaming` asks the agent for partial messages.
+    pub(crate) fn new(
+        config: &Config,
+        model: String,
+        prompt: String,
+        streaming: bool,
+        options: RunOptions,
+    ) -> Self {
+        let structured = options.json_schema.is_some();
+        let mut request = http::Request::new(AgentRequest {
+            prompt: prompt.into(),
+            agent: config.chat_agent.clone(),
+            model: Some(model.clone()),
+            max_budget_usd: config.chat_budget_usd,
+            partial_messages: streaming,
+            options,
+        });
+        request
+            .extensions_mut()
+            .insert(Deadline(config.chat_timeout));
+        Self {
+            model,
+            request,
+            streaming,
+            structured,
+        }
+    }
+}
+
+/// A call to a run route once its body is read: who made it, its headers, its body.
+pub(crate) struct TakenIn<'a> {
+    /// The caller.
+    pub(crate) owner: &'a str,
+    /// The request's headers.
+    pub(crate) headers: &'a HeaderMap,
+    /// The body, within its bounds.
+    pub(crate) body: &'a Bytes,
 }
 
 /// A call to a run route as it arrives: who made it, its headers, and its body, not yet read.
@@ -84,12 +132,17 @@ impl RunCall {
                 .intake
                 .read(R::ENTRY, &headers, body)
                 .await
-                .map_err(|refusal| R::refused(&refusal))?;
-            let mut run = R::prepare(&state, &owner, &headers, &body).await?;
+                .map_err(|refusal| R::Error::from(&refusal))?;
+            let call = TakenIn {
+                owner: &owner,
+                headers: &headers,
+                body: &body,
+            };
+            let mut run = R::prepare(&state, call).await?;
             let admitted = state
                 .intake
                 .admit(R::ENTRY, body.len(), &owner)
-                .map_err(|refusal| R::refused(&refusal))?;
+                .map_err(|refusal| R::Error::from(&refusal))?;
             let extensions = R::request(&mut run).extensions_mut();
             extensions.insert(admitted.ticket);
             // The run's cost is charged to the caller's key when it ends.

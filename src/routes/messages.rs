@@ -7,42 +7,25 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gateway_layers::deadline::Deadline;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, Effort, ProgressSink, RunOptions};
+use crate::agent::{AgentOutcome, AgentRequest, Effort, RunOptions};
 use crate::anthropic::error::{
-    failure_error, option_error, outcome_error, refused, AnthropicError, AnthropicErrorBody,
+    failure_error, option_error, outcome_error, AnthropicError, AnthropicErrorBody,
 };
 use crate::anthropic::stream::Events;
 use crate::anthropic::wire::{Message, MessagesRequest, OutputConfig, TextBlock, Usage};
 use crate::anthropic::{message_id, prompt, stop_reason};
-use crate::bounds::Refusal;
 use crate::metrics::Entry;
-use crate::openai::stream::text_delta;
-use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::intake::{Conversation, RunCall, RunRoute, TakenIn};
 use crate::routes::openapi::{AnthropicAuthFailure, MessagesEvent};
 use crate::routes::session::{
-    attach_session, keep_session, run_keeping, with_handle, SessionRefusal,
+    attach_session, events_answer, run_keeping, with_handle, SessionRefusal, StreamedRun,
 };
 use crate::state::AppState;
-
-/// A validated Messages request, ready to run.
-struct MessagesRun {
-    /// The model as requested.
-    model: String,
-    /// What goes down the agent stack.
-    request: http::Request<AgentRequest>,
-    /// Answer as Server-Sent Events.
-    streaming: bool,
-    /// The answer is the run's structured output (`output_config.format`), not its text.
-    structured: bool,
-}
 
 /// Handles one Messages call; the run is killed if the client goes away.
 #[utoipa::path(
@@ -87,24 +70,23 @@ pub(crate) async fn create_message(State(state): State<AppState>, call: RunCall)
 struct Messages;
 
 impl RunRoute for Messages {
-    type Run = (MessagesRun, Option<String>);
+    type Run = (Conversation, Option<String>);
     type Error = AnthropicError;
     const ENTRY: Entry = Entry::Messages;
 
-    fn refused(refusal: &Refusal) -> AnthropicError {
-        refused(refusal)
-    }
-
-    async fn prepare(
-        state: &AppState,
-        owner: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Self::Run, AnthropicError> {
-        let mut run = prepare(state, body)?;
+    async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<Self::Run, AnthropicError> {
+        let mut run = prepare(state, call.body)?;
         // The Messages API has no body field for it: only the header presents a handle.
         let session = &mut run.request;
-        let handle = attach_session(state, owner, None, headers, session, session_error).await?;
+        let handle = attach_session(
+            state,
+            call.owner,
+            None,
+            call.headers,
+            session,
+            session_error,
+        )
+        .await?;
         Ok((run, handle))
     }
 
@@ -120,20 +102,11 @@ impl RunRoute for Messages {
         if run.streaming {
             return Ok(stream(state, run, owner, handle));
         }
-        let MessagesRun {
-            model,
-            request,
-            structured,
-            ..
-        } = run;
-        let (outcome, handle) = run_keeping(state, Entry::Messages, &owner, handle, request)
+        let (outcome, handle) = run_keeping(state, Entry::Messages, &owner, handle, run.request)
             .await
             .map_err(|failure| failure_error(&failure))?;
-        let answer = match message(&model, &outcome, structured) {
-            Ok(message) => Json(message).into_response(),
-            Err(error) => error.into_response(),
-        };
-        Ok(with_handle(answer, handle.as_deref()))
+        let answer = message(&run.model, &outcome, run.structured).map(Json);
+        Ok(with_handle(answer.into_response(), handle.as_deref()))
     }
 }
 
@@ -153,7 +126,7 @@ fn session_error(refusal: SessionRefusal) -> AnthropicError {
 }
 
 /// Parses and checks the body and builds the run; says what is wrong with the request if anything.
-fn prepare(state: &AppState, body: &Bytes) -> Result<MessagesRun, AnthropicError> {
+fn prepare(state: &AppState, body: &Bytes) -> Result<Conversation, AnthropicError> {
     let request: MessagesRequest = serde_json::from_slice(body)
         .map_err(|e| AnthropicError::invalid(format!("invalid request body: {e}")))?;
     let config = &state.config;
@@ -183,24 +156,9 @@ fn prepare(state: &AppState, body: &Bytes) -> Result<MessagesRun, AnthropicError
     options
         .check(&config.supported_models, &config.option_policy)
         .map_err(|e| option_error(&e))?;
-    let structured = options.json_schema.is_some();
     let prompt = prompt::render(request.system.as_ref(), &request.messages)?;
     let streaming = request.stream.unwrap_or(false);
-    let mut run = http::Request::new(AgentRequest {
-        prompt: prompt.into(),
-        agent: config.chat_agent.clone(),
-        model: Some(model.clone()),
-        max_budget_usd: config.chat_budget_usd,
-        partial_messages: streaming,
-        options,
-    });
-    run.extensions_mut().insert(Deadline(config.chat_timeout));
-    Ok(MessagesRun {
-        model,
-        request: run,
-        streaming,
-        structured,
-    })
+    Ok(Conversation::new(config, model, prompt, streaming, options))
 }
 
 /// Reads `output_config` into run options: `effort` is `--effort`, `format` (`json_schema`) is
@@ -288,57 +246,29 @@ fn message(
 }
 
 /// Answers a streaming call: the run's text deltas as `content_block_delta` events as they come.
-fn stream(state: &AppState, run: MessagesRun, owner: String, handle: Option<String>) -> Response {
-    let MessagesRun {
-        model,
-        mut request,
-        structured,
-        ..
-    } = run;
-    let (sink, mut progress) = mpsc::unbounded_channel();
-    request.extensions_mut().insert(ProgressSink(sink));
-    let run = state.runs.run(Entry::Messages, request);
-    let events = Events::new(model);
-    let state = state.clone();
+fn stream(
+    state: &AppState,
+    asked: Conversation,
+    owner: String,
+    handle: Option<String>,
+) -> Response {
+    let (events, structured) = (Events::new(asked.model), asked.structured);
     let header = handle.clone();
+    let mut run = StreamedRun::start(state, Entry::Messages, owner, handle, asked.request);
 
     let body = async_stream::stream! {
-        // The run lives in the body: a client that goes away drops it unfinished.
-        let mut run = std::pin::pin!(run);
         yield Ok::<_, Infallible>(events.message_start());
         yield Ok(Events::block_start());
         yield Ok(Events::ping());
         let mut streamed_text = false;
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(event) = progress.recv() => {
-                    // Structured output is one value, sent whole at the end.
-                    if structured {
-                        continue;
-                    }
-                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
-                        streamed_text = true;
-                        yield Ok(Events::text(text));
-                    }
-                }
-                result = &mut run => break result,
-            }
-        };
-        let mut result = result;
-        if let Ok(outcome) = &mut result {
-            keep_session(&state, &owner, handle, outcome).await;
-        }
-        // Events sent just before the run ended are still in the channel.
-        while let Ok(event) = progress.try_recv() {
-            if structured {
-                continue;
-            }
-            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
+        while let Some(text) = run.text().await {
+            // Structured output is one value, sent whole at the end.
+            if !structured {
                 streamed_text = true;
-                yield Ok(Events::text(text));
+                yield Ok(Events::text(&text));
             }
         }
+        let result = run.ended().await;
         let ended = match &result {
             Ok(outcome) => answer_text(outcome, structured)
                 .map(|(reason, text)| (reason, text, outcome.usage.as_ref().map(Usage::from).unwrap_or_default())),
@@ -357,15 +287,5 @@ fn stream(state: &AppState, run: MessagesRun, owner: String, handle: Option<Stri
             Err(error) => yield Ok(Events::error(&error)),
         }
     };
-    with_handle(
-        Sse::new(body)
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-        header.as_deref(),
-    )
-}
-
-/// A forwarded event, parsed to read its text delta.
-fn parsed(event: &str) -> Option<Value> {
-    serde_json::from_str(event).ok()
+    events_answer(body, header.as_deref())
 }

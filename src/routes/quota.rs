@@ -39,41 +39,39 @@ use crate::state::AppState;
 /// `x-should-retry: false` (the official SDKs retry a 429 unless told not to: waiting seconds
 /// does not bring a spent budget back) and `Retry-After` to the window's end.
 pub(crate) fn openai_refusal(over: &OverBudget) -> Response {
-    let seconds = over.window.seconds_to_reset(Utc::now());
-    let mut response = OpenAiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "insufficient_quota",
-        over.message(),
-    )
-    .code("insufficient_quota")
-    .retry_after(seconds)
-    .into_response();
-    no_retry(response.headers_mut());
-    response
+    refusal(over, |status, message, seconds| {
+        OpenAiError::new(status, "insufficient_quota", message)
+            .code("insufficient_quota")
+            .retry_after(seconds)
+            .into_response()
+    })
 }
 
 /// The refusal on `/v1/messages`: Anthropic's 429 `rate_limit_error` (its API has no quota
 /// type), with `x-should-retry: false` and `Retry-After` to the window's end.
 pub(crate) fn anthropic_refusal(over: &OverBudget) -> Response {
-    let seconds = over.window.seconds_to_reset(Utc::now());
-    let mut response = AnthropicError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        over.message(),
-    )
-    .retry_after(seconds)
-    .into_response();
-    no_retry(response.headers_mut());
-    response
+    refusal(over, |status, message, seconds| {
+        AnthropicError::new(status, "rate_limit_error", message)
+            .retry_after(seconds)
+            .into_response()
+    })
 }
 
 /// The refusal on `/execute`: 429 `{"detail": ...}` naming the reset time, `Retry-After` to the
 /// window's end.
 pub(crate) fn detail_refusal(over: &OverBudget) -> Response {
+    refusal(over, |status, message, seconds| {
+        DetailError::new(status, message)
+            .retry_after(seconds)
+            .into_response()
+    })
+}
+
+/// The refusal of an over-budget submission, worded by `error` (given the status, the message and
+/// the seconds to the window's end for `Retry-After`), and marked not to be retried.
+fn refusal(over: &OverBudget, error: impl FnOnce(StatusCode, String, u64) -> Response) -> Response {
     let seconds = over.window.seconds_to_reset(Utc::now());
-    let mut response = DetailError::new(StatusCode::TOO_MANY_REQUESTS, over.message())
-        .retry_after(seconds)
-        .into_response();
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, over.message(), seconds);
     no_retry(response.headers_mut());
     response
 }

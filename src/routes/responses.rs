@@ -3,31 +3,25 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gateway_layers::deadline::Deadline;
 use http::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use crate::agent::{AgentRequest, KeepSession, ProgressSink, ResumeSession, RunOptions};
-use crate::bounds::Refusal;
+use crate::agent::{AgentRequest, KeepSession, ResumeSession, RunOptions};
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
 use crate::openai::error::{failure_error, outcome_error, ErrorBody, OpenAiError};
 use crate::openai::responses::{
     call_item, item_id, message_item, text_part, CreateResponseRequest, ResponseObject, Sequence,
 };
-use crate::openai::stream::text_delta;
 use crate::openai::tools::{Api, Tools};
 use crate::openai::{finish_reason, format, prompt};
-use crate::routes::chat::{offer_functions, parsed, refused};
-use crate::routes::intake::{RunCall, RunRoute};
+use crate::routes::chat::offer_functions;
+use crate::routes::intake::{Conversation, RunCall, RunRoute, TakenIn};
 use crate::routes::openapi::{OpenAiAuthFailure, OpenAiRunFailure, ResponseEvent};
-use crate::routes::session::{keep_session, run_keeping};
+use crate::routes::session::{events_answer, run_keeping, StreamedRun};
 use crate::state::AppState;
 
 /// The prefix of a response id; what follows is the handle its session is kept under.
@@ -35,8 +29,9 @@ const ID_PREFIX: &str = "resp_";
 
 /// A validated request, ready to run.
 struct ResponseRun {
-    request: http::Request<AgentRequest>,
-    streaming: bool,
+    /// The run.
+    run: Conversation,
+    /// Function calling: which calls are answered.
     tools: Tools,
     /// The response as it starts: `in_progress`, no output.
     response: ResponseObject,
@@ -78,44 +73,30 @@ impl RunRoute for Responses {
     type Error = OpenAiError;
     const ENTRY: Entry = Entry::Chat;
 
-    fn refused(refusal: &Refusal) -> OpenAiError {
-        refused(refusal)
+    async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<ResponseRun, OpenAiError> {
+        prepare(state, call.owner, call.body).await
     }
 
-    async fn prepare(
-        state: &AppState,
-        owner: &str,
-        _: &http::HeaderMap,
-        body: &Bytes,
-    ) -> Result<ResponseRun, OpenAiError> {
-        prepare(state, owner, body).await
-    }
-
-    fn request(run: &mut ResponseRun) -> &mut http::Request<AgentRequest> {
-        &mut run.request
+    fn request(asked: &mut ResponseRun) -> &mut http::Request<AgentRequest> {
+        &mut asked.run.request
     }
 
     async fn answer(
         state: &AppState,
         owner: String,
-        run: ResponseRun,
+        asked: ResponseRun,
     ) -> Result<Response, OpenAiError> {
-        if run.streaming {
-            return Ok(stream(state, run, owner));
+        if asked.run.streaming {
+            return Ok(stream(state, asked, owner));
         }
-        let ResponseRun {
-            request,
-            tools,
-            mut response,
-            handle,
-            ..
-        } = run;
-        let (outcome, _) = run_keeping(state, Entry::Chat, &owner, handle, request)
+        let request = asked.run.request;
+        let (outcome, _) = run_keeping(state, Entry::Chat, &owner, asked.handle, request)
             .await
             .map_err(failure_error)?;
         let reason = finish_reason(&outcome).ok_or_else(|| outcome_error(&outcome))?;
         let output = if reason == "tool_calls" {
-            tools
+            asked
+                .tools
                 .answered(&outcome.tool_calls)
                 .iter()
                 .map(|call| call_item(&item_id("fc"), call, "completed"))
@@ -124,6 +105,7 @@ impl RunRoute for Responses {
             let text = outcome.text.clone().unwrap_or_default();
             vec![message_item(&item_id("msg"), &text, "completed")]
         };
+        let mut response = asked.response;
         response.finish(&outcome, reason, output);
         Ok(Json(response).into_response())
     }
@@ -133,31 +115,14 @@ impl RunRoute for Responses {
 async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseRun, OpenAiError> {
     let asked = CreateResponseRequest::parse(body)?;
     let config = &state.config;
-    let model = asked
-        .model
-        .clone()
-        .unwrap_or_else(|| config.default_model.clone());
-    if !config.supported_models.contains(&model) {
-        return Err(OpenAiError::bad_request(format!(
-            "unsupported model {model:?}; supported models: {}",
-            config.supported_models.join(", ")
-        ))
-        .param("model")
-        .code("model_not_found")
-        .supported(&config.supported_models));
-    }
-    let tools = Tools::read(
-        Api::Responses,
-        asked.tools.as_ref(),
-        asked.tool_choice.as_ref(),
-        asked.parallel_tool_calls.as_ref(),
-    )?;
-    let mut options = RunOptions::default();
+    let model = format::model(asked.model.clone(), config)?;
+    let tools = Tools::read(Api::Responses, &asked.calling)?;
     let effort = asked.reasoning.as_ref().and_then(|r| r.get("effort"));
-    format::reasoning_effort(effort, &mut options).map_err(|e| e.param("reasoning.effort"))?;
-    options
-        .check(&config.supported_models, &config.option_policy)
-        .map_err(|e| format::option_error(&e))?;
+    let options = RunOptions {
+        effort: format::reasoning_effort(effort).map_err(|e| e.param("reasoning.effort"))?,
+        ..RunOptions::default()
+    };
+    format::check_options(&options, config)?;
     let turns = asked.turns()?;
     let prompt =
         prompt::render_turns(&turns, tools.instructions().as_deref()).ok_or_else(|| {
@@ -167,18 +132,9 @@ async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseR
             .param("input")
         })?;
     let streaming = asked.stream.unwrap_or(false);
-    let mut request = http::Request::new(AgentRequest {
-        prompt: prompt.into(),
-        agent: config.chat_agent.clone(),
-        model: Some(model.clone()),
-        max_budget_usd: config.chat_budget_usd,
-        partial_messages: streaming,
-        options,
-    });
-    request
-        .extensions_mut()
-        .insert(Deadline(config.chat_timeout));
-    offer_functions(&mut request, config, &tools);
+    let mut run = Conversation::new(config, model, prompt, streaming, options);
+    let request = &mut run.request;
+    offer_functions(request, config, &tools);
     if let Some(previous) = &asked.previous_response_id {
         let saved = previous_session(state, owner, previous).await?;
         request.extensions_mut().insert(ResumeSession(saved));
@@ -200,7 +156,7 @@ async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseR
         incomplete_details: None,
         instructions: asked.instructions.clone(),
         max_output_tokens: asked.max_output_tokens.clone().unwrap_or(Value::Null),
-        model,
+        model: run.model.clone(),
         output: Vec::new(),
         parallel_tool_calls: tools.parallel,
         previous_response_id: asked.previous_response_id.clone(),
@@ -220,8 +176,7 @@ async fn prepare(state: &AppState, owner: &str, body: &[u8]) -> Result<ResponseR
             .unwrap_or_else(|| json!({})),
     };
     Ok(ResponseRun {
-        request,
-        streaming,
+        run,
         tools,
         response,
         handle: store.then_some(handle),
@@ -266,51 +221,26 @@ struct OpenMessage {
 }
 
 /// Answers a streaming response: typed events, the text deltas as the agent produces them.
-fn stream(state: &AppState, run: ResponseRun, owner: String) -> Response {
+fn stream(state: &AppState, asked: ResponseRun, owner: String) -> Response {
     let ResponseRun {
-        mut request,
+        run,
         tools,
         mut response,
         handle,
-        ..
-    } = run;
-    let (sink, mut events) = mpsc::unbounded_channel();
-    request.extensions_mut().insert(ProgressSink(sink));
-    let run = state.runs.run(Entry::Chat, request);
-    let state = state.clone();
+    } = asked;
+    let mut run = StreamedRun::start(state, Entry::Chat, owner, handle, run.request);
 
     let body = async_stream::stream! {
-        // The run lives in the body: a client that goes away drops it unfinished.
-        let mut run = std::pin::pin!(run);
         let mut sequence = Sequence::default();
         yield Ok::<_, Infallible>(sequence.event("response.created", json!({"response": response})));
         yield Ok(sequence.event("response.in_progress", json!({"response": response})));
         let mut message: Option<OpenMessage> = None;
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(event) = events.recv() => {
-                    if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
-                        for event in delta(&mut sequence, &mut message, text) {
-                            yield Ok(event);
-                        }
-                    }
-                }
-                result = &mut run => break result,
-            }
-        };
-        let mut result = result;
-        if let Ok(outcome) = &mut result {
-            keep_session(&state, &owner, handle, outcome).await;
-        }
-        // Events sent just before the run ended are still in the channel.
-        while let Ok(event) = events.try_recv() {
-            if let Some(text) = parsed(&event).as_ref().and_then(text_delta) {
-                for event in delta(&mut sequence, &mut message, text) {
-                    yield Ok(event);
-                }
+        while let Some(text) = run.text().await {
+            for event in delta(&mut sequence, &mut message, &text) {
+                yield Ok(event);
             }
         }
+        let result = run.ended().await;
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(failure) => {
@@ -361,9 +291,7 @@ fn stream(state: &AppState, run: ResponseRun, owner: String) -> Response {
         let kind = if response.status == "incomplete" { "response.incomplete" } else { "response.completed" };
         yield Ok(sequence.event(kind, json!({"response": response})));
     };
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    events_answer(body, None)
 }
 
 /// The events of one text delta: the message item and its text part opened first when this is

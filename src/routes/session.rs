@@ -2,14 +2,21 @@
 //! presents is continued, the run keeps its session under it, and the answer carries it back. The
 //! routes differ only in the error shape they refuse a handle with, so they pass their own mapper.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
-use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
 use http::{HeaderMap, HeaderValue};
+use tokio::sync::mpsc;
 
-use crate::agent::{AgentOutcome, AgentRequest, KeepSession, ResumeSession};
+use crate::agent::{AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession};
 use crate::jobs::{new_job_id, ContinueError};
 use crate::metrics::Entry;
+use crate::openai::stream::text_delta;
 use crate::run::RunFailure;
 use crate::state::AppState;
 
@@ -119,6 +126,116 @@ pub(crate) async fn run_keeping(
     let mut outcome = state.runs.run(entry, request).await?;
     let handle = keep_session(state, owner, handle, &mut outcome).await;
     Ok((outcome, handle))
+}
+
+/// A run whose answer streams: its text deltas as the agent produces them, then how it ended,
+/// with the session it left kept. It owns the run: dropping it unfinished (a client that went
+/// away drops the body that holds it) drops the run.
+pub(crate) struct StreamedRun {
+    /// The run, until it ends; then how it ended, its session kept.
+    stage: Stage,
+    /// The run's stream-json events as they come.
+    progress: mpsc::UnboundedReceiver<Box<str>>,
+    /// Where the run's session is kept.
+    state: AppState,
+    /// Whose session it is.
+    owner: String,
+    /// The handle it is kept under (`None`: not kept).
+    handle: Option<String>,
+}
+
+/// A streamed run before and after it ends.
+enum Stage {
+    Running(Pin<Box<dyn Future<Output = Result<AgentOutcome, RunFailure>> + Send>>),
+    Ended(Box<Result<AgentOutcome, RunFailure>>),
+}
+
+impl StreamedRun {
+    /// Starts `request` as `entry`, its progress forwarded; the session it leaves is kept under
+    /// `handle` for `owner`.
+    pub(crate) fn start(
+        state: &AppState,
+        entry: Entry,
+        owner: String,
+        handle: Option<String>,
+        mut request: http::Request<AgentRequest>,
+    ) -> Self {
+        let (sink, progress) = mpsc::unbounded_channel();
+        request.extensions_mut().insert(ProgressSink(sink));
+        Self {
+            stage: Stage::Running(Box::pin(state.runs.run(entry, request))),
+            progress,
+            state: state.clone(),
+            owner,
+            handle,
+        }
+    }
+
+    /// The next piece of the answer's text; `None` once the run has ended and every piece sent
+    /// before its end is out.
+    pub(crate) async fn text(&mut self) -> Option<String> {
+        loop {
+            let event = match &mut self.stage {
+                Stage::Running(run) => tokio::select! {
+                    biased;
+                    Some(event) = self.progress.recv() => event,
+                    result = run => {
+                        let handle = self.handle.take();
+                        let result = kept(&self.state, &self.owner, handle, result).await;
+                        self.stage = Stage::Ended(Box::new(result));
+                        continue;
+                    }
+                },
+                // Events sent just before the run ended are still in the channel.
+                Stage::Ended(_) => self.progress.try_recv().ok()?,
+            };
+            let parsed = serde_json::from_str(&event).ok();
+            if let Some(text) = parsed.as_ref().and_then(text_delta) {
+                return Some(text.to_owned());
+            }
+        }
+    }
+
+    /// How the run ended, with its session kept; what text is still unread is passed over.
+    pub(crate) async fn ended(self) -> Result<AgentOutcome, RunFailure> {
+        let StreamedRun {
+            stage,
+            state,
+            owner,
+            handle,
+            ..
+        } = self;
+        match stage {
+            Stage::Running(run) => kept(&state, &owner, handle, run.await).await,
+            Stage::Ended(result) => *result,
+        }
+    }
+}
+
+/// `result`, with the session the run left kept under `handle`.
+async fn kept(
+    state: &AppState,
+    owner: &str,
+    handle: Option<String>,
+    mut result: Result<AgentOutcome, RunFailure>,
+) -> Result<AgentOutcome, RunFailure> {
+    if let Ok(outcome) = &mut result {
+        keep_session(state, owner, handle, outcome).await;
+    }
+    result
+}
+
+/// A stream of Server-Sent Events as an answer, kept alive, with the session handle header.
+pub(crate) fn events_answer<S>(events: S, handle: Option<&str>) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    with_handle(
+        Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        handle,
+    )
 }
 
 /// Adds the session handle header to an answer.

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use gateway_layers::workspace::WorkspacePath;
 use gateway_layers::BoxError;
 use http::Request;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::agent::{AgentOutcome, AgentRequest};
 use crate::contain::Cells;
@@ -387,16 +387,7 @@ impl HarvestLayer {
     }
 }
 
-impl<S> Layer<S> for HarvestLayer {
-    type Service = HarvestService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HarvestService {
-            inner,
-            harvester: self.harvester.clone(),
-        }
-    }
-}
+layer_of_fields!(HarvestLayer => HarvestService { harvester });
 
 /// See [`HarvestLayer`].
 #[derive(Clone, Debug)]

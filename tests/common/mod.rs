@@ -268,6 +268,37 @@ pub async fn sse_data(response: Response) -> Vec<String> {
     openai_schema::sse_payloads(&text)
 }
 
+/// The chunks of a streamed chat completion, parsed; its last event must be `[DONE]`.
+pub async fn chat_chunks(response: Response) -> Vec<Value> {
+    let data = sse_data(response).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// Asserts that runs of keys `alice` (weight 3) and `bob` (weight 1) started in `order` (their
+/// names, `alice0`, `bob2`, …) kept FIFO within each key and shared the slots 3:1, rounds of four
+/// starts holding at most two of bob's (one, within one job), and the first round one.
+pub fn assert_three_to_one(order: &[String]) {
+    for key in ["alice", "bob"] {
+        let mine: Vec<_> = order
+            .iter()
+            .filter(|n| n.starts_with(key))
+            .cloned()
+            .collect();
+        let mut sorted = mine.clone();
+        sorted.sort_by_key(|n| n[key.len()..].parse::<u32>().unwrap());
+        assert_eq!(mine, sorted, "FIFO within each key: {order:?}");
+    }
+    for round in order.chunks(4) {
+        let bob = round.iter().filter(|n| n.starts_with("bob")).count();
+        assert!((0..=2).contains(&bob), "round {round:?} of {order:?}");
+    }
+    assert!(order[..4].iter().any(|n| n.starts_with("bob")), "{order:?}");
+}
+
 /// Panics, naming the fields, unless the answer to `path` conforms to OpenAI's schema.
 fn conforms(path: &str, success: bool, streamed: bool, text: &str) {
     let errors = openai_schema::answer_violations(path, success, streamed, text);
@@ -301,6 +332,15 @@ impl Gateway {
     /// A gateway in front of the real CLI with one setting changed: `--flag value`.
     pub async fn with(flag: &str, value: impl ToString) -> Gateway {
         GatewayBuilder::default().arg(flag, value).start().await
+    }
+
+    /// A gateway that runs one run at a time and queues up to `depth`.
+    pub async fn one_slot(depth: usize) -> Gateway {
+        Self::builder()
+            .arg("max-concurrency", 1)
+            .arg("max-queue-depth", depth)
+            .start()
+            .await
     }
 
     /// A builder for other settings.
@@ -397,6 +437,13 @@ impl Gateway {
     /// `POST /v1/chat/completions` of one user message, `content`.
     pub async fn chat(&self, content: &str) -> Response {
         self.post(CHAT, &Self::chat_body(content)).await
+    }
+
+    /// [`chat`](Self::chat), asserting the answer's status; answers its JSON body.
+    pub async fn chat_json(&self, content: &str, status: StatusCode) -> Value {
+        let response = self.chat(content).await;
+        assert_eq!(response.status(), status);
+        json(response).await
     }
 
     /// A chat completion of one user message, not sent yet: `.send()` it (it can be spawned).

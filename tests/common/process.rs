@@ -79,6 +79,15 @@ pub async fn spawn_binary(
     bin: &str,
     envs: Vec<(String, String)>,
 ) -> (tokio::process::Child, String) {
+    spawn_binary_with(bin, envs, std::process::Stdio::inherit()).await
+}
+
+/// [`spawn_binary`], its stderr going to `stderr` (`piped()` to read its log).
+pub async fn spawn_binary_with(
+    bin: &str,
+    envs: Vec<(String, String)>,
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, String) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -89,7 +98,7 @@ pub async fn spawn_binary(
         .envs(envs)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("binary starts");

@@ -86,29 +86,30 @@ fn missing() -> Outcome {
     Outcome::Refused(StatusCode::UNAUTHORIZED, "Missing bearer token".into())
 }
 
+fn accepted(owner: &str) -> Outcome {
+    Outcome::Accepted(owner.into())
+}
+
 fn invalid() -> Outcome {
     Outcome::Refused(StatusCode::UNAUTHORIZED, "Invalid token".into())
 }
 
 #[tokio::test]
 async fn right_token_reaches_inner_with_its_name() {
-    assert_eq!(
-        send(bearer("Bearer s3cret")).await,
-        Outcome::Accepted("ci".into())
-    );
+    assert_eq!(send(bearer("Bearer s3cret")).await, accepted("ci"));
 }
 
 #[tokio::test]
 async fn second_token_is_accepted_under_its_own_name() {
     assert_eq!(
         send(bearer("Bearer another-secret")).await,
-        Outcome::Accepted("alice".into())
+        accepted("alice")
     );
 }
 
 #[tokio::test]
 async fn scheme_is_case_insensitive() {
-    let ci = Outcome::Accepted("ci".into());
+    let ci = accepted("ci");
     assert_each(&["bearer s3cret", "BEARER s3cret"], ci).await;
 }
 
@@ -197,24 +198,22 @@ async fn send_api_key(headers: &[(&'static str, &'static str)]) -> Outcome {
 
 #[tokio::test]
 async fn an_api_key_header_is_checked_against_the_same_tokens() {
-    assert_eq!(
-        send_api_key(&[("x-api-key", "another-secret")]).await,
-        Outcome::Accepted("alice".into())
-    );
-    assert_eq!(
-        send_api_key(&[("x-api-key", " s3cret ")]).await,
-        Outcome::Accepted("ci".into())
-    );
-    assert_eq!(send_api_key(&[("x-api-key", "s3cre")]).await, invalid());
-    assert_eq!(send_api_key(&[("x-api-key", "  ")]).await, missing());
-    assert_eq!(send_api_key(&[]).await, missing());
+    for (headers, outcome) in [
+        (&[("x-api-key", "another-secret")][..], accepted("alice")),
+        (&[("x-api-key", " s3cret ")], accepted("ci")),
+        (&[("x-api-key", "s3cre")], invalid()),
+        (&[("x-api-key", "  ")], missing()),
+        (&[], missing()),
+    ] {
+        assert_eq!(send_api_key(headers).await, outcome, "{headers:?}");
+    }
 }
 
 #[tokio::test]
 async fn with_an_api_key_source_bearer_still_works() {
     assert_eq!(
         send_api_key(&[("authorization", "Bearer s3cret")]).await,
-        Outcome::Accepted("ci".into())
+        accepted("ci")
     );
     assert_eq!(
         send_api_key(&[("authorization", "Bearer nope")]).await,
@@ -223,7 +222,7 @@ async fn with_an_api_key_source_bearer_still_works() {
     // The same token in both headers is one credential.
     assert_eq!(
         send_api_key(&[("authorization", "Bearer s3cret"), ("x-api-key", "s3cret")]).await,
-        Outcome::Accepted("ci".into())
+        accepted("ci")
     );
     // A wrong bearer beside a right key is still a wrong credential, never a fallback.
     assert!(matches!(

@@ -38,6 +38,13 @@ fn start(svc: &mut Svc, req: Request<&'static str>) -> Call {
     call
 }
 
+/// Waits for the inner service's next call and checks it is `body`'s; answers its responder.
+async fn next_call(handle: &mut Handle, body: &str) -> mock::SendResponse<Response<&'static str>> {
+    let (req, send) = handle.next_request().await.expect("a call");
+    assert_eq!(*req.body(), body);
+    send
+}
+
 fn counts(gauge: &Gauge) -> (usize, usize) {
     let GaugeSnapshot { active, queued, .. } = gauge.snapshot();
     (active, queued)
@@ -71,8 +78,7 @@ async fn second_request_waits_until_the_first_completes() {
     assert!(second.is_woken());
     assert_pending!(second.poll());
     assert_eq!(counts(&gauge), (1, 0));
-    let (req, send) = handle.next_request().await.expect("second runs");
-    assert_eq!(*req.body(), "second");
+    let send = next_call(&mut handle, "second").await;
     send.send_response(Response::new("two"));
     assert_eq!(*assert_ready_ok!(second.poll()).body(), "two");
     assert_eq!(counts(&gauge), (0, 0));
@@ -95,8 +101,7 @@ async fn dropping_a_queued_request_frees_its_queue_slot() {
     assert_ready_ok!(first.poll());
     let _third = start(&mut svc, admitted(&gauge, "third"));
     assert_eq!(counts(&gauge), (1, 0));
-    let (req, _send) = handle.next_request().await.expect("third runs");
-    assert_eq!(*req.body(), "third");
+    let _send = next_call(&mut handle, "third").await;
 }
 
 #[tokio::test]
@@ -111,10 +116,8 @@ async fn dropping_a_running_request_frees_its_permit() {
     assert_pending!(second.poll());
     assert_eq!(counts(&gauge), (1, 0));
 
-    let (req, _) = handle.next_request().await.expect("first was called");
-    assert_eq!(*req.body(), "first");
-    let (req, _) = handle.next_request().await.expect("second runs");
-    assert_eq!(*req.body(), "second");
+    next_call(&mut handle, "first").await;
+    next_call(&mut handle, "second").await;
 }
 
 #[tokio::test]
@@ -137,8 +140,7 @@ async fn waiters_run_in_arrival_order() {
         for waiter in waiters.iter_mut().rev() {
             assert_pending!(waiter.poll());
         }
-        let (req, next_send) = handle.next_request().await.expect("a waiter runs");
-        assert_eq!(*req.body(), expected);
+        let next_send = next_call(&mut handle, expected).await;
         assert_pending!(handle.poll_request());
         send = next_send;
         running = waiters.remove(0);
@@ -156,8 +158,7 @@ async fn readiness_is_the_inner_services() {
     handle.allow(1);
     assert!(svc.is_woken());
     let _fut = start(&mut svc, admitted(&gauge, "only"));
-    let (req, _) = handle.next_request().await.expect("called");
-    assert_eq!(*req.body(), "only");
+    next_call(&mut handle, "only").await;
 }
 
 #[tokio::test]

@@ -29,10 +29,10 @@ use sqlx::Row;
 use super::events::JobEvent;
 use super::memory::StoreLimits;
 use super::record::{JobRecord, WebhookView};
-use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
+use super::rows::{self, count, encode, finished_micros, micros, new_webhooks};
 use super::store::{
     ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, SpendWindow, StoreError,
-    StoreFuture, Unfinished, WebhookTried,
+    StoreFuture, Unfinished, WebhookClaim, WebhookTried,
 };
 use crate::policy::Spend;
 
@@ -58,31 +58,18 @@ const EVICT_LOCK: i64 = 0x636c_6175_6465_0002;
 /// `disk_full` (SQLSTATE 53100): the database has no room left.
 const DISK_FULL: &str = "53100";
 
-/// Where a job's event log stands, as three columns: the next `seq`, the bytes of its agent
-/// events, whether some were dropped.
-macro_rules! log_position {
-    () => {
-        "(SELECT COALESCE(MAX(e.seq) + 1, 0) FROM job_events e WHERE e.job_id = j.job_id), \
-         (SELECT COALESCE(SUM(octet_length(e.data)), 0)::BIGINT FROM job_events e \
-           WHERE e.job_id = j.job_id AND e.kind = 'agent'), \
-         EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.job_id AND e.kind = 'truncated')"
-    };
-}
-
-/// The columns of an unfinished job: its record and where its event log stands.
-const UNFINISHED: &str = concat!("SELECT j.record, ", log_position!(), " FROM jobs j");
-
-/// [`UNFINISHED`] with the replica holding the job.
+/// [`UNFINISHED`](rows::UNFINISHED) with the replica holding the job.
 const HELD: &str = concat!(
     "SELECT j.record, ",
-    log_position!(),
+    rows::log_position!(),
     ", j.replica FROM jobs j"
 );
 
 /// The claim of one job (see [`PgStore::claim`]): `$1` the replica, `$2`/`$3` the owners the
 /// policy names and their `max_concurrent`, `$4` everyone else's, `$5` now (Unix microseconds).
-/// Answers the claimed job as [`UNFINISHED`] does, a row of NULLs when the job found could not
-/// be taken (its owner's last slot went to another replica first), nothing when none was found.
+/// Answers the claimed job as [`UNFINISHED`](rows::UNFINISHED) does, a row of NULLs when the job
+/// found could not be taken (its owner's last slot went to another replica first), nothing when
+/// none was found.
 static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH cand AS (SELECT q.seq, q.owner, \
@@ -100,7 +87,7 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  WHERE seq IN (SELECT seq FROM cand) AND EXISTS (SELECT 1 FROM gate) \
                  RETURNING seq, job_id, record) \
          {}",
-        UNFINISHED.replace(
+        rows::UNFINISHED.replace(
             "FROM jobs j",
             "FROM cand LEFT JOIN claimed j ON j.seq = cand.seq"
         )
@@ -220,7 +207,7 @@ pub(crate) struct Held {
     pub job: Unfinished,
 }
 
-/// Rows of [`UNFINISHED`] followed by the `replica` column.
+/// Rows of [`UNFINISHED`](rows::UNFINISHED) followed by the `replica` column.
 fn read_held(rows: Vec<PgRow>) -> Result<Vec<Held>, StoreError> {
     let holders = rows
         .iter()
@@ -373,19 +360,11 @@ impl PgStore {
                 .await
                 .map_err(failed)?;
             // With the job, in its transaction: no webhook is lost between the two.
-            for (id, kind, url) in new_webhooks(record) {
-                sqlx::query(
-                    "INSERT INTO webhooks (id, job_id, kind, url, next_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(&record.job_id)
-                .bind(kind)
-                .bind(url)
-                .bind(micros(&record.created_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(failed)?;
+            for webhook in new_webhooks(record) {
+                rows::insert_webhook!(record, webhook)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
             }
         }
         tx.commit().await.map_err(failed)?;
@@ -665,49 +644,15 @@ impl PgStore {
 }
 
 impl JobStore for PgStore {
+    rows::shared_reads!(readers: pool, unfinished_from: pool, failed: failed);
+
     fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            let (forget, add) = rows::charge!(&owner, window, spend);
             let mut tx = self.pool.begin().await.map_err(failed)?;
-            sqlx::query("DELETE FROM key_spend WHERE owner = $1 AND window_end <= $2")
-                .bind(&owner)
-                .bind(micros(&window.0))
-                .execute(&mut *tx)
-                .await
-                .map_err(failed)?;
-            sqlx::query(
-                "INSERT INTO key_spend (owner, window_start, window_end, usd, tokens) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, window_start, window_end) \
-                 DO UPDATE SET usd = key_spend.usd + excluded.usd, \
-                 tokens = key_spend.tokens + excluded.tokens",
-            )
-            .bind(&owner)
-            .bind(micros(&window.0))
-            .bind(micros(&window.1))
-            .bind(spend.usd)
-            .bind(i64::try_from(spend.tokens).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+            forget.execute(&mut *tx).await.map_err(failed)?;
+            add.execute(&mut *tx).await.map_err(failed)?;
             tx.commit().await.map_err(failed)
-        })
-    }
-
-    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
-        Box::pin(async move {
-            let row: Option<(f64, i64)> = sqlx::query_as(
-                "SELECT usd, tokens FROM key_spend \
-                 WHERE owner = $1 AND window_start = $2 AND window_end = $3",
-            )
-            .bind(&owner)
-            .bind(micros(&window.0))
-            .bind(micros(&window.1))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed)?;
-            Ok(row.map_or_else(Spend::default, |(usd, tokens)| Spend {
-                usd,
-                tokens: u64::try_from(tokens).unwrap_or(0),
-            }))
         })
     }
 
@@ -733,18 +678,6 @@ impl JobStore for PgStore {
         })
     }
 
-    fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>> {
-        Box::pin(async move {
-            let text: Option<String> =
-                sqlx::query_scalar("SELECT record FROM jobs WHERE job_id = $1")
-                    .bind(&job_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(failed)?;
-            text.as_deref().map(from_json).transpose()
-        })
-    }
-
     fn keep_session(&self, job_id: String, session: Vec<u8>) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let done =
@@ -759,47 +692,13 @@ impl JobStore for PgStore {
         })
     }
 
-    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let session: Option<Option<Vec<u8>>> =
-                sqlx::query_scalar("SELECT session FROM jobs WHERE job_id = $1")
-                    .bind(&job_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(failed)?;
-            Ok(session.flatten())
-        })
-    }
-
     fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO chat_sessions (handle, owner, updated_at, session) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (handle) DO UPDATE SET \
-                 owner = excluded.owner, updated_at = excluded.updated_at, \
-                 session = excluded.session",
-            )
-            .bind(&session.handle)
-            .bind(&session.owner)
-            .bind(micros(&session.updated_at))
-            .bind(&session.session)
-            .execute(&self.pool)
-            .await
-            .map_err(failed)?;
+            rows::keep_chat_session!(session)
+                .execute(&self.pool)
+                .await
+                .map_err(failed)?;
             Ok(true)
-        })
-    }
-
-    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT owner, updated_at, session FROM chat_sessions WHERE handle = $1",
-            )
-            .bind(&handle)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed)?;
-            row.map(|row| rows::chat_session(&row, handle)).transpose()
         })
     }
 
@@ -837,22 +736,6 @@ impl JobStore for PgStore {
         })
     }
 
-    fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT seq, kind, data FROM job_events WHERE job_id = $1 AND seq >= $2 \
-                 ORDER BY seq LIMIT $3",
-            )
-            .bind(&job_id)
-            .bind(i64::try_from(from).unwrap_or(i64::MAX))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed)?;
-            rows::events(&rows)
-        })
-    }
-
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
         Box::pin(async move {
             let limit = query.limit.max(1);
@@ -878,18 +761,6 @@ impl JobStore for PgStore {
             .await
             .map_err(failed)?;
             rows::page(&rows, limit)
-        })
-    }
-
-    fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>> {
-        Box::pin(async move {
-            let rows = sqlx::query(&format!(
-                "{UNFINISHED} WHERE j.finished_at IS NULL ORDER BY j.seq"
-            ))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed)?;
-            rows::unfinished(&rows)
         })
     }
 
@@ -946,12 +817,7 @@ impl JobStore for PgStore {
         })
     }
 
-    fn claim_webhooks(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+    fn claim_webhooks(&self, claim: WebhookClaim) -> StoreFuture<'_, Vec<DueWebhook>> {
         Box::pin(async move {
             // Replicas claiming at once skip each other's rows; the lease keeps a claimed
             // webhook from every other sender until it runs out (a crashed sender's included).
@@ -967,9 +833,9 @@ impl JobStore for PgStore {
                  SELECT c.id, c.kind, c.url, c.attempts, j.summary \
                  FROM claimed c JOIN jobs j ON j.job_id = c.job_id",
             )
-            .bind(micros(&lease_until))
-            .bind(micros(&now))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(micros(&claim.lease_until))
+            .bind(micros(&claim.now))
+            .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
@@ -999,33 +865,6 @@ impl JobStore for PgStore {
             .await
             .map_err(failed)?;
             Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, kind, state, tries::text, next_at FROM webhooks WHERE job_id = $1 \
-                 ORDER BY kind DESC",
-            )
-            .bind(&job_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed)?;
-            rows.iter().map(rows::webhook_view).collect()
-        })
-    }
-
-    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
-        Box::pin(async move {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending' AND next_at > $1",
-            )
-            .bind(micros(&now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed)?;
-            Ok(next.and_then(DateTime::from_timestamp_micros))
         })
     }
 

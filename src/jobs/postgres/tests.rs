@@ -172,7 +172,10 @@ async fn replicas_claiming_webhooks_at_once_never_take_the_same_one() {
     let claimed = futures_util::future::join_all(replicas.iter().map(|store| async move {
         let mut mine = Vec::new();
         loop {
-            let due = store.claim_webhooks(now, lease, 3).await.unwrap();
+            let due = store
+                .claim_webhooks(WebhookClaim::new(now, lease, 3))
+                .await
+                .unwrap();
             if due.is_empty() {
                 return mine;
             }
@@ -206,18 +209,39 @@ fn numbers(claimed: &[Unfinished], of: &[(u32, &str)]) -> Vec<u32> {
         .collect()
 }
 
+/// Caps for a claim: alice at `max_concurrent`, everyone else unlimited.
+fn alice_capped_at(max_concurrent: i64) -> ClaimCaps {
+    ClaimCaps {
+        owners: vec!["alice".into()],
+        caps: vec![max_concurrent],
+        default: i64::MAX,
+    }
+}
+
+/// Queues jobs `numbers` of `owner` through `store` (each created at its number), noting them in
+/// `all`.
+async fn enqueue_all<'a>(
+    store: &PgStore,
+    owner: &'a str,
+    numbers: std::ops::Range<u32>,
+    all: &mut Vec<(u32, &'a str)>,
+) {
+    for n in numbers {
+        store
+            .enqueue(&job(n, owner, i64::from(n)), &[], 1000, ONE)
+            .await
+            .unwrap();
+        all.push((n, owner));
+    }
+}
+
 #[tokio::test]
 async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passed_over() {
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
     let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
     let mut all = Vec::new();
-    for n in 0..20 {
-        a.enqueue(&job(n, "alice", i64::from(n)), &[], 1000, ONE)
-            .await
-            .unwrap();
-        all.push((n, "alice"));
-    }
+    enqueue_all(&a, "alice", 0..20, &mut all).await;
     // Two of alice's run (one on each replica) when bob arrives.
     assert_eq!(
         numbers(&a.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
@@ -227,29 +251,17 @@ async fn a_newcomer_is_claimed_ahead_of_a_long_queue_and_capped_owners_are_passe
         numbers(&b.claim(1, &ClaimCaps::default()).await.unwrap(), &all),
         [1]
     );
-    for n in 20..22 {
-        b.enqueue(&job(n, "bob", i64::from(n)), &[], 1000, ONE)
-            .await
-            .unwrap();
-        all.push((n, "bob"));
-    }
+    enqueue_all(&b, "bob", 20..22, &mut all).await;
     // Bob's two go next, ahead of alice's 18.
     assert_eq!(
         numbers(&a.claim(2, &ClaimCaps::default()).await.unwrap(), &all),
         [20, 21]
     );
     // Alice capped at the 2 she holds: nothing of hers is claimed.
-    let caps = ClaimCaps {
-        owners: vec!["alice".into()],
-        caps: vec![2],
-        default: i64::MAX,
-    };
+    let caps = alice_capped_at(2);
     assert!(b.claim(2, &caps).await.unwrap().is_empty());
     // A limit of 3 lets exactly one more of hers go.
-    let caps = ClaimCaps {
-        caps: vec![3],
-        ..caps
-    };
+    let caps = alice_capped_at(3);
     assert_eq!(numbers(&b.claim(2, &caps).await.unwrap(), &all), [2]);
     // Bob at his max_queued is refused while alice is still taken.
     let capped = FairAdmit {
@@ -281,16 +293,20 @@ async fn finish_held(store: &PgStore) {
     .unwrap();
 }
 
+/// Forgets every job still waiting in the queue.
+async fn forget_queued(store: &PgStore) {
+    sqlx::query("DELETE FROM jobs WHERE status = 'queued' AND replica IS NULL")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn replicas_claiming_at_once_never_take_an_owner_past_its_max_concurrent() {
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
     let b = PgStore::open(&db.url(), "b", limits()).await.unwrap();
-    let caps = ClaimCaps {
-        owners: vec!["alice".into()],
-        caps: vec![1],
-        default: i64::MAX,
-    };
+    let caps = alice_capped_at(1);
     let mut n = 0;
     for round in 0..40 {
         for owner in ["alice", "alice", "alice", "bob"] {
@@ -310,10 +326,7 @@ async fn replicas_claiming_at_once_never_take_an_owner_past_its_max_concurrent()
             "round {round}"
         );
         finish_held(&a).await;
-        sqlx::query("DELETE FROM jobs WHERE status = 'queued' AND replica IS NULL")
-            .execute(&a.pool)
-            .await
-            .unwrap();
+        forget_queued(&a).await;
     }
 }
 
@@ -321,11 +334,7 @@ async fn replicas_claiming_at_once_never_take_an_owner_past_its_max_concurrent()
 async fn a_job_going_back_to_the_queue_gives_its_owner_s_slot_back() {
     let db = TestDb::create().await;
     let a = PgStore::open(&db.url(), "a", limits()).await.unwrap();
-    let caps = ClaimCaps {
-        owners: vec!["alice".into()],
-        caps: vec![1],
-        default: i64::MAX,
-    };
+    let caps = alice_capped_at(1);
     for n in 0..2 {
         a.enqueue(&job(n, "alice", i64::from(n)), &[], 1000, ONE)
             .await

@@ -33,10 +33,10 @@ use crate::config::SqliteSync;
 use super::events::JobEvent;
 use super::memory::StoreLimits;
 use super::record::{JobRecord, WebhookView};
-use super::rows::{self, count, encode, finished_micros, from_json, micros, new_webhooks};
+use super::rows::{self, count, encode, finished_micros, micros, new_webhooks};
 use super::store::{
     ChatSession, Cursor, DueWebhook, JobStore, ListQuery, Page, SpendWindow, StoreError,
-    StoreFuture, Unfinished, WebhookTried,
+    StoreFuture, Unfinished, WebhookClaim, WebhookTried,
 };
 use crate::policy::Spend;
 
@@ -420,6 +420,8 @@ async fn footprint(
 }
 
 impl JobStore for SqliteStore {
+    rows::shared_reads!(readers: readers, unfinished_from: writer, failed: failed);
+
     fn is_durable(&self) -> bool {
         true
     }
@@ -451,18 +453,10 @@ impl JobStore for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
                 append_events(conn, &record.job_id, &events).await?;
-                for (id, kind, url) in new_webhooks(&record) {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO webhooks (id, job_id, kind, url, next_at) \
-                         VALUES (?, ?, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(&record.job_id)
-                    .bind(kind)
-                    .bind(url)
-                    .bind(micros(&record.created_at))
-                    .execute(&mut *conn)
-                    .await?;
+                for webhook in new_webhooks(&record) {
+                    rows::insert_webhook!(record, webhook)
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 let after = Footprint {
                     finished: record.status.is_terminal(),
@@ -471,18 +465,6 @@ impl JobStore for SqliteStore {
                 Ok(((), Delta::between(None, Some(after))))
             })
         }))
-    }
-
-    fn get(&self, job_id: String) -> StoreFuture<'_, Option<JobRecord>> {
-        Box::pin(async move {
-            let text: Option<String> =
-                sqlx::query_scalar("SELECT record FROM jobs WHERE job_id = ?")
-                    .bind(&job_id)
-                    .fetch_optional(&self.readers)
-                    .await
-                    .map_err(failed)?;
-            text.as_deref().map(from_json).transpose()
-        })
     }
 
     fn update(&self, record: JobRecord, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
@@ -544,46 +526,12 @@ impl JobStore for SqliteStore {
     fn keep_chat_session(&self, session: ChatSession) -> StoreFuture<'_, bool> {
         Box::pin(self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO chat_sessions (handle, owner, updated_at, session) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (handle) DO UPDATE SET \
-                     owner = excluded.owner, updated_at = excluded.updated_at, \
-                     session = excluded.session",
-                )
-                .bind(&session.handle)
-                .bind(&session.owner)
-                .bind(micros(&session.updated_at))
-                .bind(&session.session)
-                .execute(&mut *conn)
-                .await?;
+                rows::keep_chat_session!(session)
+                    .execute(&mut *conn)
+                    .await?;
                 Ok((true, Delta::default()))
             })
         }))
-    }
-
-    fn chat_session(&self, handle: String) -> StoreFuture<'_, Option<ChatSession>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT owner, updated_at, session FROM chat_sessions WHERE handle = ?",
-            )
-            .bind(&handle)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(failed)?;
-            row.map(|row| rows::chat_session(&row, handle)).transpose()
-        })
-    }
-
-    fn session(&self, job_id: String) -> StoreFuture<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let session: Option<Option<Vec<u8>>> =
-                sqlx::query_scalar("SELECT session FROM jobs WHERE job_id = ?")
-                    .bind(&job_id)
-                    .fetch_optional(&self.readers)
-                    .await
-                    .map_err(failed)?;
-            Ok(session.flatten())
-        })
     }
 
     fn append(&self, job_id: String, events: Vec<JobEvent>) -> StoreFuture<'_, bool> {
@@ -607,22 +555,6 @@ impl JobStore for SqliteStore {
                 Ok((true, Delta::between(Some(before), Some(after))))
             })
         }))
-    }
-
-    fn events(&self, job_id: String, from: u64, limit: usize) -> StoreFuture<'_, Vec<JobEvent>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT seq, kind, data FROM job_events WHERE job_id = ? AND seq >= ? \
-                 ORDER BY seq LIMIT ?",
-            )
-            .bind(&job_id)
-            .bind(i64::try_from(from).unwrap_or(i64::MAX))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(failed)?;
-            rows::events(&rows)
-        })
     }
 
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
@@ -659,24 +591,6 @@ impl JobStore for SqliteStore {
                 }
                 .map_err(failed)?;
             rows::page(&rows, limit)
-        })
-    }
-
-    fn unfinished(&self) -> StoreFuture<'_, Vec<Unfinished>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT j.record, \
-                        (SELECT COALESCE(MAX(e.seq) + 1, 0) FROM job_events e WHERE e.job_id = j.job_id), \
-                        (SELECT COALESCE(SUM(length(CAST(e.data AS BLOB))), 0) FROM job_events e \
-                          WHERE e.job_id = j.job_id AND e.kind = 'agent'), \
-                        EXISTS (SELECT 1 FROM job_events e \
-                          WHERE e.job_id = j.job_id AND e.kind = 'truncated') \
-                 FROM jobs j WHERE j.finished_at IS NULL ORDER BY j.seq",
-            )
-            .fetch_all(&self.writer)
-            .await
-            .map_err(failed)?;
-            rows::unfinished(&rows)
         })
     }
 
@@ -779,12 +693,7 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn claim_webhooks(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<DueWebhook>> {
+    fn claim_webhooks(&self, claim: WebhookClaim) -> StoreFuture<'_, Vec<DueWebhook>> {
         Box::pin(async move {
             let claimed: Vec<String> = self
                 .write(move |conn| {
@@ -799,9 +708,9 @@ impl JobStore for SqliteStore {
                                  ORDER BY w.next_at LIMIT ?3) \
                              RETURNING id",
                         )
-                        .bind(micros(&lease_until))
-                        .bind(micros(&now))
-                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(micros(&claim.lease_until))
+                        .bind(micros(&claim.now))
+                        .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
                         .fetch_all(&mut *conn)
                         .await?;
                         Ok((ids, Delta::default()))
@@ -850,75 +759,15 @@ impl JobStore for SqliteStore {
         }))
     }
 
-    fn webhooks(&self, job_id: String) -> StoreFuture<'_, Vec<WebhookView>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, kind, state, tries, next_at FROM webhooks WHERE job_id = ? \
-                 ORDER BY kind DESC",
-            )
-            .bind(&job_id)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(failed)?;
-            rows.iter().map(rows::webhook_view).collect()
-        })
-    }
-
-    fn next_webhook(&self, now: DateTime<Utc>) -> StoreFuture<'_, Option<DateTime<Utc>>> {
-        Box::pin(async move {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending' AND next_at > ?",
-            )
-            .bind(micros(&now))
-            .fetch_one(&self.readers)
-            .await
-            .map_err(failed)?;
-            Ok(next.and_then(DateTime::from_timestamp_micros))
-        })
-    }
-
     fn charge(&self, owner: String, window: SpendWindow, spend: Spend) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |conn| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM key_spend WHERE owner = ? AND window_end <= ?")
-                    .bind(&owner)
-                    .bind(micros(&window.0))
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO key_spend (owner, window_start, window_end, usd, tokens) \
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, window_start, window_end) \
-                     DO UPDATE SET usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
-                )
-                .bind(&owner)
-                .bind(micros(&window.0))
-                .bind(micros(&window.1))
-                .bind(spend.usd)
-                .bind(i64::try_from(spend.tokens).unwrap_or(i64::MAX))
-                .execute(&mut *conn)
-                .await?;
+                let (forget, add) = rows::charge!(&owner, window, spend);
+                forget.execute(&mut *conn).await?;
+                add.execute(&mut *conn).await?;
                 Ok(((), Delta::default()))
             })
         }))
-    }
-
-    fn spent(&self, owner: String, window: SpendWindow) -> StoreFuture<'_, Spend> {
-        Box::pin(async move {
-            let row: Option<(f64, i64)> = sqlx::query_as(
-                "SELECT usd, tokens FROM key_spend \
-                 WHERE owner = ? AND window_start = ? AND window_end = ?",
-            )
-            .bind(&owner)
-            .bind(micros(&window.0))
-            .bind(micros(&window.1))
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(failed)?;
-            Ok(row.map_or_else(Spend::default, |(usd, tokens)| Spend {
-                usd,
-                tokens: u64::try_from(tokens).unwrap_or(0),
-            }))
-        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -33,6 +33,13 @@ async fn message(mock: &MockAnthropic, prompt: &str, stream: bool) -> reqwest::R
     post(mock, "/v1/messages", body(prompt, stream).to_string()).await
 }
 
+/// A new mock, and its answer to one streamed message of `prompt`.
+async fn streamed(prompt: &str) -> (MockAnthropic, reqwest::Response) {
+    let mock = MockAnthropic::start().await;
+    let response = message(&mock, prompt, true).await;
+    (mock, response)
+}
+
 /// A response's JSON body.
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -96,8 +103,7 @@ async fn non_streaming_answer_is_one_json_message_echoing_the_model() {
 
 #[tokio::test]
 async fn streaming_answer_is_sse_with_one_delta_per_word() {
-    let mock = MockAnthropic::start().await;
-    let response = message(&mock, "[[mock:text one two three]]", true).await;
+    let (_mock, response) = streamed("[[mock:text one two three]]").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = sse_events(&response.text().await.unwrap());
@@ -130,8 +136,7 @@ async fn streaming_answer_is_sse_with_one_delta_per_word() {
 
 #[tokio::test]
 async fn bash_directive_streams_a_tool_call_then_reports_its_result() {
-    let mock = MockAnthropic::start().await;
-    let response = message(&mock, "[[mock:bash ls -l]]", true).await;
+    let (mock, response) = streamed("[[mock:bash ls -l]]").await;
     let events = sse_events(&response.text().await.unwrap());
     assert_eq!(events[2]["content_block"]["name"], "Bash");
     let tool_id = events[2]["content_block"]["id"]
@@ -156,8 +161,7 @@ async fn bash_directive_streams_a_tool_call_then_reports_its_result() {
 
 #[tokio::test]
 async fn error_directive_answers_the_status_and_forbids_retries() {
-    let mock = MockAnthropic::start().await;
-    let response = message(&mock, "[[mock:error 529]]", true).await;
+    let (mock, response) = streamed("[[mock:error 529]]").await;
     assert_eq!(response.status(), 529);
     assert_eq!(response.headers()["x-should-retry"], "false");
     let error = json(response).await;
