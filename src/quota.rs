@@ -474,7 +474,7 @@ pub(crate) fn upstream_limit(outcome: &AgentOutcome) -> Option<Option<DateTime<U
 
 /// Whether a run failed only because the account is rate-limited: it did not succeed, and it
 /// reported the limit ([`upstream_limit`]). Such a run goes back to the queue once (a job in its
-/// task, a chat run in [`crate::requeue`]).
+/// task, a chat run in the `requeue` module).
 pub(crate) fn refused_upstream(outcome: &AgentOutcome) -> bool {
     !outcome.succeeded() && upstream_limit(outcome).is_some()
 }

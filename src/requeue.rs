@@ -1,7 +1,7 @@
 //! A chat, Responses or Messages run refused only because the account behind the CLI is
 //! rate-limited goes back to the queue once, as a job does, instead of failing.
 //!
-//! The refusal has already paused dispatch (inside the slot, see [`crate::run`]); the run's
+//! The refusal has already paused dispatch (inside the slot, in the `run` module); the run's
 //! second try takes a new place in the queue under its key's policy, so it waits for the pause
 //! to lift holding no slot, and runs once dispatch resumes. The wait is bounded by the request's
 //! own deadline: when the pause outlasts it, or the second try is still queued when it passes,

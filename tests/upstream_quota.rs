@@ -186,6 +186,30 @@ async fn a_messages_call_refused_by_the_rate_limit_is_answered_after_the_pause()
 }
 
 #[tokio::test]
+async fn a_response_refused_by_the_rate_limit_is_answered_after_the_pause() {
+    let gw = Gateway::builder().arg("max-concurrency", 1).start().await;
+    let until = Utc::now().timestamp() + 5;
+    let body = json!({"model": "haiku", "input": format!(
+        "[[mock:ratelimit {until}]] [[mock:text a response after the pause]] responses-once"
+    )});
+    let response = send(gw.request(Method::POST, "/v1/responses").json(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(body["status"], "completed", "{body}");
+    let text: String = body["output"]
+        .as_array()
+        .expect("output items")
+        .iter()
+        .filter(|item| item["type"] == "message")
+        .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|part| part["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "a response after the pause", "{body}");
+    assert_eq!(tries(&gw, "responses-once"), 2);
+    assert_one_run_completed(&gw, "chat").await;
+}
+
+#[tokio::test]
 async fn a_chat_whose_deadline_ends_before_the_pause_gets_the_refusal() {
     // A chat deadline of 3 s is shorter than the 5 s back-off: waiting could only fail later.
     let gw = Gateway::builder()

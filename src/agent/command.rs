@@ -191,8 +191,9 @@ pub(crate) fn check_agent_name(name: &str) -> Result<(), &'static str> {
 /// and start with any character.
 #[derive(Debug, Clone)]
 pub struct AgentRequest {
-    /// The text sent to the agent on stdin.
-    pub prompt: String,
+    /// The text sent to the agent on stdin. Shared, not copied, when the request is (a chat run
+    /// going back to the queue keeps its request for a second try).
+    pub prompt: std::sync::Arc<str>,
     /// The `--agent` name; validated by the routes as a plain name before it gets here.
     pub agent: String,
     /// `--model`, when the caller chose one (chat always does); wins over `options.model`.

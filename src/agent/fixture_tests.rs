@@ -47,7 +47,7 @@ fn config(script: &str) -> ClaudeConfig {
 
 fn request(prompt: &str) -> AgentRequest {
     AgentRequest {
-        prompt: prompt.to_owned(),
+        prompt: prompt.into(),
         agent: "recruiter-triage".into(),
         model: None,
         max_budget_usd: 1.0,

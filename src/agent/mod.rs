@@ -10,7 +10,7 @@
 //! - the prompt goes to stdin, never to argv, so it may be any size and start with `-`;
 //! - stdout and stderr are read concurrently, each capped in bytes, so a chatty agent can neither
 //!   deadlock the run nor exhaust memory;
-//! - the child gets an allow-listed environment ([`allowed_env`]) and never the gateway's secrets;
+//! - the child gets an allow-listed environment (`allowed_env`) and never the gateway's secrets;
 //! - the child leads its own process group, and the whole group is killed with SIGKILL when the
 //!   run ends or its future is dropped (timeout, cancel, client gone, shutdown);
 //! - an agent silent for [`ClaudeConfig::inactivity_timeout`] is stopped as hung;

@@ -64,7 +64,7 @@ pub(crate) async fn run(
 
     // The prompt is written while both streams are read: a child that prints before it has read
     // all of a large prompt must never find us blocked on its stdin.
-    let mut feed = pin!(feed_stdin(stdin, request.prompt.into_bytes()));
+    let mut feed = pin!(feed_stdin(stdin, request.prompt));
     let mut feeding = true;
 
     let mut out_buf = vec![0u8; READ_CHUNK];
@@ -222,8 +222,8 @@ async fn kill_the_rest(placed: Option<&PlacedCell>, pgid: i32) {
 }
 
 /// Writes the whole prompt, then closes stdin so the CLI sees the end of it.
-async fn feed_stdin(mut stdin: ChildStdin, prompt: Vec<u8>) {
-    match stdin.write_all(&prompt).await {
+async fn feed_stdin(mut stdin: ChildStdin, prompt: std::sync::Arc<str>) {
+    match stdin.write_all(prompt.as_bytes()).await {
         Ok(()) => {}
         // The agent exited (or closed stdin) without reading everything: its exit tells the story.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}

@@ -22,6 +22,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -202,14 +203,20 @@ fn probe(dir: &Path) -> io::Result<()> {
         _ => Err(e),
     })?;
     let killable = probe.join("cgroup.kill").exists() && probe.join("cgroup.events").exists();
+    // Runs' processes are born in their cgroup (see `super::RunCommand`): that must work too.
+    let born = fs::File::open(&probe).and_then(|dir| super::sys::probe_birth(dir.as_fd()));
     fs::remove_dir(&probe)?;
-    if killable {
-        Ok(())
-    } else {
-        Err(io::Error::other(
+    if !killable {
+        return Err(io::Error::other(
             "the cgroup has no cgroup.kill (Linux 5.14 or later is needed)",
-        ))
+        ));
     }
+    born.map_err(|e| {
+        io::Error::other(format!(
+            "processes cannot be started in a cgroup (clone3 with CLONE_INTO_CGROUP, Linux 5.7, \
+             not refused by a seccomp filter): {e}"
+        ))
+    })
 }
 
 /// One run's cgroup.

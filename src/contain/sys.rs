@@ -327,3 +327,56 @@ pub(super) fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     }
     .map_err(io::Error::from)
 }
+
+/// Checks that processes can be born in the cgroup `cgroup` (kernel support, and no seccomp
+/// filter refusing `clone3`, as Docker's default profile does): a child is born there and exits at
+/// once, and is reaped before this returns.
+pub(super) fn probe_birth(cgroup: BorrowedFd<'_>) -> io::Result<()> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: as in `clone_into_cgroup`; the child only calls `_exit`, which is async-signal-safe.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: the child of the clone exits at once, touching nothing.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: CLONE_PIDFD made the kernel write a new descriptor that only we hold.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    loop {
+        // Blocks until the child (which exits at once) has exited.
+        // SAFETY: siginfo_t is plain data, valid zeroed.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        const P_PIDFD: libc::idtype_t = 3;
+        // SAFETY: the descriptor is open; `info` is ours to write.
+        let result = unsafe {
+            libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}

@@ -132,7 +132,7 @@ impl JobTask {
         };
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
         let mut request = http::Request::new(AgentRequest {
-            prompt: self.record.prompt.clone(),
+            prompt: self.record.prompt.as_str().into(),
             agent: self.record.agent.clone(),
             model: None,
             max_budget_usd: self.record.max_budget_usd,

@@ -44,7 +44,7 @@ fn stack(gauge: Gauge, running: Arc<AtomicUsize>, started: Started) -> Runs {
         let started = started.clone();
         async move {
             let _running = Running::start(&running);
-            started.lock().unwrap().push(req.body().prompt.clone());
+            started.lock().unwrap().push(req.body().prompt.to_string());
             let progress = req.extensions().get::<ProgressSink>().cloned();
             let say = |event: serde_json::Value| {
                 if let Some(ProgressSink(tx)) = &progress {

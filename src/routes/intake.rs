@@ -68,7 +68,7 @@ impl Conversation {
     ) -> Self {
         let structured = options.json_schema.is_some();
         let mut request = http::Request::new(AgentRequest {
-            prompt,
+            prompt: prompt.into(),
             agent: config.chat_agent.clone(),
             model: Some(model.clone()),
             max_budget_usd: config.chat_budget_usd,

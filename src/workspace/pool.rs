@@ -17,7 +17,9 @@
 //!   put back. Used workspaces are not recycled: release removes them, as without a pool.
 //! - **Disk.** While free space on `JOBS_DIR` is below the pool's reserve, the pool makes no
 //!   checkouts and removes the ready ones, oldest first; runs still clone their own.
-//! - **Refill.** A task keeps the pool at its size, making up to one checkout per core at once,
+//! - **Refill.** A task keeps the pool at its size, making every missing checkout at once (a
+//!   clone mostly waits on the filesystem: eight clones at once made four times as many a second
+//!   as two at once on a 2-core machine), bounded by the pool's size,
 //!   woken by each take, once runs have stopped arriving for a moment (a burst starts on idle
 //!   cores). It holds the pool weakly and ends with it.
 
@@ -47,7 +49,8 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// far longer than this to make.
 const QUIET_AFTER_TAKE: Duration = Duration::from_millis(100);
 
-/// Pause after a failed checkout, so a broken base costs one clone attempt per core per pause.
+/// Pause after a failed checkout, so a broken base costs one clone attempt per missing checkout
+/// per pause.
 const FAILURE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Checkouts made ahead of time.
@@ -262,7 +265,6 @@ struct Maker {
 
 /// Keeps the pool at its size while it lives; shrinks it while disk is low.
 async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let jobs_dir = &maker.jobs_dir;
     // Whether this wake-up already waited for a burst to start (see [`QUIET_AFTER_TAKE`]).
     let mut waited = false;
@@ -293,7 +295,7 @@ async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
             waited = false;
             let making = this.making.load(Ordering::Acquire);
             let missing = this.size.saturating_sub(this.ready_len() + making);
-            for _ in 0..missing.min(cores.saturating_sub(making)) {
+            for _ in 0..missing {
                 this.making.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(make_one(Arc::clone(&this), Arc::clone(&maker)));
             }
