@@ -106,6 +106,13 @@ fn tries(gw: &Gateway, marker: &str) -> usize {
         .count()
 }
 
+/// The run marked `marker` was refused once by the account's rate limit, then answered: its
+/// agent called the API twice, and `entry` counts one run, completed.
+async fn assert_refused_once_then_answered(gw: &Gateway, marker: &str, entry: &str) {
+    assert_eq!(tries(gw, marker), 2, "refused once, then answered");
+    assert_one_run_completed(gw, entry).await;
+}
+
 /// A chat run refused by the account's rate limit took one slot twice and ended once, completed.
 async fn assert_one_run_completed(gw: &Gateway, entry: &str) {
     let series = |outcome: &str| {
@@ -163,8 +170,7 @@ async fn a_streamed_chat_refused_before_any_text_is_tried_again_in_the_same_stre
         .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, "streamed after the pause");
-    assert_eq!(tries(&gw, "stream-once"), 2);
-    assert_one_run_completed(&gw, "chat").await;
+    assert_refused_once_then_answered(&gw, "stream-once", "chat").await;
 }
 
 #[tokio::test]
@@ -181,8 +187,7 @@ async fn a_messages_call_refused_by_the_rate_limit_is_answered_after_the_pause()
         body["content"][0]["text"], "a message after the pause",
         "{body}"
     );
-    assert_eq!(tries(&gw, "messages-once"), 2);
-    assert_one_run_completed(&gw, "messages").await;
+    assert_refused_once_then_answered(&gw, "messages-once", "messages").await;
 }
 
 #[tokio::test]
@@ -205,8 +210,7 @@ async fn a_response_refused_by_the_rate_limit_is_answered_after_the_pause() {
         .filter_map(|part| part["text"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(text, "a response after the pause", "{body}");
-    assert_eq!(tries(&gw, "responses-once"), 2);
-    assert_one_run_completed(&gw, "chat").await;
+    assert_refused_once_then_answered(&gw, "responses-once", "chat").await;
 }
 
 #[tokio::test]
