@@ -37,6 +37,8 @@ case "$prompt" in
   *hold*|*events*)
     echo '{{"type":"assistant","message":{{"role":"assistant","content":[{{"type":"text","text":"working"}}]}},"session_id":"s"}}'
     while [ ! -e {state}/release ]; do sleep 0.05; done ;;
+  *second-gate*)
+    while [ ! -e {state}/release-second ]; do sleep 0.05; done ;;
 esac
 echo '{{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s","total_cost_usd":0,"usage":{{"input_tokens":1,"output_tokens":1,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}}}'
 "#
@@ -683,20 +685,33 @@ async fn a_newcomer_is_started_at_the_next_two_slot_releases_across_two_replicas
         cluster.runs().len() == 2
     })
     .await;
+    // Bob's two hold at a second gate: once they run, both slots are theirs and nothing else
+    // can start, so the two starts after alice's are exactly the claims of the next two slot
+    // releases, whichever replica made them and in whatever order their agents logged.
     for i in 0..2 {
-        submit(i, "bob-secret", format!("bob{i}")).await;
+        submit(i, "bob-secret", format!("bob{i} second-gate")).await;
     }
     cluster.release();
-    eventually("every job starts", limit(60), || async {
-        cluster.runs().len() == 22
+    eventually("two more runs start", limit(60), || async {
+        cluster.runs().len() == 4
     })
     .await;
     let runs = cluster.runs();
     let mut next_two: Vec<_> = runs[2..4].to_vec();
     next_two.sort();
-    assert_eq!(next_two, ["bob0", "bob1"], "{runs:?}");
+    assert_eq!(
+        next_two,
+        ["bob0 second-gate", "bob1 second-gate"],
+        "{runs:?}"
+    );
+    std::fs::write(cluster.state.path().join("release-second"), "").unwrap();
+    eventually("every job starts", limit(60), || async {
+        cluster.runs().len() == 22
+    })
+    .await;
     // Every one of alice's ran too. (Her order is claimed FIFO, but two replicas log their starts
     // concurrently, so the log cannot show it; the store's own tests do.)
+    let runs = cluster.runs();
     let alice = runs.iter().filter(|r| r.starts_with("alice")).count();
     assert_eq!(alice, 20, "{runs:?}");
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 
@@ -189,20 +189,38 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// milliseconds on every run's start (measured 5 to 21 ms here), while a child born in the cgroup
 /// takes nothing more than any fork does. No process of the run is ever outside its cgroup.
 pub(super) fn clone_into_cgroup(birth: &Birth<'_>) -> io::Result<(i32, OwnedFd)> {
+    // An empty signal set, made before the clone, for the child to reset its mask with.
+    // SAFETY: sigemptyset only writes the set we own.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::sigemptyset(&mut empty) };
+    match clone3_into(birth.cgroup)? {
+        // SAFETY: this is the new child, a copy of the parent with one thread.
+        Cloned::Child => unsafe { be_born(birth, &empty) },
+        Cloned::Parent { pid, pidfd } => Ok((pid, pidfd)),
+    }
+}
+
+/// Which side of [`clone3_into`] this is.
+enum Cloned {
+    /// The new child: it must exec or `_exit`, making raw system calls only.
+    Child,
+    /// The caller, with the child's pid and a pidfd for it.
+    Parent { pid: i32, pidfd: OwnedFd },
+}
+
+/// `clone3(CLONE_PIDFD | CLONE_INTO_CGROUP)`: a copy of this process, as `fork` makes, born in
+/// the cgroup directory `cgroup`.
+fn clone3_into(cgroup: BorrowedFd<'_>) -> io::Result<Cloned> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
         pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: birth.cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // An empty signal set, made before the clone, for the child to reset its mask with.
-    // SAFETY: sigemptyset only writes the set we own.
-    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::sigemptyset(&mut empty) };
     // SAFETY: clone3 without CLONE_VM duplicates this process as fork does; `args` and `pidfd`
-    // live across the call. The child runs only `be_born`, which never returns.
+    // live across the call. The callers' child side only makes raw system calls.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -214,12 +232,12 @@ pub(super) fn clone_into_cgroup(birth: &Birth<'_>) -> io::Result<(i32, OwnedFd)>
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: this is the new child, a copy of the parent with one thread.
-        unsafe { be_born(birth, &empty) }
+        return Ok(Cloned::Child);
     }
     let pid = i32::try_from(pid).map_err(|_| io::Error::other("clone3 returned a bad pid"))?;
     // SAFETY: CLONE_PIDFD made the kernel write a new descriptor that only we hold.
-    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Cloned::Parent { pid, pidfd })
 }
 
 /// The child's side of [`clone_into_cgroup`]: stdio, process group, directory, identity, no new
@@ -288,18 +306,21 @@ unsafe fn be_born(birth: &Birth<'_>, empty: &libc::sigset_t) -> ! {
 /// Reaps the process behind `pidfd` if it has exited (`waitid(P_PIDFD, WNOHANG)`, Linux 5.4):
 /// its exit status, or `None` while it runs.
 pub(super) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Option<std::process::ExitStatus>> {
+    wait_pidfd(pidfd, libc::WEXITED | libc::WNOHANG)
+}
+
+/// `waitid(P_PIDFD, pidfd, flags)`: the exit status of the process behind `pidfd`, reaped, or
+/// `None` when `WNOHANG` found it running.
+fn wait_pidfd(
+    pidfd: BorrowedFd<'_>,
+    flags: libc::c_int,
+) -> io::Result<Option<std::process::ExitStatus>> {
     // SAFETY: siginfo_t is plain data; zeroed, `si_pid` reads 0 when nothing was reaped.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     const P_PIDFD: libc::idtype_t = 3;
     // SAFETY: the descriptor is borrowed and open; `info` is ours to write.
-    let result = unsafe {
-        libc::waitid(
-            P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
+    let result =
+        unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
     if result != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -332,51 +353,16 @@ pub(super) fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
 /// filter refusing `clone3`, as Docker's default profile does): a child is born there and exits at
 /// once, and is reaped before this returns.
 pub(super) fn probe_birth(cgroup: BorrowedFd<'_>) -> io::Result<()> {
-    let mut pidfd: libc::c_int = -1;
-    let mut args = CloneArgs {
-        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
-        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: as in `clone_into_cgroup`; the child only calls `_exit`, which is async-signal-safe.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of_mut!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
+    match clone3_into(cgroup)? {
         // SAFETY: the child of the clone exits at once, touching nothing.
-        unsafe { libc::_exit(0) }
-    }
-    // SAFETY: CLONE_PIDFD made the kernel write a new descriptor that only we hold.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    loop {
-        // Blocks until the child (which exits at once) has exited.
-        // SAFETY: siginfo_t is plain data, valid zeroed.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        const P_PIDFD: libc::idtype_t = 3;
-        // SAFETY: the descriptor is open; `info` is ours to write.
-        let result = unsafe {
-            libc::waitid(
-                P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            )
-        };
-        if result == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
+        Cloned::Child => unsafe { libc::_exit(0) },
+        Cloned::Parent { pidfd, .. } => loop {
+            // Blocks until the child, which exits at once, is reaped.
+            match wait_pidfd(pidfd.as_fd(), libc::WEXITED) {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        },
     }
 }
