@@ -114,11 +114,6 @@ impl Containment {
         self.shared.groups.as_ref().map(RunGroups::parent)
     }
 
-    /// The configured uid range (used in uid mode only).
-    pub(crate) fn uid_range(&self) -> RunUidRange {
-        self.shared.uid_range
-    }
-
     /// A cell for one run. In uid mode: the next free uid of the range (not locked by any gateway
     /// process, not an account or group of the host), after killing whatever an earlier, crashed
     /// holder left running under it; a uid whose leftovers survive is skipped.
@@ -144,7 +139,6 @@ impl Containment {
             None => None,
         };
         Ok(RunCell {
-            shared: Arc::clone(&self.shared),
             marker,
             uid,
             group,
@@ -400,8 +394,6 @@ impl std::error::Error for LeaseError {
 /// runtime is there, holding the uid until its processes are gone; without one, a single sweep.
 #[derive(Debug)]
 pub(crate) struct RunCell {
-    /// The containment it came from.
-    shared: Arc<Shared>,
     /// `<instance key>/<gateway tag>/<run id>`, the value of [`MARKER_VAR`].
     marker: String,
     /// The locked uid (uid mode).
@@ -413,18 +405,13 @@ pub(crate) struct RunCell {
 }
 
 impl RunCell {
-    /// The mode of the containment.
-    pub(crate) fn mode(&self) -> Mode {
-        self.shared.mode
-    }
-
     /// The run's uid (and gid) in uid mode.
     pub(crate) fn uid(&self) -> Option<u32> {
         self.uid.as_ref().map(UidLock::uid)
     }
 
-    /// The marker variable's name and this run's value, for a caller that builds the environment
-    /// itself.
+    /// The marker variable's name and this run's value.
+    #[cfg(test)]
     pub(crate) fn marker_env(&self) -> (&'static str, &str) {
         (MARKER_VAR, &self.marker)
     }
@@ -463,7 +450,9 @@ impl RunCell {
 
     /// Kills everything of the run, waits until it is gone, and returns the uid to the pool. If
     /// something survives, the error says so and the uid is returned anyway: the next lease of it
-    /// kills again first (and skips it if that fails too).
+    /// kills again first (and skips it if that fails too). (The gateway releases cells through
+    /// [`Cells::release`], on the blocking path of a workspace's release.)
+    #[cfg(test)]
     pub(crate) async fn release(mut self) -> Result<(), KillError> {
         let killed = self.kill_all().await;
         self.released = true;
@@ -685,11 +674,6 @@ impl Cells {
             tracing::error!(%error, "a run's processes survived its end");
         }
         Some(home)
-    }
-
-    /// How many runs are filed.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
     }
 
     /// Map operations cannot leave it inconsistent, so a poisoned lock is used as is.

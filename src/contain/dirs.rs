@@ -181,11 +181,6 @@ pub(super) fn install_credentials(
     written.map(|()| true)
 }
 
-/// The operator's credentials file: `$HOME/.claude/.credentials.json` of the gateway.
-pub(crate) fn operator_credentials() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".claude/.credentials.json"))
-}
-
 /// How often [`remove_tree`] tries.
 const REMOVE_ATTEMPTS: u32 = 5;
 

@@ -29,9 +29,6 @@
 //!
 //! The module imports nothing from the rest of the crate.
 
-// Integration follows: the agent, git and the config do not call into this module yet.
-#![allow(dead_code)]
-
 /// The containment and its per-run cells: lease, spawn, kill-all, release, recovery.
 mod cell;
 /// Per-run cgroups: the kernel's list of a run's processes and its atomic kill.
@@ -60,23 +57,15 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-// The crate's API; unused until integration, like the dead code above.
-#[allow(unused_imports)]
-pub(crate) use cell::{
-    tmpdir_of, Cells, Containment, Exhausted, LeaseError, PlacedCell, Recovery, RunCell,
-};
+// What the rest of the crate uses.
+pub(crate) use cell::{tmpdir_of, Cells, Containment, PlacedCell, Recovery, RunCell};
 pub(crate) use cgroup::CgroupSetting;
-#[allow(unused_imports)]
-pub(crate) use dirs::{operator_credentials, remove_tree, remove_tree_async};
-#[allow(unused_imports)]
-pub(crate) use mode::{Mode, Unavailable};
-#[allow(unused_imports)]
-pub(crate) use reap::{KillError, KILL_DEADLINE, MARKER_VAR};
-#[allow(unused_imports)]
+pub(crate) use dirs::{remove_tree, remove_tree_async};
+pub(crate) use mode::Mode;
+pub(crate) use reap::KILL_DEADLINE;
 pub(crate) use settings::{
     instance_key_for, ContainSettings, IsolationSetting, RunUidRange, SettingError,
     DEFAULT_LOCK_DIR,
 };
 pub(crate) use spawn::{Io, RunCommand};
-#[allow(unused_imports)]
 pub(crate) use supervise::{gateway_command, read_capped, Capped, Supervised, GIT_SAFE_OPTIONS};

@@ -53,16 +53,6 @@ pub(crate) enum KillError {
     },
 }
 
-impl KillError {
-    /// The pids known to have survived (empty for an I/O failure).
-    pub(crate) fn survivors(&self) -> &[i32] {
-        match self {
-            Self::Survived { pids, .. } => pids,
-            Self::Io { .. } => &[],
-        }
-    }
-}
-
 impl fmt::Display for KillError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

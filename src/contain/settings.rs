@@ -73,6 +73,7 @@ impl RunUidRange {
     }
 
     /// The first uid.
+    #[cfg(test)]
     pub(crate) fn first(&self) -> u32 {
         self.first
     }
@@ -154,20 +155,6 @@ pub(crate) struct ContainSettings {
     /// Names this gateway's jobs directory in every run's marker, so that after a crash the next
     /// start finds what the previous process of the same instance left (process mode).
     pub(crate) instance_key: String,
-}
-
-impl ContainSettings {
-    /// The defaults (auto, 61000-61999, `/run/claude-gateway`) for the instance whose jobs
-    /// directory is `jobs_dir`.
-    pub(crate) fn for_jobs_dir(jobs_dir: &Path) -> Self {
-        Self {
-            isolation: IsolationSetting::default(),
-            uid_range: RunUidRange::default(),
-            lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
-            cgroup: super::CgroupSetting::default(),
-            instance_key: instance_key_for(jobs_dir),
-        }
-    }
 }
 
 /// Where uid locks live unless configured: `/run` is root-owned tmpfs, emptied at boot, exactly

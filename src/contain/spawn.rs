@@ -94,6 +94,7 @@ impl RunCommand {
     }
 
     /// Adds an argument.
+    #[cfg(test)]
     pub(crate) fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
         self.inner.arg(arg);
         self
@@ -154,6 +155,7 @@ impl RunCommand {
     }
 
     /// The std command, to read back what was set.
+    #[cfg(test)]
     pub(crate) fn as_std(&self) -> &std::process::Command {
         self.inner.as_std()
     }
@@ -167,6 +169,7 @@ impl RunCommand {
     }
 
     /// Runs the child to its end and collects its piped stdout and stderr.
+    #[cfg(test)]
     pub(crate) async fn output(&mut self) -> io::Result<std::process::Output> {
         let mut child = self.spawn()?;
         let (stdout, stderr) =
@@ -272,6 +275,7 @@ impl RunCommand {
 }
 
 /// Everything `pipe` carries, or nothing when there is no pipe.
+#[cfg(test)]
 async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     if let Some(mut pipe) = pipe {

@@ -118,6 +118,7 @@ impl Supervised {
 
     /// Kills the whole group now (timeout, cancel), unless the leader was already reaped. The
     /// leader still has to be waited for (or dropped, which reaps it in the background).
+    #[cfg(test)]
     pub(crate) fn kill(&mut self) {
         if !self.reaped {
             kill_group(self.pgid);

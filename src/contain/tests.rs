@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::cell::Containment;
+use super::cell::{Containment, LeaseError};
 use super::dirs;
 use super::mode::Mode;
 use super::procfs;
+use super::reap::MARKER_VAR;
 use super::settings::{ContainSettings, IsolationSetting, RunUidRange};
 use super::*;
 
