@@ -1204,6 +1204,7 @@ async fn warm_pool(
     wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
     let (done, wall) = sustained(&gw, THROUGHPUT_CONCURRENCY, window).await?;
     let (hits, misses) = takes(&gw).await;
+    let metrics = gw.get_open("/metrics").await.text().await.unwrap_or_default();
     gw.shutdown().await;
     let rate = done as f64 / wall.as_secs_f64();
     writeln!(
@@ -1213,7 +1214,37 @@ async fn warm_pool(
         sizes.sustain,
         100.0 * rate / clones,
     )?;
+    // What making and handing over a checkout cost in that run, from the gateway's histograms.
+    let mean = |series: &str| histogram_mean(&metrics, series);
+    writeln!(
+        out,
+        "In that run, the gateway's own timings (mean over count): a checkout made by the pool (clone, then handed to the run uid leased with it, off the request path) {}; a checkout cloned by a run that found none ready {}; the hand-over on a run's path (its HOME, plus the walk that gives a run-cloned checkout to its uid) {}.\n",
+        mean("claude_gateway_workspace_checkout_seconds{by=\"pool\"}"),
+        mean("claude_gateway_workspace_checkout_seconds{by=\"run\"}"),
+        mean("claude_gateway_workspace_handover_seconds"),
+    )?;
     Ok(out)
+}
+
+/// `mean ms over n` of the Prometheus histogram `series` (its name and labels) in `metrics`.
+fn histogram_mean(metrics: &str, series: &str) -> String {
+    let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l));
+    let read = |suffix: &str| -> Option<f64> {
+        let key = if labels.is_empty() {
+            format!("{name}_{suffix} ")
+        } else {
+            format!("{name}_{suffix}{{{labels} ")
+        };
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&key)?.trim().parse().ok())
+    };
+    match (read("sum"), read("count")) {
+        (Some(sum), Some(count)) if count > 0.0 => {
+            format!("{:.1} ms over {count}", 1000.0 * sum / count)
+        }
+        _ => "not recorded".to_owned(),
+    }
 }
 
 /// Waits (bounded) until the gateway's pool holds `size` ready checkouts (its size: full).
