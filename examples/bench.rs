@@ -1204,7 +1204,12 @@ async fn warm_pool(
     wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
     let (done, wall) = sustained(&gw, THROUGHPUT_CONCURRENCY, window).await?;
     let (hits, misses) = takes(&gw).await;
-    let metrics = gw.get_open("/metrics").await.text().await.unwrap_or_default();
+    let metrics = gw
+        .get_open("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
     gw.shutdown().await;
     let rate = done as f64 / wall.as_secs_f64();
     writeln!(
