@@ -1204,12 +1204,22 @@ async fn warm_pool(
     wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
     let (done, wall) = sustained(&gw, THROUGHPUT_CONCURRENCY, window).await?;
     let (hits, misses) = takes(&gw).await;
-    let metrics = gw
-        .get_open("/metrics")
-        .await
-        .text()
-        .await
-        .unwrap_or_default();
+    // What making and handing over a checkout cost in that run, from the gateway's histograms.
+    let timings = [
+        histogram_mean(
+            &gw,
+            "claude_gateway_workspace_checkout_seconds",
+            "{by=\"pool\"}",
+        )
+        .await,
+        histogram_mean(
+            &gw,
+            "claude_gateway_workspace_checkout_seconds",
+            "{by=\"run\"}",
+        )
+        .await,
+        histogram_mean(&gw, "claude_gateway_workspace_handover_seconds", "").await,
+    ];
     gw.shutdown().await;
     let rate = done as f64 / wall.as_secs_f64();
     writeln!(
@@ -1219,36 +1229,22 @@ async fn warm_pool(
         sizes.sustain,
         100.0 * rate / clones,
     )?;
-    // What making and handing over a checkout cost in that run, from the gateway's histograms.
-    let mean = |series: &str| histogram_mean(&metrics, series);
+    let [pool, run, handover] = timings;
     writeln!(
         out,
-        "In that run, the gateway's own timings (mean over count): a checkout made by the pool (clone, then handed to the run uid leased with it, off the request path) {}; a checkout cloned by a run that found none ready {}; the hand-over on a run's path (its HOME, plus the walk that gives a run-cloned checkout to its uid) {}.\n",
-        mean("claude_gateway_workspace_checkout_seconds{by=\"pool\"}"),
-        mean("claude_gateway_workspace_checkout_seconds{by=\"run\"}"),
-        mean("claude_gateway_workspace_handover_seconds"),
+        "In that run, the gateway's own timings (mean over count): a checkout made by the pool (clone, then handed to the run uid leased with it, off the request path) {pool}; a checkout cloned by a run that found none ready {run}; the hand-over on a run's path (its HOME, plus the walk that gives a run-cloned checkout to its uid) {handover}.\n",
     )?;
     Ok(out)
 }
 
-/// `mean ms over n` of the Prometheus histogram `series` (its name and labels) in `metrics`.
-fn histogram_mean(metrics: &str, series: &str) -> String {
-    let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l));
-    let read = |suffix: &str| -> Option<f64> {
-        let key = if labels.is_empty() {
-            format!("{name}_{suffix} ")
-        } else {
-            format!("{name}_{suffix}{{{labels} ")
-        };
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&key)?.trim().parse().ok())
-    };
-    match (read("sum"), read("count")) {
-        (Some(sum), Some(count)) if count > 0.0 => {
-            format!("{:.1} ms over {count}", 1000.0 * sum / count)
-        }
-        _ => "not recorded".to_owned(),
+/// `mean ms over n` of the histogram `name` with `labels` (`{a="b"}`, or empty) on `gw`.
+async fn histogram_mean(gw: &Gateway, name: &str, labels: &str) -> String {
+    let sum = gw.metric(&format!("{name}_sum{labels}")).await;
+    let count = gw.metric(&format!("{name}_count{labels}")).await;
+    if count > 0.0 {
+        format!("{:.1} ms over {count}", 1000.0 * sum / count)
+    } else {
+        "not recorded".to_owned()
     }
 }
 
@@ -1274,17 +1270,11 @@ async fn wait_pool_full(gw: &Gateway, size: usize) {
 
 /// The pool's hits and misses so far, from `/metrics`.
 async fn takes(gw: &Gateway) -> (u64, u64) {
-    let text = match gw.get_open("/metrics").await.text().await {
-        Ok(text) => text,
-        Err(_) => return (0, 0),
-    };
-    let read = |result: &str| {
-        let series = format!("claude_gateway_workspace_pool_takes_total{{result=\"{result}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (read("hit"), read("miss"))
+    let series =
+        |result: &str| format!("claude_gateway_workspace_pool_takes_total{{result=\"{result}\"}}");
+    let hits = gw.metric(&series("hit")).await;
+    let misses = gw.metric(&series("miss")).await;
+    (hits as u64, misses as u64)
 }
 
 /// One chat completion with the stamping agent: the time from sending it to the agent's start.

@@ -339,14 +339,20 @@ fn wait_pidfd(
 }
 
 /// Registers `pidfd` with tokio's reactor, so its exit can be awaited (a pidfd polls readable
-/// once its process has exited).
+/// once its process has exited). When that fails, the process is killed and reaped here: nothing
+/// would be left to wait for it.
 pub(super) fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd keeps its descriptor open, and always the same one, for as long as it
     // is owned, here by the AsyncFd until it is dropped or `into_inner` gives it back.
-    unsafe {
+    let registered = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-    }
-    .map_err(io::Error::from)
+    };
+    registered.map_err(|failed| {
+        let (pidfd, cause) = failed.into_parts();
+        let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = wait_pidfd(pidfd.as_fd(), libc::WEXITED);
+        cause
+    })
 }
 
 /// Checks that processes can be born in the cgroup `cgroup` (kernel support, and no seccomp
