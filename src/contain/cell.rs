@@ -128,6 +128,17 @@ impl Containment {
                 Some(taken)
             }
         };
+        let (marker, group) = self.new_run()?;
+        Ok(RunCell {
+            marker,
+            uid,
+            group,
+            released: false,
+        })
+    }
+
+    /// A new run's marker and, where runs get cgroups, its cgroup.
+    fn new_run(&self) -> Result<(String, Option<RunGroup>), LeaseError> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         let marker = format!("{}/{}/{run}", self.shared.instance_key, self.shared.tag);
         let group = match &self.shared.groups {
@@ -138,9 +149,18 @@ impl Containment {
             ),
             None => None,
         };
+        Ok((marker, group))
+    }
+
+    /// A cell for a new run under a uid a finished run kept (see [`KeptUid`]): a new marker and,
+    /// where runs get cgroups, a new cgroup.
+    pub(crate) fn lease_again(&self, kept: KeptUid) -> Result<RunCell, LeaseError> {
+        let (marker, group) = self.new_run()?;
+        let mut kept = kept;
         Ok(RunCell {
             marker,
-            uid,
+            // Taken out, so the kept uid's drop does not mark it clean: it is held again.
+            uid: kept.lock.take(),
             group,
             released: false,
         })
@@ -471,6 +491,32 @@ impl RunCell {
         killed.map(drop)
     }
 
+    /// [`release_blocking`](Self::release_blocking), except that the uid is kept for another run
+    /// (see [`KeptUid`]) when nothing of this one is left; `None` when there is no uid (process
+    /// mode). What the run left in the shared writable directories is removed all the same.
+    fn retire(mut self) -> Result<Option<KeptUid>, KillError> {
+        let killed = self.target().kill(KILL_DEADLINE);
+        self.released = true;
+        if let Err(error) = killed {
+            // Kept in the lock's state: the uid's next lease looks for leftovers.
+            return Err(error);
+        }
+        if let Some(group) = self.group.take() {
+            if let Err(error) = group.remove() {
+                tracing::warn!(cgroup = %group, %error, "could not remove a run's cgroup");
+            }
+        }
+        let kept = self.uid.take().map(|lock| {
+            let uid = lock.uid();
+            sweep_shared(uid);
+            KeptUid {
+                lock: Some(lock),
+                uid,
+            }
+        });
+        Ok(kept)
+    }
+
     /// After the last kill: when nothing is left (`clean`), records it in the uid's lock and
     /// removes the cgroup. Otherwise both stay as they are, so the uid's next lease looks for
     /// leftovers and the cgroup stays for the recovery of a later start.
@@ -565,14 +611,50 @@ impl Drop for RunCell {
     }
 }
 
-/// Records a run's clean end: its uid's lock says nothing is left, its cgroup goes.
+/// Records a run's clean end: what its uid left in the host's shared writable directories goes,
+/// its uid's lock says nothing is left, its cgroup goes.
 fn end_clean(lock: Option<&UidLock>, group: Option<&RunGroup>) {
     if let Some(lock) = lock {
+        sweep_shared(lock.uid());
         lock.mark_clean();
     }
     if let Some(group) = group {
         if let Err(error) = group.remove() {
             tracing::warn!(cgroup = %group, %error, "could not remove a run's cgroup");
+        }
+    }
+}
+
+/// Removes what `uid` left in `/tmp`, `/var/tmp` and `/dev/shm` (see [`dirs::sweep_shared`]).
+fn sweep_shared(uid: u32) {
+    let removed = dirs::sweep_shared(uid);
+    if removed > 0 {
+        tracing::debug!(uid, removed, "removed what a run left in the host's shared directories");
+    }
+}
+
+/// A run's uid, kept once everything of the run is gone, for the next run of the workspace it
+/// owns (a recycled checkout keeps its files' owner, so it is not walked again). Dropped unused,
+/// it goes back to the pool as a clean end would.
+#[derive(Debug)]
+pub(crate) struct KeptUid {
+    /// The lock, still held and still marked held; taken by [`Containment::lease_again`].
+    lock: Option<UidLock>,
+    /// Its uid.
+    uid: u32,
+}
+
+impl KeptUid {
+    /// The uid (and gid).
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid
+    }
+}
+
+impl Drop for KeptUid {
+    fn drop(&mut self) {
+        if let Some(lock) = &self.lock {
+            lock.mark_clean();
         }
     }
 }
@@ -674,6 +756,26 @@ impl Cells {
             tracing::error!(%error, "a run's processes survived its end");
         }
         Some(home)
+    }
+
+    /// [`release`](Self::release), keeping the run's uid for a later run of the same workspace
+    /// when nothing of the run is left and the cell is no longer shared (see [`KeptUid`]).
+    pub(crate) fn release_keeping_uid(&self, workspace: &Path) -> Option<(PathBuf, Option<KeptUid>)> {
+        let placed = self.lock().remove(workspace)?;
+        let home = placed.home.clone();
+        let kept = match Arc::try_unwrap(placed) {
+            Ok(placed) => placed.cell.retire().unwrap_or_else(|error| {
+                tracing::error!(%error, "a run's processes survived its end");
+                None
+            }),
+            Err(shared) => {
+                if let Err(error) = shared.cell.target().kill(KILL_DEADLINE) {
+                    tracing::error!(%error, "a run's processes survived its end");
+                }
+                None
+            }
+        };
+        Some((home, kept))
     }
 
     /// Map operations cannot leave it inconsistent, so a poisoned lock is used as is.

@@ -9,6 +9,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,12 +25,12 @@ use nix::unistd::{fchown, fchownat, unlinkat, Gid, Uid, UnlinkatFlags};
 const MAX_DEPTH: usize = 256;
 
 /// Flags for opening a directory to work inside it, never through a symlink.
-fn dir_flags() -> OFlag {
+pub(super) fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
 /// The owner pair for a run's uid (gid = uid).
-fn ids(uid: u32) -> (Option<Uid>, Option<Gid>) {
+pub(super) fn ids(uid: u32) -> (Option<Uid>, Option<Gid>) {
     (Some(Uid::from_raw(uid)), Some(Gid::from_raw(uid)))
 }
 
@@ -49,8 +50,12 @@ pub(super) fn make_private_dir(path: &Path, owner: Option<u32>) -> io::Result<()
 }
 
 /// Gives `root` and everything under it to `uid` (uid and gid), without following symlinks, and
-/// makes `root` itself 0700 so other runs' uids cannot look inside however the files' own modes
-/// read (git checks files out 0644).
+/// makes it private to that uid: `root` and every directory 0700, every file its owner bits only
+/// (git checks files out 0644, 0755 for executables: they become 0600 and 0700).
+///
+/// Private all the way down, not just at `root`: a descriptor of a directory or file inside that a
+/// run passes to another run (over a unix socket) is then no way in for the other run's uid, which
+/// is what lets a used checkout be proven clean and recycled (see [`super::reuse`]).
 ///
 /// Meant for a tree the gateway just made (a clone): a run that already runs could keep adding
 /// entries while the walk goes on.
@@ -70,10 +75,25 @@ pub(super) fn chown_tree(root: &Path, uid: u32) -> io::Result<()> {
             if regular && stat.st_nlink > 1 {
                 return Ok(());
             }
-            fchownat(parent, name, user, group, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(Into::into)
+            fchownat(parent, name, user, group, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            // A link has no mode of its own; anything else keeps only its owner's bits. No run
+            // process exists yet, so the entry cannot have been swapped for a link since the stat.
+            let link = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK;
+            if !link {
+                fchmodat(
+                    parent,
+                    name,
+                    Mode::from_bits_truncate(stat.st_mode & 0o700),
+                    FchmodatFlags::FollowSymlink,
+                )?;
+            }
+            Ok(())
         }
         Step::EnterDir(_, _) => Ok(()),
-        Step::InDir(sub) => fchown(sub, user, group).map_err(Into::into),
+        Step::InDir(sub) => {
+            fchown(sub, user, group)?;
+            fchmod(sub, Mode::from_bits_truncate(0o700)).map_err(Into::into)
+        }
     })
 }
 
@@ -179,6 +199,72 @@ pub(super) fn install_credentials(
         let _ = unlinkat(&claude, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
     }
     written.map(|()| true)
+}
+
+/// The host's directories every uid may write to (sticky, world-writable). What a run leaves there
+/// outlives its HOME and its workspace, and its uid goes to later runs.
+const SHARED_WRITABLE: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// Removes everything `uid` owns directly in the host's shared writable directories, and directly
+/// in the root-owned sticky directories inside them (`/tmp/.X11-unix` and the like), so nothing a
+/// run left there reaches the next run of its uid. Returns how many entries went. Blocking; call it
+/// once nothing of the uid runs, so nothing is added meanwhile.
+///
+/// Only entries the uid owns are touched: in a sticky directory nobody else's can have been moved
+/// or renamed by the run. A directory goes whole, through [`remove_tree`], which never follows a
+/// link.
+pub(super) fn sweep_shared(uid: u32) -> usize {
+    let mut removed = 0;
+    for dir in SHARED_WRITABLE {
+        removed += sweep_owned(Path::new(dir), uid, 1);
+    }
+    removed
+}
+
+/// [`sweep_shared`] for one directory, `depth` more levels of root-owned sticky ones below it.
+fn sweep_owned(dir: &Path, uid: u32, depth: usize) -> usize {
+    let Ok(fd) = open(dir, dir_flags(), Mode::empty()) else {
+        return 0;
+    };
+    let Ok(mut listing) = Dir::from_fd(fd) else {
+        return 0;
+    };
+    let names: Vec<CString> = listing
+        .iter()
+        .flatten()
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|name| name.to_bytes() != b"." && name.to_bytes() != b"..")
+        .collect();
+    let mut found: Vec<(CString, bool)> = Vec::new();
+    let mut shared_below: Vec<CString> = Vec::new();
+    for name in names {
+        let Ok(stat) = fstatat(&listing, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let is_dir = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if stat.st_uid == uid {
+            found.push((name, is_dir));
+        } else if is_dir && stat.st_uid == 0 && stat.st_mode & 0o1002 == 0o1002 {
+            shared_below.push(name);
+        }
+    }
+    let mut removed = 0;
+    for (name, is_dir) in found {
+        let gone = if is_dir {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            remove_tree(&path).is_ok()
+        } else {
+            unlinkat(&listing, name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()
+        };
+        removed += usize::from(gone);
+    }
+    if depth > 0 {
+        for name in shared_below {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            removed += sweep_owned(&path, uid, depth - 1);
+        }
+    }
+    removed
 }
 
 /// How often [`remove_tree`] tries.

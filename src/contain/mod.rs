@@ -35,6 +35,8 @@ mod cell;
 mod cgroup;
 /// Per-run HOME, workspace hand-over, credentials, tree removal.
 mod dirs;
+/// Recycling a used workspace: the record of it as handed over, and the proof it is back.
+mod reuse;
 /// Mode detection from the setting and the process's capabilities.
 mod mode;
 /// The uid lock directory and account checks.
@@ -58,10 +60,11 @@ mod sys;
 mod tests;
 
 // What the rest of the crate uses.
-pub(crate) use cell::{tmpdir_of, Cells, Containment, PlacedCell, Recovery, RunCell};
+pub(crate) use cell::{tmpdir_of, Cells, Containment, KeptUid, PlacedCell, Recovery, RunCell};
 pub(crate) use cgroup::CgroupSetting;
 pub(crate) use dirs::{remove_tree, remove_tree_async};
 pub(crate) use mode::Mode;
+pub(crate) use reuse::{recycle, Manifest};
 pub(crate) use reap::KILL_DEADLINE;
 pub(crate) use settings::{
     instance_key_for, ContainSettings, IsolationSetting, RunUidRange, SettingError,

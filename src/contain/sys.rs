@@ -372,3 +372,22 @@ pub(super) fn probe_birth(cgroup: BorrowedFd<'_>) -> io::Result<()> {
         },
     }
 }
+
+/// Whether an open file description other than `file` refers to its inode: anyone's descriptor
+/// (read or write), a mapping, or a descriptor in flight in a unix socket. Asked by trying a write
+/// lease (`F_SETLEASE` with `F_WRLCK`), which the kernel grants only when `file` is the inode's
+/// only open, and released at once. Needs `CAP_LEASE` or ownership of the file.
+pub(super) fn opened_elsewhere(file: &OwnedFd) -> io::Result<bool> {
+    // SAFETY: `fcntl` on a descriptor the borrow keeps open, with integer arguments only.
+    let taken = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+    if taken == -1 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(true),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    Ok(false)
+}

@@ -38,7 +38,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use tokio::time::MissedTickBehavior;
 
-pub(crate) use pool::{PoolGauges, PoolSnapshot, Take};
+pub(crate) use pool::{Checkout, PoolGauges, PoolSnapshot, Take};
 pub(crate) use runs::{Entry, RunEnd};
 pub(crate) use scrape::Scrape;
 

@@ -160,7 +160,7 @@ pub(crate) fn describe() {
     describe_histogram!(
         WORKSPACE_CHECKOUT,
         Unit::Seconds,
-        "Time to make one checkout of the base, by who made it (pool ahead of time, run on a miss)."
+        "Time to make one checkout of the base, by who made it (pool ahead of time, run on a miss, recycle of a used one)."
     );
     describe_histogram!(
         WORKSPACE_HANDOVER,

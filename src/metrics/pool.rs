@@ -45,6 +45,17 @@ pub(crate) enum Take {
     Miss,
 }
 
+/// Who made a checkout: the `by` label of the checkout histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checkout {
+    /// The pool, ahead of time: a clone.
+    Pool,
+    /// A run that found none ready: a clone on its request path.
+    Run,
+    /// The pool, from a used checkout proven back to its handed-over state.
+    Recycled,
+}
+
 impl Metrics {
     /// Makes the pool's size and ready count part of every scrape and of `/health`.
     pub(crate) fn watch_pool(&self, pool: Arc<dyn PoolGauges>) {
@@ -67,10 +78,13 @@ impl Metrics {
         self.record(|| counter!(POOL_TAKES, "result" => result).increment(1));
     }
 
-    /// A checkout of the base was made (`pooled`: ahead of time, for the pool; else by a run
-    /// that found none ready).
-    pub(crate) fn record_checkout(&self, pooled: bool, took: Duration) {
-        let by = if pooled { "pool" } else { "run" };
+    /// A checkout of the base was made, by `by`.
+    pub(crate) fn record_checkout(&self, by: Checkout, took: Duration) {
+        let by = match by {
+            Checkout::Pool => "pool",
+            Checkout::Run => "run",
+            Checkout::Recycled => "recycle",
+        };
         self.record(|| histogram!(WORKSPACE_CHECKOUT, "by" => by).record(took.as_secs_f64()));
     }
 

@@ -13,8 +13,17 @@
 //!   was unlocked with the git-crypt key. A run first refreshes the base as ever (debounced), then
 //!   takes only a checkout of the commit the base is at now, with the key state of now; the
 //!   others are removed and replaced in the background.
-//! - **Never shared.** A checkout leaves the queue under its lock, to one caller; it is never
-//!   put back. Used workspaces are not recycled: release removes them, as without a pool.
+//! - **Never shared.** A checkout leaves the queue under its lock, to one caller, and a used one
+//!   comes back only through [`Pool::take_back`], proven as it was handed over.
+//! - **Recycled.** When runs have their own uids, a checkout is recorded as handed over
+//!   ([`Manifest`]), and once its run has ended and every process of it is gone, it is rebuilt
+//!   from what is proven untouched plus copies from a pristine template of the same commit, and
+//!   filed as ready again, still owned by the same uid (see [`crate::contain`]'s `reuse` for the
+//!   proof). A run that finds nothing ready while checkouts are being recycled waits for one
+//!   (bounded) rather than clone: a recycle costs what the run changed, a clone the whole tree.
+//!   Checkouts out with runs count towards the pool's size, so the refill clones only what will
+//!   not come back. Without per-run uids (process mode) nothing proves a run could not have kept
+//!   a way into its tree, and used checkouts are removed.
 //! - **Disk.** While free space on `JOBS_DIR` is below the pool's reserve, the pool makes no
 //!   checkouts and removes the ready ones, oldest first; runs still clone their own.
 //! - **Refill.** A task keeps the pool at its size, making every missing checkout at once (a
@@ -26,13 +35,13 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::contain::{remove_tree_async, Containment, RunCell};
-use crate::metrics::{Metrics, PoolGauges, PoolSnapshot};
+use crate::contain::{remove_tree, remove_tree_async, Containment, KeptUid, Manifest, RunCell};
+use crate::metrics::{Checkout, Metrics, PoolGauges, PoolSnapshot};
 
 use super::checkout::{hand_to, Made, Source};
 use super::cleanup::{fresh_name, PendingDir, POOL_DIR};
@@ -48,6 +57,16 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// milliseconds) delays the refill by this much at most and never starves it; a checkout takes
 /// far longer than this to make.
 const QUIET_AFTER_TAKE: Duration = Duration::from_millis(100);
+
+/// How long a run that finds nothing ready waits for a checkout being recycled before it clones
+/// its own. A recycle costs what the run before changed, usually milliseconds; this bounds the
+/// wait behind one that copies a great deal.
+const RECYCLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest a run waits for a recycled checkout's newest change time to be a kernel tick old
+/// (see [`Manifest::usable_after`]); later than that (a clock stepped back), the checkout is used
+/// but not recycled after.
+const STAMP_WAIT: Duration = Duration::from_millis(50);
 
 /// Pause after a failed checkout, so a broken base costs one clone attempt per missing checkout
 /// per pause.
@@ -66,6 +85,18 @@ pub(crate) struct Pool {
     ready: Mutex<VecDeque<Pooled>>,
     /// Checkouts being made now.
     making: AtomicUsize,
+    /// Used checkouts being recycled now.
+    recycling: AtomicUsize,
+    /// Recyclable checkouts out with runs: they come back, so the refill does not replace them.
+    out: AtomicUsize,
+    /// Wakes runs waiting for a recycled checkout (see [`RECYCLE_WAIT`]).
+    returned: Notify,
+    /// The pristine checkout recycles copy from, for the base as the newest checkout saw it.
+    template: tokio::sync::Mutex<Option<Arc<Template>>>,
+    /// The base as the last take saw it: a used checkout of anything else is not recycled.
+    latest: Mutex<Option<Made>>,
+    /// What checkouts are made with, once the pool is started.
+    maker: OnceLock<Arc<Maker>>,
     /// When a run last took (or asked for) a checkout.
     last_take: Mutex<Option<Instant>>,
     /// Wakes the refill task: a take, a finished checkout. Shared with that task, which holds
@@ -83,12 +114,45 @@ pub(crate) struct Pooled {
     /// The run identity it was handed over to; `None` when runs are not contained. Declared after
     /// `dir`, so an untaken checkout's removal is under way before its identity is given back.
     cell: Option<RunCell>,
+    /// Its record as handed over, when it can be recycled after its run (per-run uids).
+    manifest: Option<Manifest>,
+}
+
+/// A pristine checkout of one commit, never handed out: what a recycle copies changed files from.
+#[derive(Debug)]
+struct Template {
+    /// What it was made from.
+    made: Made,
+    /// Where it is, in the pool directory; removed when the last recycle using it is done.
+    dir: PendingDir,
+}
+
+/// A recyclable checkout out with a run, counted towards the pool's size until it comes back
+/// ([`Pool::take_back`]) or is given up (dropped).
+#[derive(Debug)]
+pub(crate) struct Lent {
+    /// The pool it counts in.
+    pool: Arc<Pool>,
+    /// What it was made from.
+    made: Made,
+    /// Its record as handed over.
+    manifest: Option<Manifest>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.pool.out.fetch_sub(1, Ordering::AcqRel);
+        self.pool.wake.notify_one();
+    }
 }
 
 impl Pooled {
     /// Moves the checkout to `dest` (a fresh `ws-<id>` path beside the pool directory); the run
-    /// identity it was handed over to comes along.
-    pub(crate) async fn move_to(mut self, dest: &Path) -> Result<Option<RunCell>, WorkspaceError> {
+    /// identity it was handed over to and its record come along.
+    pub(crate) async fn move_to(
+        mut self,
+        dest: &Path,
+    ) -> Result<(Option<RunCell>, Option<Manifest>), WorkspaceError> {
         tokio::fs::rename(self.dir.path(), dest)
             .await
             .map_err(|e| {
@@ -103,8 +167,9 @@ impl Pooled {
             })?;
         // Moved: nothing is left to remove.
         let cell = self.cell.take();
+        let manifest = self.manifest.take();
         self.dir.keep();
-        Ok(cell)
+        Ok((cell, manifest))
     }
 }
 
@@ -137,6 +202,12 @@ impl Pool {
             min_free_bytes,
             ready: Mutex::new(VecDeque::new()),
             making: AtomicUsize::new(0),
+            recycling: AtomicUsize::new(0),
+            out: AtomicUsize::new(0),
+            returned: Notify::new(),
+            template: tokio::sync::Mutex::new(None),
+            latest: Mutex::new(None),
+            maker: OnceLock::new(),
             last_take: Mutex::new(None),
             wake: Arc::new(Notify::new()),
         })
@@ -158,6 +229,10 @@ impl Pool {
             containment,
             metrics,
         });
+        if self.maker.set(Arc::clone(&maker)).is_err() {
+            tracing::warn!("the warm pool was started twice; the second start is ignored");
+            return;
+        }
         tokio::spawn(refill(pool, maker));
     }
 
@@ -165,6 +240,7 @@ impl Pool {
     /// there is one. Those made from anything else are removed; the refill task is woken either
     /// way.
     pub(crate) fn take(&self, now: &Made) -> Option<Pooled> {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(now.clone());
         let (taken, stale) = {
             let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
             let stale: Vec<Pooled> = if now.head.is_some() {
@@ -193,6 +269,167 @@ impl Pool {
         taken
     }
 
+    /// [`take`](Self::take), waiting (at most [`RECYCLE_WAIT`]) for a checkout being recycled
+    /// when none is ready; `None` at once when none is being recycled.
+    pub(crate) async fn take_waiting(&self, now: &Made) -> Option<Pooled> {
+        let deadline = tokio::time::Instant::now() + RECYCLE_WAIT;
+        loop {
+            // Registered before the look, so a checkout filed in between still wakes this one.
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(taken) = self.take(now) {
+                return Some(taken);
+            }
+            if self.recycling.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Counts a recyclable checkout (`made`, recorded as `manifest`) as out with a run, until it
+    /// comes back or the returned token is dropped.
+    pub(crate) fn lend(self: &Arc<Self>, made: Made, manifest: Manifest) -> Lent {
+        self.out.fetch_add(1, Ordering::AcqRel);
+        Lent {
+            pool: Arc::clone(self),
+            made,
+            manifest: Some(manifest),
+        }
+    }
+
+    /// Takes back the used checkout at `used`, lent as `lent`, whose run has ended with nothing of
+    /// it left and kept its uid (`kept`): recycles it in the background and files it as ready, or
+    /// removes it when the pool is full, disk is low, the base has moved or the proof fails.
+    /// Needs a tokio runtime; without one the checkout is removed.
+    pub(crate) fn take_back(self: &Arc<Self>, mut lent: Lent, used: PathBuf, kept: KeptUid) {
+        let used = PendingDir::new(used);
+        let (Some(maker), Some(manifest), Ok(runtime)) = (
+            self.maker.get().cloned(),
+            lent.manifest.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let current = self
+            .latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|latest| *latest == lent.made);
+        let others = self.ready_len()
+            + self.making.load(Ordering::Acquire)
+            + self.recycling.load(Ordering::Acquire)
+            + self.out.load(Ordering::Acquire).saturating_sub(1);
+        if !current || others >= self.size || self.low_on_disk(&maker.jobs_dir) {
+            return;
+        }
+        // Counted as recycling before the lend ends, so the refill never sees it missing.
+        self.recycling.fetch_add(1, Ordering::AcqRel);
+        let made = lent.made.clone();
+        drop(lent);
+        let pool = Arc::clone(self);
+        runtime.spawn(async move {
+            let started = Instant::now();
+            match pool.recycle(&maker, used, made, manifest, kept).await {
+                Ok(pooled) => {
+                    if let Some(metrics) = &maker.metrics {
+                        metrics.record_checkout(Checkout::Recycled, started.elapsed());
+                    }
+                    pool.put(pooled);
+                }
+                Err(error) => {
+                    tracing::info!(%error, "a used checkout could not be recycled; it is removed");
+                }
+            }
+            pool.recycling.fetch_sub(1, Ordering::AcqRel);
+            pool.returned.notify_waiters();
+            pool.wake.notify_one();
+        });
+    }
+
+    /// Rebuilds `used` as a fresh ready checkout under the pool directory (see
+    /// [`crate::contain::recycle`]); `used`, with whatever was not proven, is removed after.
+    async fn recycle(
+        &self,
+        maker: &Maker,
+        used: PendingDir,
+        made: Made,
+        manifest: Manifest,
+        kept: KeptUid,
+    ) -> Result<Pooled, WorkspaceError> {
+        let containment = maker
+            .containment
+            .clone()
+            .ok_or_else(|| WorkspaceError::new("recycling a checkout", "runs are not contained"))?;
+        let template = self
+            .template_for(maker, &made)
+            .await
+            .ok_or_else(|| WorkspaceError::new("recycling a checkout", "no template of its commit"))?;
+        let into = PendingDir::new(self.dir.join(fresh_name()));
+        let dest = into.path().to_path_buf();
+        let uid = kept.uid();
+        let manifest = tokio::task::spawn_blocking(move || {
+            let rebuilt = crate::contain::recycle(
+                used.path(),
+                &dest,
+                &manifest,
+                template.dir.path(),
+                uid,
+            );
+            // `used` goes now, in the background, with everything the proof left in it.
+            drop(used);
+            rebuilt
+        })
+        .await
+        .map_err(|e| WorkspaceError::new("recycling a checkout failed", e))?
+        .map_err(|e| WorkspaceError::new("recycling a checkout", e))?;
+        let cell = containment
+            .lease_again(kept)
+            .map_err(|e| WorkspaceError::new("no identity for a recycled checkout", e))?;
+        Ok(Pooled {
+            dir: into,
+            made,
+            cell: Some(cell),
+            manifest: Some(manifest),
+        })
+    }
+
+    /// The template of `made`, made now (a clone, without the git-crypt key) when the one there is
+    /// of another commit or missing; `None` when it cannot be made or the base has moved meanwhile.
+    async fn template_for(&self, maker: &Maker, made: &Made) -> Option<Arc<Template>> {
+        let mut current = self.template.lock().await;
+        if let Some(template) = current.as_ref().filter(|t| t.made == *made) {
+            return Some(Arc::clone(template));
+        }
+        let dir = PendingDir::new(self.dir.join(fresh_name()));
+        let now = match maker.source.checkout(&maker.jobs_dir, dir.path()).await {
+            Ok(now) => now,
+            Err(error) => {
+                tracing::warn!(%error, "could not make the template recycled checkouts copy from");
+                return None;
+            }
+        };
+        if now != *made {
+            return None;
+        }
+        let keys = dir.path().join(".git/git-crypt/keys");
+        if let Err(error) = tokio::task::spawn_blocking(move || remove_tree(&keys))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|removed| removed)
+        {
+            tracing::warn!(%error, "could not remove the git-crypt key from the template");
+            return None;
+        }
+        let template = Arc::new(Template { made: now, dir });
+        *current = Some(Arc::clone(&template));
+        Some(template)
+    }
+
     /// How much longer the refill should wait for runs to stop arriving (see
     /// [`QUIET_AFTER_TAKE`]).
     fn quiet_left(&self) -> Duration {
@@ -216,6 +453,7 @@ impl Pool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(pooled);
+        self.returned.notify_waiters();
     }
 
     fn pop_oldest(&self) -> Option<Pooled> {
@@ -293,8 +531,11 @@ async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
                 continue;
             }
             waited = false;
-            let making = this.making.load(Ordering::Acquire);
-            let missing = this.size.saturating_sub(this.ready_len() + making);
+            // Checkouts being recycled or out with runs come back: only the rest is cloned.
+            let coming = this.making.load(Ordering::Acquire)
+                + this.recycling.load(Ordering::Acquire)
+                + this.out.load(Ordering::Acquire);
+            let missing = this.size.saturating_sub(this.ready_len() + coming);
             for _ in 0..missing {
                 this.making.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(make_one(Arc::clone(&this), Arc::clone(&maker)));
@@ -313,11 +554,20 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
     let started = Instant::now();
     let dir = PendingDir::new(pool.dir.join(fresh_name()));
     match made_for_a_run(&maker, dir.path()).await {
-        Ok((made, cell)) => {
+        Ok((made, cell, manifest)) => {
             if let Some(metrics) = &maker.metrics {
-                metrics.record_checkout(true, started.elapsed());
+                metrics.record_checkout(Checkout::Pool, started.elapsed());
             }
-            pool.put(Pooled { dir, made, cell });
+            // A recyclable checkout needs its commit's template before its run ends.
+            if manifest.is_some() {
+                pool.template_for(&maker, &made).await;
+            }
+            pool.put(Pooled {
+                dir,
+                made,
+                cell,
+                manifest,
+            });
         }
         Err(error) => {
             tracing::warn!(%error, "the warm pool could not make a checkout; runs clone their own meanwhile");
@@ -329,11 +579,12 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
     pool.wake.notify_one();
 }
 
-/// A checkout at `dest`, handed over to a freshly leased identity when runs are contained.
+/// A checkout at `dest`, handed over to a freshly leased identity when runs are contained, and
+/// recorded for recycling when that identity is a uid of its own.
 async fn made_for_a_run(
     maker: &Maker,
     dest: &Path,
-) -> Result<(Made, Option<RunCell>), WorkspaceError> {
+) -> Result<(Made, Option<RunCell>, Option<Manifest>), WorkspaceError> {
     let cell = match &maker.containment {
         Some(containment) => Some(
             containment
@@ -345,11 +596,45 @@ async fn made_for_a_run(
     };
     let made = maker.source.checkout(&maker.jobs_dir, dest).await?;
     let Some(cell) = cell else {
-        return Ok((made, None));
+        return Ok((made, None, None));
     };
     let dest = dest.to_path_buf();
-    let cell = tokio::task::spawn_blocking(move || hand_to(&cell, &dest).map(|()| cell))
-        .await
-        .map_err(|e| WorkspaceError::new("handing over a pooled checkout failed", e))??;
-    Ok((made, Some(cell)))
+    let (cell, manifest) = tokio::task::spawn_blocking(move || {
+        hand_to(&cell, &dest)?;
+        let manifest = recordable(&cell, &dest);
+        Ok::<_, WorkspaceError>((cell, manifest))
+    })
+    .await
+    .map_err(|e| WorkspaceError::new("handing over a pooled checkout failed", e))??;
+    Ok((made, Some(cell), manifest))
+}
+
+/// The record of the checkout at `dest`, just handed over to `cell`, when it can be recycled: only
+/// a uid of the run's own keeps another run out of it (blocking). A checkout that cannot be
+/// recorded is used once and removed, as without recycling.
+pub(crate) fn recordable(cell: &RunCell, dest: &Path) -> Option<Manifest> {
+    cell.uid()?;
+    match Manifest::record(dest) {
+        Ok(manifest) => Some(manifest),
+        Err(error) => {
+            tracing::warn!(%error, path = %dest.display(), "could not record a checkout for recycling");
+            None
+        }
+    }
+}
+
+/// Waits until `manifest`'s tree may be handed to a run (see [`Manifest::usable_after`]); `false`
+/// when that is further off than [`STAMP_WAIT`], and the checkout must not be recycled after.
+pub(crate) async fn usable(manifest: &Manifest) -> bool {
+    let wait = manifest
+        .usable_after()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    if wait > STAMP_WAIT {
+        return false;
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    true
 }

@@ -1,21 +1,22 @@
 //! The gateway's [`Provision`] strategy: a fresh clone of the warm base per job, or an empty
 //! scratch directory when there is no base.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gateway_layers::workspace::{Provision, ProvisionFuture};
 
-use crate::contain::{tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
-use crate::metrics::{Metrics, Take};
+use crate::contain::{tmpdir_of, Cells, Containment, Manifest, Mode as ContainMode, RunCell};
+use crate::metrics::{Checkout, Metrics, Take};
 
 use super::base::Base;
 use super::checkout::{hand_to, Source};
 use super::cleanup::{self, fresh_name, home_for, is_workspace_name, remove_detached, PendingDir};
 use super::error::WorkspaceError;
 use super::git::Tool;
-use super::pool::Pool;
+use super::pool::{recordable, usable, Lent, Pool};
 
 /// Hands out per-job workspaces under `JOBS_DIR` and removes them afterwards.
 ///
@@ -39,6 +40,8 @@ struct Inner {
     pool: Option<Arc<Pool>>,
     /// Where takes and timings are recorded (the gateway's own metrics).
     metrics: Option<Metrics>,
+    /// The recyclable checkouts out with runs, by workspace: they go back to the pool at release.
+    lent: Mutex<HashMap<PathBuf, Lent>>,
 }
 
 /// What the provisioner needs to give each run its own identity, workspace and HOME.
@@ -188,6 +191,7 @@ impl GitProvisioner {
                 contained,
                 pool,
                 metrics,
+                lent: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -239,29 +243,39 @@ impl Inner {
         // A pooled checkout comes with its cell, already handed over; otherwise the run's cell is
         // leased before anything is made, so a run that cannot have an identity costs no clone.
         // `start`: the commit the checkout is made at, known here so no one has to ask git.
-        let (cell, handed_over, start) = match &self.mode {
+        // `made`: what a checkout was made from, when the pool may take it back after the run;
+        // `manifest`: its record as handed over, once it is.
+        let (cell, handed_over, start, made, mut manifest) = match &self.mode {
             Mode::Scratch => {
                 let cell = self.lease().await?;
                 create_scratch(pending.path()).await?;
-                (cell, false, None)
+                (cell, false, None, None, None)
             }
             Mode::Git(source) => {
                 source.base.ensure_fresh().await;
                 match self.take_pooled(source, pending.path()).await {
-                    Some((Some(cell), head)) => (Some(cell), true, head),
-                    Some((None, head)) => (self.lease().await?, false, head),
+                    Some(Taken {
+                        cell: Some(cell),
+                        made,
+                        manifest,
+                    }) => (Some(cell), true, made.head.clone(), Some(made), manifest),
+                    Some(Taken { made, .. }) => {
+                        (self.lease().await?, false, made.head.clone(), None, None)
+                    }
                     None => {
                         let cell = self.lease().await?;
                         let cloning = Instant::now();
                         let made = source.checkout(&self.jobs_dir, pending.path()).await?;
                         if let Some(metrics) = &self.metrics {
-                            metrics.record_checkout(false, cloning.elapsed());
+                            metrics.record_checkout(Checkout::Run, cloning.elapsed());
                         }
-                        (cell, false, made.head)
+                        (cell, false, made.head.clone(), Some(made), None)
                     }
                 }
             }
         };
+        // A run-cloned checkout is recorded along with its hand-over, so it can come back too.
+        let record = made.is_some() && manifest.is_none() && self.pool.is_some();
         if let (Some(cell), Some(contained)) = (cell, &self.contained) {
             let home = PendingDir::new(home_for(pending.path()));
             let workspace = pending.path().to_path_buf();
@@ -269,20 +283,29 @@ impl Inner {
             let credentials = contained.credentials.clone();
             let handing = Instant::now();
             // Walks the tree and makes directories: blocking work, off the runtime's threads.
-            let cell = tokio::task::spawn_blocking(move || {
+            let (cell, recorded) = tokio::task::spawn_blocking(move || {
+                let mut recorded = None;
                 if !handed_over {
                     hand_to(&cell, &workspace)?;
+                    if record {
+                        recorded = recordable(&cell, &workspace);
+                    }
                 }
-                make_run_home(&cell, &home_dir, credentials.as_deref()).map(|()| cell)
+                make_run_home(&cell, &home_dir, credentials.as_deref()).map(|()| (cell, recorded))
             })
             .await
             .map_err(|e| WorkspaceError::new("preparing the run's directories failed", e))??;
+            manifest = manifest.or(recorded);
             if let Some(metrics) = &self.metrics {
                 metrics.record_handover(handing.elapsed());
             }
             contained
                 .cells
                 .insert(pending.path().to_path_buf(), cell, home.keep(), start);
+            if let (Some(pool), Some(made), Some(manifest)) = (&self.pool, made, manifest) {
+                let lent = pool.lend(made, manifest);
+                self.lent_checkouts().insert(pending.path().to_path_buf(), lent);
+            }
         }
         let path = pending.keep();
         tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "workspace provisioned");
@@ -302,20 +325,30 @@ impl Inner {
         }
     }
 
-    /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one, and
-    /// returns the cell it was handed over to (`None` when runs are not contained) and the commit
-    /// it stands at; `None` when there was none (the caller clones).
-    async fn take_pooled(
-        &self,
-        source: &Source,
-        dest: &Path,
-    ) -> Option<(Option<RunCell>, Option<Arc<str>>)> {
+    /// The recyclable checkouts out with runs.
+    fn lent_checkouts(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Lent>> {
+        self.lent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves a ready checkout of the base as it is now to `dest`, when the pool has one or one is
+    /// being recycled, and returns it; `None` when there was none (the caller clones).
+    async fn take_pooled(&self, source: &Source, dest: &Path) -> Option<Taken> {
         let pool = self.pool.as_ref()?;
         let now = source.now().await;
-        let taken = match pool.take(&now) {
+        let taken = match pool.take_waiting(&now).await {
             // Taken only when made at the commit the base is at now.
             Some(pooled) => match pooled.move_to(dest).await {
-                Ok(cell) => Some((cell, now.head)),
+                Ok((cell, manifest)) => {
+                    let manifest = match manifest {
+                        Some(manifest) if usable(&manifest).await => Some(manifest),
+                        _ => None,
+                    };
+                    Some(Taken {
+                        cell,
+                        made: now,
+                        manifest,
+                    })
+                }
                 Err(error) => {
                     tracing::warn!(%error, "a pooled checkout could not be used; the run clones its own");
                     None
@@ -351,8 +384,23 @@ impl Provision for GitProvisioner {
             // Everything the run started dies before its directories go, and before the run's
             // slot is given back (this runs while the run still holds it).
             if let Some(contained) = &self.inner.contained {
-                if let Some(home) = contained.cells.release(&path) {
-                    remove_detached(home);
+                let lent = self.inner.lent_checkouts().remove(&path);
+                match (lent, &self.inner.pool) {
+                    (Some(lent), Some(pool)) => match contained.cells.release_keeping_uid(&path) {
+                        Some((home, Some(kept))) => {
+                            remove_detached(home);
+                            // The pool recycles it, or removes it.
+                            pool.take_back(lent, path, kept);
+                            return;
+                        }
+                        Some((home, None)) => remove_detached(home),
+                        None => {}
+                    },
+                    _ => {
+                        if let Some(home) = contained.cells.release(&path) {
+                            remove_detached(home);
+                        }
+                    }
                 }
             }
             remove_detached(path);
@@ -360,6 +408,16 @@ impl Provision for GitProvisioner {
             tracing::warn!(path = %path.display(), "refusing to remove a path that is not a workspace of this provisioner");
         }
     }
+}
+
+/// A checkout taken from the pool.
+struct Taken {
+    /// The identity it was handed over to (`None` when runs are not contained).
+    cell: Option<RunCell>,
+    /// What it was made from: the base as it is now.
+    made: super::checkout::Made,
+    /// Its record as handed over, when it may be recycled after the run.
+    manifest: Option<Manifest>,
 }
 
 /// Makes the run's HOME, with a private TMPDIR inside and the operator's CLI login when there is
