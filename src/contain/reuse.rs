@@ -574,10 +574,11 @@ for dirpath, dirs, files in os.walk(root):
              && echo '[core]\\n\\thooksPath = /tmp' > .git/config \
              && ln -sfn /etc/passwd link && ln a/b/file1 hardlink && mkfifo a/fifo && chmod 0777 a",
         );
-        // Descriptors another run could hold, passed over a socket: a file, and a directory.
+        // Descriptors another run could hold, passed over a socket: a file the run did not
+        // otherwise touch, and a directory.
         let mut held = std::fs::OpenOptions::new()
             .append(true)
-            .open(fx.used.join("a/file2"))
+            .open(fx.used.join(".git/hooks/pre-commit.sample"))
             .unwrap();
         let held_dir = std::fs::File::open(fx.used.join("a/b")).unwrap();
 
@@ -598,7 +599,10 @@ for dirpath, dirs, files in os.walk(root):
         // What the holders do next reaches nothing of the recycled tree.
         use std::io::Write as _;
         held.write_all(b"written through a kept descriptor\n").unwrap();
-        assert_eq!(std::fs::read_to_string(into.join("a/file2")).unwrap(), "second\n");
+        assert_eq!(
+            std::fs::read_to_string(into.join(".git/hooks/pre-commit.sample")).unwrap(),
+            "#!/bin/sh\n"
+        );
         let mut dir = Dir::from_fd(held_dir.into()).unwrap();
         std::fs::write(into.join("a/b/later-run"), "a later run's file").unwrap();
         let seen: Vec<String> = dir
