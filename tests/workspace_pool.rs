@@ -215,3 +215,104 @@ async fn the_start_up_sweep_removes_a_pool_left_by_an_earlier_process() {
     assert!(!leftover.exists(), "the earlier pool was left in place");
     assert!(!provisioner.is_scratch());
 }
+
+/// What a run sees of its checkout, printed between markers by the Bash tool: every entry (type
+/// and mode, objects counted), whether all are the run's own, the contents of `.git`'s small
+/// files, the hooks, refs, stash, config, index and status. Two fresh checkouts print the same.
+const VIEW: &str = "echo VIEW-BEGIN; \
+    find . -path ./.git/objects -prune -o -printf '%P %y %m\\n' | sort; \
+    echo objects $(find .git/objects -type f | wc -l); \
+    echo foreign $(find . ! -user \"$(id -u)\" ! -links +1 | wc -l); \
+    for f in .git/HEAD .git/config .git/packed-refs .git/info/exclude .git/description; do echo \"== $f\"; cat $f; done; \
+    sha256sum .git/hooks/* | sort; \
+    git for-each-ref --format='%(refname) %(objectname)'; \
+    git stash list; git ls-files -s --debug | grep -v 'ctime\\|mtime\\|dev:\\|uid:\\|size:'; \
+    git status --porcelain=v1 --ignored --untracked-files=all; \
+    echo VIEW-END";
+
+/// After the view: what would run a planted hook or fsmonitor command (git commit, checkout,
+/// status); a planted one says `HOOK-RAN`.
+const TRIGGERS: &str = "git status >/dev/null 2>&1; \
+    git -c user.name=probe -c user.email=probe@example.com commit --allow-empty -qm probe 2>&1; \
+    git checkout -q -b probe-branch 2>&1; git checkout -q - 2>&1; echo TRIGGERS-DONE";
+
+/// The view part of a Bash tool's output.
+fn view_of(output: &str) -> String {
+    let start = output
+        .find("VIEW-BEGIN")
+        .unwrap_or_else(|| panic!("no view in {output}"));
+    let end = output.find("VIEW-END").unwrap_or_else(|| panic!("no view end in {output}"));
+    output[start..end].to_owned()
+}
+
+/// Runs `command` with the real CLI's Bash tool and answers what it printed.
+async fn bash(gw: &Gateway, command: &str) -> String {
+    let body: Value = json(gw.chat(&format!("[[mock:bash {command}]]")).await).await;
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {body}"))
+        .to_owned()
+}
+
+const RECYCLED: &str = "claude_gateway_workspace_checkout_seconds_count{by=\"recycle\"}";
+const POOL_CLONES: &str = "claude_gateway_workspace_checkout_seconds_count{by=\"pool\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_tampers_with_its_checkout_leaves_no_trace_for_the_next_run() {
+    let fx = Repos::seeded(
+        "main",
+        [
+            ("README.md", "# the repository\n"),
+            (".gitignore", "build/\n"),
+            ("src/lib.rs", "pub fn answer() -> u32 { 42 }\n"),
+            ("tools/run.sh", "#!/bin/sh\necho run\n"),
+        ],
+    );
+    let gw = Gateway::builder()
+        .base(&fx.base)
+        .arg("workspace-pool-size", 1)
+        .arg("max-concurrency", 1)
+        .arg("openai-compat-agent", "general-purpose")
+        .start()
+        .await;
+    assert_eq!(gw.health().await["isolation"], "uid", "recycling needs per-run uids");
+    wait_pool_ready(&gw, 1).await;
+
+    // A fresh checkout, as the first run sees it.
+    let first = bash(&gw, &format!("{VIEW}; {TRIGGERS}")).await;
+    assert!(first.contains("TRIGGERS-DONE"), "{first}");
+    let fresh = view_of(&first);
+    wait_pool_ready(&gw, 1).await;
+
+    // Everything the issue lists, and a hook and a monitor command that would run on the next
+    // git command.
+    let tampered = bash(
+        &gw,
+        "set -e; echo changed >> README.md; chmod +x src/lib.rs; touch -d 2000-01-01 src/lib.rs; \
+         git -c user.name=x -c user.email=x@example.com stash -q; echo again >> README.md; \
+         echo untracked > notes.txt; mkdir -p build deep/er && echo object > build/out.o && echo x > deep/er/file; \
+         printf '#!/bin/sh\\necho HOOK-RAN >&2\\n' > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit; \
+         cp .git/hooks/pre-commit .git/hooks/post-checkout; cp .git/hooks/pre-commit .git/planted-monitor; \
+         git config core.fsmonitor \"$PWD/.git/planted-monitor\"; git config user.name planted; \
+         git branch planted; git tag planted-tag; git update-ref refs/planted HEAD; \
+         git update-index --chmod=+x README.md; git add notes.txt; \
+         ln -s /etc/passwd planted-link; mkfifo planted-fifo; chmod 0777 . src; \
+         echo TAMPERED",
+    )
+    .await;
+    assert!(tampered.contains("TAMPERED"), "the tampering run failed: {tampered}");
+    wait_pool_ready(&gw, 1).await;
+    assert!(
+        gw.metric(RECYCLED).await >= 2.0,
+        "the used checkouts were not recycled"
+    );
+
+    let later = bash(&gw, &format!("{VIEW}; {TRIGGERS}")).await;
+    assert_eq!(view_of(&later), fresh, "the next run sees what the tampering run left");
+    assert!(!later.contains("HOOK-RAN"), "a planted hook ran in the next run: {later}");
+    assert!(later.contains("TRIGGERS-DONE"), "{later}");
+    // Every run took a recycled checkout: the pool cloned once, at start-up.
+    assert_eq!(gw.metric(HITS).await, 3.0);
+    assert_eq!(gw.metric(POOL_CLONES).await, 1.0);
+    gw.wait_workspaces_gone().await;
+}

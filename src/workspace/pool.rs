@@ -405,7 +405,9 @@ impl Pool {
         if let Some(template) = current.as_ref().filter(|t| t.made == *made) {
             return Some(Arc::clone(template));
         }
-        let dir = PendingDir::new(self.dir.join(fresh_name()));
+        // Named apart from the checkouts: it is never handed out.
+        let name = fresh_name().replacen("ws-", "template-", 1);
+        let dir = PendingDir::new(self.dir.join(name));
         let now = match maker.source.checkout(&maker.jobs_dir, dir.path()).await {
             Ok(now) => now,
             Err(error) => {

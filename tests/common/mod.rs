@@ -480,7 +480,13 @@ impl Gateway {
     /// Checkouts ready in the warm pool (`JOBS_DIR/.pool`).
     pub fn pooled(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.jobs_dir.path().join(".pool"))
-            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ws-"))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
