@@ -25,14 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use gateway_layers::admission::{AdmitError, Gauge, KeyLimits, Ticket};
+use gateway_layers::admission::{AdmitError, Gauge, Ticket};
 use http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::{Entry, Metrics};
-use crate::policy::{KeyPolicy, Policies};
+use crate::policy::Policies;
 
 /// Seconds a turned-away caller is told to wait before trying again.
 pub(crate) const RETRY_AFTER_SECONDS: u64 = 5;
@@ -203,7 +203,7 @@ impl Intake {
     /// Step 4: a queue slot for a checked request of the key `key` whose body holds `bytes`.
     pub(crate) fn admit(&self, entry: Entry, bytes: usize, key: &str) -> Result<Admitted, Refusal> {
         let policy = self.policies.current();
-        let limits = key_limits(policy.for_key(key));
+        let limits = policy.for_key(key).limits;
         let ticket = match self.gauge.admit_for(Arc::from(key), limits) {
             Ok(ticket) => ticket,
             Err(AdmitError::KeyFull { max_queued, .. }) => {
@@ -240,15 +240,6 @@ impl Intake {
         }
         let now = self.gauge.snapshot();
         (now.active + now.queued >= now.queue_depth).then_some(Refusal::QueueFull)
-    }
-}
-
-/// A key's policy as the gauge's dispatch reads it.
-pub(crate) fn key_limits(policy: &KeyPolicy) -> KeyLimits {
-    KeyLimits {
-        weight: policy.weight,
-        max_concurrent: policy.max_concurrent,
-        max_queued: policy.max_queued,
     }
 }
 

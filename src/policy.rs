@@ -38,6 +38,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, TimeZone as _, Utc};
+use gateway_layers::admission::KeyLimits;
 use serde::Deserialize;
 
 /// The largest weight: a key with weight `w` gets `w` runs for each run of a weight-1 key, and a
@@ -45,30 +46,16 @@ use serde::Deserialize;
 pub const MAX_WEIGHT: u32 = 1000;
 
 /// What one key may hold and spend.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyPolicy {
-    /// Share of the run slots when keys compete (1 to [`MAX_WEIGHT`]).
-    pub weight: u32,
-    /// Runs of this key at once, jobs and chat together; `None`: only the global bound.
-    pub max_concurrent: Option<usize>,
-    /// Runs of this key waiting for a slot; `None`: only the global `MAX_QUEUE_DEPTH`.
-    pub max_queued: Option<usize>,
+    /// The key's share of the run slots (1 to [`MAX_WEIGHT`]) and its bounds on runs at once
+    /// (jobs and chat together) and runs waiting, as the admission gauge reads them; a bound of
+    /// `None` leaves only the global one.
+    pub limits: KeyLimits,
     /// What the key may spend per window, when limited.
     pub budget: Option<Budget>,
     /// The `--max-budget-usd` each run of this key gets at most (a caller may ask for less).
     pub max_budget_usd_per_job: Option<f64>,
-}
-
-impl Default for KeyPolicy {
-    fn default() -> Self {
-        Self {
-            weight: 1,
-            max_concurrent: None,
-            max_queued: None,
-            budget: None,
-            max_budget_usd_per_job: None,
-        }
-    }
 }
 
 /// A spend limit per fixed window.
@@ -203,7 +190,7 @@ impl PolicyTable {
     /// This table over `base`, checked.
     fn resolve(self, base: &KeyPolicy, table: &str) -> Result<KeyPolicy, PolicyError> {
         let bad = |field: &str, why: &str| PolicyError(format!("[{table}] {field}: {why}"));
-        let weight = self.weight.unwrap_or(base.weight);
+        let weight = self.weight.unwrap_or(base.limits.weight);
         if !(1..=MAX_WEIGHT).contains(&weight) {
             return Err(bad("weight", &format!("must be 1 to {MAX_WEIGHT}")));
         }
@@ -261,9 +248,11 @@ impl PolicyTable {
             }
         };
         Ok(KeyPolicy {
-            weight,
-            max_concurrent: self.max_concurrent.or(base.max_concurrent),
-            max_queued: self.max_queued.or(base.max_queued),
+            limits: KeyLimits {
+                weight,
+                max_concurrent: self.max_concurrent.or(base.limits.max_concurrent),
+                max_queued: self.max_queued.or(base.limits.max_queued),
+            },
             budget,
             max_budget_usd_per_job: self.max_budget_usd_per_job.or(base.max_budget_usd_per_job),
         })
@@ -487,9 +476,9 @@ mod tests {
         )
         .unwrap();
         let ci = book.for_key("ci");
-        assert_eq!(ci.weight, 3);
-        assert_eq!(ci.max_concurrent, Some(4));
-        assert_eq!(ci.max_queued, Some(5));
+        assert_eq!(ci.limits.weight, 3);
+        assert_eq!(ci.limits.max_concurrent, Some(4));
+        assert_eq!(ci.limits.max_queued, Some(5));
         assert_eq!(ci.max_budget_usd_per_job, Some(0.25));
         assert_eq!(
             ci.budget,
@@ -500,8 +489,8 @@ mod tests {
             })
         );
         let alice = book.for_key("alice");
-        assert_eq!(alice.weight, 1);
-        assert_eq!(alice.max_queued, Some(50));
+        assert_eq!(alice.limits.weight, 1);
+        assert_eq!(alice.limits.max_queued, Some(50));
         assert_eq!(alice.budget.as_ref().unwrap().tokens, None);
         assert_eq!(book.for_key("nobody-configured"), alice);
     }
@@ -583,18 +572,18 @@ mod tests {
         std::fs::write(&path, "[keys.bob]\nweight = 2\n").unwrap();
         let known = KEYS.iter().map(|k| k.to_string()).collect();
         let policies = Policies::load(&path, known).unwrap();
-        assert_eq!(policies.current().for_key("bob").weight, 2);
+        assert_eq!(policies.current().for_key("bob").limits.weight, 2);
 
         std::fs::write(&path, "[keys.bob]\nweight = 5\nmax_queued = 3\n").unwrap();
         assert!(policies.changed());
         assert_eq!(policies.reload(), Ok(true));
-        assert_eq!(policies.current().for_key("bob").weight, 5);
+        assert_eq!(policies.current().for_key("bob").limits.weight, 5);
         assert!(!policies.changed());
 
         std::fs::write(&path, "[keys.bob]\nweight = \"heavy\"\n").unwrap();
         assert!(policies.reload().is_err());
-        assert_eq!(policies.current().for_key("bob").weight, 5);
-        assert_eq!(policies.current().for_key("bob").max_queued, Some(3));
+        assert_eq!(policies.current().for_key("bob").limits.weight, 5);
+        assert_eq!(policies.current().for_key("bob").limits.max_queued, Some(3));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -276,7 +276,7 @@ impl Quota {
     /// A new place in the queue for a run of `key` accepted earlier (one going back to the queue),
     /// beyond the depth, under the key's weight and `max_concurrent` in force now.
     pub(crate) fn readmit(&self, key: &str) -> Ticket {
-        let limits = crate::bounds::key_limits(self.inner.policies.current().for_key(key));
+        let limits = self.inner.policies.current().for_key(key).limits;
         self.inner.gauge.admit_unchecked_for(Arc::from(key), limits)
     }
 

@@ -6,8 +6,8 @@
 //!
 //! | module | layer | reads | inserts | rejects with |
 //! |---|---|---|---|---|
-//! | [`auth`] | [`BearerAuthLayer`](auth::BearerAuthLayer) | `Authorization` (or an API-key header: [`TokenSource`](auth::TokenSource)) | [`AuthenticatedCaller`](auth::AuthenticatedCaller) | a response you shape ([`OnAuthFailure`](auth::OnAuthFailure)) |
-//! | [`admission`] | [`AdmissionLayer`](admission::AdmissionLayer) | the shared [`Gauge`](admission::Gauge) | [`Ticket`](admission::Ticket) | a response you shape ([`OnOverload`](admission::OnOverload)) |
+//! | [`auth`] | [`BearerAuthLayer`](auth::BearerAuthLayer) | `Authorization` (or an API-key header: [`TokenSource`](auth::TokenSource)) | [`AuthenticatedCaller`](auth::AuthenticatedCaller) | a response you shape ([`Reject`](auth::Reject)) |
+//! | [`admission`] | [`AdmissionLayer`](admission::AdmissionLayer) | the shared [`Gauge`](admission::Gauge) | [`Ticket`](admission::Ticket) | a response you shape ([`Reject`](admission::Reject)) |
 //! | [`concurrency`] | [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer) | [`Ticket`](admission::Ticket) | (holds a permit) | never: it waits, in fair order (FIFO within a key) |
 //! | [`deadline`] | [`DeadlineLayer`](deadline::DeadlineLayer) | [`Deadline`](deadline::Deadline) | | [`Elapsed`](deadline::Elapsed) |
 //! | [`workspace`] | [`WorkspaceLayer`](workspace::WorkspaceLayer) | | [`WorkspacePath`](workspace::WorkspacePath) | [`ProvisionFailed`](workspace::ProvisionFailed) |

@@ -1,4 +1,5 @@
-//! The response future shared by the layers that either answer a request themselves or pass it on.
+//! What the layers that either answer a request themselves or pass it on share: the strategy that
+//! builds their answer, and their response future.
 
 use std::fmt;
 use std::future::Future;
@@ -7,6 +8,27 @@ use std::task::{Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
+
+/// Builds the response a layer answers with when it turns a request away, given why it did:
+/// [`BearerAuth`](crate::auth::BearerAuth) gives the
+/// [`AuthFailure`](crate::auth::AuthFailure), [`Admission`](crate::admission::Admission) the
+/// [`GaugeSnapshot`](crate::admission::GaugeSnapshot) read at the moment of refusal.
+///
+/// Implemented for every `Fn(Why) -> Response<B>`, so a closure is enough; implement it on a type
+/// of your own when the strategy needs a name or state.
+pub trait Reject<Why, B> {
+    /// Returns the response for a request turned away for `why`.
+    fn reject(&self, why: Why) -> Response<B>;
+}
+
+impl<Why, B, F> Reject<Why, B> for F
+where
+    F: Fn(Why) -> Response<B>,
+{
+    fn reject(&self, why: Why) -> Response<B> {
+        self(why)
+    }
+}
 
 pin_project! {
     /// Response future of [`BearerAuth`](crate::auth::BearerAuth) and

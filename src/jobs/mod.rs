@@ -51,7 +51,6 @@ use gateway_layers::admission::{Gauge, Ticket};
 use tokio::time::MissedTickBehavior;
 
 use crate::agent::SavedSession;
-use crate::bounds::key_limits;
 use crate::config::{Config, StoreConfig};
 use crate::policy::Policies;
 use crate::run::Runs;
@@ -839,8 +838,8 @@ impl Shared {
         let policy = self.policies.current();
         let key = policy.for_key(owner);
         FairAdmit {
-            weight: key.weight,
-            max_queued: key.max_queued,
+            weight: key.limits.weight,
+            max_queued: key.limits.max_queued,
         }
     }
 
@@ -851,12 +850,12 @@ impl Shared {
             |max: Option<usize>| max.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let (owners, caps) = policy
             .named()
-            .map(|(name, key)| (name.to_owned(), cap(key.max_concurrent)))
+            .map(|(name, key)| (name.to_owned(), cap(key.limits.max_concurrent)))
             .unzip();
         ClaimCaps {
             owners,
             caps,
-            default: cap(policy.defaults().max_concurrent),
+            default: cap(policy.defaults().limits.max_concurrent),
         }
     }
     /// A place in the local queue for a job of `owner` accepted earlier, beyond the depth: under
@@ -864,7 +863,7 @@ impl Shared {
     fn ticket_for(&self, owner: &str) -> Ticket {
         let policy = self.policies.current();
         self.gauge
-            .admit_unchecked_for(Arc::from(owner), key_limits(policy.for_key(owner)))
+            .admit_unchecked_for(Arc::from(owner), policy.for_key(owner).limits)
     }
 
     /// The session job `job_id` left, for a job that continues it; `Err` says why there is none.

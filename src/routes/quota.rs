@@ -163,7 +163,7 @@ pub(crate) async fn add_headers(
     standing: &Standing,
     headers: &mut HeaderMap,
 ) {
-    let queued = match standing.policy.max_queued {
+    let queued = match standing.policy.limits.max_queued {
         Some(_) => held(state, key).await.queued,
         None => 0,
     };
@@ -177,7 +177,7 @@ fn put_headers(standing: &Standing, queued: usize, headers: &mut HeaderMap) {
             headers.insert(HeaderName::from_static(name), value);
         }
     };
-    if let Some(max_queued) = standing.policy.max_queued {
+    if let Some(max_queued) = standing.policy.limits.max_queued {
         put("x-ratelimit-limit-requests", max_queued.to_string());
         put(
             "x-ratelimit-remaining-requests",
@@ -295,9 +295,9 @@ pub(crate) async fn get_quota(
     let view = QuotaView {
         key: key.clone(),
         limits: Limits {
-            weight: policy.weight,
-            max_concurrent: policy.max_concurrent,
-            max_queued: policy.max_queued,
+            weight: policy.limits.weight,
+            max_concurrent: policy.limits.max_concurrent,
+            max_queued: policy.limits.max_queued,
             budget_usd: budget.and_then(|b| b.usd),
             budget_tokens: budget.and_then(|b| b.tokens),
             budget_window_seconds: budget.map(|b| b.window.as_secs()),

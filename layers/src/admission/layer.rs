@@ -9,26 +9,7 @@ use tower_service::Service;
 
 use super::{Gauge, GaugeSnapshot};
 use crate::accessors::inner_accessors;
-use crate::reject::ResponseFuture;
-
-/// Builds the response sent when a request is turned away.
-///
-/// Implemented for every `Fn(GaugeSnapshot) -> Response<B>`, so a closure is enough. The snapshot
-/// is the gauge's reading at the moment of refusal. To tell a full queue from a closed gauge
-/// (shutting down), capture a clone of the [`Gauge`] and ask [`Gauge::is_closed`].
-pub trait OnOverload<B> {
-    /// Returns the response for a request turned away when the gauge read `snapshot`.
-    fn on_overload(&self, snapshot: GaugeSnapshot) -> Response<B>;
-}
-
-impl<B, F> OnOverload<B> for F
-where
-    F: Fn(GaugeSnapshot) -> Response<B>,
-{
-    fn on_overload(&self, snapshot: GaugeSnapshot) -> Response<B> {
-        self(snapshot)
-    }
-}
+use crate::reject::{Reject, ResponseFuture};
 
 /// Wraps a service in [`Admission`].
 #[derive(Clone)]
@@ -113,7 +94,7 @@ impl<S: fmt::Debug, R> fmt::Debug for Admission<S, R> {
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Admission<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    R: OnOverload<ResBody>,
+    R: Reject<GaugeSnapshot, ResBody>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -131,7 +112,7 @@ where
             }
             Err(overloaded) => {
                 tracing::debug!(%overloaded, "admission turned a request away");
-                ResponseFuture::rejected(self.on_overload.on_overload(overloaded.snapshot()))
+                ResponseFuture::rejected(self.on_overload.reject(overloaded.snapshot()))
             }
         }
     }

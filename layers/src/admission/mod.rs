@@ -5,8 +5,10 @@
 //! and `queue_depth`, how many may be *in flight* (running plus waiting) before new ones are turned
 //! away. [`AdmissionLayer`] asks the gauge for a [`Ticket`]; if there is room the ticket goes into
 //! the request's extensions and counts the request as *queued*; if not, the inner service is not
-//! called and the response comes from your [`OnOverload`] strategy (any
-//! `Fn(GaugeSnapshot) -> Response<B>` is one).
+//! called and the response comes from your [`Reject`] strategy (any
+//! `Fn(GaugeSnapshot) -> Response<B>` is one), given the gauge's reading at the moment of
+//! refusal. To tell a full queue from a closed gauge (shutting down), capture a clone of the
+//! [`Gauge`] and ask [`Gauge::is_closed`].
 //!
 //! The ticket is released by `Drop`: when the request (or the last clone of the ticket) goes
 //! away, its slot is freed, whether the request completed, failed or was abandoned. Further in,
@@ -111,6 +113,6 @@ mod tests;
 pub use self::error::Overloaded;
 pub(crate) use self::gauge::Slot;
 pub use self::gauge::{AdmitError, Gauge, GaugeSnapshot, KeyLimits, KeySnapshot};
-pub use self::layer::{Admission, AdmissionLayer, OnOverload};
+pub use self::layer::{Admission, AdmissionLayer};
 pub use self::ticket::{Activation, Ticket};
-pub use crate::reject::ResponseFuture;
+pub use crate::reject::{Reject, ResponseFuture};

@@ -1,8 +1,6 @@
-//! Why a request was refused, and the strategy that turns that into a response.
+//! Why a request was refused.
 
 use std::fmt;
-
-use http::Response;
 
 /// Why [`BearerAuth`](super::BearerAuth) refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,21 +37,3 @@ impl fmt::Display for AuthFailure {
 }
 
 impl std::error::Error for AuthFailure {}
-
-/// Builds the response sent when authentication fails.
-///
-/// Implemented for every `Fn(AuthFailure) -> Response<B>`, so a closure is enough; implement it on
-/// a type of your own when the strategy needs a name or state.
-pub trait OnAuthFailure<B> {
-    /// Returns the response for a request refused for `failure`.
-    fn on_failure(&self, failure: AuthFailure) -> Response<B>;
-}
-
-impl<B, F> OnAuthFailure<B> for F
-where
-    F: Fn(AuthFailure) -> Response<B>,
-{
-    fn on_failure(&self, failure: AuthFailure) -> Response<B> {
-        self(failure)
-    }
-}

@@ -8,9 +8,9 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{OnAuthFailure, TokenSource, Tokens};
+use super::{AuthFailure, TokenSource, Tokens};
 use crate::accessors::inner_accessors;
-use crate::reject::ResponseFuture;
+use crate::reject::{Reject, ResponseFuture};
 
 /// Wraps a service in [`BearerAuth`].
 ///
@@ -109,7 +109,7 @@ impl<S: fmt::Debug, R> fmt::Debug for BearerAuth<S, R> {
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    R: OnAuthFailure<ResBody>,
+    R: Reject<AuthFailure, ResBody>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -130,7 +130,7 @@ where
             }
             Err(failure) => {
                 tracing::debug!(%failure, "bearer authentication refused a request");
-                ResponseFuture::rejected(self.on_failure.on_failure(failure))
+                ResponseFuture::rejected(self.on_failure.reject(failure))
             }
         }
     }

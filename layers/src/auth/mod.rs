@@ -9,7 +9,7 @@
 //!
 //! On success the request carries an [`AuthenticatedCaller`] naming the token that matched, and
 //! the current tracing span's `caller` field, if it declares one, records that name. On
-//! failure the inner service is not called; the response comes from your [`OnAuthFailure`]
+//! failure the inner service is not called; the response comes from your [`Reject`]
 //! strategy (any `Fn(AuthFailure) -> Response<B>` is one), given the reason: an absent
 //! credential ([`AuthFailure::Missing`]) or a wrong one ([`AuthFailure::Invalid`]).
 //!
@@ -67,8 +67,8 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
-pub use self::failure::{AuthFailure, OnAuthFailure};
+pub use self::failure::AuthFailure;
 pub use self::header::TokenSource;
 pub use self::layer::{BearerAuth, BearerAuthLayer};
 pub use self::tokens::{AuthenticatedCaller, Tokens};
-pub use crate::reject::ResponseFuture;
+pub use crate::reject::{Reject, ResponseFuture};

@@ -41,7 +41,7 @@ async fn send(authorization: Option<HeaderValue>) -> Outcome {
 /// when called: what the client sees, and who the inner service was told the caller is.
 async fn send_through<R>(layer: BearerAuthLayer<R>, headers: http::HeaderMap) -> Outcome
 where
-    R: OnAuthFailure<String> + Clone,
+    R: Reject<AuthFailure, String> + Clone,
 {
     let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<String>, _>(layer);
     let mut req = Request::new(());

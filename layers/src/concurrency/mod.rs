@@ -36,7 +36,7 @@
 //! queue and turn requests away when it is full, use admission instead:
 //! [`AdmissionLayer`](crate::admission::AdmissionLayer) on the same
 //! [`Gauge`](crate::admission::Gauge), whose `queue_depth` is the bound and whose
-//! [`OnOverload`](crate::admission::OnOverload) answers at once when it is reached.
+//! [`Reject`](crate::admission::Reject) strategy answers at once when it is reached.
 //!
 //! # Example
 //!
