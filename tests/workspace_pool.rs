@@ -241,7 +241,9 @@ fn view_of(output: &str) -> String {
     let start = output
         .find("VIEW-BEGIN")
         .unwrap_or_else(|| panic!("no view in {output}"));
-    let end = output.find("VIEW-END").unwrap_or_else(|| panic!("no view end in {output}"));
+    let end = output
+        .find("VIEW-END")
+        .unwrap_or_else(|| panic!("no view end in {output}"));
     output[start..end].to_owned()
 }
 
@@ -275,7 +277,11 @@ async fn a_run_that_tampers_with_its_checkout_leaves_no_trace_for_the_next_run()
         .arg("openai-compat-agent", "general-purpose")
         .start()
         .await;
-    assert_eq!(gw.health().await["isolation"], "uid", "recycling needs per-run uids");
+    assert_eq!(
+        gw.health().await["isolation"],
+        "uid",
+        "recycling needs per-run uids"
+    );
     wait_pool_ready(&gw, 1).await;
 
     // A fresh checkout, as the first run sees it.
@@ -300,7 +306,10 @@ async fn a_run_that_tampers_with_its_checkout_leaves_no_trace_for_the_next_run()
          echo TAMPERED",
     )
     .await;
-    assert!(tampered.contains("TAMPERED"), "the tampering run failed: {tampered}");
+    assert!(
+        tampered.contains("TAMPERED"),
+        "the tampering run failed: {tampered}"
+    );
     wait_pool_ready(&gw, 1).await;
     assert!(
         gw.metric(RECYCLED).await >= 2.0,
@@ -308,8 +317,15 @@ async fn a_run_that_tampers_with_its_checkout_leaves_no_trace_for_the_next_run()
     );
 
     let later = bash(&gw, &format!("{VIEW}; {TRIGGERS}")).await;
-    assert_eq!(view_of(&later), fresh, "the next run sees what the tampering run left");
-    assert!(!later.contains("HOOK-RAN"), "a planted hook ran in the next run: {later}");
+    assert_eq!(
+        view_of(&later),
+        fresh,
+        "the next run sees what the tampering run left"
+    );
+    assert!(
+        !later.contains("HOOK-RAN"),
+        "a planted hook ran in the next run: {later}"
+    );
     assert!(later.contains("TRIGGERS-DONE"), "{later}");
     // Every run took a recycled checkout: the pool cloned once, at start-up.
     assert_eq!(gw.metric(HITS).await, 3.0);

@@ -497,10 +497,8 @@ impl RunCell {
     fn retire(mut self) -> Result<Option<KeptUid>, KillError> {
         let killed = self.target().kill(KILL_DEADLINE);
         self.released = true;
-        if let Err(error) = killed {
-            // Kept in the lock's state: the uid's next lease looks for leftovers.
-            return Err(error);
-        }
+        // On failure the lock still says held: the uid's next lease looks for leftovers.
+        killed?;
         if let Some(group) = self.group.take() {
             if let Err(error) = group.remove() {
                 tracing::warn!(cgroup = %group, %error, "could not remove a run's cgroup");
@@ -629,7 +627,11 @@ fn end_clean(lock: Option<&UidLock>, group: Option<&RunGroup>) {
 fn sweep_shared(uid: u32) {
     let removed = dirs::sweep_shared(uid);
     if removed > 0 {
-        tracing::debug!(uid, removed, "removed what a run left in the host's shared directories");
+        tracing::debug!(
+            uid,
+            removed,
+            "removed what a run left in the host's shared directories"
+        );
     }
 }
 
@@ -760,7 +762,10 @@ impl Cells {
 
     /// [`release`](Self::release), keeping the run's uid for a later run of the same workspace
     /// when nothing of the run is left and the cell is no longer shared (see [`KeptUid`]).
-    pub(crate) fn release_keeping_uid(&self, workspace: &Path) -> Option<(PathBuf, Option<KeptUid>)> {
+    pub(crate) fn release_keeping_uid(
+        &self,
+        workspace: &Path,
+    ) -> Option<(PathBuf, Option<KeptUid>)> {
         let placed = self.lock().remove(workspace)?;
         let home = placed.home.clone();
         let kept = match Arc::try_unwrap(placed) {

@@ -35,8 +35,6 @@ mod cell;
 mod cgroup;
 /// Per-run HOME, workspace hand-over, credentials, tree removal.
 mod dirs;
-/// Recycling a used workspace: the record of it as handed over, and the proof it is back.
-mod reuse;
 /// Mode detection from the setting and the process's capabilities.
 mod mode;
 /// The uid lock directory and account checks.
@@ -45,6 +43,8 @@ mod pool;
 mod procfs;
 /// Kill-all by uid and by marker, and waiting until it is done.
 mod reap;
+/// Recycling a used workspace: the record of it as handed over, and the proof it is back.
+mod reuse;
 /// The operator's settings and their parsing.
 mod settings;
 /// Starting a run's processes: born in its cgroup where it has one.
@@ -64,8 +64,8 @@ pub(crate) use cell::{tmpdir_of, Cells, Containment, KeptUid, PlacedCell, Recove
 pub(crate) use cgroup::CgroupSetting;
 pub(crate) use dirs::{remove_tree, remove_tree_async};
 pub(crate) use mode::Mode;
-pub(crate) use reuse::{recycle, Manifest};
 pub(crate) use reap::KILL_DEADLINE;
+pub(crate) use reuse::{recycle, Manifest};
 pub(crate) use settings::{
     instance_key_for, ContainSettings, IsolationSetting, RunUidRange, SettingError,
     DEFAULT_LOCK_DIR,

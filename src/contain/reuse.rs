@@ -314,12 +314,13 @@ impl Rebuild {
                 Kind::Dir(children) => {
                     mkdirat(new, name, Mode::from_bits_truncate(0o700))
                         .step("creating a directory")?;
-                    let sub_new =
-                        openat(new, name, dir_flags(), Mode::empty()).step("opening a directory")?;
+                    let sub_new = openat(new, name, dir_flags(), Mode::empty())
+                        .step("opening a directory")?;
                     let (user, group) = ids(self.owner);
                     fchown(&sub_new, user, group).step("handing over a directory")?;
                     // Not a directory any more (a link, a file): everything below is copied.
-                    let sub_old = old.and_then(|old| openat(old, name, dir_flags(), Mode::empty()).ok());
+                    let sub_old =
+                        old.and_then(|old| openat(old, name, dir_flags(), Mode::empty()).ok());
                     let sub_pristine = openat(pristine, name, dir_flags(), Mode::empty())
                         .step("opening a template directory")?;
                     let children = self.dir(
@@ -435,7 +436,11 @@ fn open_elsewhere(dir: &OwnedFd, name: &CStr, ino: u64) -> Result<bool, RecycleE
     let file = openat(
         dir,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .step("opening a used file")?;
@@ -476,7 +481,11 @@ for dirpath, dirs, files in os.walk(root):
             .arg(root)
             .output()
             .expect("python3 runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
@@ -498,7 +507,8 @@ for dirpath, dirs, files in os.walk(root):
         std::fs::write(dir.join(".git/config"), "[core]\n").unwrap();
         std::fs::write(dir.join(".git/hooks/pre-commit.sample"), "#!/bin/sh\n").unwrap();
         std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         std::os::unix::fs::symlink("top", dir.join("link")).unwrap();
         std::fs::hard_link(shared, dir.join(".git/pack")).unwrap();
     }
@@ -512,7 +522,10 @@ for dirpath, dirs, files in os.walk(root):
 
     /// A template and a used workspace of the same tree, the workspace handed over to [`UID`].
     fn fixture() -> (Fixture, Manifest) {
-        assert!(nix::unistd::geteuid().is_root(), "recycling is tested as root (CI runs as root)");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "recycling is tested as root (CI runs as root)"
+        );
         let root = tempfile::tempdir().unwrap();
         let shared = root.path().join("base-object");
         std::fs::write(&shared, "the base's object\n").unwrap();
@@ -548,7 +561,11 @@ for dirpath, dirs, files in os.walk(root):
             .current_dir(dir)
             .output()
             .expect("setpriv runs");
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
@@ -556,7 +573,9 @@ for dirpath, dirs, files in os.walk(root):
         let (fx, manifest) = fixture();
         let before = listing(&fx.used);
         assert_eq!(manifest.len(), 13, "{before:#?}");
-        let untouched_ino = std::fs::metadata(fx.used.join("a/b/untouched")).unwrap().ino();
+        let untouched_ino = std::fs::metadata(fx.used.join("a/b/untouched"))
+            .unwrap()
+            .ino();
 
         // Everything a run can do to its tree, as the run's uid: same-size rewrite with the old
         // modification time put back, a mode changed and changed back, an extended attribute, a
@@ -584,7 +603,11 @@ for dirpath, dirs, files in os.walk(root):
 
         let into = fx.used.with_file_name("recycled");
         let rebuilt = recycle(&fx.used, &into, &manifest, &fx.template, UID).unwrap();
-        assert_eq!(listing(&into), before, "the recycled tree differs from the handed-over one");
+        assert_eq!(
+            listing(&into),
+            before,
+            "the recycled tree differs from the handed-over one"
+        );
         assert_eq!(
             std::fs::metadata(into.join("a/b/untouched")).unwrap().ino(),
             untouched_ino,
@@ -598,7 +621,8 @@ for dirpath, dirs, files in os.walk(root):
 
         // What the holders do next reaches nothing of the recycled tree.
         use std::io::Write as _;
-        held.write_all(b"written through a kept descriptor\n").unwrap();
+        held.write_all(b"written through a kept descriptor\n")
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(into.join(".git/hooks/pre-commit.sample")).unwrap(),
             "#!/bin/sh\n"
@@ -629,6 +653,9 @@ for dirpath, dirs, files in os.walk(root):
         let (_fx, manifest) = fixture();
         let after = manifest.usable_after();
         let now = SystemTime::now();
-        assert!(after > now - Duration::from_secs(5) && after <= now + STAMP_TICK, "{after:?}");
+        assert!(
+            after > now - Duration::from_secs(5) && after <= now + STAMP_TICK,
+            "{after:?}"
+        );
     }
 }

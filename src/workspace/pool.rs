@@ -365,21 +365,15 @@ impl Pool {
             .containment
             .clone()
             .ok_or_else(|| WorkspaceError::new("recycling a checkout", "runs are not contained"))?;
-        let template = self
-            .template_for(maker, &made)
-            .await
-            .ok_or_else(|| WorkspaceError::new("recycling a checkout", "no template of its commit"))?;
+        let template = self.template_for(maker, &made).await.ok_or_else(|| {
+            WorkspaceError::new("recycling a checkout", "no template of its commit")
+        })?;
         let into = PendingDir::new(self.dir.join(fresh_name()));
         let dest = into.path().to_path_buf();
         let uid = kept.uid();
         let manifest = tokio::task::spawn_blocking(move || {
-            let rebuilt = crate::contain::recycle(
-                used.path(),
-                &dest,
-                &manifest,
-                template.dir.path(),
-                uid,
-            );
+            let rebuilt =
+                crate::contain::recycle(used.path(), &dest, &manifest, template.dir.path(), uid);
             // `used` goes now, in the background, with everything the proof left in it.
             drop(used);
             rebuilt

@@ -304,7 +304,8 @@ impl Inner {
                 .insert(pending.path().to_path_buf(), cell, home.keep(), start);
             if let (Some(pool), Some(made), Some(manifest)) = (&self.pool, made, manifest) {
                 let lent = pool.lend(made, manifest);
-                self.lent_checkouts().insert(pending.path().to_path_buf(), lent);
+                self.lent_checkouts()
+                    .insert(pending.path().to_path_buf(), lent);
             }
         }
         let path = pending.keep();
