@@ -196,18 +196,24 @@ impl Manifest {
     }
 }
 
+/// Refuses a tree nested deeper than [`MAX_DEPTH`].
+fn within_depth(depth: usize, step: &'static str) -> Result<(), RecycleError> {
+    if depth > MAX_DEPTH {
+        return Err(RecycleError {
+            step,
+            source: io::Error::other(format!("nested more than {MAX_DEPTH} directories deep")),
+        });
+    }
+    Ok(())
+}
+
 /// Records the entries of `dir`, sorted by name.
 fn record_dir(
     dir: OwnedFd,
     depth: usize,
     newest: &mut (i64, i64),
 ) -> Result<Vec<Node>, RecycleError> {
-    if depth > MAX_DEPTH {
-        return Err(RecycleError {
-            step: "recording the workspace",
-            source: io::Error::other(format!("nested more than {MAX_DEPTH} directories deep")),
-        });
-    }
+    within_depth(depth, "recording the workspace")?;
     let mut dir = Dir::from_fd(dir).step("listing a directory")?;
     let mut names: Vec<CString> = Vec::new();
     for entry in dir.iter() {
@@ -301,12 +307,7 @@ impl Rebuild {
         depth: usize,
         newest: &mut (i64, i64),
     ) -> Result<Vec<Node>, RecycleError> {
-        if depth > MAX_DEPTH {
-            return Err(RecycleError {
-                step: "rebuilding the workspace",
-                source: io::Error::other(format!("nested more than {MAX_DEPTH} directories deep")),
-            });
-        }
+        within_depth(depth, "rebuilding the workspace")?;
         let mut rebuilt = Vec::with_capacity(nodes.len());
         for node in nodes {
             let name = node.name.as_c_str();
@@ -476,16 +477,7 @@ for dirpath, dirs, files in os.walk(root):
         xattrs = sorted(os.listxattr(p, follow_symlinks=False)) if kind != 'l' else []
         print(rel, kind, oct(st.st_mode & 0o7777), st.st_uid, st.st_gid, what, links, xattrs)
 "#;
-        let out = Command::new("python3")
-            .args(["-c", script])
-            .arg(root)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = succeeded(Command::new("python3").args(["-c", script]).arg(root));
         let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
@@ -549,23 +541,17 @@ for dirpath, dirs, files in os.walk(root):
 
     /// Runs `script` with `sh` in `dir` as [`UID`], as the run would.
     fn as_run(dir: &Path, script: &str) {
-        let out = Command::new("setpriv")
-            .args([
-                &format!("--reuid={UID}"),
-                &format!("--regid={UID}"),
-                "--clear-groups",
-                "sh",
-                "-ec",
-                script,
-            ])
-            .current_dir(dir)
-            .output()
-            .expect("setpriv runs");
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (uid, gid) = (format!("--reuid={UID}"), format!("--regid={UID}"));
+        let args = [&*uid, &*gid, "--clear-groups", "sh", "-ec", script];
+        succeeded(Command::new("setpriv").args(args).current_dir(dir));
+    }
+
+    /// Runs `command`, failing the test with its stderr unless it succeeds.
+    fn succeeded(command: &mut Command) -> std::process::Output {
+        let out = command.output().expect("the command runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command:?}: {stderr}");
+        out
     }
 
     #[test]
