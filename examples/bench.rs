@@ -1195,72 +1195,92 @@ async fn warm_pool(
         "b. A burst of {burst} chat completions at once (MAX_CONCURRENCY={burst}, pool of {burst}, full): time from sending the request to the agent starting — min {min}, median {median}, max {max} (target: every one within 50 ms); pool hits {hits}, misses {misses} (the warm-up's included).\n",
     )?;
 
-    // c. Sustained throughput at concurrency 8, next to this machine's rate of checkouts. The disk
-    // of a shared machine changes speed from minute to minute, so the two alternate: a slice of
-    // parallel clones, then (the pool full again) a slice of the gateway, three times over.
+    // c. Sustained throughput at concurrency 8, next to this machine's rate of checkouts, with
+    // used checkouts recycled and without. The disk of a shared machine changes speed from minute
+    // to minute, so the three alternate: a slice of parallel clones, then (its pool full again) a
+    // slice of each gateway, three times over.
     const SLICES: u32 = 3;
     let slice = Duration::from_secs(sizes.sustain) / SLICES;
-    let mut gw = gateway(instant, Some(base), THROUGHPUT_CONCURRENCY, 1000, 3600)
-        .start()
-        .await;
-    chats(&gw)().await?;
-    let (mut cloned, mut cloning, mut done, mut serving) =
-        (0usize, Duration::ZERO, 0usize, Duration::ZERO);
+    let mut gateways = Vec::new();
+    for recycle in ["true", "false"] {
+        let gw = gateway(instant, Some(base), THROUGHPUT_CONCURRENCY, 1000, 3600)
+            .arg("workspace-pool-recycle", recycle)
+            .start()
+            .await;
+        chats(&gw)().await?;
+        gateways.push(gw);
+    }
+    let (mut cloned, mut cloning) = (0usize, Duration::ZERO);
+    let mut served = [(0usize, Duration::ZERO); 2];
     let mut rounds = Vec::new();
     for _ in 0..SLICES {
-        wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
+        for gw in &gateways {
+            wait_pool_full(gw, THROUGHPUT_CONCURRENCY).await;
+        }
         let (made, took) = clone_rate(base, THROUGHPUT_CONCURRENCY, slice).await?;
-        wait_pool_full(&gw, THROUGHPUT_CONCURRENCY).await;
-        let (finished, wall) = sustained(&gw, THROUGHPUT_CONCURRENCY, slice).await?;
-        rounds.push(format!(
-            "{:.2} vs {:.2}",
-            finished as f64 / wall.as_secs_f64(),
-            made as f64 / took.as_secs_f64()
-        ));
-        (cloned, cloning, done, serving) = (
-            cloned + made,
-            cloning + took,
-            done + finished,
-            serving + wall,
-        );
+        (cloned, cloning) = (cloned + made, cloning + took);
+        let mut round = vec![format!("clones {:.2}", made as f64 / took.as_secs_f64())];
+        for ((gw, into), label) in gateways.iter().zip(&mut served).zip(["recycling", "not"]) {
+            wait_pool_full(gw, THROUGHPUT_CONCURRENCY).await;
+            let (finished, wall) = sustained(gw, THROUGHPUT_CONCURRENCY, slice).await?;
+            *into = (into.0 + finished, into.1 + wall);
+            round.push(format!(
+                "{label} {:.2}",
+                finished as f64 / wall.as_secs_f64()
+            ));
+        }
+        rounds.push(round.join(", "));
     }
     let clones = cloned as f64 / cloning.as_secs_f64();
-    let (hits, misses) = takes(&gw).await;
-    // What making and handing over a checkout cost in that run, from the gateway's histograms.
+    let mut summary = Vec::new();
+    for ((gw, (done, wall)), label) in gateways.iter().zip(served).zip([
+        "recycling used checkouts (the default)",
+        "WORKSPACE_POOL_RECYCLE=false (every used checkout removed, the pool clones)",
+    ]) {
+        let rate = done as f64 / wall.as_secs_f64();
+        let (hits, misses) = takes(gw).await;
+        summary.push(format!(
+            "| {label} | {done} | {rate:.2} | {hits} / {misses} | **{:.0}%** |",
+            100.0 * rate / clones
+        ));
+    }
+    // What making and handing over a checkout cost in the recycling gateway, from its histograms.
+    let gw = &gateways[0];
     let timings = [
         histogram_mean(
-            &gw,
+            gw,
             "claude_gateway_workspace_checkout_seconds",
             "{by=\"pool\"}",
         )
         .await,
         histogram_mean(
-            &gw,
+            gw,
             "claude_gateway_workspace_checkout_seconds",
             "{by=\"run\"}",
         )
         .await,
         histogram_mean(
-            &gw,
+            gw,
             "claude_gateway_workspace_checkout_seconds",
             "{by=\"recycle\"}",
         )
         .await,
-        histogram_mean(&gw, "claude_gateway_workspace_handover_seconds", "").await,
+        histogram_mean(gw, "claude_gateway_workspace_handover_seconds", "").await,
     ];
-    gw.shutdown().await;
-    let rate = done as f64 / serving.as_secs_f64();
+    for mut gw in gateways {
+        gw.shutdown().await;
+    }
     writeln!(
         out,
-        "c. Sustained, {SLICES} alternating slices of {} s each: {THROUGHPUT_CONCURRENCY} clients, MAX_CONCURRENCY={THROUGHPUT_CONCURRENCY}, pool of {THROUGHPUT_CONCURRENCY} (full at each slice's start): {done} chat completions, {rate:.2}/s (pool hits {hits}, misses {misses}, the warm-up's included). This machine, {THROUGHPUT_CONCURRENCY} parallel `git clone --local` of the base in the slices between: {cloned} checkouts, {clones:.2}/s. Per slice, gateway vs clones (/s): {}. Ratio: {:.0}% (target: at least 90%).\n",
+        "c. Sustained, {SLICES} rounds of alternating slices of {} s each: {THROUGHPUT_CONCURRENCY} clients, MAX_CONCURRENCY={THROUGHPUT_CONCURRENCY}, pool of {THROUGHPUT_CONCURRENCY} (full at each slice's start). This machine, {THROUGHPUT_CONCURRENCY} parallel `git clone --local` of the base in its slices: {cloned} checkouts, {clones:.2}/s. Per round (/s): {}.\n\n| gateway | chats | chats/s | pool hits / misses | vs clones (target: at least 90%) |\n|---|---:|---:|---:|---:|\n{}\n",
         slice.as_secs_f64(),
         rounds.join("; "),
-        100.0 * rate / clones,
+        summary.join("\n"),
     )?;
     let [pool, run, recycled, handover] = timings;
     writeln!(
         out,
-        "In that run, the gateway's own timings (mean over count): a checkout made by the pool (clone, then handed to the run uid leased with it, off the request path) {pool}; a used checkout recycled by the pool (proven, rebuilt, off the request path) {recycled}; a checkout cloned by a run that found none ready {run}; the hand-over on a run's path (its HOME, plus the walk that gives a run-cloned checkout to its uid) {handover}.\n",
+        "In that run, the recycling gateway's own timings (mean over count): a checkout made by the pool (clone, then handed to the run uid leased with it, off the request path) {pool}; a used checkout recycled by the pool (proven, rebuilt, off the request path) {recycled}; a checkout cloned by a run that found none ready {run}; the hand-over on a run's path (its HOME, plus the walk that gives a run-cloned checkout to its uid) {handover}.\n",
     )?;
     Ok(out)
 }

@@ -161,6 +161,7 @@ impl App {
                 base_branch: config.base_branch.clone(),
                 pool_size: config.workspace_pool_size,
                 pool_min_free_bytes: config.workspace_pool_min_free_bytes,
+                pool_recycle: config.workspace_pool_recycle,
                 ..WorkspaceConfig::default()
             },
             Some(Contained {

@@ -138,6 +138,11 @@ pub struct Settings {
     #[arg(long, env = "WORKSPACE_POOL_MIN_FREE_MB", default_value_t = 512)]
     pub workspace_pool_min_free_mb: u64,
 
+    /// Recycle used checkouts into the warm pool, proven back to their handed-over state, instead
+    /// of removing them (uid isolation only; see the README's Warm pool).
+    #[arg(long, env = "WORKSPACE_POOL_RECYCLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub workspace_pool_recycle: bool,
+
     /// Active plus queued runs past which callers are turned away.
     #[arg(long, env = "MAX_QUEUE_DEPTH", default_value_t = 100)]
     pub max_queue_depth: usize,
@@ -590,6 +595,8 @@ pub struct Config {
     pub workspace_pool_size: usize,
     /// Free bytes on `JOBS_DIR` below which the pool shrinks.
     pub workspace_pool_min_free_bytes: u64,
+    /// Whether used checkouts are recycled into the pool.
+    pub workspace_pool_recycle: bool,
     /// Active plus queued runs admitted at most.
     pub max_queue_depth: usize,
     /// How long finished jobs are kept.
@@ -798,6 +805,7 @@ impl Settings {
             workspace_pool_min_free_bytes: self
                 .workspace_pool_min_free_mb
                 .saturating_mul(1024 * 1024),
+            workspace_pool_recycle: self.workspace_pool_recycle,
             max_queue_depth: self.max_queue_depth,
             job_ttl: Duration::from_secs(self.job_ttl_seconds),
             max_finished_jobs: self.max_finished_jobs,

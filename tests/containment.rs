@@ -516,3 +516,38 @@ async fn the_mode_in_force_is_reported() {
         .await;
     assert_eq!(off.health().await["run_cgroups"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_run_leaves_in_the_hosts_shared_directories_is_gone_when_it_ends() {
+    let gw = Gateway::start().await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let planted = [
+        format!("/tmp/planted-{tag}"),
+        format!("/var/tmp/planted-{tag}"),
+        format!("/dev/shm/planted-{tag}"),
+    ];
+    let said = bash(
+        &gw,
+        &format!(
+            "echo left > {0} && mkdir -p {1}/deep && echo left > {1}/deep/file && echo left > {2} \
+             && echo uid=$(id -u)",
+            planted[0], planted[1], planted[2]
+        ),
+    )
+    .await;
+    assert!(said.contains("uid="), "{said}");
+    assert!(!said.contains("uid=0"), "the run ran as root: {said}");
+    // Its uid goes to a later run: nothing of it may wait there.
+    eventually("the run's leftovers are removed", secs(10), || async {
+        let left: Vec<&String> = planted
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+}

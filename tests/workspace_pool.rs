@@ -332,3 +332,24 @@ async fn a_run_that_tampers_with_its_checkout_leaves_no_trace_for_the_next_run()
     assert_eq!(gw.metric(POOL_CLONES).await, 1.0);
     gw.wait_workspaces_gone().await;
 }
+
+#[tokio::test]
+async fn with_recycling_off_every_used_checkout_is_removed_and_the_pool_clones() {
+    let fx = Repos::new();
+    let gw = pooled_gateway(&fx, 1, &[("workspace-pool-recycle", "false")]).await;
+    wait_pool_ready(&gw, 1).await;
+    let first = probe(&gw).await;
+    wait_pool_ready(&gw, 1).await;
+    let second = probe(&gw).await;
+
+    assert_eq!(
+        (first.claimed.as_str(), second.claimed.as_str()),
+        ("no", "no")
+    );
+    assert_eq!(gw.metric(HITS).await, 2.0);
+    wait_pool_ready(&gw, 1).await;
+    // Three clones (the start-up fill and one after each run), no recycle.
+    assert_eq!(gw.metric(POOL_CLONES).await, 3.0);
+    assert_eq!(gw.metric(RECYCLED).await, 0.0);
+    gw.wait_workspaces_gone().await;
+}

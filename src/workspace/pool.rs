@@ -81,6 +81,8 @@ pub(crate) struct Pool {
     size: usize,
     /// Free bytes on `JOBS_DIR` below which the pool shrinks instead of filling.
     min_free_bytes: u64,
+    /// Whether used checkouts are recycled (where runs have uids of their own).
+    recycle: bool,
     /// Ready checkouts, oldest first.
     ready: Mutex<VecDeque<Pooled>>,
     /// Checkouts being made now.
@@ -180,6 +182,7 @@ impl Pool {
         jobs_dir: &Path,
         size: usize,
         min_free_bytes: u64,
+        recycle: bool,
     ) -> Result<Self, WorkspaceError> {
         use std::os::unix::fs::DirBuilderExt as _;
         let dir = jobs_dir.join(POOL_DIR);
@@ -200,6 +203,7 @@ impl Pool {
             dir,
             size,
             min_free_bytes,
+            recycle,
             ready: Mutex::new(VecDeque::new()),
             making: AtomicUsize::new(0),
             recycling: AtomicUsize::new(0),
@@ -381,6 +385,13 @@ impl Pool {
         .await
         .map_err(|e| WorkspaceError::new("recycling a checkout failed", e))?
         .map_err(|e| WorkspaceError::new("recycling a checkout", e))?;
+        // Filed only once a run may take it at once (see [`usable`]).
+        if !usable(&manifest).await {
+            return Err(WorkspaceError::new(
+                "recycling a checkout",
+                "its change times are ahead of the clock",
+            ));
+        }
         let cell = containment
             .lease_again(kept)
             .map_err(|e| WorkspaceError::new("no identity for a recycled checkout", e))?;
@@ -424,6 +435,11 @@ impl Pool {
         let template = Arc::new(Template { made: now, dir });
         *current = Some(Arc::clone(&template));
         Some(template)
+    }
+
+    /// Whether used checkouts come back (`WORKSPACE_POOL_RECYCLE`).
+    pub(crate) fn recycles(&self) -> bool {
+        self.recycle
     }
 
     /// How much longer the refill should wait for runs to stop arriving (see
@@ -549,7 +565,7 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
     maker.source.base.ensure_fresh().await;
     let started = Instant::now();
     let dir = PendingDir::new(pool.dir.join(fresh_name()));
-    match made_for_a_run(&maker, dir.path()).await {
+    match made_for_a_run(&pool, &maker, dir.path()).await {
         Ok((made, cell, manifest)) => {
             if let Some(metrics) = &maker.metrics {
                 metrics.record_checkout(Checkout::Pool, started.elapsed());
@@ -578,6 +594,7 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
 /// A checkout at `dest`, handed over to a freshly leased identity when runs are contained, and
 /// recorded for recycling when that identity is a uid of its own.
 async fn made_for_a_run(
+    pool: &Pool,
     maker: &Maker,
     dest: &Path,
 ) -> Result<(Made, Option<RunCell>, Option<Manifest>), WorkspaceError> {
@@ -594,14 +611,20 @@ async fn made_for_a_run(
     let Some(cell) = cell else {
         return Ok((made, None, None));
     };
+    let recycle = pool.recycle;
     let dest = dest.to_path_buf();
     let (cell, manifest) = tokio::task::spawn_blocking(move || {
         hand_to(&cell, &dest)?;
-        let manifest = recordable(&cell, &dest);
+        let manifest = recycle.then(|| recordable(&cell, &dest)).flatten();
         Ok::<_, WorkspaceError>((cell, manifest))
     })
     .await
     .map_err(|e| WorkspaceError::new("handing over a pooled checkout failed", e))??;
+    // Filed only once a run may take it at once (see [`usable`]); otherwise not recyclable.
+    let manifest = match manifest {
+        Some(manifest) if usable(&manifest).await => Some(manifest),
+        _ => None,
+    };
     Ok((made, Some(cell), manifest))
 }
 
@@ -621,6 +644,8 @@ pub(crate) fn recordable(cell: &RunCell, dest: &Path) -> Option<Manifest> {
 
 /// Waits until `manifest`'s tree may be handed to a run (see [`Manifest::usable_after`]); `false`
 /// when that is further off than [`STAMP_WAIT`], and the checkout must not be recycled after.
+/// The pool waits before it files a checkout, so a run taking one normally waits not at all; the
+/// run checks again all the same.
 pub(crate) async fn usable(manifest: &Manifest) -> bool {
     let wait = manifest
         .usable_after()

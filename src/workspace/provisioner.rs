@@ -169,6 +169,7 @@ impl GitProvisioner {
                     &jobs_dir,
                     config.pool_size,
                     config.pool_min_free_bytes,
+                    config.pool_recycle,
                 )?);
                 let containment = contained.as_ref().map(|c| Arc::clone(&c.containment));
                 pool.start(
@@ -275,7 +276,9 @@ impl Inner {
             }
         };
         // A run-cloned checkout is recorded along with its hand-over, so it can come back too.
-        let record = made.is_some() && manifest.is_none() && self.pool.is_some();
+        let record = made.is_some()
+            && manifest.is_none()
+            && self.pool.as_ref().is_some_and(|pool| pool.recycles());
         if let (Some(cell), Some(contained)) = (cell, &self.contained) {
             let home = PendingDir::new(home_for(pending.path()));
             let workspace = pending.path().to_path_buf();
@@ -529,6 +532,10 @@ pub struct WorkspaceConfig {
     /// Free bytes on `jobs_dir` below which the pool makes no checkouts and gives back the ready
     /// ones (`WORKSPACE_POOL_MIN_FREE_MB`); 0 never shrinks it.
     pub pool_min_free_bytes: u64,
+    /// Whether a used checkout goes back to the pool, proven back to its handed-over state,
+    /// instead of being removed (`WORKSPACE_POOL_RECYCLE`). Only where runs have uids of their
+    /// own; elsewhere used checkouts are always removed.
+    pub pool_recycle: bool,
 }
 
 impl Default for WorkspaceConfig {
@@ -544,6 +551,7 @@ impl Default for WorkspaceConfig {
             command_timeout: Duration::from_secs(120),
             pool_size: 0,
             pool_min_free_bytes: 512 * 1024 * 1024,
+            pool_recycle: true,
         }
     }
 }
