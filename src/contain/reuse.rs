@@ -49,6 +49,11 @@ use super::sys;
 /// How deep a recorded tree may nest (each level holds a descriptor open while it is rebuilt).
 const MAX_DEPTH: usize = 256;
 
+/// The most entries a record holds. A record costs about 150 bytes an entry, held for every
+/// checkout in the pool and out with a run; a larger tree is not recycled (removed after its run,
+/// as without recycling) rather than hold more than some 30 MiB a checkout.
+const MAX_ENTRIES: usize = 200_000;
+
 /// The longest the kernel's timestamp clock lags the real-time clock: one tick, 10 ms at the
 /// lowest tick rate Linux offers (100 Hz).
 const STAMP_TICK: Duration = Duration::from_millis(10);
@@ -162,7 +167,8 @@ impl Manifest {
         let dir = open(root, dir_flags(), Mode::empty()).step("opening the workspace")?;
         let root = Seen::of(&fstat(&dir).step("reading the workspace")?);
         let mut newest = root.ctime;
-        let entries = record_dir(dir, 0, &mut newest)?;
+        let mut budget = MAX_ENTRIES;
+        let entries = record_dir(dir, 0, &mut newest, &mut budget)?;
         Ok(Self {
             root,
             entries,
@@ -212,6 +218,7 @@ fn record_dir(
     dir: OwnedFd,
     depth: usize,
     newest: &mut (i64, i64),
+    budget: &mut usize,
 ) -> Result<Vec<Node>, RecycleError> {
     within_depth(depth, "recording the workspace")?;
     let mut dir = Dir::from_fd(dir).step("listing a directory")?;
@@ -224,6 +231,10 @@ fn record_dir(
         }
     }
     names.sort();
+    *budget = budget.checked_sub(names.len()).ok_or_else(|| RecycleError {
+        step: "recording the workspace",
+        source: io::Error::other(format!("more than {MAX_ENTRIES} entries")),
+    })?;
     let mut nodes = Vec::with_capacity(names.len());
     for name in names {
         let stat = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -234,7 +245,7 @@ fn record_dir(
             SFlag::S_IFDIR => {
                 let sub = openat(&dir, name.as_c_str(), dir_flags(), Mode::empty())
                     .step("opening a directory")?;
-                Kind::Dir(record_dir(sub, depth + 1, newest)?)
+                Kind::Dir(record_dir(sub, depth + 1, newest, budget)?)
             }
             SFlag::S_IFREG if seen.nlink > 1 => Kind::Shared,
             SFlag::S_IFREG => Kind::File,

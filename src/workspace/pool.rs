@@ -636,7 +636,7 @@ pub(crate) fn recordable(cell: &RunCell, dest: &Path) -> Option<Manifest> {
     match Manifest::record(dest) {
         Ok(manifest) => Some(manifest),
         Err(error) => {
-            tracing::warn!(%error, path = %dest.display(), "could not record a checkout for recycling");
+            tracing::info!(%error, path = %dest.display(), "a checkout is not recorded for recycling; it is removed after its run");
             None
         }
     }
