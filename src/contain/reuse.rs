@@ -231,10 +231,12 @@ fn record_dir(
         }
     }
     names.sort();
-    *budget = budget.checked_sub(names.len()).ok_or_else(|| RecycleError {
-        step: "recording the workspace",
-        source: io::Error::other(format!("more than {MAX_ENTRIES} entries")),
-    })?;
+    *budget = budget
+        .checked_sub(names.len())
+        .ok_or_else(|| RecycleError {
+            step: "recording the workspace",
+            source: io::Error::other(format!("more than {MAX_ENTRIES} entries")),
+        })?;
     let mut nodes = Vec::with_capacity(names.len());
     for name in names {
         let stat = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
