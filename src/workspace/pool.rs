@@ -118,6 +118,23 @@ pub(crate) struct Pooled {
     cell: Option<RunCell>,
     /// Its record as handed over, when it can be recycled after its run (per-run uids).
     manifest: Option<Manifest>,
+    /// Set when a run takes a recyclable checkout: from then on it counts as out with a run.
+    out: Option<Out>,
+}
+
+/// One recyclable checkout counted as out with a run (it comes back, so the refill does not
+/// replace it); uncounted when dropped.
+#[derive(Debug)]
+struct Out {
+    /// The pool it counts in.
+    pool: Arc<Pool>,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.pool.out.fetch_sub(1, Ordering::AcqRel);
+        self.pool.wake.notify_one();
+    }
 }
 
 /// A pristine checkout of one commit, never handed out: what a recycle copies changed files from.
@@ -133,28 +150,29 @@ struct Template {
 /// ([`Pool::take_back`]) or is given up (dropped).
 #[derive(Debug)]
 pub(crate) struct Lent {
-    /// The pool it counts in.
-    pool: Arc<Pool>,
+    /// Its place in the pool's count, held until it is dropped.
+    _out: Out,
     /// What it was made from.
     made: Made,
     /// Its record as handed over.
     manifest: Option<Manifest>,
 }
 
-impl Drop for Lent {
-    fn drop(&mut self) {
-        self.pool.out.fetch_sub(1, Ordering::AcqRel);
-        self.pool.wake.notify_one();
+impl Lent {
+    /// Its record as handed over.
+    pub(crate) fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
     }
 }
 
 impl Pooled {
     /// Moves the checkout to `dest` (a fresh `ws-<id>` path beside the pool directory); the run
-    /// identity it was handed over to and its record come along.
+    /// identity it was handed over to comes along, and, when it can be recycled, what takes it
+    /// back to the pool after the run.
     pub(crate) async fn move_to(
         mut self,
         dest: &Path,
-    ) -> Result<(Option<RunCell>, Option<Manifest>), WorkspaceError> {
+    ) -> Result<(Option<RunCell>, Option<Lent>), WorkspaceError> {
         tokio::fs::rename(self.dir.path(), dest)
             .await
             .map_err(|e| {
@@ -169,9 +187,16 @@ impl Pooled {
             })?;
         // Moved: nothing is left to remove.
         let cell = self.cell.take();
-        let manifest = self.manifest.take();
+        let lent = match (self.manifest.take(), self.out.take()) {
+            (Some(manifest), Some(out)) => Some(Lent {
+                _out: out,
+                made: self.made.clone(),
+                manifest: Some(manifest),
+            }),
+            _ => None,
+        };
         self.dir.keep();
-        Ok((cell, manifest))
+        Ok((cell, lent))
     }
 }
 
@@ -243,7 +268,7 @@ impl Pool {
     /// A ready checkout made from `now` (the base's commit and key state at this moment), if
     /// there is one. Those made from anything else are removed; the refill task is woken either
     /// way.
-    pub(crate) fn take(&self, now: &Made) -> Option<Pooled> {
+    pub(crate) fn take(self: &Arc<Self>, now: &Made) -> Option<Pooled> {
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(now.clone());
         let (taken, stale) = {
             let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
@@ -265,6 +290,13 @@ impl Pool {
             );
         }
         drop(stale);
+        // Counted out at once, before the refill can look: it comes back after the run.
+        let taken = taken.map(|mut pooled| {
+            if pooled.manifest.is_some() {
+                pooled.out = Some(self.count_out());
+            }
+            pooled
+        });
         *self
             .last_take
             .lock()
@@ -275,7 +307,7 @@ impl Pool {
 
     /// [`take`](Self::take), waiting (at most [`RECYCLE_WAIT`]) for a checkout being recycled
     /// when none is ready; `None` at once when none is being recycled.
-    pub(crate) async fn take_waiting(&self, now: &Made) -> Option<Pooled> {
+    pub(crate) async fn take_waiting(self: &Arc<Self>, now: &Made) -> Option<Pooled> {
         let deadline = tokio::time::Instant::now() + RECYCLE_WAIT;
         loop {
             // Registered before the look, so a checkout filed in between still wakes this one.
@@ -297,11 +329,18 @@ impl Pool {
     /// Counts a recyclable checkout (`made`, recorded as `manifest`) as out with a run, until it
     /// comes back or the returned token is dropped.
     pub(crate) fn lend(self: &Arc<Self>, made: Made, manifest: Manifest) -> Lent {
-        self.out.fetch_add(1, Ordering::AcqRel);
         Lent {
-            pool: Arc::clone(self),
+            _out: self.count_out(),
             made,
             manifest: Some(manifest),
+        }
+    }
+
+    /// Counts one more checkout as out with a run, until the answer is dropped.
+    fn count_out(self: &Arc<Self>) -> Out {
+        self.out.fetch_add(1, Ordering::AcqRel);
+        Out {
+            pool: Arc::clone(self),
         }
     }
 
@@ -400,6 +439,7 @@ impl Pool {
             made,
             cell: Some(cell),
             manifest: Some(manifest),
+            out: None,
         })
     }
 
@@ -579,6 +619,7 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
                 made,
                 cell,
                 manifest,
+                out: None,
             });
         }
         Err(error) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gateway_layers::workspace::{Provision, ProvisionFuture};
 
-use crate::contain::{tmpdir_of, Cells, Containment, Manifest, Mode as ContainMode, RunCell};
+use crate::contain::{tmpdir_of, Cells, Containment, Mode as ContainMode, RunCell};
 use crate::metrics::{Checkout, Metrics, Take};
 
 use super::base::Base;
@@ -244,9 +244,9 @@ impl Inner {
         // A pooled checkout comes with its cell, already handed over; otherwise the run's cell is
         // leased before anything is made, so a run that cannot have an identity costs no clone.
         // `start`: the commit the checkout is made at, known here so no one has to ask git.
-        // `made`: what a checkout was made from, when the pool may take it back after the run;
-        // `manifest`: its record as handed over, once it is.
-        let (cell, handed_over, start, made, mut manifest) = match &self.mode {
+        // `made`: what a run-cloned checkout was made from, so the pool may take it back after
+        // the run; `lent`: what takes a recyclable checkout back to the pool.
+        let (cell, handed_over, start, made, mut lent) = match &self.mode {
             Mode::Scratch => {
                 let cell = self.lease().await?;
                 create_scratch(pending.path()).await?;
@@ -258,8 +258,8 @@ impl Inner {
                     Some(Taken {
                         cell: Some(cell),
                         made,
-                        manifest,
-                    }) => (Some(cell), true, made.head.clone(), Some(made), manifest),
+                        lent,
+                    }) => (Some(cell), true, made.head.clone(), None, lent),
                     Some(Taken { made, .. }) => {
                         (self.lease().await?, false, made.head.clone(), None, None)
                     }
@@ -276,9 +276,7 @@ impl Inner {
             }
         };
         // A run-cloned checkout is recorded along with its hand-over, so it can come back too.
-        let record = made.is_some()
-            && manifest.is_none()
-            && self.pool.as_ref().is_some_and(|pool| pool.recycles());
+        let record = made.is_some() && self.pool.as_ref().is_some_and(|pool| pool.recycles());
         if let (Some(cell), Some(contained)) = (cell, &self.contained) {
             let home = PendingDir::new(home_for(pending.path()));
             let workspace = pending.path().to_path_buf();
@@ -298,15 +296,16 @@ impl Inner {
             })
             .await
             .map_err(|e| WorkspaceError::new("preparing the run's directories failed", e))??;
-            manifest = manifest.or(recorded);
+            if let (Some(pool), Some(made), Some(manifest)) = (&self.pool, made, recorded) {
+                lent = Some(pool.lend(made, manifest));
+            }
             if let Some(metrics) = &self.metrics {
                 metrics.record_handover(handing.elapsed());
             }
             contained
                 .cells
                 .insert(pending.path().to_path_buf(), cell, home.keep(), start);
-            if let (Some(pool), Some(made), Some(manifest)) = (&self.pool, made, manifest) {
-                let lent = pool.lend(made, manifest);
+            if let Some(lent) = lent {
                 self.lent_checkouts()
                     .insert(pending.path().to_path_buf(), lent);
             }
@@ -342,15 +341,15 @@ impl Inner {
         let taken = match pool.take_waiting(&now).await {
             // Taken only when made at the commit the base is at now.
             Some(pooled) => match pooled.move_to(dest).await {
-                Ok((cell, manifest)) => {
-                    let manifest = match manifest {
-                        Some(manifest) if usable(&manifest).await => Some(manifest),
+                Ok((cell, lent)) => {
+                    let lent = match lent {
+                        Some(lent) if usable_lent(&lent).await => Some(lent),
                         _ => None,
                     };
                     Some(Taken {
                         cell,
                         made: now,
-                        manifest,
+                        lent,
                     })
                 }
                 Err(error) => {
@@ -420,8 +419,17 @@ struct Taken {
     cell: Option<RunCell>,
     /// What it was made from: the base as it is now.
     made: super::checkout::Made,
-    /// Its record as handed over, when it may be recycled after the run.
-    manifest: Option<Manifest>,
+    /// What takes it back to the pool after the run, when it may be recycled.
+    lent: Option<Lent>,
+}
+
+/// Whether the lent checkout may be handed to its run now (waiting a moment if need be; see
+/// [`usable`]).
+async fn usable_lent(lent: &Lent) -> bool {
+    match lent.manifest() {
+        Some(manifest) => usable(manifest).await,
+        None => false,
+    }
 }
 
 /// Makes the run's HOME, with a private TMPDIR inside and the operator's CLI login when there is
