@@ -134,6 +134,7 @@ pub mod deadline;
 pub mod workspace;
 
 mod accessors;
+mod gate;
 mod reject;
 mod staged;
 

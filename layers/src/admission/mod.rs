@@ -115,4 +115,5 @@ pub(crate) use self::gauge::Slot;
 pub use self::gauge::{AdmitError, Gauge, GaugeSnapshot, KeyLimits, KeySnapshot};
 pub use self::layer::{Admission, AdmissionLayer};
 pub use self::ticket::{Activation, Ticket};
+pub use crate::gate::{Check, Gate, GateLayer};
 pub use crate::reject::{Reject, ResponseFuture};

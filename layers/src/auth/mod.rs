@@ -69,6 +69,7 @@ mod tests;
 
 pub use self::failure::AuthFailure;
 pub use self::header::TokenSource;
-pub use self::layer::{BearerAuth, BearerAuthLayer};
+pub use self::layer::{BearerAuth, BearerAuthLayer, TokenCheck};
 pub use self::tokens::{AuthenticatedCaller, Tokens};
+pub use crate::gate::{Check, Gate, GateLayer};
 pub use crate::reject::{Reject, ResponseFuture};
