@@ -14,6 +14,10 @@
 //! With a pool size above 0 (`WORKSPACE_POOL_SIZE`), steps 2 and 3 happen ahead of time: a warm
 //! pool of ready checkouts of the current base is kept in the background, and a run takes one
 //! at once after step 1 (see the `pool` module); it clones its own only when none is ready.
+//! Where runs have uids of their own, a used checkout goes back to the pool once its run has
+//! ended, rebuilt from what is proven untouched since it was handed over plus copies from a
+//! pristine template (`WORKSPACE_POOL_RECYCLE`; the proof is in the containment module's
+//! `reuse`).
 //!
 //! Without a base directory, a workspace is an empty scratch directory. Release removes the
 //! directory in the background. Every git command runs without a shell, with a timeout,
