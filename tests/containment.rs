@@ -530,19 +530,38 @@ async fn what_a_run_leaves_in_the_hosts_shared_directories_is_gone_when_it_ends(
         &gw,
         &format!(
             "echo left > {0} && mkdir -p {1}/deep && echo left > {1}/deep/file && echo left > {2} \
-             && echo uid=$(id -u)",
+             && ipcmk -M 4096 && ipcmk -Q && ipcmk -S 1 && echo uid=$(id -u)",
             planted[0], planted[1], planted[2]
         ),
     )
     .await;
     assert!(said.contains("uid="), "{said}");
     assert!(!said.contains("uid=0"), "the run ran as root: {said}");
+    let uid: u32 = said
+        .split("uid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .unwrap_or_else(|| panic!("no uid in {said}"));
     // Its uid goes to a later run: nothing of it may wait there.
     eventually("the run's leftovers are removed", secs(10), || async {
-        let left: Vec<&String> = planted
+        let mut left: Vec<String> = planted
             .iter()
             .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .cloned()
             .collect();
+        // System V shared memory, message queues and semaphores the run's uid made.
+        for listing in ["shm", "msg", "sem"] {
+            let text = std::fs::read_to_string(format!("/proc/sysvipc/{listing}")).unwrap();
+            let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+            let cuid = header.iter().position(|c| *c == "cuid").unwrap();
+            left.extend(
+                text.lines()
+                    .skip(1)
+                    .filter(|l| l.split_whitespace().nth(cuid) == Some(&*uid.to_string()))
+                    .map(|l| format!("{listing}: {l}")),
+            );
+        }
         if left.is_empty() {
             Ok(())
         } else {

@@ -623,14 +623,26 @@ fn end_clean(lock: Option<&UidLock>, group: Option<&RunGroup>) {
     }
 }
 
-/// Removes what `uid` left in `/tmp`, `/var/tmp` and `/dev/shm` (see [`dirs::sweep_shared`]).
+/// Removes what `uid` left for a later run of the same uid: files in `/tmp`, `/var/tmp`,
+/// `/dev/shm` and `/dev/mqueue` (see [`dirs::sweep_shared`]) and System V shared memory, message
+/// queues and semaphores.
 fn sweep_shared(uid: u32) {
-    let removed = dirs::sweep_shared(uid);
+    let mut removed = dirs::sweep_shared(uid);
+    for kind in super::procfs::Ipc::ALL {
+        for id in super::procfs::ipc_of_uid(kind, uid) {
+            match sys::remove_ipc(kind, id) {
+                Ok(()) => removed += 1,
+                Err(error) => {
+                    tracing::warn!(uid, id, ?kind, %error, "could not remove a run's IPC object")
+                }
+            }
+        }
+    }
     if removed > 0 {
         tracing::debug!(
             uid,
             removed,
-            "removed what a run left in the host's shared directories"
+            "removed what a run left in the host's shared places"
         );
     }
 }

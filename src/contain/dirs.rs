@@ -201,9 +201,10 @@ pub(super) fn install_credentials(
     written.map(|()| true)
 }
 
-/// The host's directories every uid may write to (sticky, world-writable). What a run leaves there
-/// outlives its HOME and its workspace, and its uid goes to later runs.
-const SHARED_WRITABLE: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+/// The host's directories every uid may write to (sticky, world-writable; `/dev/mqueue` holds POSIX
+/// message queues where it is mounted). What a run leaves there outlives its HOME and its
+/// workspace, and its uid goes to later runs.
+const SHARED_WRITABLE: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"];
 
 /// Removes everything `uid` owns directly in the host's shared writable directories, and directly
 /// in the root-owned sticky directories inside them (`/tmp/.X11-unix` and the like), so nothing a

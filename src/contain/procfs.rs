@@ -27,6 +27,62 @@ impl ProcInfo {
     }
 }
 
+/// The kinds of System V IPC object, as `/proc/sysvipc` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ipc {
+    /// Shared memory segments (`/proc/sysvipc/shm`).
+    SharedMemory,
+    /// Message queues (`/proc/sysvipc/msg`).
+    MessageQueue,
+    /// Semaphore sets (`/proc/sysvipc/sem`).
+    Semaphores,
+}
+
+impl Ipc {
+    /// Every kind.
+    pub(super) const ALL: [Ipc; 3] = [Ipc::SharedMemory, Ipc::MessageQueue, Ipc::Semaphores];
+
+    /// Its listing and the name of its id column there.
+    fn listing(self) -> (&'static str, &'static str) {
+        match self {
+            Ipc::SharedMemory => ("/proc/sysvipc/shm", "shmid"),
+            Ipc::MessageQueue => ("/proc/sysvipc/msg", "msqid"),
+            Ipc::Semaphores => ("/proc/sysvipc/sem", "semid"),
+        }
+    }
+}
+
+/// The ids of the `kind` objects owned or created by `uid` (our IPC namespace); none when the
+/// listing cannot be read (a kernel without System V IPC).
+pub(super) fn ipc_of_uid(kind: Ipc, uid: u32) -> Vec<i32> {
+    let (path, id_column) = kind.listing();
+    fs::read_to_string(path)
+        .map(|listing| parse_ipc(&listing, id_column, uid))
+        .unwrap_or_default()
+}
+
+/// The ids in a `/proc/sysvipc` listing whose `uid` or `cuid` column is `uid`.
+fn parse_ipc(listing: &str, id_column: &str, uid: u32) -> Vec<i32> {
+    let mut lines = listing.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let column = |name: &str| header.split_whitespace().position(|c| c == name);
+    let (Some(id), Some(owner), Some(creator)) = (column(id_column), column("uid"), column("cuid"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let is = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok()) == Some(uid);
+            (is(owner) || is(creator))
+                .then(|| fields.get(id)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// Every process visible in `/proc` (our pid namespace).
 ///
 /// Processes that vanish while being read are skipped; only failing to list `/proc` is an error.
@@ -122,6 +178,21 @@ fn find_var<'a>(block: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sysvipc_listings_give_the_ids_a_uid_owns_or_created() {
+        let listing = "       key      shmid perms       size  cpid  lpid nattch   uid   gid  cuid  cgid\n\
+                       729204          4   600         56  2226 30473      5   101   104   101   104\n\
+                            0          7   600       1024  3000  3000      0  3990  3990  3990  3990\n\
+                            0          9   666       1024  3000  3000      0     0     0  3990  3990\n";
+        assert_eq!(parse_ipc(listing, "shmid", 3990), vec![7, 9]);
+        assert_eq!(parse_ipc(listing, "shmid", 101), vec![4]);
+        assert!(
+            parse_ipc(listing, "msqid", 3990).is_empty(),
+            "no such column"
+        );
+        assert!(parse_ipc("", "shmid", 3990).is_empty());
+    }
 
     #[test]
     fn status_lines_give_uids_and_liveness() {

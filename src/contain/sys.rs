@@ -391,3 +391,22 @@ pub(super) fn opened_elsewhere(file: &OwnedFd) -> io::Result<bool> {
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
     Ok(false)
 }
+
+/// Removes the System V IPC object `id` of `kind` (`IPC_RMID`). A shared memory segment still
+/// attached somewhere goes once the last process detaches.
+pub(super) fn remove_ipc(kind: super::procfs::Ipc, id: i32) -> io::Result<()> {
+    use super::procfs::Ipc;
+    // SAFETY: `IPC_RMID` reads no buffer: the pointer arguments are null, the rest integers.
+    let done = unsafe {
+        match kind {
+            Ipc::SharedMemory => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            Ipc::MessageQueue => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            Ipc::Semaphores => libc::semctl(id, 0, libc::IPC_RMID),
+        }
+    };
+    if done == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
