@@ -480,30 +480,18 @@ impl RunCell {
         killed.map(drop)
     }
 
-    /// [`release`](Self::release), on this thread: for a caller that must not return before the
-    /// run's processes are gone and cannot await (the release of a workspace, which happens while
-    /// the run still holds its slot). Blocks for as long as the kill takes: a few system calls
-    /// when nothing is left, at most [`KILL_DEADLINE`].
-    pub(crate) fn release_blocking(mut self) -> Result<(), KillError> {
-        let killed = self.target().kill(KILL_DEADLINE);
-        self.released = true;
-        self.ended(killed.is_ok());
-        killed.map(drop)
-    }
-
-    /// [`release_blocking`](Self::release_blocking), except that the uid is kept for another run
-    /// (see [`KeptUid`]) when nothing of this one is left; `None` when there is no uid (process
-    /// mode). What the run left in the shared writable directories is removed all the same.
+    /// [`release`](Self::release), on this thread, keeping the uid for another run (see
+    /// [`KeptUid`]; dropping it gives the uid back as a clean end) when nothing of this one is
+    /// left; `None` when there is no uid (process mode). For a caller that must not return before
+    /// the run's processes are gone and cannot await (the release of a workspace, which happens
+    /// while the run still holds its slot). Blocks for as long as the kill takes: a few system
+    /// calls when nothing is left, at most [`KILL_DEADLINE`].
     fn retire(mut self) -> Result<Option<KeptUid>, KillError> {
         let killed = self.target().kill(KILL_DEADLINE);
         self.released = true;
         // On failure the lock still says held: the uid's next lease looks for leftovers.
         killed?;
-        if let Some(group) = self.group.take() {
-            if let Err(error) = group.remove() {
-                tracing::warn!(cgroup = %group, %error, "could not remove a run's cgroup");
-            }
-        }
+        end_clean(None, self.group.take().as_ref());
         let kept = self.uid.take().map(|lock| {
             let uid = lock.uid();
             sweep_shared(uid);
@@ -518,6 +506,7 @@ impl RunCell {
     /// After the last kill: when nothing is left (`clean`), records it in the uid's lock and
     /// removes the cgroup. Otherwise both stay as they are, so the uid's next lease looks for
     /// leftovers and the cgroup stays for the recovery of a later start.
+    #[cfg(test)]
     fn ended(&self, clean: bool) {
         if !clean {
             return;
@@ -756,20 +745,12 @@ impl Cells {
     }
 
     /// Takes the cell filed under `workspace` out, kills everything of its run and waits until it
-    /// is gone (blocking, see [`RunCell::release_blocking`]); answers the run's HOME for removal.
+    /// is gone (blocking, see [`RunCell::retire`]), and gives its uid back; answers the run's HOME
+    /// for removal.
     pub(crate) fn release(&self, workspace: &Path) -> Option<PathBuf> {
-        let placed = self.lock().remove(workspace)?;
-        let home = placed.home.clone();
-        let killed = match Arc::try_unwrap(placed) {
-            Ok(placed) => placed.cell.release_blocking(),
-            // Still held (a run future not yet dropped): kill now; its drop kills again and only
-            // then gives the uid back.
-            Err(shared) => shared.cell.target().kill(KILL_DEADLINE).map(drop),
-        };
-        if let Err(error) = killed {
-            tracing::error!(%error, "a run's processes survived its end");
-        }
-        Some(home)
+        // The kept uid, dropped here, goes back to the pool marked clean.
+        self.release_keeping_uid(workspace)
+            .map(|(home, _kept)| home)
     }
 
     /// [`release`](Self::release), keeping the run's uid for a later run of the same workspace
@@ -785,6 +766,8 @@ impl Cells {
                 tracing::error!(%error, "a run's processes survived its end");
                 None
             }),
+            // Still held (a run future not yet dropped): kill now; its drop kills again and only
+            // then gives the uid back.
             Err(shared) => {
                 if let Err(error) = shared.cell.target().kill(KILL_DEADLINE) {
                     tracing::error!(%error, "a run's processes survived its end");

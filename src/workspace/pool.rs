@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::contain::{remove_tree, remove_tree_async, Containment, KeptUid, Manifest, RunCell};
+use crate::contain::{remove_tree_async, Containment, KeptUid, Manifest, RunCell};
 use crate::metrics::{Checkout, Metrics, PoolGauges, PoolSnapshot};
 
 use super::checkout::{hand_to, Made, Source};
@@ -155,13 +155,13 @@ pub(crate) struct Lent {
     /// What it was made from.
     made: Made,
     /// Its record as handed over.
-    manifest: Option<Manifest>,
+    manifest: Manifest,
 }
 
 impl Lent {
     /// Its record as handed over.
-    pub(crate) fn manifest(&self) -> Option<&Manifest> {
-        self.manifest.as_ref()
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 }
 
@@ -191,7 +191,7 @@ impl Pooled {
             (Some(manifest), Some(out)) => Some(Lent {
                 _out: out,
                 made: self.made.clone(),
-                manifest: Some(manifest),
+                manifest,
             }),
             _ => None,
         };
@@ -332,7 +332,7 @@ impl Pool {
         Lent {
             _out: self.count_out(),
             made,
-            manifest: Some(manifest),
+            manifest,
         }
     }
 
@@ -348,21 +348,25 @@ impl Pool {
     /// it left and kept its uid (`kept`): recycles it in the background and files it as ready, or
     /// removes it when the pool is full, disk is low, the base has moved or the proof fails.
     /// Needs a tokio runtime; without one the checkout is removed.
-    pub(crate) fn take_back(self: &Arc<Self>, mut lent: Lent, used: PathBuf, kept: KeptUid) {
+    pub(crate) fn take_back(self: &Arc<Self>, lent: Lent, used: PathBuf, kept: KeptUid) {
         let used = PendingDir::new(used);
-        let (Some(maker), Some(manifest), Ok(runtime)) = (
+        let (Some(maker), Ok(runtime)) = (
             self.maker.get().cloned(),
-            lent.manifest.take(),
             tokio::runtime::Handle::try_current(),
         ) else {
             return;
         };
+        let Lent {
+            _out: out,
+            made,
+            manifest,
+        } = lent;
         let current = self
             .latest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|latest| *latest == lent.made);
+            .is_some_and(|latest| *latest == made);
         let others = self.ready_len()
             + self.making.load(Ordering::Acquire)
             + self.recycling.load(Ordering::Acquire)
@@ -372,8 +376,7 @@ impl Pool {
         }
         // Counted as recycling before the lend ends, so the refill never sees it missing.
         self.recycling.fetch_add(1, Ordering::AcqRel);
-        let made = lent.made.clone();
-        drop(lent);
+        drop(out);
         let pool = Arc::clone(self);
         runtime.spawn(async move {
             let started = Instant::now();
@@ -463,12 +466,7 @@ impl Pool {
         if now != *made {
             return None;
         }
-        let keys = dir.path().join(".git/git-crypt/keys");
-        if let Err(error) = tokio::task::spawn_blocking(move || remove_tree(&keys))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|removed| removed)
-        {
+        if let Err(error) = remove_tree_async(dir.path().join(".git/git-crypt/keys")).await {
             tracing::warn!(%error, "could not remove the git-crypt key from the template");
             return None;
         }
@@ -610,10 +608,7 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
             if let Some(metrics) = &maker.metrics {
                 metrics.record_checkout(Checkout::Pool, started.elapsed());
             }
-            // A recyclable checkout needs its commit's template before its run ends.
-            if manifest.is_some() {
-                pool.template_for(&maker, &made).await;
-            }
+            let recyclable = manifest.is_some().then(|| made.clone());
             pool.put(Pooled {
                 dir,
                 made,
@@ -621,6 +616,11 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
                 manifest,
                 out: None,
             });
+            // A recyclable checkout needs its commit's template by the time its run ends; made
+            // after the checkout is filed, so the pool's first fill waits for no extra clone.
+            if let Some(made) = recyclable {
+                pool.template_for(&maker, &made).await;
+            }
         }
         Err(error) => {
             tracing::warn!(%error, "the warm pool could not make a checkout; runs clone their own meanwhile");

@@ -343,7 +343,7 @@ impl Inner {
             Some(pooled) => match pooled.move_to(dest).await {
                 Ok((cell, lent)) => {
                     let lent = match lent {
-                        Some(lent) if usable_lent(&lent).await => Some(lent),
+                        Some(lent) if usable(lent.manifest()).await => Some(lent),
                         _ => None,
                     };
                     Some(Taken {
@@ -421,15 +421,6 @@ struct Taken {
     made: super::checkout::Made,
     /// What takes it back to the pool after the run, when it may be recycled.
     lent: Option<Lent>,
-}
-
-/// Whether the lent checkout may be handed to its run now (waiting a moment if need be; see
-/// [`usable`]).
-async fn usable_lent(lent: &Lent) -> bool {
-    match lent.manifest() {
-        Some(manifest) => usable(manifest).await,
-        None => false,
-    }
 }
 
 /// Makes the run's HOME, with a private TMPDIR inside and the operator's CLI login when there is
