@@ -21,7 +21,7 @@ use crate::quota::Quota;
 use crate::run::Runs;
 use crate::stack;
 pub use crate::state::AppState;
-use crate::workspace::{Contained, GitProvisioner, HarvestLayer, HarvestSettings, WorkspaceConfig};
+use crate::workspace::{Contained, GitProvisioner, HarvestSettings, HarvestStep, WorkspaceConfig};
 
 /// Decides how runs are contained, and stops whatever runs of an earlier gateway on the same
 /// `JOBS_DIR` left behind (a crash, kill -9) before anything sweeps their workspaces.
@@ -196,7 +196,7 @@ impl App {
             gauge.clone(),
             provisioner,
             claude,
-            HarvestLayer::new(harvester.clone()),
+            HarvestStep(harvester.clone()),
             config.chat_timeout,
             metrics.clone(),
             quota.clone(),

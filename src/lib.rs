@@ -33,25 +33,6 @@
     rust_2018_idioms
 )]
 
-/// Writes `tower::Layer` for a layer whose services are the inner service beside a clone of each
-/// of the layer's fields (`$service { inner, field: layer.field.clone(), … }`): the gateway's own
-/// layers (metrics, harvest, requeue) are all of that kind. Defined before the modules, so every
-/// one of them can use it.
-macro_rules! layer_of_fields {
-    ($layer:ty => $service:ident { $($field:ident),+ $(,)? }) => {
-        impl<S> tower::Layer<S> for $layer {
-            type Service = $service<S>;
-
-            fn layer(&self, inner: S) -> Self::Service {
-                $service {
-                    inner,
-                    $($field: self.$field.clone(),)+
-                }
-            }
-        }
-    };
-}
-
 pub mod agent;
 mod anthropic;
 pub mod app;

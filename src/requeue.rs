@@ -16,8 +16,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use gateway_layers::admission::Ticket;
@@ -27,20 +25,21 @@ use http::Request;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
 
-use crate::agent::{AgentOutcome, AgentRequest, ProgressSink};
+use crate::agent::{AgentOutcome, AgentRequest, Below, ProgressSink, RunFuture, RunStep};
 use crate::metrics::Entry;
 use crate::quota::{ChargeTo, Quota};
 
-/// Puts [`RequeueOnLimit`] around a service.
+/// The step that queues a run refused upstream once more; see the [module docs](self). Sits above
+/// the concurrency limit: each try takes its own place in the queue.
 #[derive(Clone)]
-pub(crate) struct RequeueOnLimitLayer {
+pub(crate) struct RequeueOnLimit {
     /// The upstream pause, and the key's place in the queue for the second try.
     quota: Quota,
     /// The deadline of a request that does not carry its own.
     default_deadline: Duration,
 }
 
-impl RequeueOnLimitLayer {
+impl RequeueOnLimit {
     /// Runs refused upstream go back to `quota`'s queue once, waiting at most their deadline
     /// (`default_deadline` for a request without one).
     pub(crate) fn new(quota: Quota, default_deadline: Duration) -> Self {
@@ -51,47 +50,22 @@ impl RequeueOnLimitLayer {
     }
 }
 
-layer_of_fields!(RequeueOnLimitLayer => RequeueOnLimit { quota, default_deadline });
-
-impl fmt::Debug for RequeueOnLimitLayer {
+impl fmt::Debug for RequeueOnLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequeueOnLimitLayer")
+        f.debug_struct("RequeueOnLimit")
             .field("default_deadline", &self.default_deadline)
             .finish_non_exhaustive()
     }
 }
 
-/// See the [module docs](self). Sits above the concurrency limit: each try takes its own place in
-/// the queue.
-#[derive(Clone)]
-pub(crate) struct RequeueOnLimit<S> {
-    inner: S,
-    /// See [`RequeueOnLimitLayer`].
-    quota: Quota,
-    /// See [`RequeueOnLimitLayer`].
-    default_deadline: Duration,
-}
-
-impl<S> Service<Request<AgentRequest>> for RequeueOnLimit<S>
-where
-    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = AgentOutcome;
+impl RunStep for RequeueOnLimit {
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<AgentOutcome, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+    fn not_ready(error: BoxError) -> BoxError {
+        error
     }
 
-    fn call(&mut self, mut request: Request<AgentRequest>) -> Self::Future {
-        // The service polled ready goes with this call; a fresh clone stays for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+    fn run(&self, mut inner: Below, mut request: Request<AgentRequest>) -> RunFuture<BoxError> {
         if matches!(request.extensions().get::<Entry>(), None | Some(Entry::Job)) {
             return Box::pin(inner.call(request));
         }
@@ -117,7 +91,7 @@ where
             .get::<Deadline>()
             .map_or(self.default_deadline, |deadline| deadline.0);
         let quota = self.quota.clone();
-        let retry = self.inner.clone();
+        let retry = inner.clone();
         let first = inner.call(request);
         Box::pin(async move {
             let (first, answered) = forward(first, watched).await;
@@ -161,14 +135,6 @@ where
                 Err(_) => first,
             }
         })
-    }
-}
-
-impl<S> fmt::Debug for RequeueOnLimit<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequeueOnLimit")
-            .field("default_deadline", &self.default_deadline)
-            .finish_non_exhaustive()
     }
 }
 

@@ -19,10 +19,9 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use gateway_layers::admission::Gauge;
@@ -34,11 +33,14 @@ use http::Request;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-use crate::agent::{AgentError, AgentOutcome, AgentRequest, ClaudeService};
+use crate::agent::{
+    one_line, AgentError, AgentOutcome, AgentRequest, Below, ClaudeService, RunFuture, RunStep,
+    StepLayer,
+};
 use crate::metrics::{Entry, Metrics, RunEnd};
 use crate::quota::{ChargeTo, Quota};
-use crate::requeue::RequeueOnLimitLayer;
-use crate::workspace::HarvestLayer;
+use crate::requeue::RequeueOnLimit;
+use crate::workspace::HarvestStep;
 
 /// The agent stack, cloneable and shareable across tasks. Cheap to clone.
 #[derive(Clone)]
@@ -54,7 +56,7 @@ impl Runs {
         gauge: Gauge,
         provisioner: Arc<dyn Provision>,
         claude: ClaudeService,
-        harvest: HarvestLayer,
+        harvest: HarvestStep,
         default_deadline: Duration,
         metrics: Metrics,
         quota: Quota,
@@ -62,7 +64,10 @@ impl Runs {
         let stack = ServiceBuilder::new()
             // Above the slot: a chat run refused by the account's rate limit lets go of its slot
             // and takes a new place in the queue, to wait for the pause holding nothing.
-            .layer(RequeueOnLimitLayer::new(quota.clone(), default_deadline))
+            .layer(StepLayer(RequeueOnLimit::new(
+                quota.clone(),
+                default_deadline,
+            )))
             // A run waits here, FIFO, as `queued`, and holds its permit until its future ends
             // however it ends. Nothing below runs before a slot is free.
             .layer(ConcurrencyLimitLayer::new(gauge))
@@ -89,7 +94,7 @@ impl Runs {
             .layer(WorkspaceLayer::new(provisioner))
             // Inside the workspace, so what the run changed is taken (and delivered) before the
             // checkout is removed, and after the agent is gone.
-            .layer(harvest)
+            .layer(StepLayer(harvest))
             // The workspace is ready and the agent is about to start: marked, so a deadline
             // that passes before this point is told apart from one the agent ran into.
             .map_request(|request: Request<AgentRequest>| {
@@ -132,11 +137,11 @@ impl Runs {
     ) -> Self {
         // Outermost, so a run's duration counts its time in the queue, and every way a run comes
         // back (or is dropped) is recorded once.
-        let stack = RecordLayer {
+        let stack = StepLayer(RecordStep {
             metrics,
             quota,
             marks_start,
-        }
+        })
         .layer(stack);
         Self {
             stack: BoxCloneSyncService::new(stack),
@@ -268,27 +273,10 @@ pub(crate) fn failure_detail(failure: &RunFailure) -> String {
     one_line(&failure.to_string(), DETAIL_MAX)
 }
 
-/// Collapses whitespace and cuts to `limit` characters, so a reason fits on one line of a
-/// record, an error body or a log. A long reason loses its middle (marked `…`), never its end:
-/// messages name what failed first and why last (`clone of … into … failed: … fatal: Invalid
-/// cross-device link`), and the why is what the reader needs.
-pub(crate) fn one_line(text: &str, limit: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let count = flat.chars().count();
-    if count <= limit {
-        return flat;
-    }
-    let head = limit / 3;
-    let tail = limit.saturating_sub(head + 1);
-    let start: String = flat.chars().take(head).collect();
-    let end: String = flat.chars().skip(count - tail).collect();
-    format!("{start}…{end}")
-}
-
 /// The top of the stack: times each run from the moment it is handed over, sorts its error, and
 /// records how it ended (a run dropped unfinished is recorded as cancelled by the timer's drop).
 #[derive(Clone)]
-struct RecordLayer {
+struct RecordStep {
     metrics: Metrics,
     /// Budgets (charged at each run's end, the per-run cap) and the upstream pause.
     quota: Quota,
@@ -296,35 +284,14 @@ struct RecordLayer {
     marks_start: bool,
 }
 
-layer_of_fields!(RecordLayer => Record { metrics, quota, marks_start });
-
-/// See [`RecordLayer`].
-#[derive(Clone)]
-struct Record<S> {
-    inner: S,
-    metrics: Metrics,
-    /// See [`RecordLayer`].
-    quota: Quota,
-    /// Whether the stack below marks the start of its agent.
-    marks_start: bool,
-}
-
-impl<S> Service<Request<AgentRequest>> for Record<S>
-where
-    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = AgentOutcome;
+impl RunStep for RecordStep {
     type Error = RunFailure;
-    type Future = Pin<Box<dyn Future<Output = Result<AgentOutcome, RunFailure>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|error| RunFailure::classify(error, true))
+    fn not_ready(error: BoxError) -> RunFailure {
+        RunFailure::classify(error, true)
     }
 
-    fn call(&mut self, mut request: Request<AgentRequest>) -> Self::Future {
+    fn run(&self, mut below: Below, mut request: Request<AgentRequest>) -> RunFuture<RunFailure> {
         let entry = request
             .extensions()
             .get::<Entry>()
@@ -342,7 +309,7 @@ where
         let timer = self.metrics.start_run(entry);
         let quota = self.quota.clone();
         let metrics = self.metrics.clone();
-        let run = self.inner.call(request);
+        let run = below.call(request);
         Box::pin(async move {
             let result = run.await.map_err(|error| {
                 let started = !marks_start || starting.0.load(Ordering::Relaxed);
@@ -414,20 +381,6 @@ mod tests {
             RunFailure::classify(other, true),
             RunFailure::Internal(_)
         ));
-    }
-
-    #[test]
-    fn one_line_collapses_whitespace_and_keeps_the_cause_at_the_end() {
-        assert_eq!(one_line("a\n b\t c", 10), "a b c");
-        let line = one_line(
-            &format!("clone of\n{} failed: fatal: the cause", "c".repeat(1000)),
-            300,
-        );
-        assert!(!line.contains('\n'));
-        assert_eq!(line.chars().count(), 300);
-        assert!(line.starts_with("clone of c"), "{line}");
-        assert!(line.contains('…'), "{line}");
-        assert!(line.ends_with("failed: fatal: the cause"), "{line}");
     }
 
     #[test]

@@ -15,15 +15,18 @@ use tokio::net::TcpStream;
 
 const AGENT: &str = "general-purpose";
 
-/// Samples the gateway's RSS every 25 ms for `window`; answers the highest, in MiB.
-async fn peak_rss_mib(gw: &Binary, window: Duration) -> u64 {
-    let deadline = tokio::time::Instant::now() + window;
+/// Samples the gateway's RSS every 25 ms until `until` completes; answers what it gave and the
+/// highest RSS seen, in MiB.
+async fn peak_rss_until<T>(gw: &Binary, until: impl std::future::Future<Output = T>) -> (T, u64) {
+    tokio::pin!(until);
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
     let mut peak = 0;
-    while tokio::time::Instant::now() < deadline {
-        peak = peak.max(gw.rss_mib());
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    loop {
+        tokio::select! {
+            out = &mut until => return (out, peak.max(gw.rss_mib())),
+            _ = tick.tick() => peak = peak.max(gw.rss_mib()),
+        }
     }
-    peak
 }
 
 /// A JSON body serialized once (serializing megabytes for every request is slow in a debug
@@ -44,15 +47,20 @@ async fn post_bytes(gw: &Binary, body: &bytes::Bytes) -> reqwest::Response {
         .expect("an answer")
 }
 
-/// Sends `GET path` on a new connection and never reads the answer.
-async fn unread_get(gw: &Binary, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(&gw.addr).await.unwrap();
+/// Writes an authorized `GET path` on `stream`, a connection to `gw`.
+async fn send_get(stream: &mut TcpStream, gw: &Binary, path: &str) {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
         gw.addr,
         common::TOKEN
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+}
+
+/// Sends `GET path` on a new connection and never reads the answer.
+async fn unread_get(gw: &Binary, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(&gw.addr).await.unwrap();
+    send_get(&mut stream, gw, path).await;
     stream
 }
 
@@ -93,7 +101,7 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
         readers.push(unread_get(&gw, "/jobs?limit=500").await);
         readers.push(unread_get(&gw, &format!("/jobs/{}", ids[i % ids.len()])).await);
     }
-    let peak = peak_rss_mib(&gw, Duration::from_secs(5)).await;
+    let ((), peak) = peak_rss_until(&gw, tokio::time::sleep(Duration::from_secs(5))).await;
     eprintln!(
         "RSS: {baseline} MiB with the jobs stored, {peak} MiB at most with 40 unread readers"
     );
@@ -116,12 +124,7 @@ async fn unread_responses_keep_memory_bounded_and_are_cut_off() {
     socket.set_recv_buffer_size(64 * 1024).unwrap();
     let mut stream = socket.connect(gw.addr.parse().unwrap()).await.unwrap();
     for id in &ids[..5] {
-        let request = format!(
-            "GET /jobs/{id} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-            gw.addr,
-            common::TOKEN
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        send_get(&mut stream, &gw, &format!("/jobs/{id}")).await;
     }
     // Served before anything is judged: under load the accept itself can take a while.
     eventually("the connection is accepted", secs(30), || async {
@@ -173,21 +176,8 @@ async fn floods_of_small_events_stay_compact_in_memory() {
     for _ in 0..8 {
         gw.submit(json!({"prompt": "p", "agent": AGENT})).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut peak = baseline;
-    let jobs = loop {
-        peak = peak.max(gw.rss_mib());
-        let page: serde_json::Value = gw.get("/jobs?limit=500").await.json().await.unwrap();
-        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-        if jobs
-            .iter()
-            .all(|j| !matches!(j["status"].as_str(), Some("queued" | "running")))
-        {
-            break jobs;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{page}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let finished = gw.wait_all_finished(8, Duration::from_secs(120));
+    let (jobs, peak) = peak_rss_until(&gw, finished).await;
     eprintln!("RSS: {baseline} MiB idle, {peak} MiB at most with 8 runs of 17 MB of small events");
     // 8 runs × 17 MB of events: the event logs keep 4 MiB each (MAX_OUTPUT_BYTES), in text; at
     // worst each run's 8 MiB of forwarded lines wait in its queue too (about twice their size

@@ -49,6 +49,7 @@ mod output;
 mod run;
 mod service;
 mod session;
+mod step;
 
 #[cfg(test)]
 mod fixture_tests;
@@ -59,9 +60,11 @@ pub(crate) use command::check_agent_name;
 pub use command::{claude_args, AgentRequest, ProgressSink};
 pub use functions::{CallerFunctions, Function, FunctionCall};
 pub use options::{check_budget, Effort, OptionError, OptionPolicy, RunOptions};
+pub(crate) use outcome::one_line;
 pub use outcome::{AgentError, AgentOutcome, RateLimit, Usage};
 pub use service::{
     ClaudeConfig, ClaudeService, ResponseFuture, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_STDERR_CAP,
     DEFAULT_STDOUT_CAP,
 };
 pub use session::{KeepSession, ResumeSession, SavedSession};
+pub(crate) use step::{Below, RunFuture, RunStep, StepLayer};

@@ -201,9 +201,40 @@ fn seconds(d: Duration) -> String {
     }
 }
 
+/// Collapses whitespace and cuts to `limit` characters, so a reason fits on one line of a
+/// record, an error body or a log. A long reason loses its middle (marked `…`), never its end:
+/// messages name what failed first and why last (`clone of … into … failed: … fatal: Invalid
+/// cross-device link`), and the why is what the reader needs.
+pub(crate) fn one_line(text: &str, limit: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let count = flat.chars().count();
+    if count <= limit {
+        return flat;
+    }
+    let head = limit / 3;
+    let tail = limit.saturating_sub(head + 1);
+    let start: String = flat.chars().take(head).collect();
+    let end: String = flat.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_collapses_whitespace_and_keeps_the_cause_at_the_end() {
+        assert_eq!(one_line("a\n b\t c", 10), "a b c");
+        let line = one_line(
+            &format!("clone of\n{} failed: fatal: the cause", "c".repeat(1000)),
+            300,
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(line.chars().count(), 300);
+        assert!(line.starts_with("clone of c"), "{line}");
+        assert!(line.contains('…'), "{line}");
+        assert!(line.ends_with("failed: fatal: the cause"), "{line}");
+    }
 
     #[test]
     fn messages_say_what_to_do() {

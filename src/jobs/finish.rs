@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::agent::{AgentError, AgentOutcome};
-use crate::run::{self, RunFailure};
+use crate::run::RunFailure;
 
 use serde_json::Value;
 
@@ -153,7 +153,7 @@ fn failure_line(outcome: &AgentOutcome) -> String {
 
 /// Collapses whitespace and cuts at [`ERROR_LINE_MAX`] characters.
 fn one_line(text: &str) -> String {
-    run::one_line(text, ERROR_LINE_MAX)
+    crate::agent::one_line(text, ERROR_LINE_MAX)
 }
 
 #[cfg(test)]

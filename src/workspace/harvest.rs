@@ -16,18 +16,15 @@
 //! through git-crypt's clean filter, and the pushed commit is checked to hold ciphertext only.
 
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use gateway_layers::workspace::WorkspacePath;
 use gateway_layers::BoxError;
 use http::Request;
 use tower::Service;
 
-use crate::agent::{AgentOutcome, AgentRequest};
+use crate::agent::{one_line, AgentRequest, Below, RunFuture, RunStep};
 use crate::contain::Cells;
 
 use super::changes::{check_branch, Changes, DeliverRequest, Delivery};
@@ -365,55 +362,27 @@ fn failed(deliver: &DeliverRequest, commit: Option<String>, why: &str) -> Delive
         branch: deliver.branch.clone(),
         commit,
         pushed_at: None,
-        error: Some(one_line(why)),
+        error: Some(one_line(why, ERROR_CHARS)),
     }
 }
 
-/// `why` on one line, bounded.
-fn one_line(why: &str) -> String {
-    let flat = why.split_whitespace().collect::<Vec<_>>().join(" ");
-    flat.chars().take(ERROR_CHARS).collect()
-}
-
-/// Wraps the agent in a harvest: see the module docs.
+/// The step that takes what a run changed, and delivers it when asked: see the module docs.
+/// `None` harvests nothing (no base repository).
 #[derive(Clone, Debug)]
-pub(crate) struct HarvestLayer {
-    harvester: Option<Harvester>,
-}
+pub(crate) struct HarvestStep(pub(crate) Option<Harvester>);
 
-impl HarvestLayer {
-    pub(crate) fn new(harvester: Option<Harvester>) -> Self {
-        Self { harvester }
-    }
-}
-
-layer_of_fields!(HarvestLayer => HarvestService { harvester });
-
-/// See [`HarvestLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct HarvestService<S> {
-    inner: S,
-    harvester: Option<Harvester>,
-}
-
-impl<S> Service<Request<AgentRequest>> for HarvestService<S>
-where
-    S: Service<Request<AgentRequest>, Response = AgentOutcome, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = AgentOutcome;
+impl RunStep for HarvestStep {
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<AgentOutcome, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn not_ready(error: BoxError) -> BoxError {
+        error
     }
 
-    fn call(&mut self, request: Request<AgentRequest>) -> Self::Future {
+    fn run(&self, mut below: Below, request: Request<AgentRequest>) -> RunFuture<BoxError> {
         let asked = request.extensions().get::<Harvesting>().cloned();
         let workspace = request.extensions().get::<WorkspacePath>().cloned();
-        let harvester = self.harvester.clone();
-        let run = self.inner.call(request);
+        let harvester = self.0.clone();
+        let run = below.call(request);
         Box::pin(async move {
             let (Some(harvester), Some(asked), Some(WorkspacePath(workspace))) =
                 (harvester, asked, workspace)

@@ -59,7 +59,7 @@ pub use changes::{
     check_branch, ChangedFile, Changes, DeliverRequest, Delivery, MAX_COMMIT_MESSAGE,
 };
 pub use harvest::HarvestSettings;
-pub(crate) use harvest::{Harvest, HarvestLayer, Harvester, Harvesting};
+pub(crate) use harvest::{Harvest, HarvestStep, Harvester, Harvesting};
 
 pub use error::WorkspaceError;
 pub use git::{CommandError, Invocation};
