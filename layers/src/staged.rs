@@ -1,6 +1,7 @@
 //! The response future shared by the layers that must get hold of something before a request may
 //! run (a permit, a workspace) and keep it until the run is over.
 
+use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
@@ -16,7 +17,9 @@ pub(crate) type Wait<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 
 
 /// A layer's part in a [`StagedCall`]: what happens when the wait is over, when it fails and when
 /// the run completes.
-pub(crate) trait Stage<Req> {
+pub(crate) trait Stage<Req>: fmt::Debug {
+    /// What the wait is called in the future's `Debug` (`Waiting`, `Provisioning`).
+    const WAITING: &'static str;
     /// What the wait yields.
     type Ready;
     /// How the wait fails.
@@ -118,19 +121,23 @@ where
             },
         }
     }
+}
 
-    /// The layer's part.
-    pub(crate) fn stage(&self) -> &P {
-        &self.stage
-    }
-
-    /// The name of the current state, for `Debug`, with the layer's own name for the wait.
-    pub(crate) fn state_name(&self, waiting: &'static str) -> &'static str {
-        match self.state {
-            State::Waiting { .. } => waiting,
+impl<P, S, Req> fmt::Debug for StagedCall<P, S, Req>
+where
+    P: Stage<Req>,
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Waiting { .. } => P::WAITING,
             State::Running { .. } => "Running",
             State::Done => "Done",
-        }
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("stage", &self.stage)
+            .finish()
     }
 }
 
@@ -177,3 +184,53 @@ where
         }
     }
 }
+
+/// Writes a layer's response future: a named wrapper of a [`StagedCall`] with the layer's
+/// [`Stage`], as tower's `opaque_future!` names its futures, so the public type shows neither.
+///
+/// ```text
+/// staged_future! {
+///     /// Docs.
+///     ResponseFuture<S, B> calls Request<B>, through InWorkspace
+/// }
+/// ```
+macro_rules! staged_future {
+    ($(#[$attr:meta])* $name:ident<S, $param:ident> calls $request:ty, through $stage:ty $(,)?) => {
+        pin_project_lite::pin_project! {
+            $(#[$attr])*
+            pub struct $name<S, $param>
+            where
+                S: tower_service::Service<$request>,
+            {
+                #[pin]
+                call: $crate::staged::StagedCall<$stage, S, $request>,
+            }
+        }
+
+        impl<S, $param> std::future::Future for $name<S, $param>
+        where
+            S: tower_service::Service<$request>,
+            S::Error: Into<$crate::BoxError>,
+        {
+            type Output = Result<S::Response, $crate::BoxError>;
+
+            fn poll(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Self::Output> {
+                self.project().call.poll(cx)
+            }
+        }
+
+        impl<S, $param> std::fmt::Debug for $name<S, $param>
+        where
+            S: tower_service::Service<$request>,
+        {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.call.fmt(f)
+            }
+        }
+    };
+}
+
+pub(crate) use staged_future;

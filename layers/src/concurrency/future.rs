@@ -1,34 +1,23 @@
 //! The response future that waits for a permit, then runs the request.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use pin_project_lite::pin_project;
 use tokio::sync::oneshot::error::RecvError;
 use tower_service::Service;
 
 use crate::admission::{Slot, Ticket};
-use crate::staged::{Stage, StagedCall, Wait};
+use crate::staged::{staged_future, Stage, StagedCall, Wait};
 use crate::BoxError;
 
-pin_project! {
+staged_future! {
     /// Response future of [`ConcurrencyLimit`](super::ConcurrencyLimit).
     ///
     /// Owns the request's ticket and, once it has one, its permit: dropping the future at any
     /// point frees both.
-    pub struct ResponseFuture<S, Req>
-    where
-        S: Service<Req>,
-    {
-        #[pin]
-        call: StagedCall<Activate, S, Req>,
-    }
+    ResponseFuture<S, Req> calls Req, through Activate
 }
 
 /// The concurrency layer's part in the call: the request's ticket, made active when the permit
 /// arrives. The permit is the guard held while the request runs.
+#[derive(Debug)]
 pub(super) struct Activate {
     // Let go after the run stops and before its permit frees (see `StagedCall`): the request
     // counts as active until everything it held is released, and a waiter woken by the permit
@@ -37,6 +26,7 @@ pub(super) struct Activate {
 }
 
 impl<Req> Stage<Req> for Activate {
+    const WAITING: &'static str = "Waiting";
     type Ready = Slot;
     type Error = RecvError;
     type Guard = Slot;
@@ -79,29 +69,5 @@ where
         Self {
             call: StagedCall::new(stage, acquire, inner, req),
         }
-    }
-}
-
-impl<S, Req> Future for ResponseFuture<S, Req>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Output = Result<S::Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().call.poll(cx)
-    }
-}
-
-impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
-where
-    S: Service<Req>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("state", &self.call.state_name("Waiting"))
-            .field("ticket", &self.call.stage().ticket)
-            .finish()
     }
 }

@@ -1,33 +1,23 @@
 //! The response future that provisions a workspace, runs the request in it, and releases it.
 
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::Request;
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::guard::Release;
 use super::{Provision, ProvisionFailed, ProvisionFuture, WorkspacePath};
-use crate::staged::{Stage, StagedCall};
+use crate::staged::{staged_future, Stage, StagedCall};
 use crate::BoxError;
 
-pin_project! {
+staged_future! {
     /// Response future of [`Workspace`](super::Workspace).
     ///
     /// Once the workspace exists, the future owns it: dropping the future at any point releases
     /// it, after the inner future.
-    pub struct ResponseFuture<S, B>
-    where
-        S: Service<Request<B>>,
-    {
-        #[pin]
-        call: StagedCall<InWorkspace, S, Request<B>>,
-    }
+    ResponseFuture<S, B> calls Request<B>, through InWorkspace
 }
 
 /// The workspace layer's part in the call: once provisioned, the workspace's path goes into the
@@ -37,7 +27,14 @@ pub(super) struct InWorkspace {
     provisioner: Arc<dyn Provision>,
 }
 
+impl fmt::Debug for InWorkspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InWorkspace").finish_non_exhaustive()
+    }
+}
+
 impl<B> Stage<Request<B>> for InWorkspace {
+    const WAITING: &'static str = "Provisioning";
     type Ready = PathBuf;
     type Error = BoxError;
     type Guard = Release;
@@ -71,28 +68,5 @@ where
         Self {
             call: StagedCall::new(InWorkspace { provisioner }, provision, inner, req),
         }
-    }
-}
-
-impl<S, B> Future for ResponseFuture<S, B>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Output = Result<S::Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().call.poll(cx)
-    }
-}
-
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
-where
-    S: Service<Request<B>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("state", &self.call.state_name("Provisioning"))
-            .finish_non_exhaustive()
     }
 }
