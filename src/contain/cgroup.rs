@@ -25,7 +25,6 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -33,7 +32,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::mode::Unavailable;
 use super::reap::KillError;
-use super::settings::SettingError;
+use super::settings::CgroupSetting;
 
 /// Every run cgroup's name is this, then the instance key, the gateway process's tag and the run's
 /// id, dot-separated: a restarted gateway removes only its own instance's leftovers, and only
@@ -46,34 +45,6 @@ const FIRST_REREAD: Duration = Duration::from_millis(1);
 
 /// The longest wait between two reads of `cgroup.events` while a kill completes.
 const LAST_REREAD: Duration = Duration::from_millis(50);
-
-/// Where run cgroups are made (the `RUN_CGROUP` setting).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) enum CgroupSetting {
-    /// Under the gateway's own cgroup when it is cgroup v2 and writable; the `/proc` fallback
-    /// otherwise.
-    #[default]
-    Auto,
-    /// Never: always the `/proc` fallback.
-    Off,
-    /// Under this cgroup v2 directory, or refuse to start.
-    Dir(PathBuf),
-}
-
-impl FromStr for CgroupSetting {
-    type Err = SettingError;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim() {
-            "auto" => Ok(Self::Auto),
-            "off" => Ok(Self::Off),
-            path if path.starts_with('/') => Ok(Self::Dir(PathBuf::from(path))),
-            _ => Err(SettingError(format!(
-                "RUN_CGROUP must be auto, off or an absolute cgroup v2 directory, not {value:?}"
-            ))),
-        }
-    }
-}
 
 /// The directory the run cgroups are made in.
 #[derive(Debug)]
@@ -341,18 +312,6 @@ impl fmt::Display for RunGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_setting_takes_auto_off_or_an_absolute_directory() {
-        assert_eq!("auto".parse(), Ok(CgroupSetting::Auto));
-        assert_eq!(" off ".parse(), Ok(CgroupSetting::Off));
-        assert_eq!(
-            "/sys/fs/cgroup/gw".parse(),
-            Ok(CgroupSetting::Dir(PathBuf::from("/sys/fs/cgroup/gw")))
-        );
-        let err = "relative/dir".parse::<CgroupSetting>().unwrap_err();
-        assert!(err.to_string().starts_with("RUN_CGROUP must be auto, off"));
-    }
 
     #[test]
     fn the_own_cgroup_is_found_under_the_cgroup2_mount_that_shows_it() {

@@ -61,13 +61,12 @@ mod tests;
 
 // What the rest of the crate uses.
 pub(crate) use cell::{tmpdir_of, Cells, Containment, KeptUid, PlacedCell, Recovery, RunCell};
-pub(crate) use cgroup::CgroupSetting;
 pub(crate) use dirs::{remove_tree, remove_tree_async};
 pub(crate) use mode::Mode;
 pub(crate) use reap::KILL_DEADLINE;
 pub(crate) use reuse::{recycle, Manifest};
 pub(crate) use settings::{
-    instance_key_for, ContainSettings, IsolationSetting, RunUidRange, SettingError,
+    instance_key_for, CgroupSetting, ContainSettings, IsolationSetting, RunUidRange, SettingError,
     DEFAULT_LOCK_DIR,
 };
 pub(crate) use spawn::{Io, RunCommand};

@@ -1,5 +1,5 @@
-//! What the operator chooses: the isolation mode, the uids runs may take, where the uid locks live,
-//! and which gateway instance the runs belong to.
+//! What the operator chooses: the isolation mode, where run cgroups are made, the uids runs may
+//! take, where the uid locks live, and which gateway instance the runs belong to.
 //!
 //! Parsing lives here, not in the crate's config, so the `ISOLATION`, `RUN_UID_RANGE` and
 //! `RUN_LOCK_DIR` settings can be wired in later without this module importing the rest.
@@ -37,6 +37,35 @@ impl FromStr for IsolationSetting {
             "process" => Ok(Self::Process),
             _ => Err(SettingError(format!(
                 "ISOLATION must be auto, uid or process, not {value:?}"
+            ))),
+        }
+    }
+}
+
+/// Where run cgroups are made (the `RUN_CGROUP` setting).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum CgroupSetting {
+    /// Under the gateway's own cgroup when it is cgroup v2 and writable; the `/proc` fallback
+    /// otherwise.
+    #[default]
+    Auto,
+    /// Never: always the `/proc` fallback.
+    Off,
+    /// Under this cgroup v2 directory, or refuse to start.
+    Dir(PathBuf),
+}
+
+impl FromStr for CgroupSetting {
+    type Err = SettingError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        // The words in any case, as `ISOLATION`'s; a directory as written.
+        match value.trim() {
+            word if word.eq_ignore_ascii_case("auto") => Ok(Self::Auto),
+            word if word.eq_ignore_ascii_case("off") => Ok(Self::Off),
+            path if path.starts_with('/') => Ok(Self::Dir(PathBuf::from(path))),
+            _ => Err(SettingError(format!(
+                "RUN_CGROUP must be auto, off or an absolute cgroup v2 directory, not {value:?}"
             ))),
         }
     }
@@ -210,7 +239,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn isolation_parses_the_three_words_in_any_case() {
+    fn the_mode_and_cgroup_words_parse_in_any_case_and_a_cgroup_may_be_a_directory() {
         assert_eq!("auto".parse(), Ok(IsolationSetting::Auto));
         assert_eq!(" UID ".parse(), Ok(IsolationSetting::Uid));
         assert_eq!("Process".parse(), Ok(IsolationSetting::Process));
@@ -219,6 +248,12 @@ mod tests {
             err.to_string(),
             "ISOLATION must be auto, uid or process, not \"root\""
         );
+        assert_eq!("AUTO".parse(), Ok(CgroupSetting::Auto));
+        assert_eq!(" Off ".parse(), Ok(CgroupSetting::Off));
+        let dir = "/sys/fs/cgroup/GW".parse::<CgroupSetting>();
+        assert_eq!(dir, Ok(CgroupSetting::Dir("/sys/fs/cgroup/GW".into())));
+        let err = "relative/dir".parse::<CgroupSetting>().unwrap_err();
+        assert!(err.to_string().starts_with("RUN_CGROUP must be auto, off"));
     }
 
     #[test]
