@@ -80,8 +80,35 @@ pub enum StoreConfig {
     },
 }
 
+/// A setting that is a secret, or may hold one (a token, a password in a URL, a webhook URL whose
+/// path is its key): its `Debug` form never shows it, so no `{:?}` of the settings can put it in a
+/// log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The gateway's settings as given on the command line or in the environment.
-#[derive(Clone, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "claude-gateway",
     version,
@@ -91,7 +118,7 @@ pub enum StoreConfig {
 pub struct Settings {
     /// Bearer token callers present (named `default` in logs). Required unless a tokens file is given.
     #[arg(long, env = "API_BEARER_TOKEN", hide_env_values = true)]
-    pub api_bearer_token: Option<String>,
+    pub api_bearer_token: Option<Secret>,
 
     /// File of accepted tokens, one per line as `name:token` (or a bare token), `#` comments
     /// allowed. Several tokens at once allow rotation without downtime.
@@ -165,7 +192,7 @@ pub struct Settings {
     /// replicas: one queue, one job store), or `memory` (gone when the gateway stops) [default:
     /// `sqlite://` JOBS_DIR/claude-gateway.db].
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// When a commit to the SQLite store reaches the disk: `normal` keeps every acknowledged job
     /// through a crash of the gateway, `full` through a power loss too (one disk sync per write).
@@ -217,13 +244,13 @@ pub struct Settings {
     pub delivery_allow_base_branch: bool,
 
     /// Webhook URL for jobs that give no `callback_url`; unset: none.
-    #[arg(long, env = "WEBHOOK_URL")]
-    pub webhook_url: Option<String>,
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<Secret>,
 
     /// Secret webhooks are signed with (Standard Webhooks): `whsec_<base64>`, or any other text
     /// used as it is. Unset: webhooks are sent unsigned.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
 
     /// Where webhooks may go, comma-separated: host names (exact) and networks (`10.0.0.0/8`,
     /// `127.0.0.1/32`). Empty: no webhooks. Link-local and metadata addresses are refused
@@ -400,25 +427,6 @@ pub struct Settings {
     pub run_cgroup: String,
 }
 
-impl fmt::Debug for Settings {
-    // Written by hand so the token can never reach a log line through `{:?}`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field(
-                "api_bearer_token",
-                &self.api_bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("api_bearer_tokens_file", &self.api_bearer_tokens_file)
-            .field("api_key_policy_file", &self.api_key_policy_file)
-            .field("listen_addr", &self.listen_addr)
-            .field("workspace_dir", &self.workspace_dir)
-            .field("jobs_dir", &self.jobs_dir)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("max_queue_depth", &self.max_queue_depth)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A setting that cannot be used; the binary prints it on one line and exits with status 2.
 #[derive(Debug)]
 pub struct ConfigError(String);
@@ -451,7 +459,7 @@ fn parse_author(text: &str) -> Result<(String, String), ConfigError> {
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     /// `WEBHOOK_URL`: for jobs that give no `callback_url`.
-    pub default_url: Option<String>,
+    pub default_url: Option<Secret>,
     /// `WEBHOOK_SECRET`.
     pub secret: Option<WebhookSecret>,
     /// `WEBHOOK_ALLOW`.
@@ -697,7 +705,7 @@ impl Settings {
     /// Checks every setting and builds the [`Config`], or says in one line what to fix.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let tokens = load_tokens(
-            self.api_bearer_token.as_deref(),
+            self.api_bearer_token.as_ref().map(Secret::expose),
             self.api_bearer_tokens_file.as_deref(),
         )?;
         let policies = match &self.api_key_policy_file {
@@ -718,7 +726,7 @@ impl Settings {
         positive("REPLICA_LEASE_SECONDS", self.replica_lease_seconds)?;
         let replica_id = replica_id(self.replica_id.as_deref())?;
         let store = store_config(
-            self.database_url.as_deref(),
+            self.database_url.as_ref().map(Secret::expose),
             &self.jobs_dir,
             self.sqlite_synchronous,
         )?;
@@ -816,11 +824,11 @@ impl Settings {
             delivery_author: parse_author(&self.delivery_author)?,
             delivery_allow_base_branch: self.delivery_allow_base_branch,
             webhooks: WebhookSettings {
-                default_url: self.webhook_url.filter(|u| !u.trim().is_empty()),
+                default_url: self.webhook_url.filter(|u| !u.0.trim().is_empty()),
                 secret: self
                     .webhook_secret
-                    .filter(|s| !s.is_empty())
-                    .map(|s| WebhookSecret::parse(&s))
+                    .filter(|s| !s.0.is_empty())
+                    .map(|s| WebhookSecret::parse(s.expose()))
                     .transpose()?,
                 allow: WebhookAllow::parse(&self.webhook_allow)?,
                 max_attempts: self.webhook_max_attempts.max(1),
@@ -1218,10 +1226,29 @@ mod tests {
     }
 
     #[test]
-    fn debug_never_shows_the_token() {
-        let settings = Settings::parse_from(["gw", "--api-bearer-token", "sekrit-value"]);
-        assert!(!format!("{settings:?}").contains("sekrit-value"));
+    fn debug_shows_every_setting_but_never_a_secret() {
+        let settings = Settings::parse_from([
+            "gw",
+            "--api-bearer-token",
+            "sekrit-token",
+            "--database-url",
+            "postgres://gw:sekrit-password@db/jobs",
+            "--webhook-url",
+            "https://hooks.example/sekrit-path",
+            "--webhook-secret",
+            "sekrit-key",
+            "--webhook-allow",
+            "hooks.example",
+        ]);
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        // Derived: every setting is there, down to the last one.
+        assert!(shown.contains("run_cgroup: \"auto\""), "{shown}");
+        assert!(
+            shown.contains("api_bearer_token: Some(<redacted>)"),
+            "{shown}"
+        );
         let config = settings.validate().unwrap();
-        assert!(!format!("{config:?}").contains("sekrit-value"));
+        assert!(!format!("{config:?}").contains("sekrit"), "{config:?}");
     }
 }

@@ -30,7 +30,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::config::{WebhookAllow, WebhookSettings};
+use crate::config::{Secret, WebhookAllow, WebhookSettings};
 
 use super::record::{format_iso, JobStatus, JobSummary, WebhookAttempt};
 use super::store::{DueWebhook, JobStore, WebhookClaim, WebhookKind, WebhookTried};
@@ -121,7 +121,7 @@ impl Webhooks {
 
     /// `WEBHOOK_URL`, for jobs that give no `callback_url`.
     pub(crate) fn default_url(&self) -> Option<&str> {
-        self.inner.settings.default_url.as_deref()
+        self.inner.settings.default_url.as_ref().map(Secret::expose)
     }
 
     /// Checks a `callback_url` at submission: http or https, no credentials, a host the
