@@ -1,23 +1,26 @@
 //! The one place the gateway's HTTP stack is composed. Read top to bottom, this is the path a
-//! request takes; the run stack below the handlers is composed in `run.rs`, by the one call every handler makes.
+//! request takes; the run stack below the handlers is composed in `run.rs`, by the one call every
+//! handler makes.
 //!
 //! ```text
 //!  HTTP ─► request-id ─► trace ─► metrics ─► catch-panic ─► router
 //!                                                             │
 //!     /health, /metrics, /openapi.json ◄──────────────────────┤ (open)
-//!     /jobs… : auth (detail errors) ◄─────────────────────────┤
-//!     /v1/messages: auth, bearer or x-api-key (Anthropic errors) ◄┤
-//!     /v1/…  : auth (OpenAI errors) ◄─────────────────────────┘
+//!     /jobs… : auth (detail errors) ─► budget ◄───────────────┤
+//!     /v1/messages: auth, bearer or x-api-key ─► budget ◄─────┤ (Anthropic errors)
+//!     /v1/…  : auth (OpenAI errors) ─► budget ◄───────────────┘
 //!        /execute, /v1/chat/completions, /v1/responses, /v1/messages: handler ─► intake
 //!            (body within size and deadline, checked, then a queue slot and queued bytes)
-//!            └─► Runs::run ─► record ─► concurrency ─► deadline ─► workspace ─► claude
+//!            └─► Runs::run ─► record ─► requeue ─► concurrency ─► deadline ─► workspace
+//!                                                                  ─► harvest ─► claude
 //! ```
 //!
 //! Auth is a route layer, below the router: each route group answers a failed check in its own
-//! callers' error shape. Admission is not a layer: the routes that start runs take their slot
-//! through [`crate::bounds::Intake`] only once the body is in and checked, so a slow or invalid
-//! body never holds one. The connection-level bounds (count, idle and write timeouts) are the
-//! server's, in `server.rs`.
+//! callers' error shape. Under it, the budget guard (`quota::guard`) refuses a key whose budget
+//! window is spent and adds the rate-limit headers, on the routes that start runs. Admission is
+//! not a layer: the routes that start runs take their slot through [`crate::bounds::Intake`] only
+//! once the body is in and checked, so a slow or invalid body never holds one. The
+//! connection-level bounds (count, idle and write timeouts) are the server's, in `server.rs`.
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};

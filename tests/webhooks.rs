@@ -205,7 +205,14 @@ async fn a_receiver_verifies_signatures_sees_retries_and_gets_the_end_across_a_r
     assert_eq!(hooks[1]["type"], "job.ended", "{record}");
     assert_eq!(hooks[1]["id"], delivered.id.as_str(), "{record}");
     let tries = hooks[1]["attempts"].as_array().expect("attempts");
-    assert_eq!(tries.len(), ended.len(), "{record}");
+    // Every try is recorded once its answer is in, except one the killed gateway had sent and not
+    // yet recorded when it died (one try of a webhook is in flight at a time).
+    assert!(
+        tries.len() == ended.len() || tries.len() + 1 == ended.len(),
+        "{} tries recorded, {} seen: {record}",
+        tries.len(),
+        ended.len()
+    );
     assert_eq!(tries[0]["status_code"], 500, "{record}");
     assert!(
         tries[0]["error"].as_str().unwrap().contains("500"),
