@@ -10,7 +10,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `contain` | run containment: per-run uids or markers, kill-everything, per-run directories |
-//! | [`agent`] | the claude service: command line, allow-listed environment, process, output, the caller's functions as MCP tools |
+//! | [`agent`] | the claude service: command line, allow-listed environment, process, output, the caller's functions as MCP tools; the shape of the gateway's own steps around a run (`RunStep`) |
 //! | [`policy`] | per-key policy (weights, per-key limits, budgets) from `API_KEY_POLICY_FILE`, reloaded while running |
 //! | [`config`] | the settings, as flags and environment variables |
 //! | [`workspace`] | the git provisioner: a fresh checkout of the warm base per run; what a run changed, and its delivery |
