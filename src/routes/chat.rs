@@ -79,16 +79,8 @@ impl RunRoute for Chat {
     async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<Self::Run, OpenAiError> {
         let mut chat = prepare(state, call.body)?;
         let presented = chat.presented.take();
-        let session = &mut chat.run.request;
-        let handle = attach_session(
-            state,
-            call.owner,
-            presented,
-            call.headers,
-            session,
-            session_error,
-        )
-        .await?;
+        let request = &mut chat.run.request;
+        let handle = attach_session(state, &call, presented, request, session_error).await?;
         Ok((chat, handle))
     }
 

@@ -77,16 +77,7 @@ impl RunRoute for Messages {
     async fn prepare(state: &AppState, call: TakenIn<'_>) -> Result<Self::Run, AnthropicError> {
         let mut run = prepare(state, call.body)?;
         // The Messages API has no body field for it: only the header presents a handle.
-        let session = &mut run.request;
-        let handle = attach_session(
-            state,
-            call.owner,
-            None,
-            call.headers,
-            session,
-            session_error,
-        )
-        .await?;
+        let handle = attach_session(state, &call, None, &mut run.request, session_error).await?;
         Ok((run, handle))
     }
 

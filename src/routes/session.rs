@@ -10,7 +10,7 @@ use std::pin::Pin;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use tokio::sync::mpsc;
 
 use crate::agent::{AgentOutcome, AgentRequest, KeepSession, ProgressSink, ResumeSession};
@@ -19,6 +19,8 @@ use crate::metrics::Entry;
 use crate::openai::stream::text_delta;
 use crate::run::RunFailure;
 use crate::state::AppState;
+
+use super::intake::TakenIn;
 
 /// The header that carries a chat conversation's session handle, in a request and its answer.
 pub(crate) const SESSION_HEADER: &str = "x-session-id";
@@ -51,19 +53,19 @@ impl fmt::Display for SessionRefusal {
     }
 }
 
-/// Continues the session the request presents (`presented`, from the body, else the
-/// `x-session-id` header), and has the run keep its session; answers the conversation's handle
+/// Continues the session `call` presents (`presented`, from the body, else the `x-session-id`
+/// header) as its caller's, and has the run keep its session; answers the conversation's handle
 /// (`None` when sessions are not kept). A handle that is unknown, another caller's or expired is
 /// refused (through `refuse`, in the route's error shape), never a fresh start.
 pub(crate) async fn attach_session<E>(
     state: &AppState,
-    owner: &str,
+    call: &TakenIn<'_>,
     presented: Option<String>,
-    headers: &HeaderMap,
     request: &mut http::Request<AgentRequest>,
     refuse: fn(SessionRefusal) -> E,
 ) -> Result<Option<String>, E> {
-    let presented = match (presented, headers.get(SESSION_HEADER)) {
+    let owner = call.owner;
+    let presented = match (presented, call.headers.get(SESSION_HEADER)) {
         (Some(handle), _) => Some(handle),
         (None, Some(value)) => Some(
             value
