@@ -348,3 +348,114 @@ async fn with_recycling_off_every_used_checkout_is_removed_and_the_pool_clones()
     assert_eq!(gw.metric(RECYCLED).await, 0.0);
     gw.wait_workspaces_gone().await;
 }
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted (lazily) when dropped: a
+/// `JOBS_DIR` whose free space a test can take away and give back.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    async fn mount(mib: u64) -> Self {
+        let dir = tempfile::tempdir().expect("mount point");
+        common::run_tool(
+            "mounting a tmpfs (needs root)",
+            secs(30),
+            tokio::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path()),
+        )
+        .await;
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Free bytes, as the pool reads them.
+    fn free(&self) -> u64 {
+        let stat = nix::sys::statvfs::statvfs(self.path()).expect("statvfs");
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(stat.blocks_available()) * u64::from(stat.fragment_size());
+        free
+    }
+
+    /// The pool's entries whose names start with `prefix` (`ws-`, `template-`).
+    fn pooled(&self, prefix: &str) -> usize {
+        std::fs::read_dir(self.path().join(".pool"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn when_jobs_dir_runs_low_the_pool_gives_back_its_checkouts_and_template_and_refills_later() {
+    let fx = Repos::new();
+    let disk = SmallDisk::mount(96).await;
+    let gw = Gateway::builder()
+        .base(&fx.base)
+        .fake("workspace-probe.sh")
+        .jobs_dir(disk.path())
+        .arg("workspace-pool-size", 1)
+        .arg("workspace-pool-min-free-mb", 32)
+        .start()
+        .await;
+    wait_pool_ready(&gw, 1).await;
+    // A run's checkout comes back recycled, copying from the template.
+    probe(&gw).await;
+    eventually("the used checkout is recycled", secs(30), || async {
+        (gw.metric(RECYCLED).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(disk.pooled("template-"), 1, "no template on disk");
+
+    // Take the free space away: below the 32 MiB reserve.
+    let filler = disk.path().join("filler");
+    let take = disk.free() - 16 * 1024 * 1024;
+    std::fs::write(&filler, vec![0u8; usize::try_from(take).unwrap()]).expect("filler");
+    eventually(
+        "the pool gives back its checkout and its template",
+        secs(30),
+        || async { (disk.pooled("ws-") + disk.pooled("template-") == 0).then_some(()) },
+    )
+    .await;
+    // Runs still get checkouts meanwhile, and theirs is removed rather than recycled.
+    assert_eq!(probe(&gw).await.claimed, "no");
+    eventually("the used checkout is removed", secs(30), || async {
+        let left = common::workspaces_in(disk.path());
+        (left.iter().all(|p| *p == filler) && disk.pooled("ws-") == 0).then_some(())
+    })
+    .await;
+    assert_eq!(gw.metric(RECYCLED).await, 1.0);
+    assert_eq!(disk.pooled("template-"), 0);
+
+    // Space back: the pool fills again, and the next recycle makes a template again.
+    std::fs::remove_file(&filler).expect("filler removed");
+    wait_pool_ready(&gw, 1).await;
+    probe(&gw).await;
+    eventually("a checkout is recycled again", secs(30), || async {
+        (gw.metric(RECYCLED).await == 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        disk.pooled("template-"),
+        1,
+        "no template once space is back"
+    );
+    drop(gw);
+}

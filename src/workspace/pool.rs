@@ -25,7 +25,8 @@
 //!   not come back. Without per-run uids (process mode) nothing proves a run could not have kept
 //!   a way into its tree, and used checkouts are removed.
 //! - **Disk.** While free space on `JOBS_DIR` is below the pool's reserve, the pool makes no
-//!   checkouts and removes the ready ones, oldest first; runs still clone their own.
+//!   checkouts and removes the ready ones, oldest first, then its template; runs still clone
+//!   their own, and a used checkout is removed rather than recycled.
 //! - **Refill.** A task keeps the pool at its size, making every missing checkout at once (a
 //!   clone mostly waits on the filesystem: eight clones at once made four times as many a second
 //!   as two at once on a 2-core machine), bounded by the pool's size,
@@ -571,6 +572,14 @@ async fn refill(pool: Weak<Pool>, maker: Arc<Maker>) {
                     tracing::warn!(path = %path.display(), %error, "could not remove a pooled checkout");
                 }
                 continue;
+            }
+            // Nothing ready is left: the template goes too, removed once no recycle copies from
+            // it; the next recycle makes it again when there is room.
+            if this.template.lock().await.take().is_some() {
+                tracing::info!(
+                    jobs_dir = %jobs_dir.display(),
+                    "JOBS_DIR is low on space: the warm pool gives back its template"
+                );
             }
         } else {
             let quiet = this.quiet_left();
