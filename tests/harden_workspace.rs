@@ -8,35 +8,11 @@ mod harden_support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::{git, json, Gateway, GatewayBuilder, Repos};
+use common::{git, json, submit, wait_end, Gateway, GatewayBuilder, Repos};
 use harden_support::Binary;
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const AGENT: &str = "general-purpose";
-
-async fn submit(gw: &Gateway, timeout_seconds: u64) -> String {
-    let response = gw
-        .post(
-            "/execute",
-            &json!({"prompt": "p", "agent": AGENT, "timeout_seconds": timeout_seconds}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    json(response).await["job_id"].as_str().unwrap().to_owned()
-}
-
-async fn wait_end(gw: &Gateway, id: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let record = json(gw.get(&format!("/jobs/{id}")).await).await;
-        if !matches!(record["status"].as_str(), Some("queued" | "running")) {
-            return record;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{record}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn seconds_between(record: &Value, from: &str, to: &str) -> f64 {
     let at = |field: &str| {
@@ -101,17 +77,18 @@ async fn an_origin_that_never_answers_does_not_stall_runs() {
         ],
     );
     let gw = readme_gateway(&repos.base).await;
-    let quick: Vec<String> = futures_util::future::join_all((0..6).map(|_| submit(&gw, 30))).await;
+    let quick: Vec<String> =
+        futures_util::future::join_all((0..6).map(|_| submit(&gw, "p", 30))).await;
     // A job whose deadline is shorter than the wait for a refresh.
-    let short = submit(&gw, 1).await;
+    let short = submit(&gw, "p", 1).await;
     for id in &quick {
-        let record = wait_end(&gw, id, Duration::from_secs(60)).await;
+        let record = wait_end(&gw, id).await;
         assert_eq!(record["status"], "completed", "{record}");
         assert_eq!(record["result"], common::README.1.trim(), "{record}");
         let took = seconds_between(&record, "created_at", "finished_at");
         assert!(took < 15.0, "a run waited {took} s for the origin");
     }
-    let record = wait_end(&gw, &short, Duration::from_secs(60)).await;
+    let record = wait_end(&gw, &short).await;
     assert_eq!(record["status"], "timeout", "{record}");
     let error = record["error"].as_str().unwrap();
     assert!(error.contains("before its agent started"), "{error}");
@@ -156,8 +133,8 @@ async fn a_jobs_dir_on_another_filesystem_gets_working_clones() {
     };
     assert!(harden_support::is_mount_point(gw.jobs_dir.path()));
     for _ in 0..2 {
-        let id = submit(&gw, 60).await;
-        let record = wait_end(&gw, &id, Duration::from_secs(60)).await;
+        let id = submit(&gw, "p", 60).await;
+        let record = wait_end(&gw, &id).await;
         assert_eq!(record["status"], "completed", "{record}");
         assert_eq!(record["result"], common::README.1.trim());
     }
@@ -210,8 +187,8 @@ async fn a_stale_index_lock_does_not_pin_runs_to_an_old_base() {
     drop(file);
     push_readme(&repos, "updated upstream");
     let gw = readme_gateway(&repos.base).await;
-    let id = submit(&gw, 60).await;
-    let record = wait_end(&gw, &id, Duration::from_secs(60)).await;
+    let id = submit(&gw, "p", 60).await;
+    let record = wait_end(&gw, &id).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], "updated upstream", "{record}");
     assert!(!lock.exists(), "the stale lock is still there");
@@ -224,11 +201,8 @@ async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
         .arg("workspace-pool-size", 1)
         .start()
         .await;
-    let first = submit(&gw, 60).await;
-    assert_eq!(
-        wait_end(&gw, &first, Duration::from_secs(60)).await["status"],
-        "completed"
-    );
+    let first = submit(&gw, "p", 60).await;
+    assert_eq!(wait_end(&gw, &first).await["status"], "completed");
     // Once the pool is full again nothing refreshes the base (each refill does, with no
     // debounce): the deletion below does not race a fetch writing into it.
     gw.wait_health(|h| h["base"] == "ok" && h["pool_ready"] == 1)
@@ -238,8 +212,8 @@ async fn a_base_deleted_at_runtime_is_reported_and_cloned_again() {
     let health = json(gw.get("/health").await).await;
     assert_eq!(health["base"], "missing", "{health}");
 
-    let second = submit(&gw, 60).await;
-    let record = wait_end(&gw, &second, Duration::from_secs(60)).await;
+    let second = submit(&gw, "p", 60).await;
+    let record = wait_end(&gw, &second).await;
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["result"], common::README.1.trim());
     assert!(
