@@ -6,10 +6,8 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use gateway_layers::auth::AuthenticatedCaller;
 use gateway_layers::deadline::Deadline;
 use http::HeaderMap;
 
@@ -17,7 +15,7 @@ use crate::agent::{AgentRequest, RunOptions};
 use crate::bounds::Refusal;
 use crate::config::Config;
 use crate::metrics::Entry;
-use crate::routes::jobs::owner;
+use crate::routes::jobs::Caller;
 use crate::state::AppState;
 
 /// What a run route does its own way.
@@ -107,11 +105,11 @@ pub(crate) struct RunCall {
 impl FromRequest<AppState> for RunCall {
     type Rejection = Infallible;
 
-    async fn from_request(request: Request, _: &AppState) -> Result<Self, Infallible> {
-        let (parts, body) = request.into_parts();
-        let caller = parts.extensions.get::<AuthenticatedCaller>().cloned();
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Infallible> {
+        let (mut parts, body) = request.into_parts();
+        let Caller(owner) = Caller::from_request_parts(&mut parts, state).await?;
         Ok(RunCall {
-            owner: owner(caller.map(Extension)),
+            owner,
             headers: parts.headers,
             body,
         })

@@ -9,11 +9,12 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use gateway_layers::auth::AuthenticatedCaller;
+use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -157,11 +158,27 @@ fn store_failed(error: StoreError) -> Response {
         .into_response()
 }
 
-/// The caller's token name: jobs and chat sessions belong to it.
-pub(crate) fn owner(caller: Option<Extension<AuthenticatedCaller>>) -> String {
-    caller
-        .map(|Extension(c)| c.name.to_string())
-        .unwrap_or_default()
+/// The caller, by its token's name: jobs and chat sessions belong to it. Empty only where no auth
+/// layer ran.
+pub(crate) struct Caller(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let name = parts.extensions.get::<AuthenticatedCaller>();
+        Ok(Self(name.map(|c| c.name.to_string()).unwrap_or_default()))
+    }
+}
+
+/// The caller's job `job_id`; 404 `Job not found` when it is unknown or another caller's, 503 when
+/// the store cannot be read.
+async fn find(state: &AppState, owner: &str, job_id: &str) -> Result<JobRecord, Response> {
+    match state.jobs.get(owner, job_id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(not_found()),
+        Err(error) => Err(store_failed(error)),
+    }
 }
 
 /// The most a job may ask for (`MAX_TIMEOUT_SECONDS`, `MAX_BUDGET_USD`, the option policy) and
@@ -327,7 +344,7 @@ fn refused(refusal: &Refusal) -> Response {
 )]
 pub(crate) async fn execute(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -342,7 +359,7 @@ pub(crate) async fn execute(
         policy: &state.config.option_policy,
         max_attempts: state.config.max_job_attempts,
     };
-    let job = match new_job(owner(caller), &body, bounds) {
+    let job = match new_job(owner, &body, bounds) {
         Ok(job) => job,
         Err(error) => return error.into_response(),
     };
@@ -450,7 +467,7 @@ pub(crate) struct ListParams {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Response {
     let Query(params) = match params {
@@ -478,7 +495,7 @@ pub(crate) async fn list(
         None => None,
     };
     let query = ListQuery {
-        owner: owner(caller),
+        owner,
         status,
         limit,
         cursor,
@@ -515,31 +532,24 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     Path(JobPath { job_id }): Path<JobPath>,
-) -> Response {
-    let owner = owner(caller);
-    let cost = match state.jobs.get(&owner, &job_id).await {
-        Ok(Some(record)) => record_cost(&record),
-        Ok(None) => return not_found(),
-        Err(error) => return store_failed(error),
-    };
-    let Ok(share) = state.responses.reserve(cost).await else {
-        return budget_spent();
-    };
-    match state.jobs.get(&owner, &job_id).await {
-        Ok(Some(mut record)) => {
-            record.patch = None;
-            match state.jobs.webhooks_of(&job_id).await {
-                Ok(webhooks) => record.webhooks = webhooks,
-                Err(error) => return store_failed(error),
-            }
-            explain_queued(&state, &mut record);
-            record_response(record, share)
-        }
-        Ok(None) => not_found(),
-        Err(error) => store_failed(error),
-    }
+) -> Result<Response, Response> {
+    let cost = record_cost(&find(&state, &owner, &job_id).await?);
+    let share = state
+        .responses
+        .reserve(cost)
+        .await
+        .map_err(|_| budget_spent())?;
+    let mut record = find(&state, &owner, &job_id).await?;
+    record.patch = None;
+    record.webhooks = state
+        .jobs
+        .webhooks_of(&job_id)
+        .await
+        .map_err(store_failed)?;
+    explain_queued(&state, &mut record);
+    Ok(record_response(record, share))
 }
 
 /// `GET /jobs/{job_id}/diff`: the patch of what the run changed, as `git apply` takes it on the
@@ -562,40 +572,30 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn diff(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     Path(JobPath { job_id }): Path<JobPath>,
-) -> Response {
+) -> Result<Response, Response> {
     use base64::Engine as _;
-    let record = match state.jobs.get(&owner(caller), &job_id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return not_found(),
-        Err(error) => return store_failed(error),
-    };
+    let record = find(&state, &owner, &job_id).await?;
     let (Some(changes), Some(patch)) = (&record.changes, &record.patch) else {
-        return DetailError::new(
+        return Err(DetailError::new(
             StatusCode::NOT_FOUND,
             "the job has no changes (it has not ended, ran without a base repository, or its changes could not be read)",
         )
-        .into_response();
+        .into_response());
     };
-    let Ok(patch) = base64::engine::general_purpose::STANDARD.decode(patch) else {
-        return DetailError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored patch is unreadable",
-        )
-        .into_response();
-    };
-    let mut response = (StatusCode::OK, patch).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/x-diff"),
-    );
-    headers.insert(
-        "x-diff-truncated",
-        HeaderValue::from_static(if changes.truncated { "true" } else { "false" }),
-    );
-    response
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .map_err(|_| {
+            let unreadable = "the stored patch is unreadable";
+            DetailError::new(StatusCode::INTERNAL_SERVER_ERROR, unreadable).into_response()
+        })?;
+    let truncated = if changes.truncated { "true" } else { "false" };
+    let headers = [
+        ("content-type", "text/x-diff"),
+        ("x-diff-truncated", truncated),
+    ];
+    Ok((StatusCode::OK, headers, patch).into_response())
 }
 
 /// A whole record as the answer, streamed within the large-response budget; when other
@@ -651,10 +651,10 @@ fn budget_spent() -> Response {
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     Path(JobPath { job_id }): Path<JobPath>,
 ) -> Response {
-    match state.jobs.cancel(&owner(caller), &job_id).await {
+    match state.jobs.cancel(&owner, &job_id).await {
         Ok(mut record) => {
             record.patch = None;
             answer_record(&state, record).await
@@ -691,11 +691,10 @@ pub(crate) async fn cancel(
 )]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
+    Caller(owner): Caller,
     Path(JobPath { job_id }): Path<JobPath>,
     headers: HeaderMap,
 ) -> Response {
-    let owner = owner(caller);
     // A reconnecting client resumes after the last event it had.
     let from = headers
         .get("last-event-id")

@@ -20,7 +20,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use gateway_layers::auth::AuthenticatedCaller;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -31,7 +31,7 @@ use crate::anthropic::error::AnthropicError;
 use crate::openai::error::OpenAiError;
 use crate::quota::{Held, OverBudget, Standing};
 use crate::routes::detail::DetailError;
-use crate::routes::jobs::owner;
+use crate::routes::jobs::Caller;
 use crate::routes::openapi::OpenAiAuthFailure;
 use crate::state::AppState;
 
@@ -283,11 +283,7 @@ fn rfc3339(time: DateTime<Utc>) -> String {
         OpenAiAuthFailure
     )
 )]
-pub(crate) async fn get_quota(
-    State(state): State<AppState>,
-    caller: Option<Extension<AuthenticatedCaller>>,
-) -> Response {
-    let key = owner(caller);
+pub(crate) async fn get_quota(State(state): State<AppState>, Caller(key): Caller) -> Response {
     let standing = state.quota.standing(&key).await;
     let held = held(&state, &key).await;
     let policy = &standing.policy;
