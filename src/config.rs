@@ -824,10 +824,10 @@ impl Settings {
             delivery_author: parse_author(&self.delivery_author)?,
             delivery_allow_base_branch: self.delivery_allow_base_branch,
             webhooks: WebhookSettings {
-                default_url: self.webhook_url.filter(|u| !u.0.trim().is_empty()),
+                default_url: self.webhook_url.filter(|u| !u.expose().trim().is_empty()),
                 secret: self
                     .webhook_secret
-                    .filter(|s| !s.0.is_empty())
+                    .filter(|s| !s.expose().is_empty())
                     .map(|s| WebhookSecret::parse(s.expose()))
                     .transpose()?,
                 allow: WebhookAllow::parse(&self.webhook_allow)?,

@@ -21,7 +21,6 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use gateway_layers::admission::Gauge;
