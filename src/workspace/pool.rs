@@ -507,6 +507,12 @@ impl Pool {
         self.returned.notify_waiters();
     }
 
+    /// One checkout fewer is being made (filed, or given up), and the refill may look again.
+    fn made_one(&self) {
+        self.making.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
     fn pop_oldest(&self) -> Option<Pooled> {
         self.ready
             .lock()
@@ -625,6 +631,10 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
                 manifest,
                 out: None,
             });
+            // Filed, it counts as ready and no longer as being made: counted twice while the
+            // template below is made, the pool looked full to a run handing its checkout back,
+            // which was then removed instead of recycled.
+            pool.made_one();
             // A recyclable checkout needs its commit's template by the time its run ends; made
             // after the checkout is filed, so the pool's first fill waits for no extra clone.
             if let Some(made) = recyclable {
@@ -635,10 +645,9 @@ async fn make_one(pool: Arc<Pool>, maker: Arc<Maker>) {
             tracing::warn!(%error, "the warm pool could not make a checkout; runs clone their own meanwhile");
             drop(dir);
             tokio::time::sleep(FAILURE_PAUSE).await;
+            pool.made_one();
         }
     }
-    pool.making.fetch_sub(1, Ordering::AcqRel);
-    pool.wake.notify_one();
 }
 
 /// A checkout at `dest`, handed over to a freshly leased identity when runs are contained, and
